@@ -1,0 +1,410 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled edge of usher: holds the state pointers and calls the numba
+kernels through their C function pointers, without the GIL.
+
+Design: the kernels (``usher.core.kernels``) are numba ``@cfunc``s — one source
+of truth. This class keeps the header pointer and the function pointers, so a
+launch is: a few dict lookups, one C call under a lock with the GIL released,
+and one small ``Decision`` object. The Python subclass ``usher.Scheduler`` holds
+configuration and validation of the rare operations; the hot ones live here.
+A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_status``.
+"""
+
+from libc.stdint cimport int64_t, uintptr_t
+from libc.math cimport isnan
+from cpython.pythread cimport (
+    PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
+    PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK, NOWAIT_LOCK,
+)
+
+from usher.core import state as _st
+from usher.core.codes import Outcome, Reason, ZoneChoice
+from usher.errors import (
+    InvalidArgument, TimeWentBackwards, UnknownApp, raise_for_status,
+)
+
+ctypedef int64_t (*launch_fn)(int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
+ctypedef int64_t (*launch_many_fn)(int64_t*, int64_t, int64_t*, int64_t*, int64_t*, int64_t*, int64_t*, double*, int64_t*) noexcept nogil
+ctypedef int64_t (*op_fn)(int64_t*, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
+ctypedef int64_t (*telemetry_fn)(int64_t*, int64_t, int64_t*, double*, double*, double*, double*, int64_t, double) noexcept nogil
+ctypedef int64_t (*advance_fn)(int64_t*, double) noexcept nogil
+
+cdef int N_D = _st.N_D
+cdef int D_OUTCOME = _st.D_OUTCOME
+cdef int D_REASON = _st.D_REASON
+cdef int D_SERVER = _st.D_SERVER
+cdef int D_SESSION = _st.D_SESSION
+cdef int D_ZONE = _st.D_ZONE
+cdef int D_LOAD_INDEX = _st.D_LOAD_INDEX
+cdef int D_POOL = _st.D_POOL
+cdef int D_ZONE_CHOICE = _st.D_ZONE_CHOICE
+cdef int H_SESSION_FREE_TOP = _st.H_SESSION_FREE_TOP
+cdef int H_INSTANCE_FREE_TOP = _st.H_INSTANCE_FREE_TOP
+cdef int H_ENFORCE = _st.H_ENFORCE_ENTITLEMENT
+cdef int CK_NOW = _st.CK_NOW
+cdef int64_t STATUS_NO_CAPACITY = 6
+
+cdef tuple OUTCOMES = tuple(Outcome)
+cdef tuple REASONS = tuple(Reason)
+cdef tuple ZONE_CHOICES = tuple(ZoneChoice)
+
+
+cdef class Decision:
+    """The answer to one launch.
+
+    Attributes:
+        outcome: :class:`usher.Outcome`.
+        reason: :class:`usher.Reason`, or None unless the outcome is REJECTED.
+        server: name of the server (None when rejected); ``server_index`` its index.
+        zone: zone of that server (None when rejected).
+        session: id of the session placed, reconnected or shared into (None when rejected).
+        load_index: the server's load index after the decision (None when rejected).
+        pool: the pool of the session (None when rejected).
+        zone_choice: :class:`usher.ZoneChoice` — why the zone was chosen (PLACED only).
+        explanation: an :class:`usher.Explanation` when the launch asked for one.
+    """
+
+    cdef readonly int64_t outcome_code, reason_code, server_index, session_id
+    cdef readonly int64_t zone_index, load_index_value, pool_index, zone_choice_code
+    cdef readonly object explanation
+    cdef object _names  # the scheduler's append-only name lists
+
+    @property
+    def outcome(self):
+        return OUTCOMES[self.outcome_code]
+
+    @property
+    def reason(self):
+        return None if self.reason_code == 0 else REASONS[self.reason_code]
+
+    @property
+    def server(self):
+        return None if self.server_index < 0 else self._names[0][self.server_index]
+
+    @property
+    def zone(self):
+        return None if self.zone_index < 0 else self._names[1][self.zone_index]
+
+    @property
+    def pool(self):
+        return None if self.pool_index < 0 else self._names[2][self.pool_index]
+
+    @property
+    def session(self):
+        return None if self.session_id < 0 else self.session_id
+
+    @property
+    def load_index(self):
+        return None if self.load_index_value < 0 else self.load_index_value
+
+    @property
+    def zone_choice(self):
+        return None if self.zone_choice_code < 0 else ZONE_CHOICES[self.zone_choice_code]
+
+    @property
+    def placed(self):
+        """True when a session runs the app after this decision (not rejected)."""
+        return self.outcome_code != 3
+
+    def to_dict(self):
+        d = {
+            "outcome": str(self.outcome),
+            "reason": None if self.reason is None else str(self.reason),
+            "server": self.server,
+            "zone": self.zone,
+            "session": self.session,
+            "load_index": self.load_index,
+        }
+        if self.explanation is not None:
+            d["explanation"] = self.explanation.to_dict()
+        return d
+
+    def __eq__(self, other):
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self._key() == (<Decision>other)._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    cdef tuple _key(self):
+        return (self.outcome_code, self.reason_code, self.server_index, self.session_id,
+                self.zone_index, self.load_index_value)
+
+    def __repr__(self):
+        if self.outcome_code == 3:
+            return f"Decision(rejected, reason={self.reason!s})"
+        return (f"Decision({self.outcome!s}, server={self.server!r}, zone={self.zone!r}, "
+                f"session={self.session}, load_index={self.load_index})")
+
+
+cdef Decision make_decision(const int64_t* row, object names, object explanation):
+    cdef Decision d = Decision.__new__(Decision)
+    d.outcome_code = row[D_OUTCOME]
+    d.reason_code = row[D_REASON]
+    d.server_index = row[D_SERVER]
+    d.session_id = row[D_SESSION]
+    d.zone_index = row[D_ZONE]
+    d.load_index_value = row[D_LOAD_INDEX]
+    d.pool_index = row[D_POOL]
+    d.zone_choice_code = row[D_ZONE_CHOICE]
+    d._names = names
+    d.explanation = explanation
+    return d
+
+
+def decision_from_row(const int64_t[::1] row, names, explanation=None):
+    """A Decision from one row of a batch result (DECISION_FIELDS)."""
+    return make_decision(&row[0], names, explanation)
+
+
+cdef class Engine:
+    """State pointers, kernel pointers and the hot operations (see module doc)."""
+
+    cdef int64_t* _hdr
+    cdef double* _clk
+    cdef object _header_array, _clock_array
+    cdef launch_fn _launch
+    cdef launch_many_fn _launch_many
+    cdef op_fn _session_op
+    cdef op_fn _server_op
+    cdef telemetry_fn _telemetry
+    cdef advance_fn _advance
+    cdef PyThread_type_lock _lock
+    cdef int64_t _out[16]
+    cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
+    cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
+    cdef public object _names
+    cdef public bint _dirty
+    cdef public object _clock
+
+    def __cinit__(self, *args, **kwargs):
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError("cannot allocate the scheduler lock")
+
+    def __dealloc__(self):
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    def _bind(self, header_array, clock_array, kernels):
+        """Attach the header and clock arrays (never reallocated) and the
+        kernels' C function pointers."""
+        cdef int64_t[::1] h = header_array
+        cdef double[::1] c = clock_array
+        self._header_array = header_array
+        self._clock_array = clock_array
+        self._hdr = &h[0]
+        self._clk = &c[0]
+        self._launch = <launch_fn><uintptr_t>kernels.launch.address
+        self._launch_many = <launch_many_fn><uintptr_t>kernels.launch_many.address
+        self._session_op = <op_fn><uintptr_t>kernels.session_op.address
+        self._server_op = <op_fn><uintptr_t>kernels.server_op.address
+        self._telemetry = <telemetry_fn><uintptr_t>kernels.telemetry.address
+        self._advance = <advance_fn><uintptr_t>kernels.advance_clock.address
+
+    # ------------------------------------------------------------- locking
+    cdef inline void _acquire(self):
+        if not PyThread_acquire_lock(self._lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self._lock, WAIT_LOCK)
+
+    cdef inline void _release(self):
+        PyThread_release_lock(self._lock)
+
+    def _lock_acquire(self):
+        self._acquire()
+
+    def _lock_release(self):
+        self._release()
+
+    # ------------------------------------------------------------- helpers
+    cdef double _time(self, object now) except? -1.0:
+        """``now`` as a float, checked against the clock (before any change)."""
+        cdef double t
+        if now is None:
+            t = float(self._clock())
+        else:
+            try:
+                t = float(now)
+            except (TypeError, ValueError):
+                raise InvalidArgument("now", now, "must be a number of seconds") from None
+        if isnan(t):
+            raise InvalidArgument("now", now, "must not be NaN")
+        if t < self._clk[CK_NOW]:
+            raise TimeWentBackwards("now", now, f"earlier than the previous operation ({self._clk[CK_NOW]})")
+        return t
+
+    cdef int _prepare(self, int64_t rows) except -1:
+        """Lay groups out again if the fleet changed; make room for ``rows``
+        new sessions and app instances. Called with the lock held."""
+        if self._dirty:
+            self._relayout()
+        if self._hdr[H_SESSION_FREE_TOP] < rows or self._hdr[H_INSTANCE_FREE_TOP] < rows:
+            self._reserve(rows)
+        return 0
+
+    cpdef int64_t _user_index(self, object user) except -2:
+        """Index of ``user``; an unknown user is created when entitlement is not
+        enforced, and is -1 (refused as not_entitled) when it is."""
+        idx = self._users.get(user)
+        if idx is not None:
+            return idx
+        if self._hdr[H_ENFORCE]:
+            return -1
+        return self._add_user_unlocked(user, None, ())
+
+    cpdef int64_t _endpoint_index(self, object endpoint) except -2:
+        if endpoint is None:
+            return -1
+        idx = self._endpoints.get(endpoint)
+        if idx is None:
+            idx = len(self._endpoints)
+            self._endpoints[endpoint] = idx
+        return idx
+
+    # ------------------------------------------------------------- launch
+    def launch(self, user, app, location=None, endpoint=None, external=False, now=None,
+               explain=False):
+        """Place one launch. See docs/SEMANTICS.md for the rules.
+
+        Args:
+            user: user id (str or any hashable).
+            app: app name; an unknown app raises :class:`usher.UnknownApp`.
+            location: zone the request comes from (``user_location``), or None.
+            endpoint: client endpoint (for reconnection rules), or None.
+            external: True when the request comes through the external gateway.
+            now: logical time in seconds (monotonic); None reads the clock.
+            explain: attach an :class:`usher.Explanation` to the decision.
+
+        Returns:
+            :class:`usher.Decision`.
+        """
+        cdef double t = self._time(now)
+        a = self._apps.get(app)
+        if a is None:
+            raise UnknownApp("app", app, "no such app")
+        cdef int64_t ai = a
+        cdef int64_t loc = -1
+        if location is not None:
+            loc = self._zones.get(location, -2)
+        cdef int64_t ext = 1 if external else 0
+        cdef int64_t ui, ep, status
+        explanation = None
+        self._acquire()
+        try:
+            ui = self._user_index(user)
+            ep = self._endpoint_index(endpoint)
+            self._prepare(1)
+            if explain:
+                with nogil:
+                    self._advance(self._hdr, t)
+                explanation = self._explain(ui, ai, loc, ext)
+            with nogil:
+                status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, self._out)
+            if status != 0:
+                raise_for_status(status, "now", now)
+            d = make_decision(self._out, self._names, explanation)
+        finally:
+            self._release()
+        if explanation is not None:
+            explanation._attach(d)
+        return d
+
+    def _launch_arrays(self, int64_t[::1] users, int64_t[::1] apps, int64_t[::1] locations,
+                       int64_t[::1] endpoints, int64_t[::1] externals, double[::1] nows,
+                       int64_t[:, ::1] out):
+        """Batch kernel call on validated arrays (see Scheduler.launch_many);
+        the caller holds the lock and has prepared capacity."""
+        cdef int64_t n = users.shape[0], status
+        if n == 0:
+            return
+        with nogil:
+            status = self._launch_many(self._hdr, n, &users[0], &apps[0], &locations[0],
+                                       &endpoints[0], &externals[0], &nows[0], &out[0, 0])
+        if status != 0:
+            raise_for_status(status, "now", nows[0])
+
+    # ------------------------------------------------------------- sessions
+    cdef object _session_call(self, object session, int64_t op, int64_t arg, object now):
+        cdef double t = self._time(now)
+        cdef int64_t sid, status
+        try:
+            sid = session
+        except (TypeError, OverflowError):
+            raise InvalidArgument("session", session, "must be a session id (int)") from None
+        self._acquire()
+        try:
+            if self._dirty:
+                self._relayout()
+            with nogil:
+                status = self._session_op(self._hdr, sid, op, arg, t, self._out)
+            ended = self._out[0] == 1
+        finally:
+            self._release()
+        if status != 0:
+            raise_for_status(status, "session", session)
+        return ended
+
+    def logon_complete(self, session, now=None):
+        """The session's logon finished: launching -> active."""
+        self._session_call(session, 0, 0, now)
+
+    def disconnect(self, session, now=None):
+        """The user disconnected: active (or launching) -> disconnected."""
+        self._session_call(session, 1, 0, now)
+
+    def logoff(self, session, now=None):
+        """The session ends."""
+        self._session_call(session, 2, 0, now)
+
+    def launch_failed(self, session, now=None):
+        """The launch did not come up: the session is removed and its server
+        sin-binned for ``sinbin_seconds``."""
+        self._session_call(session, 3, 0, now)
+
+    def close_app(self, session, app, now=None):
+        """The app closes in the session; returns True when that ended the session."""
+        a = self._apps.get(app)
+        if a is None:
+            raise UnknownApp("app", app, "no such app")
+        return self._session_call(session, 4, a, now)
+
+    # ------------------------------------------------------------- servers
+    def _server_call(self, int64_t server, int64_t op, int64_t value, object now, int64_t sessions):
+        """Kernel call for power/registered/mode/evict; returns ended session ids.
+        The caller holds the lock."""
+        cdef double t = self._time(now)
+        import numpy as np
+        buf = np.zeros(sessions + 1, dtype=np.int64)
+        cdef int64_t[::1] b = buf
+        cdef int64_t status
+        with nogil:
+            status = self._server_op(self._hdr, server, op, value, t, &b[0])
+        if status != 0:
+            raise_for_status(status, "server", self._server_names[server] if 0 <= server < len(self._server_names) else server)
+        return [int(x) for x in buf[1 : 1 + b[0]]]
+
+    def _telemetry_arrays(self, int64_t[::1] servers, double[::1] cpu, double[::1] mem,
+                          double[::1] disk_queue, double[::1] custom, int64_t mask, now):
+        """Kernel call on validated arrays; the caller holds the lock."""
+        cdef double t = self._time(now)
+        cdef int64_t n = servers.shape[0], status
+        if n == 0:
+            with nogil:
+                status = self._advance(self._hdr, t)
+            return
+        with nogil:
+            status = self._telemetry(self._hdr, n, &servers[0], &cpu[0], &mem[0],
+                                     &disk_queue[0], &custom[0], mask, t)
+        if status != 0:
+            raise_for_status(status, "servers", list(servers))
+
+    def _advance_to(self, now):
+        """Move the clock; the caller holds the lock."""
+        cdef double t = self._time(now)
+        cdef int64_t status
+        with nogil:
+            status = self._advance(self._hdr, t)
+        if status != 0:
+            raise_for_status(status, "now", now)

@@ -1,0 +1,123 @@
+"""The exception hierarchy of usher, and the one place where a kernel's status
+code becomes an exception.
+
+Every error a caller can see derives from :class:`UsherError` and names the
+field and the value that were wrong. After any error the scheduler's state is
+exactly what it was before the call.
+"""
+
+from __future__ import annotations
+
+from usher.core.codes import Status
+
+__all__ = [
+    "UsherError",
+    "InvalidArgument",
+    "UnknownName",
+    "UnknownServer",
+    "UnknownPool",
+    "UnknownApp",
+    "UnknownUser",
+    "UnknownSession",
+    "DuplicateName",
+    "InvalidState",
+    "SessionEnded",
+    "ServerBusy",
+    "TimeWentBackwards",
+    "raise_for_status",
+]
+
+
+class UsherError(Exception):
+    """Base class of every error raised by usher.
+
+    Attributes:
+        field: the name of the argument or record field that was wrong.
+        value: the offending value.
+    """
+
+    def __init__(self, field: str, value, message: str | None = None):
+        self.field = field
+        self.value = value
+        self.detail = message
+        text = f"{field}={value!r}"
+        if message:
+            text += f": {message}"
+        super().__init__(text)
+
+    def __reduce__(self):  # keep field/value through pickling (multiprocessing)
+        return (type(self), (self.field, self.value, self.detail))
+
+
+class InvalidArgument(UsherError, ValueError):
+    """A value is out of range, of the wrong type, NaN, or not a valid enum name."""
+
+
+class TimeWentBackwards(InvalidArgument):
+    """``now`` is earlier than the time of a previous operation."""
+
+
+class UnknownName(UsherError, KeyError):
+    """A name or id that the scheduler does not know."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return Exception.__str__(self)
+
+
+class UnknownServer(UnknownName):
+    pass
+
+
+class UnknownPool(UnknownName):
+    pass
+
+
+class UnknownApp(UnknownName):
+    pass
+
+
+class UnknownUser(UnknownName):
+    pass
+
+
+class UnknownSession(UnknownName):
+    pass
+
+
+class DuplicateName(UsherError, ValueError):
+    """A server, pool, app or user with this name already exists."""
+
+
+class InvalidState(UsherError):
+    """The operation does not apply in the current state (e.g. completing the
+    logon of a session that is already active)."""
+
+
+class SessionEnded(InvalidState):
+    """The session has ended; no operation applies to it any more."""
+
+
+class ServerBusy(InvalidState):
+    """The server still holds sessions (``remove_server`` without ``force``)."""
+
+
+_STATUS_ERRORS = {
+    Status.UNKNOWN_SESSION: (UnknownSession, "no such session"),
+    Status.SESSION_ENDED: (SessionEnded, "the session has ended"),
+    Status.BAD_SESSION_STATE: (InvalidState, "not allowed in the session's state"),
+    Status.APP_NOT_IN_SESSION: (InvalidArgument, "the app is not running in the session"),
+    Status.TIME_WENT_BACKWARDS: (TimeWentBackwards, "earlier than the previous operation"),
+    Status.UNKNOWN_SERVER: (UnknownServer, "no such server"),
+}
+
+
+def raise_for_status(status: int, field: str, value, detail: str | None = None):
+    """Raise the exception for a kernel's non-zero ``status``.
+
+    This is the only place where kernel codes become exceptions.
+    """
+    try:
+        cls, text = _STATUS_ERRORS[Status(status)]
+    except (KeyError, ValueError):
+        raise UsherError(field, value, f"internal status {status}") from None
+    raise cls(field, value, detail or text)

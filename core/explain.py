@@ -1,0 +1,100 @@
+"""Explain stage: why a launch goes where it goes, on request.
+
+Design: explanations are computed only when asked (the hot path never pays for
+them) and from the same helpers as the decision — ``resolve_zones``,
+``selection_key`` and ``tree.better`` — so the explanation cannot disagree with
+the pick. Counts are a funnel: each server of a pool is counted under the first
+filter that removes it, in the order below.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from . import codes
+from . import state as st
+from .placement import resolve_zones, user_may_open
+from .tree import better
+
+#: Columns of a pool's funnel row (the order filters are applied in).
+FUNNEL = (
+    "allowed",  # 1 if the pool may take the request (external access, max_sessions_per_user)
+    "servers",  # servers of the pool
+    "power",  # removed: not powered on
+    "unregistered",  # removed: not registered
+    "mode",  # removed: drain or maintenance
+    "tags",  # removed: lacks the app's tag restriction
+    "zone",  # removed: zone out of reach (no failover)
+    "full",  # removed: at max_sessions
+    "load",  # removed: load index 10000
+    "sinbin",  # sin-binned (candidates of last resort)
+    "candidates",  # eligible servers in reach, sin-binned ones included
+    "over_tolerance",  # candidates with pending logons >= the pool's tolerance
+)
+N_FUNNEL = len(FUNNEL)
+(F_ALLOWED, F_SERVERS, F_POWER, F_UNREGISTERED, F_MODE, F_TAGS, F_ZONE, F_FULL, F_LOAD, F_SINBIN,
+ F_CANDIDATES, F_OVER_TOLERANCE) = range(N_FUNNEL)
+
+_ON = int(codes.Power.ON)
+_ENABLED = int(codes.Mode.ENABLED)
+
+
+@njit(cache=False)
+def _in_reach(s: st.State, p, z, n, z0, z1, z2):
+    if n == 0 or s.pool[st.PO_FAILOVER, p] != 0:
+        return True
+    return z == z0 or (n > 1 and z == z1) or (n > 2 and z == z2)
+
+
+@njit(cache=False)
+def explain_launch(s: st.State, u, app, location, external, counts, top):
+    """Fill ``counts`` (n_app_pools, N_FUNNEL) and ``top`` (n_app_pools, K):
+    the K best candidates of each pool by (key, tiebreak), -1 padded."""
+    start = s.app[st.AP_POOLS_START, app]
+    need = s.app[st.AP_TAGS, app]
+    k_top = top.shape[1]
+    for k in range(s.app[st.AP_POOLS_COUNT, app]):
+        p = s.app_pools[start + k]
+        row = counts[k]
+        row[:] = 0
+        top[k, :] = -1
+        allowed = external == 0 or s.pool[st.PO_EXTERNAL, p] != 0
+        if allowed and u >= 0:
+            allowed = user_may_open(s, u, p)
+        row[F_ALLOWED] = 1 if allowed else 0
+        n, z0, z1, z2, c0, c1, c2 = resolve_zones(s, p, u, app, location) if u >= 0 else (0, -1, -1, -1, -1, -1, -1)
+        g0 = s.pool[st.PO_G_START, p]
+        for g in range(g0, g0 + s.pool[st.PO_G_COUNT, p]):
+            off = s.grp[st.GR_TREE_OFF, g]
+            cap = s.grp[st.GR_TREE_CAP, g]
+            for leaf in range(s.grp[st.GR_N_SERVERS, g]):
+                i = s.tree[off + cap + leaf]
+                row[F_SERVERS] += 1
+                if s.srv[st.SV_POWER, i] != _ON:
+                    row[F_POWER] += 1
+                elif s.srv[st.SV_REGISTERED, i] == 0:
+                    row[F_UNREGISTERED] += 1
+                elif s.srv[st.SV_MODE, i] != _ENABLED:
+                    row[F_MODE] += 1
+                elif s.srv[st.SV_TAGS, i] & need != need:
+                    row[F_TAGS] += 1
+                elif not _in_reach(s, p, s.srv[st.SV_ZONE, i], n, z0, z1, z2):
+                    row[F_ZONE] += 1
+                elif s.srv[st.SV_SESSIONS, i] >= s.srv[st.SV_MAX_SESSIONS, i]:
+                    row[F_FULL] += 1
+                elif s.srv[st.SV_KEY, i] == st.INF_KEY:
+                    row[F_LOAD] += 1
+                else:
+                    row[F_CANDIDATES] += 1
+                    if s.srv[st.SV_SINBIN, i] != 0:
+                        row[F_SINBIN] += 1
+                    if s.srv[st.SV_KEY, i] & st.OVERTOL_BIT:
+                        row[F_OVER_TOLERANCE] += 1
+                    # insert into the top list (sorted, best first)
+                    cur = i
+                    for j in range(k_top):
+                        if top[k, j] < 0:
+                            top[k, j] = cur
+                            break
+                        if better(s, cur, top[k, j]) == cur:
+                            cur, top[k, j] = top[k, j], cur

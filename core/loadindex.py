@@ -1,0 +1,147 @@
+"""Score stage: the load index of a server and its selection key.
+
+Design: a server's rank is one int64 ``key`` plus its tiebreak ``tb``; smaller
+wins. Integer keys make ties exact and results reproducible across the engine,
+the reference model and any platform (HAProxy keeps servers keyed by an integer
+``conns * SCALE / weight`` for the same reason).
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from . import codes
+from . import state as st
+
+_SESSIONS = 1 << int(codes.LoadRule.SESSIONS)
+_CPU = 1 << int(codes.LoadRule.CPU)
+_MEMORY = 1 << int(codes.LoadRule.MEMORY)
+_DISK_QUEUE = 1 << int(codes.LoadRule.DISK_QUEUE)
+_CUSTOM = 1 << int(codes.LoadRule.CUSTOM)
+_FULL = st.FULL_LOAD
+_DISK_AT_FULL = 7500.0
+_SCORE_SCALE = 1_000_000
+_VERTICAL = int(codes.LoadBalancing.VERTICAL)
+_ON = int(codes.Power.ON)
+_ENABLED = int(codes.Mode.ENABLED)
+
+
+@njit(inline="always")
+def _ratio_index(value, full):
+    """min(10000, floor(value * 10000.0 / full)) for a non-negative value."""
+    x = math.floor(value * 10000.0 / full)
+    if x > _FULL:
+        return _FULL
+    return int(x)
+
+
+@njit(cache=False)
+def load_index(s: st.State, i):
+    """Load index of server ``i`` (Citrix's documented formula).
+
+    Details: each rule enabled in the server's pool gives a sub-index in
+    0..10000::
+
+        sessions   = sessions * 10000 // max_sessions
+        cpu        = min(10000, floor(cpu * 10000.0 / cpu_full))
+        memory     = min(10000, floor(mem * 10000.0 / memory_full))
+        disk_queue = min(10000, floor(disk_queue * 7500.0 / disk_queue_full))
+        custom     = floor(custom)
+
+    With M the largest sub-index and S the sum of the k others (one copy of
+    the maximum left out): LI = M if k == 0 else min(10000, M + S // (20 * k)),
+    i.e. max + 0.05 * mean(others), in integers.
+    """
+    p = s.srv[st.SV_POOL, i]
+    rules = s.pool[st.PO_RULES, p]
+    best = -1
+    total = 0
+    n = 0
+    if rules & _SESSIONS:
+        v = s.srv[st.SV_SESSIONS, i] * _FULL // s.srv[st.SV_MAX_SESSIONS, i]
+        total += v
+        n += 1
+        if v > best:
+            best = v
+    if rules & _CPU:
+        v = _ratio_index(s.srvf[st.SF_CPU, i], s.poolf[st.POF_CPU_FULL, p])
+        total += v
+        n += 1
+        if v > best:
+            best = v
+    if rules & _MEMORY:
+        v = _ratio_index(s.srvf[st.SF_MEM, i], s.poolf[st.POF_MEMORY_FULL, p])
+        total += v
+        n += 1
+        if v > best:
+            best = v
+    if rules & _DISK_QUEUE:
+        x = math.floor(s.srvf[st.SF_DISK_QUEUE, i] * _DISK_AT_FULL / s.poolf[st.POF_DISK_QUEUE_FULL, p])
+        v = _FULL if x > _FULL else int(x)
+        total += v
+        n += 1
+        if v > best:
+            best = v
+    if rules & _CUSTOM:
+        v = int(math.floor(s.srvf[st.SF_CUSTOM, i]))
+        total += v
+        n += 1
+        if v > best:
+            best = v
+    if n <= 1:
+        return best
+    li = best + (total - best) // (20 * (n - 1))
+    return _FULL if li > _FULL else li
+
+
+@njit(cache=False)
+def selection_key(s: st.State, i):
+    """Selection key of server ``i``; smaller is better, INF_KEY = not a candidate.
+
+    Details::
+
+        key = sinbin << 62 | over_tolerance << 61 | score
+        score = load_index * 1_000_000 // weight      (horizontal)
+              = 10000 - load_index                     (vertical)
+
+    A server is a candidate (finite key) iff it is present, power on,
+    registered, mode enabled, sessions < max_sessions and load index < 10000.
+    Ties on the key are broken by ``tb`` (see tree.better).
+    """
+    srv = s.srv
+    if (
+        srv[st.SV_PRESENT, i] == 0
+        or srv[st.SV_POWER, i] != _ON
+        or srv[st.SV_REGISTERED, i] == 0
+        or srv[st.SV_MODE, i] != _ENABLED
+        or srv[st.SV_SESSIONS, i] >= srv[st.SV_MAX_SESSIONS, i]
+    ):
+        return st.INF_KEY
+    li = srv[st.SV_LOAD_INDEX, i]
+    if li >= _FULL:
+        return st.INF_KEY
+    p = srv[st.SV_POOL, i]
+    if s.pool[st.PO_LOAD_BALANCING, p] == _VERTICAL:
+        score = _FULL - li
+    else:
+        score = li * _SCORE_SCALE // srv[st.SV_WEIGHT, i]
+    key = score
+    if srv[st.SV_PENDING, i] >= s.pool[st.PO_TOLERANCE, p]:
+        key |= st.OVERTOL_BIT
+    if srv[st.SV_SINBIN, i] != 0:
+        key |= st.SINBIN_BIT
+    return key
+
+
+@njit(cache=False)
+def is_available(s: st.State, i):
+    """Power on, registered and mode enabled (full or not): counts toward the
+    difference between the rejection reasons ``full`` and ``no_server``."""
+    return (
+        s.srv[st.SV_PRESENT, i] != 0
+        and s.srv[st.SV_POWER, i] == _ON
+        and s.srv[st.SV_REGISTERED, i] != 0
+        and s.srv[st.SV_MODE, i] == _ENABLED
+    )
