@@ -67,9 +67,10 @@ def session_id(s: st.State, slot):
 
 
 @njit(cache=False)
-def resolve_session(s: st.State, sid):
+def resolve_session(h, sid):
     """Slot of live session ``sid``, or a negative status (-UNKNOWN_SESSION,
     -SESSION_ENDED)."""
+    s = st.unpack(h)
     if sid < 0:
         return -_UNKNOWN_SESSION
     slot = sid & _SLOT_MASK
@@ -86,7 +87,8 @@ def resolve_session(s: st.State, sid):
 
 # ------------------------------------------------------------------ apps
 @njit(cache=False)
-def app_in_session(s: st.State, slot, app):
+def app_in_session(h, slot, app):
+    s = st.unpack(h)
     k = s.ses[st.SE_INST_HEAD, slot]
     while k >= 0:
         if s.inst[st.IN_APP, k] == app:
@@ -96,19 +98,21 @@ def app_in_session(s: st.State, slot, app):
 
 
 @njit(cache=False)
-def user_app_instances(s: st.State, u, app):
+def user_app_instances(h, u, app):
     """Sessions of user u (not ended) running app."""
+    s = st.unpack(h)
     n = 0
     x = s.usr[st.US_S_HEAD, u]
     while x >= 0:
-        if app_in_session(s, x, app):
+        if app_in_session(h, x, app):
             n += 1
         x = s.ses[st.SE_U_NEXT, x]
     return n
 
 
 @njit(cache=False)
-def user_pool_sessions(s: st.State, u, p):
+def user_pool_sessions(h, u, p):
+    s = st.unpack(h)
     n = 0
     x = s.usr[st.US_S_HEAD, u]
     while x >= 0:
@@ -119,9 +123,10 @@ def user_pool_sessions(s: st.State, u, p):
 
 
 @njit(cache=False)
-def join_app(s: st.State, slot, app):
+def join_app(h, slot, app):
     """The app joins the session (no-op if it already runs there)."""
-    if app_in_session(s, slot, app):
+    s = st.unpack(h)
+    if app_in_session(h, slot, app):
         return
     top = s.hdr[st.H_INSTANCE_FREE_TOP, 0] - 1
     s.hdr[st.H_INSTANCE_FREE_TOP, 0] = top
@@ -134,8 +139,9 @@ def join_app(s: st.State, slot, app):
 
 
 @njit(cache=False)
-def leave_app(s: st.State, slot, app):
+def leave_app(h, slot, app):
     """The app leaves the session; returns False if it was not running there."""
+    s = st.unpack(h)
     prev = -1
     k = s.ses[st.SE_INST_HEAD, slot]
     while k >= 0:
@@ -158,15 +164,17 @@ def leave_app(s: st.State, slot, app):
 
 # ------------------------------------------------------------------ server
 @njit(inline="always")
-def refresh_server(s: st.State, i):
+def refresh_server(h, i):
     """Recompute load index and key of server i and reposition it."""
-    s.srv[st.SV_LOAD_INDEX, i] = load_index(s, i)
-    replay_path(s, i)
+    s = st.unpack(h)
+    s.srv[st.SV_LOAD_INDEX, i] = load_index(h, i)
+    replay_path(h, i)
 
 
 @njit(cache=False)
-def stop_pending(s: st.State, slot):
+def stop_pending(h, slot):
     """The session stops counting as a pending logon (logon done, timeout, end)."""
+    s = st.unpack(h)
     if s.ses[st.SE_PENDING, slot] == 0:
         return
     s.ses[st.SE_PENDING, slot] = 0
@@ -177,10 +185,11 @@ def stop_pending(s: st.State, slot):
 
 # ------------------------------------------------------------------ commit
 @njit(cache=False)
-def open_session(s: st.State, u, app, i, endpoint, now):
+def open_session(h, u, app, i, endpoint, now):
     """Commit a PLACED decision: a new launching session of user u running app on
     server i. The caller has checked there is a free session and instance slot.
     Returns the session slot."""
+    s = st.unpack(h)
     top = s.hdr[st.H_SESSION_FREE_TOP, 0] - 1
     s.hdr[st.H_SESSION_FREE_TOP, 0] = top
     slot = s.ses_free[top]
@@ -198,7 +207,7 @@ def open_session(s: st.State, u, app, i, endpoint, now):
     link_append(ses, st.SE_U_PREV, st.SE_U_NEXT, slot, s.usr, st.US_S_HEAD, st.US_S_TAIL, u)
     link_append(ses, st.SE_V_PREV, st.SE_V_NEXT, slot, s.srv, st.SV_V_HEAD, st.SV_V_TAIL, i)
     link_append(ses, st.SE_P_PREV, st.SE_P_NEXT, slot, s.hdr, st.H_PEND_HEAD, st.H_PEND_TAIL, 0)
-    join_app(s, slot, app)
+    join_app(h, slot, app)
     s.usr[st.US_N_SESSIONS, u] += 1
     if s.usr[st.US_N_SESSIONS, u] == 1:
         s.hdr[st.H_HOLDERS, 0] += 1
@@ -209,19 +218,20 @@ def open_session(s: st.State, u, app, i, endpoint, now):
     seq = s.hdr[st.H_PICK_SEQ, 0] + 1
     s.hdr[st.H_PICK_SEQ, 0] = seq
     s.srv[st.SV_TB, i] = seq
-    refresh_server(s, i)
+    refresh_server(h, i)
     return slot
 
 
 @njit(cache=False)
-def close_session(s: st.State, slot):
+def close_session(h, slot):
     """End a live session: release its slot, licence share, instances and load."""
+    s = st.unpack(h)
     ses = s.ses
     i = ses[st.SE_SERVER, slot]
     u = ses[st.SE_USER, slot]
-    stop_pending(s, slot)
+    stop_pending(h, slot)
     while ses[st.SE_INST_HEAD, slot] >= 0:
-        leave_app(s, slot, s.inst[st.IN_APP, ses[st.SE_INST_HEAD, slot]])
+        leave_app(h, slot, s.inst[st.IN_APP, ses[st.SE_INST_HEAD, slot]])
     link_remove(ses, st.SE_U_PREV, st.SE_U_NEXT, slot, s.usr, st.US_S_HEAD, st.US_S_TAIL, u)
     link_remove(ses, st.SE_V_PREV, st.SE_V_NEXT, slot, s.srv, st.SV_V_HEAD, st.SV_V_TAIL, i)
     s.usr[st.US_N_SESSIONS, u] -= 1
@@ -234,26 +244,28 @@ def close_session(s: st.State, slot):
     s.ses_free[top] = slot
     s.hdr[st.H_SESSION_FREE_TOP, 0] = top + 1
     s.srv[st.SV_SESSIONS, i] -= 1
-    refresh_server(s, i)
+    refresh_server(h, i)
 
 
 @njit(cache=False)
-def close_server_sessions(s: st.State, i, out, start):
+def close_server_sessions(h, i, out, start):
     """End every session of server i, writing their ids to out[start:].
     Returns how many were ended."""
+    s = st.unpack(h)
     n = 0
     while s.srv[st.SV_V_HEAD, i] >= 0:
         slot = s.srv[st.SV_V_HEAD, i]
         out[start + n] = session_id(s, slot)
-        close_session(s, slot)
+        close_session(h, slot)
         n += 1
     return n
 
 
 # ------------------------------------------------------------------ clock
 @njit(cache=False)
-def sinbin_server(s: st.State, i, until):
+def sinbin_server(h, i, until):
     """Sin-bin server i until ``until`` (list kept ordered by expiry)."""
+    s = st.unpack(h)
     srv = s.srv
     if srv[st.SV_SINBIN, i] != 0:
         link_remove(srv, st.SV_SB_PREV, st.SV_SB_NEXT, i, s.hdr, st.H_SB_HEAD, st.H_SB_TAIL, 0)
@@ -281,30 +293,33 @@ def sinbin_server(s: st.State, i, until):
             srv[st.SV_SB_PREV, nxt] = i
         else:
             s.hdr[st.H_SB_TAIL, 0] = i
-    replay_path(s, i)
+    replay_path(h, i)
 
 
 @njit(cache=False)
-def unsinbin_server(s: st.State, i):
+def unsinbin_server(h, i):
+    s = st.unpack(h)
     if s.srv[st.SV_SINBIN, i] == 0:
         return
     link_remove(s.srv, st.SV_SB_PREV, st.SV_SB_NEXT, i, s.hdr, st.H_SB_HEAD, st.H_SB_TAIL, 0)
     s.srv[st.SV_SINBIN, i] = 0
-    replay_path(s, i)
+    replay_path(h, i)
 
 
 @njit(cache=False)
-def check_time(s: st.State, now):
+def check_time(h, now):
     """OK if ``now`` is not earlier than the clock (checked before any change)."""
+    s = st.unpack(h)
     if now < s.clock[st.CK_NOW]:
         return _TIME_WENT_BACKWARDS
     return _OK
 
 
 @njit(cache=False)
-def advance(s: st.State, now):
+def advance(h, now):
     """Move the clock to ``now`` (already checked): expire pending logons older
     than the pending timeout and sin-bins that have run out."""
+    s = st.unpack(h)
     s.clock[st.CK_NOW] = now
     timeout = s.clock[st.CK_PENDING_TIMEOUT]
     while True:
@@ -312,10 +327,10 @@ def advance(s: st.State, now):
         if x < 0 or s.sesf[st.SEF_T_LAUNCH, x] + timeout > now:  # still pending
             break
         i = s.ses[st.SE_SERVER, x]
-        stop_pending(s, x)
-        replay_path(s, i)
+        stop_pending(h, x)
+        replay_path(h, i)
     while True:
         i = s.hdr[st.H_SB_HEAD, 0]
         if i < 0 or s.srvf[st.SF_SINBIN_UNTIL, i] > now:
             break
-        unsinbin_server(s, i)
+        unsinbin_server(h, i)

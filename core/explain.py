@@ -40,16 +40,18 @@ _ENABLED = int(codes.Mode.ENABLED)
 
 
 @njit(cache=False)
-def _in_reach(s: st.State, p, z, n, z0, z1, z2):
+def _in_reach(h, p, z, n, z0, z1, z2):
+    s = st.unpack(h)
     if n == 0 or s.pool[st.PO_FAILOVER, p] != 0:
         return True
     return z == z0 or (n > 1 and z == z1) or (n > 2 and z == z2)
 
 
 @njit(cache=False)
-def explain_launch(s: st.State, u, app, location, external, counts, top):
+def explain_launch(h, u, app, location, external, counts, top):
     """Fill ``counts`` (n_app_pools, N_FUNNEL) and ``top`` (n_app_pools, K):
     the K best candidates of each pool by (key, tiebreak), -1 padded."""
+    s = st.unpack(h)
     start = s.app[st.AP_POOLS_START, app]
     need = s.app[st.AP_TAGS, app]
     k_top = top.shape[1]
@@ -60,9 +62,9 @@ def explain_launch(s: st.State, u, app, location, external, counts, top):
         top[k, :] = -1
         allowed = external == 0 or s.pool[st.PO_EXTERNAL, p] != 0
         if allowed and u >= 0:
-            allowed = user_may_open(s, u, p)
+            allowed = user_may_open(h, u, p)
         row[F_ALLOWED] = 1 if allowed else 0
-        n, z0, z1, z2, c0, c1, c2 = resolve_zones(s, p, u, app, location) if u >= 0 else (0, -1, -1, -1, -1, -1, -1)
+        n, z0, z1, z2, c0, c1, c2 = resolve_zones(h, p, u, app, location) if u >= 0 else (0, -1, -1, -1, -1, -1, -1)
         g0 = s.pool[st.PO_G_START, p]
         for g in range(g0, g0 + s.pool[st.PO_G_COUNT, p]):
             off = s.grp[st.GR_TREE_OFF, g]
@@ -78,7 +80,7 @@ def explain_launch(s: st.State, u, app, location, external, counts, top):
                     row[F_MODE] += 1
                 elif s.srv[st.SV_TAGS, i] & need != need:
                     row[F_TAGS] += 1
-                elif not _in_reach(s, p, s.srv[st.SV_ZONE, i], n, z0, z1, z2):
+                elif not _in_reach(h, p, s.srv[st.SV_ZONE, i], n, z0, z1, z2):
                     row[F_ZONE] += 1
                 elif s.srv[st.SV_SESSIONS, i] >= s.srv[st.SV_MAX_SESSIONS, i]:
                     row[F_FULL] += 1

@@ -80,15 +80,17 @@ BUILD_SIG = _i64(_p64, _i64)
 @cfunc(LAUNCH_SIG, nopython=True, nogil=True, cache=True)
 def launch(header, user, app, location, endpoint, external, now, out_ptr):
     """Decide and commit one launch; the decision goes to out[0:N_D]."""
-    s = st.unpack(header)
-    return place(s, user, app, location, endpoint, external, now, carray(out_ptr, (st.N_D,)))
+    h = header
+    s = st.unpack(h)
+    return place(h, user, app, location, endpoint, external, now, carray(out_ptr, (st.N_D,)))
 
 
 @cfunc(LAUNCH_MANY_SIG, nopython=True, nogil=True, cache=True)
 def launch_many(header, n, users, apps, locations, endpoints, externals, nows, out_ptr):
     """Decide and commit n launches in order, exactly as n calls to ``launch``.
     The binding has checked times and capacity, so no row can fail half-way."""
-    s = st.unpack(header)
+    h = header
+    s = st.unpack(h)
     u = carray(users, (n,))
     a = carray(apps, (n,))
     loc = carray(locations, (n,))
@@ -97,7 +99,7 @@ def launch_many(header, n, users, apps, locations, endpoints, externals, nows, o
     t = carray(nows, (n,))
     out = carray(out_ptr, (n, st.N_D))
     for k in range(n):
-        status = place(s, u[k], a[k], loc[k], ep[k], ext[k], t[k], out[k])
+        status = place(h, u[k], a[k], loc[k], ep[k], ext[k], t[k], out[k])
         if status != _OK:
             return status
     return _OK
@@ -107,9 +109,10 @@ def launch_many(header, n, users, apps, locations, endpoints, externals, nows, o
 def session_op(header, sid, op, arg, now, out_ptr):
     """logon_complete / disconnect / logoff / launch_failed / close_app(arg=app).
     out[0] = 1 when the session ended."""
-    s = st.unpack(header)
+    h = header
+    s = st.unpack(h)
     out = carray(out_ptr, (1,))
-    slot = resolve_session(s, sid)
+    slot = resolve_session(h, sid)
     if slot < 0:
         return -slot
     state = s.ses[st.SE_STATE, slot]
@@ -120,35 +123,35 @@ def session_op(header, sid, op, arg, now, out_ptr):
         if state != _ACTIVE and state != _LAUNCHING:
             return _BAD_SESSION_STATE
     elif op == OP_CLOSE_APP:
-        if not app_in_session(s, slot, arg):
+        if not app_in_session(h, slot, arg):
             return _APP_NOT_IN_SESSION
-    status = check_time(s, now)
+    status = check_time(h, now)
     if status != _OK:
         return status
-    advance(s, now)
+    advance(h, now)
     out[0] = 0
     i = s.ses[st.SE_SERVER, slot]
     if op == OP_LOGON_COMPLETE:
         s.ses[st.SE_STATE, slot] = _ACTIVE
         s.sesf[st.SEF_T_STATE, slot] = now
-        stop_pending(s, slot)
-        replay_path(s, i)
+        stop_pending(h, slot)
+        replay_path(h, i)
     elif op == OP_DISCONNECT:
         s.ses[st.SE_STATE, slot] = _DISCONNECTED
         s.sesf[st.SEF_T_STATE, slot] = now
-        stop_pending(s, slot)
-        replay_path(s, i)
+        stop_pending(h, slot)
+        replay_path(h, i)
     elif op == OP_LOGOFF:
-        close_session(s, slot)
+        close_session(h, slot)
         out[0] = 1
     elif op == OP_LAUNCH_FAILED:
-        close_session(s, slot)
-        sinbin_server(s, i, now + s.clock[st.CK_SINBIN_SECONDS])
+        close_session(h, slot)
+        sinbin_server(h, i, now + s.clock[st.CK_SINBIN_SECONDS])
         out[0] = 1
     else:
-        leave_app(s, slot, arg)
+        leave_app(h, slot, arg)
         if s.ses[st.SE_N_APPS, slot] == 0:
-            close_session(s, slot)
+            close_session(h, slot)
             out[0] = 1
     return _OK
 
@@ -158,31 +161,32 @@ def server_op(header, i, op, value, now, out_ptr):
     """power / registered / mode / evict. Sessions ended by power-off or
     eviction: out[0] = how many, out[1:] their ids (the binding sizes out to
     the server's session count + 1)."""
-    s = st.unpack(header)
+    h = header
+    s = st.unpack(h)
     if i < 0 or i >= s.hdr[st.H_N_SERVERS, 0] or s.srv[st.SV_PRESENT, i] == 0:
         return _UNKNOWN_SERVER
-    status = check_time(s, now)
+    status = check_time(h, now)
     if status != _OK:
         return status
-    advance(s, now)
+    advance(h, now)
     out = carray(out_ptr, (s.srv[st.SV_SESSIONS, i] + 1,))
     out[0] = 0
-    was_available = is_available(s, i)
+    was_available = is_available(h, i)
     if op == OP_POWER:
         if value == _OFF:
-            out[0] = close_server_sessions(s, i, out, 1)
+            out[0] = close_server_sessions(h, i, out, 1)
         s.srv[st.SV_POWER, i] = value
     elif op == OP_REGISTERED:
         s.srv[st.SV_REGISTERED, i] = value
     elif op == OP_MODE:
         s.srv[st.SV_MODE, i] = value
     else:
-        out[0] = close_server_sessions(s, i, out, 1)
+        out[0] = close_server_sessions(h, i, out, 1)
         s.srv[st.SV_PRESENT, i] = 0
     g = s.srv[st.SV_GROUP, i]
     if g >= 0:
-        s.grp[st.GR_N_AVAILABLE, g] += int(is_available(s, i)) - int(was_available)
-    refresh_server(s, i)
+        s.grp[st.GR_N_AVAILABLE, g] += int(is_available(h, i)) - int(was_available)
+    refresh_server(h, i)
     return _OK
 
 
@@ -190,16 +194,17 @@ def server_op(header, i, op, value, now, out_ptr):
 def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now):
     """Set load inputs of n servers (validated by the binding); ``mask`` says
     which of the four arrays are given."""
-    s = st.unpack(header)
+    h = header
+    s = st.unpack(h)
     idx = carray(servers, (n,))
     for k in range(n):
         i = idx[k]
         if i < 0 or i >= s.hdr[st.H_N_SERVERS, 0] or s.srv[st.SV_PRESENT, i] == 0:
             return _UNKNOWN_SERVER
-    status = check_time(s, now)
+    status = check_time(h, now)
     if status != _OK:
         return status
-    advance(s, now)
+    advance(h, now)
     c = carray(cpu, (n,))
     m = carray(mem, (n,))
     d = carray(disk_queue, (n,))
@@ -214,18 +219,19 @@ def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now):
             s.srvf[st.SF_DISK_QUEUE, i] = d[k]
         if mask & T_CUSTOM:
             s.srvf[st.SF_CUSTOM, i] = x[k]
-        refresh_server(s, i)
+        refresh_server(h, i)
     return _OK
 
 
 @cfunc(ADVANCE_SIG, nopython=True, nogil=True, cache=True)
 def advance_clock(header, now):
     """Move the clock (pending-logon timeouts, sin-bin expiry) without a request."""
-    s = st.unpack(header)
-    status = check_time(s, now)
+    h = header
+    s = st.unpack(h)
+    status = check_time(h, now)
     if status != _OK:
         return status
-    advance(s, now)
+    advance(h, now)
     return _OK
 
 
@@ -233,10 +239,11 @@ def advance_clock(header, now):
 def build_trees(header, n_groups):
     """Recompute every load index and key and rebuild every group tree (after
     the binding laid the groups out anew)."""
-    s = st.unpack(header)
+    h = header
+    s = st.unpack(h)
     for i in range(s.hdr[st.H_N_SERVERS, 0]):
-        s.srv[st.SV_LOAD_INDEX, i] = 0 if s.srv[st.SV_PRESENT, i] == 0 else load_index(s, i)
-    build_all(s, n_groups)
+        s.srv[st.SV_LOAD_INDEX, i] = 0 if s.srv[st.SV_PRESENT, i] == 0 else load_index(h, i)
+    build_all(h, n_groups)
     return _OK
 
 
@@ -248,8 +255,9 @@ EXPLAIN_SIG = _i64(_p64, _i64, _i64, _i64, _i64, _p64, _p64, _i64, _i64)
 def explain(header, user, app, location, external, counts_ptr, top_ptr, n_pools, k_top):
     """Funnel counts and top candidates per pool of the app (see explain.py);
     reads the state, changes nothing."""
-    s = st.unpack(header)
+    h = header
+    s = st.unpack(h)
     counts = carray(counts_ptr, (n_pools, N_FUNNEL))
     top = carray(top_ptr, (n_pools, k_top))
-    explain_launch(s, user, app, location, external, counts, top)
+    explain_launch(h, user, app, location, external, counts, top)
     return _OK

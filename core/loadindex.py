@@ -38,7 +38,7 @@ def _ratio_index(value, full):
 
 
 @njit(cache=False)
-def load_index(s: st.State, i):
+def load_index(h, i):
     """Load index of server ``i`` (Citrix's documented formula).
 
     Details: each rule enabled in the server's pool gives a sub-index in
@@ -54,6 +54,7 @@ def load_index(s: st.State, i):
     the maximum left out): LI = M if k == 0 else min(10000, M + S // (20 * k)),
     i.e. max + 0.05 * mean(others), in integers.
     """
+    s = st.unpack(h)
     p = s.srv[st.SV_POOL, i]
     rules = s.pool[st.PO_RULES, p]
     best = -1
@@ -97,7 +98,7 @@ def load_index(s: st.State, i):
 
 
 @njit(cache=False)
-def selection_key(s: st.State, i):
+def selection_key(h, i):
     """Selection key of server ``i``; smaller is better, INF_KEY = not a candidate.
 
     Details::
@@ -110,6 +111,7 @@ def selection_key(s: st.State, i):
     registered, mode enabled, sessions < max_sessions and load index < 10000.
     Ties on the key are broken by ``tb`` (see tree.better).
     """
+    s = st.unpack(h)
     srv = s.srv
     if (
         srv[st.SV_PRESENT, i] == 0
@@ -136,9 +138,10 @@ def selection_key(s: st.State, i):
 
 
 @njit(cache=False)
-def is_available(s: st.State, i):
+def is_available(h, i):
     """Power on, registered and mode enabled (full or not): counts toward the
     difference between the rejection reasons ``full`` and ``no_server``."""
+    s = st.unpack(h)
     return (
         s.srv[st.SV_PRESENT, i] != 0
         and s.srv[st.SV_POWER, i] == _ON

@@ -71,8 +71,9 @@ def entitled(s: st.State, u, app):
 
 
 @njit(cache=False)
-def pool_allowed(s: st.State, app, p, external):
+def pool_allowed(h, app, p, external):
     """p is one of the app's pools and, for an external request, allows it."""
+    s = st.unpack(h)
     start = s.app[st.AP_POOLS_START, app]
     for k in range(start, start + s.app[st.AP_POOLS_COUNT, app]):
         if s.app_pools[k] == p:
@@ -81,10 +82,11 @@ def pool_allowed(s: st.State, app, p, external):
 
 
 @njit(cache=False)
-def within_instance_limits(s: st.State, u, app):
+def within_instance_limits(h, u, app):
     """0 if one more instance of app for user u is allowed, else the reason."""
+    s = st.unpack(h)
     mpu = s.app[st.AP_MAX_PER_USER, app]
-    if mpu >= 0 and user_app_instances(s, u, app) >= mpu:
+    if mpu >= 0 and user_app_instances(h, u, app) >= mpu:
         return _USER_LIMIT
     mt = s.app[st.AP_MAX_TOTAL, app]
     if mt >= 0 and s.app[st.AP_INSTANCES, app] >= mt:
@@ -93,10 +95,11 @@ def within_instance_limits(s: st.State, u, app):
 
 
 @njit(cache=False)
-def reusable(s: st.State, x, u, app, external):
+def reusable(h, x, u, app, external):
     """Session x may take this request (reconnect or share), state aside."""
+    s = st.unpack(h)
     p = s.ses[st.SE_POOL, x]
-    if not pool_allowed(s, app, p, external):
+    if not pool_allowed(h, app, p, external):
         return False
     i = s.ses[st.SE_SERVER, x]
     srv = s.srv
@@ -111,17 +114,18 @@ def reusable(s: st.State, x, u, app, external):
     need = s.app[st.AP_TAGS, app]
     if srv[st.SV_TAGS, i] & need != need:
         return False
-    if not app_in_session(s, x, app) and within_instance_limits(s, u, app) != 0:
+    if not app_in_session(h, x, app) and within_instance_limits(h, u, app) != 0:
         return False
     return True
 
 
 # ------------------------------------------------------------------ filter
 @njit(cache=False)
-def user_may_open(s: st.State, u, p):
+def user_may_open(h, u, p):
     """The user is below the pool's max_sessions_per_user."""
+    s = st.unpack(h)
     m = s.pool[st.PO_MAX_PER_USER, p]
-    return m < 0 or user_pool_sessions(s, u, p) < m
+    return m < 0 or user_pool_sessions(h, u, p) < m
 
 
 @njit(inline="always")
@@ -134,13 +138,14 @@ def _preferred_zone(s: st.State, kind, u, app, location):
 
 
 @njit(cache=False)
-def resolve_zones(s: st.State, p, u, app, location):
+def resolve_zones(h, p, u, app, location):
     """The pool's zone preference resolved for this request.
 
     Returns (n, z0, z1, z2, c0, c1, c2): n zones in order with the preference
     kind that produced each. None (-1) entries are dropped and duplicates keep
     their first place; a zone name no server uses is -2 (a zone without
     candidates)."""
+    s = st.unpack(h)
     n = 0
     z0 = z1 = z2 = -1
     c0 = c1 = c2 = -1
@@ -161,9 +166,10 @@ def resolve_zones(s: st.State, p, u, app, location):
 
 # ------------------------------------------------------------------ pick
 @njit(cache=False)
-def best_in_zone(s: st.State, p, z, need, limit):
+def best_in_zone(h, p, z, need, limit):
     """Best candidate of pool p in zone z matching tag mask ``need`` with a key
     below ``limit`` (SINBIN_BIT leaves sin-binned servers out), or -1."""
+    s = st.unpack(h)
     if z < 0:
         return -1
     row = p * s.hdr[st.H_N_ZONES, 0] + z
@@ -179,8 +185,9 @@ def best_in_zone(s: st.State, p, z, need, limit):
 
 
 @njit(cache=False)
-def best_in_pool(s: st.State, p, need, limit):
+def best_in_pool(h, p, need, limit):
     """Best candidate of pool p in any zone (see best_in_zone), or -1."""
+    s = st.unpack(h)
     start = s.pool[st.PO_G_START, p]
     best = -1
     for g in range(start, start + s.pool[st.PO_G_COUNT, p]):
@@ -193,33 +200,35 @@ def best_in_pool(s: st.State, p, need, limit):
 
 
 @njit(cache=False)
-def pick_in_pool(s: st.State, p, u, app, location, limit):
+def pick_in_pool(h, p, u, app, location, limit):
     """Zone stage for one pool: (server, zone_choice), server -1 if none."""
+    s = st.unpack(h)
     need = s.app[st.AP_TAGS, app]
-    n, z0, z1, z2, c0, c1, c2 = resolve_zones(s, p, u, app, location)
+    n, z0, z1, z2, c0, c1, c2 = resolve_zones(h, p, u, app, location)
     if n == 0:
-        return best_in_pool(s, p, need, limit), _CHOICE_ANY
-    b = best_in_zone(s, p, z0, need, limit)
+        return best_in_pool(h, p, need, limit), _CHOICE_ANY
+    b = best_in_zone(h, p, z0, need, limit)
     if b >= 0:
         return b, c0
     if n > 1:
-        b = best_in_zone(s, p, z1, need, limit)
+        b = best_in_zone(h, p, z1, need, limit)
         if b >= 0:
             return b, c1
     if n > 2:
-        b = best_in_zone(s, p, z2, need, limit)
+        b = best_in_zone(h, p, z2, need, limit)
         if b >= 0:
             return b, c2
     if s.pool[st.PO_FAILOVER, p] != 0:
-        return best_in_pool(s, p, need, limit), _CHOICE_FAILOVER
+        return best_in_pool(h, p, need, limit), _CHOICE_FAILOVER
     return -1, -1
 
 
 @njit(cache=False)
-def any_available_in_reach(s: st.State, p, u, app, location):
+def any_available_in_reach(h, p, u, app, location):
     """Some server of pool p in its reach, matching the app, is available."""
+    s = st.unpack(h)
     need = s.app[st.AP_TAGS, app]
-    n, z0, z1, z2, c0, c1, c2 = resolve_zones(s, p, u, app, location)
+    n, z0, z1, z2, c0, c1, c2 = resolve_zones(h, p, u, app, location)
     if n == 0 or s.pool[st.PO_FAILOVER, p] != 0:
         start = s.pool[st.PO_G_START, p]
         count = s.pool[st.PO_G_COUNT, p]
@@ -248,9 +257,10 @@ def _reject(out, reason):
 
 
 @njit(inline="always")
-def _reuse(s: st.State, x, app, outcome, out):
+def _reuse(h, x, app, outcome, out):
+    s = st.unpack(h)
     i = s.ses[st.SE_SERVER, x]
-    join_app(s, x, app)
+    join_app(h, x, app)
     out[st.D_OUTCOME] = outcome
     out[st.D_SERVER] = i
     out[st.D_SESSION] = session_id(s, x)
@@ -260,16 +270,17 @@ def _reuse(s: st.State, x, app, outcome, out):
 
 
 @njit(cache=False)
-def place(s: st.State, u, app, location, endpoint, external, now, out):
+def place(h, u, app, location, endpoint, external, now, out):
     """Decide one launch and commit it. ``u`` is -1 for an unknown user (only
     passed when entitlement is enforced). Returns a status; the decision is in
     ``out`` (DECISION_FIELDS)."""
-    status = check_time(s, now)
+    s = st.unpack(h)
+    status = check_time(h, now)
     if status != _OK:
         return status
     if s.hdr[st.H_SESSION_FREE_TOP, 0] < 1 or s.hdr[st.H_INSTANCE_FREE_TOP, 0] < 1:
         return _NO_CAPACITY
-    advance(s, now)
+    advance(h, now)
     for k in range(st.N_D):
         out[k] = -1
     out[st.D_REASON] = _NONE
@@ -292,13 +303,13 @@ def place(s: st.State, u, app, location, endpoint, external, now, out):
     # 2. reconnect: (a) a disconnected session, (b) roam an active one
     x = s.usr[st.US_S_HEAD, u]
     while x >= 0:
-        if s.ses[st.SE_STATE, x] == _DISCONNECTED and reusable(s, x, u, app, external):
+        if s.ses[st.SE_STATE, x] == _DISCONNECTED and reusable(h, x, u, app, external):
             mode = s.pool[st.PO_RECONNECTION, s.ses[st.SE_POOL, x]]
             if mode != _SAME_ENDPOINT or s.ses[st.SE_ENDPOINT, x] == endpoint:
                 s.ses[st.SE_STATE, x] = _ACTIVE
                 s.ses[st.SE_ENDPOINT, x] = endpoint
                 s.sesf[st.SEF_T_STATE, x] = now
-                _reuse(s, x, app, _RECONNECTED, out)
+                _reuse(h, x, app, _RECONNECTED, out)
                 return _OK
         x = s.ses[st.SE_U_NEXT, x]
     x = s.usr[st.US_S_HEAD, u]
@@ -307,11 +318,11 @@ def place(s: st.State, u, app, location, endpoint, external, now, out):
             s.ses[st.SE_STATE, x] == _ACTIVE
             and s.ses[st.SE_ENDPOINT, x] != endpoint
             and s.pool[st.PO_RECONNECTION, s.ses[st.SE_POOL, x]] == _ALWAYS
-            and reusable(s, x, u, app, external)
+            and reusable(h, x, u, app, external)
         ):
             s.ses[st.SE_ENDPOINT, x] = endpoint
             s.sesf[st.SEF_T_STATE, x] = now
-            _reuse(s, x, app, _RECONNECTED, out)
+            _reuse(h, x, app, _RECONNECTED, out)
             return _OK
         x = s.ses[st.SE_U_NEXT, x]
 
@@ -319,8 +330,8 @@ def place(s: st.State, u, app, location, endpoint, external, now, out):
     x = s.usr[st.US_S_HEAD, u]
     while x >= 0:
         state = s.ses[st.SE_STATE, x]
-        if (state == _ACTIVE or state == _LAUNCHING) and reusable(s, x, u, app, external):
-            _reuse(s, x, app, _SHARED, out)
+        if (state == _ACTIVE or state == _LAUNCHING) and reusable(h, x, u, app, external):
+            _reuse(h, x, app, _SHARED, out)
             return _OK
         x = s.ses[st.SE_U_NEXT, x]
 
@@ -331,14 +342,14 @@ def place(s: st.State, u, app, location, endpoint, external, now, out):
         return _OK
 
     # 5. instance limits, then max_sessions_per_user per pool
-    reason = within_instance_limits(s, u, app)
+    reason = within_instance_limits(h, u, app)
     if reason != 0:
         _reject(out, reason)
         return _OK
     any_pool = False
     for k in range(start, stop):
         p = s.app_pools[k]
-        if (external == 0 or s.pool[st.PO_EXTERNAL, p] != 0) and user_may_open(s, u, p):
+        if (external == 0 or s.pool[st.PO_EXTERNAL, p] != 0) and user_may_open(h, u, p):
             any_pool = True
             break
     if not any_pool:
@@ -352,16 +363,16 @@ def place(s: st.State, u, app, location, endpoint, external, now, out):
             p = s.app_pools[k]
             if external != 0 and s.pool[st.PO_EXTERNAL, p] == 0:
                 continue
-            if not user_may_open(s, u, p):
+            if not user_may_open(h, u, p):
                 continue
-            i, choice = pick_in_pool(s, p, u, app, location, limit)
+            i, choice = pick_in_pool(h, p, u, app, location, limit)
             if i < 0:
                 continue
             if s.srv[st.SV_KEY, i] & st.OVERTOL_BIT and s.pool[st.PO_TOLERANCE_HARD, p] != 0:
                 _reject(out, _LOGON_TOLERANCE)
                 return _OK
             # 9. commit
-            slot = open_session(s, u, app, i, endpoint, now)
+            slot = open_session(h, u, app, i, endpoint, now)
             out[st.D_OUTCOME] = _PLACED
             out[st.D_SERVER] = i
             out[st.D_SESSION] = session_id(s, slot)
@@ -376,7 +387,7 @@ def place(s: st.State, u, app, location, endpoint, external, now, out):
         p = s.app_pools[k]
         if external != 0 and s.pool[st.PO_EXTERNAL, p] == 0:
             continue
-        if user_may_open(s, u, p) and any_available_in_reach(s, p, u, app, location):
+        if user_may_open(h, u, p) and any_available_in_reach(h, p, u, app, location):
             _reject(out, _FULL)
             return _OK
     _reject(out, _NO_SERVER)

@@ -41,9 +41,10 @@ def better(s: st.State, a, b):
 
 
 @njit(cache=False)
-def replay_path(s: st.State, i):
+def replay_path(h, i):
     """Recompute server i's key and replay its leaf-to-root path."""
-    s.srv[st.SV_KEY, i] = selection_key(s, i)
+    s = st.unpack(h)
+    s.srv[st.SV_KEY, i] = selection_key(h, i)
     g = s.srv[st.SV_GROUP, i]
     if g < 0:
         return
@@ -63,10 +64,11 @@ def group_best(s: st.State, g):
 
 
 @njit(cache=False)
-def build_all(s: st.State, n_groups):
+def build_all(h, n_groups):
     """Compute every key and build every group's tree from its leaves."""
+    s = st.unpack(h)
     for i in range(s.hdr[st.H_N_SERVERS, 0]):
-        s.srv[st.SV_KEY, i] = selection_key(s, i)
+        s.srv[st.SV_KEY, i] = selection_key(h, i)
     tree = s.tree
     for g in range(n_groups):
         off = s.grp[st.GR_TREE_OFF, g]
