@@ -1158,6 +1158,22 @@ class Scheduler(_engine.Engine):
         hz = int(self._t["user"][st.US_HOME_ZONE, u])
         return dict(id=id, home_zone=None if hz < 0 else self._zone_names[hz], apps=sorted(self._user_apps[u]))
 
+    # ------------------------------------------------------------ files
+    @classmethod
+    def from_files(cls, config_path, servers_path=None, **kwargs):
+        """A scheduler configured from a fleet: pools, apps, users, licences and
+        settings in TOML, servers in CSV or Parquet (see docs/TRACE_FORMAT.md)."""
+        from usher import fleet
+
+        return fleet.load_fleet(config_path, servers_path, scheduler_cls=cls, **kwargs)
+
+    def to_files(self, config_path, servers_path=None):
+        """Write this scheduler's configuration and servers (round trip of
+        ``from_files``)."""
+        from usher import fleet
+
+        fleet.save_fleet(self, config_path, servers_path)
+
     def __repr__(self):
         return (f"<usher.Scheduler servers={len(self._servers)} pools={len(self._pools)} "
                 f"apps={len(self._apps)} users={len(self._users)} sessions={self.live_sessions} "
