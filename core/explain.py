@@ -13,7 +13,7 @@ from numba import njit
 
 from . import codes
 from . import state as st
-from .placement import resolve_zones, user_may_open
+from .placement import pick_in_pool, resolve_zones, user_may_open
 from .tree import better
 
 #: Columns of a pool's funnel row (the order filters are applied in).
@@ -37,6 +37,8 @@ N_FUNNEL = len(FUNNEL)
 
 _ON = int(codes.Power.ON)
 _ENABLED = int(codes.Mode.ENABLED)
+_CHOICE_FAILOVER = int(codes.ZoneChoice.FAILOVER)
+_CHOICE_ANY = int(codes.ZoneChoice.ANY)
 
 
 @njit(cache=False)
@@ -50,7 +52,9 @@ def _in_reach(h, p, z, n, z0, z1, z2):
 @njit(cache=False)
 def explain_launch(h, u, app, location, external, counts, top):
     """Fill ``counts`` (n_app_pools, N_FUNNEL) and ``top`` (n_app_pools, K):
-    the K best candidates of each pool by (key, tiebreak), -1 padded."""
+    the K best candidates of each pool by (key, tiebreak), -1 padded. When the
+    pick would settle on a preferred zone, ``top`` lists that zone's candidates
+    (the set the pick chooses from)."""
     s = st.unpack(h)
     start = s.app[st.AP_POOLS_START, app]
     need = s.app[st.AP_TAGS, app]
@@ -65,6 +69,13 @@ def explain_launch(h, u, app, location, external, counts, top):
             allowed = user_may_open(h, u, p)
         row[F_ALLOWED] = 1 if allowed else 0
         n, z0, z1, z2, c0, c1, c2 = resolve_zones(h, p, u, app, location) if u >= 0 else (0, -1, -1, -1, -1, -1, -1)
+        zone_only = -1
+        if u >= 0:
+            chosen, choice = pick_in_pool(h, p, u, app, location, st.SINBIN_BIT)
+            if chosen < 0:
+                chosen, choice = pick_in_pool(h, p, u, app, location, st.INF_KEY)
+            if chosen >= 0 and choice != _CHOICE_FAILOVER and choice != _CHOICE_ANY:
+                zone_only = s.srv[st.SV_ZONE, chosen]
         g0 = s.pool[st.PO_G_START, p]
         for g in range(g0, g0 + s.pool[st.PO_G_COUNT, p]):
             off = s.grp[st.GR_TREE_OFF, g]
@@ -92,6 +103,8 @@ def explain_launch(h, u, app, location, external, counts, top):
                         row[F_SINBIN] += 1
                     if s.srv[st.SV_KEY, i] & st.OVERTOL_BIT:
                         row[F_OVER_TOLERANCE] += 1
+                    if zone_only >= 0 and s.srv[st.SV_ZONE, i] != zone_only:
+                        continue
                     # insert into the top list (sorted, best first)
                     cur = i
                     for j in range(k_top):

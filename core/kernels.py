@@ -14,6 +14,13 @@ its first write, so a non-zero status means nothing changed.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numba
 from numba import carray, cfunc, types
 
 from . import codes
@@ -34,6 +41,46 @@ from .explain import N_FUNNEL, explain_launch
 from .loadindex import is_available, load_index
 from .placement import place
 from .tree import build_all, replay_path
+
+
+
+def cache_dir() -> str:
+    """Where the compiled kernels are cached: a folder named after a digest of
+    every ``core/`` source file and the numba version, under ``NUMBA_CACHE_DIR``
+    (or ``~/.cache/usher``). numba alone keys its cache on the defining file
+    only (this one), so an edit to another engine file — or a stale cache left
+    in site-packages by an older install — could otherwise load old code."""
+    digest = hashlib.sha1(numba.__version__.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "usher"
+    )
+    folder = os.path.join(base, f"usher-kernels-{digest.hexdigest()[:16]}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError:
+        folder = os.path.join(tempfile.gettempdir(), f"usher-kernels-{digest.hexdigest()[:16]}")
+        os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def _numba_cache_in(folder: str):
+    """numba reads its cache folder when a function is decorated; point it at
+    ``folder`` for this module's kernels only."""
+    old = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = folder
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = old
+
 
 _i64 = types.int64
 _f64 = types.float64
@@ -67,6 +114,9 @@ T_CPU = 1
 T_MEM = 2
 T_DISK_QUEUE = 4
 T_CUSTOM = 8
+
+_cache = _numba_cache_in(cache_dir())
+_cache.__enter__()
 
 LAUNCH_SIG = _i64(_p64, _i64, _i64, _i64, _i64, _i64, _f64, _p64)
 LAUNCH_MANY_SIG = _i64(_p64, _i64, _p64, _p64, _p64, _p64, _p64, _pf64, _p64)
@@ -261,3 +311,6 @@ def explain(header, user, app, location, external, counts_ptr, top_ptr, n_pools,
     top = carray(top_ptr, (n_pools, k_top))
     explain_launch(h, user, app, location, external, counts, top)
     return _OK
+
+
+_cache.__exit__(None, None, None)

@@ -294,7 +294,12 @@ def new_table(fields, capacity: int, dtype, fill=NONE) -> np.ndarray:
 
 
 def grow_table(table: np.ndarray, capacity: int, fill=NONE) -> np.ndarray:
-    """A copy of ``table`` with room for ``capacity`` records."""
+    """A copy of ``table`` (1-D, or 2-D with records along axis 1) with room
+    for ``capacity`` records."""
+    if table.ndim == 1:
+        out = np.full(capacity, fill, dtype=table.dtype)
+        out[: table.shape[0]] = table
+        return out
     out = np.full((table.shape[0], capacity), fill, dtype=table.dtype)
     out[:, : table.shape[1]] = table
     return out

@@ -1,0 +1,179 @@
+"""Engine mechanics: table growth, session ids, explanations, threads, views, CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import usher
+from usher import Outcome, Reason
+
+
+def fleet(n_servers=6, max_sessions=4, zones=("Z1", "Z2"), **pool_kwargs):
+    s = usher.Scheduler(seed=3)
+    s.add_pool("P", **pool_kwargs)
+    s.add_app("app", ["P"])
+    for i in range(n_servers):
+        s.add_server(f"s{i}", zones[i % len(zones)], "P", max_sessions=max_sessions)
+    return s
+
+
+def test_tables_grow_past_initial_capacity():
+    # 80 servers (> 64), 300 users (> 256), 70 apps (> 64 entitlement bits), 3000 sessions (> 1024)
+    s = usher.Scheduler(enforce_entitlement=True)
+    s.add_pool("P", zone_preference=())
+    for a in range(70):
+        s.add_app(f"a{a}", ["P"])
+    for i in range(80):
+        s.add_server(f"s{i}", "Z", "P", max_sessions=50)
+    for u in range(300):
+        s.add_user(f"u{u}", apps=[f"a{a}" for a in range(70) if (a + u) % 7 == 0])
+    placed = 0
+    t = 0.0
+    for k in range(3000):
+        u, a = k % 300, (k * 13) % 70
+        d = s.launch(f"u{u}", f"a{a}", endpoint=f"e{k}", now=t)
+        t += 0.01
+        entitled = (a + u) % 7 == 0
+        if not entitled:
+            assert d.reason is Reason.NOT_ENTITLED
+        else:
+            assert d.placed
+            placed += d.outcome is Outcome.PLACED
+    rows = s.servers()
+    assert rows["sessions"].sum() == s.live_sessions == len(s.sessions())
+    assert (rows["sessions"] <= rows["max_sessions"]).all()
+    assert placed == s.live_sessions
+
+
+def test_session_ids_of_ended_sessions_are_recognised():
+    s = fleet()
+    d = s.launch("u", "app", now=0)
+    s.logoff(d.session, now=1)
+    with pytest.raises(usher.SessionEnded) as e:
+        s.logoff(d.session, now=2)
+    assert e.value.field == "session" and e.value.value == d.session
+    d2 = s.launch("u", "app", now=3)  # the slot is reused under a new generation
+    assert d2.session != d.session
+    with pytest.raises(usher.UnknownSession):
+        s.logoff(d2.session + (5 << 32), now=4)
+    with pytest.raises(usher.UnknownSession):
+        s.logoff(123456, now=4)
+
+
+def test_explanation_agrees_with_the_pick():
+    s = fleet(n_servers=8, zone_preference=("user_location",), failover=True)
+    s.set_power("s0", "off", now=0)
+    s.set_mode("s2", "drain", now=0)
+    for k in range(5):
+        s.launch(f"w{k}", "app", location="Z1", now=1)
+    d = s.launch("x", "app", location="Z1", now=2, explain=True)
+    ex = d.explanation
+    pool = ex.pools[0]
+    assert pool["funnel"]["power"] == 1 and pool["funnel"]["mode"] == 1
+    assert pool["funnel"]["servers"] == 8
+    assert pool["top"][0]["server"] == d.server
+    assert ex.zone == d.zone == "Z1" and str(ex.zone_choice) == "user_location"
+    assert "pool P" in str(ex)
+    assert d.to_dict()["explanation"]["server"] == d.server
+
+
+def test_threads_keep_the_books():
+    s = fleet(n_servers=40, max_sessions=100, zone_preference=())
+    results = []
+
+    def worker(k):
+        out = []
+        for j in range(400):
+            out.append(s.launch(f"t{k}-{j}", "app", now=1.0))
+        results.append(out)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sessions = [d.session for out in results for d in out]
+    assert len(set(sessions)) == 1600 == s.live_sessions
+    rows = s.servers()
+    assert rows["sessions"].sum() == 1600
+    assert rows["sessions"].max() - rows["sessions"].min() <= 1  # horizontal spread kept
+
+
+def test_batch_equals_sequential_on_a_storm():
+    def build():
+        s = fleet(n_servers=12, max_sessions=5, zone_preference=("user_location", "user_home"))
+        for u in range(40):
+            s.add_user(f"u{u}", home_zone="Z2" if u % 3 else "Z1")
+        return s
+
+    users = [f"u{k % 40}" for k in range(80)]
+    locs = [("Z1", "Z2", None)[k % 3] for k in range(80)]
+    eps = [f"e{k % 7}" for k in range(80)]
+    times = np.linspace(0, 200, 80)
+    a, b = build(), build()
+    batch = a.launch_many(users, ["app"] * 80, locations=locs, endpoints=eps, now=times)
+    seq = [b.launch(u, "app", location=z, endpoint=e, now=t) for u, z, e, t in zip(users, locs, eps, times)]
+    assert list(batch) == seq
+    assert batch.counts() == {k: v for k, v in _counts(seq).items()}
+
+
+def _counts(decisions):
+    out = {}
+    for d in decisions:
+        key = str(d.outcome) if d.outcome is not Outcome.REJECTED else f"rejected:{d.reason}"
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_failed_batch_applies_nothing():
+    s = fleet()
+    before = (s.servers(), s.sessions(), s.licences_in_use, s.now)
+    with pytest.raises(usher.UnknownApp) as e:
+        s.launch_many(["a", "b"], ["app", "nope"], now=[1.0, 2.0])
+    assert e.value.field == "apps[1]"
+    with pytest.raises(usher.InvalidArgument):
+        s.launch_many(["a", "b"], ["app", "app"], now=[2.0, 1.0])
+    with pytest.raises(usher.InvalidArgument):
+        s.telemetry_many(["s0", "s1"], cpu=[10.0, float("nan")])
+    after = (s.servers(), s.sessions(), s.licences_in_use, s.now)
+    assert (before[0] == after[0]).all() and len(after[1]) == 0 and before[2:] == after[2:]
+
+
+def test_views_are_read_only_and_consistent():
+    s = fleet()
+    d = s.launch("u", "app", now=0, endpoint="pc")
+    v = s.server_field("sessions")
+    with pytest.raises(ValueError):
+        v[0] = 5
+    info = s.session(d.session)
+    assert info["user"] == "u" and info["server"] == d.server and info["apps"] == ("app",)
+    assert info["state"] == "launching" and info["endpoint"] == "pc"
+    assert s.server(d.server)["sessions"] == 1
+
+
+def test_remove_and_re_add_server_relays_out_groups():
+    s = fleet(n_servers=3, zone_preference=())
+    d = s.launch("u", "app", now=0)
+    with pytest.raises(usher.ServerBusy):
+        s.remove_server(d.server)
+    lost = s.remove_server(d.server, force=True, now=0.5)
+    assert lost == [d.session] and s.live_sessions == 0 and s.licences_in_use == 0
+    s.add_server(d.server, "Z9", "P", max_sessions=1, now=0.6)
+    placed = {s.launch(f"v{k}", "app", now=1).server for k in range(5)}
+    assert d.server in placed and len(s.servers()) == 3
+
+
+def test_cli_version_and_storm():
+    out = subprocess.run([sys.executable, "-m", "usher.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and usher.__version__ in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "usher.cli", "storm", "--users", "500", "--servers", "140", "--minutes", "5"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "placed" in out.stdout and "engine time" in out.stdout
