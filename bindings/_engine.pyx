@@ -26,7 +26,7 @@ from usher.errors import (
 ctypedef int64_t (*launch_fn)(int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
 ctypedef int64_t (*launch_many_fn)(int64_t*, int64_t, int64_t*, int64_t*, int64_t*, int64_t*, int64_t*, double*, int64_t*) noexcept nogil
 ctypedef int64_t (*op_fn)(int64_t*, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
-ctypedef int64_t (*telemetry_fn)(int64_t*, int64_t, int64_t*, double*, double*, double*, double*, int64_t, double) noexcept nogil
+ctypedef int64_t (*telemetry_fn)(int64_t*, int64_t, int64_t*, double*, double*, double*, double*, int64_t, double, int64_t*) noexcept nogil
 ctypedef int64_t (*advance_fn)(int64_t*, double) noexcept nogil
 
 cdef int N_D = _st.N_D
@@ -43,6 +43,8 @@ cdef int H_INSTANCE_FREE_TOP = _st.H_INSTANCE_FREE_TOP
 cdef int H_ENFORCE = _st.H_ENFORCE_ENTITLEMENT
 cdef int CK_NOW = _st.CK_NOW
 cdef int64_t STATUS_NO_CAPACITY = 6
+cdef int64_t STATUS_UNKNOWN_SERVER = 7
+cdef int64_t STATUS_INVALID_VALUE = 8
 
 cdef tuple OUTCOMES = tuple(Outcome)
 cdef tuple REASONS = tuple(Reason)
@@ -311,8 +313,9 @@ cdef class Engine:
             explanation._attach(d)
         return d
 
-    def _launch_arrays(self, int64_t[::1] users, int64_t[::1] apps, int64_t[::1] locations,
-                       int64_t[::1] endpoints, int64_t[::1] externals, double[::1] nows,
+    def _launch_arrays(self, const int64_t[::1] users, const int64_t[::1] apps,
+                       const int64_t[::1] locations, const int64_t[::1] endpoints,
+                       const int64_t[::1] externals, const double[::1] nows,
                        int64_t[:, ::1] out):
         """Batch kernel call on validated arrays (see Scheduler.launch_many);
         the caller holds the lock and has prepared capacity."""
@@ -320,8 +323,9 @@ cdef class Engine:
         if n == 0:
             return
         with nogil:
-            status = self._launch_many(self._hdr, n, &users[0], &apps[0], &locations[0],
-                                       &endpoints[0], &externals[0], &nows[0], &out[0, 0])
+            status = self._launch_many(self._hdr, n, <int64_t*>&users[0], <int64_t*>&apps[0],
+                                       <int64_t*>&locations[0], <int64_t*>&endpoints[0],
+                                       <int64_t*>&externals[0], <double*>&nows[0], &out[0, 0])
         if status != 0:
             raise_for_status(status, "now", nows[0])
 
@@ -385,20 +389,81 @@ cdef class Engine:
             raise_for_status(status, "server", self._server_names[server] if 0 <= server < len(self._server_names) else server)
         return [int(x) for x in buf[1 : 1 + b[0]]]
 
-    def _telemetry_arrays(self, int64_t[::1] servers, double[::1] cpu, double[::1] mem,
-                          double[::1] disk_queue, double[::1] custom, int64_t mask, now):
-        """Kernel call on validated arrays; the caller holds the lock."""
+    def _telemetry_arrays(self, const int64_t[::1] servers, const double[::1] cpu,
+                          const double[::1] mem, const double[::1] disk_queue,
+                          const double[::1] custom, int64_t mask, now,
+                          str field="servers"):
+        """Kernel call; the kernel checks every row before writing. The caller
+        holds the lock. Raises naming ``field[row]`` (or the telemetry field) and
+        the bad value."""
         cdef double t = self._time(now)
         cdef int64_t n = servers.shape[0], status
+        cdef int64_t bad[2]
         if n == 0:
             with nogil:
                 status = self._advance(self._hdr, t)
             return
         with nogil:
-            status = self._telemetry(self._hdr, n, &servers[0], &cpu[0], &mem[0],
-                                     &disk_queue[0], &custom[0], mask, t)
+            status = self._telemetry(self._hdr, n, <int64_t*>&servers[0], <double*>&cpu[0],
+                                     <double*>&mem[0], <double*>&disk_queue[0],
+                                     <double*>&custom[0], mask, t, bad)
+        if status == 0:
+            return
+        k = bad[0]
+        if status == STATUS_UNKNOWN_SERVER:
+            raise_for_status(status, f"{field}[{k}]" if n > 1 else "server", servers[k])
+        if status == STATUS_INVALID_VALUE:
+            name, column = {1: ("cpu", cpu), 2: ("mem", mem), 4: ("disk_queue", disk_queue),
+                            8: ("custom", custom)}[bad[1]]
+            raise_for_status(status, f"{name}[{k}]" if n > 1 else name, column[k])
+        raise_for_status(status, "now", now)
+
+    def telemetry(self, server, cpu=None, mem=None, disk_queue=None, custom=None, now=None):
+        """Report a server's load inputs (cpu, mem in %, disk queue length,
+        custom load 0-10000); a value left None is unchanged."""
+        cdef int64_t idx[1]
+        cdef double c[1], m[1], d[1], x[1]
+        cdef int64_t mask = 0, status, bad[2]
+        i = self._servers.get(server) if isinstance(server, str) else None
+        if i is None:
+            i = self._server_index(server)
+        idx[0] = i
+        c[0] = m[0] = d[0] = x[0] = 0.0
+        try:
+            if cpu is not None:
+                c[0] = cpu
+                mask |= 1
+            if mem is not None:
+                m[0] = mem
+                mask |= 2
+            if disk_queue is not None:
+                d[0] = disk_queue
+                mask |= 4
+            if custom is not None:
+                x[0] = custom
+                mask |= 8
+        except TypeError:
+            for name, v in (("cpu", cpu), ("mem", mem), ("disk_queue", disk_queue), ("custom", custom)):
+                if v is not None and not isinstance(v, (int, float)):
+                    raise InvalidArgument(name, v, "must be a number") from None
+            raise
+        for name, v in (("cpu", cpu), ("mem", mem), ("disk_queue", disk_queue), ("custom", custom)):
+            if isinstance(v, bool):
+                raise InvalidArgument(name, v, "must be a number")
+        cdef double t = self._time(now)
+        self._acquire()
+        try:
+            if self._dirty:
+                self._relayout()
+            with nogil:
+                status = self._telemetry(self._hdr, 1, idx, c, m, d, x, mask, t, bad)
+        finally:
+            self._release()
+        if status == STATUS_INVALID_VALUE:
+            name, v = {1: ("cpu", cpu), 2: ("mem", mem), 4: ("disk_queue", disk_queue), 8: ("custom", custom)}[bad[1]]
+            raise_for_status(status, name, v)
         if status != 0:
-            raise_for_status(status, "servers", list(servers))
+            raise_for_status(status, "server", server)
 
     def _advance_to(self, now):
         """Move the clock; the caller holds the lock."""

@@ -108,6 +108,7 @@ _STATUS_ERRORS = {
     Status.APP_NOT_IN_SESSION: (InvalidArgument, "the app is not running in the session"),
     Status.TIME_WENT_BACKWARDS: (TimeWentBackwards, "earlier than the previous operation"),
     Status.UNKNOWN_SERVER: (UnknownServer, "no such server"),
+    Status.INVALID_VALUE: (InvalidArgument, "NaN or out of range (cpu, mem 0-100; disk_queue >= 0; custom 0-10000)"),
 }
 
 

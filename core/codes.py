@@ -81,6 +81,9 @@ class Status(enum.IntEnum):
     NO_CAPACITY = 6
     #: Unknown server index (removed or never added).
     UNKNOWN_SERVER = 7
+    #: A telemetry value is NaN or out of its range (the kernel reports the row
+    #: and the field).
+    INVALID_VALUE = 8
 
 
 class SessionState(enum.IntEnum):

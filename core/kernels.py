@@ -15,6 +15,7 @@ its first write, so a non-zero status means nothing changed.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -38,9 +39,9 @@ from .commit import (
     stop_pending,
 )
 from .explain import N_FUNNEL, explain_launch
-from .loadindex import is_available, load_index
+from .loadindex import is_available, load_index, selection_key
 from .placement import place
-from .tree import build_all, replay_path
+from .tree import build_all, rebuild_trees, replay_path
 
 
 
@@ -91,6 +92,7 @@ _OK = int(codes.Status.OK)
 _BAD_SESSION_STATE = int(codes.Status.BAD_SESSION_STATE)
 _APP_NOT_IN_SESSION = int(codes.Status.APP_NOT_IN_SESSION)
 _UNKNOWN_SERVER = int(codes.Status.UNKNOWN_SERVER)
+_INVALID_VALUE = int(codes.Status.INVALID_VALUE)
 _LAUNCHING = int(codes.SessionState.LAUNCHING)
 _ACTIVE = int(codes.SessionState.ACTIVE)
 _DISCONNECTED = int(codes.SessionState.DISCONNECTED)
@@ -122,7 +124,7 @@ LAUNCH_SIG = _i64(_p64, _i64, _i64, _i64, _i64, _i64, _f64, _p64)
 LAUNCH_MANY_SIG = _i64(_p64, _i64, _p64, _p64, _p64, _p64, _p64, _pf64, _p64)
 SESSION_OP_SIG = _i64(_p64, _i64, _i64, _i64, _f64, _p64)
 SERVER_OP_SIG = _i64(_p64, _i64, _i64, _i64, _f64, _p64)
-TELEMETRY_SIG = _i64(_p64, _i64, _p64, _pf64, _pf64, _pf64, _pf64, _i64, _f64)
+TELEMETRY_SIG = _i64(_p64, _i64, _p64, _pf64, _pf64, _pf64, _pf64, _i64, _f64, _p64)
 ADVANCE_SIG = _i64(_p64, _f64)
 BUILD_SIG = _i64(_p64, _i64)
 
@@ -241,24 +243,44 @@ def server_op(header, i, op, value, now, out_ptr):
 
 
 @cfunc(TELEMETRY_SIG, nopython=True, nogil=True, cache=True)
-def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now):
-    """Set load inputs of n servers (validated by the binding); ``mask`` says
-    which of the four arrays are given."""
+def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now, bad_ptr):
+    """Set load inputs of n servers; ``mask`` says which of the four arrays are
+    given. Every row is checked before the first write: an unknown server gives
+    UNKNOWN_SERVER, a NaN or out-of-range value INVALID_VALUE, with bad[0] = the
+    row and bad[1] = the field's mask bit. A large batch rebuilds the trees once
+    (O(n)) instead of replaying n paths."""
     h = header
     s = st.unpack(h)
+    bad = carray(bad_ptr, (2,))
     idx = carray(servers, (n,))
-    for k in range(n):
-        i = idx[k]
-        if i < 0 or i >= s.hdr[st.H_N_SERVERS, 0] or s.srv[st.SV_PRESENT, i] == 0:
-            return _UNKNOWN_SERVER
-    status = check_time(h, now)
-    if status != _OK:
-        return status
-    advance(h, now)
     c = carray(cpu, (n,))
     m = carray(mem, (n,))
     d = carray(disk_queue, (n,))
     x = carray(custom, (n,))
+    n_servers = s.hdr[st.H_N_SERVERS, 0]
+    for k in range(n):
+        i = idx[k]
+        bad[0] = k
+        if i < 0 or i >= n_servers or s.srv[st.SV_PRESENT, i] == 0:
+            bad[1] = 0
+            return _UNKNOWN_SERVER
+        if mask & T_CPU and not (c[k] >= 0.0 and c[k] <= 100.0):
+            bad[1] = T_CPU
+            return _INVALID_VALUE
+        if mask & T_MEM and not (m[k] >= 0.0 and m[k] <= 100.0):
+            bad[1] = T_MEM
+            return _INVALID_VALUE
+        if mask & T_DISK_QUEUE and not (d[k] >= 0.0 and d[k] < math.inf):
+            bad[1] = T_DISK_QUEUE
+            return _INVALID_VALUE
+        if mask & T_CUSTOM and not (x[k] >= 0.0 and x[k] <= 10000.0):
+            bad[1] = T_CUSTOM
+            return _INVALID_VALUE
+    status = check_time(h, now)
+    if status != _OK:
+        return status
+    advance(h, now)
+    bulk = n >= 64
     for k in range(n):
         i = idx[k]
         if mask & T_CPU:
@@ -269,7 +291,13 @@ def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now):
             s.srvf[st.SF_DISK_QUEUE, i] = d[k]
         if mask & T_CUSTOM:
             s.srvf[st.SF_CUSTOM, i] = x[k]
-        refresh_server(h, i)
+        if bulk:
+            s.srv[st.SV_LOAD_INDEX, i] = load_index(h, i)
+            s.srv[st.SV_KEY, i] = selection_key(h, i)
+        else:
+            refresh_server(h, i)
+    if bulk:
+        rebuild_trees(h, s.hdr[st.H_GROUP_CAP, 0])
     return _OK
 
 

@@ -69,6 +69,14 @@ def build_all(h, n_groups):
     s = st.unpack(h)
     for i in range(s.hdr[st.H_N_SERVERS, 0]):
         s.srv[st.SV_KEY, i] = selection_key(h, i)
+    rebuild_trees(h, n_groups)
+
+
+@njit(cache=False)
+def rebuild_trees(h, n_groups):
+    """Rebuild every group's inner nodes from the current keys: O(n), cheaper
+    than replaying n paths when most of the fleet changed at once."""
+    s = st.unpack(h)
     tree = s.tree
     for g in range(n_groups):
         off = s.grp[st.GR_TREE_OFF, g]
