@@ -310,7 +310,8 @@ class Scheduler(_engine.Engine):
         self._t[table] = array
         self._header[getattr(st, f"H_{table.upper()}_ADDR")] = array.ctypes.data
         if cap_slot is not None:
-            size = array.shape[-1] if array.ndim == 2 else array.shape[0]
+            # records run along the last axis, except in the tree (nodes are rows)
+            size = array.shape[-1] if array.ndim == 2 and table != "tree" else array.shape[0]
             self._header[getattr(st, f"H_{cap_slot.upper()}")] = size
 
     def _alloc_sessions(self, cap: int):

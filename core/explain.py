@@ -81,7 +81,7 @@ def explain_launch(h, u, app, location, external, counts, top):
             off = s.grp[st.GR_TREE_OFF, g]
             cap = s.grp[st.GR_TREE_CAP, g]
             for leaf in range(s.grp[st.GR_N_SERVERS, g]):
-                i = s.tree[off + cap + leaf]
+                i = s.tree[off + cap + leaf, st.TREE_COLUMNS_SERVER]
                 row[F_SERVERS] += 1
                 if s.srv[st.SV_POWER, i] != _ON:
                     row[F_POWER] += 1

@@ -28,8 +28,9 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
     Returns:
         (grp, pz, tree, pool_g_start, pool_g_count): the group table of shape
         (N_GR, n_groups), the pool-zone table of shape (N_PZ, n_pools * n_zones),
-        the tree array with leaves filled (inner nodes are built by the
-        ``build_trees`` kernel), and each pool's group range.
+        the tree table of shape (tree_len, 3) with leaf servers filled (keys
+        and inner nodes are built by the ``build_trees`` kernel), and each
+        pool's group range.
     """
     idx = np.nonzero(srv[st.SV_PRESENT, :n_servers] != 0)[0]
     pool = srv[st.SV_POOL, idx]
@@ -54,7 +55,8 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
     offsets = np.zeros(n_groups, dtype=np.int64)
     if n_groups:
         offsets[1:] = np.cumsum(2 * caps)[:-1]
-    tree = np.full(max(1, int((2 * caps).sum())), st.NONE, dtype=np.int64)
+    tree = np.full((max(1, int((2 * caps).sum())), st.N_TREE_COLUMNS), st.INF_KEY, dtype=np.int64)
+    tree[:, st.TREE_COLUMNS_SERVER] = st.NONE
 
     grp = st.new_table(st.GROUP_FIELDS, n_groups, np.int64, fill=0)
     group_of = np.repeat(np.arange(n_groups), sizes)
@@ -68,7 +70,7 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         grp[st.GR_TREE_CAP, :n_groups] = caps
         srv[st.SV_GROUP, idx] = group_of
         srv[st.SV_SLOT, idx] = slot
-        tree[offsets[group_of] + caps[group_of] + slot] = idx
+        tree[offsets[group_of] + caps[group_of] + slot, st.TREE_COLUMNS_SERVER] = idx
         available = (
             (srv[st.SV_POWER, idx] == codes.Power.ON)
             & (srv[st.SV_REGISTERED, idx] != 0)

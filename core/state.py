@@ -114,7 +114,10 @@ GROUP_FIELDS = (
     "tree_cap",  # leaves (a power of two); node 1 is the root
 )
 
-PZ_FIELDS = ("g_start", "g_count")  # per (pool, zone): groups of that pool in that zone
+PZ_FIELDS = ("g_start", "g_count")
+
+#: Columns of a tree node (the tree table is (tree_len, 3): nodes are rows).
+TREE_COLUMNS = ("server", "key", "tb")  # per (pool, zone): groups of that pool in that zone
 
 CLOCK_FIELDS = ("now", "sinbin_seconds", "pending_timeout")
 
@@ -197,6 +200,7 @@ _export("GR", GROUP_FIELDS)
 _export("PZ", PZ_FIELDS)
 _export("CK", CLOCK_FIELDS)
 _export("D", DECISION_FIELDS)
+_export("TREE_COLUMNS", TREE_COLUMNS)
 _export("A", TABLES)
 _export("H", tuple(f"{t}_addr" for t in TABLES) + HEADER_SCALARS)
 HEADER_LEN = N_H  # noqa: F821  (defined by _export)
@@ -279,7 +283,7 @@ def unpack(header_ptr):
         _table_f(h, H_POOL_F_ADDR, N_POF, h[H_POOL_CAP]),  # noqa: F821
         _table_i(h, H_GROUP_ADDR, N_GR, h[H_GROUP_CAP]),  # noqa: F821
         _table_i(h, H_PZ_ADDR, N_PZ, h[H_PZ_CAP]),  # noqa: F821
-        _vector_i(h, H_TREE_ADDR, h[H_TREE_LEN]),  # noqa: F821
+        _table_i(h, H_TREE_ADDR, h[H_TREE_LEN], N_TREE_COLUMNS),  # noqa: F821
         _table_i(h, H_ENT_ADDR, h[H_USER_CAP], h[H_ENT_WORDS]),  # noqa: F821
         _vector_i(h, H_SESSION_FREE_ADDR, h[H_SESSION_CAP]),  # noqa: F821
         _vector_i(h, H_INSTANCE_FREE_ADDR, h[H_INSTANCE_CAP]),  # noqa: F821

@@ -10,8 +10,12 @@ the better of its two children), so:
   the root is replayed: O(log n) — no rescoring of the fleet (the same idea as
   HAProxy's ``lb_fwlc`` tree keyed by an integer load).
 
-Layout: group g owns ``2 * cap`` int64 cells from ``tree_off``; cell 1 is the
-root, leaves are cells ``cap .. 2*cap - 1``; a cell holds a server index or -1.
+Layout: group g owns ``2 * cap`` nodes from ``tree_off``; node 1 is the root,
+leaves are nodes ``cap .. 2*cap - 1``. A node is a row (server, key, tiebreak)
+of the ``(tree_len, 3)`` tree table — the key travels with the node, so a path
+replay reads sibling rows that sit next to each other instead of two random
+server records per level (this keeps the cost flat at 100,000 servers). An
+empty node is (-1, INF, INF).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from numba import njit
 
 from . import state as st
 from .loadindex import selection_key
+
+T_SERVER, T_KEY, T_TB = st.TREE_COLUMNS_SERVER, st.TREE_COLUMNS_KEY, st.TREE_COLUMNS_TB
 
 
 @njit(inline="always")
@@ -40,6 +46,28 @@ def better(s: st.State, a, b):
     return b
 
 
+@njit(inline="always")
+def _pull(tree, base, node):
+    """Node ``node`` of the tree at ``base`` takes its better child."""
+    left = base + 2 * node
+    right = left + 1
+    c = left
+    if tree[right, T_KEY] < tree[left, T_KEY] or (
+        tree[right, T_KEY] == tree[left, T_KEY] and tree[right, T_TB] < tree[left, T_TB]
+    ):
+        c = right
+    tree[base + node, T_SERVER] = tree[c, T_SERVER]
+    tree[base + node, T_KEY] = tree[c, T_KEY]
+    tree[base + node, T_TB] = tree[c, T_TB]
+
+
+@njit(inline="always")
+def _set_leaf(s: st.State, base, cap, i):
+    leaf = base + cap + s.srv[st.SV_SLOT, i]
+    s.tree[leaf, T_KEY] = s.srv[st.SV_KEY, i]
+    s.tree[leaf, T_TB] = s.srv[st.SV_TB, i]
+
+
 @njit(cache=False)
 def replay_path(h, i):
     """Recompute server i's key and replay its leaf-to-root path."""
@@ -49,18 +77,19 @@ def replay_path(h, i):
     if g < 0:
         return
     off = s.grp[st.GR_TREE_OFF, g]
-    node = s.grp[st.GR_TREE_CAP, g] + s.srv[st.SV_SLOT, i]
+    cap = s.grp[st.GR_TREE_CAP, g]
+    _set_leaf(s, off, cap, i)
+    node = (cap + s.srv[st.SV_SLOT, i]) >> 1
     tree = s.tree
-    node >>= 1
     while node >= 1:
-        tree[off + node] = better(s, tree[off + 2 * node], tree[off + 2 * node + 1])
+        _pull(tree, off, node)
         node >>= 1
 
 
 @njit(inline="always")
 def group_best(s: st.State, g):
     """Best server of group g (its root), or -1."""
-    return s.tree[s.grp[st.GR_TREE_OFF, g] + 1]
+    return s.tree[s.grp[st.GR_TREE_OFF, g] + 1, T_SERVER]
 
 
 @njit(cache=False)
@@ -74,12 +103,14 @@ def build_all(h, n_groups):
 
 @njit(cache=False)
 def rebuild_trees(h, n_groups):
-    """Rebuild every group's inner nodes from the current keys: O(n), cheaper
-    than replaying n paths when most of the fleet changed at once."""
+    """Copy every server's key to its leaf and rebuild every group's inner
+    nodes: O(n), cheaper than replaying n paths when most of the fleet changed."""
     s = st.unpack(h)
     tree = s.tree
     for g in range(n_groups):
         off = s.grp[st.GR_TREE_OFF, g]
         cap = s.grp[st.GR_TREE_CAP, g]
+        for leaf in range(s.grp[st.GR_N_SERVERS, g]):
+            _set_leaf(s, off, cap, tree[off + cap + leaf, T_SERVER])
         for node in range(cap - 1, 0, -1):
-            tree[off + node] = better(s, tree[off + 2 * node], tree[off + 2 * node + 1])
+            _pull(tree, off, node)
