@@ -346,6 +346,8 @@ cdef class Engine:
             ended = self._out[0] == 1
         finally:
             self._release()
+        if status == 4:  # APP_NOT_IN_SESSION: the app is the bad value
+            raise_for_status(status, "app", self._app_names[arg], f"not running in session {session}")
         if status != 0:
             raise_for_status(status, "session", session)
         return ended

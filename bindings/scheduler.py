@@ -110,6 +110,17 @@ def _as_names(field, value) -> tuple:
     return out
 
 
+def _as_enums(field, value, enum_cls) -> tuple:
+    """A name, an enum member, or a sequence of them, as enum members."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, enum_cls)):
+        value = (value,)
+    if not isinstance(value, Iterable):
+        raise InvalidArgument(field, value, "must be a name or a list of names")
+    return tuple(parse_enum(enum_cls, field, v) for v in value)
+
+
 _ZEROS = np.zeros(4096)  # stand-in column for a telemetry field not given (never written)
 _TELEMETRY_MASK = {
     "cpu": _kernels.T_CPU,
@@ -482,7 +493,7 @@ class Scheduler(_engine.Engine):
         if name in self._pools:
             raise DuplicateName("name", name, "a pool with this name exists")
         lb = parse_enum(LoadBalancing, "load_balancing", load_balancing)
-        zp = [parse_enum(ZonePreference, "zone_preference", z) for z in _as_names("zone_preference", zone_preference)]
+        zp = list(_as_enums("zone_preference", zone_preference, ZonePreference))
         if len(set(zp)) != len(zp):
             raise InvalidArgument("zone_preference", zone_preference, "lists a preference twice")
         failover = _check_bool("failover", failover)
@@ -492,12 +503,12 @@ class Scheduler(_engine.Engine):
         tol = _check_int("logon_tolerance", logon_tolerance, 0)
         hard = _check_bool("tolerance_is_hard", tolerance_is_hard)
         mpu = _check_int("max_sessions_per_user", max_sessions_per_user, 1, allow_none=True)
-        rules = _as_names("load_rules", load_rules)
+        rules = _as_enums("load_rules", load_rules, LoadRule)
         if not rules:
             raise InvalidArgument("load_rules", load_rules, "must enable at least one rule")
         mask = 0
         for r in rules:
-            mask |= 1 << parse_enum(LoadRule, "load_rules", r)
+            mask |= 1 << r
         cpu_full = _check_float("cpu_full", cpu_full, 0.0, 100.0, lo_open=True)
         memory_full = _check_float("memory_full", memory_full, 0.0, 100.0, lo_open=True)
         disk_queue_full = _check_float("disk_queue_full", disk_queue_full, 0.0, lo_open=True)
@@ -527,7 +538,7 @@ class Scheduler(_engine.Engine):
                     name=name, load_balancing=str(lb), zone_preference=[str(z) for z in zp],
                     failover=failover, session_reconnection=str(rec), reconnect_in_maintenance=rim,
                     external_access=ext, logon_tolerance=tol, tolerance_is_hard=hard,
-                    max_sessions_per_user=mpu, load_rules=[str(LoadRule[r.upper()]) if isinstance(r, str) else str(r) for r in rules],
+                    max_sessions_per_user=mpu, load_rules=[str(r) for r in rules],
                     cpu_full=cpu_full, memory_full=memory_full, disk_queue_full=disk_queue_full,
                 )
             )
