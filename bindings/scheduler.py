@@ -1128,6 +1128,37 @@ class Scheduler(_engine.Engine):
         hz = int(self._t["user"][st.US_HOME_ZONE, u])
         return dict(id=id, home_zone=None if hz < 0 else self._zone_names[hz], apps=sorted(self._user_apps[u]))
 
+    # ------------------------------------------------------------ what-if
+    def copy(self) -> "Scheduler":
+        """An independent deep copy (state, configuration, clock): try a storm,
+        a power plan or a rollout on the copy and keep the original untouched."""
+        with self._locked():
+            if self._dirty:
+                self._relayout()
+            new = type(self).__new__(type(self))
+            for attr in ("_servers", "_pools", "_apps", "_users", "_zones", "_endpoints", "_tags"):
+                setattr(new, attr, dict(getattr(self, attr)))
+            for attr in ("_server_names", "_zone_names", "_pool_names", "_app_names", "_user_names",
+                         "_server_images", "_server_tagsets", "_user_apps", "_endpoint_names"):
+                setattr(new, attr, list(getattr(self, attr)))
+            new._pool_config = [dict(c) for c in self._pool_config]
+            new._app_config = [dict(c) for c in self._app_config]
+            new._names = (new._server_names, new._zone_names, new._pool_names)
+            new._clock = self._clock
+            new._seed = self._seed
+            new._n_app_pools = self._n_app_pools
+            new._header = self._header.copy()
+            new._clockv = self._clockv.copy()
+            new._t = {}
+            for table, array in self._t.items():
+                if table == "clock":
+                    new._alloc("clock", new._clockv, None)
+                else:
+                    new._alloc(table, array.copy(), None)
+            new._bind(new._header, new._clockv, _kernels)
+            new._dirty = False
+            return new
+
     # ------------------------------------------------------------ files
     @classmethod
     def from_files(cls, config_path, servers_path=None, **kwargs):

@@ -177,3 +177,17 @@ def test_cli_version_and_storm():
     )
     assert out.returncode == 0, out.stderr
     assert "placed" in out.stdout and "engine time" in out.stdout
+
+
+def test_copy_is_independent_and_decides_alike():
+    s = fleet(n_servers=6, max_sessions=3, zone_preference=("user_location",))
+    for k in range(5):
+        s.launch(f"u{k}", "app", location="Z1", now=k)
+    c = s.copy()
+    a = [s.launch(f"v{k}", "app", location=("Z1", "Z2")[k % 2], now=10 + k) for k in range(8)]
+    b = [c.launch(f"v{k}", "app", location=("Z1", "Z2")[k % 2], now=10 + k) for k in range(8)]
+    assert a == b
+    c.set_power("s1", "off", now=30)
+    c.logoff(b[0].session, now=30)
+    assert s.server("s1")["power"] == "on" and s.live_sessions == 13 and c.live_sessions < 13
+    assert (s.servers()["sessions"] != c.servers()["sessions"]).any()
