@@ -1,0 +1,605 @@
+"""Scenarios for ``usher simulate``: the hospital group's day, and how to change it.
+
+Design: a :class:`Scenario` is a tree of small dataclasses, one per concern
+(``day``, ``fleet``, ``demand``, ``sessions``, ``telemetry``, ``power``,
+``faults``). Every field is a knob that a scenario TOML file can override with
+the same table and key names (``[demand] peak_sessions = 12000``); an unknown
+table or key is an error that names it. The default values *are* the embedded
+hospital day, documented field by field in docs/SCENARIOS.md.
+
+The fleet is produced as a list of trace operations (``settings``, ``licences``,
+``pool``, ``app``, ``user``, ``server`` dicts of docs/TRACE_FORMAT.md) and the
+scheduler is built by applying them: the same list goes into an exported trace,
+so the replayed fleet is the simulated fleet by construction.
+
+Demand model (all in seconds of the day, on a 1-second grid):
+
+- the target number of simultaneous sessions ``N(t)`` is the ``demand.curve``
+  (fractions of ``peak_sessions`` at clock times, linear in between, smoothed
+  by a ``smoothing_minutes`` moving average);
+- sessions end with a hazard ``mu(t) = (1 + churn(t)) / mean_session_hours``,
+  where ``churn`` is a Gaussian bump of height ``shift_churn`` at each shift
+  change, so that outgoing staff log off and incoming staff log on;
+- arrivals are Poisson with rate ``lambda(t) = max(0, N'(t) + mu(t) N(t))``,
+  the rate for which an M/G/inf system with that hazard has mean occupancy
+  exactly ``N(t)`` (``lambda`` is clipped at 0 where the curve falls faster
+  than sessions can end; the curve then lags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from usher.errors import InvalidArgument
+
+__all__ = [
+    "Scenario",
+    "DaySpec",
+    "FleetSpec",
+    "DemandSpec",
+    "SessionSpec",
+    "TelemetrySpec",
+    "PowerSpec",
+    "FaultSpec",
+    "ScenarioError",
+    "clock_seconds",
+    "clock_text",
+    "demand_curves",
+    "fleet_layout",
+    "fleet_ops",
+    "build_scheduler",
+    "POLICIES",
+]
+
+DAY_SECONDS = 86_400
+POLICIES = ("horizontal", "vertical")
+
+# pool and app names of the hospital fleet
+RECORDS, IMAGING, REMOTE = "records", "imaging", "remote"
+POOLS = (RECORDS, IMAGING, REMOTE)
+APP_RECORD, APP_LABS, APP_PACS = "patient-record", "lab-results", "pacs-viewer"
+
+
+class ScenarioError(InvalidArgument):
+    """A scenario file or value that cannot be used (names the table and key)."""
+
+
+def clock_seconds(value, field_name="time") -> float:
+    """``"07:30"`` (or ``"07:30:15"``, or a number of seconds) as seconds of the day."""
+    if isinstance(value, bool):
+        raise ScenarioError(field_name, value, "must be a clock time 'HH:MM' or seconds")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        parts = value.strip().split(":")
+        try:
+            nums = [float(p) for p in parts]
+        except ValueError:
+            nums = []
+        if 2 <= len(nums) <= 3:
+            h, m = nums[0], nums[1]
+            sec = nums[2] if len(nums) == 3 else 0.0
+            return h * 3600.0 + m * 60.0 + sec
+    raise ScenarioError(field_name, value, "must be a clock time 'HH:MM' or seconds")
+
+
+def clock_text(seconds: float) -> str:
+    """Seconds of the day as ``HH:MM``."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:02d}:{(seconds % 3600) // 60:02d}"
+
+
+# ---------------------------------------------------------------- the knobs
+@dataclass
+class DaySpec:
+    """The run itself."""
+
+    #: seeds the arrivals, the users, the noise, the faults and the engine's tiebreak
+    seed: int = 1
+    #: load balancing of every pool: "horizontal" (spread) or "vertical" (pack)
+    policy: str = "horizontal"
+    #: length of the simulated day (the demand curve wraps after 24 h)
+    hours: float = 24.0
+    #: period of the telemetry, the KPI samples and the time series rows
+    sample_seconds: int = 30
+    #: launches in one 1-second tick go through launch_many from this many on
+    #: (launch_many costs ~40 us per call + ~1.2 us per row, launch() ~1.9 us)
+    launch_batch_min: int = 48
+
+
+@dataclass
+class FleetSpec:
+    """Servers, pools, users and licences of the hospital group."""
+
+    zones: list = field(default_factory=lambda: ["DC-North", "DC-Central", "DC-South"])
+    hospitals: int = 39
+    #: hospital sizes follow 1 / rank ** skew (a few big ones, many small ones)
+    hospital_size_skew: float = 0.8
+    servers: int = 1400
+    imaging_fraction: float = 0.10
+    remote_fraction: float = 0.05
+    max_sessions: int = 20
+    #: every n-th records server is a larger host (0 = none)
+    large_every: int = 25
+    large_max_sessions: int = 30
+    large_weight: int = 150
+    imaging_max_sessions: int = 12
+    remote_max_sessions: int = 20
+    licences: int = 24_000
+    #: staff accounts (users); more than the peak, so who logs on varies
+    users: int = 42_000
+    #: share of users entitled to the imaging viewer
+    imaging_user_fraction: float = 0.12
+    enforce_entitlement: bool = True
+    logon_tolerance: int = 2
+    records_load_rules: list = field(default_factory=lambda: ["sessions"])
+    imaging_load_rules: list = field(default_factory=lambda: ["sessions", "cpu"])
+    cpu_full: float = 90.0
+    memory_full: float = 90.0
+    sinbin_seconds: float = 60.0
+    pending_timeout: float = 120.0
+
+
+DEFAULT_CURVE = [
+    ["00:00", 0.12], ["05:00", 0.10], ["06:00", 0.14], ["06:45", 0.30], ["07:30", 0.66],
+    ["08:15", 0.90], ["09:30", 1.00], ["11:00", 0.98], ["12:30", 0.88], ["13:30", 0.93],
+    ["15:00", 0.85], ["16:30", 0.70], ["18:00", 0.48], ["20:00", 0.28], ["22:00", 0.18],
+    ["24:00", 0.12],
+]
+
+
+@dataclass
+class DemandSpec:
+    """Who logs on when."""
+
+    #: simultaneous sessions at the top of the curve
+    peak_sessions: int = 17_000
+    #: [clock time, fraction of peak_sessions]; linear in between; must cover 00:00-24:00
+    curve: list = field(default_factory=lambda: [list(p) for p in DEFAULT_CURVE])
+    smoothing_minutes: float = 20.0
+    #: mean session length away from shift changes
+    mean_session_hours: float = 3.0
+    shift_changes: list = field(default_factory=lambda: ["07:00", "15:00", "23:00"])
+    #: at a shift change the logoff rate is (1 + shift_churn) times the usual one
+    shift_churn: float = 3.0
+    shift_width_minutes: float = 15.0
+    #: share of arrivals that open the imaging viewer (imaging users only)
+    imaging_share: float = 0.08
+    #: share of arrivals through the external gateway (staff at home), by day and by night
+    external_share_day: float = 0.03
+    external_share_night: float = 0.15
+    day_starts: str = "07:00"
+    day_ends: str = "19:00"
+    #: share of internal arrivals from a hospital of another zone (visiting staff)
+    visiting_share: float = 0.04
+
+
+@dataclass
+class SessionSpec:
+    """What happens inside a session."""
+
+    #: logon duration: lognormal with this median and sigma, clipped to [min, max]
+    logon_median_seconds: float = 25.0
+    logon_sigma: float = 0.45
+    logon_min_seconds: float = 8.0
+    logon_max_seconds: float = 110.0
+    #: share of placed launches whose logon fails (launch_failed), detected after
+    launch_failure_rate: float = 0.004
+    failure_detect_seconds: int = 20
+    #: a rejected or failed launch is tried again after this long, at most max_retries times
+    retry_after_seconds: int = 30
+    max_retries: int = 2
+    #: share of sessions that open a second app (session sharing), and of those that close it
+    second_app_share: float = 0.30
+    second_app_close_share: float = 0.5
+    #: share of sessions that disconnect once; of those, the share that reconnect
+    #: (from another workstation: follow-me desktop) after a lognormal gap
+    disconnect_share: float = 0.20
+    reconnect_share: float = 0.85
+    reconnect_gap_median_minutes: float = 6.0
+    #: a user whose session was lost (crash, outage) comes back after (median, lognormal)
+    comeback_median_seconds: float = 90.0
+    #: workstations per hospital (endpoints)
+    workstations_per_hospital: int = 400
+
+
+@dataclass
+class TelemetrySpec:
+    """Server telemetry, sent every ``day.sample_seconds`` for every powered server."""
+
+    cpu_idle: float = 3.0
+    cpu_per_session: float = 3.2
+    cpu_per_logon: float = 9.0
+    cpu_noise: float = 3.0
+    #: imaging sessions cost this many times more cpu
+    imaging_cpu_factor: float = 1.8
+    mem_base: float = 12.0
+    mem_per_session: float = 3.5
+    mem_per_logon: float = 2.0
+    mem_noise: float = 1.5
+
+
+@dataclass
+class PowerSpec:
+    """The fixed power schedule and the energy model."""
+
+    #: share of each pool's servers in each zone that is off at night
+    night_off_records: float = 0.6
+    night_off_imaging: float = 0.5
+    night_off_remote: float = 0.0
+    #: servers to switch off are drained from off_at and shut down when empty
+    off_at: str = "20:00"
+    #: they boot at on_at (the day starts with them off)
+    on_at: str = "05:30"
+    boot_seconds: int = 180
+    shutdown_seconds: int = 60
+    policy_interval_seconds: int = 60
+    #: a logon on a server that came on less than this long ago counts as "on a fresh server"
+    fresh_boot_minutes: float = 15.0
+    #: watts of a powered server: idle + (busy - idle) * cpu / 100; booting draws watts_booting
+    watts_idle: float = 180.0
+    watts_busy: float = 420.0
+    watts_booting: float = 300.0
+
+
+@dataclass
+class FaultSpec:
+    """Faults, off unless ``enabled`` (``usher simulate --faults``)."""
+
+    enabled: bool = False
+    #: random server crashes (powered servers, chosen by the seed) in this window
+    server_crashes: int = 3
+    crash_window: list = field(default_factory=lambda: ["08:00", "16:00"])
+    #: a crashed server is down this long, then boots if the power policy wants it
+    reboot_minutes: float = 10.0
+    #: a whole zone goes dark (every server off, sessions lost) at this time for this long;
+    #: an empty zone name disables it
+    zone_outage: str = "DC-South"
+    zone_outage_at: str = "10:30"
+    zone_outage_minutes: float = 60.0
+
+
+SECTIONS = {
+    "day": DaySpec,
+    "fleet": FleetSpec,
+    "demand": DemandSpec,
+    "sessions": SessionSpec,
+    "telemetry": TelemetrySpec,
+    "power": PowerSpec,
+    "faults": FaultSpec,
+}
+
+
+@dataclass
+class Scenario:
+    """Every knob of a simulated day (defaults: the embedded hospital day)."""
+
+    name: str = "hospital-day"
+    day: DaySpec = field(default_factory=DaySpec)
+    fleet: FleetSpec = field(default_factory=FleetSpec)
+    demand: DemandSpec = field(default_factory=DemandSpec)
+    sessions: SessionSpec = field(default_factory=SessionSpec)
+    telemetry: TelemetrySpec = field(default_factory=TelemetrySpec)
+    power: PowerSpec = field(default_factory=PowerSpec)
+    faults: FaultSpec = field(default_factory=FaultSpec)
+
+    # -------------------------------------------------------- construction
+    @classmethod
+    def from_dict(cls, data: dict, base: "Scenario | None" = None, source: str = "scenario") -> "Scenario":
+        """``base`` (default: the embedded day) with the tables of ``data`` overriding it."""
+        sc = (base if base is not None else cls()).copy()
+        for key, value in data.items():
+            if key == "name":
+                if not isinstance(value, str):
+                    raise ScenarioError(f"{source}: name", value, "must be a string")
+                sc.name = value
+                continue
+            if key not in SECTIONS:
+                raise ScenarioError(f"{source}: [{key}]", None,
+                                    f"unknown table; tables: name, {', '.join(SECTIONS)}")
+            if not isinstance(value, dict):
+                raise ScenarioError(f"{source}: [{key}]", value, "must be a table")
+            spec = getattr(sc, key)
+            known = {f.name: f for f in dataclasses.fields(spec)}
+            for k, v in value.items():
+                if k not in known:
+                    raise ScenarioError(f"{source}: [{key}] {k}", v,
+                                        f"unknown key; keys: {', '.join(known)}")
+                setattr(spec, k, _coerce(f"{source}: [{key}] {k}", getattr(spec, k), v))
+        sc.validate(source)
+        return sc
+
+    @classmethod
+    def from_toml(cls, path, base: "Scenario | None" = None) -> "Scenario":
+        """The embedded day overridden by the tables of a TOML file."""
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(str(path), None, f"not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ScenarioError(str(path), None, f"cannot read: {exc.strerror}") from None
+        return cls.from_dict(data, base, source=str(path))
+
+    def copy(self) -> "Scenario":
+        return Scenario.from_plain(self.to_dict())
+
+    @classmethod
+    def from_plain(cls, data: dict) -> "Scenario":
+        sc = cls(name=data.get("name", "hospital-day"))
+        for key, spec_cls in SECTIONS.items():
+            setattr(sc, key, spec_cls(**{k: _deepcopy(v) for k, v in data.get(key, {}).items()}))
+        return sc
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **{k: dataclasses.asdict(getattr(self, k)) for k in SECTIONS}}
+
+    def with_changes(self, **sections) -> "Scenario":
+        """A copy with some knobs changed: ``sc.with_changes(day={"seed": 3})``."""
+        return Scenario.from_dict(sections, base=self)
+
+    def scaled(self, factor: float) -> "Scenario":
+        """The same day for a fleet ``factor`` times the size (servers, users, licences,
+        peak); used by the tests (``scaled(0.1)``: 140 servers, 1,700 at the peak)."""
+        f = self.fleet
+        return self.with_changes(
+            fleet={"servers": max(len(f.zones) * 3, round(f.servers * factor)),
+                   "users": max(10, round(f.users * factor)),
+                   "licences": max(1, round(f.licences * factor))},
+            demand={"peak_sessions": max(1, round(self.demand.peak_sessions * factor))},
+        )
+
+    def validate(self, source="scenario"):
+        d, f, dm, p = self.day, self.fleet, self.demand, self.power
+        if d.policy not in POLICIES:
+            raise ScenarioError(f"{source}: [day] policy", d.policy, f"must be one of {', '.join(POLICIES)}")
+        checks = [
+            ("day", "seed", d.seed, 0, 2**31 - 1), ("day", "hours", d.hours, 1 / 60, 24.0),
+            ("day", "sample_seconds", d.sample_seconds, 1, 3600),
+            ("fleet", "servers", f.servers, len(f.zones), None), ("fleet", "hospitals", f.hospitals, 1, None),
+            ("fleet", "users", f.users, 1, None), ("fleet", "max_sessions", f.max_sessions, 1, None),
+            ("fleet", "licences", f.licences, 0, None),
+            ("demand", "peak_sessions", dm.peak_sessions, 0, None),
+            ("demand", "mean_session_hours", dm.mean_session_hours, 1e-3, None),
+            ("power", "boot_seconds", p.boot_seconds, 0, None),
+            ("power", "policy_interval_seconds", p.policy_interval_seconds, 1, None),
+        ]
+        for table, key, v, lo, hi in checks:
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise ScenarioError(f"{source}: [{table}] {key}", v,
+                                    f"must be in [{lo}, {hi if hi is not None else 'inf'}]")
+        if not f.zones or len(set(f.zones)) != len(f.zones):
+            raise ScenarioError(f"{source}: [fleet] zones", f.zones, "must be distinct zone names")
+        for key in ("imaging_fraction", "remote_fraction", "imaging_user_fraction"):
+            if not 0.0 <= getattr(f, key) <= 1.0:
+                raise ScenarioError(f"{source}: [fleet] {key}", getattr(f, key), "must be in [0, 1]")
+        if f.imaging_fraction + f.remote_fraction >= 1.0:
+            raise ScenarioError(f"{source}: [fleet] imaging_fraction", f.imaging_fraction,
+                                "imaging_fraction + remote_fraction must leave records servers")
+        knots = [clock_seconds(t, f"{source}: [demand] curve") for t, _ in dm.curve]
+        if knots != sorted(knots) or knots[0] > 0 or knots[-1] < DAY_SECONDS:
+            raise ScenarioError(f"{source}: [demand] curve", dm.curve,
+                                "clock times must increase and cover 00:00 to 24:00")
+        if self.faults.zone_outage and self.faults.zone_outage not in f.zones:
+            raise ScenarioError(f"{source}: [faults] zone_outage", self.faults.zone_outage,
+                                f"not a zone of the fleet ({', '.join(f.zones)})")
+        return self
+
+    @property
+    def seconds(self) -> int:
+        return int(round(self.day.hours * 3600))
+
+
+def _deepcopy(v):
+    if isinstance(v, list):
+        return [_deepcopy(x) for x in v]
+    return v
+
+
+def _coerce(field_name, default, value):
+    """A TOML value checked against the type of the default it replaces."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ScenarioError(field_name, value, "must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScenarioError(field_name, value, "must be an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ScenarioError(field_name, value, "must be a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ScenarioError(field_name, value, "must be a string")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ScenarioError(field_name, value, "must be a list")
+        return _deepcopy(value)
+    return value
+
+
+# ---------------------------------------------------------------- demand
+def demand_curves(sc: Scenario):
+    """The demand on the 1-second grid of the day.
+
+    Returns:
+        target: ndarray of shape (seconds + 1,), float64: ``N(t)``, the mean number of
+            simultaneous sessions the arrivals aim at.
+        hazard: ndarray (seconds + 1,): the logoff rate ``mu(t)`` per session per second.
+        arrivals: ndarray (seconds + 1,): the arrival rate ``lambda(t)`` per second,
+            ``max(0, N'(t) + mu(t) N(t))``.
+    """
+    dm = sc.demand
+    n = sc.seconds + 1
+    grid = np.arange(n, dtype=np.float64)
+    knots = np.array([clock_seconds(t) for t, _ in dm.curve])
+    level = np.array([float(v) for _, v in dm.curve]) * dm.peak_sessions
+    day = np.arange(DAY_SECONDS + 1, dtype=np.float64)
+    target = np.interp(day, knots, level)
+    w = int(dm.smoothing_minutes * 60)
+    if w > 1:  # moving average over a wrapped day, so 24:00 meets 00:00
+        pad = np.concatenate([target[-w:], target, target[:w]])
+        kernel = np.ones(w) / w
+        target = np.convolve(pad, kernel, mode="same")[w:-w]
+    target = target[np.minimum(grid.astype(np.int64), DAY_SECONDS)]
+    churn = np.zeros(n)
+    width = dm.shift_width_minutes * 60.0
+    for t in dm.shift_changes:
+        c = clock_seconds(t)
+        for shift in (-DAY_SECONDS, 0.0, DAY_SECONDS):
+            churn += np.exp(-0.5 * ((grid - c - shift) / width) ** 2)
+    hazard = (1.0 + dm.shift_churn * churn) / (dm.mean_session_hours * 3600.0)
+    slope = np.gradient(target)
+    arrivals = np.maximum(0.0, slope + hazard * target)
+    return target, hazard, arrivals
+
+
+# ---------------------------------------------------------------- fleet
+@dataclass
+class FleetLayout:
+    """Who and what: the fleet as arrays (index = server / hospital / user number).
+
+    Attributes:
+        server_names, server_zone (int zone index), server_pool (int pool index, POOLS order),
+        server_max (max_sessions), server_night_off (bool: off at night under the schedule);
+        hospital_zone (zone index per hospital), hospital_weight (share of arrivals);
+        user_names, user_hospital, user_imaging (bool: entitled to the imaging viewer).
+    """
+
+    server_names: list
+    server_zone: np.ndarray
+    server_pool: np.ndarray
+    server_max: np.ndarray
+    server_weight: np.ndarray
+    server_night_off: np.ndarray
+    hospital_zone: np.ndarray
+    hospital_weight: np.ndarray
+    user_names: list
+    user_hospital: np.ndarray
+    user_imaging: np.ndarray
+
+
+def fleet_layout(sc: Scenario) -> FleetLayout:
+    """Servers, hospitals and users of the scenario (deterministic in the seed)."""
+    f, pw = sc.fleet, sc.power
+    rng = np.random.default_rng([sc.day.seed, 11])
+    nz = len(f.zones)
+    n_img = int(round(f.servers * f.imaging_fraction))
+    n_rem = int(round(f.servers * f.remote_fraction))
+    names, zone, pool, mx, wt, night = [], [], [], [], [], []
+    counters = {}
+    for i in range(f.servers):
+        z = i % nz
+        if i < n_img:
+            p, prefix, m, w = 1, "img", f.imaging_max_sessions, 100
+        elif i < n_img + n_rem:
+            p, prefix, m, w = 2, "ext", f.remote_max_sessions, 100
+        else:
+            p, prefix, m, w = 0, "rec", f.max_sessions, 100
+            k = i - n_img - n_rem
+            if f.large_every and k % f.large_every == f.large_every - 1:
+                m, w = f.large_max_sessions, f.large_weight
+        c = counters.get((p, z), 0)
+        counters[(p, z)] = c + 1
+        names.append(f"{prefix}-{f.zones[z].split('-')[-1].lower()}-{c:04d}")
+        zone.append(z)
+        pool.append(p)
+        mx.append(m)
+        wt.append(w)
+    zone, pool = np.array(zone), np.array(pool)
+    night = np.zeros(f.servers, dtype=bool)
+    share = {0: pw.night_off_records, 1: pw.night_off_imaging, 2: pw.night_off_remote}
+    for (p, z), count in counters.items():  # the last servers of each pool and zone
+        members = np.nonzero((pool == p) & (zone == z))[0]
+        k = int(round(count * share[p]))
+        if k:
+            night[members[-k:]] = True
+    # hospitals: sizes 1/rank^skew, assigned greedily to the least-loaded zone
+    sizes = 1.0 / np.arange(1, f.hospitals + 1) ** f.hospital_size_skew
+    sizes /= sizes.sum()
+    hz = np.zeros(f.hospitals, dtype=np.int64)
+    load = np.zeros(nz)
+    for h in range(f.hospitals):
+        z = int(np.argmin(load))
+        hz[h] = z
+        load[z] += sizes[h]
+    user_h = np.sort(rng.choice(f.hospitals, size=f.users, p=sizes))
+    user_img = rng.random(f.users) < f.imaging_user_fraction
+    user_names = [f"h{h:02d}-{k:06d}" for k, h in enumerate(user_h.tolist())]
+    return FleetLayout(names, zone, pool, np.array(mx), np.array(wt), night, hz, sizes,
+                       user_names, user_h, user_img)
+
+
+def fleet_ops(sc: Scenario, layout: FleetLayout) -> list[dict]:
+    """The fleet as trace configuration operations (docs/TRACE_FORMAT.md), at t = 0.
+
+    Every server listed in ``server_night_off`` starts ``off`` (the day starts at night).
+    """
+    f = sc.fleet
+    lb = sc.day.policy
+    ops = [
+        {"t": 0.0, "op": "settings", "enforce_entitlement": f.enforce_entitlement, "seed": sc.day.seed,
+         "sinbin_seconds": float(f.sinbin_seconds), "pending_timeout": float(f.pending_timeout)},
+        {"t": 0.0, "op": "licences", "cap": f.licences},
+        {"t": 0.0, "op": "pool", "name": RECORDS, "load_balancing": lb,
+         "zone_preference": ["user_location", "user_home"], "failover": True,
+         "logon_tolerance": f.logon_tolerance, "load_rules": list(f.records_load_rules),
+         "cpu_full": float(f.cpu_full), "memory_full": float(f.memory_full)},
+        {"t": 0.0, "op": "pool", "name": IMAGING, "load_balancing": lb, "zone_preference": ["user_home"],
+         "failover": True, "logon_tolerance": f.logon_tolerance, "load_rules": list(f.imaging_load_rules),
+         "cpu_full": float(f.cpu_full), "memory_full": float(f.memory_full)},
+        {"t": 0.0, "op": "pool", "name": REMOTE, "load_balancing": lb, "zone_preference": ["user_home"],
+         "failover": True, "external_access": True, "logon_tolerance": f.logon_tolerance,
+         "load_rules": list(f.records_load_rules)},
+        {"t": 0.0, "op": "app", "name": APP_RECORD, "pools": [RECORDS, REMOTE]},
+        {"t": 0.0, "op": "app", "name": APP_LABS, "pools": [RECORDS, REMOTE]},
+        {"t": 0.0, "op": "app", "name": APP_PACS, "pools": [IMAGING], "tag_restriction": "imaging"},
+    ]
+    zones = f.zones
+    clinical = [APP_RECORD, APP_LABS]
+    imaging = [APP_RECORD, APP_LABS, APP_PACS]
+    hz = layout.hospital_zone
+    for name, h, img in zip(layout.user_names, layout.user_hospital.tolist(), layout.user_imaging.tolist()):
+        ops.append({"t": 0.0, "op": "user", "id": name, "home_zone": zones[hz[h]],
+                    "apps": imaging if img else clinical})
+    for i, name in enumerate(layout.server_names):
+        p = int(layout.server_pool[i])
+        ops.append({"t": 0.0, "op": "server", "name": name, "zone": zones[layout.server_zone[i]],
+                    "pool": POOLS[p], "tags": ["imaging"] if p == 1 else [],
+                    "max_sessions": int(layout.server_max[i]), "weight": int(layout.server_weight[i]),
+                    "power": "off" if layout.server_night_off[i] else "on", "registered": True,
+                    "mode": "enabled", "image": "w2022-2406"})
+    return ops
+
+
+def build_scheduler(ops: list[dict]):
+    """A ``usher.Scheduler`` configured by applying configuration ops in order."""
+    import usher
+
+    s = usher.Scheduler()
+    for op in ops:
+        kw = {k: v for k, v in op.items() if k not in ("t", "op")}
+        kind = op["op"]
+        if kind == "settings":
+            s.settings(**kw)
+        elif kind == "licences":
+            s.set_licences(kw["cap"])
+        elif kind == "pool":
+            s.add_pool(**kw)
+        elif kind == "app":
+            s.add_app(**kw)
+        elif kind == "user":
+            s.add_user(**kw)
+        elif kind == "server":
+            s.add_server(**kw)
+        else:  # pragma: no cover - fleet_ops only writes the kinds above
+            raise ValueError(kind)
+    return s
