@@ -11,7 +11,7 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 """
 
 from libc.stdint cimport int64_t, uintptr_t
-from libc.math cimport isnan
+from libc.math cimport isinf, isnan
 from cpython.pythread cimport (
     PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK, NOWAIT_LOCK,
@@ -231,8 +231,8 @@ cdef class Engine:
                 t = float(now)
             except (TypeError, ValueError):
                 raise InvalidArgument("now", now, "must be a number of seconds") from None
-        if isnan(t):
-            raise InvalidArgument("now", now, "must not be NaN")
+        if isnan(t) or isinf(t):
+            raise InvalidArgument("now", now, "must be a finite number of seconds")
         if t < self._clk[CK_NOW]:
             raise TimeWentBackwards("now", now, f"earlier than the previous operation ({self._clk[CK_NOW]})")
         return t

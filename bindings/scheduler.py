@@ -453,8 +453,12 @@ class Scheduler(_engine.Engine):
                 self._header[st.H_ENFORCE_ENTITLEMENT] = int(enforce_entitlement)
             if sinbin_seconds is not None:
                 self._clockv[st.CK_SINBIN_SECONDS] = sinbin_seconds
-            if pending_timeout is not None:
+            if pending_timeout is not None and pending_timeout != self._clockv[st.CK_PENDING_TIMEOUT]:
                 self._clockv[st.CK_PENDING_TIMEOUT] = pending_timeout
+                # launching sessions count as pending again (or no longer) at once
+                if self._dirty:
+                    self._relayout()
+                _kernels.retime.ctypes(_ptr(self._header), int(self._header[st.H_GROUP_CAP]))
             if seed is not None and seed != self._seed:
                 self._seed = seed
                 srv = self._t["server_i"]

@@ -13,6 +13,7 @@ id of an ended session is recognised (SESSION_ENDED) without keeping a record.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from . import codes
@@ -313,6 +314,45 @@ def check_time(h, now):
     if now < s.clock[st.CK_NOW]:
         return _TIME_WENT_BACKWARDS
     return _OK
+
+
+@njit(cache=False)
+def recount_pending(h):
+    """Recompute every pending flag from the launch times after the pending
+    timeout changed: a launching session is pending iff
+    ``t_launch + pending_timeout > now``. Rebuilds the pending list in launch
+    order and every server's pending count (the caller rebuilds the keys)."""
+    s = st.unpack(h)
+    now = s.clock[st.CK_NOW]
+    timeout = s.clock[st.CK_PENDING_TIMEOUT]
+    x = s.hdr[st.H_PEND_HEAD, 0]
+    while x >= 0:
+        nxt = s.ses[st.SE_P_NEXT, x]
+        s.ses[st.SE_PENDING, x] = 0
+        x = nxt
+    s.hdr[st.H_PEND_HEAD, 0] = -1
+    s.hdr[st.H_PEND_TAIL, 0] = -1
+    for i in range(s.hdr[st.H_N_SERVERS, 0]):
+        s.srv[st.SV_PENDING, i] = 0
+    n_slots = s.ses.shape[1]
+    n = 0
+    for x in range(n_slots):
+        if s.ses[st.SE_STATE, x] == _LAUNCHING and s.sesf[st.SEF_T_LAUNCH, x] + timeout > now:
+            n += 1
+    slots = np.empty(n, np.int64)
+    t = np.empty(n, np.float64)
+    n = 0
+    for x in range(n_slots):
+        if s.ses[st.SE_STATE, x] == _LAUNCHING and s.sesf[st.SEF_T_LAUNCH, x] + timeout > now:
+            slots[n] = x
+            t[n] = s.sesf[st.SEF_T_LAUNCH, x]
+            n += 1
+    order = np.argsort(t, kind="mergesort")
+    for k in range(n):
+        x = slots[order[k]]
+        s.ses[st.SE_PENDING, x] = 1
+        link_append(s.ses, st.SE_P_PREV, st.SE_P_NEXT, x, s.hdr, st.H_PEND_HEAD, st.H_PEND_TAIL, 0)
+        s.srv[st.SV_PENDING, s.ses[st.SE_SERVER, x]] += 1
 
 
 @njit(cache=False)

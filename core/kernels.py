@@ -35,7 +35,9 @@ from .commit import (
     leave_app,
     refresh_server,
     resolve_session,
+    recount_pending,
     sinbin_server,
+    unsinbin_server,
     stop_pending,
 )
 from .explain import N_FUNNEL, explain_launch
@@ -198,7 +200,11 @@ def session_op(header, sid, op, arg, now, out_ptr):
         out[0] = 1
     elif op == OP_LAUNCH_FAILED:
         close_session(h, slot)
-        sinbin_server(h, i, now + s.clock[st.CK_SINBIN_SECONDS])
+        until = now + s.clock[st.CK_SINBIN_SECONDS]
+        if until > now:
+            sinbin_server(h, i, until)
+        else:  # a zero-length sin-bin ends any earlier one, as a later expiry would
+            unsinbin_server(h, i)
         out[0] = 1
     else:
         leave_app(h, slot, arg)
@@ -310,6 +316,22 @@ def advance_clock(header, now):
     if status != _OK:
         return status
     advance(h, now)
+    return _OK
+
+
+@cfunc(BUILD_SIG, nopython=True, nogil=True, cache=True)
+def retime(header, n_groups):
+    """The pending timeout or sin-bin length changed: recount the pending
+    logons from their launch times at the current clock, expire what has run
+    out, and recompute every key and tree."""
+    h = header
+    s = st.unpack(h)
+    recount_pending(h)
+    advance(h, s.clock[st.CK_NOW])
+    for i in range(s.hdr[st.H_N_SERVERS, 0]):
+        if s.srv[st.SV_PRESENT, i] != 0:
+            s.srv[st.SV_KEY, i] = selection_key(h, i)
+    rebuild_trees(h, n_groups)
     return _OK
 
 

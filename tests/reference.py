@@ -363,8 +363,8 @@ class ReferenceScheduler:
                 t = float(now)
             except (TypeError, ValueError):
                 raise InvalidArgument("now", now, "must be a number of seconds") from None
-        if math.isnan(t):
-            raise InvalidArgument("now", now, "must not be NaN")
+        if not math.isfinite(t):
+            raise InvalidArgument("now", now, "must be a finite number of seconds")
         if t < self._now:
             raise TimeWentBackwards("now", now, "earlier than the previous operation")
         return t

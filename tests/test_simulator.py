@@ -13,12 +13,12 @@ import os
 import numpy as np
 import pytest
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
-from usher import Outcome, Reason  # noqa: E402
-from usher.cli import main  # noqa: E402
-from usher.scenario import Scenario, ScenarioError, clock_seconds, demand_curves  # noqa: E402
-from usher.simulator import (  # noqa: E402
+from usher import Outcome, Reason
+from usher.cli import main
+from usher.scenario import Scenario, ScenarioError, clock_seconds, demand_curves
+from usher.simulator import (
     SERIES_COLUMNS,
     ZONE_COLUMNS,
     FixedSchedule,
