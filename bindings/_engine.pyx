@@ -155,6 +155,25 @@ cdef Decision make_decision(const int64_t* row, object names, object explanation
     return d
 
 
+def first_outside(const int64_t[::1] idx, int64_t hi):
+    """Row of the first index outside ``[0, hi)``, or -1 (batch validation)."""
+    cdef Py_ssize_t k
+    for k in range(idx.shape[0]):
+        if idx[k] < 0 or idx[k] >= hi:
+            return k
+    return -1
+
+
+def first_bad_time(const double[::1] t):
+    """Row of the first time that is not finite or earlier than the row before,
+    or -1 (batch validation)."""
+    cdef Py_ssize_t k
+    for k in range(t.shape[0]):
+        if isnan(t[k]) or isinf(t[k]) or (k > 0 and t[k] < t[k - 1]):
+            return k
+    return -1
+
+
 def decision_from_row(const int64_t[::1] row, names, explanation=None):
     """A Decision from one row of a batch result (DECISION_FIELDS)."""
     return make_decision(&row[0], names, explanation)

@@ -72,6 +72,13 @@ def _check_int(field, value, lo=None, hi=None, allow_none=False):
     return value
 
 
+def _filled(n, value):
+    """An int64 array of n copies of value (cheaper than np.full for small n)."""
+    a = np.empty(n, dtype=np.int64)
+    a.fill(value)
+    return a
+
+
 def _check_float(field, value, lo=None, hi=None, lo_open=False):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidArgument(field, value, "must be a number")
@@ -202,16 +209,19 @@ class Decisions:
         session: session ids. load_index: the server's load index after the decision.
     """
 
+    __slots__ = ("rows", "_names")
+
     def __init__(self, rows: np.ndarray, names):
         self.rows = rows
         self._names = names
-        self.outcome = rows[:, st.D_OUTCOME]
-        self.reason = rows[:, st.D_REASON]
-        self.server = rows[:, st.D_SERVER]
-        self.session = rows[:, st.D_SESSION]
-        self.zone = rows[:, st.D_ZONE]
-        self.load_index = rows[:, st.D_LOAD_INDEX]
-        self.pool = rows[:, st.D_POOL]
+
+    outcome = property(lambda self: self.rows[:, st.D_OUTCOME])
+    reason = property(lambda self: self.rows[:, st.D_REASON])
+    server = property(lambda self: self.rows[:, st.D_SERVER])
+    session = property(lambda self: self.rows[:, st.D_SESSION])
+    zone = property(lambda self: self.rows[:, st.D_ZONE])
+    load_index = property(lambda self: self.rows[:, st.D_LOAD_INDEX])
+    pool = property(lambda self: self.rows[:, st.D_POOL])
 
     def __len__(self):
         return self.rows.shape[0]
@@ -830,17 +840,18 @@ class Scheduler(_engine.Engine):
         loc = self._optional_rows("locations", locations, n)
         eps = self._optional_rows("endpoints", endpoints, n)
         if external is None:
-            ext = np.zeros(n, dtype=np.int64)
+            ext = _filled(n, 0)
         else:
             ext = np.asarray(external)
             if ext.shape != (n,):
                 raise InvalidArgument("external", f"shape {ext.shape}", f"must have length {n}")
             ext = ext.astype(bool).astype(np.int64)
         if now is None:
-            nows = np.full(n, float(self._clock()), dtype=np.float64)
-        elif np.ndim(now) == 0:
-            t = _check_float("now", now)
-            nows = np.full(n, t, dtype=np.float64)
+            nows = np.empty(n, dtype=np.float64)
+            nows.fill(float(self._clock()))
+        elif isinstance(now, (int, float, np.number)) or np.ndim(now) == 0:
+            nows = np.empty(n, dtype=np.float64)
+            nows.fill(_check_float("now", now))
         else:
             try:
                 nows = np.ascontiguousarray(now, dtype=np.float64).reshape(-1)
@@ -848,21 +859,19 @@ class Scheduler(_engine.Engine):
                 raise InvalidArgument("now", now, "must be a number or an array of numbers") from None
             if nows.shape[0] != n:
                 raise InvalidArgument("now", f"length {nows.shape[0]}", f"must have length {n}")
-            if not np.isfinite(nows).all():
-                k = int(np.argmax(~np.isfinite(nows)))
-                raise InvalidArgument(f"now[{k}]", float(nows[k]), "must be finite")
-            if n > 1 and (np.diff(nows) < 0).any():
-                k = int(np.argmax(np.diff(nows) < 0)) + 1
-                raise InvalidArgument(f"now[{k}]", float(nows[k]), "times must not decrease")
+            k = _engine.first_bad_time(nows)
+            if k >= 0:
+                why = "must be finite" if not math.isfinite(nows[k]) else "times must not decrease"
+                raise InvalidArgument(f"now[{k}]", float(nows[k]), why)
         out = np.zeros((n, st.N_D), dtype=np.int64)
         with self._locked():
             if n:
                 self._time_check(float(nows[0]))
             u_idx = self._user_rows(users, n)
             loc_idx = np.array([-1 if z is None else self._zones.get(z, -2) for z in loc], dtype=np.int64) \
-                if loc is not None else np.full(n, -1, dtype=np.int64)
+                if loc is not None else _filled(n, -1)
             ep_idx = np.array([self._endpoint_index(e) for e in eps], dtype=np.int64) \
-                if eps is not None else np.full(n, -1, dtype=np.int64)
+                if eps is not None else _filled(n, -1)
             self._prepare_rows(n)
             self._launch_arrays(u_idx, a_idx, loc_idx, ep_idx, ext, nows, out)
         return Decisions(out, self._names)
@@ -874,12 +883,11 @@ class Scheduler(_engine.Engine):
 
     def _app_rows(self, apps, n) -> np.ndarray:
         if isinstance(apps, np.ndarray) and apps.dtype.kind in "iu":
-            idx = apps.astype(np.int64).reshape(-1)
-            bad = (idx < 0) | (idx >= len(self._app_names))
-            if bad.any():
-                k = int(np.argmax(bad))
+            idx = np.ascontiguousarray(apps.reshape(-1), dtype=np.int64)
+            k = _engine.first_outside(idx, len(self._app_names))
+            if k >= 0:
                 raise UnknownApp(f"apps[{k}]", int(idx[k]), "no such app")
-            return np.ascontiguousarray(idx)
+            return idx
         get = self._apps.get
         out = np.empty(n, dtype=np.int64)
         for k, a in enumerate(apps):
@@ -893,12 +901,11 @@ class Scheduler(_engine.Engine):
         """User indices; unknown users are created (not enforced) or -1. Called
         with the lock held, after every other check of the batch."""
         if isinstance(users, np.ndarray) and users.dtype.kind in "iu":
-            idx = users.astype(np.int64).reshape(-1)
-            bad = (idx < 0) | (idx >= len(self._user_names))
-            if bad.any():
-                k = int(np.argmax(bad))
+            idx = np.ascontiguousarray(users.reshape(-1), dtype=np.int64)
+            k = _engine.first_outside(idx, len(self._user_names))
+            if k >= 0:
                 raise InvalidArgument(f"users[{k}]", int(idx[k]), "no such user index")
-            return np.ascontiguousarray(idx)
+            return idx
         out = np.empty(n, dtype=np.int64)
         for k, u in enumerate(users):
             out[k] = self._user_index(u)
