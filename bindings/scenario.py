@@ -585,9 +585,21 @@ def build_scheduler(ops: list[dict]):
     import usher
 
     s = usher.Scheduler()
+    users: list[dict] = []  # consecutive user ops go in as one directory load
+
+    def flush():
+        if users:
+            s.add_users([u["id"] for u in users], home_zones=[u.get("home_zone") for u in users],
+                        apps=[u.get("apps", ()) for u in users])
+            users.clear()
+
     for op in ops:
-        kw = {k: v for k, v in op.items() if k not in ("t", "op")}
         kind = op["op"]
+        if kind == "user":
+            users.append(op)
+            continue
+        flush()
+        kw = {k: v for k, v in op.items() if k not in ("t", "op")}
         if kind == "settings":
             s.settings(**kw)
         elif kind == "licences":
@@ -596,10 +608,9 @@ def build_scheduler(ops: list[dict]):
             s.add_pool(**kw)
         elif kind == "app":
             s.add_app(**kw)
-        elif kind == "user":
-            s.add_user(**kw)
         elif kind == "server":
             s.add_server(**kw)
         else:  # pragma: no cover - fleet_ops only writes the kinds above
             raise ValueError(kind)
+    flush()
     return s

@@ -637,6 +637,98 @@ class Scheduler(_engine.Engine):
         with self._locked():
             self._add_user_unlocked(id, home_zone, app_names)
 
+    def add_users(self, ids, home_zones=None, apps=None):
+        """Add many users at once (a user directory): the same as ``add_user``
+        for each row, all or nothing.
+
+        Args:
+            ids: user ids, unique and not yet known.
+            home_zones: one zone name (or None) per user, or None for all.
+            apps: one list of app names per user, or one list for every user,
+                or None.
+        """
+        ids = list(ids)
+        n = len(ids)
+        if home_zones is None:
+            zones = [None] * n
+        else:
+            zones = list(home_zones)
+            if len(zones) != n:
+                raise InvalidArgument("home_zones", f"length {len(zones)}", f"must have length {n} like ids")
+        if apps is not None and not isinstance(apps, str):
+            apps = list(apps)
+        if apps is None or isinstance(apps, str) or (apps and isinstance(apps[0], str)):
+            one = _as_names("apps", apps)
+            app_rows = None
+        else:
+            app_rows = list(apps)
+            if len(app_rows) != n:
+                raise InvalidArgument("apps", f"length {len(app_rows)}", f"must have length {n} like ids")
+        seen = set()
+        for k, uid in enumerate(ids):
+            if uid is None:
+                raise InvalidArgument(f"ids[{k}]", uid, "a user id is required")
+            try:
+                hash(uid)
+            except TypeError:
+                raise InvalidArgument(f"ids[{k}]", uid, "must be hashable") from None
+            if uid in self._users or uid in seen:
+                raise DuplicateName(f"ids[{k}]", uid, "a user with this id exists")
+            seen.add(uid)
+            if zones[k] is not None:
+                _check_name(f"home_zones[{k}]", zones[k])
+        sets = {}  # distinct app sets -> their entitlement words (shared frozensets)
+        if app_rows is None:
+            frozen = [frozenset(one)] * n
+        else:
+            frozen = []
+            for k, row in enumerate(app_rows):
+                key = tuple(row) if isinstance(row, (list, tuple)) else row
+                f = sets.get(key)
+                if f is None:
+                    f = frozenset(_as_names(f"apps[{k}]", row))
+                    sets[key] = f
+                frozen.append(f)
+        with self._locked():
+            u0 = len(self._user_names)
+            cap = self._t["user"].shape[1]
+            if u0 + n > cap:
+                cap = max(2 * cap, u0 + n)
+                users = st.grow_table(self._t["user"], cap)
+                users[st.US_N_SESSIONS, u0:] = 0
+                self._alloc("user", users, "user_cap")
+                ent = np.zeros((cap, self._t["ent"].shape[1]), dtype=np.int64)
+                ent[: self._t["ent"].shape[0]] = self._t["ent"]
+                self._alloc("ent", ent, None)
+            users = self._t["user"]
+            users[:, u0 : u0 + n] = st.NONE
+            users[st.US_N_SESSIONS, u0 : u0 + n] = 0
+            zone_of = {}
+            zi = np.empty(n, dtype=np.int64)
+            for k, z in enumerate(zones):
+                x = zone_of.get(z)
+                if x is None:
+                    x = zone_of[z] = self._zone_index(z, f"home_zones[{k}]")
+                zi[k] = x
+            users[st.US_HOME_ZONE, u0 : u0 + n] = zi
+            words = {}
+            ent = self._t["ent"]
+            for k, f in enumerate(frozen):
+                w = words.get(f)
+                if w is None:
+                    w = np.zeros(ent.shape[1], dtype=np.uint64)
+                    for name in f:
+                        a = self._apps.get(name)
+                        if a is not None:
+                            w[a >> 6] |= np.uint64(1) << np.uint64(a & 63)
+                    w = words[f] = w.view(np.int64)
+                if f:
+                    ent[u0 + k] = w
+            for k, uid in enumerate(ids):
+                self._users[uid] = u0 + k
+            self._user_names.extend(ids)
+            self._user_apps.extend(frozen)
+
     def _add_user_unlocked(self, id, home_zone, app_names):
         u = len(self._user_names)
         if u + 1 > self._t["user"].shape[1]:

@@ -191,3 +191,59 @@ def test_copy_is_independent_and_decides_alike():
     c.logoff(b[0].session, now=30)
     assert s.server("s1")["power"] == "on" and s.live_sessions == 13 and c.live_sessions < 13
     assert (s.servers()["sessions"] != c.servers()["sessions"]).any()
+
+
+def _directory_fleet():
+    s = usher.Scheduler(enforce_entitlement=True, seed=3)
+    s.add_pool("records", zone_preference=["user_home"], failover=True)
+    s.add_pool("imaging", zone_preference=["user_home"], failover=False)
+    s.add_app("pr", pools=["records"])
+    s.add_app("img", pools=["imaging"])
+    for i in range(12):
+        s.add_server(f"r{i}", zone=f"Z{i % 3}", pool="records", max_sessions=4)
+        s.add_server(f"m{i}", zone=f"Z{i % 2}", pool="imaging", max_sessions=3)
+    return s
+
+
+def test_add_users_equals_add_user_one_by_one():
+    rng = np.random.default_rng(5)
+    ids = [f"u{k}" for k in range(300)]
+    zones = [None if k % 7 == 0 else f"Z{rng.integers(0, 4)}" for k in range(300)]
+    apps = [["pr", "img"][: rng.integers(0, 3)] for _ in range(300)]
+    apps[4] = ["img", "later"]  # an app added after the users
+    one, bulk = _directory_fleet(), _directory_fleet()
+    for u, z, a in zip(ids, zones, apps):
+        one.add_user(u, home_zone=z, apps=a)
+    bulk.add_users(ids, home_zones=zones, apps=apps)
+    for s in (one, bulk):
+        s.add_app("later", pools=["imaging"])
+    order = rng.permutation(300)
+    for k, t in zip(order, np.arange(300) * 0.5):
+        for app in ("pr", "img", "later"):
+            a, b = one.launch(ids[k], app, now=t), bulk.launch(ids[k], app, now=t)
+            assert (a.outcome, a.reason, a.server, a.zone) == (b.outcome, b.reason, b.server, b.zone)
+    assert (one.servers() == bulk.servers()).all()
+    # one app list for every user
+    s = _directory_fleet()
+    s.add_users(["a", "b"], apps=["pr"])
+    assert s.launch("a", "pr", now=0).outcome == Outcome.PLACED
+    assert s.launch("b", "img", now=0).reason == Reason.NOT_ENTITLED
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(ids=["x", "x"]), "ids[1]"),
+    (dict(ids=["x", "known"]), "ids[1]"),
+    (dict(ids=["x", None]), "ids[1]"),
+    (dict(ids=["x", "y"], home_zones=["Z1"]), "home_zones"),
+    (dict(ids=["x", "y"], home_zones=["Z1", ""]), "home_zones[1]"),
+    (dict(ids=["x", "y"], apps=[["pr"], [""]]), "apps[1]"),
+    (dict(ids=["x", "y"], apps=[["pr"]]), "apps"),
+])
+def test_add_users_bad_row_names_it_and_adds_nobody(kwargs, field):
+    s = _directory_fleet()
+    s.add_user("known", apps=["pr"])
+    with pytest.raises(usher.UsherError) as e:
+        s.add_users(**kwargs)
+    assert e.value.field == field
+    assert s.launch("x", "pr", now=0).reason == Reason.NOT_ENTITLED  # x was not added
+    s.add_users(["x", "y"], apps=["pr"])  # and the ids are still free
