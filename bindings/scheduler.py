@@ -691,15 +691,7 @@ class Scheduler(_engine.Engine):
                 frozen.append(f)
         with self._locked():
             u0 = len(self._user_names)
-            cap = self._t["user"].shape[1]
-            if u0 + n > cap:
-                cap = max(2 * cap, u0 + n)
-                users = st.grow_table(self._t["user"], cap)
-                users[st.US_N_SESSIONS, u0:] = 0
-                self._alloc("user", users, "user_cap")
-                ent = np.zeros((cap, self._t["ent"].shape[1]), dtype=np.int64)
-                ent[: self._t["ent"].shape[0]] = self._t["ent"]
-                self._alloc("ent", ent, None)
+            self._user_room(u0 + n)
             users = self._t["user"]
             users[:, u0 : u0 + n] = st.NONE
             users[st.US_N_SESSIONS, u0 : u0 + n] = 0
@@ -729,16 +721,22 @@ class Scheduler(_engine.Engine):
             self._user_names.extend(ids)
             self._user_apps.extend(frozen)
 
+    def _user_room(self, need: int):
+        """Grow the user and entitlement tables to hold ``need`` users (lock held)."""
+        cap = self._t["user"].shape[1]
+        if need <= cap:
+            return
+        cap = max(2 * cap, need)
+        users = st.grow_table(self._t["user"], cap)
+        users[st.US_N_SESSIONS, len(self._user_names):] = 0
+        self._alloc("user", users, "user_cap")
+        ent = np.zeros((cap, self._t["ent"].shape[1]), dtype=np.int64)
+        ent[: self._t["ent"].shape[0]] = self._t["ent"]
+        self._alloc("ent", ent, None)
+
     def _add_user_unlocked(self, id, home_zone, app_names):
         u = len(self._user_names)
-        if u + 1 > self._t["user"].shape[1]:
-            cap = max(2 * self._t["user"].shape[1], u + 1)
-            users = st.grow_table(self._t["user"], cap)
-            users[st.US_N_SESSIONS, u:] = 0
-            self._alloc("user", users, "user_cap")
-            ent = np.zeros((cap, self._t["ent"].shape[1]), dtype=np.int64)
-            ent[: self._t["ent"].shape[0]] = self._t["ent"]
-            self._alloc("ent", ent, None)
+        self._user_room(u + 1)
         users = self._t["user"]
         users[:, u] = st.NONE
         users[st.US_N_SESSIONS, u] = 0
