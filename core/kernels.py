@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numba
+import numpy as np
 from numba import carray, cfunc, types
 
 from . import codes
@@ -118,6 +119,10 @@ T_CPU = 1
 T_MEM = 2
 T_DISK_QUEUE = 4
 T_CUSTOM = 8
+_RULE_CPU = 1 << int(codes.LoadRule.CPU)
+_RULE_MEMORY = 1 << int(codes.LoadRule.MEMORY)
+_RULE_DISK_QUEUE = 1 << int(codes.LoadRule.DISK_QUEUE)
+_RULE_CUSTOM = 1 << int(codes.LoadRule.CUSTOM)
 
 _cache = _numba_cache_in(cache_dir())
 _cache.__enter__()
@@ -253,8 +258,10 @@ def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now, bad_p
     """Set load inputs of n servers; ``mask`` says which of the four arrays are
     given. Every row is checked before the first write: an unknown server gives
     UNKNOWN_SERVER, a NaN or out-of-range value INVALID_VALUE, with bad[0] = the
-    row and bad[1] = the field's mask bit. A large batch rebuilds the trees once
-    (O(n)) instead of replaying n paths."""
+    row and bad[1] = the field's mask bit. Only servers whose pool's load
+    rules read a field of the batch get a new load index; when many keys moved
+    the trees are rebuilt once (O(fleet)), else each moved server's path is
+    replayed."""
     h = header
     s = st.unpack(h)
     bad = carray(bad_ptr, (2,))
@@ -286,7 +293,19 @@ def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now, bad_p
     if status != _OK:
         return status
     advance(h, now)
-    bulk = n >= 64
+    # load rules that read a field of this batch: a server whose pool reads none
+    # keeps its load index, hence its key and its place in the tree
+    reads = 0
+    if mask & T_CPU:
+        reads |= _RULE_CPU
+    if mask & T_MEM:
+        reads |= _RULE_MEMORY
+    if mask & T_DISK_QUEUE:
+        reads |= _RULE_DISK_QUEUE
+    if mask & T_CUSTOM:
+        reads |= _RULE_CUSTOM
+    moved = np.empty(n, np.int64)
+    n_moved = 0
     for k in range(n):
         i = idx[k]
         if mask & T_CPU:
@@ -297,13 +316,22 @@ def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now, bad_p
             s.srvf[st.SF_DISK_QUEUE, i] = d[k]
         if mask & T_CUSTOM:
             s.srvf[st.SF_CUSTOM, i] = x[k]
-        if bulk:
-            s.srv[st.SV_LOAD_INDEX, i] = load_index(h, i)
-            s.srv[st.SV_KEY, i] = selection_key(h, i)
-        else:
-            refresh_server(h, i)
-    if bulk:
+        if s.pool[st.PO_RULES, s.srv[st.SV_POOL, i]] & reads == 0:
+            continue
+        li = load_index(h, i)
+        if li == s.srv[st.SV_LOAD_INDEX, i]:
+            continue
+        s.srv[st.SV_LOAD_INDEX, i] = li
+        key = selection_key(h, i)
+        if key != s.srv[st.SV_KEY, i]:
+            s.srv[st.SV_KEY, i] = key
+            moved[n_moved] = i
+            n_moved += 1
+    if n_moved >= 64:  # many leaves moved: rebuild every tree once, O(fleet)
         rebuild_trees(h, s.hdr[st.H_GROUP_CAP, 0])
+    else:
+        for k in range(n_moved):
+            replay_path(h, moved[k])
     return _OK
 
 

@@ -247,3 +247,36 @@ def test_add_users_bad_row_names_it_and_adds_nobody(kwargs, field):
     assert e.value.field == field
     assert s.launch("x", "pr", now=0).reason == Reason.NOT_ENTITLED  # x was not added
     s.add_users(["x", "y"], apps=["pr"])  # and the ids are still free
+
+
+@pytest.mark.parametrize("n_changed", [5, 200])
+def test_telemetry_batch_equals_one_by_one(n_changed):
+    """Batch telemetry (trees rebuilt once, or a few paths replayed) leaves the
+    same state and the same next decisions as the same telemetry one by one."""
+    def fleet():
+        s = usher.Scheduler(seed=11)
+        s.add_pool("cpu", load_rules=["sessions", "cpu", "memory"], cpu_full=80.0)
+        s.add_pool("plain")  # sessions only: telemetry moves nothing here
+        s.add_pool("vert", load_balancing="vertical", load_rules=["sessions", "cpu"])
+        s.add_app("a", pools=["cpu", "plain", "vert"])
+        s.add_app("v", pools=["vert"])
+        for i in range(300):
+            s.add_server(f"s{i}", zone="Z", pool=("cpu", "plain", "vert")[i % 3], max_sessions=30)
+        return s
+
+    rng = np.random.default_rng(n_changed)
+    batch, single = fleet(), fleet()
+    names = [f"s{i}" for i in range(300)]
+    for t in range(1, 6):
+        rows = rng.choice(300, size=n_changed, replace=True)  # repeats allowed: the last wins
+        cpu = rng.uniform(0, 100, size=n_changed)
+        mem = rng.uniform(0, 100, size=n_changed)
+        batch.telemetry_many([names[k] for k in rows], cpu=cpu, mem=mem, now=float(t))
+        for k, c, m in zip(rows, cpu, mem):
+            single.telemetry(names[k], cpu=float(c), mem=float(m), now=float(t))
+        assert (batch.servers() == single.servers()).all()
+        for j in range(20):
+            app = "v" if j % 4 == 0 else "a"
+            a = batch.launch(f"u{t}-{j}", app, now=float(t))
+            b = single.launch(f"u{t}-{j}", app, now=float(t))
+            assert (a.outcome, a.server, a.load_index) == (b.outcome, b.server, b.load_index)
