@@ -20,6 +20,7 @@ empty node is (-1, INF, INF).
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from . import state as st
@@ -47,15 +48,20 @@ def better(s: st.State, a, b):
 
 
 @njit(inline="always")
+def _winner(tree, left):
+    """Row of the better of the sibling rows ``left`` and ``left + 1``:
+    smaller (key, tb) wins, the left one on a full tie. Branch-free: which
+    child wins is data, not a branch the CPU could mispredict."""
+    kl = tree[left, T_KEY]
+    kr = tree[left + 1, T_KEY]
+    right_wins = (kr < kl) | ((kr == kl) & (tree[left + 1, T_TB] < tree[left, T_TB]))
+    return left + np.int64(right_wins)
+
+
+@njit(inline="always")
 def _pull(tree, base, node):
     """Node ``node`` of the tree at ``base`` takes its better child."""
-    left = base + 2 * node
-    right = left + 1
-    c = left
-    if tree[right, T_KEY] < tree[left, T_KEY] or (
-        tree[right, T_KEY] == tree[left, T_KEY] and tree[right, T_TB] < tree[left, T_TB]
-    ):
-        c = right
+    c = _winner(tree, base + 2 * node)
     tree[base + node, T_SERVER] = tree[c, T_SERVER]
     tree[base + node, T_KEY] = tree[c, T_KEY]
     tree[base + node, T_TB] = tree[c, T_TB]
@@ -70,7 +76,9 @@ def _set_leaf(s: st.State, base, cap, i):
 
 @njit(cache=False)
 def replay_path(h, i):
-    """Recompute server i's key and replay its leaf-to-root path."""
+    """Recompute server i's key and replay its leaf-to-root path, stopping at
+    the first node that comes out unchanged (a server that was not winning
+    there and still is not: typically a few levels when a session ends)."""
     s = st.unpack(h)
     s.srv[st.SV_KEY, i] = selection_key(h, i)
     g = s.srv[st.SV_GROUP, i]
@@ -82,7 +90,14 @@ def replay_path(h, i):
     node = (cap + s.srv[st.SV_SLOT, i]) >> 1
     tree = s.tree
     while node >= 1:
-        _pull(tree, off, node)
+        c = _winner(tree, off + 2 * node)
+        server, key, tb = tree[c, T_SERVER], tree[c, T_KEY], tree[c, T_TB]
+        dst = off + node
+        if tree[dst, T_SERVER] == server and tree[dst, T_KEY] == key and tree[dst, T_TB] == tb:
+            break  # this node is unchanged, so is every node above it
+        tree[dst, T_SERVER] = server
+        tree[dst, T_KEY] = key
+        tree[dst, T_TB] = tb
         node >>= 1
 
 
