@@ -321,9 +321,8 @@ cdef class Engine:
                 with nogil:
                     self._advance(self._hdr, t)
                 explanation = self._explain(ui, ai, loc, ext)
-            # a single decision takes well under a microsecond: releasing the
-            # GIL around it would cost more than it lets other threads do
-            status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, self._out)
+            with nogil:
+                status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, self._out)
             if status != 0:
                 raise_for_status(status, "now", now)
             d = make_decision(self._out, self._names, explanation)
@@ -361,7 +360,8 @@ cdef class Engine:
         try:
             if self._dirty:
                 self._relayout()
-            status = self._session_op(self._hdr, sid, op, arg, t, self._out)  # sub-microsecond: GIL kept
+            with nogil:
+                status = self._session_op(self._hdr, sid, op, arg, t, self._out)
             ended = self._out[0] == 1
         finally:
             self._release()
@@ -476,7 +476,8 @@ cdef class Engine:
         try:
             if self._dirty:
                 self._relayout()
-            status = self._telemetry(self._hdr, 1, idx, c, m, d, x, mask, t, bad)  # one server: GIL kept
+            with nogil:
+                status = self._telemetry(self._hdr, 1, idx, c, m, d, x, mask, t, bad)
         finally:
             self._release()
         if status == STATUS_INVALID_VALUE:
