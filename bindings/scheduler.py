@@ -327,7 +327,10 @@ class Scheduler(_engine.Engine):
     # ------------------------------------------------------------ tables
     def _alloc(self, table: str, array: np.ndarray, cap_slot: str | None):
         """Install ``array`` as ``table`` and write its address (and capacity)
-        into the header."""
+        into the header. Record tables are stored record-major whatever order
+        ``array`` comes in (see ``state.new_table``)."""
+        if table in st.RECORD_TABLES and not array.flags.f_contiguous:
+            array = np.asfortranarray(array)
         self._t[table] = array
         self._header[getattr(st, f"H_{table.upper()}_ADDR")] = array.ctypes.data
         if cap_slot is not None:
@@ -793,10 +796,9 @@ class Scheduler(_engine.Engine):
             self._server_names.append(name)
             self._server_images.append(image)
             self._server_tagsets.append(tuple(dict.fromkeys(tag_names)))
-            self._dirty = True
+            self._dirty = True  # laid out once, before the next decision
             if now is not None:
-                self._relayout()
-                self._advance_to(now)
+                self._advance_to(now)  # the current layout stays valid for the other servers
         return i
 
     def _server_index(self, server, field="server") -> int:

@@ -249,13 +249,21 @@ def _address_as_pointer(typingctx, address):
 
 
 @njit(inline="always")
-def _table_i(hdr, addr_slot, rows, cap):
-    return carray(_address_as_pointer(hdr[addr_slot]), (rows, cap), np.int64)
+def _table_i(hdr, addr_slot, rows, cols):
+    """A plain (rows, cols) int64 table (the tree, the entitlement bits)."""
+    return carray(_address_as_pointer(hdr[addr_slot]), (rows, cols), np.int64)
 
 
 @njit(inline="always")
-def _table_f(hdr, addr_slot, rows, cap):
-    return carray(_address_as_pointer(hdr[addr_slot]), (rows, cap), np.float64)
+def _records_i(hdr, addr_slot, fields, cap):
+    """A record table indexed [field, record], stored record-major: memory is a
+    (cap, fields) array, so one record's fields share a cache line or two."""
+    return carray(_address_as_pointer(hdr[addr_slot]), (cap, fields), np.int64).T
+
+
+@njit(inline="always")
+def _records_f(hdr, addr_slot, fields, cap):
+    return carray(_address_as_pointer(hdr[addr_slot]), (cap, fields), np.float64).T
 
 
 @njit(inline="always")
@@ -271,18 +279,18 @@ def unpack(header_ptr):
     sc = h[H_SERVER_CAP]  # noqa: F821
     return State(
         hdr,
-        _table_i(h, H_SERVER_I_ADDR, N_SV, sc),  # noqa: F821
-        _table_f(h, H_SERVER_F_ADDR, N_SF, sc),  # noqa: F821
-        _table_i(h, H_SESSION_I_ADDR, N_SE, h[H_SESSION_CAP]),  # noqa: F821
-        _table_f(h, H_SESSION_F_ADDR, N_SEF, h[H_SESSION_CAP]),  # noqa: F821
-        _table_i(h, H_INSTANCE_ADDR, N_IN, h[H_INSTANCE_CAP]),  # noqa: F821
-        _table_i(h, H_USER_ADDR, N_US, h[H_USER_CAP]),  # noqa: F821
-        _table_i(h, H_APP_ADDR, N_AP, h[H_APP_CAP]),  # noqa: F821
+        _records_i(h, H_SERVER_I_ADDR, N_SV, sc),  # noqa: F821
+        _records_f(h, H_SERVER_F_ADDR, N_SF, sc),  # noqa: F821
+        _records_i(h, H_SESSION_I_ADDR, N_SE, h[H_SESSION_CAP]),  # noqa: F821
+        _records_f(h, H_SESSION_F_ADDR, N_SEF, h[H_SESSION_CAP]),  # noqa: F821
+        _records_i(h, H_INSTANCE_ADDR, N_IN, h[H_INSTANCE_CAP]),  # noqa: F821
+        _records_i(h, H_USER_ADDR, N_US, h[H_USER_CAP]),  # noqa: F821
+        _records_i(h, H_APP_ADDR, N_AP, h[H_APP_CAP]),  # noqa: F821
         _vector_i(h, H_APP_POOLS_ADDR, h[H_APP_POOLS_LEN]),  # noqa: F821
-        _table_i(h, H_POOL_I_ADDR, N_PO, h[H_POOL_CAP]),  # noqa: F821
-        _table_f(h, H_POOL_F_ADDR, N_POF, h[H_POOL_CAP]),  # noqa: F821
-        _table_i(h, H_GROUP_ADDR, N_GR, h[H_GROUP_CAP]),  # noqa: F821
-        _table_i(h, H_PZ_ADDR, N_PZ, h[H_PZ_CAP]),  # noqa: F821
+        _records_i(h, H_POOL_I_ADDR, N_PO, h[H_POOL_CAP]),  # noqa: F821
+        _records_f(h, H_POOL_F_ADDR, N_POF, h[H_POOL_CAP]),  # noqa: F821
+        _records_i(h, H_GROUP_ADDR, N_GR, h[H_GROUP_CAP]),  # noqa: F821
+        _records_i(h, H_PZ_ADDR, N_PZ, h[H_PZ_CAP]),  # noqa: F821
         _table_i(h, H_TREE_ADDR, h[H_TREE_LEN], N_TREE_COLUMNS),  # noqa: F821
         _table_i(h, H_ENT_ADDR, h[H_USER_CAP], h[H_ENT_WORDS]),  # noqa: F821
         _vector_i(h, H_SESSION_FREE_ADDR, h[H_SESSION_CAP]),  # noqa: F821
@@ -293,20 +301,28 @@ def unpack(header_ptr):
 
 # ---------------------------------------------------------------- allocation
 def new_table(fields, capacity: int, dtype, fill=NONE) -> np.ndarray:
-    """A table of shape (len(fields), capacity) filled with ``fill``."""
-    return np.full((len(fields), max(1, capacity)), fill, dtype=dtype)
+    """A record table of ``capacity`` records filled with ``fill``, indexed
+    ``[field, record]`` (shape ``(len(fields), capacity)``) and stored
+    record-major (Fortran order): a transposed view of a (capacity, fields)
+    array, as the kernels read it (``_records_i``)."""
+    return np.full((max(1, capacity), len(fields)), fill, dtype=dtype).T
 
 
 def grow_table(table: np.ndarray, capacity: int, fill=NONE) -> np.ndarray:
-    """A copy of ``table`` (1-D, or 2-D with records along axis 1) with room
+    """A copy of ``table`` (1-D, or a record table of ``new_table``) with room
     for ``capacity`` records."""
     if table.ndim == 1:
         out = np.full(capacity, fill, dtype=table.dtype)
         out[: table.shape[0]] = table
         return out
-    out = np.full((table.shape[0], capacity), fill, dtype=table.dtype)
+    out = np.full((capacity, table.shape[0]), fill, dtype=table.dtype).T
     out[:, : table.shape[1]] = table
     return out
+
+
+#: tables indexed [field, record] and stored record-major (see new_table)
+RECORD_TABLES = ("server_i", "server_f", "session_i", "session_f", "instance", "user", "app",
+                 "pool_i", "pool_f", "group", "pz")
 
 
 def splitmix64(x: int) -> int:
