@@ -19,6 +19,18 @@ on a fixed grid. Each tick applies, in this order:
 5. every ``day.sample_seconds``: telemetry for every powered server through one
    ``telemetry_many`` call, then a KPI sample (the time series rows).
 
+Speed: the loop is one function with the hot paths inline (new visits, the
+launches and their consequences, the session events) and reads the engine's
+server columns through live read-only views taken once (``server_field`` is a
+view, and the simulator never adds a server). The per-sample arithmetic over the
+fleet (telemetry values, watts, sums, maxima and percentiles, fleet-wide and per
+zone) and the power policy's index lists are small numba kernels
+(``_telemetry_rows``, ``_fleet_stats``, ``_power_moves``) that do exactly what the
+numpy expressions did (same float operations in the same order, integers
+otherwise; tests/test_simulator.py checks them against numpy), so a seed gives the
+same day bit for bit. The cyclic garbage collector is paused during the day (its
+~10^6 events and visits hold no cycles).
+
 Every decision comes from the one engine; the simulator never decides a
 placement itself. Every operation it applies can be written as a trace line
 (docs/TRACE_FORMAT.md), in the order applied, so ``usher replay`` of the trace
@@ -39,12 +51,15 @@ down (``shutting_down`` for ``power.shutdown_seconds``, then ``off``) once empty
 
 from __future__ import annotations
 
+import gc
 import math
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
+from numba import njit
 
 from usher.core.codes import Mode, Outcome, Power, Reason
 from usher.scenario import (
@@ -259,6 +274,197 @@ def _pctl(sorted_values, q):
     return float(sorted_values[min(n - 1, int(math.ceil(q * n)) - 1)])
 
 
+# ---------------------------------------------------------------- sample statistics
+#: layout of the int64 row that :func:`_fleet_stats` fills (then per zone: _Z_* at 12 + 10 z)
+(_N_ON, _PEND_SUM, _PEND_MAX_ON, _CAPACITY, _S_MAX, _S_P99, _S_SUM, _L_P50, _L_P99, _L_MAX, _L_SUM,
+ _PEND_MAX) = range(12)
+(_Z_N, _Z_S_SUM, _Z_S_MAX, _Z_S_P99, _Z_L_SUM, _Z_L_P99, _Z_L_MAX, _Z_M_N, _Z_M_SUM, _Z_M_MAX) = range(10)
+_STATS_HEAD, _STATS_ZONE = 12, 10
+
+
+@njit(cache=True, nogil=True)
+def _pctl_index(n, q):  # as _pctl: index of the q-quantile among n sorted values
+    return min(n - 1, int(math.ceil(q * n)) - 1)
+
+
+@njit(cache=True, nogil=True)
+def _kth(values, k):
+    """values[k] once sorted (ascending), values unchanged: the (n - k) largest are kept
+    in a small sorted buffer, so a quantile near the top costs one pass."""
+    n = values.shape[0]
+    r = n - k
+    buf = np.empty(r, np.int64)
+    c = 0
+    for i in range(n):
+        x = values[i]
+        if c < r:
+            j = c
+            while j > 0 and buf[j - 1] > x:
+                buf[j] = buf[j - 1]
+                j -= 1
+            buf[j] = x
+            c += 1
+        elif x > buf[0]:
+            j = 1
+            while j < r and buf[j] < x:
+                buf[j - 1] = buf[j]
+                j += 1
+            buf[j - 1] = x
+    return buf[0]
+
+
+@njit(cache=True, nogil=True)
+def _fleet_stats(power, sessions, li, pending, zone, main, max_sessions, nz, on_code, out):
+    """Integer statistics of one KPI sample: counts, sums, maxima and the order
+    statistics (as ``_pctl`` on the sorted values) of the servers that are on, fleet-wide
+    and per zone. Integers only, so exactly what sorting and summing in numpy gives."""
+    n = power.shape[0]
+    out[:] = 0
+    cnt = np.zeros(nz, np.int64)
+    pend_max = 0
+    for i in range(n):
+        p = pending[i]
+        out[_PEND_SUM] += p
+        if p > pend_max:
+            pend_max = p
+        if power[i] == on_code:
+            cnt[zone[i]] += 1
+    out[_PEND_MAX] = pend_max
+    n_on = 0
+    for z in range(nz):
+        n_on += cnt[z]
+    out[_N_ON] = n_on
+    if n_on == 0:
+        return
+    start = np.zeros(nz + 1, np.int64)
+    for z in range(nz):
+        start[z + 1] = start[z] + cnt[z]
+    fill = start[:nz].copy()
+    ses = np.empty(n_on, np.int64)  # grouped by zone
+    lis = np.empty(n_on, np.int64)
+    pend_on = 0
+    cap = 0
+    for i in range(n):
+        if power[i] == on_code:
+            z = zone[i]
+            k = fill[z]
+            fill[z] = k + 1
+            s = sessions[i]
+            x = li[i]
+            ses[k] = s
+            lis[k] = x
+            if pending[i] > pend_on:
+                pend_on = pending[i]
+            cap += max_sessions[i]
+            b = _STATS_HEAD + _STATS_ZONE * z
+            out[b + _Z_S_SUM] += s
+            out[b + _Z_L_SUM] += x
+            if k == start[z] or s > out[b + _Z_S_MAX]:
+                out[b + _Z_S_MAX] = s
+            if k == start[z] or x > out[b + _Z_L_MAX]:
+                out[b + _Z_L_MAX] = x
+            if main[i]:
+                out[b + _Z_M_N] += 1
+                out[b + _Z_M_SUM] += x
+                if out[b + _Z_M_N] == 1 or x > out[b + _Z_M_MAX]:
+                    out[b + _Z_M_MAX] = x
+    out[_PEND_MAX_ON] = pend_on
+    out[_CAPACITY] = cap
+    for z in range(nz):
+        a, e = start[z], start[z + 1]
+        b = _STATS_HEAD + _STATS_ZONE * z
+        out[b + _Z_N] = e - a
+        if e > a:
+            k99 = _pctl_index(e - a, 0.99)
+            out[b + _Z_S_P99] = _kth(ses[a:e], k99)
+            out[b + _Z_L_P99] = _kth(lis[a:e], k99)
+            out[_S_SUM] += out[b + _Z_S_SUM]
+            out[_L_SUM] += out[b + _Z_L_SUM]
+            if out[b + _Z_S_MAX] > out[_S_MAX]:
+                out[_S_MAX] = out[b + _Z_S_MAX]
+            if out[b + _Z_L_MAX] > out[_L_MAX]:
+                out[_L_MAX] = out[b + _Z_L_MAX]
+    k99 = _pctl_index(n_on, 0.99)
+    out[_S_P99] = _kth(ses, k99)
+    out[_L_P99] = _kth(lis, k99)
+    k50 = _pctl_index(n_on, 0.50)
+    out[_L_P50] = np.partition(lis, k50)[k50]
+
+
+@njit(cache=True, nogil=True)
+def _powered(power, off_code, idx):
+    """Indices of the servers that are not off, into ``idx``; returns how many."""
+    m = 0
+    for i in range(power.shape[0]):
+        if power[i] != off_code:
+            idx[m] = i
+            m += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _telemetry_rows(idx, power, sessions, pending, factor, coef, noise, boot_code, w, cpu, mem, watts):
+    """The telemetry of the powered servers ``idx``, element by element as numpy does
+    it (same operations in the same order, no fused multiply-add):
+    ``round(clip(idle + per_session * sessions * factor + per_logon * pending
+    + noise_sd * noise, 0, 100), 1)`` for cpu (``coef[0:4]``, normals ``noise[:m]``),
+    likewise for mem (``coef[4:8]``, factor 1, ``noise[m:]``); and each server's
+    watts (booting, or idle + span * cpu / 100). Returns how many are booting."""
+    m = idx.shape[0]
+    c_idle, c_ps, c_pl, c_sd, m_base, m_ps, m_pl, m_sd = (
+        coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7])
+    w_boot, w_idle, w_span = w[0], w[1], w[2]
+    n_boot = 0
+    for k in range(m):
+        i = idx[k]
+        s = float(sessions[i])
+        p = float(pending[i])
+        c = c_idle + c_ps * s * factor[i] + c_pl * p + c_sd * noise[k]
+        c = c if c > 0.0 else 0.0  # np.clip: max then min, NaN aside
+        c = c if c < 100.0 else 100.0
+        c = np.rint(c * 10.0) / 10.0  # np.round(x, 1)
+        x = m_base + m_ps * s + m_pl * p + m_sd * noise[m + k]
+        x = x if x > 0.0 else 0.0
+        x = x if x < 100.0 else 100.0
+        mem[k] = np.rint(x * 10.0) / 10.0
+        cpu[k] = c
+        if power[i] == boot_code:
+            watts[k] = w_boot
+            n_boot += 1
+        else:
+            watts[k] = w_idle + w_span * c / 100.0
+    return n_boot
+
+
+@njit(cache=True, nogil=True)
+def _power_moves(want, power, mode, down, sessions, out):
+    """What the power policy's wish asks for, as index lists (ascending) in the rows
+    of ``out``; returns their lengths. 0: off, wanted and not down -> boot; 1: on,
+    wanted, draining and not down -> enable; 2: on, unwanted, enabled -> drain; 3: on,
+    unwanted, draining or about to be (row 2) and empty -> shut down."""
+    nb = ne = nd = ns = 0
+    for i in range(power.shape[0]):
+        p = power[i]
+        if want[i]:
+            if down[i]:
+                continue
+            if p == OFF:
+                out[0, nb] = i
+                nb += 1
+            elif p == ON and mode[i] == DRAIN:
+                out[1, ne] = i
+                ne += 1
+        elif p == ON:
+            md = mode[i]
+            if md == ENABLED:
+                out[2, nd] = i
+                nd += 1
+            if (md == ENABLED or md == DRAIN) and sessions[i] == 0:
+                out[3, ns] = i
+                ns += 1
+    return nb, ne, nd, ns
+
+
 # ---------------------------------------------------------------- the day
 def simulate_day(
     scenario: Scenario | None = None,
@@ -279,7 +485,16 @@ def simulate_day(
         progress: called as ``progress(seconds_done, seconds_total)`` now and then.
     """
     sc = (scenario or Scenario()).copy().validate()
-    return _Day(sc, power_policy, trace, keep_decisions, progress).run()
+    # The day allocates ~10^6 small objects (visits, events, trace lines) that live for
+    # hours of simulated time and hold no reference cycles: the cyclic collector would
+    # scan them again and again (~15 % of the run) and find nothing. Paused for the day.
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _Day(sc, power_policy, trace, keep_decisions, progress).run()
+    finally:
+        if gc_on:
+            gc.enable()
 
 
 class _Day:
@@ -349,6 +564,12 @@ class _Day:
         rec = disc & (rng.random(A) < ss.reconnect_share) & (t_rec < end - 30)
         self.a_tick, self.a_end, self.a_logon, self.a_kind, self.a_hosp, self.a_loc = (
             tick, end.tolist(), logon.tolist(), kind.tolist(), hosp.tolist(), loc.tolist())
+        # what a visit launches and from where (the endpoint also needs the user)
+        app_of = {K_RECORDS: APP_RECORD, K_IMAGING: APP_PACS, K_EXTERNAL: APP_RECORD}
+        zones = sc.fleet.zones
+        self.a_app = [app_of[x] for x in self.a_kind]
+        self.a_ext = (kind == K_EXTERNAL).tolist()
+        self.a_locname = [None if e else zones[z] for e, z in zip(self.a_ext, self.a_loc)]
         fail = rng.random(A) < ss.launch_failure_rate
         fail[:n0] = False
         self.a_fail = fail.tolist()
@@ -404,6 +625,7 @@ class _Day:
         sname_of: dict = {}  # session id -> id of the launch that created it (trace / decisions)
         tracing = trace is not None
         naming = tracing or self.keep
+        trace_append = trace.append if tracing else None
         perf = time.perf_counter
         engine_s = 0.0
         launch_s = 0.0
@@ -423,45 +645,73 @@ class _Day:
         for u, (h, img) in enumerate(zip(lay.user_hospital.tolist(), lay.user_imaging.tolist())):
             idle[h][1 if img else 0].append(u)
 
-        # calendars
-        sess_ev: dict = {}
-        launch_q: dict = {}
-        srv_ev: dict = {}
-
-        def at(cal, tick, item):
-            lst = cal.get(tick)
-            if lst is None:
-                cal[tick] = [item]
-            else:
-                lst.append(item)
+        # calendars: tick -> list of items, in the order scheduled (a bucket is
+        # popped when its tick is run; one made for a tick already run is never run)
+        sess_ev: defaultdict = defaultdict(list)
+        launch_q: defaultdict = defaultdict(list)
+        srv_ev: defaultdict = defaultdict(list)
 
         def at_srv(tick, item):
-            at(srv_ev, tick, item)
+            srv_ev[tick].append(item)
 
         self._faults(np.random.default_rng([sc.day.seed, 29]), at_srv)
 
-        # books
-        books: dict = {}  # sid -> (visit, server)
-        booked = np.zeros(n_srv, dtype=np.int64)
-        k = dict(lost=0, lost_unbooked=0, mismatch=0, lost_relaunched=0, denied=0, retried=0,
-                 failed=0, fresh=0, reconnect_missed=0, unexpected=0, no_user=0, requested=0,
-                 boots=0, shutdowns=0, crashes=0, zone_outages=0)
-        outcome_n = np.zeros(4, dtype=np.int64)
-        reason_n = np.zeros(len(Reason), dtype=np.int64)
-        on_since = np.full(n_srv, -np.inf)
-        fresh_s = pw.fresh_boot_minutes * 60.0
-        down = np.zeros(n_srv, dtype=bool)
-        rid = [0]
-        dec = {"id": [], "outcome": [], "reason": [], "server": [], "load_index": [], "session": []} \
-            if self.keep else None
-
+        # the engine's server columns: live read-only views (no copy), read once
+        # (the simulator never adds a server, so the table does not move; sample()
+        # checks that)
         def field_(name):
             return s.server_field(name)
 
+        power_v, mode_v, sessions_v, pending_v, li_v = (
+            field_("power"), field_("mode"), field_("sessions"), field_("pending"), field_("load_index"))
+
+        def check_views():
+            fresh = field_("power")
+            if fresh.ctypes.data != power_v.ctypes.data or fresh.shape != power_v.shape:
+                raise RuntimeError("the engine's server table moved during the day")
+
+        # books
+        books: dict = {}  # sid -> (visit, server)
+        booked = [0] * n_srv
+        k = dict(lost=0, lost_unbooked=0, mismatch=0, lost_relaunched=0, denied=0, retried=0,
+                 failed=0, fresh=0, reconnect_missed=0, unexpected=0, no_user=0, requested=0,
+                 boots=0, shutdowns=0, crashes=0, zone_outages=0)
+        oc_n = [0] * 4
+        rc_n = [0] * len(Reason)
+        on_since = [-math.inf] * n_srv
+        fresh_s = pw.fresh_boot_minutes * 60.0
+        down = np.zeros(n_srv, dtype=bool)
+        rid = 0
+        dec = {"id": [], "outcome": [], "reason": [], "server": [], "load_index": [], "session": []} \
+            if self.keep else None
+
         def view(now, want):
-            return FleetView(now, field_("power"), field_("mode"), field_("sessions"), field_("pending"),
-                             field_("load_index"), srv_max, srv_zone, srv_pool, down, want,
-                             list(zones), list(POOLS), sc)
+            return FleetView(now, power_v, mode_v, sessions_v, pending_v, li_v, srv_max, srv_zone, srv_pool,
+                             down, want, list(zones), list(POOLS), sc)
+
+        # presampled columns (lists: cheap to index)
+        a_logon, a_end, a_kind, a_hosp = self.a_logon, self.a_end, self.a_kind, self.a_hosp
+        a_app, a_ext, a_locname = self.a_app, self.a_ext, self.a_locname
+        a_fail, a_ws, a_ws2, a_pick, a_comeback = self.a_fail, self.a_ws, self.a_ws2, self.a_pick, self.a_comeback
+        a_second, a_t_second, a_close, a_t_close = self.a_second, self.a_t_second, self.a_close, self.a_t_close
+        a_disc, a_t_disc, a_rec, a_t_rec = self.a_disc, self.a_t_disc, self.a_rec, self.a_t_rec
+        max_retries, retry_after, fail_detect = ss.max_retries, ss.retry_after_seconds, ss.failure_detect_seconds
+        batch_min = sc.day.launch_batch_min
+        ep_names: dict = {}  # workstation endpoint strings, made once each
+        ep_get = ep_names.get
+        W = max(1, ss.workstations_per_hospital)
+
+        def ws_name(h, w):
+            key = h * W + w
+            name = ep_get(key)
+            if name is None:
+                name = ep_names[key] = f"ws-{h:02d}-{w:04d}"
+            return name
+
+        # engine calls
+        launch = s.launch
+        logon_complete, launch_failed, disconnect, close_app, logoff = (
+            s.logon_complete, s.launch_failed, s.disconnect, s.close_app, s.logoff)
 
         # ---------------------------------------------------------- helpers
         def book(sid, v, srv, rname):
@@ -479,66 +729,24 @@ class _Day:
         def release(v):
             idle[v.h][v.role].append(v.user)
 
-        def session_op(kind, sid, now, app=None):
+        def end_session(sid, now):
+            """logoff (the visit is over, or its old session is given up)."""
             nonlocal engine_s, n_ops
             t0 = perf()
-            if kind == E_LOGON:
-                s.logon_complete(sid, now=now)
-                op = "logon_done"
-            elif kind == E_FAIL:
-                s.launch_failed(sid, now=now)
-                op = "launch_failed"
-            elif kind == E_DISCONNECT:
-                s.disconnect(sid, now=now)
-                op = "disconnect"
-            elif kind == E_CLOSE:
-                ended = s.close_app(sid, app, now=now)
-                op = "close_app"
-            else:
-                s.logoff(sid, now=now)
-                op = "logoff"
+            logoff(sid, now)
             engine_s += perf() - t0
             n_ops += 1
             if tracing:
-                line = {"t": now, "op": op, "session": sname_of[sid]}
-                if kind == E_CLOSE:
-                    line["app"] = app
-                trace.append(line)
-            return ended if kind == E_CLOSE else None
+                trace_append({"t": now, "op": "logoff", "session": sname_of[sid]})
 
         def finish(v, now):
             for sid in v.extras:
                 if sid in books:
-                    session_op(E_END, sid, now)
+                    end_session(sid, now)
                     unbook(sid)
             v.extras = []
             v.gen += 1
             release(v)
-
-        def schedule_session(v, now_tick, rname, first):
-            """Events of a freshly placed session."""
-            a = v.a
-            g = v.gen
-            sid = v.sid
-            if v.fail:
-                v.fail = False
-                at(sess_ev, now_tick + ss.failure_detect_seconds, (E_FAIL, v, g, sid))
-                return
-            if self.a_logon[a] == 0 and first:
-                warm.append(sid)
-            else:
-                at(sess_ev, now_tick + max(1, self.a_logon[a]), (E_LOGON, v, g, sid))
-            if first:
-                if self.a_second[a] and self.a_t_second[a] < v.end:
-                    at(launch_q, self.a_t_second[a], (v, g, L_SECOND))
-                    if self.a_close[a] and self.a_t_close[a] < v.end:
-                        at(sess_ev, self.a_t_close[a], (E_CLOSE, v, g, sid))
-                if self.a_disc[a] and self.a_t_disc[a] < v.end:
-                    at(sess_ev, self.a_t_disc[a], (E_DISCONNECT, v, g, sid))
-                    if self.a_rec[a]:
-                        at(launch_q, self.a_t_rec[a], (v, g, L_RECONNECT))
-            if v.end < T:
-                at(sess_ev, v.end, (E_END, v, g, sid))
 
         def lose(lost, now_tick, now):
             """Sessions the engine reports lost (server off): off the books, users come back."""
@@ -552,9 +760,9 @@ class _Day:
                 if sid == v.sid:
                     v.sid = -1
                     v.gen += 1
-                    back = now_tick + self.a_comeback[v.a]
+                    back = now_tick + a_comeback[v.a]
                     if back < v.end and back < T:
-                        at(launch_q, back, (v, v.gen, L_NEW))
+                        launch_q[back].append((v, v.gen, L_NEW))
                         k["lost_relaunched"] += 1
                     else:
                         finish(v, now)
@@ -564,17 +772,17 @@ class _Day:
         def server_off(i, now_tick, now):
             """Power a server off (fault or end of shutdown), checking the books."""
             nonlocal engine_s, n_ops
-            expected = int(booked[i])
+            expected = booked[i]
             t0 = perf()
             lost = s.set_power(int(i), "off", now=now)
             engine_s += perf() - t0
             n_ops += 1
             if tracing:
-                trace.append({"t": now, "op": "power", "server": srv_names[i], "state": "off"})
+                trace_append({"t": now, "op": "power", "server": srv_names[i], "state": "off"})
             if len(lost) != expected:
                 k["mismatch"] += 1
             lose(lost, now_tick, now)
-            on_since[i] = -np.inf
+            on_since[i] = -math.inf
 
         def set_power(i, state, now):
             nonlocal engine_s, n_ops
@@ -583,7 +791,7 @@ class _Day:
             engine_s += perf() - t0
             n_ops += 1
             if tracing:
-                trace.append({"t": now, "op": "power", "server": srv_names[i], "state": state})
+                trace_append({"t": now, "op": "power", "server": srv_names[i], "state": state})
 
         def set_mode(i, mode, now):
             nonlocal engine_s, n_ops
@@ -592,262 +800,154 @@ class _Day:
             engine_s += perf() - t0
             n_ops += 1
             if tracing:
-                trace.append({"t": now, "op": "mode", "server": srv_names[i], "mode": mode})
+                trace_append({"t": now, "op": "mode", "server": srv_names[i], "mode": mode})
 
-        def new_visit(a, tick):
-            h = self.a_hosp[a]
-            kind = self.a_kind[a]
-            lists = idle[h]
-            role = 1 if kind == K_IMAGING else 0
-            pool = lists[role]
-            if not pool and kind != K_IMAGING:
-                role = 1
-                pool = lists[1]
-            if not pool:
-                k["no_user"] += 1
-                return None
-            j = int(self.a_pick[a] * len(pool))
-            u = pool[j]
-            pool[j] = pool[-1]
-            pool.pop()
-            v = _Visit()
-            v.a, v.user, v.uname, v.kind, v.h, v.role = a, u, user_names[u], kind, h, role
-            v.app = APP_PACS if kind == K_IMAGING else APP_RECORD
-            v.ext = kind == K_EXTERNAL
-            v.loc = None if v.ext else zones[self.a_loc[a]]
-            v.ep = f"home-{u}" if v.ext else f"ws-{h:02d}-{self.a_ws[a]:04d}"
-            v.end = self.a_end[a]
-            v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, self.a_fail[a], [], True
-            k["requested"] += 1
-            return v
-
-        # ---------------------------------------------------------- launches
-        def run_launches(reqs, tick, now):
-            nonlocal engine_s, launch_s, n_ops
-            n = len(reqs)
-            apps, eps = [], []
-            for v, _, kind in reqs:
-                if kind == L_SECOND:
-                    apps.append(APP_LABS)
-                    eps.append(v.ep)
-                elif kind == L_RECONNECT:
-                    apps.append(v.app)
-                    v.ep = f"home-{v.user}-2" if v.ext else f"ws-{v.h:02d}-{self.a_ws2[v.a]:04d}"
-                    eps.append(v.ep)
-                else:
-                    apps.append(v.app)
-                    eps.append(v.ep)
-            rows = []
-            if n >= sc.day.launch_batch_min:
-                users = user_idx[[v.user for v, _, _ in reqs]]
-                a_i = np.array([app_idx[a] for a in apps], dtype=np.int64)
-                locs = [v.loc for v, _, _ in reqs]
-                ext = np.array([v.ext for v, _, _ in reqs])
-                t0 = perf()
-                b = s.launch_many(users, a_i, locations=locs, endpoints=eps, external=ext, now=now)
-                dt = perf() - t0
-                rows = zip(b.outcome.tolist(), b.reason.tolist(), b.server.tolist(), b.session.tolist(),
-                           b.load_index.tolist())
-            else:
-                t0 = perf()
-                launch = s.launch
-                out = []
-                for (v, _, _), app, ep in zip(reqs, apps, eps):
-                    d = launch(v.uname, app, v.loc, ep, v.ext, now)
-                    out.append((d.outcome_code, d.reason_code, d.server_index, d.session_id, d.load_index_value))
-                dt = perf() - t0
-                rows = out
-            engine_s += dt
-            launch_s += dt
-            n_ops += n
-            for (v, _, kind), app, ep, (oc, rc, srv, sid, li) in zip(reqs, apps, eps, rows):
-                outcome_n[oc] += 1
-                reason_n[rc] += 1
-                rname = None
-                if naming:
-                    rid[0] += 1
-                    rname = f"r{rid[0]}"
-                if tracing:
-                    trace.append({"t": now, "op": "launch", "id": rname, "user": v.uname, "app": app,
-                                  "location": v.loc, "endpoint": ep, "external": v.ext})
-                if dec is not None:
-                    dec["id"].append(rname)
-                    dec["outcome"].append(oc)
-                    dec["reason"].append(rc)
-                    dec["server"].append(srv)
-                    dec["load_index"].append(li)
-                    dec["session"].append(rname if oc == PLACED else sname_of.get(sid))
-                if kind == L_NEW:
-                    if oc == PLACED:
-                        if now - on_since[srv] < fresh_s:
-                            k["fresh"] += 1
-                        v.sid = sid
-                        book(sid, v, srv, rname)
-                        v.gen += 1
-                        schedule_session(v, tick, rname, v.first)
-                        v.first = False
-                    elif oc == REJECTED:
-                        if v.tries < ss.max_retries and tick + ss.retry_after_seconds < min(v.end, T):
-                            v.tries += 1
-                            k["retried"] += 1
-                            at(launch_q, tick + ss.retry_after_seconds, (v, v.gen, L_NEW))
-                        else:
-                            k["denied"] += 1
-                            finish(v, now)
-                    else:  # the user already had a session: not in this model's books
-                        k["unexpected"] += 1
-                        finish(v, now)
-                elif kind == L_SECOND:
-                    if oc == PLACED:  # not shared: a second session of the visit
-                        book(sid, v, srv, rname)
-                        v.extras.append(sid)
-                        at(sess_ev, tick + max(1, self.a_logon[v.a]), (E_LOGON, v, v.gen, sid))
-                    elif oc != SHARED and oc != REJECTED:
-                        k["unexpected"] += 1
-                else:  # L_RECONNECT
-                    if oc == PLACED:  # the old session could not be resumed
-                        k["reconnect_missed"] += 1
-                        old = v.sid
-                        if old in books:
-                            session_op(E_END, old, now)
-                            unbook(old)
-                        v.sid = sid
-                        book(sid, v, srv, rname)
-                        at(sess_ev, tick + max(1, self.a_logon[v.a]), (E_LOGON, v, v.gen, sid))
-                    elif oc == REJECTED:
-                        k["reconnect_missed"] += 1
+        def server_events(evs, tick, now):
+            for kind, i in evs:
+                if kind == S_BOOTED:
+                    if power_v[i] == BOOTING and not down[i]:
+                        set_power(i, "on", now)
+                        on_since[i] = now
+                elif kind == S_OFF:
+                    if power_v[i] == SHUTTING_DOWN:
+                        server_off(i, tick, now)
+                        if mode_v[i] != ENABLED:
+                            set_mode(i, "enabled", now)
+                elif kind == S_CRASH or kind == S_ZONE_DARK:
+                    members = [i] if kind == S_CRASH else np.nonzero(srv_zone == i)[0].tolist()
+                    if kind == S_CRASH:
+                        k["crashes"] += 1
+                        back = tick + int(sc.faults.reboot_minutes * 60)
+                    else:
+                        k["zone_outages"] += 1
+                        back = tick + int(sc.faults.zone_outage_minutes * 60)
+                    for m in members:
+                        if power_v[m] != OFF:
+                            server_off(m, tick, now)
+                        if mode_v[m] != ENABLED:
+                            set_mode(m, "enabled", now)
+                        down[m] = True
+                        at_srv(back, (S_RECOVER, m))
+                elif kind == S_RECOVER:
+                    down[i] = False
 
         # ---------------------------------------------------------- sampling
         S = sc.day.sample_seconds
         n_samples = (T + S - 1) // S
-        ser = {c: np.zeros(n_samples) for c in SERIES_COLUMNS}
-        zser = {z: {c: np.zeros(n_samples) for c in ZONE_COLUMNS[2:]} for z in zones}
+        ser_rows: list = []  # one tuple per sample, columns SERIES_COLUMNS
+        zone_rows: list = []  # one list per sample: nz tuples of ZONE_COLUMNS[2:]
         main_pool = srv_pool == 0  # imbalance is measured on the patient-record pool
         imaging_f = np.where(srv_pool == 1, tel.imaging_cpu_factor, 1.0)
         tel_rng = np.random.default_rng([sc.day.seed, 31])
-        cpu_now = np.zeros(n_srv)
-        last_counts = np.zeros(4 + len(Reason), dtype=np.int64)
+        normal = tel_rng.standard_normal
+        tel_coef = np.array([tel.cpu_idle, tel.cpu_per_session, tel.cpu_per_logon, tel.cpu_noise,
+                             tel.mem_base, tel.mem_per_session, tel.mem_per_logon, tel.mem_noise], dtype=np.float64)
+        tel_w = np.array([pw.watts_booting, pw.watts_idle, pw.watts_busy - pw.watts_idle], dtype=np.float64)
+        idx_buf = np.zeros(n_srv, dtype=np.int64)
+        cpu_buf, mem_buf, watts_buf = np.zeros(n_srv), np.zeros(n_srv), np.zeros(n_srv)
+        telemetry_many = s.telemetry_many
+        last_counts = [0] * (4 + len(Reason))
         last_lost = [0, 0]
         server_hours = 0.0
         energy_j = 0.0
-
-        def tick_of(now):
-            return min(int(now), len(self.target) - 1)
+        target = self.target
+        reason_cols = [4 + int(r) for r in Reason if r != Reason.NONE]
+        nan = math.nan
+        zeros_z = (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, nan)
+        st_zone = np.ascontiguousarray(srv_zone, dtype=np.int64)
+        st_main = np.ascontiguousarray(main_pool, dtype=np.bool_)
+        st_max = np.ascontiguousarray(srv_max, dtype=np.int64)
+        st_out = np.zeros(_STATS_HEAD + _STATS_ZONE * nz, dtype=np.int64)
+        zone_base = [_STATS_HEAD + _STATS_ZONE * z for z in range(nz)]
 
         def sample(j, now):
             nonlocal engine_s, n_ops, server_hours, energy_j
-            power = field_("power")
-            sessions = field_("sessions")
-            pending = field_("pending")
-            powered = power != OFF
-            idx = np.nonzero(powered)[0]
-            if len(idx):
-                ses_p = sessions[idx]
-                pen_p = pending[idx]
-                m = len(idx)
-                cpu = tel.cpu_idle + tel.cpu_per_session * ses_p * imaging_f[idx] + tel.cpu_per_logon * pen_p \
-                    + tel.cpu_noise * tel_rng.standard_normal(m)
-                mem = tel.mem_base + tel.mem_per_session * ses_p + tel.mem_per_logon * pen_p \
-                    + tel.mem_noise * tel_rng.standard_normal(m)
-                cpu = np.round(np.clip(cpu, 0.0, 100.0), 1)
-                mem = np.round(np.clip(mem, 0.0, 100.0), 1)
+            check_views()
+            power, sessions, pending, li = power_v, sessions_v, pending_v, li_v
+            # telemetry for every powered server: the cpu normals, then the mem normals
+            m = _powered(power, OFF, idx_buf)
+            watts = 0.0
+            n_boot = 0
+            if m:
+                idx, cpu, mem = idx_buf[:m], cpu_buf[:m], mem_buf[:m]
+                n_boot = _telemetry_rows(idx, power, sessions, pending, imaging_f, tel_coef, normal(2 * m),
+                                         BOOTING, tel_w, cpu, mem, watts_buf)
                 t0 = perf()
-                s.telemetry_many(idx, cpu=cpu, mem=mem, now=now)
+                telemetry_many(idx, cpu=cpu, mem=mem, now=now)
                 engine_s += perf() - t0
                 n_ops += m
-                cpu_now[:] = 0.0
-                cpu_now[idx] = cpu
                 if tracing:
                     sel = trace_tel[idx]
                     for i, c, mm in zip(idx[sel].tolist(), cpu[sel].tolist(), mem[sel].tolist()):
-                        trace.append({"t": now, "op": "telemetry", "server": srv_names[i], "cpu": c, "mem": mm})
-            li = field_("load_index")
-            on = power == ON
-            n_on = int(on.sum())
-            ser["t"][j] = now
-            ser["target"][j] = self.target[tick_of(now)]
-            ser["sessions"][j] = s.live_sessions
-            ser["pending"][j] = int(pending.sum())
-            ser["licences"][j] = s.licences_in_use
-            ser["servers_on"][j] = n_on
-            ser["servers_booting"][j] = int((power == BOOTING).sum())
-            ser["servers_powered"][j] = len(idx)
-            ser["capacity"][j] = int(srv_max[on].sum())
-            cnt = np.concatenate([outcome_n, reason_n])
-            d = cnt - last_counts
-            last_counts[:] = cnt
-            ser["placed"][j], ser["reconnected"][j], ser["shared"][j], ser["rejected"][j] = d[:4]
-            ser["launches"][j] = d[:4].sum()
-            for r in Reason:
-                if r != Reason.NONE:
-                    ser[f"rejected_{r}"][j] = d[4 + int(r)]
-            ser["lost"][j] = k["lost"] - last_lost[0]
-            ser["failed"][j] = k["failed"] - last_lost[1]
-            last_lost[0], last_lost[1] = k["lost"], k["failed"]
+                        trace_append({"t": now, "op": "telemetry", "server": srv_names[i], "cpu": c, "mem": mm})
+                watts = float(watts_buf[:m].sum())  # numpy's pairwise sum, as before
+            # the fleet and its servers that are on (after the telemetry: load indexes)
+            _fleet_stats(power, sessions, li, pending, st_zone, st_main, st_max, nz, ON, st_out)
+            o = st_out.tolist()
+            n_on = o[_N_ON]
             if n_on:
-                so = np.sort(sessions[on])
-                lo = np.sort(li[on])
-                ser["sessions_max"][j] = so[-1]
-                ser["sessions_p99"][j] = _pctl(so, 0.99)
-                ser["sessions_mean"][j] = so.mean()
-                ser["li_p50"][j] = _pctl(lo, 0.50)
-                ser["li_p99"][j] = _pctl(lo, 0.99)
-                ser["li_max"][j] = lo[-1]
-                ser["li_mean"][j] = lo.mean()
-                ser["pending_max"][j] = int(pending[on].max())
-            watts = np.where(power == BOOTING, pw.watts_booting,
-                             pw.watts_idle + (pw.watts_busy - pw.watts_idle) * cpu_now / 100.0)
-            watts = float(watts[powered].sum())
-            ser["watts"][j] = watts
+                stats = (o[_S_MAX], o[_S_P99], o[_S_SUM] / n_on, o[_L_P50], o[_L_P99], o[_L_MAX],
+                         o[_L_SUM] / n_on, o[_PEND_MAX_ON])
+                zrow = []
+                for b in zone_base:
+                    n_z = o[b + _Z_N]
+                    if n_z:
+                        m_n = o[b + _Z_M_N]
+                        rmean = o[b + _Z_M_SUM] / m_n if m_n else 0.0
+                        zrow.append((n_z, o[b + _Z_S_SUM], o[b + _Z_S_SUM] / n_z, o[b + _Z_S_MAX], o[b + _Z_S_P99],
+                                     o[b + _Z_L_SUM] / n_z, o[b + _Z_L_P99], o[b + _Z_L_MAX],
+                                     o[b + _Z_M_MAX] / rmean if rmean > 0 else nan))
+                    else:
+                        zrow.append(zeros_z)
+            else:
+                stats = (0, 0, 0, 0, 0, 0, 0, 0)
+                zrow = [zeros_z] * nz
+            cnt = oc_n + rc_n
+            d = [x - y for x, y in zip(cnt, last_counts)]
+            last_counts[:] = cnt
+            lost, failed = k["lost"], k["failed"]
+            ser_rows.append((
+                now, s.live_sessions, o[_PEND_SUM], s.licences_in_use, n_on, n_boot, m, o[_CAPACITY],
+                d[0] + d[1] + d[2] + d[3], d[0], d[1], d[2], d[3],
+                *[d[r] for r in reason_cols], lost - last_lost[0], failed - last_lost[1],
+                *stats, watts, target[min(int(now), len(target) - 1)]))
+            zone_rows.append(zrow)
+            last_lost[0], last_lost[1] = lost, failed
             dt = min(S, T - now)
-            server_hours += len(idx) * dt / 3600.0
+            server_hours += m * dt / 3600.0
             energy_j += watts * dt
-            for z in range(nz):
-                zon = on & (srv_zone == z)
-                zs = zser[zones[z]]
-                cnt_z = int(zon.sum())
-                zs["servers_on"][j] = cnt_z
-                if cnt_z:
-                    so = np.sort(sessions[zon])
-                    lo = np.sort(li[zon])
-                    mean = so.mean()
-                    zs["sessions"][j] = so.sum()
-                    zs["sessions_mean"][j] = mean
-                    zs["sessions_max"][j] = so[-1]
-                    zs["sessions_p99"][j] = _pctl(so, 0.99)
-                    zs["li_mean"][j] = lo.mean()
-                    zs["li_p99"][j] = _pctl(lo, 0.99)
-                    zs["li_max"][j] = lo[-1]
-                    rli = li[zon & main_pool]
-                    rmean = rli.mean() if len(rli) else 0.0
-                    zs["imbalance"][j] = rli.max() / rmean if rmean > 0 else np.nan
-                else:
-                    zs["imbalance"][j] = np.nan
+            return o[_PEND_MAX]
 
         # ---------------------------------------------------------- power policy
         want = np.ones(n_srv, dtype=bool)
 
+        moves = np.zeros((4, n_srv), dtype=np.int64)
+
         def apply_power(tick, now, wish):
+            """Carry out the wish: boot, enable, drain, shut down (each list in index
+            order, in this order; draining does not change who is empty)."""
             nonlocal want
             if wish is not None:
                 want = np.asarray(wish, dtype=bool).copy()
-            power = field_("power")
-            mode = field_("mode")
-            for i in np.nonzero(want & (power == OFF) & ~down)[0].tolist():
-                set_power(i, "booting", now)
-                k["boots"] += 1
-                if mode[i] != ENABLED:
+            nb, ne, nd, ns = _power_moves(want, power_v, mode_v, down, sessions_v, moves)
+            if nb:
+                for i in moves[0, :nb].tolist():
+                    set_power(i, "booting", now)
+                    k["boots"] += 1
+                    if mode_v[i] != ENABLED:
+                        set_mode(i, "enabled", now)
+                    at_srv(tick + pw.boot_seconds, (S_BOOTED, i))
+            if ne:
+                for i in moves[1, :ne].tolist():
                     set_mode(i, "enabled", now)
-                at_srv(tick + pw.boot_seconds, (S_BOOTED, i))
-            for i in np.nonzero(want & (power == ON) & (mode == DRAIN) & ~down)[0].tolist():
-                set_mode(i, "enabled", now)
-            for i in np.nonzero(~want & (power == ON) & (mode == ENABLED))[0].tolist():
-                set_mode(i, "drain", now)
-            sessions = field_("sessions")
-            for i in np.nonzero(~want & (power == ON) & (mode == DRAIN) & (sessions == 0))[0].tolist():
-                set_power(i, "shutting_down", now)
-                k["shutdowns"] += 1
-                at_srv(tick + pw.shutdown_seconds, (S_OFF, i))
+            if nd:
+                for i in moves[2, :nd].tolist():
+                    set_mode(i, "drain", now)
+            if ns:
+                for i in moves[3, :ns].tolist():
+                    set_power(i, "shutting_down", now)
+                    k["shutdowns"] += 1
+                    at_srv(tick + pw.shutdown_seconds, (S_OFF, i))
 
         # initial wish: the fleet starts as fleet_ops built it; the policy may change it at once
         t_start = perf()
@@ -860,106 +960,292 @@ class _Day:
         peak, peak_t = -1, 0
         lic_peak = 0
         pend_peak, pend_peak_t, pend_peak_srv = 0, 0.0, -1
+        pend_full_scan = False
         a_ptr = 0
+        n_requested = 0
         warm: list = []
         counts = self.counts.tolist()
-        n_warm = self.n_warm
-        pending_v = field_("pending")
         prog_every = max(1, T // 200)
+        progress = self.progress
+        next_prog = 0 if progress is not None else T
+        next_sample = 0
         interval = self.policy.interval_seconds
         boot_policy = self.policy
+        srv_pop, sess_pop, launch_pop = srv_ev.pop, sess_ev.pop, launch_q.pop
+        books_pop = books.pop
+        max_reduce = np.maximum.reduce
         for tick in range(T):
             now = float(tick)
             # 1. server events
-            evs = srv_ev.pop(tick, None)
+            evs = srv_pop(tick, None)
             if evs:
-                for kind, i in evs:
-                    power = field_("power")
-                    if kind == S_BOOTED:
-                        if power[i] == BOOTING and not down[i]:
-                            set_power(i, "on", now)
-                            on_since[i] = now
-                    elif kind == S_OFF:
-                        if power[i] == SHUTTING_DOWN:
-                            server_off(i, tick, now)
-                            if field_("mode")[i] != ENABLED:
-                                set_mode(i, "enabled", now)
-                    elif kind == S_CRASH or kind == S_ZONE_DARK:
-                        members = [i] if kind == S_CRASH else np.nonzero(srv_zone == i)[0].tolist()
-                        if kind == S_CRASH:
-                            k["crashes"] += 1
-                            back = tick + int(sc.faults.reboot_minutes * 60)
-                        else:
-                            k["zone_outages"] += 1
-                            back = tick + int(sc.faults.zone_outage_minutes * 60)
-                        for m in members:
-                            if field_("power")[m] != OFF:
-                                server_off(m, tick, now)
-                            if field_("mode")[m] != ENABLED:
-                                set_mode(m, "enabled", now)
-                            down[m] = True
-                            at_srv(back, (S_RECOVER, m))
-                    elif kind == S_RECOVER:
-                        down[i] = False
+                server_events(evs, tick, now)
             # 2. session events
-            evs = sess_ev.pop(tick, None)
+            evs = sess_pop(tick, None)
             if evs:
                 for kind, v, g, sid in evs:
-                    if v.gen != g or (kind != E_END and sid not in books):
+                    if v.gen != g:
                         continue
                     if kind == E_LOGON:
-                        session_op(E_LOGON, sid, now)
-                    elif kind == E_FAIL:
-                        session_op(E_FAIL, sid, now)
+                        if sid not in books:
+                            continue
+                        t0 = perf()
+                        logon_complete(sid, now)
+                        engine_s += perf() - t0
+                        n_ops += 1
+                        if tracing:
+                            trace_append({"t": now, "op": "logon_done", "session": sname_of[sid]})
+                    elif kind == E_END:  # the visit is over
+                        x = v.sid
+                        if x in books:
+                            t0 = perf()
+                            logoff(x, now)
+                            engine_s += perf() - t0
+                            n_ops += 1
+                            if tracing:
+                                trace_append({"t": now, "op": "logoff", "session": sname_of[x]})
+                            booked[books_pop(x)[1]] -= 1
+                        if v.extras:
+                            for x in v.extras:
+                                if x in books:
+                                    t0 = perf()
+                                    logoff(x, now)
+                                    engine_s += perf() - t0
+                                    n_ops += 1
+                                    if tracing:
+                                        trace_append({"t": now, "op": "logoff", "session": sname_of[x]})
+                                    booked[books_pop(x)[1]] -= 1
+                            v.extras = []
+                        v.sid = -1
+                        v.gen += 1
+                        idle[v.h][v.role].append(v.user)
+                    elif sid not in books:
+                        continue
+                    elif kind == E_DISCONNECT:
+                        t0 = perf()
+                        disconnect(sid, now)
+                        engine_s += perf() - t0
+                        n_ops += 1
+                        if tracing:
+                            trace_append({"t": now, "op": "disconnect", "session": sname_of[sid]})
+                    elif kind == E_CLOSE:
+                        t0 = perf()
+                        ended = close_app(sid, APP_LABS, now)
+                        engine_s += perf() - t0
+                        n_ops += 1
+                        if tracing:
+                            trace_append({"t": now, "op": "close_app", "session": sname_of[sid], "app": APP_LABS})
+                        if ended:
+                            unbook(sid)
+                    else:  # E_FAIL
+                        t0 = perf()
+                        launch_failed(sid, now)
+                        engine_s += perf() - t0
+                        n_ops += 1
+                        if tracing:
+                            trace_append({"t": now, "op": "launch_failed", "session": sname_of[sid]})
                         unbook(sid)
                         k["failed"] += 1
                         v.sid = -1
-                        if v.tries < ss.max_retries and tick + ss.retry_after_seconds < min(v.end, T):
+                        if v.tries < max_retries and tick + retry_after < min(v.end, T):
                             v.tries += 1
                             k["retried"] += 1
                             v.gen += 1
-                            at(launch_q, tick + ss.retry_after_seconds, (v, v.gen, L_NEW))
+                            launch_q[tick + retry_after].append((v, v.gen, L_NEW))
                         else:
                             k["denied"] += 1
                             finish(v, now)
-                    elif kind == E_DISCONNECT:
-                        session_op(E_DISCONNECT, sid, now)
-                    elif kind == E_CLOSE:
-                        if session_op(E_CLOSE, sid, now, APP_LABS):
-                            unbook(sid)
-                    else:  # E_END: the visit is over
-                        for x in [v.sid, *v.extras]:
-                            if x in books:
-                                session_op(E_END, x, now)
-                                unbook(x)
-                        v.extras = []
-                        v.sid = -1
-                        v.gen += 1
-                        release(v)
             # 3. power policy
             if tick >= next_policy:
                 apply_power(tick, now, boot_policy.plan(view(now, want)) if tick else want)
                 next_policy = tick + interval
             # 4. launches
-            reqs = launch_q.pop(tick, None)
+            reqs = launch_pop(tick, None)
             if reqs:
                 reqs = [r for r in reqs if r[0].gen == r[1]]
             c = counts[tick]
             if c:
-                reqs = reqs or []
-                for a in range(a_ptr, a_ptr + c):
-                    v = new_visit(a, tick)
-                    if v is not None:
-                        reqs.append((v, v.gen, L_NEW))
+                if reqs is None:
+                    reqs = []
+                for a in range(a_ptr, a_ptr + c):  # new visits: an idle user of the hospital
+                    h = a_hosp[a]
+                    kind = a_kind[a]
+                    lists = idle[h]
+                    role = 1 if kind == K_IMAGING else 0
+                    pool = lists[role]
+                    if not pool and kind != K_IMAGING:
+                        role = 1
+                        pool = lists[1]
+                    if not pool:
+                        k["no_user"] += 1
+                        continue
+                    j = int(a_pick[a] * len(pool))
+                    u = pool[j]
+                    pool[j] = pool[-1]
+                    pool.pop()
+                    v = _Visit()
+                    v.a, v.user, v.uname, v.kind, v.h, v.role = a, u, user_names[u], kind, h, role
+                    v.app, v.loc, v.end = a_app[a], a_locname[a], a_end[a]
+                    if a_ext[a]:
+                        v.ext, v.ep = True, f"home-{u}"
+                    else:
+                        w = a_ws[a]
+                        ep = ep_get(h * W + w)
+                        v.ext, v.ep = False, ep if ep is not None else ws_name(h, w)
+                    v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, a_fail[a], [], True
+                    n_requested += 1
+                    reqs.append((v, 0, L_NEW))
                 a_ptr += c
             if reqs:
-                run_launches(reqs, tick, now)
+                # 4a. the decisions, all of them before any consequence is applied
+                n = len(reqs)
+                if n >= batch_min:
+                    apps, eps = [], []
+                    for v, _, kind in reqs:
+                        if kind == L_SECOND:
+                            apps.append(APP_LABS)
+                        else:
+                            apps.append(v.app)
+                            if kind == L_RECONNECT:
+                                v.ep = f"home-{v.user}-2" if v.ext else ws_name(v.h, a_ws2[v.a])
+                        eps.append(v.ep)
+                    users = user_idx[[r[0].user for r in reqs]]
+                    a_i = np.array([app_idx[a] for a in apps], dtype=np.int64)
+                    locs = [r[0].loc for r in reqs]
+                    ext = np.array([r[0].ext for r in reqs])
+                    t0 = perf()
+                    b = s.launch_many(users, a_i, locations=locs, endpoints=eps, external=ext, now=now)
+                    dt = perf() - t0
+                    rows = list(zip(apps, eps, b.outcome.tolist(), b.reason.tolist(), b.server.tolist(),
+                                    b.session.tolist(), b.load_index.tolist()))
+                else:
+                    rows = []
+                    dt = 0.0
+                    for v, _, kind in reqs:
+                        if kind == L_SECOND:
+                            app = APP_LABS
+                        else:
+                            app = v.app
+                            if kind == L_RECONNECT:
+                                v.ep = f"home-{v.user}-2" if v.ext else ws_name(v.h, a_ws2[v.a])
+                        ep = v.ep
+                        t0 = perf()
+                        dd = launch(v.uname, app, v.loc, ep, v.ext, now)
+                        dt += perf() - t0
+                        rows.append((app, ep, dd.outcome_code, dd.reason_code, dd.server_index, dd.session_id,
+                                     dd.load_index_value))
+                engine_s += dt
+                launch_s += dt
+                n_ops += n
+                placed = []  # servers given a new session (the only way pending grows)
+                # 4b. their consequences, in order
+                for (v, _, kind), (app, ep, oc, rc, srv, sid, li) in zip(reqs, rows):
+                    oc_n[oc] += 1
+                    rc_n[rc] += 1
+                    rname = None
+                    if naming:
+                        rid += 1
+                        rname = f"r{rid}"
+                        if tracing:
+                            trace_append({"t": now, "op": "launch", "id": rname, "user": v.uname, "app": app,
+                                          "location": v.loc, "endpoint": ep, "external": v.ext})
+                        if dec is not None:
+                            dec["id"].append(rname)
+                            dec["outcome"].append(oc)
+                            dec["reason"].append(rc)
+                            dec["server"].append(srv)
+                            dec["load_index"].append(li)
+                            dec["session"].append(rname if oc == PLACED else sname_of.get(sid))
+                    if kind == L_NEW:
+                        if oc == PLACED:
+                            placed.append(srv)
+                            if now - on_since[srv] < fresh_s:
+                                k["fresh"] += 1
+                            v.sid = sid
+                            books[sid] = (v, srv)
+                            booked[srv] += 1
+                            if naming:
+                                sname_of[sid] = rname
+                            v.gen += 1
+                            # the events of the freshly placed session
+                            g = v.gen
+                            a = v.a
+                            if v.fail:
+                                v.fail = False
+                                sess_ev[tick + fail_detect].append((E_FAIL, v, g, sid))
+                            else:
+                                lg = a_logon[a]
+                                if v.first:
+                                    if lg == 0:
+                                        warm.append(sid)
+                                    else:
+                                        sess_ev[tick + (lg if lg > 1 else 1)].append((E_LOGON, v, g, sid))
+                                    end = v.end
+                                    if a_second[a] and a_t_second[a] < end:
+                                        launch_q[a_t_second[a]].append((v, g, L_SECOND))
+                                        if a_close[a] and a_t_close[a] < end:
+                                            sess_ev[a_t_close[a]].append((E_CLOSE, v, g, sid))
+                                    if a_disc[a] and a_t_disc[a] < end:
+                                        sess_ev[a_t_disc[a]].append((E_DISCONNECT, v, g, sid))
+                                        if a_rec[a]:
+                                            launch_q[a_t_rec[a]].append((v, g, L_RECONNECT))
+                                else:
+                                    sess_ev[tick + (lg if lg > 1 else 1)].append((E_LOGON, v, g, sid))
+                                if v.end < T:
+                                    sess_ev[v.end].append((E_END, v, g, sid))
+                            v.first = False
+                        elif oc == REJECTED:
+                            if v.tries < max_retries and tick + retry_after < min(v.end, T):
+                                v.tries += 1
+                                k["retried"] += 1
+                                launch_q[tick + retry_after].append((v, v.gen, L_NEW))
+                            else:
+                                k["denied"] += 1
+                                finish(v, now)
+                        else:  # the user already had a session: not in this model's books
+                            k["unexpected"] += 1
+                            finish(v, now)
+                    elif kind == L_SECOND:
+                        if oc == PLACED:  # not shared: a second session of the visit
+                            placed.append(srv)
+                            book(sid, v, srv, rname)
+                            v.extras.append(sid)
+                            lg = a_logon[v.a]
+                            sess_ev[tick + (lg if lg > 1 else 1)].append((E_LOGON, v, v.gen, sid))
+                        elif oc != SHARED and oc != REJECTED:
+                            k["unexpected"] += 1
+                    else:  # L_RECONNECT
+                        if oc == PLACED:  # the old session could not be resumed
+                            placed.append(srv)
+                            k["reconnect_missed"] += 1
+                            old = v.sid
+                            if old in books:
+                                end_session(old, now)
+                                unbook(old)
+                            v.sid = sid
+                            book(sid, v, srv, rname)
+                            lg = a_logon[v.a]
+                            sess_ev[tick + (lg if lg > 1 else 1)].append((E_LOGON, v, v.gen, sid))
+                        elif oc == REJECTED:
+                            k["reconnect_missed"] += 1
                 if warm:  # warm start: the sessions open at midnight are established
                     for sid in warm:
-                        session_op(E_LOGON, sid, now)
+                        t0 = perf()
+                        logon_complete(sid, now)
+                        engine_s += perf() - t0
+                        n_ops += 1
+                        if tracing:
+                            trace_append({"t": now, "op": "logon_done", "session": sname_of[sid]})
                     warm.clear()
-                pending_v = field_("pending")
-                pm = int(pending_v.max()) if len(pending_v) else 0
+                # the most pending logons on a server after the tick's launches: only a
+                # placed launch adds one (docs/SEMANTICS.md), so only those servers can top
+                # the peak (sample() checks that no other server ever did)
+                if pend_full_scan:
+                    pm = int(max_reduce(pending_v)) if n_srv else 0
+                elif placed:
+                    pm = int(max(map(pending_v.__getitem__, placed)))
+                else:
+                    pm = 0
                 if pm > pend_peak:
                     pend_peak, pend_peak_t, pend_peak_srv = pm, now, int(pending_v.argmax())
                 live = s.live_sessions
@@ -969,21 +1255,40 @@ class _Day:
                 if lic > lic_peak:
                     lic_peak = lic
             # 5. telemetry and the KPI sample
-            if tick % S == 0:
-                sample(tick // S, now)
+            if tick == next_sample:
+                if sample(tick // S, now) > pend_peak and not pend_full_scan:
+                    pend_full_scan = True  # pending grew without a placement: scan every tick
+                next_sample = tick + S
                 if tracing:
                     trace.maybe_flush()
-            if self.progress is not None and tick % prog_every == 0:
-                self.progress(tick, T)
+            if tick == next_prog:
+                progress(tick, T)
+                next_prog = tick + prog_every
         wall = perf() - t_start
-        if self.progress is not None:
-            self.progress(T, T)
+        if progress is not None:
+            progress(T, T)
+        k["requested"] = n_requested
+
+        # ---------------------------------------------------------- the series
+        ser_arr = np.array(ser_rows, dtype=np.float64).reshape(len(ser_rows), len(SERIES_COLUMNS))
+        ser = {c: np.zeros(n_samples) for c in SERIES_COLUMNS}
+        for col, c in enumerate(SERIES_COLUMNS):
+            ser[c][: len(ser_rows)] = ser_arr[:, col]
+        zcols = ZONE_COLUMNS[2:]
+        zser = {z: {c: np.zeros(n_samples) for c in zcols} for z in zones}
+        if zone_rows:
+            zarr = np.array(zone_rows, dtype=np.float64)  # (samples, zones, columns)
+            for zi, z in enumerate(zones):
+                for col, c in enumerate(zcols):
+                    zser[z][c][: len(zone_rows)] = zarr[:, zi, col]
 
         # ---------------------------------------------------------- the books at the end
         sessions = field_("sessions")
-        if not np.array_equal(sessions, booked) or len(books) != s.live_sessions:
+        if not np.array_equal(sessions, np.array(booked, dtype=np.int64)) or len(books) != s.live_sessions:
             k["mismatch"] += 1
         self.k = k
+        outcome_n = np.array(oc_n, dtype=np.int64)
+        reason_n = np.array(rc_n, dtype=np.int64)
         kpis = self._kpis(k, outcome_n, reason_n, ser, zser, peak, peak_t, lic_peak, pend_peak,
                           pend_peak_t, pend_peak_srv, server_hours, energy_j, engine_s, launch_s,
                           n_ops, wall)
