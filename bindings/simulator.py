@@ -264,7 +264,7 @@ class _Visit:
     """One user's stay: from the first launch to the planned logoff."""
 
     __slots__ = ("a", "user", "uname", "kind", "app", "loc", "ext", "ep", "end", "gen", "sid",
-                 "tries", "fail", "extras", "first", "h", "role")
+                 "tries", "fail", "extras", "first", "h", "role", "labs")
 
 
 def _pctl(sorted_values, q):
@@ -672,6 +672,9 @@ class _Day:
 
         # books
         books: dict = {}  # sid -> (visit, server)
+        # sessions still launching: a user may disconnect (or a failure may be due) before
+        # the logon completes, when a retry or a busy fleet delayed the placement
+        launching: set = set()
         booked = [0] * n_srv
         k = dict(lost=0, lost_unbooked=0, mismatch=0, lost_relaunched=0, denied=0, retried=0,
                  failed=0, fresh=0, reconnect_missed=0, unexpected=0, no_user=0, requested=0,
@@ -716,6 +719,7 @@ class _Day:
         # ---------------------------------------------------------- helpers
         def book(sid, v, srv, rname):
             books[sid] = (v, srv)
+            launching.add(sid)
             booked[srv] += 1
             if naming:
                 sname_of[sid] = rname
@@ -987,8 +991,9 @@ class _Day:
                     if v.gen != g:
                         continue
                     if kind == E_LOGON:
-                        if sid not in books:
+                        if sid not in books or sid not in launching:
                             continue
+                        launching.discard(sid)
                         t0 = perf()
                         logon_complete(sid, now)
                         engine_s += perf() - t0
@@ -1022,6 +1027,7 @@ class _Day:
                     elif sid not in books:
                         continue
                     elif kind == E_DISCONNECT:
+                        launching.discard(sid)  # a later logon event finds it disconnected
                         t0 = perf()
                         disconnect(sid, now)
                         engine_s += perf() - t0
@@ -1029,15 +1035,22 @@ class _Day:
                         if tracing:
                             trace_append({"t": now, "op": "disconnect", "session": sname_of[sid]})
                     elif kind == E_CLOSE:
+                        x = v.labs  # where the second app runs (none if it was refused)
+                        if x < 0 or x not in books:
+                            continue
+                        v.labs = -1
                         t0 = perf()
-                        ended = close_app(sid, APP_LABS, now)
+                        ended = close_app(x, APP_LABS, now)
                         engine_s += perf() - t0
                         n_ops += 1
                         if tracing:
-                            trace_append({"t": now, "op": "close_app", "session": sname_of[sid], "app": APP_LABS})
+                            trace_append({"t": now, "op": "close_app", "session": sname_of[x], "app": APP_LABS})
                         if ended:
-                            unbook(sid)
+                            unbook(x)
+                    elif sid not in launching:  # E_FAIL after a disconnect: it came up after all
+                        continue
                     else:  # E_FAIL
+                        launching.discard(sid)
                         t0 = perf()
                         launch_failed(sid, now)
                         engine_s += perf() - t0
@@ -1093,6 +1106,7 @@ class _Day:
                         ep = ep_get(h * W + w)
                         v.ext, v.ep = False, ep if ep is not None else ws_name(h, w)
                     v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, a_fail[a], [], True
+                    v.labs = -1  # the session the second app runs in, once it does
                     n_requested += 1
                     reqs.append((v, 0, L_NEW))
                 a_ptr += c
@@ -1138,17 +1152,26 @@ class _Day:
                 launch_s += dt
                 n_ops += n
                 placed = []  # servers given a new session (the only way pending grows)
+                # the tick's launch lines go to the trace before any consequence (a logoff
+                # of a denied visit's extra session, of a session a reconnect replaced):
+                # the engine decided every launch of the tick first, and a replay must too
+                rnames = None
+                if naming:
+                    rnames = []
+                    for (v, _, _kind), (app, ep, *_rest) in zip(reqs, rows):
+                        rid += 1
+                        rname = f"r{rid}"
+                        rnames.append(rname)
+                        if tracing:
+                            trace_append({"t": now, "op": "launch", "id": rname, "user": v.uname, "app": app,
+                                          "location": v.loc, "endpoint": ep, "external": v.ext})
                 # 4b. their consequences, in order
-                for (v, _, kind), (app, ep, oc, rc, srv, sid, li) in zip(reqs, rows):
+                for j, ((v, _, kind), (app, ep, oc, rc, srv, sid, li)) in enumerate(zip(reqs, rows)):
                     oc_n[oc] += 1
                     rc_n[rc] += 1
                     rname = None
                     if naming:
-                        rid += 1
-                        rname = f"r{rid}"
-                        if tracing:
-                            trace_append({"t": now, "op": "launch", "id": rname, "user": v.uname, "app": app,
-                                          "location": v.loc, "endpoint": ep, "external": v.ext})
+                        rname = rnames[j]
                         if dec is not None:
                             dec["id"].append(rname)
                             dec["outcome"].append(oc)
@@ -1163,6 +1186,7 @@ class _Day:
                                 k["fresh"] += 1
                             v.sid = sid
                             books[sid] = (v, srv)
+                            launching.add(sid)
                             booked[srv] += 1
                             if naming:
                                 sname_of[sid] = rname
@@ -1206,6 +1230,8 @@ class _Day:
                             k["unexpected"] += 1
                             finish(v, now)
                     elif kind == L_SECOND:
+                        if oc != REJECTED:
+                            v.labs = sid
                         if oc == PLACED:  # not shared: a second session of the visit
                             placed.append(srv)
                             book(sid, v, srv, rname)
@@ -1230,6 +1256,7 @@ class _Day:
                             k["reconnect_missed"] += 1
                 if warm:  # warm start: the sessions open at midnight are established
                     for sid in warm:
+                        launching.discard(sid)
                         t0 = perf()
                         logon_complete(sid, now)
                         engine_s += perf() - t0

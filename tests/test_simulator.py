@@ -414,3 +414,24 @@ def test_cli_compare_and_sweep(tmp_path):
     assert r.exit_code == 2
     r = runner.invoke(main, ["simulate", "--compare", "horizontal,diagonal"])
     assert r.exit_code == 2
+
+
+def test_licence_starved_day_keeps_its_books_and_replays(tmp_path):
+    """With the licence cap far below demand, launches are refused and retried, so a
+    user can disconnect before a delayed logon completes and a second app can be
+    refused: the day must still run, balance its books and replay to the same decisions."""
+    import usher.replay as replay_mod
+    path = tmp_path / "starved.jsonl"
+    writer = TraceWriter(str(path))
+    sc = SMALL.with_changes(faults={"enabled": True}, fleet={"licences": 600})
+    result = simulate_day(sc, trace=writer, keep_decisions=True)
+    writer.close()
+    k = result.kpis
+    assert k["launches.rejected"] > 0 and k["logons.denied"] > 0 and k["logons.retried"] > 0
+    assert k["licences.peak"] <= 600
+    assert k["books.mismatch"] == 0 and k["books.unexpected_decisions"] == 0
+    replayed = replay_mod.replay(str(path))
+    assert replayed.errors == []
+    d = result.decisions
+    assert [(r.id, r.outcome) for r in replayed.decisions] == \
+        [(d["id"][i], str(Outcome(d["outcome"][i]))) for i in range(len(d["outcome"]))]
