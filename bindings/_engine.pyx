@@ -192,7 +192,6 @@ cdef class Engine:
     cdef telemetry_fn _telemetry
     cdef advance_fn _advance
     cdef PyThread_type_lock _lock
-    cdef int64_t _out[16]
     cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
     cdef public object _names
@@ -311,6 +310,7 @@ cdef class Engine:
             loc = self._zones.get(location, -2)
         cdef int64_t ext = 1 if external else 0
         cdef int64_t ui, ep, status
+        cdef int64_t out[16]  # this call's decision row: nothing shared once the lock is gone
         explanation = None
         self._acquire()
         try:
@@ -321,13 +321,17 @@ cdef class Engine:
                 with nogil:
                     self._advance(self._hdr, t)
                 explanation = self._explain(ui, ai, loc, ext)
-            with nogil:
-                status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, self._out)
-            if status != 0:
-                raise_for_status(status, "now", now)
-            d = make_decision(self._out, self._names, explanation)
-        finally:
+        except BaseException:
             self._release()
+            raise
+        with nogil:
+            status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, out)
+            # released before the GIL is taken back: a thread waiting for the
+            # scheduler goes on at once instead of queueing behind this one's GIL
+            PyThread_release_lock(self._lock)
+        if status != 0:
+            raise_for_status(status, "now", now)
+        d = make_decision(out, self._names, explanation)
         if explanation is not None:
             explanation._attach(d)
         return d
@@ -356,15 +360,18 @@ cdef class Engine:
             sid = session
         except (TypeError, OverflowError):
             raise InvalidArgument("session", session, "must be a session id (int)") from None
+        cdef int64_t out[1]
         self._acquire()
         try:
             if self._dirty:
                 self._relayout()
-            with nogil:
-                status = self._session_op(self._hdr, sid, op, arg, t, self._out)
-            ended = self._out[0] == 1
-        finally:
+        except BaseException:
             self._release()
+            raise
+        with nogil:
+            status = self._session_op(self._hdr, sid, op, arg, t, out)
+            PyThread_release_lock(self._lock)  # before the GIL comes back (see launch)
+        ended = out[0] == 1
         if status == 4:  # APP_NOT_IN_SESSION: the app is the bad value
             raise_for_status(status, "app", self._app_names[arg], f"not running in session {session}")
         if status != 0:
