@@ -349,9 +349,9 @@ def advance_clock(header, now):
 
 @cfunc(BUILD_SIG, nopython=True, nogil=True, cache=True)
 def retime(header, n_groups):
-    """The pending timeout or sin-bin length changed: recount the pending
-    logons from their launch times at the current clock, expire what has run
-    out, and recompute every key and tree."""
+    """The pending timeout changed: recount the pending logons from their
+    launch times at the current clock, expire what has run out, and recompute
+    every key and tree (a sin-bin keeps the expiry it was given)."""
     h = header
     s = st.unpack(h)
     recount_pending(h)
