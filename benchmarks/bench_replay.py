@@ -9,15 +9,14 @@ mix: 24 % launch, 19 % logon_done, 5 % disconnect, 19 % logoff, 31 % telemetry, 
 configuration. Every line applies (the test checks: no error, something placed).
 
 Measured (shared 2-core machine, loaded by other jobs; `lines` = 1,000,000):
-    batched       4.1-4.2 s = 240,000 ops/s
-    line_by_line  3.6-4.3 s = 235,000-277,000 ops/s
+    batched       3.05-3.76 s = 266,000-328,000 ops/s
+    line_by_line  3.35-3.79 s = 264,000-299,000 ops/s
 What bounds it: the same operations called directly on the public API in a bare loop
-(no parsing, no output) take 2.0-2.1 s of CPU (launch ~1.6-3.6 us, session ops
-~0.5-1.3 us, telemetry ~1.0 us per call), i.e. the engine alone caps this trace at
-~480,000 ops/s. The replay adds ~0.4 us/line of msgspec decoding, ~0.3 us/line of
-dispatch and ~1 us per launch to build and encode the decision line. Telemetry runs
-go through telemetry_many (~0.3 us/row); launch runs rarely help (launch_many costs
-~45 us per call + ~1.8 us/row here), so only runs of >= 1024 launches are batched.
+(no parsing, no output) take 1.76 s (557,000 ops/s); the replay adds ~1.3 s: msgspec
+decoding ~0.44 s, dispatch ~0.5 s, building and encoding the decision lines the rest.
+Telemetry runs go through telemetry_many; launch runs rarely help here, so only runs of
+>= 1024 launches are batched. The target (500,000 ops/s) needs the session operations
+batched too (a kernel over runs of logon_done/logoff/disconnect lines).
 
 Run:
     NUMBA_CACHE_DIR=/tmp/numba_cache pytest benchmarks/bench_replay.py --benchmark-only
