@@ -62,6 +62,7 @@ import numpy as np
 from numba import njit
 
 from usher.core.codes import Mode, Outcome, Power, Reason
+from usher.core.kernels import _numba_cache_in, cache_dir
 from usher.scenario import (
     APP_LABS,
     APP_PACS,
@@ -282,6 +283,12 @@ def _pctl(sorted_values, q):
 _STATS_HEAD, _STATS_ZONE = 12, 10
 
 
+# the kernels below cache where the engine's do (never next to the installed module,
+# where a folder left by an uninstall would shadow a later editable install)
+_cache = _numba_cache_in(cache_dir())
+_cache.__enter__()
+
+
 @njit(cache=True, nogil=True)
 def _pctl_index(n, q):  # as _pctl: index of the q-quantile among n sorted values
     return min(n - 1, int(math.ceil(q * n)) - 1)
@@ -463,6 +470,9 @@ def _power_moves(want, power, mode, down, sessions, out):
                 out[3, ns] = i
                 ns += 1
     return nb, ne, nd, ns
+
+
+_cache.__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------- the day
