@@ -798,23 +798,21 @@ class _Day:
             lose(lost, now_tick, now)
             on_since[i] = -math.inf
 
-        def set_power(i, state, now):
+        def server_call(method, op, field, i, value, now):
+            """One server-state call (power or mode), timed, counted and traced."""
             nonlocal engine_s, n_ops
             t0 = perf()
-            s.set_power(int(i), state, now=now)
+            method(int(i), value, now=now)
             engine_s += perf() - t0
             n_ops += 1
             if tracing:
-                trace_append({"t": now, "op": "power", "server": srv_names[i], "state": state})
+                trace_append({"t": now, "op": op, "server": srv_names[i], field: value})
+
+        def set_power(i, state, now):
+            server_call(s.set_power, "power", "state", i, state, now)
 
         def set_mode(i, mode, now):
-            nonlocal engine_s, n_ops
-            t0 = perf()
-            s.set_mode(int(i), mode, now=now)
-            engine_s += perf() - t0
-            n_ops += 1
-            if tracing:
-                trace_append({"t": now, "op": "mode", "server": srv_names[i], "mode": mode})
+            server_call(s.set_mode, "mode", "mode", i, mode, now)
 
         def server_events(evs, tick, now):
             for kind, i in evs:
