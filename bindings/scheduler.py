@@ -894,8 +894,16 @@ class Scheduler(_engine.Engine):
             return np.ascontiguousarray(servers.reshape(-1), dtype=np.int64)
         if isinstance(servers, (str, bytes)) or not isinstance(servers, Iterable):
             raise InvalidArgument("servers", servers, "must be a sequence of server names or indices")
-        out = []
+        if not isinstance(servers, (list, tuple)):
+            servers = list(servers)  # read once: the fallback below reads it again
         get = self._servers.get
+        try:  # the common case: known names, one dict probe each
+            out = [get(name) for name in servers]
+            if None not in out:
+                return np.array(out, dtype=np.int64)
+        except TypeError:  # an unhashable entry: the loop below names it
+            pass
+        out = []
         for k, name in enumerate(servers):
             i = get(name) if isinstance(name, str) else None
             if i is None:
