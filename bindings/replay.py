@@ -16,8 +16,8 @@ small next to the engine's own cost:
   ``Scheduler.launch_many`` with per-row ``now`` (it gives exactly the decisions of the
   same launches one by one), a run of consecutive telemetry lines reporting the same
   fields goes through ``telemetry_many`` (no operation can observe the server state
-  between them, and the clock ends at the run's last ``t``). Both batch calls check
-  every row before applying any; if one raises, nothing was applied and the run is
+  between them, and the clock ends at the run's last ``t``), a run of ``user`` lines
+  through ``add_users``. The batch calls check every row before applying any; if one raises, nothing was applied and the run is
   replayed line by line, which reports the bad line exactly.
 - *encode in bulk*: decisions and errors are msgspec Structs, encoded a block at a
   time with ``Encoder.encode_lines``.
@@ -68,6 +68,7 @@ _MAX_RUN = 8192  # longest launch / telemetry run given to one batch call
 # ~0.25 us per row against ~1.0 us for telemetry().
 _MIN_LAUNCH_RUN = 1024
 _MIN_TELEMETRY_RUN = 16
+_MIN_USER_RUN = 16  # a user directory: add_users is all or nothing, so a bad line falls back
 
 
 class TraceError(InvalidArgument):
@@ -457,7 +458,7 @@ class Replayer:
         out: binary or text file for the decision/error lines, or None.
         explain: attach ``Decision.explanation.to_dict()`` to each decision line.
         keep: keep every decision in :attr:`decisions`.
-        batch: use ``launch_many`` / ``telemetry_many`` for runs (same decisions).
+        batch: use ``launch_many`` / ``telemetry_many`` / ``add_users`` for runs (same decisions).
 
     Attributes:
         names: launch id -> engine session id (None when the launch was rejected).
@@ -611,6 +612,14 @@ class Replayer:
                     i = self._telemetry_run(first, ops, i, min(j, i + _MAX_RUN), mask)
                     continue
                 scanned = j
+            elif cls is UserOp and batch and i >= scanned:
+                j = i + 1
+                while j < n and ops[j].__class__ is UserOp:
+                    j += 1
+                if j - i >= _MIN_USER_RUN:
+                    i = self._user_run(first, ops, i, min(j, i + _MAX_RUN))
+                    continue
+                scanned = j
             one(first + i, op)
             i += 1
         if len(self._pending_out) >= _FLUSH:
@@ -742,6 +751,27 @@ class Replayer:
             self._one(first + m, ops[m])
         return end
 
+    def _user_run(self, first, ops, i, j):
+        """Add the users of ``ops[i:j]`` (a directory) with one ``add_users``; returns
+        where to go on."""
+        k = self._valid_prefix(ops, i, j, False)
+        run = ops[i:k]
+        if len(run) >= _MIN_USER_RUN:
+            try:
+                self.scheduler.add_users(
+                    [o.id for o in run],
+                    home_zones=[None if o.home_zone is UNSET else o.home_zone for o in run],
+                    apps=[() if o.apps is UNSET else o.apps for o in run],
+                )
+                self.last_t = run[-1].t
+                return k
+            except Exception:  # nothing was applied: the run goes line by line
+                pass
+        end = max(k, i + 1)
+        for m in range(i, end):
+            self._one(first + m, ops[m])
+        return end
+
     # ------------------------------------------------------------ handlers
     def _settings(self, op):
         self.scheduler.settings(**spec_kwargs(op, skip=("t",)))
@@ -847,7 +877,7 @@ def replay(lines_or_path, scheduler=None, out=None, explain=False, keep=None, ba
             a binary or text file, or None.
         explain: attach the explanation to each decision.
         keep: keep the decisions in the result (default: when ``out`` is None).
-        batch: batch runs of launches/telemetry (same decisions; False for debugging).
+        batch: batch runs of launches/telemetry/users (same decisions; False for debugging).
         progress: ``progress(bytes_read, total_bytes_or_None)`` after each block.
 
     Returns:

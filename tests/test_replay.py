@@ -56,6 +56,7 @@ def small_batches(monkeypatch):
     line) are exercised by every test; production thresholds are tuned for speed."""
     monkeypatch.setattr(replay_module, "_MIN_LAUNCH_RUN", 4)
     monkeypatch.setattr(replay_module, "_MIN_TELEMETRY_RUN", 4)
+    monkeypatch.setattr(replay_module, "_MIN_USER_RUN", 4)
 
 
 # ---------------------------------------------------------------- the direct driver
@@ -386,6 +387,36 @@ def test_batched_runs_equal_one_by_one_with_many_launches():
     assert as_dicts(a.decisions) == as_dicts(b.decisions)
     assert a.scheduler.servers().tolist() == b.scheduler.servers().tolist()
     assert a.outcomes == b.outcomes and a.ops == b.ops
+
+
+def test_user_runs_equal_one_by_one_and_report_the_bad_line():
+    """A directory of user lines goes in with add_users; a bad line in it (a duplicate
+    id, an empty home zone) sends the run line by line, so the error names that line
+    and every other user is still added."""
+    users = [{"t": 0, "op": "user", "id": f"v{k}", "home_zone": ["Z1", "Z2", None][k % 3],
+              "apps": [["a"], [], ["a", "later"]][k % 3]} for k in range(40)]
+    users[25] = {"t": 0, "op": "user", "id": "v3"}  # already added
+    users[31] = {"t": 0, "op": "user", "id": "w31", "home_zone": ""}
+    launches = [{"t": 1, "op": "launch", "id": f"r{k}", "user": f"v{k}", "app": "a", "location": "Z2"}
+                for k in range(40)]
+    # two runs: the first 20 users are clean (one add_users call), the second holds the bad lines
+    ops = [{"t": 0, "op": "settings", "enforce_entitlement": True}, *users[:20],
+           {"t": 0, "op": "licences", "cap": 1000}, *users[20:], *launches]
+    calls = []
+
+    class Counting(usher.Scheduler):
+        def add_users(self, ids, *a, **kw):
+            calls.append(len(ids))
+            return super().add_users(ids, *a, **kw)
+
+    a = run(*ops, batch=True, scheduler=Counting())
+    assert calls == [20, 20]  # the first run went in at once; the second failed and went line by line
+    b = run(*ops, batch=False)
+    assert [(e.line, e.error) for e in a.errors] == [(e.line, e.error) for e in b.errors]
+    assert [e.error for e in a.errors] == ["DuplicateName", "InvalidArgument"]
+    assert as_dicts(a.decisions) == as_dicts(b.decisions)
+    assert a.outcomes == b.outcomes and "placed" in a.outcomes and "rejected:not_entitled" in a.outcomes
+    assert a.scheduler.user_ids == b.scheduler.user_ids
 
 
 def test_blocks_split_anywhere(tmp_path, monkeypatch):
