@@ -9,11 +9,11 @@ mix: 24 % launch, 19 % logon_done, 5 % disconnect, 19 % logoff, 31 % telemetry, 
 configuration. Every line applies (the test checks: no error, something placed).
 
 Measured (shared 2-core machine, loaded by other jobs; `lines` = 1,000,000):
-    batched       3.05-3.76 s = 266,000-328,000 ops/s
-    line_by_line  3.35-3.79 s = 264,000-299,000 ops/s
+    batched       2.31-2.70 s = 370,000-432,000 ops/s
+    line_by_line  2.35-3.17 s = 315,000-425,000 ops/s
 What bounds it: the same operations called directly on the public API in a bare loop
-(no parsing, no output) take 1.76 s (557,000 ops/s); the replay adds ~1.3 s: msgspec
-decoding ~0.44 s, dispatch ~0.5 s, building and encoding the decision lines the rest.
+(no parsing, no output) take 1.40 s (700,000 ops/s); the replay adds ~1 s: msgspec
+decoding ~0.35 s, dispatch ~0.4 s, building and encoding the decision lines the rest.
 Telemetry runs go through telemetry_many; launch runs rarely help here, so only runs of
 >= 1024 launches are batched. The target (500,000 ops/s) needs the session operations
 batched too (a kernel over runs of logon_done/logoff/disconnect lines).
