@@ -1018,16 +1018,11 @@ class _Day:
                             if tracing:
                                 trace_append({"t": now, "op": "logoff", "session": sname_of[x]})
                             booked[books_pop(x)[1]] -= 1
-                        if v.extras:
+                        if v.extras:  # rare: second sessions of the visit
                             for x in v.extras:
                                 if x in books:
-                                    t0 = perf()
-                                    logoff(x, now)
-                                    engine_s += perf() - t0
-                                    n_ops += 1
-                                    if tracing:
-                                        trace_append({"t": now, "op": "logoff", "session": sname_of[x]})
-                                    booked[books_pop(x)[1]] -= 1
+                                    end_session(x, now)
+                                    unbook(x)
                             v.extras = []
                         v.sid = -1
                         v.gen += 1
