@@ -743,15 +743,31 @@ class _Day:
         def release(v):
             idle[v.h][v.role].append(v.user)
 
-        def end_session(sid, now):
-            """logoff (the visit is over, or its old session is given up)."""
+        def session_call(method, op, sid, now):
+            """One session operation on the engine, timed, counted and traced."""
             nonlocal engine_s, n_ops
             t0 = perf()
-            logoff(sid, now)
+            out = method(sid, now)
             engine_s += perf() - t0
             n_ops += 1
             if tracing:
-                trace_append({"t": now, "op": "logoff", "session": sname_of[sid]})
+                trace_append({"t": now, "op": op, "session": sname_of[sid]})
+            return out
+
+        def end_session(sid, now):
+            """logoff (the visit is over, or its old session is given up)."""
+            session_call(logoff, "logoff", sid, now)
+
+        def close_labs(sid, now):
+            """The second app closes; True when that ended the session."""
+            nonlocal engine_s, n_ops
+            t0 = perf()
+            ended = close_app(sid, APP_LABS, now)
+            engine_s += perf() - t0
+            n_ops += 1
+            if tracing:
+                trace_append({"t": now, "op": "close_app", "session": sname_of[sid], "app": APP_LABS})
+            return ended
 
         def finish(v, now):
             for sid in v.extras:
@@ -1002,21 +1018,11 @@ class _Day:
                         if sid not in books or sid not in launching:
                             continue
                         launching.discard(sid)
-                        t0 = perf()
-                        logon_complete(sid, now)
-                        engine_s += perf() - t0
-                        n_ops += 1
-                        if tracing:
-                            trace_append({"t": now, "op": "logon_done", "session": sname_of[sid]})
+                        session_call(logon_complete, "logon_done", sid, now)
                     elif kind == E_END:  # the visit is over
                         x = v.sid
                         if x in books:
-                            t0 = perf()
-                            logoff(x, now)
-                            engine_s += perf() - t0
-                            n_ops += 1
-                            if tracing:
-                                trace_append({"t": now, "op": "logoff", "session": sname_of[x]})
+                            end_session(x, now)
                             booked[books_pop(x)[1]] -= 1
                         if v.extras:  # rare: second sessions of the visit
                             for x in v.extras:
@@ -1031,35 +1037,19 @@ class _Day:
                         continue
                     elif kind == E_DISCONNECT:
                         launching.discard(sid)  # a later logon event finds it disconnected
-                        t0 = perf()
-                        disconnect(sid, now)
-                        engine_s += perf() - t0
-                        n_ops += 1
-                        if tracing:
-                            trace_append({"t": now, "op": "disconnect", "session": sname_of[sid]})
+                        session_call(disconnect, "disconnect", sid, now)
                     elif kind == E_CLOSE:
                         x = v.labs  # where the second app runs (none if it was refused)
                         if x < 0 or x not in books:
                             continue
                         v.labs = -1
-                        t0 = perf()
-                        ended = close_app(x, APP_LABS, now)
-                        engine_s += perf() - t0
-                        n_ops += 1
-                        if tracing:
-                            trace_append({"t": now, "op": "close_app", "session": sname_of[x], "app": APP_LABS})
-                        if ended:
+                        if close_labs(x, now):
                             unbook(x)
                     elif sid not in launching:  # E_FAIL after a disconnect: it came up after all
                         continue
                     else:  # E_FAIL
                         launching.discard(sid)
-                        t0 = perf()
-                        launch_failed(sid, now)
-                        engine_s += perf() - t0
-                        n_ops += 1
-                        if tracing:
-                            trace_append({"t": now, "op": "launch_failed", "session": sname_of[sid]})
+                        session_call(launch_failed, "launch_failed", sid, now)
                         unbook(sid)
                         k["failed"] += 1
                         v.sid = -1
@@ -1260,12 +1250,7 @@ class _Day:
                 if warm:  # warm start: the sessions open at midnight are established
                     for sid in warm:
                         launching.discard(sid)
-                        t0 = perf()
-                        logon_complete(sid, now)
-                        engine_s += perf() - t0
-                        n_ops += 1
-                        if tracing:
-                            trace_append({"t": now, "op": "logon_done", "session": sname_of[sid]})
+                        session_call(logon_complete, "logon_done", sid, now)
                     warm.clear()
                 # the most pending logons on a server after the tick's launches: only a
                 # placed launch adds one (docs/SEMANTICS.md), so only those servers can top
