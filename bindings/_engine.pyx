@@ -12,10 +12,19 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 
 from libc.stdint cimport int64_t, uintptr_t
 from libc.math cimport isinf, isnan
-from cpython.pythread cimport (
-    PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
-    PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK, NOWAIT_LOCK,
-)
+from libc.stdlib cimport malloc, free
+
+
+cdef extern from "<pthread.h>" nogil:
+    # the scheduler lock: a plain mutex (an uncontended try-lock is a few ns;
+    # Python's lock object reads the monotonic clock on every acquire)
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t*, void*)
+    int pthread_mutex_destroy(pthread_mutex_t*)
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_trylock(pthread_mutex_t*)
+    int pthread_mutex_unlock(pthread_mutex_t*)
 
 from usher.core import state as _st
 from usher.core.codes import Outcome, Reason, ZoneChoice
@@ -191,7 +200,7 @@ cdef class Engine:
     cdef op_fn _server_op
     cdef telemetry_fn _telemetry
     cdef advance_fn _advance
-    cdef PyThread_type_lock _lock
+    cdef pthread_mutex_t* _lock
     cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
     cdef public object _names
@@ -199,13 +208,16 @@ cdef class Engine:
     cdef public object _clock
 
     def __cinit__(self, *args, **kwargs):
-        self._lock = PyThread_allocate_lock()
-        if self._lock == NULL:
+        self._lock = <pthread_mutex_t*>malloc(sizeof(pthread_mutex_t))
+        if self._lock == NULL or pthread_mutex_init(self._lock, NULL) != 0:
+            free(self._lock)
+            self._lock = NULL
             raise MemoryError("cannot allocate the scheduler lock")
 
     def __dealloc__(self):
         if self._lock != NULL:
-            PyThread_free_lock(self._lock)
+            pthread_mutex_destroy(self._lock)
+            free(self._lock)
 
     def _bind(self, header_array, clock_array, kernels):
         """Attach the header and clock arrays (never reallocated) and the
@@ -225,12 +237,12 @@ cdef class Engine:
 
     # ------------------------------------------------------------- locking
     cdef inline void _acquire(self):
-        if not PyThread_acquire_lock(self._lock, NOWAIT_LOCK):
-            with nogil:
-                PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        if pthread_mutex_trylock(self._lock) != 0:
+            with nogil:  # wait without holding the GIL the owner may need
+                pthread_mutex_lock(self._lock)
 
     cdef inline void _release(self):
-        PyThread_release_lock(self._lock)
+        pthread_mutex_unlock(self._lock)
 
     def _lock_acquire(self):
         self._acquire()
@@ -328,7 +340,7 @@ cdef class Engine:
             status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, out)
             # released before the GIL is taken back: a thread waiting for the
             # scheduler goes on at once instead of queueing behind this one's GIL
-            PyThread_release_lock(self._lock)
+            pthread_mutex_unlock(self._lock)
         if status != 0:
             raise_for_status(status, "now", now)
         d = make_decision(out, self._names, explanation)
@@ -370,7 +382,7 @@ cdef class Engine:
             raise
         with nogil:
             status = self._session_op(self._hdr, sid, op, arg, t, out)
-            PyThread_release_lock(self._lock)  # before the GIL comes back (see launch)
+            pthread_mutex_unlock(self._lock)  # before the GIL comes back (see launch)
         ended = out[0] == 1
         if status == 4:  # APP_NOT_IN_SESSION: the app is the bad value
             raise_for_status(status, "app", self._app_names[arg], f"not running in session {session}")

@@ -129,12 +129,19 @@ def _as_enums(field, value, enum_cls) -> tuple:
 
 
 _ZEROS = np.zeros(4096)  # stand-in column for a telemetry field not given (never written)
-_TELEMETRY_MASK = {
-    "cpu": _kernels.T_CPU,
-    "mem": _kernels.T_MEM,
-    "disk_queue": _kernels.T_DISK_QUEUE,
-    "custom": _kernels.T_CUSTOM,
-}
+_ZEROS.flags.writeable = False
+_INT64 = np.dtype(np.int64)
+
+
+def _telemetry_column(field, values, n):
+    """One telemetry field of a batch as a contiguous float64 array of length n."""
+    try:
+        arr = np.ascontiguousarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgument(field, values, "must be an array of numbers") from None
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InvalidArgument(field, f"shape {arr.shape}", f"must have length {n} like servers")
+    return arr
 
 
 # ---------------------------------------------------------------- results
@@ -868,28 +875,27 @@ class Scheduler(_engine.Engine):
         left None is unchanged everywhere). Every row is checked before any is
         applied: one bad row applies nothing."""
         idx = self._server_indices(servers)
-        n = len(idx)
-        mask = 0
-        cols = {}
-        for field, v in (("cpu", cpu), ("mem", mem), ("disk_queue", disk_queue), ("custom", custom)):
-            if v is None:
-                cols[field] = _ZEROS if n <= len(_ZEROS) else np.zeros(n)
-                continue
-            try:
-                arr = np.ascontiguousarray(v, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise InvalidArgument(field, v, "must be an array of numbers") from None
-            if arr.ndim != 1 or arr.shape[0] != n:
-                raise InvalidArgument(field, f"shape {arr.shape}", f"must have length {n} like servers")
-            cols[field] = arr
-            mask |= _TELEMETRY_MASK[field]
-        with self._locked():
+        n = idx.shape[0]
+        zeros = _ZEROS if n <= _ZEROS.shape[0] else np.zeros(n)
+        c_cpu = zeros if cpu is None else _telemetry_column("cpu", cpu, n)
+        c_mem = zeros if mem is None else _telemetry_column("mem", mem, n)
+        c_disk = zeros if disk_queue is None else _telemetry_column("disk_queue", disk_queue, n)
+        c_custom = zeros if custom is None else _telemetry_column("custom", custom, n)
+        mask = ((cpu is not None) * _kernels.T_CPU | (mem is not None) * _kernels.T_MEM
+                | (disk_queue is not None) * _kernels.T_DISK_QUEUE | (custom is not None) * _kernels.T_CUSTOM)
+        self._lock_acquire()
+        try:
             if self._dirty:
                 self._relayout()
-            self._telemetry_arrays(idx, cols["cpu"], cols["mem"], cols["disk_queue"], cols["custom"], mask, now)
+            self._telemetry_arrays(idx, c_cpu, c_mem, c_disk, c_custom, mask, now)
+        finally:
+            self._lock_release()
 
     def _server_indices(self, servers) -> np.ndarray:
         """Server indices (the kernel checks each is present)."""
+        if type(servers) is np.ndarray and servers.dtype == _INT64 and servers.ndim == 1 \
+                and servers.flags.c_contiguous:
+            return servers  # already what the kernel reads (it never writes it)
         if isinstance(servers, np.ndarray) and servers.dtype.kind in "iu":
             return np.ascontiguousarray(servers.reshape(-1), dtype=np.int64)
         if isinstance(servers, (str, bytes)) or not isinstance(servers, Iterable):

@@ -62,6 +62,7 @@ import numpy as np
 from numba import njit
 
 from usher.core.codes import Mode, Outcome, Power, Reason
+from usher.core import state as st
 from usher.core.kernels import _numba_cache_in, cache_dir
 from usher.scenario import (
     APP_LABS,
@@ -675,9 +676,16 @@ class _Day:
         power_v, mode_v, sessions_v, pending_v, li_v = (
             field_("power"), field_("mode"), field_("sessions"), field_("pending"), field_("load_index"))
 
+        # the engine's header, read as Python ints (a memoryview index is far cheaper
+        # than a numpy scalar): live sessions, licence holders, and the server table's
+        # address and size, which check_views() compares with the day's start
+        hdr = memoryview(s._header)
+        H_LIVE, H_HOLD, H_NSRV, H_SADDR = st.H_LIVE_SESSIONS, st.H_HOLDERS, st.H_N_SERVERS, st.H_SERVER_I_ADDR
+        table_at = (hdr[H_SADDR], hdr[H_NSRV])
+        pending_mv = memoryview(pending_v)
+
         def check_views():
-            fresh = field_("power")
-            if fresh.ctypes.data != power_v.ctypes.data or fresh.shape != power_v.shape:
+            if (hdr[H_SADDR], hdr[H_NSRV]) != table_at:
                 raise RuntimeError("the engine's server table moved during the day")
 
         # books
@@ -935,7 +943,7 @@ class _Day:
             last_counts[:] = cnt
             lost, failed = k["lost"], k["failed"]
             ser_rows.append((
-                now, s.live_sessions, o[_PEND_SUM], s.licences_in_use, n_on, n_boot, m, o[_CAPACITY],
+                now, hdr[H_LIVE], o[_PEND_SUM], hdr[H_HOLD], n_on, n_boot, m, o[_CAPACITY],
                 d[0] + d[1] + d[2] + d[3], d[0], d[1], d[2], d[3],
                 *[d[r] for r in reason_cols], lost - last_lost[0], failed - last_lost[1],
                 *stats, watts, target[min(int(now), len(target) - 1)]))
@@ -1258,15 +1266,15 @@ class _Day:
                 if pend_full_scan:
                     pm = int(max_reduce(pending_v)) if n_srv else 0
                 elif placed:
-                    pm = int(max(map(pending_v.__getitem__, placed)))
+                    pm = max(map(pending_mv.__getitem__, placed))
                 else:
                     pm = 0
                 if pm > pend_peak:
                     pend_peak, pend_peak_t, pend_peak_srv = pm, now, int(pending_v.argmax())
-                live = s.live_sessions
+                live = hdr[H_LIVE]
                 if live > peak:
                     peak, peak_t = live, tick
-                lic = s.licences_in_use
+                lic = hdr[H_HOLD]
                 if lic > lic_peak:
                     lic_peak = lic
             # 5. telemetry and the KPI sample

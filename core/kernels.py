@@ -44,7 +44,7 @@ from .commit import (
 from .explain import N_FUNNEL, explain_launch
 from .loadindex import is_available, load_index, selection_key
 from .placement import place
-from .tree import build_all, rebuild_trees, replay_path
+from .tree import build_all, rebuild_trees, replay_path, update_moved
 
 
 
@@ -259,9 +259,9 @@ def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now, bad_p
     given. Every row is checked before the first write: an unknown server gives
     UNKNOWN_SERVER, a NaN or out-of-range value INVALID_VALUE, with bad[0] = the
     row and bad[1] = the field's mask bit. Only servers whose pool's load
-    rules read a field of the batch get a new load index; when many keys moved
-    the trees are rebuilt once (O(fleet)), else each moved server's path is
-    replayed."""
+    rules read a field of the batch get a new load index; the trees of the
+    groups whose keys moved are brought up to date (tree.update_moved: path
+    replays, or a rebuild of a group where much of it moved)."""
     h = header
     s = st.unpack(h)
     bad = carray(bad_ptr, (2,))
@@ -327,11 +327,7 @@ def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now, bad_p
             s.srv[st.SV_KEY, i] = key
             moved[n_moved] = i
             n_moved += 1
-    if n_moved >= 64:  # many leaves moved: rebuild every tree once, O(fleet)
-        rebuild_trees(h, s.hdr[st.H_GROUP_CAP, 0])
-    else:
-        for k in range(n_moved):
-            replay_path(h, moved[k])
+    update_moved(h, moved, n_moved)
     return _OK
 
 

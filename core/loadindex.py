@@ -93,7 +93,15 @@ def load_index(h, i):
             best = v
     if n <= 1:
         return best
-    li = best + (total - best) // (20 * (n - 1))
+    # (total - best) // (20 * (n - 1)); the common rule counts spelled out, so the
+    # division is by a constant (a multiply) rather than a hardware divide
+    rest = total - best
+    if n == 2:
+        li = best + rest // 20
+    elif n == 3:
+        li = best + rest // 40
+    else:
+        li = best + rest // (20 * (n - 1))
     return _FULL if li > _FULL else li
 
 
@@ -128,7 +136,9 @@ def selection_key(h, i):
     if s.pool[st.PO_LOAD_BALANCING, p] == _VERTICAL:
         score = _FULL - li
     else:
-        score = li * _SCORE_SCALE // srv[st.SV_WEIGHT, i]
+        w = srv[st.SV_WEIGHT, i]
+        # the default weight divides the scale: the same integer without a divide
+        score = li * (_SCORE_SCALE // 100) if w == 100 else li * _SCORE_SCALE // w
     key = score
     if srv[st.SV_PENDING, i] >= s.pool[st.PO_TOLERANCE, p]:
         key |= st.OVERTOL_BIT

@@ -117,15 +117,45 @@ def build_all(h, n_groups):
 
 
 @njit(cache=False)
-def rebuild_trees(h, n_groups):
-    """Copy every server's key to its leaf and rebuild every group's inner
-    nodes: O(n), cheaper than replaying n paths when most of the fleet changed."""
+def rebuild_group(h, g):
+    """Copy the keys of group g's servers to its leaves and rebuild its inner
+    nodes: O(group), cheaper than replaying paths when much of the group moved."""
     s = st.unpack(h)
     tree = s.tree
+    off = s.grp[st.GR_TREE_OFF, g]
+    cap = s.grp[st.GR_TREE_CAP, g]
+    for leaf in range(s.grp[st.GR_N_SERVERS, g]):
+        _set_leaf(s, off, cap, tree[off + cap + leaf, T_SERVER])
+    for node in range(cap - 1, 0, -1):
+        _pull(tree, off, node)
+
+
+@njit(cache=False)
+def rebuild_trees(h, n_groups):
+    """Rebuild every group's tree from its servers' keys: O(fleet)."""
     for g in range(n_groups):
-        off = s.grp[st.GR_TREE_OFF, g]
-        cap = s.grp[st.GR_TREE_CAP, g]
-        for leaf in range(s.grp[st.GR_N_SERVERS, g]):
-            _set_leaf(s, off, cap, tree[off + cap + leaf, T_SERVER])
-        for node in range(cap - 1, 0, -1):
-            _pull(tree, off, node)
+        rebuild_group(h, g)
+
+
+@njit(cache=False)
+def update_moved(h, moved, n_moved):
+    """Bring the trees up to date after the keys of servers ``moved[:n_moved]``
+    changed (keys already written): per group, replay the moved servers' paths
+    when few of its servers moved, rebuild the group when a quarter or more of
+    its tree did (a path costs about log2(cap) pulls, a rebuild 2 * cap). Groups
+    that no moved server belongs to are not touched."""
+    s = st.unpack(h)
+    n_groups = s.hdr[st.H_GROUP_CAP, 0]
+    count = np.zeros(n_groups, np.int64)
+    for k in range(n_moved):
+        g = s.srv[st.SV_GROUP, moved[k]]
+        if g >= 0:
+            count[g] += 1
+    for k in range(n_moved):
+        i = moved[k]
+        g = s.srv[st.SV_GROUP, i]
+        if g >= 0 and 4 * count[g] < s.grp[st.GR_TREE_CAP, g]:
+            replay_path(h, i)
+    for g in range(n_groups):
+        if count[g] > 0 and 4 * count[g] >= s.grp[st.GR_TREE_CAP, g]:
+            rebuild_group(h, g)
