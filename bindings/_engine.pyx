@@ -13,6 +13,9 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 from libc.stdint cimport int64_t, uintptr_t
 from libc.math cimport isinf, isnan
 from libc.stdlib cimport malloc, free
+cimport numpy as cnp
+
+cnp.import_array()
 
 
 cdef extern from "<pthread.h>" nogil:
@@ -58,6 +61,21 @@ cdef int64_t STATUS_INVALID_VALUE = 8
 cdef tuple OUTCOMES = tuple(Outcome)
 cdef tuple REASONS = tuple(Reason)
 cdef tuple ZONE_CHOICES = tuple(ZoneChoice)
+
+
+cdef bytes _EMPTY = b"\0" * 8  # what an empty array's pointer points at (never read)
+
+
+cdef void* _array_data(object a, int typenum, Py_ssize_t min_len, str name) except NULL:
+    """Data pointer of ``a``, a C-contiguous 1-D ndarray of ``typenum`` holding at
+    least ``min_len`` items (a pointer to a static zero for an empty array)."""
+    if (not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(<cnp.ndarray>a) != typenum
+            or cnp.PyArray_NDIM(<cnp.ndarray>a) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            or cnp.PyArray_DIM(<cnp.ndarray>a, 0) < min_len):
+        raise InvalidArgument(name, type(a).__name__, f"must be a contiguous 1-D array of {min_len} or more items")
+    if cnp.PyArray_DIM(<cnp.ndarray>a, 0) == 0:
+        return <void*><char*>_EMPTY
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef class Decision:
@@ -429,24 +447,29 @@ cdef class Engine:
             raise_for_status(status, "server", self._server_names[server] if 0 <= server < len(self._server_names) else server)
         return [int(x) for x in buf[1 : 1 + b[0]]]
 
-    def _telemetry_arrays(self, const int64_t[::1] servers, const double[::1] cpu,
-                          const double[::1] mem, const double[::1] disk_queue,
-                          const double[::1] custom, int64_t mask, now,
+    def _telemetry_arrays(self, servers, cpu, mem, disk_queue, custom, int64_t mask, now,
                           str field="servers"):
-        """Kernel call; the kernel checks every row before writing. The caller
-        holds the lock. Raises naming ``field[row]`` (or the telemetry field) and
-        the bad value."""
+        """Kernel call on contiguous 1-D arrays: int64 ``servers``, float64 columns
+        at least as long (a column not in ``mask`` is never read); the kernel checks
+        every row before writing. The caller holds the lock. Raises naming
+        ``field[row]`` (or the telemetry field) and the bad value. The arrays are
+        read through their data pointers (a typed memoryview per array costs more
+        than the kernel's work on a small batch)."""
         cdef double t = self._time(now)
-        cdef int64_t n = servers.shape[0], status
+        cdef int64_t* p_servers = <int64_t*>_array_data(servers, cnp.NPY_INT64, 0, "servers")
+        cdef int64_t n = cnp.PyArray_DIM(servers, 0), status
+        cdef double* p_cpu = <double*>_array_data(cpu, cnp.NPY_FLOAT64, n, "cpu")
+        cdef double* p_mem = <double*>_array_data(mem, cnp.NPY_FLOAT64, n, "mem")
+        cdef double* p_disk = <double*>_array_data(disk_queue, cnp.NPY_FLOAT64, n, "disk_queue")
+        cdef double* p_custom = <double*>_array_data(custom, cnp.NPY_FLOAT64, n, "custom")
         cdef int64_t bad[2]
         if n == 0:
             with nogil:
                 status = self._advance(self._hdr, t)
             return
         with nogil:
-            status = self._telemetry(self._hdr, n, <int64_t*>&servers[0], <double*>&cpu[0],
-                                     <double*>&mem[0], <double*>&disk_queue[0],
-                                     <double*>&custom[0], mask, t, bad)
+            status = self._telemetry(self._hdr, n, p_servers, p_cpu, p_mem, p_disk, p_custom,
+                                     mask, t, bad)
         if status == 0:
             return
         k = bad[0]
