@@ -10,6 +10,7 @@ configuration and validation of the rare operations; the hot ones live here.
 A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_status``.
 """
 
+cimport cython
 from libc.stdint cimport int64_t, uintptr_t
 from libc.math cimport isinf, isnan
 from libc.stdlib cimport malloc, free
@@ -78,6 +79,7 @@ cdef void* _array_data(object a, int typenum, Py_ssize_t min_len, str name) exce
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+@cython.freelist(64)  # a launch makes one: recycled memory instead of an allocation
 cdef class Decision:
     """The answer to one launch.
 
@@ -344,9 +346,17 @@ cdef class Engine:
         explanation = None
         self._acquire()
         try:
-            ui = self._user_index(user)
-            ep = self._endpoint_index(endpoint)
-            self._prepare(1)
+            # known user and endpoint: one dict probe each, inline (the methods
+            # handle the rest: a new user or endpoint)
+            u = self._users.get(user)
+            ui = self._user_index(user) if u is None else u
+            if endpoint is None:
+                ep = -1
+            else:
+                e = self._endpoints.get(endpoint)
+                ep = self._endpoint_index(endpoint) if e is None else e
+            if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
+                self._prepare(1)
             if explain:
                 with nogil:
                     self._advance(self._hdr, t)
