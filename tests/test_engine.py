@@ -249,10 +249,11 @@ def test_add_users_bad_row_names_it_and_adds_nobody(kwargs, field):
     s.add_users(["x", "y"], apps=["pr"])  # and the ids are still free
 
 
-@pytest.mark.parametrize("n_changed", [5, 200])
+@pytest.mark.parametrize("n_changed", [5, 200, "mixed"])
 def test_telemetry_batch_equals_one_by_one(n_changed):
-    """Batch telemetry (trees rebuilt once, or a few paths replayed) leaves the
-    same state and the same next decisions as the same telemetry one by one."""
+    """Batch telemetry (per group: a few paths replayed, or the group's tree
+    rebuilt; "mixed": one group of each in the same batch) leaves the same state
+    and the same next decisions as the same telemetry one by one."""
     def fleet():
         s = usher.Scheduler(seed=11)
         s.add_pool("cpu", load_rules=["sessions", "cpu", "memory"], cpu_full=80.0)
@@ -264,13 +265,17 @@ def test_telemetry_batch_equals_one_by_one(n_changed):
             s.add_server(f"s{i}", zone="Z", pool=("cpu", "plain", "vert")[i % 3], max_sessions=30)
         return s
 
-    rng = np.random.default_rng(n_changed)
+    rng = np.random.default_rng(7 if n_changed == "mixed" else n_changed)
     batch, single = fleet(), fleet()
     names = [f"s{i}" for i in range(300)]
     for t in range(1, 6):
-        rows = rng.choice(300, size=n_changed, replace=True)  # repeats allowed: the last wins
-        cpu = rng.uniform(0, 100, size=n_changed)
-        mem = rng.uniform(0, 100, size=n_changed)
+        if n_changed == "mixed":  # most of the cpu pool's group (rebuilt), 4 of vert (replayed)
+            rows = np.concatenate([rng.choice(np.arange(0, 300, 3), size=80, replace=False),
+                                   rng.choice(np.arange(2, 300, 3), size=4, replace=False)])
+        else:
+            rows = rng.choice(300, size=n_changed, replace=True)  # repeats allowed: the last wins
+        cpu = rng.uniform(0, 100, size=len(rows))
+        mem = rng.uniform(0, 100, size=len(rows))
         batch.telemetry_many([names[k] for k in rows], cpu=cpu, mem=mem, now=float(t))
         for k, c, m in zip(rows, cpu, mem):
             single.telemetry(names[k], cpu=float(c), mem=float(m), now=float(t))
