@@ -21,6 +21,7 @@ from collections import namedtuple
 import numpy as np
 from numba import carray, njit, types
 from numba.core import cgutils
+from llvmlite import ir
 from numba.extending import intrinsic
 
 from . import config
@@ -244,6 +245,26 @@ def _address_as_pointer(typingctx, address):
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch(typingctx, address):
+    """Ask the CPU to bring the cache line at ``address`` (int64) in, for writing,
+    without waiting for it (``llvm.prefetch``; a hint: no fault, no effect on
+    results). A batch kernel issues these for rows a few decisions ahead, so the
+    random record reads of a logon storm overlap instead of queueing."""
+    sig = types.void(types.int64)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        # rw = 1 (write), locality = 3 (keep in every cache level), cache = 1 (data)
+        builder.call(fn, [builder.inttoptr(args[0], i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
 
     return sig, codegen
 
