@@ -19,8 +19,9 @@ small next to the engine's own cost:
   between them, and the clock ends at the run's last ``t``), a run of ``user`` lines
   through ``add_users``. The batch calls check every row before applying any; if one raises, nothing was applied and the run is
   replayed line by line, which reports the bad line exactly.
-- *encode in bulk*: decisions and errors are msgspec Structs, encoded a block at a
-  time with ``Encoder.encode_lines``.
+- *encode in bulk*: decisions and errors are msgspec Structs, encoded a few dozen at
+  a time with ``Encoder.encode_lines`` (while they are still in the CPU caches) and
+  written in chunks of a megabyte.
 
 Session names: a session is named by the id of every launch that placed, reconnected
 or shared into it; a decision reports the session by the id of the launch that
@@ -39,9 +40,12 @@ import re
 import sys
 import time
 from collections.abc import Iterable
+from itertools import islice
+from operator import le
 
 import click
 import msgspec
+import numpy as np
 from msgspec import UNSET, Struct, UnsetType
 
 from usher.errors import DuplicateName, InvalidArgument, TimeWentBackwards, UnknownSession, UsherError
@@ -60,7 +64,8 @@ __all__ = [
 
 _INF = math.inf
 _BLOCK = 1 << 20  # bytes read and decoded at once
-_FLUSH = 4096  # output records encoded and written at once
+_FLUSH = 64  # output records encoded at once (few: encoded while still in the CPU caches)
+_WRITE = 1 << 20  # bytes of encoded output written at once
 _MAX_RUN = 8192  # longest launch / telemetry run given to one batch call
 # Shorter runs go one by one. Measured (600 servers, 3 zones; benchmarks/bench_replay.py):
 # launch_many costs ~45 us per call plus ~1.8 us per row, launch() ~1.6 us, so a launch
@@ -384,8 +389,7 @@ class _Source:
                 rest = data
                 continue
             rest = data[cut + 1:]
-            block = data[: cut + 1]
-            ops, blanks = _decode_block(decoder, block)
+            ops, blanks = _decode_block(decoder, memoryview(data)[: cut + 1])  # (a view: no copy)
             yield first, ops, blanks
             first += len(ops)
         if rest:
@@ -407,16 +411,20 @@ class _Source:
             yield first, ops, blanks
 
 
-def _decode_block(decoder, block: bytes) -> tuple[list, int]:
-    """(one op per line of ``block``, number of blank lines). Decoded at once when
-    every line is a valid op, else line by line (``_BadLine`` / ``_BLANK`` in place)."""
-    n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+def _decode_block(decoder, block) -> tuple[list, int]:
+    """(one op per line of ``block`` (bytes or a memoryview), number of blank lines).
+    Decoded at once when every line is a valid op, else line by line (``_BadLine`` /
+    ``_BLANK`` in place). msgspec skips blank lines and reads two values on one line,
+    so the lines are counted (by numpy: bytes.count is a byte-at-a-time loop)."""
+    ends = np.frombuffer(block, np.uint8) == 10
+    n_lines = int(np.count_nonzero(ends)) + (0 if len(ends) and ends[-1] else 1)
     try:
         ops = decoder.decode_lines(block)
         if len(ops) == n_lines:
             return ops, 0
     except (msgspec.DecodeError, msgspec.ValidationError):
         pass
+    block = bytes(block)
     lines = block.split(b"\n")
     if block.endswith(b"\n"):
         lines.pop()
@@ -480,7 +488,9 @@ class Replayer:
         self._text_out = isinstance(out, io.TextIOBase)
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(Op)
-        self._pending_out: list = []
+        self._pending_out: list = []  # output records not yet encoded
+        self._encoded: list = []  # encoded output not yet written
+        self._encoded_size = 0
         self.names: dict = {}
         self.creator: dict = {}
         self.decisions: list = []
@@ -553,18 +563,30 @@ class Replayer:
     def _process(self, first, ops):
         """Apply one block of ops (``ops[k]`` is line ``first + k``).
 
-        The hot ops are applied inline; if one fails, it goes again through
-        :meth:`_one`, which reports the error (a failed operation changed nothing,
-        so trying it twice is safe)."""
+        The hot ops (launch, logon_done, logoff, disconnect: two thirds of a broker
+        day) are applied inline, with what they use bound to locals and the time of
+        the last line applied kept in a local (``self.last_t`` is written back before
+        any call that reads it). Inline, the replay makes its own checks (time order,
+        fresh launch id, known session) and leaves the rest to the engine (a time
+        that is not finite, an unknown app...). Any other op, and a hot op that
+        fails, goes through :meth:`_one`, which reports the error (a failed operation
+        changed nothing, so trying it twice is safe)."""
         s = self.scheduler
-        names = self.names
+        names, creator, tally = self.names, self.creator, self._tally
         batch = self.batch
         one = self._one
-        launch = self._launch
-        logon_complete, logoff, disconnect = s.logon_complete, s.logoff, s.disconnect
+        # with explanations, launches go through _launch (it attaches them)
+        launch = None if self.explain else s.launch
+        session_call = {LogonDoneOp: s.logon_complete, LogoffOp: s.logoff, DisconnectOp: s.disconnect}.get
+        keep = self.keep
+        keep_decision = self.decisions.append
+        pending = self._pending_out
+        emit = pending.append if self._out is not None else None
+        outcomes, reasons = _OUTCOMES, _REASONS
         n = len(ops)
         i = 0
         scanned = 0  # ops before this index were found to be in a run too short to batch
+        last = self.last_t
         while i < n:
             op = ops[i]
             cls = op.__class__
@@ -574,56 +596,76 @@ class Replayer:
                     while j < n and ops[j].__class__ is LaunchOp:
                         j += 1
                     if j - i >= _MIN_LAUNCH_RUN:
+                        self.last_t = last
                         i = self._launch_run(first, ops, i, min(j, i + _MAX_RUN))
+                        last = self.last_t
                         continue
                     scanned = j  # a short run: its launches go one by one
                 t = op.t
-                if self.last_t <= t < _INF:
+                rid = op.id
+                if launch is not None and last <= t and rid not in names:
                     try:
-                        launch(op)
-                        self.last_t = t
-                        i += 1
-                        continue
+                        d = launch(op.user, op.app, op.location, op.endpoint, op.external, t)
                     except Exception:
                         pass
-            elif cls is LogonDoneOp or cls is LogoffOp or cls is DisconnectOp:
-                t = op.t
-                sid = names.get(op.session)
-                if sid is not None and self.last_t <= t < _INF:
-                    try:
-                        if cls is LogoffOp:
-                            logoff(sid, t)
-                        elif cls is LogonDoneOp:
-                            logon_complete(sid, t)
+                    else:  # the decision line, as _launch makes it
+                        oc = d.outcome_code
+                        if oc == 3:
+                            names[rid] = None
+                            rc = d.reason_code
+                            tally[48 + rc] += 1
+                            rec = LaunchDecision(t, rid, "rejected", None, None, None, reasons[rc], None)
                         else:
-                            disconnect(sid, t)
-                        self.last_t = t
+                            sid = d.session_id
+                            names[rid] = sid
+                            tally[oc << 4] += 1
+                            if oc == 0:
+                                creator[sid] = rid
+                                sname = rid
+                            else:
+                                sname = creator.setdefault(sid, rid)
+                            rec = LaunchDecision(t, rid, outcomes[oc], d.server, d.zone, sname, None,
+                                                 d.load_index)
+                        if keep:
+                            keep_decision(rec)
+                        if emit is not None:
+                            emit(rec)
+                            if len(pending) >= _FLUSH:
+                                self._write(False)
+                        last = t
                         i += 1
                         continue
-                    except Exception:
-                        pass
-            elif cls is TelemetryOp and batch and i >= scanned:
-                mask = (op.cpu is None, op.mem is None, op.disk_queue is None, op.custom is None)
-                j = i + 1
-                while j < n and (o := ops[j]).__class__ is TelemetryOp and \
-                        (o.cpu is None, o.mem is None, o.disk_queue is None, o.custom is None) == mask:
-                    j += 1
-                if j - i >= _MIN_TELEMETRY_RUN:
-                    i = self._telemetry_run(first, ops, i, min(j, i + _MAX_RUN), mask)
-                    continue
-                scanned = j
-            elif cls is UserOp and batch and i >= scanned:
-                j = i + 1
-                while j < n and ops[j].__class__ is UserOp:
-                    j += 1
-                if j - i >= _MIN_USER_RUN:
-                    i = self._user_run(first, ops, i, min(j, i + _MAX_RUN))
-                    continue
-                scanned = j
+            else:
+                call = session_call(cls)
+                if call is not None:
+                    t = op.t
+                    name = op.session
+                    sid = names.get(name)
+                    if sid is not None and last <= t:
+                        try:
+                            call(sid, t)
+                            last = t
+                            i += 1
+                            continue
+                        except Exception:
+                            pass
+                elif batch and i >= scanned and (cls is TelemetryOp or cls is UserOp):
+                    self.last_t = last
+                    if cls is TelemetryOp:
+                        end, scanned = self._telemetry_run(first, ops, i)
+                    else:
+                        end, scanned = self._user_run(first, ops, i)
+                    last = self.last_t
+                    if end > i:  # the run was applied (or replayed line by line)
+                        i = end
+                        continue
+            self.last_t = last
             one(first + i, op)
+            last = self.last_t
             i += 1
+        self.last_t = last
         if len(self._pending_out) >= _FLUSH:
-            self._write()
+            self._write(False)
 
     def _one(self, lineno, op):
         """Apply one op; a failure becomes an error line and changes nothing."""
@@ -650,19 +692,34 @@ class Replayer:
         if self._out is not None:
             self._pending_out.append(rec)
 
-    def _write(self):
-        if self._out is None or not self._pending_out:
+    def _write(self, flush=True):
+        """Encode the pending output records; write the encoded output if ``flush``
+        or once there is ``_WRITE`` bytes of it."""
+        out = self._out
+        if out is None:
             return
-        data = self._encoder.encode_lines(self._pending_out)
-        self._pending_out.clear()
-        self._out.write(data.decode("utf-8") if self._text_out else data)
+        if self._pending_out:
+            data = self._encoder.encode_lines(self._pending_out)
+            self._pending_out.clear()
+            self._encoded.append(data)
+            self._encoded_size += len(data)
+        if self._encoded and (flush or self._encoded_size >= _WRITE):
+            data = b"".join(self._encoded)
+            self._encoded.clear()
+            self._encoded_size = 0
+            out.write(data.decode("utf-8") if self._text_out else data)
 
     # ------------------------------------------------------------ batches
     def _valid_prefix(self, ops, i, j, check_ids):
-        """End of the longest run ``ops[i:k]`` that passes the replay's own checks
+        """End of the longest run ``ops[i:j]`` that passes the replay's own checks
         (time order, fresh launch ids); the ids of that run are taken in ``names``."""
-        names = self.names
         last = self.last_t
+        if not check_ids:
+            # the common case, a run in time order, checked at C speed
+            ts = [o.t for o in ops[i:j]]
+            if last <= ts[0] and ts[-1] < _INF and all(map(le, ts, islice(ts, 1, None))):
+                return j
+        names = self.names
         k = i
         while k < j:
             o = ops[k]
@@ -726,34 +783,57 @@ class Replayer:
         self.last_t = run[-1].t
         return k
 
-    def _telemetry_run(self, first, ops, i, j, mask):
-        """Apply telemetry ``ops[i:j]`` (same fields reported) with one ``telemetry_many``
-        at the run's last ``t``; returns where to go on."""
-        k = self._valid_prefix(ops, i, j, False)
-        run = ops[i:k]
-        if len(run) >= _MIN_TELEMETRY_RUN:
-            no_cpu, no_mem, no_dq, no_custom = mask
+    def _telemetry_run(self, first, ops, i):
+        """Apply the run of telemetry lines from ``ops[i]`` that report the same
+        fields with one ``telemetry_many`` at the run's last ``t``.
+
+        Returns (where to go on, end of the run): where to go on is ``i`` when the
+        run is too short to batch (its lines then go one by one)."""
+        n = min(len(ops), i + _MAX_RUN)
+        j = i + 1
+        while j < n and ops[j].__class__ is TelemetryOp:
+            j += 1
+        run = ops[i:j]
+        # (list comprehensions: faster than map(attrgetter) on Structs)
+        columns = ([o.cpu for o in run], [o.mem for o in run], [o.disk_queue for o in run],
+                   [o.custom for o in run])
+        # the run ends where a field goes from reported (not None) to not, or back
+        end = len(run)
+        for col in columns:
+            if col[0] is None:
+                if col.count(None) != len(col):
+                    end = min(end, next(k for k, v in enumerate(col) if v is not None))
+            elif None in col:
+                end = min(end, col.index(None))
+        if end < _MIN_TELEMETRY_RUN:
+            return i, i + end
+        k = self._valid_prefix(ops, i, i + end, False) - i
+        if k >= _MIN_TELEMETRY_RUN:
+            cpu, mem, disk_queue, custom = (None if col[0] is None else col[:k] for col in columns)
             try:
                 self.scheduler.telemetry_many(
-                    [o.server for o in run],
-                    cpu=None if no_cpu else [o.cpu for o in run],
-                    mem=None if no_mem else [o.mem for o in run],
-                    disk_queue=None if no_dq else [o.disk_queue for o in run],
-                    custom=None if no_custom else [o.custom for o in run],
-                    now=run[-1].t,
+                    [o.server for o in run[:k]], cpu=cpu, mem=mem, disk_queue=disk_queue,
+                    custom=custom, now=run[k - 1].t,
                 )
-                self.last_t = run[-1].t
-                return k
+                self.last_t = run[k - 1].t
+                return i + k, i + k
             except Exception:  # nothing was applied: the run goes line by line
                 pass
-        end = max(k, i + 1)
+        end = i + max(k, 1)
         for m in range(i, end):
             self._one(first + m, ops[m])
-        return end
+        return end, end
 
-    def _user_run(self, first, ops, i, j):
-        """Add the users of ``ops[i:j]`` (a directory) with one ``add_users``; returns
-        where to go on."""
+    def _user_run(self, first, ops, i):
+        """Add the users of the run of user lines from ``ops[i]`` (a directory) with
+        one ``add_users``. Returns (where to go on, end of the run): where to go on
+        is ``i`` when the run is too short to batch."""
+        n = min(len(ops), i + _MAX_RUN)
+        j = i + 1
+        while j < n and ops[j].__class__ is UserOp:
+            j += 1
+        if j - i < _MIN_USER_RUN:
+            return i, j
         k = self._valid_prefix(ops, i, j, False)
         run = ops[i:k]
         if len(run) >= _MIN_USER_RUN:
@@ -764,13 +844,13 @@ class Replayer:
                     apps=[() if o.apps is UNSET else o.apps for o in run],
                 )
                 self.last_t = run[-1].t
-                return k
+                return k, k
             except Exception:  # nothing was applied: the run goes line by line
                 pass
         end = max(k, i + 1)
         for m in range(i, end):
             self._one(first + m, ops[m])
-        return end
+        return end, end
 
     # ------------------------------------------------------------ handlers
     def _settings(self, op):
