@@ -108,6 +108,37 @@ def test_launch(benchmark, fleet, broker, size, mix, impl):
     fleet.check_servers()
 
 
+@pytest.mark.parametrize("mix", MIXES)
+@pytest.mark.parametrize("size", SIZES)
+def test_launch_warm(benchmark, fleet, size, mix):
+    """``test_launch`` with the same users every round: each round's sessions are logged off
+    in the teardown, so the next round's users, their freed session slots and the servers
+    they come back to are already in the CPU caches. Set against ``test_launch`` at the same
+    size, it separates what the engine's own work adds with fleet size (deeper trees) from
+    the cache and TLB misses of a working set that grows with the fleet (users, sessions)."""
+    k, rounds = plan("usher", size)
+    s, now = fleet.s, fleet.now
+    total = {"placed": 0, "n": 0}
+
+    def setup():
+        return {"reqs": fleet.draw(k)}
+
+    def target(r):
+        launch = s.launch
+        r["out"] = [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in r["reqs"]]
+
+    def teardown(r):
+        placed = fleet.settle(r["reqs"], r["out"])
+        total["placed"] += placed
+        total["n"] += len(r["reqs"])
+        fleet.recycle(placed)
+
+    run(benchmark, setup, target, teardown, rounds)
+    assert total["placed"] > 0.8 * total["n"], total
+    record(benchmark, "launch-warm", size, mix, "usher", k, total["placed"])
+    fleet.check_servers()
+
+
 # ---------------------------------------------------------------- batches
 @pytest.mark.parametrize("mix", MIXES)
 @pytest.mark.parametrize("size", SIZES)

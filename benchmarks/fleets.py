@@ -154,6 +154,16 @@ class Fleet:
                 self.free.append(u)
         return placed
 
+    def recycle(self, placed: int):
+        """Log off the ``placed`` sessions :meth:`settle` recorded last and put their users
+        first in line, so the next :meth:`draw` takes the same users again (untimed)."""
+        logoff, now = self.s.logoff, self.now
+        for _ in range(placed):
+            sid, u, _app = self.live.pop()
+            logoff(sid, now=now)
+            self.free.appendleft(u)
+        del self.launching[len(self.launching) - placed:]
+
     def complete_logons(self):
         """``logon_complete`` for the sessions earlier rounds placed (untimed): their logons
         finished, so they stop counting against the logon tolerance."""
