@@ -120,7 +120,7 @@ def table(rows):
             note = f"{u['median_s'] * 1e6:,.1f} µs per call of {u['decisions']:,} servers"
         elif kind == "launch-warm":
             cold = rows.get(("launch", n, mix, "usher"))
-            note = (f"users, sessions, servers in cache; {cold['ns'] / u['ns']:.2f}× faster than one call"
+            note = (f"users and session slots in cache: {cold['ns'] / u['ns']:.2f}× faster than one call"
                     if cold else "")
         elif kind in ("launch", "explain-off"):
             note = f"{u['extra'].get('placed', 0):,} placed in {u['rounds']} rounds of {u['decisions']}"
@@ -163,7 +163,7 @@ def targets(rows):
             add(f"per-launch cost at {big:,} ≤ 2× that at 1,400, mix {mix}", f"{r:.2f}×", r <= 2)
             w, w_big = ns("launch-warm", 1400, mix), ns("launch-warm", big, mix)
             if w is not None and w_big is not None:
-                add(f"the same, users in cache (what the engine adds; not a target), mix {mix}",
+                add(f"the same with the users in cache (not a target), mix {mix}",
                     f"{w_big / w:.2f}×", None)
         w = ns("launch_many", 1400, mix)
         if w is not None:
