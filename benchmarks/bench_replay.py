@@ -8,15 +8,15 @@ servers every 15 s (runs of consecutive telemetry lines, as brokers batch them).
 mix: 24 % launch, 19 % logon_done, 5 % disconnect, 19 % logoff, 31 % telemetry, 2 %
 configuration. Every line applies (the test checks: no error, something placed).
 
-Measured (shared 2-core machine, loaded by other jobs; `lines` = 1,000,000):
-    batched       2.31-2.70 s = 370,000-432,000 ops/s
-    line_by_line  2.35-3.17 s = 315,000-425,000 ops/s
+Measured (2-core machine; `lines` = 1,000,000; four runs on a quiet machine):
+    batched       1.31-1.48 s = 674,000-761,000 ops/s
+    line_by_line  1.47-1.60 s = 625,000-679,000 ops/s
+(370,000-432,000 and 315,000-425,000 ops/s when the machine was loaded by other jobs.)
 What bounds it: the same operations called directly on the public API in a bare loop
-(no parsing, no output) take 1.40 s (700,000 ops/s); the replay adds ~1 s: msgspec
-decoding ~0.35 s, dispatch ~0.4 s, building and encoding the decision lines the rest.
-Telemetry runs go through telemetry_many; launch runs rarely help here, so only runs of
->= 1024 launches are batched. The target (500,000 ops/s) needs the session operations
-batched too (a kernel over runs of logon_done/logoff/disconnect lines).
+(no parsing, no output) took 1.40 s on the loaded machine; the replay adds msgspec
+decoding, dispatch (the hot ops are applied inline in the loop) and building and encoding
+the decision lines. Telemetry runs go through telemetry_many; launch runs rarely help
+here, so only runs of >= 1024 launches are batched.
 
 Run:
     NUMBA_CACHE_DIR=/tmp/numba_cache pytest benchmarks/bench_replay.py --benchmark-only

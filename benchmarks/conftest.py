@@ -59,10 +59,13 @@ def broker(size, mix, impl):
 
 def pytest_collect_file(file_path, parent):
     """Collect ``bench_*.py`` here as test modules (pytest's default is ``test_*.py``),
-    unless the ini ``python_files`` already does."""
+    unless pytest collects the file itself: a file named on the command line, or one the
+    ini ``python_files`` matches."""
     import fnmatch
 
     if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+        if parent.session.isinitpath(file_path):
+            return None
         if any(fnmatch.fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files")):
             return None
         return pytest.Module.from_parent(parent, path=file_path)
