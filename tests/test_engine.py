@@ -285,3 +285,76 @@ def test_telemetry_batch_equals_one_by_one(n_changed):
             a = batch.launch(f"u{t}-{j}", app, now=float(t))
             b = single.launch(f"u{t}-{j}", app, now=float(t))
             assert (a.outcome, a.server, a.load_index) == (b.outcome, b.server, b.load_index)
+
+
+class _Badge:
+    """A user id of the broker's own type: equal badges hash alike."""
+
+    def __init__(self, number):
+        self.number = number
+
+    def __eq__(self, other):
+        return isinstance(other, _Badge) and other.number == self.number
+
+    def __hash__(self):
+        return hash(("badge", self.number))
+
+    def __repr__(self):
+        return f"_Badge({self.number})"
+
+
+def test_launch_finds_users_as_the_user_dict_does():
+    """launch looks users up in its own table (usher._engine, ``_known_user``): it must name
+    the same user as a dict lookup would — equal keys that are other objects, ints equal to
+    floats, tuples, the broker's own types — while users keep being added (the table grows
+    and starts over several times) and after a copy."""
+    s = usher.Scheduler(enforce_entitlement=True, seed=1)
+    s.add_pool("P")
+    s.add_app("a", ["P"])
+    for i in range(40):
+        s.add_server(f"s{i}", "Z", "P", max_sessions=100)
+    made = []  # (registered id, an equal id that is another object)
+    t = 0.0
+    for k in range(3000):
+        kind = k % 4
+        if kind == 0:
+            uid, other = f"user-{k}", "".join(["user-", str(k)])
+        elif kind == 1:
+            uid, other = 10**6 + k, float(10**6 + k)
+        elif kind == 2:
+            uid, other = ("ward", k), ("ward", int(str(k)))
+        else:
+            uid, other = _Badge(k), _Badge(k)
+        s.add_user(uid, apps=["a"] if k % 3 else [])
+        made.append((uid, other))
+        if k % 7 == 0:  # launches interleaved with the additions
+            for j in np.random.default_rng(k).integers(0, len(made), size=5):
+                uid_j, other_j = made[j]
+                t += 1.0
+                d = s.launch(other_j, "a", now=t)
+                if j % 3 == 0:
+                    assert d.reason == Reason.NOT_ENTITLED, (uid_j, d)
+                else:
+                    assert d.outcome in (Outcome.PLACED, Outcome.SHARED), (uid_j, d)
+                    row = s.sessions()[s.sessions()["id"] == d.session][0]
+                    assert row["user"] == uid_j, (row["user"], uid_j)
+                    s.logoff(d.session, now=t)
+    for unknown in ("user-1x", 10**9, ("ward", -1), _Badge(-1), 1.5):
+        assert s.launch(unknown, "a", now=t).reason == Reason.NOT_ENTITLED
+    c = s.copy()
+    for k in (1, 2, 2999):
+        uid, other = made[k]
+        for x in (s, c):
+            d = x.launch(other, "a", now=t + 1)
+            assert x.sessions()[x.sessions()["id"] == d.session][0]["user"] == uid
+    with pytest.raises(TypeError):
+        s.launch(["unhashable"], "a", now=t + 2)
+    # without entitlement, an unknown user is added by the launch, then found again
+    o = usher.Scheduler(seed=1)
+    o.add_pool("P")
+    o.add_app("a", ["P"])
+    o.add_server("s", "Z", "P", max_sessions=5000)
+    for k in range(2500):
+        d = o.launch(f"walk-in-{k % 1300}", "a", now=float(k))
+        assert d.outcome == (Outcome.PLACED if k < 1300 else Outcome.SHARED), (k, d)
+    assert len(o.sessions()) == 1300
