@@ -22,12 +22,11 @@ cimport numpy as cnp
 cnp.import_array()
 
 
-# One slot of the user-index table (see Engine._known_user): 16 bytes, four to a
-# cache line.
-ctypedef struct UserSlot:
-    PyObject* key  # a user id equal to a key of the user dict (a reference), or NULL
+# One slot of a KeyTable: 16 bytes, four to a cache line.
+ctypedef struct KeySlot:
+    PyObject* key  # a key of the mirrored dict (a reference), or NULL
     uint32_t hash  # the low 32 bits of its hash
-    int32_t index  # its user index
+    int32_t index  # its value
 
 
 cdef extern from "<pthread.h>" nogil:
@@ -219,6 +218,118 @@ def decision_from_row(const int64_t[::1] row, names, explanation=None):
     return make_decision(&row[0], names, explanation)
 
 
+@cython.final
+cdef class KeyTable:
+    """A mirror of a dict from keys (user ids, endpoints: any hashable) to the
+    indices ``0 .. n-1``, for the lookups of a single ``launch``.
+
+    A dict probe reads its index array, its entry and the int object of the
+    value: three random reads, each a cache miss when a logon storm draws users
+    from tens of thousands. This table, open addressing with linear probing over
+    16-byte (key, hash, index) slots and at most half full, reads one. It never
+    disagrees with the dict: keys are only ever added, each with the next index,
+    and never removed or renumbered; ``find`` first brings the table up to date
+    (the keys added since, from the index-ordered ``names`` list when there is
+    one, else the whole dict again) and starts over when the dict object was
+    replaced or the table would be more than half full. A key matches as in a
+    dict: the same object, or an equal hash and ``==``. Used with the
+    scheduler's lock held."""
+
+    cdef KeySlot* slots
+    cdef Py_ssize_t size, used
+    cdef object source  # the dict mirrored
+
+    def __dealloc__(self):
+        self.clear()
+
+    cdef void clear(self) noexcept:
+        cdef Py_ssize_t k
+        if self.slots != NULL:
+            for k in range(self.size):
+                Py_XDECREF(self.slots[k].key)
+            free(self.slots)
+        self.slots = NULL
+        self.size = 0
+        self.used = 0
+        self.source = None
+
+    cdef int64_t find(self, object key, dict source, list names) except -2:
+        """``source.get(key)`` as an int64, or -1 when the key is not in it."""
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_ssize_t mask, k
+        cdef KeySlot* slot
+        cdef PyObject* other
+        if self.source is not source or self.used != len(source):
+            if not self._sync(source, names, len(source)):
+                idx = source.get(key)
+                return -1 if idx is None else idx
+        mask = self.size - 1
+        k = <Py_ssize_t>(<size_t>h & <size_t>mask)
+        while True:
+            slot = &self.slots[k]
+            other = slot.key
+            if other == NULL:
+                return -1
+            if other == <PyObject*>key or (  # the dict's test
+                    slot.hash == <uint32_t>h and PyObject_Hash(<object>other) == h
+                    and PyObject_RichCompareBool(<object>other, key, Py_EQ)):
+                return slot.index
+            k = (k + 1) & mask
+
+    cdef int add(self, object key, int64_t index) except -1:
+        """Record ``key``, just added to the mirrored dict with ``index``; when the
+        table cannot take it now, the next ``find`` catches up."""
+        if self.slots != NULL and index == self.used and 2 * (self.used + 1) <= self.size:
+            self._insert(key, PyObject_Hash(key), index)
+        return 0
+
+    cdef int _insert(self, object key, Py_hash_t h, int64_t index) except -1:
+        cdef Py_ssize_t mask = self.size - 1
+        cdef Py_ssize_t k = <Py_ssize_t>(<size_t>h & <size_t>mask)
+        cdef KeySlot* slot
+        while self.slots[k].key != NULL:
+            k = (k + 1) & mask
+        slot = &self.slots[k]
+        Py_INCREF(key)
+        slot.key = <PyObject*>key
+        slot.hash = <uint32_t>h
+        slot.index = <int32_t>index
+        self.used += 1
+        return 0
+
+    cdef bint _sync(self, dict source, list names, Py_ssize_t n) except -1:
+        """Bring the table up to the ``n`` keys of ``source``. False when there is
+        no table (allocation failed, too many keys for an int32 index, values
+        that are not the insertion order): the dict then answers alone."""
+        cdef Py_ssize_t size = 1024
+        cdef Py_ssize_t j
+        cdef bint from_names = names is not None and len(names) == n
+        if self.source is not source or 2 * n > self.size or self.used > n \
+                or (self.used < n and not from_names):
+            self.clear()
+            if n >= 0x7FFFFFFF:
+                return False
+            while 2 * size < 5 * n:
+                size <<= 1
+            self.slots = <KeySlot*>calloc(size, sizeof(KeySlot))
+            if self.slots == NULL:
+                return False
+            self.size = size
+            self.source = source
+        if self.used < n:
+            if from_names:  # names[j] is the key of index j
+                for j in range(self.used, n):
+                    key = names[j]
+                    self._insert(key, PyObject_Hash(key), j)
+            else:
+                for key, idx in source.items():
+                    if idx != self.used:
+                        self.clear()
+                        return False
+                    self._insert(key, PyObject_Hash(key), idx)
+        return True
+
+
 cdef class Engine:
     """State pointers, kernel pointers and the hot operations (see module doc)."""
 
@@ -232,9 +343,7 @@ cdef class Engine:
     cdef telemetry_fn _telemetry
     cdef advance_fn _advance
     cdef pthread_mutex_t* _lock
-    cdef UserSlot* _uslots  # user-index table: open addressing, linear probing
-    cdef Py_ssize_t _uslots_size, _uslots_used
-    cdef object _uslots_dict  # the user dict the table was filled from
+    cdef KeyTable _user_keys, _endpoint_keys  # the user and endpoint dicts, mirrored
     cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
     cdef public object _names
@@ -247,96 +356,13 @@ cdef class Engine:
             free(self._lock)
             self._lock = NULL
             raise MemoryError("cannot allocate the scheduler lock")
+        self._user_keys = KeyTable()
+        self._endpoint_keys = KeyTable()
 
     def __dealloc__(self):
         if self._lock != NULL:
             pthread_mutex_destroy(self._lock)
             free(self._lock)
-        self._uslots_clear()
-
-    cdef void _uslots_clear(self) noexcept:
-        cdef Py_ssize_t k
-        if self._uslots != NULL:
-            for k in range(self._uslots_size):
-                Py_XDECREF(self._uslots[k].key)
-            free(self._uslots)
-        self._uslots = NULL
-        self._uslots_size = 0
-        self._uslots_used = 0
-        self._uslots_dict = None
-
-    cdef int64_t _known_user(self, object user) except -2:
-        """Index of a known user, or -1 when ``user`` is not a key of the user dict.
-
-        The same answer as ``self._users.get(user)``, with fewer cache misses: a
-        dict probe reads its index array, its entry and the int object of the
-        value — three random reads when the user was not seen recently (a logon
-        storm draws users at random from tens of thousands) — where this table of
-        (key, hash, index) slots, open addressing with linear probing, reads one.
-        It holds every user: users are added in index order and never removed or
-        renumbered (``_user_names[k]`` is the key of index k), so the table catches
-        up with the users added since the last call, and starts over when the dict
-        object is replaced or the table would be more than half full. A key
-        matches as in the dict: the same object, or an equal hash and ``==``.
-        Called with the lock held."""
-        cdef Py_hash_t h = PyObject_Hash(user)
-        cdef Py_ssize_t n = len(self._user_names)
-        cdef Py_ssize_t mask, k
-        cdef UserSlot* slot
-        cdef PyObject* key
-        if self._uslots_dict is not self._users or 2 * n > self._uslots_size or self._uslots_used < n:
-            if not self._uslots_update(n):
-                idx = self._users.get(user)
-                return -1 if idx is None else idx
-        mask = self._uslots_size - 1
-        k = <Py_ssize_t>(<size_t>h & <size_t>mask)
-        while True:
-            slot = &self._uslots[k]
-            key = slot.key
-            if key == NULL:
-                return -1
-            if key == <PyObject*>user or (
-                    slot.hash == <uint32_t>h and PyObject_Hash(<object>key) == h
-                    and PyObject_RichCompareBool(<object>key, user, Py_EQ)):
-                return slot.index
-            k = (k + 1) & mask
-
-    cdef bint _uslots_update(self, Py_ssize_t n) except -1:
-        """Bring the user-index table up to the ``n`` users of ``_user_names``:
-        start it over (sized for 2.5 n or more, a power of two) when the dict
-        object changed or it would be more than half full, then insert the users
-        it does not hold yet. False when there is no table (allocation failed,
-        or more users than an int32 index holds): the dict then answers alone."""
-        cdef Py_ssize_t size = 1024
-        cdef Py_ssize_t mask, k, j
-        cdef Py_hash_t h
-        cdef UserSlot* slot
-        cdef list names = self._user_names
-        if self._uslots_dict is not self._users or 2 * n > self._uslots_size:
-            self._uslots_clear()
-            if n >= 0x7FFFFFFF or len(self._users) != n:
-                return False
-            while 2 * size < 5 * n:
-                size <<= 1
-            self._uslots = <UserSlot*>calloc(size, sizeof(UserSlot))
-            if self._uslots == NULL:
-                return False
-            self._uslots_size = size
-            self._uslots_dict = self._users
-        mask = self._uslots_size - 1
-        for j in range(self._uslots_used, n):
-            user = names[j]
-            h = PyObject_Hash(user)
-            k = <Py_ssize_t>(<size_t>h & <size_t>mask)
-            while self._uslots[k].key != NULL:
-                k = (k + 1) & mask
-            slot = &self._uslots[k]
-            Py_INCREF(user)
-            slot.key = <PyObject*>user
-            slot.hash = <uint32_t>h
-            slot.index = <int32_t>j
-            self._uslots_used = j + 1
-        return True
 
     def _bind(self, header_array, clock_array, kernels):
         """Attach the header and clock arrays (never reallocated) and the
@@ -412,6 +438,7 @@ cdef class Engine:
         if idx is None:
             idx = len(self._endpoints)
             self._endpoints[endpoint] = idx
+            self._endpoint_keys.add(endpoint, idx)
         return idx
 
     # ------------------------------------------------------------- launch
@@ -445,16 +472,17 @@ cdef class Engine:
         explanation = None
         self._acquire()
         try:
-            # known user and endpoint: one dict probe each, inline (the methods
-            # handle the rest: a new user or endpoint)
-            ui = self._known_user(user)
+            # known user and endpoint: one probe each of the mirror tables (the
+            # methods handle the rest: a new user or endpoint)
+            ui = self._user_keys.find(user, self._users, self._user_names)
             if ui < 0:
                 ui = self._user_index(user)
             if endpoint is None:
                 ep = -1
             else:
-                e = self._endpoints.get(endpoint)
-                ep = self._endpoint_index(endpoint) if e is None else e
+                ep = self._endpoint_keys.find(endpoint, self._endpoints, None)
+                if ep < 0:
+                    ep = self._endpoint_index(endpoint)
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
                 self._prepare(1)
             if explain:

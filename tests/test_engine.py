@@ -304,10 +304,10 @@ class _Badge:
 
 
 def test_launch_finds_users_as_the_user_dict_does():
-    """launch looks users up in its own table (usher._engine, ``_known_user``): it must name
-    the same user as a dict lookup would — equal keys that are other objects, ints equal to
-    floats, tuples, the broker's own types — while users keep being added (the table grows
-    and starts over several times) and after a copy."""
+    """launch looks users and endpoints up in its own tables (usher._engine.KeyTable): they
+    must name the same user and endpoint as a dict lookup would — equal keys that are other
+    objects, ints equal to floats, tuples, the broker's own types — while users and endpoints
+    keep being added (the tables grow and start over several times) and after a copy."""
     s = usher.Scheduler(enforce_entitlement=True, seed=1)
     s.add_pool("P")
     s.add_app("a", ["P"])
@@ -331,13 +331,14 @@ def test_launch_finds_users_as_the_user_dict_does():
             for j in np.random.default_rng(k).integers(0, len(made), size=5):
                 uid_j, other_j = made[j]
                 t += 1.0
-                d = s.launch(other_j, "a", now=t)
+                pc = "".join(["pc-", str((k * 7 + j) % 2500)])  # new endpoints, and known ones again
+                d = s.launch(other_j, "a", endpoint=pc, now=t)
                 if j % 3 == 0:
                     assert d.reason == Reason.NOT_ENTITLED, (uid_j, d)
                 else:
                     assert d.outcome in (Outcome.PLACED, Outcome.SHARED), (uid_j, d)
                     row = s.sessions()[s.sessions()["id"] == d.session][0]
-                    assert row["user"] == uid_j, (row["user"], uid_j)
+                    assert (row["user"], row["endpoint"]) == (uid_j, pc), (row, uid_j, pc)
                     s.logoff(d.session, now=t)
     for unknown in ("user-1x", 10**9, ("ward", -1), _Badge(-1), 1.5):
         assert s.launch(unknown, "a", now=t).reason == Reason.NOT_ENTITLED
