@@ -4,9 +4,10 @@ kernels through their C function pointers, without the GIL.
 
 Design: the kernels (``usher.core.kernels``) are numba ``@cfunc``s — one source
 of truth. This class keeps the header pointer and the function pointers, so a
-launch is: a user-index table probe and a few dict lookups, one C call under a
-lock with the GIL released, and one small ``Decision`` object. The Python subclass ``usher.Scheduler`` holds
-configuration and validation of the rare operations; the hot ones live here.
+launch is: a probe of the user and endpoint tables (``KeyTable``) and a few dict
+lookups, one C call under a lock with the GIL released, and one small
+``Decision`` object. The Python subclass ``usher.Scheduler`` holds configuration
+and validation of the rare operations; the hot ones live here.
 A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_status``.
 """
 
