@@ -1,31 +1,83 @@
-"""A steady-state single-launch loop to profile (benchmarks/README.md, "Where the time goes").
+"""A steady-state launch loop to profile (benchmarks/README.md, "Where the time goes").
 
+    python benchmarks/profile_launch.py [a|b] [seconds] [single|batch]
+
+    # the Python edge and the kernel, by line (kernel frames show as addresses)
     py-spy record --native -r 2000 -f raw -o launch.txt -- python benchmarks/profile_launch.py b 20
+    # inside the numba kernels, by function: compile them in this process (a fresh
+    # cache folder) and write a perf map of their code for `perf report`
+    NUMBA_CACHE_DIR=$(mktemp -d) USHER_PERF_MAP=1 perf record -e cpu-clock -F 5000 -o k.data -- \\
+        python benchmarks/profile_launch.py a 20 batch
+    perf report -i k.data --sort sym
 
-Arguments: mix (a or b, default b), seconds (default 20). The timed line is the list
-comprehension calling ``s.launch``; the rest is the untimed steady-state setup.
+Arguments: mix (a or b, default b), seconds (default 20), ``single`` (one ``launch`` per
+decision, default) or ``batch`` (``launch_many`` on 2,000 rows). The timed part is the
+launch loop or the batch call; the rest is the untimed steady-state setup.
+
+``USHER_PERF_MAP=1`` writes ``/tmp/perf-<pid>.map`` (the format perf reads for code it
+cannot see in a file): one line per function of the kernels' code libraries. numba only
+knows those addresses for code it compiled in this process, so use it with an empty
+``NUMBA_CACHE_DIR`` (the first call then takes about a minute to compile).
 """
 
 import os
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fleets  # noqa: E402
 
+
+def write_perf_map() -> int:
+    """Write /tmp/perf-<pid>.map for the launch kernels; returns the number of functions."""
+    from usher.core import kernels
+
+    found = set()
+    for name in ("launch", "launch_many"):
+        library = getattr(kernels, name)._library
+        for fn in library._final_module.functions:
+            if fn.is_declaration:
+                continue
+            address = library.get_pointer_to_function(fn.name)
+            if address:
+                found.add((address, fn.name))
+    found = sorted(found)
+    with open(f"/tmp/perf-{os.getpid()}.map", "w") as out:
+        for k, (address, name) in enumerate(found):
+            # sizes are not known: each function is taken to run to the next one
+            size = found[k + 1][0] - address if k + 1 < len(found) else 4096
+            out.write(f"{address:x} {size:x} {name}\n")
+    return len(found)
+
+
 mix = sys.argv[1] if len(sys.argv) > 1 else "b"
 seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
+mode = sys.argv[3] if len(sys.argv) > 3 else "single"
 f = fleets.build(1400, mix)
 s, now = f.s, f.now
-k, n, spent = 500, 0, 0.0
+if os.environ.get("USHER_PERF_MAP") == "1":
+    print(f"perf map: {write_perf_map()} functions", file=sys.stderr)
+app_index = {a: i for i, a in enumerate(s.app_names)}
+k = 500 if mode == "single" else 2000
+n, spent = 0, 0.0
 deadline = time.perf_counter() + seconds
 while time.perf_counter() < deadline:
     reqs = f.prepare(k)
-    launch = s.launch
-    t0 = time.perf_counter()
-    out = [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in reqs]
+    if mode == "single":
+        launch = s.launch
+        t0 = time.perf_counter()
+        out = [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in reqs]
+    else:
+        users = np.array([r[1] for r in reqs], dtype=np.int64)
+        apps = np.array([app_index[r[2]] for r in reqs], dtype=np.int64)
+        locations = None if mix == "a" else [r[3] for r in reqs]
+        t0 = time.perf_counter()
+        out = s.launch_many(users, apps, locations=locations, now=now)
     spent += time.perf_counter() - t0
+    out = list(out)
     f.settle(reqs, out)
     n += k
-print(f"single launch, mix {mix}: {spent / n * 1e9:.0f} ns per decision over {n:,}")
+print(f"{mode} launch, mix {mix}: {spent / n * 1e9:.0f} ns per decision over {n:,}")
