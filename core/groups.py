@@ -49,13 +49,15 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         starts = np.zeros(0, dtype=np.int64)
     n_groups = len(starts)
     sizes = np.diff(np.append(starts, len(idx))).astype(np.int64)
+    # 4-ary trees: leaves a power of four; rows 1 .. first_leaf + cap - 1 (row 0 unused)
     caps = np.ones(n_groups, dtype=np.int64)
     nz = sizes > 1
-    caps[nz] = 1 << np.ceil(np.log2(sizes[nz])).astype(np.int64)
+    caps[nz] = 1 << (2 * ((np.ceil(np.log2(sizes[nz])).astype(np.int64) + 1) // 2))
+    rows = st.tree_first_leaf(caps) + caps
     offsets = np.zeros(n_groups, dtype=np.int64)
     if n_groups:
-        offsets[1:] = np.cumsum(2 * caps)[:-1]
-    tree = np.full((max(1, int((2 * caps).sum())), st.N_TREE_COLUMNS), st.INF_KEY, dtype=np.int64)
+        offsets[1:] = np.cumsum(rows)[:-1]
+    tree = np.full((max(1, int(rows.sum())), st.N_TREE_COLUMNS), st.INF_KEY, dtype=np.int64)
     tree[:, st.TREE_COLUMNS_SERVER] = st.NONE
 
     grp = st.new_table(st.GROUP_FIELDS, n_groups, np.int64, fill=0)
@@ -70,7 +72,7 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         grp[st.GR_TREE_CAP, :n_groups] = caps
         srv[st.SV_GROUP, idx] = group_of
         srv[st.SV_SLOT, idx] = slot
-        tree[offsets[group_of] + caps[group_of] + slot, st.TREE_COLUMNS_SERVER] = idx
+        tree[offsets[group_of] + st.tree_first_leaf(caps[group_of]) + slot, st.TREE_COLUMNS_SERVER] = idx
         available = (
             (srv[st.SV_POWER, idx] == codes.Power.ON)
             & (srv[st.SV_REGISTERED, idx] != 0)

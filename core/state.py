@@ -112,7 +112,7 @@ GROUP_FIELDS = (
     "n_servers",
     "n_available",  # servers on, registered and enabled (full or not)
     "tree_off",  # offset of the group's tree in the tree array
-    "tree_cap",  # leaves (a power of two); node 1 is the root
+    "tree_cap",  # leaves (a power of four); node 1 is the root (see tree.py)
 )
 
 PZ_FIELDS = ("g_start", "g_count")
@@ -318,6 +318,14 @@ def unpack(header_ptr):
         _vector_i(h, H_INSTANCE_FREE_ADDR, h[H_INSTANCE_CAP]),  # noqa: F821
         carray(_address_as_pointer(h[H_CLOCK_ADDR]), (N_CK,), np.float64),  # noqa: F821
     )
+
+
+def tree_first_leaf(cap):
+    """Row of the first leaf of a 4-ary tree with ``cap`` leaves (a power of
+    four), relative to the tree's offset: (cap + 2) // 3 (the inner nodes are
+    rows 1 .. (cap - 1) / 3). Ints or numpy arrays; the kernels use
+    ``tree.first_leaf``, the same formula."""
+    return (cap + 2) // 3
 
 
 # ---------------------------------------------------------------- allocation

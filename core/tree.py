@@ -2,20 +2,26 @@
 
 Design: servers are grouped by (pool, zone, tag set) — every filter that does not
 depend on the server's own load is a property of the group. Each group keeps a
-tournament tree (a complete binary tree over its servers; each inner node holds
-the better of its two children), so:
+tournament tree (a complete 4-ary tree over its servers; each inner node holds
+the best of its four children), so:
 
 * the best server of a group is the root: O(1);
 * when a session starts or ends, one server's key changes and only its path to
   the root is replayed: O(log n) — no rescoring of the fleet (the same idea as
   HAProxy's ``lb_fwlc`` tree keyed by an integer load).
 
-Layout: group g owns ``2 * cap`` nodes from ``tree_off``; node 1 is the root,
-leaves are nodes ``cap .. 2*cap - 1``. A node is a row (server, key, tiebreak)
-of the ``(tree_len, 3)`` tree table — the key travels with the node, so a path
-replay reads sibling rows that sit next to each other instead of two random
-server records per level (this keeps the cost flat at 100,000 servers). An
-empty node is (-1, INF, INF).
+Four children per node rather than two: half the levels (a group of 467 servers
+has 5 instead of 9, one of 33,000 has 8 instead of 16), and the four children of
+a node are adjacent rows, read together.
+
+Layout: group g owns ``first_leaf(cap) + cap`` rows from ``tree_off`` (row 0
+unused); node 1 is the root, the children of node k are nodes ``4k - 2 .. 4k + 1``
+(so the parent of node c is ``(c + 2) >> 2``), and the leaves, ``cap`` of them (a
+power of four), are nodes ``first_leaf(cap) .. first_leaf(cap) + cap - 1``. A
+node is a row (server, key, tiebreak) of the ``(tree_len, 3)`` tree table — the
+key travels with the node, so a path replay reads sibling rows that sit next to
+each other instead of random server records per level (this keeps the cost flat
+at 100,000 servers). An empty node is (-1, INF, INF).
 """
 
 from __future__ import annotations
@@ -48,20 +54,32 @@ def better(s: st.State, a, b):
 
 
 @njit(inline="always")
-def _winner(tree, left):
-    """Row of the better of the sibling rows ``left`` and ``left + 1``:
-    smaller (key, tb) wins, the left one on a full tie. Branch-free: which
-    child wins is data, not a branch the CPU could mispredict."""
-    kl = tree[left, T_KEY]
-    kr = tree[left + 1, T_KEY]
-    right_wins = (kr < kl) | ((kr == kl) & (tree[left + 1, T_TB] < tree[left, T_TB]))
-    return left + np.int64(right_wins)
+def first_leaf(cap):
+    """Node of the first leaf of a tree with ``cap`` leaves (state.tree_first_leaf)."""
+    return (cap + 2) // 3
+
+
+@njit(inline="always")
+def _better_row(tree, a, b):
+    """Row a or b, whichever holds the smaller (key, tb); a on a full tie.
+    Branch-free: which one wins is data, not a branch the CPU could mispredict."""
+    b_wins = (tree[b, T_KEY] < tree[a, T_KEY]) | (
+        (tree[b, T_KEY] == tree[a, T_KEY]) & (tree[b, T_TB] < tree[a, T_TB]))
+    return a + (b - a) * np.int64(b_wins)
+
+
+@njit(inline="always")
+def _winner(tree, first):
+    """Row of the best of the four sibling rows ``first .. first + 3``: smaller
+    (key, tb) wins, the leftmost on a full tie."""
+    return _better_row(tree, _better_row(tree, first, first + 1),
+                       _better_row(tree, first + 2, first + 3))
 
 
 @njit(inline="always")
 def _pull(tree, base, node):
-    """Node ``node`` of the tree at ``base`` takes its better child."""
-    c = _winner(tree, base + 2 * node)
+    """Node ``node`` of the tree at ``base`` takes its best child."""
+    c = _winner(tree, base + 4 * node - 2)
     tree[base + node, T_SERVER] = tree[c, T_SERVER]
     tree[base + node, T_KEY] = tree[c, T_KEY]
     tree[base + node, T_TB] = tree[c, T_TB]
@@ -69,7 +87,7 @@ def _pull(tree, base, node):
 
 @njit(inline="always")
 def _set_leaf(s: st.State, base, cap, i):
-    leaf = base + cap + s.srv[st.SV_SLOT, i]
+    leaf = base + first_leaf(cap) + s.srv[st.SV_SLOT, i]
     s.tree[leaf, T_KEY] = s.srv[st.SV_KEY, i]
     s.tree[leaf, T_TB] = s.srv[st.SV_TB, i]
 
@@ -87,10 +105,10 @@ def replay_path(h, i):
     off = s.grp[st.GR_TREE_OFF, g]
     cap = s.grp[st.GR_TREE_CAP, g]
     _set_leaf(s, off, cap, i)
-    node = (cap + s.srv[st.SV_SLOT, i]) >> 1
+    node = (first_leaf(cap) + s.srv[st.SV_SLOT, i] + 2) >> 2
     tree = s.tree
     while node >= 1:
-        c = _winner(tree, off + 2 * node)
+        c = _winner(tree, off + 4 * node - 2)
         server, key, tb = tree[c, T_SERVER], tree[c, T_KEY], tree[c, T_TB]
         dst = off + node
         if tree[dst, T_SERVER] == server and tree[dst, T_KEY] == key and tree[dst, T_TB] == tb:
@@ -98,7 +116,7 @@ def replay_path(h, i):
         tree[dst, T_SERVER] = server
         tree[dst, T_KEY] = key
         tree[dst, T_TB] = tb
-        node >>= 1
+        node = (node + 2) >> 2
 
 
 @njit(inline="always")
@@ -124,9 +142,10 @@ def rebuild_group(h, g):
     tree = s.tree
     off = s.grp[st.GR_TREE_OFF, g]
     cap = s.grp[st.GR_TREE_CAP, g]
+    first = first_leaf(cap)
     for leaf in range(s.grp[st.GR_N_SERVERS, g]):
-        _set_leaf(s, off, cap, tree[off + cap + leaf, T_SERVER])
-    for node in range(cap - 1, 0, -1):
+        _set_leaf(s, off, cap, tree[off + first + leaf, T_SERVER])
+    for node in range(first - 1, 0, -1):  # children before parents
         _pull(tree, off, node)
 
 
@@ -142,7 +161,7 @@ def update_moved(h, moved, n_moved):
     """Bring the trees up to date after the keys of servers ``moved[:n_moved]``
     changed (keys already written): per group, replay the moved servers' paths
     when few of its servers moved, rebuild the group when a quarter or more of
-    its tree did (a path costs about log2(cap) pulls, a rebuild 2 * cap). Groups
+    its tree did (a path costs about log4(cap) pulls, a rebuild cap / 3). Groups
     that no moved server belongs to are not touched."""
     s = st.unpack(h)
     n_groups = s.hdr[st.H_GROUP_CAP, 0]
