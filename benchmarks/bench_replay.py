@@ -8,9 +8,9 @@ servers every 15 s (runs of consecutive telemetry lines, as brokers batch them).
 mix: 24 % launch, 19 % logon_done, 5 % disconnect, 19 % logoff, 31 % telemetry, 2 %
 configuration. Every line applies (the test checks: no error, something placed).
 
-Measured (2-core machine; `lines` = 1,000,000; four runs on a quiet machine):
-    batched       0.96-1.17 s = 858,000-1,046,000 ops/s
-    line_by_line  1.05-1.26 s = 792,000-956,000 ops/s
+Measured (2-core machine; `lines` = 1,000,000; six runs on a quiet machine):
+    batched       0.91-1.17 s = 858,000-1,097,000 ops/s
+    line_by_line  1.02-1.26 s = 792,000-977,000 ops/s
 (370,000-432,000 and 315,000-425,000 ops/s when the machine was loaded by other jobs.)
 What bounds it: the same operations called directly on the public API in a bare loop
 (no parsing, no output) took 1.40 s on the loaded machine; the replay adds msgspec
