@@ -204,6 +204,19 @@ def first_outside(const int64_t[::1] idx, int64_t hi):
     return -1
 
 
+def first_unhashable(values):
+    """Row of the first value that cannot be a dict key, or -1 (batch validation,
+    before anything is added)."""
+    cdef Py_ssize_t k = 0
+    for v in values:
+        try:
+            PyObject_Hash(v)
+        except TypeError:
+            return k
+        k += 1
+    return -1
+
+
 def first_bad_time(const double[::1] t):
     """Row of the first time that is not finite or earlier than the row before,
     or -1 (batch validation)."""
@@ -442,6 +455,32 @@ cdef class Engine:
             self._endpoint_keys.add(endpoint, idx)
         return idx
 
+    def _user_rows_into(self, users, int64_t[::1] out):
+        """The user index of each id of ``users`` (all hashable: see
+        first_unhashable) into ``out``: known users from the key table, unknown
+        ones added (entitlement not enforced) or -1. Called with the lock held."""
+        cdef Py_ssize_t k = 0
+        cdef int64_t ui
+        for user in users:
+            ui = self._user_keys.find(user, self._users, self._user_names)
+            out[k] = self._user_index(user) if ui < 0 else ui
+            k += 1
+
+    def _endpoint_rows_into(self, endpoints, int64_t[::1] out):
+        """The endpoint index of each entry of ``endpoints`` (None: -1; all
+        hashable) into ``out``, new endpoints added. Called with the lock held."""
+        cdef Py_ssize_t k = 0
+        cdef int64_t e
+        for endpoint in endpoints:
+            if endpoint is None:
+                e = -1
+            else:
+                e = self._endpoint_keys.find(endpoint, self._endpoints, None)
+                if e < 0:
+                    e = self._endpoint_index(endpoint)
+            out[k] = e
+            k += 1
+
     # ------------------------------------------------------------- launch
     def launch(self, user, app, location=None, endpoint=None, external=False, now=None,
                explain=False):
@@ -460,30 +499,42 @@ cdef class Engine:
             :class:`usher.Decision`.
         """
         cdef double t = self._time(now)
-        a = self._apps.get(app)
+        try:
+            a = self._apps.get(app)
+        except TypeError:
+            raise InvalidArgument("app", app, "must be hashable") from None
         if a is None:
             raise UnknownApp("app", app, "no such app")
         cdef int64_t ai = a
         cdef int64_t loc = -1
         if location is not None:
-            loc = self._zones.get(location, -2)
+            try:
+                loc = self._zones.get(location, -2)
+            except TypeError:
+                raise InvalidArgument("location", location, "must be hashable") from None
         cdef int64_t ext = 1 if external else 0
         cdef int64_t ui, ep, status
         cdef int64_t out[16]  # this call's decision row: nothing shared once the lock is gone
         explanation = None
         self._acquire()
         try:
-            # known user and endpoint: one probe each of the mirror tables (the
-            # methods handle the rest: a new user or endpoint)
-            ui = self._user_keys.find(user, self._users, self._user_names)
+            # known user and endpoint: one probe each of the mirror tables; a new
+            # user or endpoint is added only once both ids are known to be valid
+            # (hashable), so a bad one changes nothing
+            try:
+                ui = self._user_keys.find(user, self._users, self._user_names)
+            except TypeError:
+                raise InvalidArgument("user", user, "must be hashable") from None
+            ep = -1
+            if endpoint is not None:
+                try:
+                    ep = self._endpoint_keys.find(endpoint, self._endpoints, None)
+                except TypeError:
+                    raise InvalidArgument("endpoint", endpoint, "must be hashable") from None
             if ui < 0:
                 ui = self._user_index(user)
-            if endpoint is None:
-                ep = -1
-            else:
-                ep = self._endpoint_keys.find(endpoint, self._endpoints, None)
-                if ep < 0:
-                    ep = self._endpoint_index(endpoint)
+            if ep < 0 and endpoint is not None:
+                ep = self._endpoint_index(endpoint)
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
                 self._prepare(1)
             if explain:

@@ -969,6 +969,12 @@ class Scheduler(_engine.Engine):
             if k >= 0:
                 why = "must be finite" if not math.isfinite(nows[k]) else "times must not decrease"
                 raise InvalidArgument(f"now[{k}]", float(nows[k]), why)
+        # ids that cannot be dict keys are refused before anything is added
+        for field, values in (("users", users), ("locations", loc), ("endpoints", eps)):
+            if values is not None and not (isinstance(values, np.ndarray) and values.dtype.kind in "iu"):
+                k = _engine.first_unhashable(values)
+                if k >= 0:
+                    raise InvalidArgument(f"{field}[{k}]", values[k], "must be hashable")
         out = np.zeros((n, st.N_D), dtype=np.int64)
         with self._locked():
             if n:
@@ -976,8 +982,10 @@ class Scheduler(_engine.Engine):
             u_idx = self._user_rows(users, n)
             loc_idx = np.array([-1 if z is None else self._zones.get(z, -2) for z in loc], dtype=np.int64) \
                 if loc is not None else _filled(n, -1)
-            ep_idx = np.array([self._endpoint_index(e) for e in eps], dtype=np.int64) \
-                if eps is not None else _filled(n, -1)
+            ep_idx = _filled(n, -1)
+            if eps is not None:
+                ep_idx = np.empty(n, dtype=np.int64)
+                self._endpoint_rows_into(eps, ep_idx)
             self._prepare_rows(n)
             self._launch_arrays(u_idx, a_idx, loc_idx, ep_idx, ext, nows, out)
         return Decisions(out, self._names)
@@ -1013,8 +1021,7 @@ class Scheduler(_engine.Engine):
                 raise InvalidArgument(f"users[{k}]", int(idx[k]), "no such user index")
             return idx
         out = np.empty(n, dtype=np.int64)
-        for k, u in enumerate(users):
-            out[k] = self._user_index(u)
+        self._user_rows_into(users, out)
         return out
 
     @staticmethod

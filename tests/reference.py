@@ -121,6 +121,13 @@ def _check_int(fld, value, lo=None, hi=None, allow_none=False):
     return value
 
 
+def _check_hashable(field, value):
+    try:
+        hash(value)
+    except TypeError:
+        raise InvalidArgument(field, value, "must be hashable") from None
+
+
 def _check_float(fld, value, lo=None, hi=None, lo_open=False):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidArgument(fld, value, "must be a number")
@@ -582,6 +589,8 @@ class ReferenceScheduler:
     # ------------------------------------------------------------ launch
     def launch(self, user, app, location=None, endpoint=None, external=False, now=None, explain=False):
         t = self._time(now)
+        for fld, v in (("app", app), ("location", location), ("user", user), ("endpoint", endpoint)):
+            _check_hashable(fld, v)
         if app not in self.apps:
             raise UnknownApp("app", app, "no such app")
         self._advance(t)
@@ -755,6 +764,9 @@ class ReferenceScheduler:
         for fld, rows in (("locations", locations), ("endpoints", endpoints)):
             if rows is not None and (isinstance(rows, str) or len(rows) != n):
                 raise InvalidArgument(fld, rows, f"must be a sequence of length {n}")
+        for fld, rows in (("users", users), ("locations", locations), ("endpoints", endpoints)):
+            for k, v in enumerate(() if rows is None else rows):
+                _check_hashable(f"{fld}[{k}]", v)
         if external is not None and len(external) != n:
             raise InvalidArgument("external", external, f"must have length {n}")
         if now is None:

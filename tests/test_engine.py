@@ -348,7 +348,7 @@ def test_launch_finds_users_as_the_user_dict_does():
         for x in (s, c):
             d = x.launch(other, "a", now=t + 1)
             assert x.sessions()[x.sessions()["id"] == d.session][0]["user"] == uid
-    with pytest.raises(TypeError):
+    with pytest.raises(usher.InvalidArgument):
         s.launch(["unhashable"], "a", now=t + 2)
     # without entitlement, an unknown user is added by the launch, then found again
     o = usher.Scheduler(seed=1)

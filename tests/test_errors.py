@@ -181,6 +181,18 @@ CASES = [
      "now", T0 - 1),
     # launch
     ("launch-unknown-app", lambda s, i: s.launch("u1", "nope", now=T0), usher.UnknownApp, "app", "nope"),
+    ("launch-app-unhashable", lambda s, i: s.launch("u1", ["a"], now=T0), usher.InvalidArgument, "app", ["a"]),
+    ("launch-user-unhashable", lambda s, i: s.launch(["u1"], "a", now=T0), usher.InvalidArgument, "user", ["u1"]),
+    ("launch-location-unhashable", lambda s, i: s.launch("zz", "a", location={"z": 1}, now=T0),
+     usher.InvalidArgument, "location", {"z": 1}),
+    ("launch-endpoint-unhashable-new-user", lambda s, i: s.launch("zz", "a", endpoint=["pc"], now=T0),
+     usher.InvalidArgument, "endpoint", ["pc"]),
+    ("launch-many-user-unhashable", lambda s, i: s.launch_many(["zz", ["x"]], ["a", "a"], now=T0),
+     usher.InvalidArgument, "users[1]", ["x"]),
+    ("launch-many-endpoint-unhashable", lambda s, i: s.launch_many(["zz", "zy"], ["a", "a"], endpoints=["pc", ["x"]],
+                                                                   now=T0), usher.InvalidArgument, "endpoints[1]", ["x"]),
+    ("launch-many-location-unhashable", lambda s, i: s.launch_many(["zz", "zy"], ["a", "a"], locations=[None, ["z"]],
+                                                                   now=T0), usher.InvalidArgument, "locations[1]", ["z"]),
     ("launch-unknown-app-new-user", lambda s, i: s.launch("zz", "nope", now=T0), usher.UnknownApp,
      "app", "nope"),
     ("launch-time", lambda s, i: s.launch("u1", "a", now=T0 - 0.5), usher.TimeWentBackwards, "now", T0 - 0.5),
@@ -368,6 +380,23 @@ def test_failed_launch_creates_no_user(backend):
     # neither user exists: adding them is no duplicate
     s.add_user("newbie")
     s.add_user("newbie2")
+
+
+def test_unhashable_ids_add_no_user(backend):
+    """A launch or batch refused for an id that cannot be a key adds none of its users."""
+    s = backend()
+    s.add_pool("p")
+    s.add_app("a", ["p"])
+    s.add_server("s0", "z1", "p", now=5.0)
+    with pytest.raises(usher.InvalidArgument):
+        s.launch("walk-in", "a", endpoint=["pc"], now=6.0)
+    with pytest.raises(usher.InvalidArgument):
+        s.launch_many(["w1", "w2", ["w3"]], ["a", "a", "a"], now=6.0)
+    with pytest.raises(usher.InvalidArgument):
+        s.launch_many(["w4", "w5"], ["a", "a"], endpoints=["pc", ["pc"]], now=6.0)
+    for u in ("walk-in", "w1", "w2", "w4", "w5"):  # none exists: adding it is no duplicate
+        s.add_user(u)
+    assert len(s.sessions()) == 0
 
 
 def test_telemetry_many_bad_row_applies_nothing(backend):
