@@ -141,11 +141,13 @@ def test_launch_warm(benchmark, fleet, size, mix):
 
 
 # ---------------------------------------------------------------- batches
+@pytest.mark.parametrize("users_as", ["indices", "ids"])
 @pytest.mark.parametrize("mix", MIXES)
 @pytest.mark.parametrize("size", SIZES)
-def test_launch_many(benchmark, fleet, size, mix):
-    """``launch_many`` on a batch (user/app index arrays, location names); the baselines have
-    no batch API: the report compares with their launch loop (test_launch)."""
+def test_launch_many(benchmark, fleet, size, mix, users_as):
+    """``launch_many`` on a batch (app index array, location names; users as an index array,
+    or as the broker's user ids); the baselines have no batch API: the report compares with
+    their launch loop (test_launch)."""
     s, now = fleet.s, fleet.now
     n = min(10_000, len(fleet.live) // 8)
     app_idx = {a: i for i, a in enumerate(s.app_names)}
@@ -153,7 +155,10 @@ def test_launch_many(benchmark, fleet, size, mix):
 
     def setup():
         reqs = fleet.prepare(n)
-        users = np.array([r[1] for r in reqs], dtype=np.int64)  # user k was added k-th
+        if users_as == "indices":
+            users = np.array([r[1] for r in reqs], dtype=np.int64)  # user k was added k-th
+        else:
+            users = [r[0] for r in reqs]
         apps = np.array([app_idx[r[2]] for r in reqs], dtype=np.int64)
         locs = None if mix == "a" else [r[3] for r in reqs]
         return {"reqs": reqs, "args": (users, apps, locs)}
@@ -179,7 +184,8 @@ def test_launch_many(benchmark, fleet, size, mix):
     assert s.user_indices([fleet.users[0], fleet.users[-1]]).tolist() == [0, len(fleet.users) - 1]
     run(benchmark, setup, target, teardown, rounds=10)
     assert total["placed"] > 0
-    record(benchmark, "launch_many", size, mix, "usher", n, total["placed"])
+    record(benchmark, "launch_many" if users_as == "indices" else "launch_many-ids", size, mix, "usher", n,
+           total["placed"])
     fleet.check_servers()
 
 

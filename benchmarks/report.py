@@ -13,12 +13,13 @@ import sys
 from collections import defaultdict
 
 BASELINES = ("scan", "heapq", "numpy")
-ORDER = ("launch", "launch-warm", "launch_many", "reconnect", "share", "logoff", "explain-off", "explain-on",
+ORDER = ("launch", "launch-warm", "launch_many", "launch_many-ids", "reconnect", "share", "logoff", "explain-off", "explain-on",
          "threads-1", "threads-2", "telemetry", "import", "day")
 LABEL = {
     "launch": "launch (one call)",
     "launch-warm": "launch, same users each round",
     "launch_many": "launch_many (batch)",
+    "launch_many-ids": "launch_many, user ids",
     "reconnect": "launch → reconnect",
     "share": "launch → share",
     "logoff": "logoff",
@@ -101,7 +102,7 @@ def table(rows):
                        f"engine {x['engine_s']:.2f} s for {x['operations']:,} operations |")
             continue
         ratios = []
-        base_kind = "launch" if kind in ("launch-warm", "launch_many", "explain-off", "threads-1", "threads-2") else kind
+        base_kind = "launch" if kind in ("launch-warm", "launch_many", "launch_many-ids", "explain-off", "threads-1", "threads-2") else kind
         for b in BASELINES:
             r = rows.get((base_kind, n, mix, b))
             if kind == "explain-on":
@@ -109,7 +110,9 @@ def table(rows):
             ratios.append(None if r is None else r["ns"] / u["ns"])
         note = ""
         if kind == "launch_many":
-            note = f"batch of {u['decisions']:,}; baselines: their launch loop"
+            note = f"batch of {u['decisions']:,}, user indices; baselines: their launch loop"
+        elif kind == "launch_many-ids":
+            note = f"batch of {u['decisions']:,}, user ids (str) looked up by the engine"
         elif kind == "explain-on":
             off = rows.get(("explain-off", n, mix, "usher"))
             note = f"{u['ns'] / off['ns']:.1f}× explain off" if off else ""
