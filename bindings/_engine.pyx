@@ -12,10 +12,9 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 """
 
 cimport cython
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
 from libc.math cimport isinf, isnan
 from libc.stdlib cimport malloc, calloc, free
-from libc.stdint cimport int32_t, uint32_t
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 cimport numpy as cnp

@@ -323,8 +323,8 @@ def unpack(header_ptr):
 def tree_first_leaf(cap):
     """Row of the first leaf of a 4-ary tree with ``cap`` leaves (a power of
     four), relative to the tree's offset: (cap + 2) // 3 (the inner nodes are
-    rows 1 .. (cap - 1) / 3). Ints or numpy arrays; the kernels use
-    ``tree.first_leaf``, the same formula."""
+    rows 1 .. (cap - 1) / 3). Ints or numpy arrays; the kernels call it
+    compiled, as ``tree.first_leaf``."""
     return (cap + 2) // 3
 
 

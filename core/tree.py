@@ -53,10 +53,9 @@ def better(s: st.State, a, b):
     return b
 
 
-@njit(inline="always")
-def first_leaf(cap):
-    """Node of the first leaf of a tree with ``cap`` leaves (state.tree_first_leaf)."""
-    return (cap + 2) // 3
+#: Node of the first leaf of a tree with ``cap`` leaves: state.tree_first_leaf,
+#: compiled for the kernels (one formula for the layout and the kernels).
+first_leaf = njit(inline="always")(st.tree_first_leaf)
 
 
 @njit(inline="always")
