@@ -16,6 +16,15 @@ from . import codes
 from . import state as st
 
 
+def aligned_rows(n: int, columns: int, fill) -> np.ndarray:
+    """An (n, columns) int64 array filled with ``fill`` whose first row starts on
+    a 64-byte boundary (numpy promises 16): with 4-column rows and even group
+    offsets, the four children of a tree node then share two cache lines."""
+    raw = np.full(n * columns + 8, fill, dtype=np.int64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip: skip + n * columns].reshape(n, columns)
+
+
 def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
     """Group the present servers.
 
@@ -57,8 +66,9 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
     offsets = np.zeros(n_groups, dtype=np.int64)
     if n_groups:
         offsets[1:] = np.cumsum(rows)[:-1]
-    tree = np.full((max(1, int(rows.sum())), st.N_TREE_COLUMNS), st.INF_KEY, dtype=np.int64)
+    tree = aligned_rows(max(1, int(rows.sum())), st.N_TREE_COLUMNS, st.INF_KEY)
     tree[:, st.TREE_COLUMNS_SERVER] = st.NONE
+    tree[:, st.TREE_COLUMNS_SLOT] = st.NONE
 
     grp = st.new_table(st.GROUP_FIELDS, n_groups, np.int64, fill=0)
     group_of = np.repeat(np.arange(n_groups), sizes)
@@ -72,7 +82,9 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         grp[st.GR_TREE_CAP, :n_groups] = caps
         srv[st.SV_GROUP, idx] = group_of
         srv[st.SV_SLOT, idx] = slot
-        tree[offsets[group_of] + st.tree_first_leaf(caps[group_of]) + slot, st.TREE_COLUMNS_SERVER] = idx
+        leaves = offsets[group_of] + st.tree_first_leaf(caps[group_of]) + slot
+        tree[leaves, st.TREE_COLUMNS_SERVER] = idx
+        tree[leaves, st.TREE_COLUMNS_SLOT] = slot
         available = (
             (srv[st.SV_POWER, idx] == codes.Power.ON)
             & (srv[st.SV_REGISTERED, idx] != 0)

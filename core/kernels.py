@@ -44,7 +44,7 @@ from .commit import (
 from .explain import N_FUNNEL, explain_launch
 from .loadindex import is_available, load_index, selection_key
 from .placement import place
-from .tree import build_all, rebuild_trees, replay_path, update_moved
+from .tree import build_all, first_leaf, rebuild_trees, replay_path, update_moved
 
 
 
@@ -136,14 +136,6 @@ ADVANCE_SIG = _i64(_p64, _f64)
 BUILD_SIG = _i64(_p64, _i64)
 
 
-@cfunc(LAUNCH_SIG, nopython=True, nogil=True, cache=True)
-def launch(header, user, app, location, endpoint, external, now, out_ptr):
-    """Decide and commit one launch; the decision goes to out[0:N_D]."""
-    h = header
-    s = st.unpack(h)
-    return place(h, user, app, location, endpoint, external, now, carray(out_ptr, (st.N_D,)))
-
-
 _AHEAD = 8  # rows of a batch whose records are requested before their turn
 
 
@@ -175,6 +167,52 @@ def _prefetch_row(s, u, app, ahead):
         st.prefetch(_record_address(s.inst, s.inst_free[top]))
 
 
+_PATH_LEVELS = 4  # bottom levels of a path to prefetch (the ones above stay cached)
+
+
+@njit(inline="always")
+def _prefetch_next_pick(s, i):
+    """After a placement on server i: prefetch what the next placement in i's
+    group will most likely touch — the group's new best server (its record) and
+    that server's leaf-to-root path (the lowest levels). A hint only."""
+    if i < 0:
+        return
+    g = s.srv[st.SV_GROUP, i]
+    if g < 0:
+        return
+    off = s.grp[st.GR_TREE_OFF, g]
+    r = s.tree[off + 1, st.TREE_COLUMNS_SERVER]
+    if r < 0:
+        return
+    a0 = _record_address(s.srv, r)
+    st.prefetch(a0)
+    st.prefetch(a0 + 64)
+    st.prefetch(a0 + st.N_SV * 8 - 8)
+    # the root row names the leaf too: no wait for the server record
+    node = first_leaf(s.grp[st.GR_TREE_CAP, g]) + s.tree[off + 1, st.TREE_COLUMNS_SLOT]
+    base = s.tree.ctypes.data + off * st.N_TREE_COLUMNS * 8
+    for _ in range(_PATH_LEVELS):
+        if node <= 1:
+            break
+        first = ((node + 2) >> 2) * 4 - 2  # the node and its siblings: two cache lines
+        a1 = base + first * st.N_TREE_COLUMNS * 8
+        st.prefetch(a1)
+        st.prefetch(a1 + 64)
+        node = (node + 2) >> 2
+
+
+@cfunc(LAUNCH_SIG, nopython=True, nogil=True, cache=True)
+def launch(header, user, app, location, endpoint, external, now, out_ptr):
+    """Decide and commit one launch; the decision goes to out[0:N_D]."""
+    h = header
+    s = st.unpack(h)
+    out = carray(out_ptr, (st.N_D,))
+    status = place(h, user, app, location, endpoint, external, now, out)
+    if status == _OK:
+        _prefetch_next_pick(s, out[st.D_SERVER])
+    return status
+
+
 @cfunc(LAUNCH_MANY_SIG, nopython=True, nogil=True, cache=True)
 def launch_many(header, n, users, apps, locations, endpoints, externals, nows, out_ptr):
     """Decide and commit n launches in order, exactly as n calls to ``launch``.
@@ -194,6 +232,7 @@ def launch_many(header, n, users, apps, locations, endpoints, externals, nows, o
         status = place(h, u[k], a[k], loc[k], ep[k], ext[k], t[k], out[k])
         if status != _OK:
             return status
+        _prefetch_next_pick(s, out[k, st.D_SERVER])
     return _OK
 
 

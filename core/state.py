@@ -115,10 +115,14 @@ GROUP_FIELDS = (
     "tree_cap",  # leaves (a power of four); node 1 is the root (see tree.py)
 )
 
-PZ_FIELDS = ("g_start", "g_count")
+PZ_FIELDS = ("g_start", "g_count")  # per (pool, zone): groups of that pool in that zone
 
 #: Columns of a tree node (the tree table is (tree_len, 3): nodes are rows).
-TREE_COLUMNS = ("server", "key", "tb")  # per (pool, zone): groups of that pool in that zone
+#: ``slot`` is the node's server's leaf position in its group (so a node names
+#: its server's whole path without reading the server record); rows are 32
+#: bytes, and a node's four children (rows 4k - 2 .. 4k + 1) fill two aligned
+#: cache lines.
+TREE_COLUMNS = ("server", "key", "tb", "slot")
 
 CLOCK_FIELDS = ("now", "sinbin_seconds", "pending_timeout")
 

@@ -32,7 +32,8 @@ from numba import njit
 from . import state as st
 from .loadindex import selection_key
 
-T_SERVER, T_KEY, T_TB = st.TREE_COLUMNS_SERVER, st.TREE_COLUMNS_KEY, st.TREE_COLUMNS_TB
+T_SERVER, T_KEY, T_TB, T_SLOT = (st.TREE_COLUMNS_SERVER, st.TREE_COLUMNS_KEY, st.TREE_COLUMNS_TB,
+                                 st.TREE_COLUMNS_SLOT)
 
 
 @njit(inline="always")
@@ -64,7 +65,7 @@ def _better_row(tree, a, b):
     Branch-free: which one wins is data, not a branch the CPU could mispredict."""
     b_wins = (tree[b, T_KEY] < tree[a, T_KEY]) | (
         (tree[b, T_KEY] == tree[a, T_KEY]) & (tree[b, T_TB] < tree[a, T_TB]))
-    return a + (b - a) * np.int64(b_wins)
+    return a + (b - a) * type(a)(b_wins)
 
 
 @njit(inline="always")
@@ -82,6 +83,7 @@ def _pull(tree, base, node):
     tree[base + node, T_SERVER] = tree[c, T_SERVER]
     tree[base + node, T_KEY] = tree[c, T_KEY]
     tree[base + node, T_TB] = tree[c, T_TB]
+    tree[base + node, T_SLOT] = tree[c, T_SLOT]
 
 
 @njit(inline="always")
@@ -95,27 +97,50 @@ def _set_leaf(s: st.State, base, cap, i):
 def replay_path(h, i):
     """Recompute server i's key and replay its leaf-to-root path, stopping at
     the first node that comes out unchanged (a server that was not winning
-    there and still is not: typically a few levels when a session ends)."""
+    there and still is not: typically a few levels when a session ends).
+
+    Details: each level compares the node just written (its key and tiebreak
+    still in registers) with the best of its three siblings — rows this replay
+    does not write, so the CPU reads and compares them ahead of time — and the
+    level's result is read from the winning row. Rows are unsigned (uint64):
+    numba then leaves out the negative-index fix-up it puts in front of every
+    signed index. The result is the node ``_winner`` computes."""
     s = st.unpack(h)
-    s.srv[st.SV_KEY, i] = selection_key(h, i)
+    key = selection_key(h, i)
+    s.srv[st.SV_KEY, i] = key
     g = s.srv[st.SV_GROUP, i]
     if g < 0:
         return
+    tb = s.srv[st.SV_TB, i]
     off = s.grp[st.GR_TREE_OFF, g]
     cap = s.grp[st.GR_TREE_CAP, g]
     _set_leaf(s, off, cap, i)
-    node = (first_leaf(cap) + s.srv[st.SV_SLOT, i] + 2) >> 2
+    one, two = np.uint64(1), np.uint64(2)
+    uoff = np.uint64(off)
+    rel = np.uint64(first_leaf(cap) + s.srv[st.SV_SLOT, i])  # node, relative to off
+    child = uoff + rel  # its row
     tree = s.tree
-    while node >= 1:
-        c = _winner(tree, off + 4 * node - 2)
+    while rel > one:
+        node = (rel + two) >> two
+        first = np.uint64(4) * node - two  # the children of node: first .. first + 3
+        j = rel - first  # the position of `child` among them
+        # its three siblings, left to right
+        x = uoff + first + np.uint64(j == 0)
+        y = uoff + first + one + np.uint64(j <= 1)
+        z = uoff + first + two + np.uint64(j <= 2)
+        sib = _better_row(tree, _better_row(tree, x, y), z)
+        ks, ts = tree[sib, T_KEY], tree[sib, T_TB]
+        child_wins = (key < ks) | ((key == ks) & ((tb < ts) | ((tb == ts) & (child < sib))))
+        c = sib + (child - sib) * np.uint64(child_wins)
         server, key, tb = tree[c, T_SERVER], tree[c, T_KEY], tree[c, T_TB]
-        dst = off + node
+        dst = uoff + node
         if tree[dst, T_SERVER] == server and tree[dst, T_KEY] == key and tree[dst, T_TB] == tb:
             break  # this node is unchanged, so is every node above it
         tree[dst, T_SERVER] = server
         tree[dst, T_KEY] = key
         tree[dst, T_TB] = tb
-        node = (node + 2) >> 2
+        tree[dst, T_SLOT] = tree[c, T_SLOT]  # follows the server
+        rel, child = node, dst
 
 
 @njit(inline="always")

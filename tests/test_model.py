@@ -589,6 +589,33 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.licence_bound = max(self.e.licence_cap, held)
 
     @invariant()
+    def trees_consistent(self):
+        """Every inner node of every group's tree holds the best of its four
+        children (smaller (key, tiebreak), the leftmost on a full tie), and
+        every node names its server's leaf slot; the leaves hold their servers'
+        keys. (The path replay must leave nothing stale behind.)"""
+        if self.e is None or self.e._dirty:
+            return
+        from usher.core import state as cs
+        t, grp, srv = self.e._t["tree"], self.e._t["group"], self.e._t["server_i"]
+        S, K, T, L = (cs.TREE_COLUMNS_SERVER, cs.TREE_COLUMNS_KEY, cs.TREE_COLUMNS_TB,
+                      cs.TREE_COLUMNS_SLOT)
+        for g in range(int(self.e._header[cs.H_GROUP_CAP])):
+            off, cap = int(grp[cs.GR_TREE_OFF, g]), int(grp[cs.GR_TREE_CAP, g])
+            first = cs.tree_first_leaf(cap)
+            for node in range(first, first + cap):
+                i = int(t[off + node, S])
+                if i >= 0:
+                    assert t[off + node, K] == srv[cs.SV_KEY, i] and t[off + node, T] == srv[cs.SV_TB, i]
+            for node in range(first - 1, 0, -1):
+                kids = [tuple(int(x) for x in t[off + c]) for c in range(4 * node - 2, 4 * node + 2)]
+                best = min(kids, key=lambda r: (r[K], r[T]))  # min keeps the first of equals
+                assert tuple(int(x) for x in t[off + node]) == best, (g, node)
+            for node in range(1, first + cap):
+                i = int(t[off + node, S])
+                assert t[off + node, L] == (srv[cs.SV_SLOT, i] if i >= 0 else -1), (g, node)
+
+    @invariant()
     def clocks_match(self):
         if self.e is None:
             return
