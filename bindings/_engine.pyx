@@ -16,6 +16,7 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
 from libc.math cimport isinf, isnan
 from libc.stdlib cimport malloc, calloc, free
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
+from cpython.dict cimport PyDict_GetItemWithError
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 cimport numpy as cnp
 
@@ -90,6 +91,7 @@ cdef void* _array_data(object a, int typenum, Py_ssize_t min_len, str name) exce
 
 
 @cython.freelist(64)  # a launch makes one: recycled memory instead of an allocation
+@cython.no_gc  # see the note at the end of the docstring
 cdef class Decision:
     """The answer to one launch.
 
@@ -103,6 +105,11 @@ cdef class Decision:
         pool: the pool of the session (None when rejected).
         zone_choice: :class:`usher.ZoneChoice` — why the zone was chosen (PLACED only).
         explanation: an :class:`usher.Explanation` when the launch asked for one.
+
+    A decision is not tracked by Python's cycle collector: it refers only to the
+    scheduler's name lists and to its explanation, neither of which refers back,
+    so it can never be part of a cycle — and a broker that keeps millions of
+    them does not make the collector walk them (nor run more often).
     """
 
     cdef readonly int64_t outcome_code, reason_code, server_index, session_id
@@ -214,6 +221,28 @@ def first_unhashable(values):
             return k
         k += 1
     return -1
+
+
+def rows_from_names(values, dict table, int64_t[::1] out, int64_t if_none, int64_t if_missing):
+    """``out[k] = table[values[k]]`` for a batch of names (the values already
+    checked hashable): ``if_none`` for a None, ``if_missing`` for a name not in
+    the table. Returns the row of the first missing name, or -1."""
+    cdef Py_ssize_t k = 0
+    cdef Py_ssize_t first_missing = -1
+    cdef PyObject* found
+    for v in values:
+        if v is None:
+            out[k] = if_none
+        else:
+            found = PyDict_GetItemWithError(table, v)  # raises what the lookup raised
+            if found == NULL:
+                out[k] = if_missing
+                if first_missing < 0:
+                    first_missing = k
+            else:
+                out[k] = <object>found
+        k += 1
+    return first_missing
 
 
 def first_bad_time(const double[::1] t):

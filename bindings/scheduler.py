@@ -980,8 +980,9 @@ class Scheduler(_engine.Engine):
             if n:
                 self._time_check(float(nows[0]))
             u_idx = self._user_rows(users, n)
-            loc_idx = np.array([-1 if z is None else self._zones.get(z, -2) for z in loc], dtype=np.int64) \
-                if loc is not None else _filled(n, -1)
+            loc_idx = _filled(n, -1)
+            if loc is not None:  # a zone no server uses: -2 (no candidates there)
+                _engine.rows_from_names(loc, self._zones, loc_idx, -1, -2)
             ep_idx = _filled(n, -1)
             if eps is not None:
                 ep_idx = np.empty(n, dtype=np.int64)
@@ -1002,13 +1003,17 @@ class Scheduler(_engine.Engine):
             if k >= 0:
                 raise UnknownApp(f"apps[{k}]", int(idx[k]), "no such app")
             return idx
-        get = self._apps.get
+        if not isinstance(apps, (list, tuple)):
+            apps = list(apps)
         out = np.empty(n, dtype=np.int64)
-        for k, a in enumerate(apps):
-            i = get(a)
-            if i is None:
-                raise UnknownApp(f"apps[{k}]", a, "no such app")
-            out[k] = i
+        try:
+            _engine.rows_from_names(apps, self._apps, out, -1, -1)
+        except TypeError:
+            k = _engine.first_unhashable(apps)
+            raise InvalidArgument(f"apps[{k}]", apps[k], "must be hashable") from None
+        k = _engine.first_outside(out, len(self._app_names))  # None or not an app: -1
+        if k >= 0:
+            raise UnknownApp(f"apps[{k}]", apps[k], "no such app")
         return out
 
     def _user_rows(self, users, n) -> np.ndarray:

@@ -759,6 +759,8 @@ class ReferenceScheduler:
         if len(apps) != n:
             raise InvalidArgument("apps", f"length {len(apps)}", f"must have length {n} like users")
         for k, a in enumerate(apps):
+            _check_hashable(f"apps[{k}]", a)
+        for k, a in enumerate(apps):
             if a not in self.apps:
                 raise UnknownApp(f"apps[{k}]", a, "no such app")
         for fld, rows in (("locations", locations), ("endpoints", endpoints)):

@@ -201,6 +201,10 @@ CASES = [
     # launch_many
     ("many-unknown-app", lambda s, i: s.launch_many(["x1", "x2", "x3"], ["a", "nope", "a"], now=T0),
      usher.UnknownApp, "apps", Any("nope", ["a", "nope", "a"])),
+    ("many-app-unhashable", lambda s, i: s.launch_many(["x1", "x2"], ["a", ["a"]], now=T0),
+     usher.InvalidArgument, "apps[1]", ["a"]),
+    ("many-app-none", lambda s, i: s.launch_many(["x1", "x2"], ["a", None], now=T0),
+     usher.UnknownApp, "apps[1]", None),
     ("many-time", lambda s, i: s.launch_many(["x1", "x2"], ["a", "a"], now=T0 - 1), usher.TimeWentBackwards,
      "now", Whatever()),
     ("many-lengths", lambda s, i: s.launch_many(["x1", "x2"], ["a"], now=T0), usher.InvalidArgument,
