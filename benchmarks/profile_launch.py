@@ -1,6 +1,6 @@
 """A steady-state launch loop to profile (benchmarks/README.md, "Where the time goes").
 
-    python benchmarks/profile_launch.py [a|b] [seconds] [single|batch]
+    python benchmarks/profile_launch.py [a|b] [seconds] [single|batch] [servers]
 
     # the Python edge and the kernel, by line (kernel frames show as addresses)
     py-spy record --native -r 2000 -f raw -o launch.txt -- python benchmarks/profile_launch.py b 20
@@ -11,8 +11,9 @@
     perf report -i k.data --sort sym
 
 Arguments: mix (a or b, default b), seconds (default 20), ``single`` (one ``launch`` per
-decision, default) or ``batch`` (``launch_many`` on 2,000 rows). The timed part is the
-launch loop or the batch call; the rest is the untimed steady-state setup.
+decision, default) or ``batch`` (``launch_many`` on 2,000 rows), fleet size (default
+1,400; 100,000 builds in about 10 s). The timed part is the launch loop or the batch call;
+the rest is the untimed steady-state setup.
 
 ``USHER_PERF_MAP=1`` writes ``/tmp/perf-<pid>.map`` (the format perf reads for code it
 cannot see in a file): one line per function of the kernels' code libraries. numba only
@@ -56,7 +57,8 @@ def write_perf_map() -> int:
 mix = sys.argv[1] if len(sys.argv) > 1 else "b"
 seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
 mode = sys.argv[3] if len(sys.argv) > 3 else "single"
-f = fleets.build(1400, mix)
+servers = int(sys.argv[4]) if len(sys.argv) > 4 else 1400
+f = fleets.build(servers, mix)
 s, now = f.s, f.now
 if os.environ.get("USHER_PERF_MAP") == "1":
     print(f"perf map: {write_perf_map()} functions", file=sys.stderr)
@@ -80,4 +82,4 @@ while time.perf_counter() < deadline:
     out = list(out)
     f.settle(reqs, out)
     n += k
-print(f"{mode} launch, mix {mix}: {spent / n * 1e9:.0f} ns per decision over {n:,}")
+print(f"{mode} launch, mix {mix}, {servers:,} servers: {spent / n * 1e9:.0f} ns per decision over {n:,}")
