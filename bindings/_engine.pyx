@@ -224,9 +224,10 @@ def first_unhashable(values):
 
 
 def rows_from_names(values, dict table, int64_t[::1] out, int64_t if_none, int64_t if_missing):
-    """``out[k] = table[values[k]]`` for a batch of names (the values already
-    checked hashable): ``if_none`` for a None, ``if_missing`` for a name not in
-    the table. Returns the row of the first missing name, or -1."""
+    """``out[k] = table[values[k]]`` for a batch of names: ``if_none`` for a None,
+    ``if_missing`` for a name not in the table. Returns the row of the first
+    missing name, or -1; an unhashable name raises TypeError (with ``out``
+    partly written)."""
     cdef Py_ssize_t k = 0
     cdef Py_ssize_t first_missing = -1
     cdef PyObject* found

@@ -37,9 +37,9 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
     Returns:
         (grp, pz, tree, pool_g_start, pool_g_count): the group table of shape
         (N_GR, n_groups), the pool-zone table of shape (N_PZ, n_pools * n_zones),
-        the tree table of shape (tree_len, 3) with leaf servers filled (keys
-        and inner nodes are built by the ``build_trees`` kernel), and each
-        pool's group range.
+        the tree table of shape (tree_len, 4), 64-byte aligned, with leaf servers
+        and slots filled (keys and inner nodes are built by the ``build_trees``
+        kernel), and each pool's group range.
     """
     idx = np.nonzero(srv[st.SV_PRESENT, :n_servers] != 0)[0]
     pool = srv[st.SV_POOL, idx]

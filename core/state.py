@@ -117,7 +117,7 @@ GROUP_FIELDS = (
 
 PZ_FIELDS = ("g_start", "g_count")  # per (pool, zone): groups of that pool in that zone
 
-#: Columns of a tree node (the tree table is (tree_len, 3): nodes are rows).
+#: Columns of a tree node (the tree table is (tree_len, 4): nodes are rows).
 #: ``slot`` is the node's server's leaf position in its group (so a node names
 #: its server's whole path without reading the server record); rows are 32
 #: bytes, and a node's four children (rows 4k - 2 .. 4k + 1) fill two aligned

@@ -18,10 +18,12 @@ Layout: group g owns ``first_leaf(cap) + cap`` rows from ``tree_off`` (row 0
 unused); node 1 is the root, the children of node k are nodes ``4k - 2 .. 4k + 1``
 (so the parent of node c is ``(c + 2) >> 2``), and the leaves, ``cap`` of them (a
 power of four), are nodes ``first_leaf(cap) .. first_leaf(cap) + cap - 1``. A
-node is a row (server, key, tiebreak) of the ``(tree_len, 3)`` tree table — the
-key travels with the node, so a path replay reads sibling rows that sit next to
-each other instead of random server records per level (this keeps the cost flat
-at 100,000 servers). An empty node is (-1, INF, INF).
+node is a row (server, key, tiebreak, slot) of the ``(tree_len, 4)`` tree table —
+the key travels with the node, so a path replay reads sibling rows that sit next
+to each other instead of random server records per level (this keeps the cost
+flat at 100,000 servers); ``slot`` is the server's leaf position, so the root
+names the best server's whole path (the launch kernels prefetch it). An empty
+node is (-1, INF, INF, -1).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ first_leaf = njit(inline="always")(st.tree_first_leaf)
 @njit(inline="always")
 def _better_row(tree, a, b):
     """Row a or b, whichever holds the smaller (key, tb); a on a full tie.
-    Branch-free: which one wins is data, not a branch the CPU could mispredict."""
+    Branch-free: which one wins is data, not a branch the CPU could mispredict.
+    Rows are int64 (rebuilds) or uint64 (the path replay); the result has their type."""
     b_wins = (tree[b, T_KEY] < tree[a, T_KEY]) | (
         (tree[b, T_KEY] == tree[a, T_KEY]) & (tree[b, T_TB] < tree[a, T_TB]))
     return a + (b - a) * type(a)(b_wins)
