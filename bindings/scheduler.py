@@ -1282,6 +1282,10 @@ class Scheduler(_engine.Engine):
             for table, array in self._t.items():
                 if table == "clock":
                     new._alloc("clock", new._clockv, None)
+                elif table == "tree":  # keep its rows on cache-line boundaries
+                    tree = groups.aligned_rows(array.shape[0], array.shape[1], 0)
+                    tree[:] = array
+                    new._alloc("tree", tree, None)
                 else:
                     new._alloc(table, array.copy(), None)
             new._bind(new._header, new._clockv, _kernels)

@@ -193,6 +193,22 @@ def test_copy_is_independent_and_decides_alike():
     assert (s.servers()["sessions"] != c.servers()["sessions"]).any()
 
 
+def test_tree_rows_start_on_cache_lines():
+    """The tree table starts on a 64-byte boundary (a node's four children then
+    fill two cache lines, docs/ARCHITECTURE.md), in a copy too, which keeps the
+    same nodes."""
+    s = fleet(n_servers=6, max_sessions=3, zone_preference=("user_location",))
+    s.launch("u0", "app", location="Z1", now=1)
+    c = s.copy()
+    for sched in (s, c):
+        tree = sched._t["tree"]
+        assert tree.shape[1] == 4 and tree.ctypes.data % 64 == 0
+    assert (c._t["tree"] == s._t["tree"]).all()
+    s.add_server("late", "Z1", "P", max_sessions=3)  # a new layout
+    s.launch("u1", "app", location="Z1", now=2)
+    assert s._t["tree"].ctypes.data % 64 == 0
+
+
 def _directory_fleet():
     s = usher.Scheduler(enforce_entitlement=True, seed=3)
     s.add_pool("records", zone_preference=["user_home"], failover=True)
