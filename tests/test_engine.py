@@ -209,6 +209,30 @@ def test_tree_rows_start_on_cache_lines():
     assert s._t["tree"].ctypes.data % 64 == 0
 
 
+def test_gil_kept_only_without_other_threads():
+    """A launch releases the GIL around its kernel when another Python thread
+    exists (so that thread runs meanwhile) and keeps it when none does; both
+    ways decide alike."""
+    from usher import _engine
+
+    before = _engine._other_threads()
+    go, started = threading.Event(), threading.Event()
+    worker = threading.Thread(target=lambda: (started.set(), go.wait()))
+    worker.start()
+    started.wait()
+    try:
+        assert _engine._other_threads()
+        a = fleet()
+        da = [a.launch(f"u{k}", "app", now=k) for k in range(12)]
+    finally:
+        go.set()
+        worker.join()
+    assert _engine._other_threads() == before
+    b = fleet()
+    db = [b.launch(f"u{k}", "app", now=k) for k in range(12)]
+    assert da == db
+
+
 def _directory_fleet():
     s = usher.Scheduler(enforce_entitlement=True, seed=3)
     s.add_pool("records", zone_preference=["user_home"], failover=True)
