@@ -1010,6 +1010,8 @@ class Scheduler(_engine.Engine):
             _engine.rows_from_names(apps, self._apps, out, -1, -1)
         except TypeError:
             k = _engine.first_unhashable(apps)
+            if k < 0:  # not a hash: an app name's own == raised
+                raise
             raise InvalidArgument(f"apps[{k}]", apps[k], "must be hashable") from None
         k = _engine.first_outside(out, len(self._app_names))  # None or not an app: -1
         if k >= 0:
