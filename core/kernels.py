@@ -21,6 +21,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from numba import carray, cfunc, njit, types
@@ -86,6 +87,27 @@ def _numba_cache_in(folder: str):
         numba.config.CACHE_DIR = old
 
 
+#: LLVM's inlining threshold while the kernels compile. At numba's default (-O3:
+#: 250) LLVM keeps most engine functions out of line, so a launch makes a dozen
+#: calls in numba's calling convention (status word, exception slot, spilled
+#: registers). A high threshold inlines them at the LLVM level — cheap to compile
+#: (unlike numba's ``inline="always"``, which re-types the function at every
+#: call site) — and one launch becomes one function. 250 is restored afterwards.
+INLINE_THRESHOLD = 30_000
+_DEFAULT_INLINE_THRESHOLD = 250
+
+
+@contextmanager
+def _inline_threshold(value: int):
+    """LLVM's ``-inline-threshold`` is process-wide: set it for this module's
+    kernels only, then put back the value numba's -O3 pipeline uses anyway."""
+    llvm.set_option("", f"-inline-threshold={value}")
+    try:
+        yield
+    finally:
+        llvm.set_option("", f"-inline-threshold={_DEFAULT_INLINE_THRESHOLD}")
+
+
 _i64 = types.int64
 _f64 = types.float64
 _p64 = types.CPointer(types.int64)
@@ -126,6 +148,8 @@ _RULE_CUSTOM = 1 << int(codes.LoadRule.CUSTOM)
 
 _cache = _numba_cache_in(cache_dir())
 _cache.__enter__()
+_inlining = _inline_threshold(INLINE_THRESHOLD)
+_inlining.__enter__()
 
 LAUNCH_SIG = _i64(_p64, _i64, _i64, _i64, _i64, _i64, _f64, _p64)
 LAUNCH_MANY_SIG = _i64(_p64, _i64, _p64, _p64, _p64, _p64, _p64, _pf64, _p64)
@@ -146,6 +170,18 @@ def _record_address(table, r):
 
 
 @njit(inline="always")
+def _prefetch_record(table, r):
+    """Prefetch every cache line of record r of a record-major table: a record
+    that does not start on a line boundary spans one line more than its size
+    (a 176-byte server record: three or four lines)."""
+    a = _record_address(table, r)
+    size = table.strides[1]
+    for b in range(0, size, 64):
+        st.prefetch(a + b)
+    st.prefetch(a + size - 1)
+
+
+@njit(inline="always")
 def _prefetch_row(s, u, app, ahead):
     """Prefetch what the launch ``ahead`` rows from now will most likely touch at
     random places: its user's record and entitlement word, and the session and
@@ -157,11 +193,8 @@ def _prefetch_row(s, u, app, ahead):
     top = s.hdr[st.H_SESSION_FREE_TOP, 0] - 1 - ahead
     if top >= 0:
         slot = s.ses_free[top]
-        a = _record_address(s.ses, slot)
-        st.prefetch(a)
-        st.prefetch(a + 64)
-        st.prefetch(a + st.N_SE * 8 - 8)
-        st.prefetch(_record_address(s.sesf, slot))
+        _prefetch_record(s.ses, slot)
+        _prefetch_record(s.sesf, slot)
     top = s.hdr[st.H_INSTANCE_FREE_TOP, 0] - 1 - ahead
     if top >= 0:
         st.prefetch(_record_address(s.inst, s.inst_free[top]))
@@ -184,10 +217,7 @@ def _prefetch_next_pick(s, i):
     r = s.tree[off + 1, st.TREE_COLUMNS_SERVER]
     if r < 0:
         return
-    a0 = _record_address(s.srv, r)
-    st.prefetch(a0)
-    st.prefetch(a0 + 64)
-    st.prefetch(a0 + st.N_SV * 8 - 8)
+    _prefetch_record(s.srv, r)
     # the root row names the leaf too: no wait for the server record
     node = first_leaf(s.grp[st.GR_TREE_CAP, g]) + s.tree[off + 1, st.TREE_COLUMNS_SLOT]
     base = s.tree.ctypes.data + off * st.N_TREE_COLUMNS * 8
@@ -504,4 +534,5 @@ def explain(header, user, app, location, external, counts_ptr, top_ptr, n_pools,
     return _OK
 
 
+_inlining.__exit__(None, None, None)
 _cache.__exit__(None, None, None)

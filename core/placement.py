@@ -25,7 +25,7 @@ from .commit import (
     user_app_instances,
     user_pool_sessions,
 )
-from .tree import better, group_best
+from .tree import better_root, root_server
 
 _OK = int(codes.Status.OK)
 _NO_CAPACITY = int(codes.Status.NO_CAPACITY)
@@ -178,10 +178,8 @@ def best_in_zone(h, p, z, need, limit):
     for g in range(start, start + s.pz[st.PZ_G_COUNT, row]):
         if s.grp[st.GR_TAGS, g] & need != need:
             continue
-        r = group_best(s, g)
-        if r >= 0 and s.srv[st.SV_KEY, r] < limit:
-            best = better(s, best, r)
-    return best
+        best = better_root(s, best, g, limit)
+    return root_server(s, best)
 
 
 @njit(cache=False)
@@ -193,10 +191,8 @@ def best_in_pool(h, p, need, limit):
     for g in range(start, start + s.pool[st.PO_G_COUNT, p]):
         if s.grp[st.GR_TAGS, g] & need != need:
             continue
-        r = group_best(s, g)
-        if r >= 0 and s.srv[st.SV_KEY, r] < limit:
-            best = better(s, best, r)
-    return best
+        best = better_root(s, best, g, limit)
+    return root_server(s, best)
 
 
 @njit(cache=False)

@@ -147,9 +147,23 @@ def replay_path(h, i):
 
 
 @njit(inline="always")
-def group_best(s: st.State, g):
-    """Best server of group g (its root), or -1."""
-    return s.tree[s.grp[st.GR_TREE_OFF, g] + 1, T_SERVER]
+def better_root(s: st.State, best, g, limit):
+    """The pick across groups: ``best`` (a root row, or -1) or group g's root
+    row, whichever holds the better server (as ``better``) with a key below
+    ``limit``. Compares the roots' own (key, tiebreak): no server record is
+    read, so the pick does not wait on one per group."""
+    row = s.grp[st.GR_TREE_OFF, g] + 1
+    if s.tree[row, T_SERVER] < 0 or s.tree[row, T_KEY] >= limit:
+        return best
+    if best < 0:
+        return row
+    return _better_row(s.tree, best, row)
+
+
+@njit(inline="always")
+def root_server(s: st.State, row):
+    """The server a root row (from better_root) names, or -1."""
+    return -1 if row < 0 else s.tree[row, T_SERVER]
 
 
 @njit(cache=False)

@@ -399,3 +399,44 @@ def test_launch_finds_users_as_the_user_dict_does():
         d = o.launch(f"walk-in-{k % 1300}", "a", now=float(k))
         assert d.outcome == (Outcome.PLACED if k < 1300 else Outcome.SHARED), (k, d)
     assert len(o.sessions()) == 1300
+
+
+def test_launch_finds_users_in_a_large_key_table():
+    """A key table of 2 MiB or more (here 60,000 users: 262,144 slots of 16 bytes) is
+    allocated apart (2 MiB-aligned, huge pages asked for, zeroed): every user is still
+    found, as the user dict would find them, and an unknown one is not."""
+    n = 60_000
+    s = usher.Scheduler(enforce_entitlement=True, seed=3)
+    s.add_pool("P")
+    s.add_app("a", ["P"])
+    s.add_server("s", "Z", "P", max_sessions=n)
+    ids = [f"u{k:06d}" for k in range(n)]
+    s.add_users(ids, apps=[["a"] if k % 5 else [] for k in range(n)])
+    rng = np.random.default_rng(3)
+    t = 0.0
+    for k in rng.integers(0, n, size=400).tolist():
+        t += 1.0
+        d = s.launch("".join(["u", f"{k:06d}"]), "a", now=t)  # an equal id, another object
+        if k % 5 == 0:
+            assert d.reason == Reason.NOT_ENTITLED, (k, d)
+        else:
+            assert d.outcome in (Outcome.PLACED, Outcome.SHARED), (k, d)
+            assert s.sessions()[s.sessions()["id"] == d.session][0]["user"] == ids[k]
+    assert s.launch("u-none", "a", now=t + 1).reason == Reason.NOT_ENTITLED
+
+
+def test_kernels_compile_with_a_high_inline_threshold_then_restore_it(monkeypatch):
+    """LLVM's inline threshold is process-wide: the kernels' compile raises it and puts
+    numba's -O3 value back afterwards, also when the compile fails."""
+    from usher.core import kernels
+
+    calls = []
+    monkeypatch.setattr(kernels.llvm, "set_option", lambda name, opt: calls.append(opt))
+    with kernels._inline_threshold(kernels.INLINE_THRESHOLD):
+        assert calls == [f"-inline-threshold={kernels.INLINE_THRESHOLD}"]
+    assert calls[-1] == "-inline-threshold=250"
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        with kernels._inline_threshold(1000):
+            raise RuntimeError("compile failed")
+    assert calls == ["-inline-threshold=1000", "-inline-threshold=250"]
