@@ -1,6 +1,7 @@
 """Latency of one dependent memory read, by working-set size: what a cold user costs.
 
     python benchmarks/memory_latency.py [MB ...]      # default: 1 4 16 64 256
+    python benchmarks/memory_latency.py --small-pages 64   # without huge pages
 
 A launch for a user the CPU caches have not seen makes two reads that depend on each
 other — the user's slot in the key table (the id's hash names it), then the user's record
@@ -39,6 +40,11 @@ def latency_ns(megabytes: float, reads: int = 3_000_000, seed: int = 1) -> float
 
 
 if __name__ == "__main__":
-    sizes = [float(x) for x in sys.argv[1:]] or [1, 4, 16, 64, 256]
+    args = sys.argv[1:]
+    if "--small-pages" in args:  # numpy then leaves large arrays on 4 KiB pages
+        args.remove("--small-pages")
+        core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
+        core.multiarray._set_madvise_hugepage(False)
+    sizes = [float(x) for x in args] or [1, 4, 16, 64, 256]
     for mb in sizes:
         print(f"{mb:8g} MB: {latency_ns(mb):6.1f} ns per dependent read")
