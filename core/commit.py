@@ -219,9 +219,7 @@ def open_session(h, u, app, i, endpoint, now):
     seq = s.hdr[st.H_PICK_SEQ, 0] + 1
     s.hdr[st.H_PICK_SEQ, 0] = seq
     s.srv[st.SV_TB, i] = seq
-    # i was its group's best server (the pick is a root): replay the whole path
-    s.srv[st.SV_LOAD_INDEX, i] = load_index(h, i)
-    replay_path(h, i, False)
+    refresh_server(h, i)
     return slot
 
 

@@ -97,13 +97,10 @@ def _set_leaf(s: st.State, base, cap, i):
 
 
 @njit(cache=False)
-def replay_path(h, i, stop_early=True):
+def replay_path(h, i):
     """Recompute server i's key and replay its leaf-to-root path, stopping at
     the first node that comes out unchanged (a server that was not winning
     there and still is not: typically a few levels when a session ends).
-    ``stop_early=False`` leaves that check out: for a placement, whose server
-    is its group's root — every node of its path names it, and its key just
-    changed, so no node comes out unchanged and the check never pays.
 
     Details: each level compares the node just written (its key and tiebreak
     still in registers) with the best of its three siblings — rows this replay
@@ -140,7 +137,7 @@ def replay_path(h, i, stop_early=True):
         c = sib + (child - sib) * np.uint64(child_wins)
         server, key, tb = tree[c, T_SERVER], tree[c, T_KEY], tree[c, T_TB]
         dst = uoff + node
-        if stop_early and tree[dst, T_SERVER] == server and tree[dst, T_KEY] == key and tree[dst, T_TB] == tb:
+        if tree[dst, T_SERVER] == server and tree[dst, T_KEY] == key and tree[dst, T_TB] == tb:
             break  # this node is unchanged, so is every node above it
         tree[dst, T_SERVER] = server
         tree[dst, T_KEY] = key
