@@ -92,7 +92,7 @@ def _numba_cache_in(folder: str):
 #: calls in numba's calling convention (status word, exception slot, spilled
 #: registers). A high threshold inlines them at the LLVM level — cheap to compile
 #: (unlike numba's ``inline="always"``, which re-types the function at every
-#: call site) — and one launch becomes one function. 250 is restored afterwards.
+#: call site) — and a launch compiles to three functions. 250 is restored afterwards.
 INLINE_THRESHOLD = 30_000
 _DEFAULT_INLINE_THRESHOLD = 250
 
