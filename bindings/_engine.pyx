@@ -14,7 +14,7 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
 from libc.math cimport isinf, isnan
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport malloc, free
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
