@@ -108,6 +108,30 @@ def _inline_threshold(value: int):
         llvm.set_option("", f"-inline-threshold={_DEFAULT_INLINE_THRESHOLD}")
 
 
+@contextmanager
+def _no_negative_indices():
+    """Compile array indexing as Cython's ``wraparound=False`` does: numba turns
+    every signed index ``i`` into ``i + n if i < 0 else i`` (a compare, an add and
+    a select, and the dimension ``n`` kept in a register), about sixty
+    instructions per launch. No kernel indexes from the end: every index is a
+    record number, a field number or a free-list position, checked for -1 where
+    -1 can occur (``tests/test_engine.py`` checks that compiled kernels read with
+    the index as given). numba's hook for this (``fix_integer_index``) is swapped
+    while this module's kernels compile and put back afterwards."""
+    from numba.np import arrayobj
+
+    original = arrayobj.fix_integer_index
+
+    def fix_integer_index(context, builder, idxty, idx, size):
+        return context.cast(builder, idx, idxty, types.intp if idxty.signed else types.uintp)
+
+    arrayobj.fix_integer_index = fix_integer_index
+    try:
+        yield
+    finally:
+        arrayobj.fix_integer_index = original
+
+
 _i64 = types.int64
 _f64 = types.float64
 _p64 = types.CPointer(types.int64)
@@ -150,6 +174,8 @@ _cache = _numba_cache_in(cache_dir())
 _cache.__enter__()
 _inlining = _inline_threshold(INLINE_THRESHOLD)
 _inlining.__enter__()
+_indexing = _no_negative_indices()
+_indexing.__enter__()
 
 LAUNCH_SIG = _i64(_p64, _i64, _i64, _i64, _i64, _i64, _f64, _p64)
 LAUNCH_MANY_SIG = _i64(_p64, _i64, _p64, _p64, _p64, _p64, _p64, _pf64, _p64)
@@ -534,5 +560,6 @@ def explain(header, user, app, location, external, counts_ptr, top_ptr, n_pools,
     return _OK
 
 
+_indexing.__exit__(None, None, None)
 _inlining.__exit__(None, None, None)
 _cache.__exit__(None, None, None)

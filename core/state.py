@@ -273,54 +273,78 @@ def prefetch(typingctx, address):
     return sig, codegen
 
 
+@intrinsic
+def _fixed(typingctx, header_ptr, slot):
+    """``header[slot]`` for a slot that no kernel writes (a table's address or
+    capacity: only the binding changes those, between kernel calls). The load is
+    marked ``!invariant.load``, so LLVM may read it once per kernel call and keep
+    it: without the mark every store into an int64 table could have changed the
+    header (same type, no aliasing information), and each inlined ``unpack`` reads
+    the addresses again after the last store."""
+    sig = types.int64(header_ptr, slot)
+
+    def codegen(context, builder, signature, args):
+        ptr, k = args
+        value = builder.load(builder.gep(ptr, [k]))
+        value.set_metadata("invariant.load", builder.module.add_metadata([]))
+        return value
+
+    return sig, codegen
+
+
 @njit(inline="always")
-def _table_i(hdr, addr_slot, rows, cols):
+def _table_i(h, addr_slot, rows, cols):
     """A plain (rows, cols) int64 table (the tree, the entitlement bits)."""
-    return carray(_address_as_pointer(hdr[addr_slot]), (rows, cols), np.int64)
+    return carray(_address_as_pointer(_fixed(h, addr_slot)), (rows, cols), np.int64)
 
 
 @njit(inline="always")
-def _records_i(hdr, addr_slot, fields, cap):
+def _records_i(h, addr_slot, fields, cap):
     """A record table indexed [field, record], stored record-major: memory is a
     (cap, fields) array, so one record's fields share a cache line or two."""
-    return carray(_address_as_pointer(hdr[addr_slot]), (cap, fields), np.int64).T
+    return carray(_address_as_pointer(_fixed(h, addr_slot)), (cap, fields), np.int64).T
 
 
 @njit(inline="always")
-def _records_f(hdr, addr_slot, fields, cap):
-    return carray(_address_as_pointer(hdr[addr_slot]), (cap, fields), np.float64).T
+def _records_f(h, addr_slot, fields, cap):
+    return carray(_address_as_pointer(_fixed(h, addr_slot)), (cap, fields), np.float64).T
 
 
 @njit(inline="always")
-def _vector_i(hdr, addr_slot, n):
-    return carray(_address_as_pointer(hdr[addr_slot]), (n,), np.int64)
+def _vector_i(h, addr_slot, n):
+    return carray(_address_as_pointer(_fixed(h, addr_slot)), (n,), np.int64)
 
 
 @njit(inline="always")
 def unpack(header_ptr):
-    """Views of every table, from the header pointer a kernel receives."""
+    """Views of every table, from the header pointer a kernel receives. Table
+    addresses and capacities are read with ``_fixed`` (no kernel changes them);
+    the counters are read and written through ``hdr``."""
     hdr = carray(header_ptr, (HEADER_LEN, 1))
-    h = carray(header_ptr, (HEADER_LEN,))
-    sc = h[H_SERVER_CAP]  # noqa: F821
+    h = header_ptr
+    sc = _fixed(h, H_SERVER_CAP)  # noqa: F821
+    ses_cap = _fixed(h, H_SESSION_CAP)  # noqa: F821
+    user_cap = _fixed(h, H_USER_CAP)  # noqa: F821
+    pool_cap = _fixed(h, H_POOL_CAP)  # noqa: F821
     return State(
         hdr,
         _records_i(h, H_SERVER_I_ADDR, N_SV, sc),  # noqa: F821
         _records_f(h, H_SERVER_F_ADDR, N_SF, sc),  # noqa: F821
-        _records_i(h, H_SESSION_I_ADDR, N_SE, h[H_SESSION_CAP]),  # noqa: F821
-        _records_f(h, H_SESSION_F_ADDR, N_SEF, h[H_SESSION_CAP]),  # noqa: F821
-        _records_i(h, H_INSTANCE_ADDR, N_IN, h[H_INSTANCE_CAP]),  # noqa: F821
-        _records_i(h, H_USER_ADDR, N_US, h[H_USER_CAP]),  # noqa: F821
-        _records_i(h, H_APP_ADDR, N_AP, h[H_APP_CAP]),  # noqa: F821
-        _vector_i(h, H_APP_POOLS_ADDR, h[H_APP_POOLS_LEN]),  # noqa: F821
-        _records_i(h, H_POOL_I_ADDR, N_PO, h[H_POOL_CAP]),  # noqa: F821
-        _records_f(h, H_POOL_F_ADDR, N_POF, h[H_POOL_CAP]),  # noqa: F821
-        _records_i(h, H_GROUP_ADDR, N_GR, h[H_GROUP_CAP]),  # noqa: F821
-        _records_i(h, H_PZ_ADDR, N_PZ, h[H_PZ_CAP]),  # noqa: F821
-        _table_i(h, H_TREE_ADDR, h[H_TREE_LEN], N_TREE_COLUMNS),  # noqa: F821
-        _table_i(h, H_ENT_ADDR, h[H_USER_CAP], h[H_ENT_WORDS]),  # noqa: F821
-        _vector_i(h, H_SESSION_FREE_ADDR, h[H_SESSION_CAP]),  # noqa: F821
-        _vector_i(h, H_INSTANCE_FREE_ADDR, h[H_INSTANCE_CAP]),  # noqa: F821
-        carray(_address_as_pointer(h[H_CLOCK_ADDR]), (N_CK,), np.float64),  # noqa: F821
+        _records_i(h, H_SESSION_I_ADDR, N_SE, ses_cap),  # noqa: F821
+        _records_f(h, H_SESSION_F_ADDR, N_SEF, ses_cap),  # noqa: F821
+        _records_i(h, H_INSTANCE_ADDR, N_IN, _fixed(h, H_INSTANCE_CAP)),  # noqa: F821
+        _records_i(h, H_USER_ADDR, N_US, user_cap),  # noqa: F821
+        _records_i(h, H_APP_ADDR, N_AP, _fixed(h, H_APP_CAP)),  # noqa: F821
+        _vector_i(h, H_APP_POOLS_ADDR, _fixed(h, H_APP_POOLS_LEN)),  # noqa: F821
+        _records_i(h, H_POOL_I_ADDR, N_PO, pool_cap),  # noqa: F821
+        _records_f(h, H_POOL_F_ADDR, N_POF, pool_cap),  # noqa: F821
+        _records_i(h, H_GROUP_ADDR, N_GR, _fixed(h, H_GROUP_CAP)),  # noqa: F821
+        _records_i(h, H_PZ_ADDR, N_PZ, _fixed(h, H_PZ_CAP)),  # noqa: F821
+        _table_i(h, H_TREE_ADDR, _fixed(h, H_TREE_LEN), N_TREE_COLUMNS),  # noqa: F821
+        _table_i(h, H_ENT_ADDR, user_cap, _fixed(h, H_ENT_WORDS)),  # noqa: F821
+        _vector_i(h, H_SESSION_FREE_ADDR, ses_cap),  # noqa: F821
+        _vector_i(h, H_INSTANCE_FREE_ADDR, _fixed(h, H_INSTANCE_CAP)),  # noqa: F821
+        carray(_address_as_pointer(_fixed(h, H_CLOCK_ADDR)), (N_CK,), np.float64),  # noqa: F821
     )
 
 

@@ -440,3 +440,43 @@ def test_kernels_compile_with_a_high_inline_threshold_then_restore_it(monkeypatc
         with kernels._inline_threshold(1000):
             raise RuntimeError("compile failed")
     assert calls == ["-inline-threshold=1000", "-inline-threshold=250"]
+
+
+def _index_ir(fn):
+    """The optimised LLVM IR of ``fn(array, i)`` compiled now for (int64[:], int64)."""
+    import numba
+
+    compiled = numba.njit(fn)
+    compiled(np.arange(4, dtype=np.int64), 1)
+    return next(iter(compiled.inspect_llvm().values()))
+
+
+def test_kernels_compile_without_negative_index_wraparound_then_restore_it():
+    """Inside the kernels' compile an int64 index is used as given (no ``i < 0``
+    compare and select, as Cython's wraparound=False); outside it numba's own
+    indexing is back, also after a failed compile."""
+    from numba.np import arrayobj
+    from usher.core import kernels
+
+    original = arrayobj.fix_integer_index
+
+    def read(a, i):
+        return a[i]
+
+    def read_too(a, i):  # a second function: numba caches per function
+        return a[i]
+
+    def read_again(a, i):
+        return a[i]
+
+    with kernels._no_negative_indices():
+        plain = _index_ir(read)
+    wrapped = _index_ir(read_too)
+    assert "icmp slt" not in plain and "select" not in plain
+    assert "icmp slt" in wrapped or "select" in wrapped  # numba's wraparound, put back
+    assert arrayobj.fix_integer_index is original
+    with pytest.raises(RuntimeError):
+        with kernels._no_negative_indices():
+            raise RuntimeError("compile failed")
+    assert arrayobj.fix_integer_index is original
+    assert "select" in _index_ir(read_again) or "icmp slt" in _index_ir(read_again)
