@@ -56,9 +56,18 @@ def better(s: st.State, a, b):
     return b
 
 
-#: Node of the first leaf of a tree with ``cap`` leaves: state.tree_first_leaf,
-#: compiled for the kernels (one formula for the layout and the kernels).
-first_leaf = njit(inline="always")(st.tree_first_leaf)
+_INVERSE_OF_3 = np.uint64(0xAAAAAAAAAAAAAAAB)  # 3 * this = 1 (mod 2**64)
+
+
+@njit(inline="always")
+def first_leaf(cap):
+    """Node of the first leaf of a tree with ``cap`` leaves: ``state.tree_first_leaf``
+    (``(cap + 2) // 3``), computed as the kernels can afford on every path replay.
+    ``cap`` is a power of four, so ``cap - 1`` is a multiple of 3 and dividing it
+    by 3 is one multiplication by the inverse of 3 modulo 2**64 (exact, no
+    remainder), instead of the multiply-and-correct sequence of a general
+    division. ``tests/test_engine.py`` checks the two agree for every power of four."""
+    return np.int64(np.uint64(cap - 1) * _INVERSE_OF_3) + 1
 
 
 @njit(inline="always")

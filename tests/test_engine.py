@@ -480,3 +480,16 @@ def test_kernels_compile_without_negative_index_wraparound_then_restore_it():
             raise RuntimeError("compile failed")
     assert arrayobj.fix_integer_index is original
     assert "select" in _index_ir(read_again) or "icmp slt" in _index_ir(read_again)
+
+
+def test_kernel_first_leaf_is_the_layout_formula():
+    """The kernels' first leaf (a multiplication by the inverse of 3) is the layout's
+    ``(cap + 2) // 3`` for every power of four a tree can have."""
+    import numba
+    from usher.core import state as st
+    from usher.core.tree import first_leaf
+
+    compiled = numba.njit(lambda cap: first_leaf(cap))
+    for level in range(31):
+        cap = 4**level
+        assert compiled(cap) == st.tree_first_leaf(cap) == (cap - 1) // 3 + 1
