@@ -975,7 +975,7 @@ class Scheduler(_engine.Engine):
                 k = _engine.first_unhashable(values)
                 if k >= 0:
                     raise InvalidArgument(f"{field}[{k}]", values[k], "must be hashable")
-        out = np.zeros((n, st.N_D), dtype=np.int64)
+        out = np.empty((n, st.N_D), dtype=np.int64)  # the kernel writes every field of every row
         with self._locked():
             if n:
                 self._time_check(float(nows[0]))
