@@ -63,7 +63,8 @@ _INVERSE_OF_3 = np.uint64(0xAAAAAAAAAAAAAAAB)  # 3 * this = 1 (mod 2**64)
 def first_leaf(cap):
     """Node of the first leaf of a tree with ``cap`` leaves: ``state.tree_first_leaf``
     (``(cap + 2) // 3``), computed as the kernels can afford on every path replay.
-    ``cap`` is a power of four, so ``cap - 1`` is a multiple of 3 and dividing it
+    ``cap`` is a power of four (callers skip the placeholder group of a fleet
+    without servers, whose cap is 0), so ``cap - 1`` is a multiple of 3 and dividing it
     by 3 is one multiplication by the inverse of 3 modulo 2**64 (exact, no
     remainder), instead of the multiply-and-correct sequence of a general
     division. ``tests/test_engine.py`` checks the two agree for every power of four."""
@@ -192,6 +193,8 @@ def rebuild_group(h, g):
     tree = s.tree
     off = s.grp[st.GR_TREE_OFF, g]
     cap = s.grp[st.GR_TREE_CAP, g]
+    if cap < 1:
+        return  # the placeholder record of a fleet without servers: no tree
     first = first_leaf(cap)
     for leaf in range(s.grp[st.GR_N_SERVERS, g]):
         _set_leaf(s, off, cap, tree[off + first + leaf, T_SERVER])

@@ -168,6 +168,22 @@ def test_remove_and_re_add_server_relays_out_groups():
     assert d.server in placed and len(s.servers()) == 3
 
 
+def test_a_fleet_without_servers_rebuilds_its_keys():
+    """Every server removed: the group table keeps one empty placeholder record (no
+    tree), which a full rebuild (the pending timeout changed) skips; launches are
+    then rejected, and a server added again takes them."""
+    s = fleet(n_servers=2, zone_preference=())
+    d = s.launch("u", "app", now=0)
+    s.remove_server(d.server, force=True, now=1)
+    s.remove_server(next(n for n in s.servers()["name"]), now=1)
+    assert len(s.servers()) == 0
+    s.settings(pending_timeout=5.0)  # the retime kernel: every key, every tree
+    s.settings(pending_timeout=50.0)
+    assert s.launch("v", "app", now=2).reason == Reason.NO_SERVER
+    s.add_server("back", "Z1", "P", now=3)
+    assert s.launch("v", "app", now=4).server == "back"
+
+
 def test_cli_version_and_storm():
     out = subprocess.run([sys.executable, "-m", "usher.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and usher.__version__ in out.stdout
