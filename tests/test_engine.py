@@ -459,11 +459,18 @@ def test_kernels_compile_with_a_high_inline_threshold_then_restore_it(monkeypatc
 
 
 def _index_ir(fn):
-    """The optimised LLVM IR of ``fn(array, i)`` compiled now for (int64[:], int64)."""
+    """The optimised LLVM IR of ``fn(array, i)`` compiled now for (int64[:], int64),
+    without bounds checks whatever NUMBA_BOUNDSCHECK says (CI runs the suite once
+    with them on)."""
     import numba
 
-    compiled = numba.njit(fn)
-    compiled(np.arange(4, dtype=np.int64), 1)
+    forced = numba.config.BOUNDSCHECK  # NUMBA_BOUNDSCHECK overrides the decorator's flag
+    numba.config.BOUNDSCHECK = None
+    try:
+        compiled = numba.njit(boundscheck=False)(fn)
+        compiled(np.arange(4, dtype=np.int64), 1)
+    finally:
+        numba.config.BOUNDSCHECK = forced
     return next(iter(compiled.inspect_llvm().values()))
 
 
