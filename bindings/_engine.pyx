@@ -654,8 +654,8 @@ cdef class Engine:
             if ui >= 0:
                 # the kernel's first reads: the user's record and entitlement word,
                 # requested now so the endpoint probe and the call overlap them
-                usher_prefetch(<const char*>self._hdr[H_USER_ADDR] + ui * N_US * 8)
-                usher_prefetch(<const char*>self._hdr[H_ENT_ADDR]
+                usher_prefetch(<const char*><uintptr_t>self._hdr[H_USER_ADDR] + ui * N_US * 8)
+                usher_prefetch(<const char*><uintptr_t>self._hdr[H_ENT_ADDR]
                                + (ui * self._hdr[H_ENT_WORDS] + (ai >> 6)) * 8)
             ep = -1
             if endpoint is not None:
