@@ -79,6 +79,14 @@ def _filled(n, value):
     return a
 
 
+def _int64_rows(a: np.ndarray) -> np.ndarray:
+    """An integer array as contiguous int64 rows: ``a`` itself when it already is one
+    (no reshape: a batch's index arrays usually are)."""
+    if a.ndim == 1 and a.dtype == np.int64 and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a.reshape(-1), dtype=np.int64)
+
+
 def _check_float(field, value, lo=None, hi=None, lo_open=False):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidArgument(field, value, "must be a number")
@@ -998,7 +1006,7 @@ class Scheduler(_engine.Engine):
 
     def _app_rows(self, apps, n) -> np.ndarray:
         if isinstance(apps, np.ndarray) and apps.dtype.kind in "iu":
-            idx = np.ascontiguousarray(apps.reshape(-1), dtype=np.int64)
+            idx = _int64_rows(apps)
             k = _engine.first_outside(idx, len(self._app_names))
             if k >= 0:
                 raise UnknownApp(f"apps[{k}]", int(idx[k]), "no such app")
@@ -1022,7 +1030,7 @@ class Scheduler(_engine.Engine):
         """User indices; unknown users are created (not enforced) or -1. Called
         with the lock held, after every other check of the batch."""
         if isinstance(users, np.ndarray) and users.dtype.kind in "iu":
-            idx = np.ascontiguousarray(users.reshape(-1), dtype=np.int64)
+            idx = _int64_rows(users)
             k = _engine.first_outside(idx, len(self._user_names))
             if k >= 0:
                 raise InvalidArgument(f"users[{k}]", int(idx[k]), "no such user index")
