@@ -140,6 +140,32 @@ def test_launch_warm(benchmark, fleet, size, mix):
     fleet.check_servers()
 
 
+@pytest.mark.parametrize("mix", MIXES)
+@pytest.mark.parametrize("size", SIZES)
+def test_launch_by_index(benchmark, fleet, size, mix):
+    """``test_launch`` with the user named by its index (``launch_by_index``) instead of its
+    id: the same requests and steady state, without the user-id lookup."""
+    k, rounds = plan("usher", size)
+    s, now = fleet.s, fleet.now
+    total = {"placed": 0, "n": 0}
+
+    def setup():
+        return {"reqs": fleet.prepare(k)}
+
+    def target(r):
+        launch = s.launch_by_index
+        r["out"] = [launch(u, app, loc, None, False, now) for _uid, u, app, loc in r["reqs"]]
+
+    def teardown(r):
+        total["placed"] += fleet.settle(r["reqs"], r["out"])
+        total["n"] += len(r["reqs"])
+
+    run(benchmark, setup, target, teardown, rounds)
+    assert total["placed"] > 0.8 * total["n"], total
+    record(benchmark, "launch-index", size, mix, "usher", k, total["placed"])
+    fleet.check_servers()
+
+
 # ---------------------------------------------------------------- batches
 @pytest.mark.parametrize("users_as", ["indices", "ids"])
 @pytest.mark.parametrize("mix", MIXES)

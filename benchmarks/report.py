@@ -13,11 +13,12 @@ import sys
 from collections import defaultdict
 
 BASELINES = ("scan", "heapq", "numpy")
-ORDER = ("launch", "launch-warm", "launch_many", "launch_many-ids", "reconnect", "share", "logoff", "explain-off", "explain-on",
+ORDER = ("launch", "launch-warm", "launch-index", "launch_many", "launch_many-ids", "reconnect", "share", "logoff", "explain-off", "explain-on",
          "threads-1", "threads-2", "telemetry", "import", "day")
 LABEL = {
     "launch": "launch (one call)",
     "launch-warm": "launch, same users each round",
+    "launch-index": "launch_by_index (one call)",
     "launch_many": "launch_many (batch)",
     "launch_many-ids": "launch_many, user ids",
     "reconnect": "launch → reconnect",
@@ -102,7 +103,7 @@ def table(rows):
                        f"engine {x['engine_s']:.2f} s for {x['operations']:,} operations |")
             continue
         ratios = []
-        base_kind = "launch" if kind in ("launch-warm", "launch_many", "launch_many-ids", "explain-off", "threads-1", "threads-2") else kind
+        base_kind = "launch" if kind in ("launch-warm", "launch-index", "launch_many", "launch_many-ids", "explain-off", "threads-1", "threads-2") else kind
         for b in BASELINES:
             r = rows.get((base_kind, n, mix, b))
             if kind == "explain-on":
@@ -125,6 +126,10 @@ def table(rows):
             cold = rows.get(("launch", n, mix, "usher"))
             note = (f"users and session slots in cache: {cold['ns'] / u['ns']:.2f}× faster than one call"
                     if cold else "")
+        elif kind == "launch-index":
+            by_id = rows.get(("launch", n, mix, "usher"))
+            note = (f"user named by index, no id lookup: {by_id['ns'] / u['ns']:.2f}× faster than by id"
+                    if by_id else "")
         elif kind in ("launch", "explain-off"):
             note = f"{u['extra'].get('placed', 0):,} placed in {u['rounds']} rounds of {u['decisions']}"
         out.append(f"| {LABEL.get(kind, kind)} | {n:,} | {mix} | {fmt_ns(u['ns'])} | "

@@ -625,6 +625,31 @@ cdef class Engine:
         # from tens of thousands): start reading it now, so the app and location
         # lookups below overlap it
         self._user_keys.prefetch(user)
+        return self._launch_one(user, -1, app, location, endpoint, external, t, now, explain)
+
+    def launch_by_index(self, user_index, app, location=None, endpoint=None, external=False,
+                        now=None, explain=False):
+        """:meth:`launch` for a user named by its index (:meth:`user_indices`, the
+        order users were added in) instead of its id: for a broker that keeps the
+        indices of its directory, a launch without the user-id lookup. The user
+        must exist (an index is never created here).
+
+        Raises:
+            InvalidArgument: ``user_index`` is not an integer index of a user.
+        """
+        cdef double t = self._time(now)
+        cdef int64_t ui
+        if isinstance(user_index, bool) or not isinstance(user_index, (int, cnp.integer)):
+            raise InvalidArgument("user_index", user_index, "must be an integer user index")
+        if not 0 <= user_index < len(self._user_names):
+            raise InvalidArgument("user_index", user_index, "no such user index")
+        ui = user_index
+        return self._launch_one(None, ui, app, location, endpoint, external, t, now, explain)
+
+    cdef object _launch_one(self, object user, int64_t ui, object app, object location,
+                            object endpoint, object external, double t, object now, bint explain):
+        """The body of launch (``ui`` = -1: look ``user`` up, adding a new one) and
+        launch_by_index (``ui`` checked)."""
         try:
             a = self._apps.get(app)
         except TypeError:
@@ -639,7 +664,8 @@ cdef class Engine:
             except TypeError:
                 raise InvalidArgument("location", location, "must be hashable") from None
         cdef int64_t ext = 1 if external else 0
-        cdef int64_t ui, ep, status
+        cdef int64_t ep, status
+        cdef bint by_id = ui < 0
         cdef int64_t out[16]  # this call's decision row: nothing shared once the lock is gone
         explanation = None
         self._acquire()
@@ -647,10 +673,11 @@ cdef class Engine:
             # known user and endpoint: one probe each of the mirror tables; a new
             # user or endpoint is added only once both ids are known to be valid
             # (hashable), so a bad one changes nothing
-            try:
-                ui = self._user_keys.find(user, self._users, self._user_names)
-            except TypeError:
-                raise InvalidArgument("user", user, "must be hashable") from None
+            if by_id:
+                try:
+                    ui = self._user_keys.find(user, self._users, self._user_names)
+                except TypeError:
+                    raise InvalidArgument("user", user, "must be hashable") from None
             if ui >= 0:
                 # the kernel's first reads: the user's record and entitlement word,
                 # requested now so the endpoint probe and the call overlap them

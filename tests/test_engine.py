@@ -184,6 +184,29 @@ def test_a_fleet_without_servers_rebuilds_its_keys():
     assert s.launch("v", "app", now=4).server == "back"
 
 
+def test_launch_by_index_decides_as_launch_by_id():
+    """The same requests, by user id on one scheduler and by user index on another:
+    the same decisions (placements, reconnects, shares), session for session."""
+    by_id, by_index = fleet(n_servers=4, max_sessions=3), fleet(n_servers=4, max_sessions=3)
+    users = [f"u{k}" for k in range(9)]
+    for s in (by_id, by_index):
+        s.add_users(users)
+    index = by_index.user_indices(users)
+    t = 0.0
+    for k in range(40):
+        u = (k * 7) % len(users)
+        loc = ("Z1", "Z2", None)[k % 3]
+        a = by_id.launch(users[u], "app", location=loc, endpoint=f"e{k % 4}", now=t)
+        b = by_index.launch_by_index(int(index[u]), "app", location=loc, endpoint=f"e{k % 4}", now=t)
+        assert (a.outcome, a.reason, a.server, a.session, a.zone_choice) == \
+            (b.outcome, b.reason, b.server, b.session, b.zone_choice), k
+        if a.session is not None and k % 5 == 0:
+            by_id.disconnect(a.session, now=t)
+            by_index.disconnect(b.session, now=t)
+        t += 1.0
+    assert by_id.live_sessions == by_index.live_sessions > 0
+
+
 def test_cli_version_and_storm():
     out = subprocess.run([sys.executable, "-m", "usher.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and usher.__version__ in out.stdout

@@ -327,6 +327,17 @@ def test_bad_input(backend, case):
     assert d.outcome == Outcome.PLACED
 
 
+@pytest.mark.parametrize("value", [True, "0", 1.0, None, -1, 5, 10**30], ids=repr)
+def test_launch_by_index_refuses_what_is_not_a_user_index(value):
+    """``launch_by_index`` (engine only: the reference model names users by id) takes
+    the index of an existing user and nothing else; a bad one changes nothing."""
+    s, _ = populated(usher.Scheduler)  # five users: u1, u2, u3 are indices 0, 1, 2
+    check_error(s, lambda: s.launch_by_index(value, "a", now=T0), usher.InvalidArgument, "user_index", value)
+    check_error(s, lambda: s.launch_by_index(0, "nope", now=T0), usher.UnknownApp, "app", "nope")
+    check_error(s, lambda: s.launch_by_index(0, "a", now=T0 - 1), usher.TimeWentBackwards, "now", T0 - 1)
+    assert s.launch_by_index(np.int64(2), "a", now=T0).outcome == Outcome.RECONNECTED  # u3's session
+
+
 def test_error_hierarchy():
     assert issubclass(usher.TimeWentBackwards, usher.InvalidArgument)
     assert issubclass(usher.SessionEnded, usher.InvalidState)
