@@ -108,6 +108,11 @@ def _inline_threshold(value: int):
         llvm.set_option("", f"-inline-threshold={_DEFAULT_INLINE_THRESHOLD}")
 
 
+#: This package's name as it appears in a mangled function name (``usher.core`` ->
+#: ``5usher4core``, the Itanium C++ form numba uses).
+_OWN_MANGLED = "".join(f"{len(part)}{part}" for part in __name__.split(".")[:-1])
+
+
 @contextmanager
 def _no_negative_indices():
     """Compile array indexing as Cython's ``wraparound=False`` does: numba turns
@@ -117,12 +122,17 @@ def _no_negative_indices():
     record number, a field number or a free-list position, checked for -1 where
     -1 can occur (``tests/test_engine.py`` checks that compiled kernels read with
     the index as given). numba's hook for this (``fix_integer_index``) is swapped
-    while this module's kernels compile and put back afterwards."""
+    while this module's kernels compile and put back afterwards. It changes only
+    functions of this package (their mangled names carry ``_OWN_MANGLED``): numba's
+    own implementations compiled meanwhile (sorting, array constructors), and any
+    other code another thread compiles in that window, keep numba's indexing."""
     from numba.np import arrayobj
 
     original = arrayobj.fix_integer_index
 
     def fix_integer_index(context, builder, idxty, idx, size):
+        if _OWN_MANGLED not in builder.function.name:
+            return original(context, builder, idxty, idx, size)
         return context.cast(builder, idx, idxty, types.intp if idxty.signed else types.uintp)
 
     arrayobj.fix_integer_index = fix_integer_index

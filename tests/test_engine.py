@@ -497,35 +497,39 @@ def _index_ir(fn):
     return next(iter(compiled.inspect_llvm().values()))
 
 
+def _reader(module):
+    """A fresh ``read(a, i) -> a[i]`` whose ``__module__`` is ``module`` (numba mangles the
+    module into the compiled function's name)."""
+    namespace = {"__name__": module}
+    exec("def read(a, i):\n    return a[i]\n", namespace)
+    return namespace["read"]
+
+
+def _wraps(ir):
+    return "icmp slt" in ir or "select" in ir
+
+
 def test_kernels_compile_without_negative_index_wraparound_then_restore_it():
-    """Inside the kernels' compile an int64 index is used as given (no ``i < 0``
-    compare and select, as Cython's wraparound=False); outside it numba's own
-    indexing is back, also after a failed compile."""
+    """Inside the kernels' compile an int64 index of a function of the engine package is
+    used as given (no ``i < 0`` compare and select, as Cython's wraparound=False); a
+    function of any other module compiled meanwhile keeps numba's indexing; outside it
+    numba's own indexing is back, also after a failed compile."""
     from numba.np import arrayobj
     from usher.core import kernels
 
     original = arrayobj.fix_integer_index
-
-    def read(a, i):
-        return a[i]
-
-    def read_too(a, i):  # a second function: numba caches per function
-        return a[i]
-
-    def read_again(a, i):
-        return a[i]
-
     with kernels._no_negative_indices():
-        plain = _index_ir(read)
-    wrapped = _index_ir(read_too)
-    assert "icmp slt" not in plain and "select" not in plain
-    assert "icmp slt" in wrapped or "select" in wrapped  # numba's wraparound, put back
+        plain = _index_ir(_reader("usher.core.probe"))
+        other = _index_ir(_reader("broker.app"))
+    assert not _wraps(plain)
+    assert _wraps(other)
+    assert _wraps(_index_ir(_reader("usher.core.probe")))  # numba's wraparound, put back
     assert arrayobj.fix_integer_index is original
     with pytest.raises(RuntimeError):
         with kernels._no_negative_indices():
             raise RuntimeError("compile failed")
     assert arrayobj.fix_integer_index is original
-    assert "select" in _index_ir(read_again) or "icmp slt" in _index_ir(read_again)
+    assert _wraps(_index_ir(_reader("usher.core.probe")))
 
 
 def test_kernel_first_leaf_is_the_layout_formula():
