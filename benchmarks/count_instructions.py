@@ -13,6 +13,9 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
     # instructions inside the batch kernel call (the call, its arguments, the kernel):
     callgrind_annotate /tmp/cg.out | grep "PROGRAM TOTALS"
 
+The steady state alone: run it with 1 and with 2 batches; the difference of the two totals,
+divided by 2,000, is what one more steady-state batch costs per decision.
+
 Arguments: mix (a or b, default a), batches of 2,000 rows (default 1). The fleet is the
 benchmarks' 1,400-server one in steady state (``fleets.build``); only ``launch_many``'s
 kernel call (``Scheduler._launch_arrays``) is collected — including the calls that prefill
