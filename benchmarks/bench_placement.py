@@ -68,39 +68,61 @@ def record(benchmark, kind, size, mix, impl, decisions, placed=None, **extra):
 
 
 # ---------------------------------------------------------------- single launch
+def usher_launches(benchmark, fleet, size, mix, kind, by_index=False, warm=False):
+    """One usher launch per decision, in rounds of steady-state requests: users named by id,
+    or by index (``launch_by_index``); new users every round, or (``warm``) the same users,
+    whose sessions the teardown logs off again."""
+    k, rounds = plan("usher", size)
+    s, now = fleet.s, fleet.now
+    total = {"placed": 0, "n": 0}
+
+    def setup():
+        return {"reqs": fleet.draw(k) if warm else fleet.prepare(k)}
+
+    if by_index:
+        def target(r):
+            launch = s.launch_by_index
+            r["out"] = [launch(u, app, loc, None, False, now) for _uid, u, app, loc in r["reqs"]]
+    else:
+        def target(r):
+            launch = s.launch
+            r["out"] = [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in r["reqs"]]
+
+    def teardown(r):
+        placed = fleet.settle(r["reqs"], r["out"])
+        total["placed"] += placed
+        total["n"] += len(r["reqs"])
+        if warm:
+            fleet.recycle(placed)
+
+    run(benchmark, setup, target, teardown, rounds)
+    assert total["placed"] > 0.8 * total["n"], total
+    record(benchmark, kind, size, mix, "usher", k, total["placed"])
+    fleet.check_servers()
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mix", MIXES)
 @pytest.mark.parametrize("size", SIZES)
 def test_launch(benchmark, fleet, broker, size, mix, impl):
     """One ``launch`` per decision through the public API, fleet ~60 % full."""
+    if impl == "usher":
+        usher_launches(benchmark, fleet, size, mix, "launch")
+        return
     k, rounds = plan(impl, size)
     total = {"placed": 0, "n": 0}
-    if impl == "usher":
-        s, now = fleet.s, fleet.now
+    b, q = broker
 
-        def setup():
-            return {"reqs": fleet.prepare(k)}
+    def setup():
+        return {"reqs": q.prepare(b, k)}
 
-        def target(r):
-            launch = s.launch
-            r["out"] = [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in r["reqs"]]
+    def target(r):
+        launch = b.launch
+        r["out"] = [launch(uid, app, loc) for uid, _u, app, loc in r["reqs"]]
 
-        def teardown(r):
-            total["placed"] += fleet.settle(r["reqs"], r["out"])
-            total["n"] += len(r["reqs"])
-    else:
-        b, q = broker
-
-        def setup():
-            return {"reqs": q.prepare(b, k)}
-
-        def target(r):
-            launch = b.launch
-            r["out"] = [launch(uid, app, loc) for uid, _u, app, loc in r["reqs"]]
-
-        def teardown(r):
-            total["placed"] += q.settle(r["reqs"], r["out"])
-            total["n"] += len(r["reqs"])
+    def teardown(r):
+        total["placed"] += q.settle(r["reqs"], r["out"])
+        total["n"] += len(r["reqs"])
 
     run(benchmark, setup, target, teardown, rounds)
     assert total["placed"] > 0.8 * total["n"], total
@@ -117,27 +139,7 @@ def test_launch_warm(benchmark, fleet, size, mix):
     so the next round goes to other servers). Set against ``test_launch`` at the same size,
     it separates the misses on the per-user working set, which grows with the fleet (1.3 M
     users at 100,000 servers), from the rest: deeper trees and server records."""
-    k, rounds = plan("usher", size)
-    s, now = fleet.s, fleet.now
-    total = {"placed": 0, "n": 0}
-
-    def setup():
-        return {"reqs": fleet.draw(k)}
-
-    def target(r):
-        launch = s.launch
-        r["out"] = [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in r["reqs"]]
-
-    def teardown(r):
-        placed = fleet.settle(r["reqs"], r["out"])
-        total["placed"] += placed
-        total["n"] += len(r["reqs"])
-        fleet.recycle(placed)
-
-    run(benchmark, setup, target, teardown, rounds)
-    assert total["placed"] > 0.8 * total["n"], total
-    record(benchmark, "launch-warm", size, mix, "usher", k, total["placed"])
-    fleet.check_servers()
+    usher_launches(benchmark, fleet, size, mix, "launch-warm", warm=True)
 
 
 @pytest.mark.parametrize("mix", MIXES)
@@ -145,25 +147,7 @@ def test_launch_warm(benchmark, fleet, size, mix):
 def test_launch_by_index(benchmark, fleet, size, mix):
     """``test_launch`` with the user named by its index (``launch_by_index``) instead of its
     id: the same requests and steady state, without the user-id lookup."""
-    k, rounds = plan("usher", size)
-    s, now = fleet.s, fleet.now
-    total = {"placed": 0, "n": 0}
-
-    def setup():
-        return {"reqs": fleet.prepare(k)}
-
-    def target(r):
-        launch = s.launch_by_index
-        r["out"] = [launch(u, app, loc, None, False, now) for _uid, u, app, loc in r["reqs"]]
-
-    def teardown(r):
-        total["placed"] += fleet.settle(r["reqs"], r["out"])
-        total["n"] += len(r["reqs"])
-
-    run(benchmark, setup, target, teardown, rounds)
-    assert total["placed"] > 0.8 * total["n"], total
-    record(benchmark, "launch-index", size, mix, "usher", k, total["placed"])
-    fleet.check_servers()
+    usher_launches(benchmark, fleet, size, mix, "launch-index", by_index=True)
 
 
 # ---------------------------------------------------------------- batches
