@@ -17,8 +17,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import baselines  # noqa: E402
 import fleets  # noqa: E402
+import memory_latency  # noqa: E402
 
 FULL = os.environ.get("USHER_BENCH_FULL") == "1"
+MEMORY_PROBE_MB = (1, 4, 64)  # working sets probed for the report's machine line
 
 _fleets: dict = {}
 _brokers: dict = {}
@@ -96,4 +98,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "usher": usher.__version__,
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "full": FULL,
+        # the machine's memory as the run found it: timings of cold launches follow it,
+        # and on a shared machine it moves between runs (benchmarks/README.md, "Growth")
+        "memory_latency_ns_at_start": {str(mb): round(memory_latency.latency_ns(mb, reads=1_000_000), 1)
+                                       for mb in MEMORY_PROBE_MB},
     }

@@ -78,10 +78,13 @@ def machine(data):
     load = u.get("loadavg_at_start")
     load = ", ".join(f"{v:.2f}" for v in load) if load else "?"
     commit = data.get("commit_info", {})
+    memory = u.get("memory_latency_ns_at_start")
+    memory = ("; ns per dependent memory read at start: "
+              + ", ".join(f"{v:.0f} over {mb} MB" for mb, v in memory.items())) if memory else ""
     return (f"Machine: {u.get('cpu_model', m.get('cpu', {}).get('brand_raw', '?'))}, "
             f"{u.get('cores', '?')} cores; Python {u.get('python', m.get('python_version'))}, "
             f"numba {u.get('numba', '?')}, numpy {u.get('numpy', '?')}, usher {u.get('usher', '?')}; "
-            f"load average at start {load}; commit {commit.get('id', '?')[:10]}"
+            f"load average at start {load}{memory}; commit {commit.get('id', '?')[:10]}"
             f"{' (dirty tree)' if commit.get('dirty') else ''}; {data.get('datetime', '')[:19]}")
 
 
