@@ -14,7 +14,7 @@ from numba import njit
 from . import codes
 from . import state as st
 from .placement import pick_in_pool, resolve_zones, user_may_open
-from .tree import better, first_leaf
+from .tree import better, leaf_server
 
 #: Columns of a pool's funnel row (the order filters are applied in).
 FUNNEL = (
@@ -81,7 +81,7 @@ def explain_launch(h, u, app, location, external, counts, top):
             off = s.grp[st.GR_TREE_OFF, g]
             cap = s.grp[st.GR_TREE_CAP, g]
             for leaf in range(s.grp[st.GR_N_SERVERS, g]):
-                i = s.tree[off + first_leaf(cap) + leaf, st.TREE_COLUMNS_SERVER]
+                i = leaf_server(s.tree, off, cap, leaf)
                 row[F_SERVERS] += 1
                 if s.srv[st.SV_POWER, i] != _ON:
                     row[F_POWER] += 1

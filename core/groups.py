@@ -18,8 +18,9 @@ from . import state as st
 
 def aligned_rows(n: int, columns: int, fill) -> np.ndarray:
     """An (n, columns) int64 array filled with ``fill`` whose first row starts on
-    a 64-byte boundary (numpy promises 16): with 4-column rows and even group
-    offsets, the four children of a tree node then share two cache lines."""
+    a 64-byte boundary (numpy promises 16): with the tree's 32-column rows, each
+    field of a block (eight children's keys, tiebreaks, servers, slots) is then
+    one aligned cache line."""
     raw = np.full(n * columns + 8, fill, dtype=np.int64)
     skip = (-raw.ctypes.data % 64) // 8
     return raw[skip: skip + n * columns].reshape(n, columns)
@@ -37,8 +38,8 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
     Returns:
         (grp, pz, tree, pool_g_start, pool_g_count): the group table of shape
         (N_GR, n_groups), the pool-zone table of shape (N_PZ, n_pools * n_zones),
-        the tree table of shape (tree_len, 4), 64-byte aligned, with leaf servers
-        and slots filled (keys and inner nodes are built by the ``build_trees``
+        the tree table of shape (tree_len, 32) (blocks, see tree.py), 64-byte
+        aligned, with leaf servers and slots filled (keys and inner nodes are built by the ``build_trees``
         kernel), and each pool's group range.
     """
     idx = np.nonzero(srv[st.SV_PRESENT, :n_servers] != 0)[0]
@@ -58,17 +59,17 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         starts = np.zeros(0, dtype=np.int64)
     n_groups = len(starts)
     sizes = np.diff(np.append(starts, len(idx))).astype(np.int64)
-    # 4-ary trees: leaves a power of four; rows 1 .. first_leaf + cap - 1 (row 0 unused)
+    # 8-ary trees: leaves a power of eight; blocks 0 .. first_leaf - 1 (tree.py)
     caps = np.ones(n_groups, dtype=np.int64)
     nz = sizes > 1
-    caps[nz] = 1 << (2 * ((np.ceil(np.log2(sizes[nz])).astype(np.int64) + 1) // 2))
-    rows = st.tree_first_leaf(caps) + caps
+    caps[nz] = 1 << (3 * ((np.ceil(np.log2(sizes[nz])).astype(np.int64) + 2) // 3))
+    blocks = st.tree_first_leaf(caps)
     offsets = np.zeros(n_groups, dtype=np.int64)
     if n_groups:
-        offsets[1:] = np.cumsum(rows)[:-1]
-    tree = aligned_rows(max(1, int(rows.sum())), st.N_TREE_COLUMNS, st.INF_KEY)
-    tree[:, st.TREE_COLUMNS_SERVER] = st.NONE
-    tree[:, st.TREE_COLUMNS_SLOT] = st.NONE
+        offsets[1:] = np.cumsum(blocks)[:-1]
+    tree = aligned_rows(max(1, int(blocks.sum())), st.N_TREE_COLUMNS, st.INF_KEY)
+    tree[:, st.TREE_SERVER:st.TREE_SERVER + st.TREE_ARITY] = st.NONE
+    tree[:, st.TREE_SLOT:st.TREE_SLOT + st.TREE_ARITY] = st.NONE
 
     grp = st.new_table(st.GROUP_FIELDS, n_groups, np.int64, fill=0)
     group_of = np.repeat(np.arange(n_groups), sizes)
@@ -82,9 +83,10 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         grp[st.GR_TREE_CAP, :n_groups] = caps
         srv[st.SV_GROUP, idx] = group_of
         srv[st.SV_SLOT, idx] = slot
-        leaves = offsets[group_of] + st.tree_first_leaf(caps[group_of]) + slot
-        tree[leaves, st.TREE_COLUMNS_SERVER] = idx
-        tree[leaves, st.TREE_COLUMNS_SLOT] = slot
+        leaves = st.tree_first_leaf(caps[group_of]) + slot  # node numbers
+        block, lane = offsets[group_of] + ((leaves + 6) >> 3), (leaves + 6) & 7
+        tree[block, st.TREE_SERVER + lane] = idx
+        tree[block, st.TREE_SLOT + lane] = slot
         available = (
             (srv[st.SV_POWER, idx] == codes.Power.ON)
             & (srv[st.SV_REGISTERED, idx] != 0)

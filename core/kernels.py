@@ -45,7 +45,7 @@ from .commit import (
 from .explain import N_FUNNEL, explain_launch
 from .loadindex import is_available, load_index, selection_key
 from .placement import place
-from .tree import build_all, first_leaf, rebuild_trees, replay_path, update_moved
+from .tree import ROOT_LANE, build_all, first_leaf, rebuild_trees, replay_path, update_moved
 
 
 
@@ -236,35 +236,34 @@ def _prefetch_row(s, u, app, ahead):
         st.prefetch(_record_address(s.inst, s.inst_free[top]))
 
 
-_PATH_LEVELS = 4  # bottom levels of a path to prefetch (the ones above stay cached)
+_PATH_LEVELS = 3  # bottom levels of a path to prefetch (the ones above stay cached)
 
 
 @njit(inline="always")
 def _prefetch_next_pick(s, i):
     """After a placement on server i: prefetch what the next placement in i's
     group will most likely touch — the group's new best server (its record) and
-    that server's leaf-to-root path (the lowest levels). A hint only."""
+    that server's leaf-to-root path (the blocks of its lowest levels). A hint only."""
     if i < 0:
         return
     g = s.srv[st.SV_GROUP, i]
     if g < 0:
         return
     off = s.grp[st.GR_TREE_OFF, g]
-    r = s.tree[off + 1, st.TREE_COLUMNS_SERVER]
+    r = s.tree[off, st.TREE_SERVER + ROOT_LANE]
     if r < 0:
         return
     _prefetch_record(s.srv, r)
-    # the root row names the leaf too: no wait for the server record
-    node = first_leaf(s.grp[st.GR_TREE_CAP, g]) + s.tree[off + 1, st.TREE_COLUMNS_SLOT]
+    # the root entry names the leaf too: no wait for the server record
+    node = first_leaf(s.grp[st.GR_TREE_CAP, g]) + s.tree[off, st.TREE_SLOT + ROOT_LANE]
     base = s.tree.ctypes.data + off * st.N_TREE_COLUMNS * 8
     for _ in range(_PATH_LEVELS):
         if node <= 1:
             break
-        first = ((node + 2) >> 2) * 4 - 2  # the node and its siblings: two cache lines
-        a1 = base + first * st.N_TREE_COLUMNS * 8
-        st.prefetch(a1)
-        st.prefetch(a1 + 64)
-        node = (node + 2) >> 2
+        node = (node + 6) >> 3  # the parent: its block holds the node's entry
+        a = base + node * st.N_TREE_COLUMNS * 8
+        for line in range(0, st.N_TREE_COLUMNS * 8, 64):  # keys, tiebreaks, servers, slots
+            st.prefetch(a + line)
 
 
 @cfunc(LAUNCH_SIG, nopython=True, nogil=True, cache=True)

@@ -111,18 +111,20 @@ GROUP_FIELDS = (
     "tags",
     "n_servers",
     "n_available",  # servers on, registered and enabled (full or not)
-    "tree_off",  # offset of the group's tree in the tree array
-    "tree_cap",  # leaves (a power of four); node 1 is the root (see tree.py)
+    "tree_off",  # the group's first block (row) in the tree table
+    "tree_cap",  # leaves (a power of eight); node 1 is the root (see tree.py)
 )
 
 PZ_FIELDS = ("g_start", "g_count")  # per (pool, zone): groups of that pool in that zone
 
-#: Columns of a tree node (the tree table is (tree_len, 4): nodes are rows).
-#: ``slot`` is the node's server's leaf position in its group (so a node names
-#: its server's whole path without reading the server record); rows are 32
-#: bytes, and a node's four children (rows 4k - 2 .. 4k + 1) fill two aligned
-#: cache lines.
-TREE_COLUMNS = ("server", "key", "tb", "slot")
+#: Fields of a tree entry. The tree table is (tree_len, 32): one row per *block*,
+#: the eight entries of one node's children stored field by field — their eight
+#: keys, then their eight tiebreaks, servers and leaf slots, each field one aligned
+#: 64-byte line — so a level of the tree is one vector compare (see tree.py).
+#: ``slot`` is the entry's server's leaf position in its group (so an entry names
+#: its server's whole path without reading the server record).
+TREE_FIELDS = ("key", "tb", "server", "slot")
+TREE_ARITY = 8  # children per node: entries per block, lanes per field
 
 CLOCK_FIELDS = ("now", "sinbin_seconds", "pending_timeout")
 
@@ -205,7 +207,9 @@ _export("GR", GROUP_FIELDS)
 _export("PZ", PZ_FIELDS)
 _export("CK", CLOCK_FIELDS)
 _export("D", DECISION_FIELDS)
-_export("TREE_COLUMNS", TREE_COLUMNS)
+N_TREE_COLUMNS = len(TREE_FIELDS) * TREE_ARITY
+# the column of lane 0 of each field: entry ``lane`` of a block is column FIELD + lane
+TREE_KEY, TREE_TB, TREE_SERVER, TREE_SLOT = (k * TREE_ARITY for k in range(len(TREE_FIELDS)))
 _export("A", TABLES)
 _export("H", tuple(f"{t}_addr" for t in TABLES) + HEADER_SCALARS)
 HEADER_LEN = N_H  # noqa: F821  (defined by _export)
@@ -349,11 +353,12 @@ def unpack(header_ptr):
 
 
 def tree_first_leaf(cap):
-    """Row of the first leaf of a 4-ary tree with ``cap`` leaves (a power of
-    four), relative to the tree's offset: (cap + 2) // 3 (the inner nodes are
-    rows 1 .. (cap - 1) / 3). Ints or numpy arrays; the kernels call it
-    compiled, as ``tree.first_leaf``."""
-    return (cap + 2) // 3
+    """Node number of the first leaf of an 8-ary tree with ``cap`` leaves (a power
+    of eight): (cap + 6) // 7 (the inner nodes are 1 .. (cap - 1) / 7). It is also
+    the tree's number of blocks (rows): block k holds the children of node k, and
+    block 0 the root. Ints or numpy arrays; the kernels call it compiled, as
+    ``tree.first_leaf``."""
+    return (cap + 6) // 7
 
 
 # ---------------------------------------------------------------- allocation

@@ -2,40 +2,50 @@
 
 Design: servers are grouped by (pool, zone, tag set) — every filter that does not
 depend on the server's own load is a property of the group. Each group keeps a
-tournament tree (a complete 4-ary tree over its servers; each inner node holds
-the best of its four children), so:
+tournament tree (a complete 8-ary tree over its servers; each inner node holds
+the best of its eight children), so:
 
 * the best server of a group is the root: O(1);
 * when a session starts or ends, one server's key changes and only its path to
   the root is replayed: O(log n) — no rescoring of the fleet (the same idea as
   HAProxy's ``lb_fwlc`` tree keyed by an integer load).
 
-Four children per node rather than two: half the levels (a group of 467 servers
-has 5 instead of 9, one of 33,000 has 8 instead of 16), and the four children of
-a node are adjacent rows, read together.
+Eight children per node, compared at once: a group of 467 servers has 3 levels
+(9 with a binary tree, 5 with a 4-ary one), one of 33,000 has 5, and a level is
+one vector compare of the eight children's keys (``_block_best``: a minimum over
+eight int64 lanes, then over the tiebreaks of the lanes that hold it), not a
+chain of scalar compares.
 
-Layout: group g owns ``first_leaf(cap) + cap`` rows from ``tree_off`` (row 0
-unused); node 1 is the root, the children of node k are nodes ``4k - 2 .. 4k + 1``
-(so the parent of node c is ``(c + 2) >> 2``), and the leaves, ``cap`` of them (a
-power of four), are nodes ``first_leaf(cap) .. first_leaf(cap) + cap - 1``. A
-node is a row (server, key, tiebreak, slot) of the ``(tree_len, 4)`` tree table —
-the key travels with the node, so a path replay reads sibling rows that sit next
-to each other instead of random server records per level (this keeps the cost
-flat at 100,000 servers); ``slot`` is the server's leaf position, so the root
-names the best server's whole path (the launch kernels prefetch it). An empty
-node is (-1, INF, INF, -1).
+Layout: nodes are numbered as in a heap — node 1 is the root, the children of
+node k are nodes ``8k - 6 .. 8k + 1`` (so the parent of node c is
+``(c + 6) >> 3``), and the leaves, ``cap`` of them (a power of eight), are nodes
+``first_leaf(cap) ..``. A node's *entry* (key, tiebreak, server, leaf slot: the
+best server of its subtree) is stored in its parent's *block*: block k (a row of
+the ``(tree_len, 32)`` tree table, ``tree_off`` rows into the group's part)
+holds the entries of node k's eight children, lane ``(c + 6) & 7`` for child c,
+field by field (eight keys, eight tiebreaks, eight servers, eight slots: each
+field one aligned 64-byte line); block 0 holds the root's entry in lane 7. The
+key travels with the entry, so a path replay reads one block per level instead
+of random server records (this keeps the cost flat at 100,000 servers);
+``slot`` names the best server's whole path (the launch kernels prefetch it).
+An empty entry is (INF, INF, -1, -1).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import state as st
 from .loadindex import selection_key
 
-T_SERVER, T_KEY, T_TB, T_SLOT = (st.TREE_COLUMNS_SERVER, st.TREE_COLUMNS_KEY, st.TREE_COLUMNS_TB,
-                                 st.TREE_COLUMNS_SLOT)
+ARITY = st.TREE_ARITY
+K, T, S, L = st.TREE_KEY, st.TREE_TB, st.TREE_SERVER, st.TREE_SLOT
+ROOT_LANE = 7  # the root's entry: block 0, lane (1 + 6) & 7
+_BLOCK_BYTES = st.N_TREE_COLUMNS * 8
 
 
 @njit(inline="always")
@@ -56,68 +66,114 @@ def better(s: st.State, a, b):
     return b
 
 
-_INVERSE_OF_3 = np.uint64(0xAAAAAAAAAAAAAAAB)  # 3 * this = 1 (mod 2**64)
+_INVERSE_OF_7 = np.uint64(0x6DB6DB6DB6DB6DB7)  # 7 * this = 1 (mod 2**64)
 
 
 @njit(inline="always")
 def first_leaf(cap):
     """Node of the first leaf of a tree with ``cap`` leaves: ``state.tree_first_leaf``
-    (``(cap + 2) // 3``), computed as the kernels can afford on every path replay.
-    ``cap`` is a power of four (callers skip the placeholder group of a fleet
-    without servers, whose cap is 0), so ``cap - 1`` is a multiple of 3 and dividing it
-    by 3 is one multiplication by the inverse of 3 modulo 2**64 (exact, no
+    (``(cap + 6) // 7``), computed as the kernels can afford on every path replay.
+    ``cap`` is a power of eight (callers skip the placeholder group of a fleet
+    without servers, whose cap is 0), so ``cap - 1`` is a multiple of 7 and dividing it
+    by 7 is one multiplication by the inverse of 7 modulo 2**64 (exact, no
     remainder), instead of the multiply-and-correct sequence of a general
-    division. ``tests/test_engine.py`` checks the two agree for every power of four."""
-    return np.int64(np.uint64(cap - 1) * _INVERSE_OF_3) + 1
+    division. ``tests/test_engine.py`` checks the two agree for every power of eight."""
+    return np.int64(np.uint64(cap - 1) * _INVERSE_OF_7) + 1
 
 
 @njit(inline="always")
-def _better_row(tree, a, b):
-    """Row a or b, whichever holds the smaller (key, tb); a on a full tie.
-    Branch-free: which one wins is data, not a branch the CPU could mispredict.
-    Rows are int64 (rebuilds) or uint64 (the path replay); the result has their type."""
-    b_wins = (tree[b, T_KEY] < tree[a, T_KEY]) | (
-        (tree[b, T_KEY] == tree[a, T_KEY]) & (tree[b, T_TB] < tree[a, T_TB]))
-    return a + (b - a) * type(a)(b_wins)
+def entry_of(c):
+    """(block, lane) of node c's entry, the block relative to the tree's offset."""
+    return (c + 6) >> 3, (c + 6) & 7
 
 
 @njit(inline="always")
-def _winner(tree, first):
-    """Row of the best of the four sibling rows ``first .. first + 3``: smaller
-    (key, tb) wins, the leftmost on a full tie."""
-    return _better_row(tree, _better_row(tree, first, first + 1),
-                       _better_row(tree, first + 2, first + 3))
+def leaf_server(tree, off, cap, leaf):
+    """The server at leaf position ``leaf`` of the tree at ``off`` (-1: none)."""
+    b, lane = entry_of(first_leaf(cap) + leaf)
+    return tree[off + b, S + lane]
+
+
+@intrinsic
+def _block_best(typingctx, address, lane, key, tb):
+    """The best of a block's eight entries, with entry ``lane`` taken as
+    (``key``, ``tb``) instead of what memory holds: (lane of the winner, its key,
+    its tiebreak). Smaller key wins, then smaller tiebreak, then the leftmost lane
+    (ties on both happen between empty entries only). ``address`` is the block's
+    first byte: its eight keys, then its eight tiebreaks.
+
+    Details: two 64-byte vector loads; the minimum key over the eight lanes
+    (``llvm.vector.reduce.smin``), the minimum tiebreak over the lanes that hold
+    it, the first lane holding both (count of trailing zeros of the match mask).
+    A path replay reads the block *before* it stores the child's new entry and
+    puts the new values in the loaded vectors (``lane``), so the loads never wait
+    on the stores (a vector load over a just-stored int64 cannot take it from
+    the store buffer)."""
+    sig = types.UniTuple(types.int64, 3)(types.int64, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        address, lane, key, tb = args
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vec = ir.VectorType(i64, ARITY)
+        smin = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [vec]), f"llvm.vector.reduce.smin.v{ARITY}i64")
+
+        def splat(x):
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), x, i32(0))
+            return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, ARITY), [0] * ARITY))
+
+        ptr = builder.inttoptr(address, vec.as_pointer())
+        keys = builder.insert_element(builder.load(ptr, align=8), key, lane)
+        tbs = builder.insert_element(builder.load(builder.gep(ptr, [i32(1)]), align=8), tb, lane)
+        kmin = builder.call(smin, [keys])
+        at_min = builder.icmp_signed("==", keys, splat(kmin))
+        tmin = builder.call(smin, [builder.select(at_min, tbs, ir.Constant(vec, [st.INF_KEY] * ARITY))])
+        wins = builder.and_(at_min, builder.icmp_signed("==", tbs, splat(tmin)))
+        # never empty: tmin is the tiebreak of a lane that holds kmin
+        first = builder.cttz(builder.bitcast(wins, ir.IntType(ARITY)), ir.Constant(ir.IntType(1), 1))
+        winner = builder.zext(first, i64)
+        return context.make_tuple(builder, signature.return_type, [winner, kmin, tmin])
+
+    return sig, codegen
 
 
 @njit(inline="always")
-def _pull(tree, base, node):
-    """Node ``node`` of the tree at ``base`` takes its best child."""
-    c = _winner(tree, base + 4 * node - 2)
-    tree[base + node, T_SERVER] = tree[c, T_SERVER]
-    tree[base + node, T_KEY] = tree[c, T_KEY]
-    tree[base + node, T_TB] = tree[c, T_TB]
-    tree[base + node, T_SLOT] = tree[c, T_SLOT]
+def _block_address(tree, b):
+    return tree.ctypes.data + b * _BLOCK_BYTES
 
 
 @njit(inline="always")
-def _set_leaf(s: st.State, base, cap, i):
-    leaf = base + first_leaf(cap) + s.srv[st.SV_SLOT, i]
-    s.tree[leaf, T_KEY] = s.srv[st.SV_KEY, i]
-    s.tree[leaf, T_TB] = s.srv[st.SV_TB, i]
+def _set_leaf(s: st.State, off, cap, i):
+    b, lane = entry_of(first_leaf(cap) + s.srv[st.SV_SLOT, i])
+    s.tree[off + b, K + lane] = s.srv[st.SV_KEY, i]
+    s.tree[off + b, T + lane] = s.srv[st.SV_TB, i]
+
+
+@njit(inline="always")
+def _pull(tree, off, node):
+    """Node ``node`` of the tree at ``off`` takes the best of its children
+    (block ``node``) as its entry."""
+    b = off + node
+    w, key, tb = _block_best(_block_address(tree, b), 0, tree[b, K], tree[b, T])
+    pb, lane = entry_of(node)
+    tree[off + pb, K + lane] = key
+    tree[off + pb, T + lane] = tb
+    tree[off + pb, S + lane] = tree[b, S + w]
+    tree[off + pb, L + lane] = tree[b, L + w]
 
 
 @njit(cache=False)
 def replay_path(h, i):
     """Recompute server i's key and replay its leaf-to-root path, stopping at
-    the first node that comes out unchanged (a server that was not winning
+    the first entry that would come out unchanged (a server that was not winning
     there and still is not: typically a few levels when a session ends).
 
-    Details: each level compares the node just written (its key and tiebreak
-    still in registers) with the best of its three siblings — rows this replay
-    does not write, so the CPU reads and compares them ahead of time — and the
-    level's result is read from the winning row. Rows are unsigned (uint64):
-    numba then leaves out the negative-index fix-up it puts in front of every
-    signed index. The result is the node ``_winner`` computes."""
+    Details: each level stores the child's new entry into its parent's block and
+    takes the block's best (``_block_best``, which reads the block before the
+    store and puts the new entry in its vectors) as the parent's new entry; the
+    winner's key and tiebreak come out of the compare, its server and slot are
+    the child's own when the child won, else one read from the block."""
     s = st.unpack(h)
     key = selection_key(h, i)
     s.srv[st.SV_KEY, i] = key
@@ -126,54 +182,60 @@ def replay_path(h, i):
         return
     tb = s.srv[st.SV_TB, i]
     off = s.grp[st.GR_TREE_OFF, g]
-    cap = s.grp[st.GR_TREE_CAP, g]
-    _set_leaf(s, off, cap, i)
-    one, two = np.uint64(1), np.uint64(2)
-    uoff = np.uint64(off)
-    rel = np.uint64(first_leaf(cap) + s.srv[st.SV_SLOT, i])  # node, relative to off
-    child = uoff + rel  # its row
+    slot = s.srv[st.SV_SLOT, i]
+    c = first_leaf(s.grp[st.GR_TREE_CAP, g]) + slot
+    server = i
     tree = s.tree
-    while rel > one:
-        node = (rel + two) >> two
-        first = np.uint64(4) * node - two  # the children of node: first .. first + 3
-        j = rel - first  # the position of `child` among them
-        # its three siblings, left to right
-        x = uoff + first + np.uint64(j == 0)
-        y = uoff + first + one + np.uint64(j <= 1)
-        z = uoff + first + two + np.uint64(j <= 2)
-        sib = _better_row(tree, _better_row(tree, x, y), z)
-        ks, ts = tree[sib, T_KEY], tree[sib, T_TB]
-        child_wins = (key < ks) | ((key == ks) & ((tb < ts) | ((tb == ts) & (child < sib))))
-        c = sib + (child - sib) * np.uint64(child_wins)
-        server, key, tb = tree[c, T_SERVER], tree[c, T_KEY], tree[c, T_TB]
-        dst = uoff + node
-        if tree[dst, T_SERVER] == server and tree[dst, T_KEY] == key and tree[dst, T_TB] == tb:
-            break  # this node is unchanged, so is every node above it
-        tree[dst, T_SERVER] = server
-        tree[dst, T_KEY] = key
-        tree[dst, T_TB] = tb
-        tree[dst, T_SLOT] = tree[c, T_SLOT]  # follows the server
-        rel, child = node, dst
+    while True:
+        b = off + ((c + 6) >> 3)  # c's entry: its parent's block
+        lane = (c + 6) & 7
+        if tree[b, S + lane] == server and tree[b, K + lane] == key and tree[b, T + lane] == tb:
+            break  # this entry is unchanged, so is every entry above it
+        if c == 1:  # the root
+            tree[b, K + lane] = key
+            tree[b, T + lane] = tb
+            tree[b, S + lane] = server
+            tree[b, L + lane] = slot
+            break
+        w, kmin, tmin = _block_best(_block_address(tree, b), lane, key, tb)
+        tree[b, K + lane] = key
+        tree[b, T + lane] = tb
+        tree[b, S + lane] = server
+        tree[b, L + lane] = slot
+        if w != lane:
+            server = tree[b, S + w]
+            slot = tree[b, L + w]
+        key, tb = kmin, tmin
+        c = (c + 6) >> 3
+
+
+@njit(inline="always")
+def _better_root(tree, a, b):
+    """Root block a or b, whichever root entry holds the smaller (key, tb); a on
+    a full tie. Branch-free."""
+    ka, kb = tree[a, K + ROOT_LANE], tree[b, K + ROOT_LANE]
+    b_wins = (kb < ka) | ((kb == ka) & (tree[b, T + ROOT_LANE] < tree[a, T + ROOT_LANE]))
+    return a + (b - a) * np.int64(b_wins)
 
 
 @njit(inline="always")
 def better_root(s: st.State, best, g, limit):
-    """The pick across groups: ``best`` (a root row, or -1) or group g's root
-    row, whichever holds the better server (as ``better``) with a key below
-    ``limit``. Compares the roots' own (key, tiebreak): no server record is
-    read, so the pick does not wait on one per group."""
-    row = s.grp[st.GR_TREE_OFF, g] + 1
-    if s.tree[row, T_SERVER] < 0 or s.tree[row, T_KEY] >= limit:
+    """The pick across groups: ``best`` (a group's root block, or -1) or group
+    g's root block, whichever root entry holds the better server (as ``better``)
+    with a key below ``limit``. Compares the roots' own (key, tiebreak): no
+    server record is read, so the pick does not wait on one per group."""
+    row = s.grp[st.GR_TREE_OFF, g]
+    if s.tree[row, S + ROOT_LANE] < 0 or s.tree[row, K + ROOT_LANE] >= limit:
         return best
     if best < 0:
         return row
-    return _better_row(s.tree, best, row)
+    return _better_root(s.tree, best, row)
 
 
 @njit(inline="always")
 def root_server(s: st.State, row):
-    """The server a root row (from better_root) names, or -1."""
-    return -1 if row < 0 else s.tree[row, T_SERVER]
+    """The server a root block (from better_root) names, or -1."""
+    return -1 if row < 0 else s.tree[row, S + ROOT_LANE]
 
 
 @njit(cache=False)
@@ -197,7 +259,7 @@ def rebuild_group(h, g):
         return  # the placeholder record of a fleet without servers: no tree
     first = first_leaf(cap)
     for leaf in range(s.grp[st.GR_N_SERVERS, g]):
-        _set_leaf(s, off, cap, tree[off + first + leaf, T_SERVER])
+        _set_leaf(s, off, cap, leaf_server(tree, off, cap, leaf))
     for node in range(first - 1, 0, -1):  # children before parents
         _pull(tree, off, node)
 
@@ -214,7 +276,8 @@ def update_moved(h, moved, n_moved):
     """Bring the trees up to date after the keys of servers ``moved[:n_moved]``
     changed (keys already written): per group, replay the moved servers' paths
     when few of its servers moved, rebuild the group when a quarter or more of
-    its tree did (a path costs about log4(cap) pulls, a rebuild cap / 3). Groups
+    its tree did (a path costs about log8(cap) block compares, a rebuild cap / 7
+of them and a copy of every leaf). Groups
     that no moved server belongs to are not touched."""
     s = st.unpack(h)
     n_groups = s.hdr[st.H_GROUP_CAP, 0]

@@ -233,15 +233,16 @@ def test_copy_is_independent_and_decides_alike():
 
 
 def test_tree_rows_start_on_cache_lines():
-    """The tree table starts on a 64-byte boundary (a node's four children then
-    fill two cache lines, docs/ARCHITECTURE.md), in a copy too, which keeps the
-    same nodes."""
+    """The tree table starts on a 64-byte boundary (each field of a block, the
+    eight children's keys or tiebreaks, then fills one cache line: the vector
+    compare of a level reads two lines, docs/ARCHITECTURE.md), in a copy too,
+    which keeps the same nodes."""
     s = fleet(n_servers=6, max_sessions=3, zone_preference=("user_location",))
     s.launch("u0", "app", location="Z1", now=1)
     c = s.copy()
     for sched in (s, c):
         tree = sched._t["tree"]
-        assert tree.shape[1] == 4 and tree.ctypes.data % 64 == 0
+        assert tree.shape[1] == 32 and tree.ctypes.data % 64 == 0
     assert (c._t["tree"] == s._t["tree"]).all()
     s.add_server("late", "Z1", "P", max_sessions=3)  # a new layout
     s.launch("u1", "app", location="Z1", now=2)
@@ -533,13 +534,49 @@ def test_kernels_compile_without_negative_index_wraparound_then_restore_it():
 
 
 def test_kernel_first_leaf_is_the_layout_formula():
-    """The kernels' first leaf (a multiplication by the inverse of 3) is the layout's
-    ``(cap + 2) // 3`` for every power of four a tree can have."""
+    """The kernels' first leaf (a multiplication by the inverse of 7) is the layout's
+    ``(cap + 6) // 7`` for every power of eight a tree can have."""
     import numba
     from usher.core import state as st
     from usher.core.tree import first_leaf
 
     compiled = numba.njit(lambda cap: first_leaf(cap))
-    for level in range(31):
-        cap = 4**level
-        assert compiled(cap) == st.tree_first_leaf(cap) == (cap - 1) // 3 + 1
+    for level in range(21):
+        cap = 8**level
+        assert compiled(cap) == st.tree_first_leaf(cap) == (cap - 1) // 7 + 1
+
+
+
+
+def test_block_best_is_the_leftmost_smallest_entry():
+    """``tree._block_best`` (the vector compare of one tree level) against a plain
+    min over the eight (key, tiebreak) pairs, the lane's entry replaced: the smallest
+    key, then the smallest tiebreak, then the leftmost lane; with ties on keys, on
+    both (empty entries), INF keys, negative tiebreaks and every lane replaced."""
+    import numba
+    from usher.core import state as st
+    from usher.core.tree import _block_best
+
+    @numba.njit
+    def best(block, lane, key, tb):
+        return _block_best(block.ctypes.data, lane, key, tb)
+
+    rng = np.random.default_rng(3)
+    inf = st.INF_KEY
+    for trial in range(3000):
+        block = np.full(st.N_TREE_COLUMNS, -1, dtype=np.int64)
+        small = trial % 3 == 0  # few distinct values: many ties
+        keys = rng.integers(0, 3 if small else 1 << 40, size=8)
+        tbs = rng.integers(-3 if small else -(1 << 60), 3 if small else 1 << 60, size=8)
+        empty = rng.random(8) < 0.2
+        keys[empty], tbs[empty] = inf, inf
+        keys[rng.random(8) < 0.1] = inf  # not a candidate, with a real tiebreak
+        block[st.TREE_KEY:st.TREE_KEY + 8] = keys
+        block[st.TREE_TB:st.TREE_TB + 8] = tbs
+        lane = int(rng.integers(0, 8))
+        key, tb = (inf, inf) if rng.random() < 0.1 else (int(rng.integers(0, 3)), int(rng.integers(-3, 3)))
+        pairs = list(zip(keys.tolist(), tbs.tolist()))
+        pairs[lane] = (key, tb)
+        want = min(range(8), key=lambda k: pairs[k])  # min keeps the first of equals
+        assert best(block, lane, key, tb) == (want, *pairs[want]), (trial, pairs, lane)
+        assert block[st.TREE_KEY + lane] == keys[lane]  # memory is read, not written

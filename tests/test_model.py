@@ -590,30 +590,36 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @invariant()
     def trees_consistent(self):
-        """Every inner node of every group's tree holds the best of its four
+        """Every inner node of every group's tree holds the best of its eight
         children (smaller (key, tiebreak), the leftmost on a full tie), and
-        every node names its server's leaf slot; the leaves hold their servers'
+        every entry names its server's leaf slot; the leaves hold their servers'
         keys. (The path replay must leave nothing stale behind.)"""
         if self.e is None or self.e._dirty:
             return
         from usher.core import state as cs
         t, grp, srv = self.e._t["tree"], self.e._t["group"], self.e._t["server_i"]
-        S, K, T, L = (cs.TREE_COLUMNS_SERVER, cs.TREE_COLUMNS_KEY, cs.TREE_COLUMNS_TB,
-                      cs.TREE_COLUMNS_SLOT)
+        A = cs.TREE_ARITY
+
+        def entry(off, c):  # node c's entry: lane (c + 6) % 8 of block (c + 6) // 8
+            b, lane = off + (c + 6) // A, (c + 6) % A
+            return tuple(int(t[b, f + lane]) for f in (cs.TREE_KEY, cs.TREE_TB, cs.TREE_SERVER, cs.TREE_SLOT))
+
         for g in range(int(self.e._header[cs.H_GROUP_CAP])):
             off, cap = int(grp[cs.GR_TREE_OFF, g]), int(grp[cs.GR_TREE_CAP, g])
             first = cs.tree_first_leaf(cap)
             for node in range(first, first + cap):
-                i = int(t[off + node, S])
+                key, tb, i, _slot = entry(off, node)
                 if i >= 0:
-                    assert t[off + node, K] == srv[cs.SV_KEY, i] and t[off + node, T] == srv[cs.SV_TB, i]
+                    assert key == srv[cs.SV_KEY, i] and tb == srv[cs.SV_TB, i], (g, node)
+                else:
+                    assert (key, tb) == (cs.INF_KEY, cs.INF_KEY), (g, node)
             for node in range(first - 1, 0, -1):
-                kids = [tuple(int(x) for x in t[off + c]) for c in range(4 * node - 2, 4 * node + 2)]
-                best = min(kids, key=lambda r: (r[K], r[T]))  # min keeps the first of equals
-                assert tuple(int(x) for x in t[off + node]) == best, (g, node)
+                kids = [entry(off, c) for c in range(A * node - 6, A * node + 2)]
+                best = min(kids, key=lambda r: (r[0], r[1]))  # min keeps the first of equals
+                assert entry(off, node) == best, (g, node)
             for node in range(1, first + cap):
-                i = int(t[off + node, S])
-                assert t[off + node, L] == (srv[cs.SV_SLOT, i] if i >= 0 else -1), (g, node)
+                _key, _tb, i, slot = entry(off, node)
+                assert slot == (srv[cs.SV_SLOT, i] if i >= 0 else -1), (g, node)
 
     @invariant()
     def clocks_match(self):
