@@ -124,8 +124,12 @@ def _block_best(typingctx, address, lane, key, tb):
                                           ir.Constant(ir.VectorType(i32, ARITY), [0] * ARITY))
 
         ptr = builder.inttoptr(address, vec.as_pointer())
-        keys = builder.insert_element(builder.load(ptr, align=8), key, lane)
-        tbs = builder.insert_element(builder.load(builder.gep(ptr, [i32(1)]), align=8), tb, lane)
+        # the new entry goes in by a select on lane == (0 .. 7), not an insert at a
+        # variable position: without AVX-512 the insert goes through the stack (a
+        # vector store, a scalar store into it, a vector load that must wait for both)
+        at_lane = builder.icmp_signed("==", ir.Constant(vec, list(range(ARITY))), splat(lane))
+        keys = builder.select(at_lane, splat(key), builder.load(ptr, align=8))
+        tbs = builder.select(at_lane, splat(tb), builder.load(builder.gep(ptr, [i32(1)]), align=8))
         kmin = builder.call(smin, [keys])
         at_min = builder.icmp_signed("==", keys, splat(kmin))
         tmin = builder.call(smin, [builder.select(at_min, tbs, ir.Constant(vec, [st.INF_KEY] * ARITY))])
