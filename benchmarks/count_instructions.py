@@ -4,26 +4,36 @@ an instruction count does not, and with the measured time it gives the instructi
 cycle the kernel reaches (how far it is from being bound by latency or by throughput).
 
     # valgrind cannot run AVX-512 code: compile the kernels for a CPU without it, first
-    # natively (a minute), so the run under valgrind loads them from the cache
+    # natively (a minute), so the run under valgrind loads them from the cache. The CPU
+    # features are named too: numba keys its cache on them, and under valgrind the host
+    # reports fewer, so without them the kernels compile again under valgrind (~25 min).
     export NUMBA_CPU_NAME=haswell NUMBA_CACHE_DIR=/tmp/usher-haswell
+    export NUMBA_CPU_FEATURES=+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave
     python -c "import usher"
     valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
         --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_arrays' \\
-        python benchmarks/count_instructions.py a 1
+        python benchmarks/count_instructions.py a 2 --steady
     # instructions inside the batch kernel call (the call, its arguments, the kernel):
     callgrind_annotate /tmp/cg.out | grep "PROGRAM TOTALS"
-
-The steady state alone: run it with 1 and with 2 batches; the difference of the two totals,
-divided by 2,000, is what one more steady-state batch costs per decision.
 
 Arguments: mix (a or b, default a), batches of 2,000 rows (default 1). The fleet is the
 benchmarks' 1,400-server one in steady state (``fleets.build``); only ``launch_many``'s
 kernel call (``Scheduler._launch_arrays``) is collected — including the calls that prefill
-the fleet (every decision through that call is a real placement: the script counts them
-all and prints the total to divide by). Under valgrind this takes ~15 minutes.
+the fleet, unless ``--steady``: then the script zeroes callgrind's counters
+(``callgrind_control -z``) before its last batch, and the total is that batch's alone
+(divide by 2,000). Without ``--steady`` every decision through that call is a real
+placement: the script counts them all and prints the total to divide by.
+
+``--dump DIR`` (with ``--steady``; add ``--dump-instr=yes --compress-pos=no
+--compress-strings=no`` to valgrind's options) also writes the process's anonymous
+executable mappings, where numba's code lies, to DIR, for
+``benchmarks/annotate_instructions.py``: the kernel's disassembly with each instruction's
+count.
 """
 
+import ctypes
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -42,21 +52,57 @@ def _counted(self, users, *args):
     return _kernel_call(self, users, *args)
 
 
-usher.Scheduler._launch_arrays = _counted
-mix = sys.argv[1] if len(sys.argv) > 1 else "a"
-batches = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-f = fleets.build(1400, mix)
-s, now = f.s, f.now
-app_index = {a: i for i, a in enumerate(s.app_names)}
-n = 0
-for _ in range(batches):
-    reqs = f.prepare(2000)
-    users = np.array([r[1] for r in reqs], dtype=np.int64)
-    apps = np.array([app_index[r[2]] for r in reqs], dtype=np.int64)
-    locations = None if mix == "a" else [r[3] for r in reqs]
-    out = s.launch_many(users, apps, locations=locations, now=now)
-    f.settle(reqs, list(out))
-    n += len(reqs)
-print(f"mix {mix}, 1,400 servers: {rows[0]:,} decisions through launch_many's kernel call "
-      f"({rows[0] - n:,} prefilling the fleet, {n:,} in steady state): divide callgrind's "
-      "PROGRAM TOTALS by the first figure")
+def dump_code(folder: str) -> int:
+    """Write every anonymous executable mapping of this process (numba's code among them)
+    to ``folder``: ``code<k>.bin`` and an index ``maps.txt`` of ``k start end`` (hex)."""
+    os.makedirs(folder, exist_ok=True)
+    maps = []
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            parts = line.split()
+            if "x" in parts[1] and len(parts) < 6:  # executable, no file behind it
+                maps.append(tuple(int(x, 16) for x in parts[0].split("-")))
+    with open(os.path.join(folder, "maps.txt"), "w") as index:
+        for k, (a, b) in enumerate(maps):
+            with open(os.path.join(folder, f"code{k}.bin"), "wb") as out:
+                out.write(ctypes.string_at(a, b - a))
+            index.write(f"{k} {a:x} {b:x}\n")
+    return len(maps)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    steady = "--steady" in args
+    dump = None
+    if "--dump" in args:
+        k = args.index("--dump")
+        dump = args[k + 1]
+        del args[k:k + 2]
+    args = [a for a in args if a != "--steady"]
+    usher.Scheduler._launch_arrays = _counted
+    mix = args[0] if args else "a"
+    batches = int(args[1]) if len(args) > 1 else 1
+    f = fleets.build(1400, mix)
+    s, now = f.s, f.now
+    app_index = {a: i for i, a in enumerate(s.app_names)}
+    n = 0
+    for b in range(batches):
+        reqs = f.prepare(2000)
+        users = np.array([r[1] for r in reqs], dtype=np.int64)
+        apps = np.array([app_index[r[2]] for r in reqs], dtype=np.int64)
+        locations = None if mix == "a" else [r[3] for r in reqs]
+        if steady and b == batches - 1 and "vgpreload" in os.environ.get("LD_PRELOAD", ""):
+            # under valgrind: the counters restart here, the total is this batch's
+            subprocess.run(["callgrind_control", "-z", str(os.getpid())], capture_output=True, check=True)
+        out = s.launch_many(users, apps, locations=locations, now=now)
+        f.settle(reqs, list(out))
+        n += len(reqs)
+    if steady:
+        print(f"mix {mix}, 1,400 servers: counters zeroed before the last of {batches} batches: "
+              "divide callgrind's PROGRAM TOTALS by 2,000")
+    else:
+        print(f"mix {mix}, 1,400 servers: {rows[0]:,} decisions through launch_many's kernel call "
+              f"({rows[0] - n:,} prefilling the fleet, {n:,} in steady state): divide callgrind's "
+              "PROGRAM TOTALS by the first figure")
+    if dump:
+        print(f"{dump_code(dump)} executable mappings written to {dump}")
