@@ -39,8 +39,8 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         (grp, pz, tree, pool_g_start, pool_g_count): the group table of shape
         (N_GR, n_groups), the pool-zone table of shape (N_PZ, n_pools * n_zones),
         the tree table of shape (tree_len, 32) (blocks, see tree.py), 64-byte
-        aligned, with leaf servers and slots filled (keys and inner nodes are built by the ``build_trees``
-        kernel), and each pool's group range.
+        aligned, with leaf servers and slots filled (keys and inner nodes are
+        built by the ``build_trees`` kernel), and each pool's group range.
     """
     idx = np.nonzero(srv[st.SV_PRESENT, :n_servers] != 0)[0]
     pool = srv[st.SV_POOL, idx]
@@ -83,8 +83,8 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         grp[st.GR_TREE_CAP, :n_groups] = caps
         srv[st.SV_GROUP, idx] = group_of
         srv[st.SV_SLOT, idx] = slot
-        leaves = st.tree_first_leaf(caps[group_of]) + slot  # node numbers
-        block, lane = offsets[group_of] + ((leaves + 6) >> 3), (leaves + 6) & 7
+        block, lane = st.tree_entry(st.tree_first_leaf(caps[group_of]) + slot)
+        block += offsets[group_of]
         tree[block, st.TREE_SERVER + lane] = idx
         tree[block, st.TREE_SLOT + lane] = slot
         available = (

@@ -361,6 +361,13 @@ def tree_first_leaf(cap):
     return (cap + 6) // 7
 
 
+def tree_entry(c):
+    """(block, lane) of node c's entry — its parent's block ``(c + 6) >> 3``, lane
+    ``(c + 6) & 7`` — the block relative to the tree's offset. Ints or numpy
+    arrays; the kernels call it compiled, as ``tree.entry_of``."""
+    return (c + 6) >> 3, (c + 6) & 7
+
+
 # ---------------------------------------------------------------- allocation
 def new_table(fields, capacity: int, dtype, fill=NONE) -> np.ndarray:
     """A record table of ``capacity`` records filled with ``fill``, indexed

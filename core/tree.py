@@ -11,7 +11,7 @@ the best of its eight children), so:
   HAProxy's ``lb_fwlc`` tree keyed by an integer load).
 
 Eight children per node, compared at once: a group of 467 servers has 3 levels
-(9 with a binary tree, 5 with a 4-ary one), one of 33,000 has 5, and a level is
+(9 with a binary tree, 5 with a 4-ary one), one of 33,000 has 6 (16; 8), and a level is
 one vector compare of the eight children's keys (``_block_best``: a minimum over
 eight int64 lanes, then over the tiebreaks of the lanes that hold it), not a
 chain of scalar compares.
@@ -81,10 +81,7 @@ def first_leaf(cap):
     return np.int64(np.uint64(cap - 1) * _INVERSE_OF_7) + 1
 
 
-@njit(inline="always")
-def entry_of(c):
-    """(block, lane) of node c's entry, the block relative to the tree's offset."""
-    return (c + 6) >> 3, (c + 6) & 7
+entry_of = njit(inline="always")(st.tree_entry)
 
 
 @njit(inline="always")
@@ -191,26 +188,24 @@ def replay_path(h, i):
     server = i
     tree = s.tree
     while True:
-        b = off + ((c + 6) >> 3)  # c's entry: its parent's block
-        lane = (c + 6) & 7
+        b, lane = entry_of(c)  # c's entry: its parent's block
+        b += off
         if tree[b, S + lane] == server and tree[b, K + lane] == key and tree[b, T + lane] == tb:
             break  # this entry is unchanged, so is every entry above it
-        if c == 1:  # the root
-            tree[b, K + lane] = key
-            tree[b, T + lane] = tb
-            tree[b, S + lane] = server
-            tree[b, L + lane] = slot
-            break
-        w, kmin, tmin = _block_best(_block_address(tree, b), lane, key, tb)
+        w, kmin, tmin = lane, key, tb
+        if c > 1:  # the parent's block, read before the stores below (see _block_best)
+            w, kmin, tmin = _block_best(_block_address(tree, b), lane, key, tb)
         tree[b, K + lane] = key
         tree[b, T + lane] = tb
         tree[b, S + lane] = server
         tree[b, L + lane] = slot
+        if c == 1:
+            break  # the root
         if w != lane:
             server = tree[b, S + w]
             slot = tree[b, L + w]
         key, tb = kmin, tmin
-        c = (c + 6) >> 3
+        c = b - off
 
 
 @njit(inline="always")
