@@ -45,7 +45,7 @@ from .commit import (
 from .explain import N_FUNNEL, explain_launch
 from .loadindex import is_available, load_index, selection_key
 from .placement import place
-from .tree import ROOT_LANE, build_all, first_leaf, rebuild_trees, replay_path, update_moved
+from .tree import ROOT_LANE, build_all, entry_of, first_leaf, rebuild_trees, replay_path, update_moved
 
 
 
@@ -260,7 +260,7 @@ def _prefetch_next_pick(s, i):
     for _ in range(_PATH_LEVELS):
         if node <= 1:
             break
-        node = (node + 6) >> 3  # the parent: its block holds the node's entry
+        node = entry_of(node)[0]  # the parent: its block holds the node's entry
         a = base + node * st.N_TREE_COLUMNS * 8
         for line in range(0, st.N_TREE_COLUMNS * 8, 64):  # keys, tiebreaks, servers, slots
             st.prefetch(a + line)
