@@ -11,6 +11,7 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
     export NUMBA_CPU_FEATURES=+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave
     python -c "import usher"
     valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
+        --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_indexed' \\
         --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_arrays' \\
         python benchmarks/count_instructions.py a 2 --steady
     # instructions inside the batch kernel call (the call, its arguments, the kernel):
@@ -18,7 +19,9 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
 
 Arguments: mix (a or b, default a), batches of 2,000 rows (default 1). The fleet is the
 benchmarks' 1,400-server one in steady state (``fleets.build``); only ``launch_many``'s
-kernel call (``Scheduler._launch_arrays``) is collected — including the calls that prefill
+compiled call is collected — ``Scheduler._launch_indexed`` for mix a (index arrays, one
+time: the index checks, the fill columns and the kernel), ``Scheduler._launch_arrays``
+for mix b and for the prefill (the general path's kernel call) — including the calls that prefill
 the fleet, unless ``--steady``: then the script zeroes callgrind's counters
 (``callgrind_control -z``) before its last batch, and the total is that batch's alone
 (divide by 2,000). Without ``--steady`` every decision through that call is a real
@@ -43,13 +46,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import usher  # noqa: E402
 import fleets  # noqa: E402
 
-rows = [0]  # decisions through the kernel call, prefill included
-_kernel_call = usher.Scheduler._launch_arrays
+rows = [0]  # decisions through the compiled calls, prefill included
 
 
-def _counted(self, users, *args):
-    rows[0] += len(users)
-    return _kernel_call(self, users, *args)
+def _counted(call):
+    def counted(self, users, *args):
+        out = call(self, users, *args)
+        if out is not None or call is _general_call:  # None: _launch_indexed declined
+            rows[0] += len(users)
+        return out
+
+    return counted
+
+
+_general_call = usher.Scheduler._launch_arrays
 
 
 def dump_code(folder: str) -> int:
@@ -79,7 +89,8 @@ if __name__ == "__main__":
         dump = args[k + 1]
         del args[k:k + 2]
     args = [a for a in args if a != "--steady"]
-    usher.Scheduler._launch_arrays = _counted
+    usher.Scheduler._launch_arrays = _counted(usher.Scheduler._launch_arrays)
+    usher.Scheduler._launch_indexed = _counted(usher.Scheduler._launch_indexed)
     mix = args[0] if args else "a"
     batches = int(args[1]) if len(args) > 1 else 1
     f = fleets.build(1400, mix)
@@ -101,7 +112,7 @@ if __name__ == "__main__":
         print(f"mix {mix}, 1,400 servers: counters zeroed before the last of {batches} batches: "
               "divide callgrind's PROGRAM TOTALS by 2,000")
     else:
-        print(f"mix {mix}, 1,400 servers: {rows[0]:,} decisions through launch_many's kernel call "
+        print(f"mix {mix}, 1,400 servers: {rows[0]:,} decisions through launch_many's compiled calls "
               f"({rows[0] - n:,} prefilling the fleet, {n:,} in steady state): divide callgrind's "
               "PROGRAM TOTALS by the first figure")
     if dump:

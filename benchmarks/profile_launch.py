@@ -14,7 +14,9 @@ Arguments: mix (a or b, default b), seconds (default 20), ``single`` (one ``laun
 decision, default) or ``batch`` (``launch_many`` on 2,000 rows), fleet size (default
 1,400; 100,000 builds in about 10 s). The timed part is the launch loop or the batch call;
 the rest is the untimed steady-state setup. Batch mode also prints the time inside the
-kernel call alone (``Scheduler._launch_arrays``, the arrays already checked).
+compiled call alone: ``Scheduler._launch_indexed`` for mix a (index arrays and one time:
+the checks of the indices, the fill columns and the kernel), ``Scheduler._launch_arrays``
+for mix b (the general path's kernel call on checked arrays).
 
 ``USHER_PERF_MAP=1`` writes ``/tmp/perf-<pid>.map`` (the format perf reads for code it
 cannot see in a file): one line per function of the kernels' code libraries. numba only
@@ -66,17 +68,22 @@ if os.environ.get("USHER_PERF_MAP") == "1":
 app_index = {a: i for i, a in enumerate(s.app_names)}
 k = 500 if mode == "single" else 2000
 n, spent = 0, 0.0
-kernel = [0.0]  # batch mode: time inside the kernel call alone
-batch_call = s._launch_arrays
+kernel = [0.0]  # batch mode: time inside the compiled call alone
 
 
-def timed_batch_call(*args):
-    t = time.perf_counter()
-    batch_call(*args)
-    kernel[0] += time.perf_counter() - t
+def timed(call):
+    def timed_call(*args):
+        t = time.perf_counter()
+        out = call(*args)
+        kernel[0] += time.perf_counter() - t
+        return out
+
+    return timed_call
 
 
-s._launch_arrays = timed_batch_call
+# the compiled batch path (index arrays, one time: mix a) or the general path's kernel call
+s._launch_indexed = timed(s._launch_indexed)
+s._launch_arrays = timed(s._launch_arrays)
 deadline = time.perf_counter() + seconds
 while time.perf_counter() < deadline:
     reqs = f.prepare(k)
@@ -94,5 +101,5 @@ while time.perf_counter() < deadline:
     out = list(out)
     f.settle(reqs, out)
     n += k
-inside = f" ({kernel[0] / n * 1e9:.0f} ns in the kernel call)" if mode == "batch" else ""
+inside = f" ({kernel[0] / n * 1e9:.0f} ns in the compiled call)" if mode == "batch" else ""
 print(f"{mode} launch, mix {mix}, {servers:,} servers: {spent / n * 1e9:.0f} ns per decision{inside} over {n:,}")

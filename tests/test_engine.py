@@ -122,6 +122,130 @@ def test_batch_equals_sequential_on_a_storm():
     assert batch.counts() == {k: v for k, v in _counts(seq).items()}
 
 
+def _indexed_storm(clock=None):
+    s = usher.Scheduler(seed=3, clock=clock)
+    s.add_pool("P", zone_preference=("user_home",), max_sessions_per_user=2)
+    s.add_pool("Q", zone_preference=())
+    s.add_app("app", ["P"])
+    s.add_app("other", ["P", "Q"], max_instances_per_user=1)
+    for i in range(9):
+        s.add_server(f"s{i}", ("Z1", "Z2", "Z3")[i % 3], "P" if i < 6 else "Q", max_sessions=4, now=0.0)
+    for u in range(30):
+        s.add_user(f"u{u}", home_zone=("Z1", "Z2")[u % 2])
+    return s
+
+
+def _general_path_calls(s):
+    """Count the calls of the general path's kernel call on scheduler s."""
+    calls = []
+    kernel_call = s._launch_arrays
+
+    def counted(*args):
+        calls.append(len(args[0]))
+        return kernel_call(*args)
+
+    s._launch_arrays = counted
+    return calls
+
+
+def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
+    """``launch_many`` with int64 index arrays and one time takes the compiled path
+    (``Engine._launch_indexed``); the same rows through the general path (an explicit
+    column of external=False forces it) and one by one give the same decisions, the
+    same sessions and the same servers — rejections (user and app limits, a full
+    fleet) included."""
+    a, b, c = _indexed_storm(), _indexed_storm(), _indexed_storm()
+    general_a, general_b = _general_path_calls(a), _general_path_calls(b)
+    rng = np.random.default_rng(5)
+    t = 1.0
+    seen = []
+    for batch in range(6):
+        n = int(rng.integers(1, 25))
+        names = [f"u{k}" for k in rng.integers(0, 30, size=n)]
+        apps = [("app", "other")[k] for k in rng.integers(0, 2, size=n)]
+        users_idx, apps_idx = a.user_indices(names), a.app_indices(apps)
+        assert users_idx.dtype == np.int64 and apps_idx.dtype == np.int64
+        fast = a.launch_many(users_idx, apps_idx, now=t)
+        general = b.launch_many(users_idx, apps_idx, external=[False] * n, now=t)
+        one_by_one = [c.launch(u, ap, now=t) for u, ap in zip(names, apps)]
+        assert fast.rows.tolist() == general.rows.tolist()
+        assert list(fast) == one_by_one
+        seen += list(fast)
+        t += 7.0
+    assert general_a == [] and len(general_b) == 6  # a never took the general path
+    for x in (b, c):
+        assert a.servers().tolist() == x.servers().tolist()
+        assert a.sessions().tolist() == x.sessions().tolist()
+    assert {"placed", "shared", "rejected:full"} <= set(_counts(seen))  # the fleet filled up
+
+
+@pytest.mark.parametrize(
+    "change, error, field",
+    [
+        (dict(users=np.array([0, 30], dtype=np.int64)), usher.InvalidArgument, "users[1]"),
+        (dict(users=np.array([-1, 0], dtype=np.int64)), usher.InvalidArgument, "users[0]"),
+        (dict(apps=np.array([0, 2], dtype=np.int64)), usher.UnknownApp, "apps[1]"),
+        (dict(apps=np.array([0], dtype=np.int64)), usher.InvalidArgument, "apps"),
+        (dict(now=float("nan")), usher.InvalidArgument, "now"),
+        (dict(now=float("inf")), usher.InvalidArgument, "now"),
+        (dict(now=True), usher.InvalidArgument, "now"),
+        (dict(now=4.0), usher.TimeWentBackwards, "now"),
+    ],
+    ids=["user-past-end", "user-negative", "app-past-end", "lengths", "nan", "inf", "bool", "backwards"],
+)
+def test_indexed_batch_refused_by_the_general_path(change, error, field):
+    """A batch of the compiled path's shape with a value to refuse: the compiled path
+    declines it and the general path raises, naming the field and row; nothing is
+    applied."""
+    s = _indexed_storm()
+    s.launch("u0", "app", now=5.0)
+    before = (s.servers().tolist(), s.sessions().tolist(), s.now)
+    args = dict(users=np.array([1, 2], dtype=np.int64), apps=np.array([0, 1], dtype=np.int64), now=6.0)
+    args.update(change)
+    with pytest.raises(error) as e:
+        s.launch_many(args["users"], args["apps"], now=args["now"])
+    assert e.value.field == field
+    assert (s.servers().tolist(), s.sessions().tolist(), s.now) == before
+
+
+def test_indexed_batch_of_other_shapes_takes_the_general_path():
+    """int32 indices, a numpy time, a list of times, an empty batch: the general path
+    decides them, with the same result as the compiled path on int64 arrays."""
+    ref = _indexed_storm()
+    want = ref.launch_many(np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), now=6.0)
+    for users, apps, now in [
+        (np.array([1, 2, 3], dtype=np.int32), np.array([0, 1, 0], dtype=np.int64), 6.0),
+        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.uint8), 6.0),
+        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), np.float64(6.0)),
+        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), [6.0, 6.0, 6.0]),
+        (np.array([1, 9, 2, 9, 3], dtype=np.int64)[::2], np.array([0, 1, 0], dtype=np.int64), 6),
+    ]:
+        s = _indexed_storm()
+        calls = _general_path_calls(s)
+        got = s.launch_many(users, apps, now=now)
+        assert got.rows.tolist() == want.rows.tolist()
+        assert calls == [3]
+    s = _indexed_storm()
+    calls = _general_path_calls(s)
+    assert len(s.launch_many(np.array([], dtype=np.int64), np.array([], dtype=np.int64), now=6.0)) == 0
+
+
+def test_indexed_batch_reads_the_clock_once():
+    """now=None: the scheduler's clock is read once for the batch, on either path."""
+    reads = []
+
+    def clock():
+        reads.append(1)
+        return 10.0 + len(reads)
+
+    s = _indexed_storm(clock)
+    b = s.launch_many(np.array([1, 2], dtype=np.int64), np.array([0, 0], dtype=np.int64))
+    assert len(reads) == 1 and s.now == 11.0 and len(b) == 2
+    nan_clock = _indexed_storm(lambda: float("nan"))
+    with pytest.raises(usher.InvalidArgument):
+        nan_clock.launch_many(np.array([1], dtype=np.int64), np.array([0], dtype=np.int64))
+
+
 def _counts(decisions):
     out = {}
     for d in decisions:
