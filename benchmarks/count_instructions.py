@@ -19,9 +19,10 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
 
 Arguments: mix (a or b, default a), batches of 2,000 rows (default 1). The fleet is the
 benchmarks' 1,400-server one in steady state (``fleets.build``); only ``launch_many``'s
-compiled call is collected — ``Scheduler._launch_indexed`` for mix a (index arrays, one
-time: the index checks, the fill columns and the kernel), ``Scheduler._launch_arrays``
-for mix b and for the prefill (the general path's kernel call) — including the calls that prefill
+compiled call is collected — ``Scheduler._launch_indexed`` for the steady-state batches
+(index arrays, mix b's location names, one time: the index checks, the location lookups,
+the fill columns and the kernel), ``Scheduler._launch_arrays`` for the prefill (user ids:
+the general path's kernel call) — including the calls that prefill
 the fleet, unless ``--steady``: then the script zeroes callgrind's counters
 (``callgrind_control -z``) before its last batch, and the total is that batch's alone
 (divide by 2,000). Without ``--steady`` every decision through that call is a real

@@ -14,9 +14,10 @@ Arguments: mix (a or b, default b), seconds (default 20), ``single`` (one ``laun
 decision, default) or ``batch`` (``launch_many`` on 2,000 rows), fleet size (default
 1,400; 100,000 builds in about 10 s). The timed part is the launch loop or the batch call;
 the rest is the untimed steady-state setup. Batch mode also prints the time inside the
-compiled call alone: ``Scheduler._launch_indexed`` for mix a (index arrays and one time:
-the checks of the indices, the fill columns and the kernel), ``Scheduler._launch_arrays``
-for mix b (the general path's kernel call on checked arrays).
+compiled call alone: ``Scheduler._launch_indexed`` (index arrays, mix b's location names
+and one time: the checks of the indices, the location lookups, the fill columns and the
+kernel), or ``Scheduler._launch_arrays`` when a batch takes the general path (its kernel
+call on checked arrays).
 
 ``USHER_PERF_MAP=1`` writes ``/tmp/perf-<pid>.map`` (the format perf reads for code it
 cannot see in a file): one line per function of the kernels' code libraries. numba only
@@ -81,7 +82,7 @@ def timed(call):
     return timed_call
 
 
-# the compiled batch path (index arrays, one time: mix a) or the general path's kernel call
+# the compiled batch path (index arrays, location names, one time) or the general path's kernel call
 s._launch_indexed = timed(s._launch_indexed)
 s._launch_arrays = timed(s._launch_arrays)
 deadline = time.perf_counter() + seconds

@@ -300,6 +300,16 @@ def rows_from_names(values, dict table, int64_t[::1] out, int64_t if_none, int64
     ``if_missing`` for a name not in the table. Returns the row of the first
     missing name, or -1; an unhashable name raises TypeError (with ``out``
     partly written)."""
+    if len(values) > out.shape[0]:
+        raise ValueError("more names than rows")
+    if out.shape[0] == 0:
+        return -1
+    return _rows_from_names(values, table, &out[0], if_none, if_missing)
+
+
+cdef Py_ssize_t _rows_from_names(values, dict table, int64_t* out, int64_t if_none,
+                                 int64_t if_missing) except -2:
+    """rows_from_names into ``out`` (room for every value)."""
     cdef Py_ssize_t k = 0
     cdef Py_ssize_t first_missing = -1
     cdef PyObject* found
@@ -481,6 +491,7 @@ cdef class Engine:
     cdef public object _clock
     cdef int64_t* _minus_ones  # constant columns of _launch_indexed (see _fill_rows)
     cdef int64_t* _zeros
+    cdef int64_t* _locations
     cdef double* _times
     cdef Py_ssize_t _fill_cap
 
@@ -499,6 +510,7 @@ cdef class Engine:
             free(self._lock)
         free(self._minus_ones)
         free(self._zeros)
+        free(self._locations)
         free(self._times)
 
     def _bind(self, header_array, clock_array, kernels):
@@ -744,12 +756,13 @@ cdef class Engine:
         if status != 0:
             raise_for_status(status, "now", nows[0])
 
-    def _launch_indexed(self, users, apps, now):
+    def _launch_indexed(self, users, apps, now, locations=None):
         """``launch_many`` for the batch shape of a storm replayed by a broker or a
         simulator: ``users`` and ``apps`` as C-contiguous 1-D int64 ndarrays of
-        indices (``user_indices`` / ``app_indices``), no locations, endpoints or
-        external flags, one time for every row (a float, an int or None for the
-        scheduler's clock). Returns the (n, N_D) decision rows, or None when the
+        indices (``user_indices`` / ``app_indices``), locations as None or a list or
+        tuple of n zone names (None entries allowed), no endpoints or external
+        flags, one time for every row (a float, an int or None for the scheduler's
+        clock). Returns the (n, N_D) decision rows, or None when the
         batch has another shape or any value would be refused: the caller then
         takes the general path, which checks everything again and raises the
         error (naming the field and the row). So this path holds no rule of its
@@ -767,6 +780,9 @@ cdef class Engine:
             return None
         cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray>users, 0), k
         if n == 0 or cnp.PyArray_DIM(<cnp.ndarray>apps, 0) != n:
+            return None
+        if locations is not None and ((type(locations) is not list and type(locations) is not tuple)
+                                      or len(locations) != n):
             return None
         cdef double t
         if now is None:
@@ -801,8 +817,18 @@ cdef class Engine:
         except BaseException:
             self._release()
             raise
+        cdef int64_t* loc = self._minus_ones
+        if locations is not None:
+            # as the general path reads them: a zone name no server uses is -2 (no
+            # candidates there); a name that cannot be looked up goes there to raise
+            loc = self._locations
+            try:
+                _rows_from_names(locations, self._zones, loc, -1, -2)
+            except Exception:
+                self._release()
+                return None
         with nogil:
-            status = self._launch_many(self._hdr, n, <int64_t*>u, <int64_t*>a, self._minus_ones,
+            status = self._launch_many(self._hdr, n, <int64_t*>u, <int64_t*>a, loc,
                                        self._minus_ones, self._zeros, self._times, o)
             pthread_mutex_unlock(self._lock)
         if status != 0:
@@ -810,14 +836,14 @@ cdef class Engine:
         return out
 
     cdef int _fill_rows(self, Py_ssize_t n, double t) except -1:
-        """The constant columns of an indexed batch: n locations and endpoints of
-        -1 (none), n external flags of 0, n copies of ``t``. Kept between calls
-        (lock held); only the times are written again."""
+        """The columns of an indexed batch: n locations and endpoints of -1 (none),
+        n external flags of 0, n copies of ``t``, room for n location rows. Kept
+        between calls (lock held); only the times are written again."""
         cdef Py_ssize_t k, cap = self._fill_cap
         cdef void* p
         if n > cap:
             cap = max(n, 2 * cap)
-            for k in range(3):
+            for k in range(4):
                 p = malloc(cap * 8)
                 if p == NULL:
                     raise MemoryError("cannot allocate a batch's fill columns")
@@ -827,6 +853,9 @@ cdef class Engine:
                 elif k == 1:
                     free(self._zeros)
                     self._zeros = <int64_t*>p
+                elif k == 2:
+                    free(self._locations)
+                    self._locations = <int64_t*>p
                 else:
                     free(self._times)
                     self._times = <double*>p

@@ -947,10 +947,10 @@ class Scheduler(_engine.Engine):
         Returns:
             :class:`Decisions`. Any invalid row raises and nothing is applied.
         """
-        if locations is None and endpoints is None and external is None:
-            # int64 index arrays and one time: the compiled path (None: not that
-            # shape, or a value to refuse, which the path below names)
-            rows = self._launch_indexed(users, apps, now)
+        if endpoints is None and external is None:
+            # int64 index arrays, zone names or None, one time: the compiled path
+            # (None: not that shape, or a value to refuse, which the path below names)
+            rows = self._launch_indexed(users, apps, now, locations)
             if rows is not None:
                 return Decisions(rows, self._names)
         n = len(users)

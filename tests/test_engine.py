@@ -124,7 +124,7 @@ def test_batch_equals_sequential_on_a_storm():
 
 def _indexed_storm(clock=None):
     s = usher.Scheduler(seed=3, clock=clock)
-    s.add_pool("P", zone_preference=("user_home",), max_sessions_per_user=2)
+    s.add_pool("P", zone_preference=("user_location", "user_home"), max_sessions_per_user=2)
     s.add_pool("Q", zone_preference=())
     s.add_app("app", ["P"])
     s.add_app("other", ["P", "Q"], max_instances_per_user=1)
@@ -149,11 +149,11 @@ def _general_path_calls(s):
 
 
 def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
-    """``launch_many`` with int64 index arrays and one time takes the compiled path
-    (``Engine._launch_indexed``); the same rows through the general path (an explicit
-    column of external=False forces it) and one by one give the same decisions, the
-    same sessions and the same servers — rejections (user and app limits, a full
-    fleet) included."""
+    """``launch_many`` with int64 index arrays, zone names or none, and one time
+    takes the compiled path (``Engine._launch_indexed``); the same rows through the
+    general path (an explicit column of external=False forces it) and one by one give
+    the same decisions, the same sessions and the same servers — zone names no
+    server uses, rejections and a full fleet included."""
     a, b, c = _indexed_storm(), _indexed_storm(), _indexed_storm()
     general_a, general_b = _general_path_calls(a), _general_path_calls(b)
     rng = np.random.default_rng(5)
@@ -163,11 +163,13 @@ def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
         n = int(rng.integers(1, 25))
         names = [f"u{k}" for k in rng.integers(0, 30, size=n)]
         apps = [("app", "other")[k] for k in rng.integers(0, 2, size=n)]
+        locs = None if batch % 2 else [(None, "Z1", "Z2", "Z3", "nowhere")[k] for k in rng.integers(0, 5, size=n)]
         users_idx, apps_idx = a.user_indices(names), a.app_indices(apps)
         assert users_idx.dtype == np.int64 and apps_idx.dtype == np.int64
-        fast = a.launch_many(users_idx, apps_idx, now=t)
-        general = b.launch_many(users_idx, apps_idx, external=[False] * n, now=t)
-        one_by_one = [c.launch(u, ap, now=t) for u, ap in zip(names, apps)]
+        fast = a.launch_many(users_idx, apps_idx, locations=locs, now=t)
+        general = b.launch_many(users_idx, apps_idx, locations=locs, external=[False] * n, now=t)
+        one_by_one = [c.launch(u, ap, location=None if locs is None else locs[k], now=t)
+                      for k, (u, ap) in enumerate(zip(names, apps))]
         assert fast.rows.tolist() == general.rows.tolist()
         assert list(fast) == one_by_one
         seen += list(fast)
@@ -182,6 +184,9 @@ def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
 @pytest.mark.parametrize(
     "change, error, field",
     [
+        (dict(locations=[None, ["Z1"]]), usher.InvalidArgument, "locations[1]"),
+        (dict(locations=["Z1"]), usher.InvalidArgument, "locations"),
+        (dict(locations="Z1"), usher.InvalidArgument, "locations"),
         (dict(users=np.array([0, 30], dtype=np.int64)), usher.InvalidArgument, "users[1]"),
         (dict(users=np.array([-1, 0], dtype=np.int64)), usher.InvalidArgument, "users[0]"),
         (dict(apps=np.array([0, 2], dtype=np.int64)), usher.UnknownApp, "apps[1]"),
@@ -191,7 +196,8 @@ def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
         (dict(now=True), usher.InvalidArgument, "now"),
         (dict(now=4.0), usher.TimeWentBackwards, "now"),
     ],
-    ids=["user-past-end", "user-negative", "app-past-end", "lengths", "nan", "inf", "bool", "backwards"],
+    ids=["location-unhashable", "locations-length", "locations-str", "user-past-end", "user-negative",
+         "app-past-end", "lengths", "nan", "inf", "bool", "backwards"],
 )
 def test_indexed_batch_refused_by_the_general_path(change, error, field):
     """A batch of the compiled path's shape with a value to refuse: the compiled path
@@ -200,29 +206,34 @@ def test_indexed_batch_refused_by_the_general_path(change, error, field):
     s = _indexed_storm()
     s.launch("u0", "app", now=5.0)
     before = (s.servers().tolist(), s.sessions().tolist(), s.now)
-    args = dict(users=np.array([1, 2], dtype=np.int64), apps=np.array([0, 1], dtype=np.int64), now=6.0)
+    args = dict(users=np.array([1, 2], dtype=np.int64), apps=np.array([0, 1], dtype=np.int64), now=6.0,
+                locations=["Z1", None])
     args.update(change)
     with pytest.raises(error) as e:
-        s.launch_many(args["users"], args["apps"], now=args["now"])
+        s.launch_many(args["users"], args["apps"], locations=args["locations"], now=args["now"])
     assert e.value.field == field
     assert (s.servers().tolist(), s.sessions().tolist(), s.now) == before
 
 
 def test_indexed_batch_of_other_shapes_takes_the_general_path():
-    """int32 indices, a numpy time, a list of times, an empty batch: the general path
-    decides them, with the same result as the compiled path on int64 arrays."""
+    """int32 indices, a numpy time, a list of times, locations as an array, an empty
+    batch: the general path decides them, with the same result as the compiled path
+    on int64 arrays."""
     ref = _indexed_storm()
-    want = ref.launch_many(np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), now=6.0)
-    for users, apps, now in [
-        (np.array([1, 2, 3], dtype=np.int32), np.array([0, 1, 0], dtype=np.int64), 6.0),
-        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.uint8), 6.0),
-        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), np.float64(6.0)),
-        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), [6.0, 6.0, 6.0]),
-        (np.array([1, 9, 2, 9, 3], dtype=np.int64)[::2], np.array([0, 1, 0], dtype=np.int64), 6),
+    locs = ["Z2", None, "Z1"]
+    want = ref.launch_many(np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64),
+                           locations=locs, now=6.0)
+    for users, apps, now, where in [
+        (np.array([1, 2, 3], dtype=np.int32), np.array([0, 1, 0], dtype=np.int64), 6.0, locs),
+        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.uint8), 6.0, locs),
+        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), np.float64(6.0), locs),
+        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), [6.0, 6.0, 6.0], locs),
+        (np.array([1, 9, 2, 9, 3], dtype=np.int64)[::2], np.array([0, 1, 0], dtype=np.int64), 6, locs),
+        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), 6.0, np.array(locs)),
     ]:
         s = _indexed_storm()
         calls = _general_path_calls(s)
-        got = s.launch_many(users, apps, now=now)
+        got = s.launch_many(users, apps, locations=where, now=now)
         assert got.rows.tolist() == want.rows.tolist()
         assert calls == [3]
     s = _indexed_storm()

@@ -385,18 +385,21 @@ class SchedulerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.e is not None and any(u in self.e._users for u in USERS))
     @rule(data=st.data(), n=st.integers(1, 4))
     def launch_many_indexed(self, data, n):
-        """``launch_many`` on int64 index arrays and one time: the engine's compiled
-        batch path, against the reference's launch_many on the names and against
-        the same launches one by one."""
+        """``launch_many`` on int64 index arrays, zone names or none, and one time: the
+        engine's compiled batch path, against the reference's launch_many on the names
+        and against the same launches one by one."""
         known = [u for u in USERS if u in self.e._users]
         users = [data.draw(st.sampled_from(known)) for _ in range(n)]
         apps = [data.draw(st.sampled_from(list(self.apps_cfg))) for _ in range(n)]
+        locs = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(LOCATIONS), min_size=n, max_size=n)),
+                         label="locations")
         now = self.now
         one_by_one = self.e.copy()
-        singles = [self.engine_launch(one_by_one, u, a, None, None, False, now) for u, a in zip(users, apps)]
+        singles = [self.engine_launch(one_by_one, u, a, None if locs is None else locs[k], None, False, now)
+                   for k, (u, a) in enumerate(zip(users, apps))]
         users_idx, apps_idx = self.e.user_indices(users), self.e.app_indices(apps)
-        ok, be, br = self.both(lambda s: s.launch_many(users_idx, apps_idx, now=now),
-                               lambda s: s.launch_many(users, apps, now=now))
+        ok, be, br = self.both(lambda s: s.launch_many(users_idx, apps_idx, locations=locs, now=now),
+                               lambda s: s.launch_many(users, apps, locations=locs, now=now))
         assert ok
         for i, d in enumerate(singles):
             b = be[i]
