@@ -11,7 +11,7 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
     export NUMBA_CPU_FEATURES=+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave
     python -c "import usher"
     valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
-        --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_indexed' \\
+        --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_compiled' \\
         --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_arrays' \\
         python benchmarks/count_instructions.py a 2 --steady
     # instructions inside the batch kernel call (the call, its arguments, the kernel):
@@ -19,7 +19,7 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
 
 Arguments: mix (a or b, default a), batches of 2,000 rows (default 1). The fleet is the
 benchmarks' 1,400-server one in steady state (``fleets.build``); only ``launch_many``'s
-compiled call is collected — ``Scheduler._launch_indexed`` for the steady-state batches
+compiled call is collected — ``Scheduler._launch_compiled`` for the steady-state batches
 (index arrays, mix b's location names, one time: the index checks, the location lookups,
 the fill columns and the kernel), ``Scheduler._launch_arrays`` for the prefill (user ids:
 the general path's kernel call) — including the calls that prefill
@@ -53,7 +53,7 @@ rows = [0]  # decisions through the compiled calls, prefill included
 def _counted(call):
     def counted(self, users, *args):
         out = call(self, users, *args)
-        if out is not None or call is _general_call:  # None: _launch_indexed declined
+        if out is not None or call is _general_call:  # None: _launch_compiled declined
             rows[0] += len(users)
         return out
 
@@ -91,7 +91,7 @@ if __name__ == "__main__":
         del args[k:k + 2]
     args = [a for a in args if a != "--steady"]
     usher.Scheduler._launch_arrays = _counted(usher.Scheduler._launch_arrays)
-    usher.Scheduler._launch_indexed = _counted(usher.Scheduler._launch_indexed)
+    usher.Scheduler._launch_compiled = _counted(usher.Scheduler._launch_compiled)
     mix = args[0] if args else "a"
     batches = int(args[1]) if len(args) > 1 else 1
     f = fleets.build(1400, mix)

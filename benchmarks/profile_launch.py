@@ -14,7 +14,7 @@ Arguments: mix (a or b, default b), seconds (default 20), ``single`` (one ``laun
 decision, default) or ``batch`` (``launch_many`` on 2,000 rows), fleet size (default
 1,400; 100,000 builds in about 10 s). The timed part is the launch loop or the batch call;
 the rest is the untimed steady-state setup. Batch mode also prints the time inside the
-compiled call alone: ``Scheduler._launch_indexed`` (index arrays, mix b's location names
+compiled call alone: ``Scheduler._launch_compiled`` (index arrays, mix b's location names
 and one time: the checks of the indices, the location lookups, the fill columns and the
 kernel), or ``Scheduler._launch_arrays`` when a batch takes the general path (its kernel
 call on checked arrays).
@@ -83,7 +83,7 @@ def timed(call):
 
 
 # the compiled batch path (index arrays, location names, one time) or the general path's kernel call
-s._launch_indexed = timed(s._launch_indexed)
+s._launch_compiled = timed(s._launch_compiled)
 s._launch_arrays = timed(s._launch_arrays)
 deadline = time.perf_counter() + seconds
 while time.perf_counter() < deadline:

@@ -489,9 +489,10 @@ cdef class Engine:
     cdef public object _names
     cdef public bint _dirty
     cdef public object _clock
-    cdef int64_t* _minus_ones  # constant columns of _launch_indexed (see _fill_rows)
+    cdef int64_t* _minus_ones  # columns of _launch_compiled (see _fill_rows)
     cdef int64_t* _zeros
     cdef int64_t* _locations
+    cdef int64_t* _user_rows
     cdef double* _times
     cdef Py_ssize_t _fill_cap
 
@@ -511,6 +512,7 @@ cdef class Engine:
         free(self._minus_ones)
         free(self._zeros)
         free(self._locations)
+        free(self._user_rows)
         free(self._times)
 
     def _bind(self, header_array, clock_array, kernels):
@@ -756,38 +758,39 @@ cdef class Engine:
         if status != 0:
             raise_for_status(status, "now", nows[0])
 
-    def _launch_indexed(self, users, apps, now, locations=None):
+    def _launch_compiled(self, users, apps, now, locations=None):
         """``launch_many`` for the batch shape of a storm replayed by a broker or a
-        simulator: ``users`` and ``apps`` as C-contiguous 1-D int64 ndarrays of
-        indices (``user_indices`` / ``app_indices``), locations as None or a list or
-        tuple of n zone names (None entries allowed), no endpoints or external
-        flags, one time for every row (a float, an int or None for the scheduler's
-        clock). Returns the (n, N_D) decision rows, or None when the
-        batch has another shape or any value would be refused: the caller then
-        takes the general path, which checks everything again and raises the
-        error (naming the field and the row). So this path holds no rule of its
-        own: it only checks that the general path would accept the batch as is,
-        then calls the same kernel on the same rows. It skips the Python-level
-        work of the general path (a dozen calls, three fill arrays, a float array
-        of times): a 2,000-row batch spends about 5 µs here instead of 40."""
-        if type(users) is not _ndarray or type(apps) is not _ndarray:
+        simulator: ``users`` as a C-contiguous 1-D int64 ndarray of indices
+        (``user_indices``) or a list or tuple of known user ids, ``apps`` as such an
+        array of app indices (``app_indices``), locations as None or a list or tuple
+        of n zone names (None entries allowed), no endpoints or external flags, one
+        time for every row (a float or an int). Returns the (n, N_D) decision rows,
+        or None when the batch has another shape, names a user not added yet, or
+        holds any value that would be refused: the caller then takes the general
+        path, which checks everything again, adds new users or raises the error
+        (naming the field and the row). So this path holds no rule of its own: it
+        only checks that the general path would take the batch as is, then calls
+        the same kernel on the same rows. It skips the Python-level work of the
+        general path (a dozen calls, three fill arrays, a float array of times): a
+        2,000-row batch spends about 5 µs here instead of 40."""
+        cdef bint by_id = type(users) is list or type(users) is tuple
+        if (not by_id and type(users) is not _ndarray) or type(apps) is not _ndarray:
             return None
-        if (cnp.PyArray_TYPE(<cnp.ndarray>users) != cnp.NPY_INT64
-                or cnp.PyArray_TYPE(<cnp.ndarray>apps) != cnp.NPY_INT64
-                or cnp.PyArray_NDIM(<cnp.ndarray>users) != 1 or cnp.PyArray_NDIM(<cnp.ndarray>apps) != 1
-                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>users)
+        if not by_id and (cnp.PyArray_TYPE(<cnp.ndarray>users) != cnp.NPY_INT64
+                          or cnp.PyArray_NDIM(<cnp.ndarray>users) != 1
+                          or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>users)):
+            return None
+        if (cnp.PyArray_TYPE(<cnp.ndarray>apps) != cnp.NPY_INT64 or cnp.PyArray_NDIM(<cnp.ndarray>apps) != 1
                 or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>apps)):
             return None
-        cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray>users, 0), k
+        cdef Py_ssize_t n = len(users) if by_id else cnp.PyArray_DIM(<cnp.ndarray>users, 0), k
         if n == 0 or cnp.PyArray_DIM(<cnp.ndarray>apps, 0) != n:
             return None
         if locations is not None and ((type(locations) is not list and type(locations) is not tuple)
                                       or len(locations) != n):
             return None
         cdef double t
-        if now is None:
-            now = float(self._clock())  # as the general path reads it: once
-        if type(now) is float or type(now) is int:
+        if type(now) is float or type(now) is int:  # the caller has read the clock for None
             try:
                 t = now
             except OverflowError:
@@ -796,12 +799,16 @@ cdef class Engine:
             return None
         if isnan(t) or isinf(t):
             return None
-        cdef const int64_t* u = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>users)
+        cdef const int64_t* u = NULL
         cdef const int64_t* a = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>apps)
         cdef int64_t n_users = len(self._user_names), n_apps = len(self._app_names)
         cdef bint ok = True
         for k in range(n):  # branch-free: the common all-good batch runs to the end
-            ok &= (u[k] >= 0) & (u[k] < n_users) & (a[k] >= 0) & (a[k] < n_apps)
+            ok &= (a[k] >= 0) & (a[k] < n_apps)
+        if not by_id:
+            u = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>users)
+            for k in range(n):
+                ok &= (u[k] >= 0) & (u[k] < n_users)
         if not ok:
             return None
         out = _np_empty((n, N_D), dtype=_np_int64)
@@ -817,6 +824,16 @@ cdef class Engine:
         except BaseException:
             self._release()
             raise
+        if by_id:
+            # known ids only: an id not added yet goes to the general path, which adds it
+            try:
+                ok = self._known_user_rows(users, n, self._user_rows)
+            except Exception:  # not hashable, or its == raised: the general path says so
+                ok = False
+            if not ok:
+                self._release()
+                return None
+            u = self._user_rows
         cdef int64_t* loc = self._minus_ones
         if locations is not None:
             # as the general path reads them: a zone name no server uses is -2 (no
@@ -835,15 +852,34 @@ cdef class Engine:
             raise_for_status(status, "now", t)
         return out
 
+    cdef bint _known_user_rows(self, users, Py_ssize_t n, int64_t* out) except -1:
+        """The index of each id of ``users`` (a list or tuple) into ``out``, as
+        ``_user_rows_into`` finds them (the key table, the slots of the rows
+        KEY_AHEAD further on requested before their turn); False at the first id
+        that is not a known user (nothing is added). Lock held."""
+        cdef Py_ssize_t k
+        cdef int64_t ui
+        cdef KeyTable keys = self._user_keys
+        for k in range(min(KEY_AHEAD, n)):
+            keys.prefetch(users[k])
+        for k in range(n):
+            if k + KEY_AHEAD < n:
+                keys.prefetch(users[k + KEY_AHEAD])
+            ui = keys.find(users[k], self._users, self._user_names)
+            if ui < 0:
+                return False
+            out[k] = ui
+        return True
+
     cdef int _fill_rows(self, Py_ssize_t n, double t) except -1:
-        """The columns of an indexed batch: n locations and endpoints of -1 (none),
-        n external flags of 0, n copies of ``t``, room for n location rows. Kept
-        between calls (lock held); only the times are written again."""
+        """The columns of a compiled batch: n locations and endpoints of -1 (none),
+        n external flags of 0, n copies of ``t``, room for n location and n user
+        rows. Kept between calls (lock held); only the times are written again."""
         cdef Py_ssize_t k, cap = self._fill_cap
         cdef void* p
         if n > cap:
             cap = max(n, 2 * cap)
-            for k in range(4):
+            for k in range(5):
                 p = malloc(cap * 8)
                 if p == NULL:
                     raise MemoryError("cannot allocate a batch's fill columns")
@@ -856,6 +892,9 @@ cdef class Engine:
                 elif k == 2:
                     free(self._locations)
                     self._locations = <int64_t*>p
+                elif k == 3:
+                    free(self._user_rows)
+                    self._user_rows = <int64_t*>p
                 else:
                     free(self._times)
                     self._times = <double*>p

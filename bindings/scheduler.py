@@ -947,10 +947,13 @@ class Scheduler(_engine.Engine):
         Returns:
             :class:`Decisions`. Any invalid row raises and nothing is applied.
         """
+        if now is None:
+            now = float(self._clock())  # read once, whichever path decides
         if endpoints is None and external is None:
-            # int64 index arrays, zone names or None, one time: the compiled path
-            # (None: not that shape, or a value to refuse, which the path below names)
-            rows = self._launch_indexed(users, apps, now, locations)
+            # user indices or known ids, app indices, zone names or None, one time:
+            # the compiled path (None: not that shape, a user to add, or a value to
+            # refuse, which the path below names)
+            rows = self._launch_compiled(users, apps, now, locations)
             if rows is not None:
                 return Decisions(rows, self._names)
         n = len(users)

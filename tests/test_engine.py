@@ -122,8 +122,8 @@ def test_batch_equals_sequential_on_a_storm():
     assert batch.counts() == {k: v for k, v in _counts(seq).items()}
 
 
-def _indexed_storm(clock=None):
-    s = usher.Scheduler(seed=3, clock=clock)
+def _batch_storm(clock=None, enforce=False):
+    s = usher.Scheduler(seed=3, clock=clock, enforce_entitlement=enforce)
     s.add_pool("P", zone_preference=("user_location", "user_home"), max_sessions_per_user=2)
     s.add_pool("Q", zone_preference=())
     s.add_app("app", ["P"])
@@ -131,7 +131,7 @@ def _indexed_storm(clock=None):
     for i in range(9):
         s.add_server(f"s{i}", ("Z1", "Z2", "Z3")[i % 3], "P" if i < 6 else "Q", max_sessions=4, now=0.0)
     for u in range(30):
-        s.add_user(f"u{u}", home_zone=("Z1", "Z2")[u % 2])
+        s.add_user(f"u{u}", home_zone=("Z1", "Z2")[u % 2], apps=("app", "other"))
     return s
 
 
@@ -148,13 +148,13 @@ def _general_path_calls(s):
     return calls
 
 
-def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
-    """``launch_many`` with int64 index arrays, zone names or none, and one time
-    takes the compiled path (``Engine._launch_indexed``); the same rows through the
+def test_compiled_batch_takes_the_compiled_path_and_equals_the_general_one():
+    """``launch_many`` with user indices or known ids, app indices, zone names or none,
+    and one time takes the compiled path (``Engine._launch_compiled``); the same rows through the
     general path (an explicit column of external=False forces it) and one by one give
     the same decisions, the same sessions and the same servers — zone names no
     server uses, rejections and a full fleet included."""
-    a, b, c = _indexed_storm(), _indexed_storm(), _indexed_storm()
+    a, b, c = _batch_storm(), _batch_storm(), _batch_storm()
     general_a, general_b = _general_path_calls(a), _general_path_calls(b)
     rng = np.random.default_rng(5)
     t = 1.0
@@ -166,7 +166,9 @@ def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
         locs = None if batch % 2 else [(None, "Z1", "Z2", "Z3", "nowhere")[k] for k in rng.integers(0, 5, size=n)]
         users_idx, apps_idx = a.user_indices(names), a.app_indices(apps)
         assert users_idx.dtype == np.int64 and apps_idx.dtype == np.int64
-        fast = a.launch_many(users_idx, apps_idx, locations=locs, now=t)
+        # users by index, or by id (a list or a tuple of known ids)
+        users_arg = (users_idx, names, tuple(names))[batch % 3]
+        fast = a.launch_many(users_arg, apps_idx, locations=locs, now=t)
         general = b.launch_many(users_idx, apps_idx, locations=locs, external=[False] * n, now=t)
         one_by_one = [c.launch(u, ap, location=None if locs is None else locs[k], now=t)
                       for k, (u, ap) in enumerate(zip(names, apps))]
@@ -184,6 +186,8 @@ def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
 @pytest.mark.parametrize(
     "change, error, field",
     [
+        (dict(users=["u1", ["u2"]]), usher.InvalidArgument, "users[1]"),
+        (dict(users=("u1", {})), usher.InvalidArgument, "users[1]"),
         (dict(locations=[None, ["Z1"]]), usher.InvalidArgument, "locations[1]"),
         (dict(locations=["Z1"]), usher.InvalidArgument, "locations"),
         (dict(locations="Z1"), usher.InvalidArgument, "locations"),
@@ -196,14 +200,14 @@ def test_indexed_batch_takes_the_compiled_path_and_equals_the_general_one():
         (dict(now=True), usher.InvalidArgument, "now"),
         (dict(now=4.0), usher.TimeWentBackwards, "now"),
     ],
-    ids=["location-unhashable", "locations-length", "locations-str", "user-past-end", "user-negative",
+    ids=["user-id-unhashable", "user-id-unhashable-tuple", "location-unhashable", "locations-length", "locations-str", "user-past-end", "user-negative",
          "app-past-end", "lengths", "nan", "inf", "bool", "backwards"],
 )
-def test_indexed_batch_refused_by_the_general_path(change, error, field):
+def test_compiled_batch_refused_by_the_general_path(change, error, field):
     """A batch of the compiled path's shape with a value to refuse: the compiled path
     declines it and the general path raises, naming the field and row; nothing is
     applied."""
-    s = _indexed_storm()
+    s = _batch_storm()
     s.launch("u0", "app", now=5.0)
     before = (s.servers().tolist(), s.sessions().tolist(), s.now)
     args = dict(users=np.array([1, 2], dtype=np.int64), apps=np.array([0, 1], dtype=np.int64), now=6.0,
@@ -215,11 +219,11 @@ def test_indexed_batch_refused_by_the_general_path(change, error, field):
     assert (s.servers().tolist(), s.sessions().tolist(), s.now) == before
 
 
-def test_indexed_batch_of_other_shapes_takes_the_general_path():
+def test_compiled_batch_of_other_shapes_takes_the_general_path():
     """int32 indices, a numpy time, a list of times, locations as an array, an empty
     batch: the general path decides them, with the same result as the compiled path
     on int64 arrays."""
-    ref = _indexed_storm()
+    ref = _batch_storm()
     locs = ["Z2", None, "Z1"]
     want = ref.launch_many(np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64),
                            locations=locs, now=6.0)
@@ -231,17 +235,33 @@ def test_indexed_batch_of_other_shapes_takes_the_general_path():
         (np.array([1, 9, 2, 9, 3], dtype=np.int64)[::2], np.array([0, 1, 0], dtype=np.int64), 6, locs),
         (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), 6.0, np.array(locs)),
     ]:
-        s = _indexed_storm()
+        s = _batch_storm()
         calls = _general_path_calls(s)
         got = s.launch_many(users, apps, locations=where, now=now)
         assert got.rows.tolist() == want.rows.tolist()
         assert calls == [3]
-    s = _indexed_storm()
+    s = _batch_storm()
     calls = _general_path_calls(s)
     assert len(s.launch_many(np.array([], dtype=np.int64), np.array([], dtype=np.int64), now=6.0)) == 0
 
 
-def test_indexed_batch_reads_the_clock_once():
+def test_compiled_batch_with_new_user_ids_takes_the_general_path():
+    """A batch of user ids naming a user not added yet: the compiled path declines it
+    (it adds no user) and the general path decides it — the new user added when
+    entitlement is not enforced, refused as not entitled when it is — with the same
+    result as one by one."""
+    for enforce in (False, True):
+        a, b = _batch_storm(enforce=enforce), _batch_storm(enforce=enforce)
+        calls = _general_path_calls(a)
+        ids = ["u1", "newcomer", "u2"]
+        got = a.launch_many(ids, np.array([0, 0, 0], dtype=np.int64), now=6.0)
+        want = [b.launch(u, "app", now=6.0) for u in ids]
+        assert calls == [3] and list(got) == want
+        assert ("newcomer" in a.user_ids) == (not enforce)
+        assert (want[1].reason == Reason.NOT_ENTITLED) == enforce
+
+
+def test_compiled_batch_reads_the_clock_once():
     """now=None: the scheduler's clock is read once for the batch, on either path."""
     reads = []
 
@@ -249,10 +269,10 @@ def test_indexed_batch_reads_the_clock_once():
         reads.append(1)
         return 10.0 + len(reads)
 
-    s = _indexed_storm(clock)
+    s = _batch_storm(clock)
     b = s.launch_many(np.array([1, 2], dtype=np.int64), np.array([0, 0], dtype=np.int64))
     assert len(reads) == 1 and s.now == 11.0 and len(b) == 2
-    nan_clock = _indexed_storm(lambda: float("nan"))
+    nan_clock = _batch_storm(lambda: float("nan"))
     with pytest.raises(usher.InvalidArgument):
         nan_clock.launch_many(np.array([1], dtype=np.int64), np.array([0], dtype=np.int64))
 

@@ -384,10 +384,10 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.e is not None and any(u in self.e._users for u in USERS))
     @rule(data=st.data(), n=st.integers(1, 4))
-    def launch_many_indexed(self, data, n):
-        """``launch_many`` on int64 index arrays, zone names or none, and one time: the
-        engine's compiled batch path, against the reference's launch_many on the names
-        and against the same launches one by one."""
+    def launch_many_compiled(self, data, n):
+        """``launch_many`` on user indices or known ids, app indices, zone names or
+        none, and one time: the engine's compiled batch path, against the reference's
+        launch_many on the names and against the same launches one by one."""
         known = [u for u in USERS if u in self.e._users]
         users = [data.draw(st.sampled_from(known)) for _ in range(n)]
         apps = [data.draw(st.sampled_from(list(self.apps_cfg))) for _ in range(n)]
@@ -398,15 +398,16 @@ class SchedulerMachine(RuleBasedStateMachine):
         singles = [self.engine_launch(one_by_one, u, a, None if locs is None else locs[k], None, False, now)
                    for k, (u, a) in enumerate(zip(users, apps))]
         users_idx, apps_idx = self.e.user_indices(users), self.e.app_indices(apps)
-        ok, be, br = self.both(lambda s: s.launch_many(users_idx, apps_idx, locations=locs, now=now),
+        users_arg = data.draw(st.sampled_from([users_idx, users, tuple(users)]), label="users as")
+        ok, be, br = self.both(lambda s: s.launch_many(users_arg, apps_idx, locations=locs, now=now),
                                lambda s: s.launch_many(users, apps, locations=locs, now=now))
         assert ok
         for i, d in enumerate(singles):
             b = be[i]
             assert (b.outcome, b.reason, b.server, b.session, b.zone, b.load_index) == (
                 d.outcome, d.reason, d.server, d.session, d.zone, d.load_index), (
-                f"launch_many_indexed row {i}: batch {b!r}, one by one {d!r}")
-            self.compare_decision(b, br[i], where=f"launch_many_indexed row {i}: ")
+                f"launch_many_compiled row {i}: batch {b!r}, one by one {d!r}")
+            self.compare_decision(b, br[i], where=f"launch_many_compiled row {i}: ")
         assert one_by_one.servers().tolist() == self.e.servers().tolist()
         assert one_by_one.sessions().tolist() == self.e.sessions().tolist()
 
