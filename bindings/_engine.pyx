@@ -489,7 +489,7 @@ cdef class Engine:
     cdef public object _names
     cdef public bint _dirty
     cdef public object _clock
-    cdef int64_t* _minus_ones  # columns of _launch_compiled (see _fill_rows)
+    cdef int64_t* _minus_ones  # columns of _launch_compiled, one block (see _fill_rows)
     cdef int64_t* _zeros
     cdef int64_t* _locations
     cdef int64_t* _user_rows
@@ -509,11 +509,7 @@ cdef class Engine:
         if self._lock != NULL:
             pthread_mutex_destroy(self._lock)
             free(self._lock)
-        free(self._minus_ones)
-        free(self._zeros)
-        free(self._locations)
-        free(self._user_rows)
-        free(self._times)
+        free(self._minus_ones)  # the fill columns' block (see _fill_rows)
 
     def _bind(self, header_array, clock_array, kernels):
         """Attach the header and clock arrays (never reallocated) and the
@@ -879,25 +875,15 @@ cdef class Engine:
         cdef void* p
         if n > cap:
             cap = max(n, 2 * cap)
-            for k in range(5):
-                p = malloc(cap * 8)
-                if p == NULL:
-                    raise MemoryError("cannot allocate a batch's fill columns")
-                if k == 0:
-                    free(self._minus_ones)
-                    self._minus_ones = <int64_t*>p
-                elif k == 1:
-                    free(self._zeros)
-                    self._zeros = <int64_t*>p
-                elif k == 2:
-                    free(self._locations)
-                    self._locations = <int64_t*>p
-                elif k == 3:
-                    free(self._user_rows)
-                    self._user_rows = <int64_t*>p
-                else:
-                    free(self._times)
-                    self._times = <double*>p
+            p = malloc(5 * cap * 8)  # one block, five columns
+            if p == NULL:
+                raise MemoryError("cannot allocate a batch's fill columns")
+            free(self._minus_ones)  # the block's start
+            self._minus_ones = <int64_t*>p
+            self._zeros = self._minus_ones + cap
+            self._locations = self._minus_ones + 2 * cap
+            self._user_rows = self._minus_ones + 3 * cap
+            self._times = <double*>(self._minus_ones + 4 * cap)
             self._fill_cap = cap
             for k in range(cap):
                 self._minus_ones[k] = -1
