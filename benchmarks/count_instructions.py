@@ -17,8 +17,9 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
     # instructions inside the batch kernel call (the call, its arguments, the kernel):
     callgrind_annotate /tmp/cg.out | grep "PROGRAM TOTALS"
 
-Arguments: mix (a or b, default a), batches of 2,000 rows (default 1). The fleet is the
-benchmarks' 1,400-server one in steady state (``fleets.build``); only ``launch_many``'s
+Arguments: mix (a or b, default a), batches of 2,000 rows (default 1), ``--servers N``
+(default 1,400). The fleet is the benchmarks' one of that size in steady state
+(``fleets.build``; 100,000 servers take about 10 minutes to build under valgrind); only ``launch_many``'s
 compiled call is collected — ``Scheduler._launch_compiled`` for the steady-state batches
 (index arrays, mix b's location names, one time: the index checks, the location lookups,
 the fill columns and the kernel), ``Scheduler._launch_arrays`` for the prefill (user ids:
@@ -89,12 +90,17 @@ if __name__ == "__main__":
         k = args.index("--dump")
         dump = args[k + 1]
         del args[k:k + 2]
+    servers = 1400
+    if "--servers" in args:
+        k = args.index("--servers")
+        servers = int(args[k + 1])
+        del args[k:k + 2]
     args = [a for a in args if a != "--steady"]
     usher.Scheduler._launch_arrays = _counted(usher.Scheduler._launch_arrays)
     usher.Scheduler._launch_compiled = _counted(usher.Scheduler._launch_compiled)
     mix = args[0] if args else "a"
     batches = int(args[1]) if len(args) > 1 else 1
-    f = fleets.build(1400, mix)
+    f = fleets.build(servers, mix)
     s, now = f.s, f.now
     app_index = {a: i for i, a in enumerate(s.app_names)}
     n = 0
@@ -110,10 +116,10 @@ if __name__ == "__main__":
         f.settle(reqs, list(out))
         n += len(reqs)
     if steady:
-        print(f"mix {mix}, 1,400 servers: counters zeroed before the last of {batches} batches: "
+        print(f"mix {mix}, {servers:,} servers: counters zeroed before the last of {batches} batches: "
               "divide callgrind's PROGRAM TOTALS by 2,000")
     else:
-        print(f"mix {mix}, 1,400 servers: {rows[0]:,} decisions through launch_many's compiled calls "
+        print(f"mix {mix}, {servers:,} servers: {rows[0]:,} decisions through launch_many's compiled calls "
               f"({rows[0] - n:,} prefilling the fleet, {n:,} in steady state): divide callgrind's "
               "PROGRAM TOTALS by the first figure")
     if dump:

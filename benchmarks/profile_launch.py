@@ -1,6 +1,6 @@
 """A steady-state launch loop to profile (benchmarks/README.md, "Where the time goes").
 
-    python benchmarks/profile_launch.py [a|b] [seconds] [single|batch] [servers]
+    python benchmarks/profile_launch.py [a|b] [seconds] [single|index|warm|batch] [servers]
 
     # the Python edge and the kernel, by line (kernel frames show as addresses)
     py-spy record --native -r 2000 -f raw -o launch.txt -- python benchmarks/profile_launch.py b 20
@@ -11,9 +11,12 @@
     perf report -i k.data --sort sym
 
 Arguments: mix (a or b, default b), seconds (default 20), ``single`` (one ``launch`` per
-decision, default) or ``batch`` (``launch_many`` on 2,000 rows), fleet size (default
-1,400; 100,000 builds in about 10 s). The timed part is the launch loop or the batch call;
-the rest is the untimed steady-state setup. Batch mode also prints the time inside the
+decision, users named by id, default), ``index`` (one ``launch_by_index`` per decision),
+``warm`` (``single`` with the same users every round, as ``test_launch_warm``) or ``batch``
+(``launch_many`` on 2,000 rows), fleet size (default 1,400; 100,000 builds in about 10 s).
+The timed part is the launch loop or the batch call; the rest is the untimed steady-state
+setup. It prints the mean over every decision and the median of the rounds' means (the
+benchmarks' statistic; rounds of 500 launches or one batch). Batch mode also prints the time inside the
 compiled call alone: ``Scheduler._launch_compiled`` (index arrays, mix b's location names
 and one time: the checks of the indices, the location lookups, the fill columns and the
 kernel), or ``Scheduler._launch_arrays`` when a batch takes the general path (its kernel
@@ -26,6 +29,7 @@ knows those addresses for code it compiled in this process, so use it with an em
 """
 
 import os
+import statistics
 import sys
 import time
 
@@ -67,8 +71,9 @@ s, now = f.s, f.now
 if os.environ.get("USHER_PERF_MAP") == "1":
     print(f"perf map: {write_perf_map()} functions", file=sys.stderr)
 app_index = {a: i for i, a in enumerate(s.app_names)}
-k = 500 if mode == "single" else 2000
+k = 2000 if mode == "batch" else 500
 n, spent = 0, 0.0
+rounds = []  # ns per decision of each round
 kernel = [0.0]  # batch mode: time inside the compiled call alone
 
 
@@ -87,20 +92,29 @@ s._launch_compiled = timed(s._launch_compiled)
 s._launch_arrays = timed(s._launch_arrays)
 deadline = time.perf_counter() + seconds
 while time.perf_counter() < deadline:
-    reqs = f.prepare(k)
-    if mode == "single":
+    reqs = f.draw(k) if mode == "warm" else f.prepare(k)
+    if mode in ("single", "warm"):
         launch = s.launch
         t0 = time.perf_counter()
         out = [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in reqs]
+    elif mode == "index":
+        launch = s.launch_by_index
+        t0 = time.perf_counter()
+        out = [launch(u, app, loc, None, False, now) for _uid, u, app, loc in reqs]
     else:
         users = np.array([r[1] for r in reqs], dtype=np.int64)
         apps = np.array([app_index[r[2]] for r in reqs], dtype=np.int64)
         locations = None if mix == "a" else [r[3] for r in reqs]
         t0 = time.perf_counter()
         out = s.launch_many(users, apps, locations=locations, now=now)
-    spent += time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    spent += took
+    rounds.append(took / k * 1e9)
     out = list(out)
-    f.settle(reqs, out)
+    placed = f.settle(reqs, out)
+    if mode == "warm":
+        f.recycle(placed)
     n += k
 inside = f" ({kernel[0] / n * 1e9:.0f} ns in the compiled call)" if mode == "batch" else ""
-print(f"{mode} launch, mix {mix}, {servers:,} servers: {spent / n * 1e9:.0f} ns per decision{inside} over {n:,}")
+print(f"{mode} launch, mix {mix}, {servers:,} servers: {spent / n * 1e9:.0f} ns per decision{inside} "
+      f"over {n:,}; median of {len(rounds)} rounds {statistics.median(rounds):.0f} ns")

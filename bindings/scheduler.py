@@ -333,7 +333,7 @@ class Scheduler(_engine.Engine):
         self._alloc("clock", self._clockv, None)
         h[st.H_LICENCE_CAP] = -1 if licences is None else licences
         h[st.H_ENFORCE_ENTITLEMENT] = int(enforce_entitlement)
-        for name in ("pend_head", "pend_tail", "sb_head", "sb_tail"):
+        for name in ("pend_head", "pend_tail", "sb_head", "sb_tail", "likely_pick"):
             h[getattr(st, f"H_{name.upper()}")] = -1
         self._bind(self._header, self._clockv, _kernels)
         self._dirty = True

@@ -243,7 +243,8 @@ _PATH_LEVELS = 3  # bottom levels of a path to prefetch (the ones above stay cac
 def _prefetch_next_pick(s, i):
     """After a placement on server i: prefetch what the next placement in i's
     group will most likely touch — the group's new best server (its record) and
-    that server's leaf-to-root path (the blocks of its lowest levels). A hint only."""
+    that server's leaf-to-root path (the blocks of its lowest levels) — and name
+    that server in ``H_LIKELY_PICK`` for ``_prefetch_server_tail``. A hint only."""
     if i < 0:
         return
     g = s.srv[st.SV_GROUP, i]
@@ -251,6 +252,7 @@ def _prefetch_next_pick(s, i):
         return
     off = s.grp[st.GR_TREE_OFF, g]
     r = s.tree[off, st.TREE_SERVER + ROOT_LANE]
+    s.hdr[st.H_LIKELY_PICK, 0] = r
     if r < 0:
         return
     _prefetch_record(s.srv, r)
@@ -266,12 +268,31 @@ def _prefetch_next_pick(s, i):
             st.prefetch(a + line)
 
 
+@njit(inline="always")
+def _prefetch_server_tail(s, r):
+    """Prefetch the one line a placement on server ``r`` (a likely pick, or -1)
+    writes outside the records a launch reads: r's last session, whose
+    ``v_next`` link the new session joins (commit.open_session). That session
+    was opened long ago, so on a large fleet its line is in memory and the
+    store would wait on it. r's own record must be in cache already (it was
+    prefetched a launch or two before), or reading its ``v_tail`` here would
+    wait instead. A hint: a wrong guess costs one line."""
+    if r < 0:
+        return
+    t = s.srv[st.SV_V_TAIL, r]
+    if t >= 0:
+        st.prefetch(_record_address(s.ses, t) + st.SE_V_NEXT * 8)
+
+
 @cfunc(LAUNCH_SIG, nopython=True, nogil=True, cache=True)
 def launch(header, user, app, location, endpoint, external, now, out_ptr):
     """Decide and commit one launch; the decision goes to out[0:N_D]."""
     h = header
     s = st.unpack(h)
     out = carray(out_ptr, (st.N_D,))
+    # the likely pick named after the previous placement: its record was
+    # prefetched then, a whole launch ago
+    _prefetch_server_tail(s, s.hdr[st.H_LIKELY_PICK, 0])
     status = place(h, user, app, location, endpoint, external, now, out)
     if status == _OK:
         _prefetch_next_pick(s, out[st.D_SERVER])
@@ -291,13 +312,19 @@ def launch_many(header, n, users, apps, locations, endpoints, externals, nows, o
     ext = carray(externals, (n,))
     t = carray(nows, (n,))
     out = carray(out_ptr, (n, st.N_D))
+    # the likely picks named after the last two placements: a row is too short
+    # for the record of the latest to arrive, so its server tail is requested
+    # one row later (the pick of the next row is another group's more often)
+    hint_1 = hint_2 = -1
     for k in range(n):
         if k + _AHEAD < n:
             _prefetch_row(s, u[k + _AHEAD], a[k + _AHEAD], _AHEAD)
+        _prefetch_server_tail(s, hint_2)
         status = place(h, u[k], a[k], loc[k], ep[k], ext[k], t[k], out[k])
         if status != _OK:
             return status
         _prefetch_next_pick(s, out[k, st.D_SERVER])
+        hint_2, hint_1 = hint_1, s.hdr[st.H_LIKELY_PICK, 0]
     return _OK
 
 

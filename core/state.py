@@ -185,6 +185,7 @@ HEADER_SCALARS = (
     "pend_tail",
     "sb_head",
     "sb_tail",
+    "likely_pick",  # a hint: the server the next placement will most likely take, or -1
 )
 
 

@@ -362,6 +362,50 @@ def test_launch_by_index_decides_as_launch_by_id():
     assert by_id.live_sessions == by_index.live_sessions > 0
 
 
+def test_the_likely_pick_hint_names_the_next_pick():
+    """After a placement the kernels name its group's new best server in the header
+    (``H_LIKELY_PICK``), whose last session's line the next launch prefetches: in a
+    one-group fleet that is the server the next launch takes, by one call or in a batch."""
+    from usher.core import state as cs
+
+    s = fleet(n_servers=5, max_sessions=4, zones=("Z1",))
+    assert s._header[cs.H_LIKELY_PICK] == -1  # nothing placed yet
+    for k in range(12):
+        hint = int(s._header[cs.H_LIKELY_PICK])
+        d = s.launch(f"u{k}", "app", now=k)
+        assert d.outcome is Outcome.PLACED
+        if k:
+            assert d.server_index == hint, k
+    s.add_users([f"v{k}" for k in range(5)])
+    batch = s.launch_many(np.asarray(s.user_indices([f"v{k}" for k in range(4)]), dtype=np.int64),
+                          np.zeros(4, dtype=np.int64), now=12)
+    hint = int(s._header[cs.H_LIKELY_PICK])
+    assert hint >= 0 and hint != list(batch)[-1].server_index
+    assert s.launch("v4", "app", now=13).server_index == hint
+
+
+def test_a_wrong_likely_pick_hint_changes_no_decision():
+    """The hint is only a prefetch: with a wrong one before every call (another server,
+    a server since removed, none) the decisions are those of an untouched scheduler."""
+    from usher.core import state as cs
+
+    a, b = fleet(n_servers=6, max_sessions=3), fleet(n_servers=6, max_sessions=3)
+    for s in (a, b):
+        s.remove_server("s5", now=0)
+    users = [f"u{k}" for k in range(8)]
+    t = 1.0
+    for k in range(30):
+        b._header[cs.H_LIKELY_PICK] = (5, k % 6, -1)[k % 3]
+        da = a.launch(users[k % 8], "app", location=("Z1", "Z2", None)[k % 3], now=t)
+        db = b.launch(users[k % 8], "app", location=("Z1", "Z2", None)[k % 3], now=t)
+        assert (da.outcome, da.reason, da.server, da.session) == (db.outcome, db.reason, db.server, db.session)
+        if da.session is not None and k % 4 == 0:
+            a.logoff(da.session, now=t)
+            b.logoff(db.session, now=t)
+        t += 1.0
+    assert a.servers().tolist() == b.servers().tolist()
+
+
 def test_cli_version_and_storm():
     out = subprocess.run([sys.executable, "-m", "usher.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and usher.__version__ in out.stdout
