@@ -226,6 +226,16 @@ def _prefetch_row(s, u, app, ahead):
     if u >= 0:
         st.prefetch(_record_address(s.usr, u))
         st.prefetch(s.ent.ctypes.data + (u * s.ent.shape[1] + (app >> 6)) * 8)
+    _prefetch_free_slots(s, ahead)
+
+
+@njit(inline="always")
+def _prefetch_free_slots(s, ahead):
+    """Prefetch the session slot (both records) and the instance slot that the
+    placement ``ahead`` placements from now takes (the free lists are stacks).
+    A slot was freed by the session that last held it, whose end does not
+    touch the slot's float record (launch and state times): on a large fleet that
+    line is in memory, and the commit writes it."""
     top = s.hdr[st.H_SESSION_FREE_TOP, 0] - 1 - ahead
     if top >= 0:
         slot = s.ses_free[top]
@@ -290,8 +300,10 @@ def launch(header, user, app, location, endpoint, external, now, out_ptr):
     h = header
     s = st.unpack(h)
     out = carray(out_ptr, (st.N_D,))
-    # the likely pick named after the previous placement: its record was
-    # prefetched then, a whole launch ago
+    # what a placement writes outside the user's and the server's records: the
+    # session and instance slots it takes, and the likely pick's last session
+    # (named after the previous placement, whose record was prefetched then)
+    _prefetch_free_slots(s, 0)
     _prefetch_server_tail(s, s.hdr[st.H_LIKELY_PICK, 0])
     status = place(h, user, app, location, endpoint, external, now, out)
     if status == _OK:
