@@ -293,9 +293,9 @@ def build(size: int, mix: str, seed: int = 7, fill: float = FILL) -> Fleet:
         tags_ok = np.array([a.tags <= t for t in fleet.server_tags])
         fleet.valid[a.name] = available & in_pool & tags_ok
     # users in random order: the prefill and every round draw them at random, as a logon
-    # storm does (in index order, the first rounds would read consecutive user records and
-    # id strings, which the CPU streams in ahead of the reads: 490 instead of 850 ns per
-    # launch at 100,000 servers, until the users returned by logoffs come round)
+    # storm does (in index order, the rounds before the users returned by logoffs come
+    # round would read consecutive user records and id strings, which the CPU streams in
+    # ahead of the reads: benchmarks/README.md, "Steady state")
     fleet.free.extend(rng.permutation(n_users).tolist())
 
     # prefill through launch_many at t = 0, in chunks; then move the clock past the pending timeout

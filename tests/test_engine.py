@@ -398,7 +398,8 @@ def test_a_wrong_likely_pick_hint_changes_no_decision():
         b._header[cs.H_LIKELY_PICK] = (5, k % 6, -1)[k % 3]
         da = a.launch(users[k % 8], "app", location=("Z1", "Z2", None)[k % 3], now=t)
         db = b.launch(users[k % 8], "app", location=("Z1", "Z2", None)[k % 3], now=t)
-        assert (da.outcome, da.reason, da.server, da.session) == (db.outcome, db.reason, db.server, db.session)
+        assert (da.outcome, da.reason, da.server, da.session) == \
+            (db.outcome, db.reason, db.server, db.session)
         if da.session is not None and k % 4 == 0:
             a.logoff(da.session, now=t)
             b.logoff(db.session, now=t)
