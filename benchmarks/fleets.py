@@ -127,7 +127,9 @@ class Fleet:
                 loc = self.zones[other[j]]
             else:
                 loc = None
-            out.append((self.users[u], u, names[app_k[j]], loc))
+            # the id as a broker decodes it from the request: a new str, equal to the one
+            # registered (``users[u]``) but not that object, its hash not yet computed
+            out.append((user_id(u), u, names[app_k[j]], loc))
         return out
 
     # ------------------------------------------------------------ steady state
@@ -272,7 +274,7 @@ def build(size: int, mix: str, seed: int = 7, fill: float = FILL) -> Fleet:
     n_prefill = int(fill * max_sessions[available].sum())
     n_users = n_prefill + max(5000, n_prefill // 10)
     home = rng.integers(0, len(zones), size=n_users)
-    users = [f"u{k:07d}" for k in range(n_users)]
+    users = [user_id(k) for k in range(n_users)]
     user_home = [zones[z] for z in home]
     add_user = s.add_user
     for k in range(n_users):
@@ -325,6 +327,11 @@ def build(size: int, mix: str, seed: int = 7, fill: float = FILL) -> Fleet:
     fleet.check_servers()
     fleet.build_s = time.perf_counter() - started
     return fleet
+
+
+def user_id(k: int) -> str:
+    """The id of user ``k`` (a new str object at every call)."""
+    return f"u{k:07d}"
 
 
 def placed_servers_valid(fleet: Fleet, app_names, servers) -> bool:

@@ -641,8 +641,47 @@ def test_launch_finds_users_as_the_user_dict_does():
     assert len(o.sessions()) == 1300
 
 
+def test_short_ids_that_share_a_slot_and_its_hash_bits_are_told_apart():
+    """A user id of at most 15 ASCII characters keeps its characters in its key-table slot,
+    and a lookup with an equal id that is another object (as a broker decodes it from a
+    request) compares them there. Two different ids of the same length whose hashes share
+    the slot's 32 bits (found among 300,000 candidates) must still name different users:
+    the characters decide, not the length or the hash. Ids of 15 and 16 characters, a
+    non-ASCII id and a str subclass (kept out of the slot) are found as the dict finds them."""
+    by_bits = {}
+    pair = None
+    for k in range(300_000):
+        uid = f"k{k:012d}"
+        other = by_bits.setdefault(hash(uid) & 0xFFFFFFFF, uid)
+        if other != uid:
+            pair = (other, uid)
+            break
+    assert pair is not None  # 300,000 hashes of 32 bits hold a pair ~10 times in 11
+
+    class Tag(str):
+        pass
+
+    s = usher.Scheduler(enforce_entitlement=True, seed=2)
+    s.add_pool("P")
+    s.add_app("a", ["P"])
+    s.add_server("s", "Z", "P", max_sessions=100)
+    known = [pair[0], "x" * 15, "y" * 16, "ürsula-ward-7", Tag("tagged-user")]
+    s.add_users(known, apps=["a"])
+    t = 0.0
+    for uid in known:
+        t += 1.0
+        fresh = uid.encode().decode()  # equal, another object, an exact str
+        assert fresh is not uid and fresh == uid
+        d = s.launch(fresh, "a", now=t)
+        assert d.outcome is Outcome.PLACED, (uid, d)
+        assert s.sessions()[s.sessions()["id"] == d.session][0]["user"] == uid
+        s.logoff(d.session, now=t)
+    for unknown in (pair[1], "x" * 14 + "y", "y" * 15, "tagged-use"):
+        assert s.launch(unknown.encode().decode(), "a", now=t + 1).reason == Reason.NOT_ENTITLED, unknown
+
+
 def test_launch_finds_users_in_a_large_key_table():
-    """A key table of 2 MiB or more (here 60,000 users: 262,144 slots of 16 bytes) is
+    """A key table of 2 MiB or more (here 60,000 users: 262,144 slots of 32 bytes) is
     allocated apart (2 MiB-aligned, huge pages asked for, zeroed): every user is still
     found, as the user dict would find them, and an unknown one is not."""
     n = 60_000
