@@ -68,7 +68,7 @@ cdef extern from *:
     #endif
     /* Zeroed memory for a KeyTable's slots (released with free()). A table of
        2 MiB or more is 2 MiB-aligned and asks for transparent huge pages:
-       a probe into the 64 MB table of a million users then costs one cache
+       a probe into the 128 MB table of a million users then costs one cache
        miss instead of a cache miss plus a page-table walk (a 4 KiB page TLB
        covers a few MB; in a virtual machine a walk is itself several misses). */
     static void* usher_table_alloc(size_t nbytes) {
