@@ -19,7 +19,7 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
 
 Arguments: mix (a or b, default a), batches of 2,000 rows (default 1), ``--servers N``
 (default 1,400). The fleet is the benchmarks' one of that size in steady state
-(``fleets.build``; 100,000 servers take about 10 minutes to build under valgrind); only ``launch_many``'s
+(``fleets.build``; 100,000 servers take several minutes to build under valgrind); only ``launch_many``'s
 compiled call is collected — ``Scheduler._launch_compiled`` for the steady-state batches
 (index arrays, mix b's location names, one time: the index checks, the location lookups,
 the fill columns and the kernel), ``Scheduler._launch_arrays`` for the prefill (user ids:
