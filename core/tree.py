@@ -174,7 +174,9 @@ def replay_path(h, i):
     takes the block's best (``_block_best``, which reads the block before the
     store and puts the new entry in its vectors) as the parent's new entry; the
     winner's key and tiebreak come out of the compare, its server and slot are
-    the child's own when the child won, else one read from the block."""
+    read from the winning lane of the block, the child's lane included (just
+    stored: the load takes it from the store buffer), so no branch asks which
+    lane won."""
     s = st.unpack(h)
     key = selection_key(h, i)
     s.srv[st.SV_KEY, i] = key
@@ -201,9 +203,11 @@ def replay_path(h, i):
         tree[b, L + lane] = slot
         if c == 1:
             break  # the root
-        if w != lane:
-            server = tree[b, S + w]
-            slot = tree[b, L + w]
+        # the winner's server and slot, the child's own (just stored) when it won:
+        # which lane wins is data, and a branch on it was mispredicted often
+        # enough to cost 20 % of a batch decision (benchmarks/README.md)
+        server = tree[b, S + w]
+        slot = tree[b, L + w]
         key, tb = kmin, tmin
         c = b - off
 
