@@ -1,15 +1,28 @@
 """The batch kernel's machine code with each instruction's execution count, from a callgrind
 run of ``count_instructions.py --steady --dump DIR`` (benchmarks/README.md, "Where the time
 goes"; the valgrind command is in count_instructions.py's docstring, plus
-``--dump-instr=yes --compress-pos=no --compress-strings=no``).
+``--dump-instr=yes --compress-pos=no --compress-strings=no``) — or with each instruction's
+share of timer samples, from a ``perf record`` of ``profile_launch.py`` run natively with
+``USHER_DUMP_CODE=DIR``.
 
     python benchmarks/annotate_instructions.py /tmp/cg.out DIR > kernel.txt
+    # where the cycles go, natively (AVX-512 code and all; no hardware counters needed)
+    USHER_DUMP_CODE=/tmp/code perf record -e cpu-clock -F 20000 -o /tmp/k.data -- \
+        python benchmarks/profile_launch.py a 20 batch
+    python benchmarks/annotate_instructions.py /tmp/k.data /tmp/code > samples.txt
 
 Prints, for each mapping of DIR that holds counted code, the disassembly (``objdump``) of
 the range that ran, one instruction a line: its count over the counted batch, its address,
 the instruction. Divide by the batch's 2,000 decisions for the cost per decision; sums by
 address range give the cost of each part (the commit, a path replay's levels, the checks).
 numba's code has no symbols: valgrind files it under ``???``, which is what is read here.
+
+A timer sample names the instruction the core was waiting to retire (or the one after: a
+sample skids by about one instruction): samples pile up after a load that missed the
+cache, along a chain of dependent instructions, and on the first instruction after a
+mispredicted branch (the target, which waits for the front end). Sorting the lines by
+count (``sort -rn``) lists the stalls; a data-dependent branch shows as samples on both of
+its targets.
 """
 
 import collections
@@ -38,11 +51,24 @@ def counts(path: str) -> collections.Counter:
     return cost
 
 
-def main(cg_out: str, folder: str) -> None:
-    cost = counts(cg_out)
-    print(f"# {sum(cost.values()):,} instructions counted in numba's code")
+def samples(path: str) -> collections.Counter:
+    """Instruction address -> timer samples, from a ``perf record`` data file."""
+    out = subprocess.run(["perf", "script", "-i", path, "-F", "ip"],
+                         capture_output=True, text=True, check=True).stdout
+    return collections.Counter(int(line, 16) for line in out.split())
+
+
+def main(source: str, folder: str) -> None:
+    if source.endswith(".data"):
+        cost = samples(source)
+        what = "timer samples"
+    else:
+        cost = counts(source)
+        what = "instructions counted"
     with open(os.path.join(folder, "maps.txt")) as index:
         maps = [(int(k), int(a, 16), int(b, 16)) for k, a, b in (line.split() for line in index)]
+    inside = sum(c for x, c in cost.items() if any(a <= x < b for _, a, b in maps))
+    print(f"# {inside:,} {what} in numba's code")
     for k, a, b in maps:
         ran = [x for x in cost if a <= x < b]
         if not ran:

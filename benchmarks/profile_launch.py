@@ -22,6 +22,10 @@ and one time: the checks of the indices, the location lookups, the fill columns 
 kernel), or ``Scheduler._launch_arrays`` when a batch takes the general path (its kernel
 call on checked arrays).
 
+``USHER_DUMP_CODE=DIR`` writes the process's executable code (numba's kernels among it) to
+DIR at the end, for ``annotate_instructions.py`` to print the timer samples of a ``perf
+record`` instruction by instruction (its docstring has the commands).
+
 ``USHER_PERF_MAP=1`` writes ``/tmp/perf-<pid>.map`` (the format perf reads for code it
 cannot see in a file): one line per function of the kernels' code libraries. numba only
 knows those addresses for code it compiled in this process, so use it with an empty
@@ -116,5 +120,9 @@ while time.perf_counter() < deadline:
         f.recycle(placed)
     n += k
 inside = f" ({kernel[0] / n * 1e9:.0f} ns in the compiled call)" if mode == "batch" else ""
+if os.environ.get("USHER_DUMP_CODE"):
+    from count_instructions import dump_code
+
+    dump_code(os.environ["USHER_DUMP_CODE"])
 print(f"{mode} launch, mix {mix}, {servers:,} servers: {spent / n * 1e9:.0f} ns per decision{inside} "
       f"over {n:,}; median of {len(rounds)} rounds {statistics.median(rounds):.0f} ns")
