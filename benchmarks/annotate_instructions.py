@@ -20,9 +20,8 @@ numba's code has no symbols: valgrind files it under ``???``, which is what is r
 A timer sample names the instruction the core was waiting to retire (or the one after: a
 sample skids by about one instruction): samples pile up after a load that missed the
 cache, along a chain of dependent instructions, and on the first instruction after a
-mispredicted branch (the target, which waits for the front end). Sorting the lines by
-count (``sort -rn``) lists the stalls; a data-dependent branch shows as samples on both of
-its targets.
+mispredicted branch (where the right path starts, which waits for the front end).
+Sorting the lines by count (``sort -rn``) lists the stalls.
 """
 
 import collections
