@@ -41,18 +41,19 @@ ctypedef struct KeySlot:
 
 cdef extern from *:
     """
-    /* The characters of o when it is an exact str of ASCII characters held in
-       the compact form (every ASCII str built by the interpreter is): 1, with
-       data and length; else 0. Two such strs are equal iff their bytes are. */
-    static inline int usher_ascii_text(PyObject* o, const char** data, Py_ssize_t* n) {
-        if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_COMPACT_ASCII(o))
-            return 0;
+    /* The length of o when it is an exact str of at most max ASCII characters
+       held in the compact form (every ASCII str built by the interpreter is),
+       with its characters in *data; else -1. Two such strs are equal iff their
+       bytes are. */
+    static inline Py_ssize_t usher_inline_text(PyObject* o, const char** data, Py_ssize_t max) {
+        if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_COMPACT_ASCII(o)
+                || PyUnicode_GET_LENGTH(o) > max)
+            return -1;
         *data = (const char*)PyUnicode_DATA(o);
-        *n = PyUnicode_GET_LENGTH(o);
-        return 1;
+        return PyUnicode_GET_LENGTH(o);
     }
     """
-    int usher_ascii_text(PyObject* o, const char** data, Py_ssize_t* n)
+    Py_ssize_t usher_inline_text(PyObject* o, const char** data, Py_ssize_t max)
 
 cdef enum:
     INLINE_TEXT = 15  # KeySlot.text
@@ -427,9 +428,8 @@ cdef class KeyTable:
         cdef KeySlot* slot
         cdef PyObject* other
         cdef const char* text = NULL
-        cdef Py_ssize_t n_text = -1  # -1: key is not a short ASCII str
-        if not usher_ascii_text(<PyObject*>key, &text, &n_text) or n_text > INLINE_TEXT:
-            n_text = -1
+        # -1: the key is not a short ASCII str
+        cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>key, &text, INLINE_TEXT)
         if self.source is not source or self.used != len(source):
             if not self._sync(source, names, len(source)):
                 idx = source.get(key)
@@ -466,7 +466,7 @@ cdef class KeyTable:
         cdef Py_ssize_t k = <Py_ssize_t>(<size_t>h & <size_t>mask)
         cdef KeySlot* slot
         cdef const char* text = NULL
-        cdef Py_ssize_t n_text = 0
+        cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>key, &text, INLINE_TEXT)
         while self.slots[k].key != NULL:
             k = (k + 1) & mask
         slot = &self.slots[k]
@@ -474,7 +474,7 @@ cdef class KeyTable:
         slot.key = <PyObject*>key
         slot.hash = <uint32_t>h
         slot.index = <int32_t>index
-        if usher_ascii_text(<PyObject*>key, &text, &n_text) and n_text <= INLINE_TEXT:
+        if n_text >= 0:
             slot.n_text = <uint8_t>n_text
             memcpy(slot.text, text, n_text)
         else:
