@@ -18,7 +18,12 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
     callgrind_annotate /tmp/cg.out | grep "PROGRAM TOTALS"
 
 Arguments: mix (a or b, default a), batches of 2,000 rows (default 1), ``--servers N``
-(default 1,400). The fleet is the benchmarks' one of that size in steady state
+(default 1,400), ``--single``: each batch is 2,000 single ``launch`` calls by user id
+instead, to collect as the whole public call (argument checks, key table, kernel, decision
+object) with ``--toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*launch'`` in place of the
+two options above. The same operation counted at 1,400 and 100,000 servers separates the
+work a decision does from the time its cache misses cost (the growth target, *Where the
+time goes*). The fleet is the benchmarks' one of that size in steady state
 (``fleets.build``; 100,000 servers take several minutes to build under valgrind); only ``launch_many``'s
 compiled call is collected — ``Scheduler._launch_compiled`` for the steady-state batches
 (index arrays, mix b's location names, one time: the index checks, the location lookups,
@@ -95,7 +100,8 @@ if __name__ == "__main__":
         k = args.index("--servers")
         servers = int(args[k + 1])
         del args[k:k + 2]
-    args = [a for a in args if a != "--steady"]
+    single = "--single" in args
+    args = [a for a in args if a not in ("--steady", "--single")]
     usher.Scheduler._launch_arrays = _counted(usher.Scheduler._launch_arrays)
     usher.Scheduler._launch_compiled = _counted(usher.Scheduler._launch_compiled)
     mix = args[0] if args else "a"
@@ -112,12 +118,20 @@ if __name__ == "__main__":
         if steady and b == batches - 1 and "vgpreload" in os.environ.get("LD_PRELOAD", ""):
             # under valgrind: the counters restart here, the total is this batch's
             subprocess.run(["callgrind_control", "-z", str(os.getpid())], capture_output=True, check=True)
-        out = s.launch_many(users, apps, locations=locations, now=now)
+        if single:
+            launch = s.launch
+            out = [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in reqs]
+        else:
+            out = s.launch_many(users, apps, locations=locations, now=now)
         f.settle(reqs, list(out))
         n += len(reqs)
     if steady:
-        print(f"mix {mix}, {servers:,} servers: counters zeroed before the last of {batches} batches: "
+        what = "rounds of 2,000 single launches" if single else "batches"
+        print(f"mix {mix}, {servers:,} servers: counters zeroed before the last of {batches} {what}: "
               "divide callgrind's PROGRAM TOTALS by 2,000")
+    elif single:
+        print(f"mix {mix}, {servers:,} servers: {n:,} single launches in steady state: divide "
+              "callgrind's PROGRAM TOTALS by that")
     else:
         print(f"mix {mix}, {servers:,} servers: {rows[0]:,} decisions through launch_many's compiled calls "
               f"({rows[0] - n:,} prefilling the fleet, {n:,} in steady state): divide callgrind's "
