@@ -112,9 +112,10 @@ if __name__ == "__main__":
     n = 0
     for b in range(batches):
         reqs = f.prepare(2000)
-        users = np.array([r[1] for r in reqs], dtype=np.int64)
-        apps = np.array([app_index[r[2]] for r in reqs], dtype=np.int64)
-        locations = None if mix == "a" else [r[3] for r in reqs]
+        if not single:
+            users = np.array([r[1] for r in reqs], dtype=np.int64)
+            apps = np.array([app_index[r[2]] for r in reqs], dtype=np.int64)
+            locations = None if mix == "a" else [r[3] for r in reqs]
         if steady and b == batches - 1 and "vgpreload" in os.environ.get("LD_PRELOAD", ""):
             # under valgrind: the counters restart here, the total is this batch's
             subprocess.run(["callgrind_control", "-z", str(os.getpid())], capture_output=True, check=True)
