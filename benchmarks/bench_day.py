@@ -1,5 +1,5 @@
 """The simulated hospital day (1,400 servers, 17,000 sessions at the peak, ~3.7 M engine
-operations) through ``usher.simulator.simulate_day``: wall time of one whole day, fleet
+operations) through ``usher.sim.simulator.simulate_day``: wall time of one whole day, fleet
 build included, and the share spent inside the engine. Target (issue: benchmarks and the
 fast path): <= 2 s on the 2-core development machine.
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from usher.scenario import Scenario
-from usher.simulator import simulate_day
+from usher.sim.scenario import Scenario
+from usher.sim.simulator import simulate_day
 
 
 @pytest.mark.parametrize("policy", ["horizontal"])

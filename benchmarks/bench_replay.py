@@ -1,4 +1,4 @@
-"""Replay throughput: ``usher.replay.replay`` on a broker day of 1,000,000 trace lines.
+"""Replay throughput: ``usher.formats.replay.replay`` on a broker day of 1,000,000 trace lines.
 
 The trace (generated once per session into a temporary folder) configures a fleet of
 600 servers in 3 zones and 2 pools, 3 apps and 20,000 users, then plays a day of
@@ -36,7 +36,7 @@ import msgspec
 import pytest
 
 import usher
-from usher.replay import replay
+from usher.formats.replay import replay
 
 N_LINES = int(os.environ.get("USHER_BENCH_LINES", "1000000"))
 

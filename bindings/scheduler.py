@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -26,12 +26,9 @@ from usher.core.codes import (
     LoadBalancing,
     LoadRule,
     Mode,
-    Outcome,
     Power,
-    Reason,
     Reconnection,
     SessionState,
-    ZoneChoice,
     ZonePreference,
     parse_enum,
 )
@@ -46,7 +43,7 @@ from usher.errors import (
     raise_for_status,
 )
 
-Decision = _engine.Decision
+from usher.decisions import Decision, Decisions, Explanation
 
 __all__ = ["Scheduler", "Decision", "Decisions", "Explanation"]
 
@@ -150,116 +147,6 @@ def _telemetry_column(field, values, n):
     if arr.ndim != 1 or arr.shape[0] != n:
         raise InvalidArgument(field, f"shape {arr.shape}", f"must have length {n} like servers")
     return arr
-
-
-# ---------------------------------------------------------------- results
-class Explanation:
-    """Why a launch went where it went (``launch(..., explain=True)``).
-
-    Attributes:
-        pools: one dict per pool of the app, in priority order: ``pool``,
-            ``allowed`` and a ``funnel`` of how many servers each filter removed
-            (``servers, power, unregistered, mode, tags, zone, full, load``),
-            how many ``candidates`` remain, how many of those are ``sinbin``-ned
-            or ``over_tolerance``, and ``top``: the best candidates with
-            ``server, zone, load_index, score, pending, over_tolerance, sinbinned``.
-        zone, zone_choice: the zone of the decision and why it was chosen.
-    """
-
-    def __init__(self, pools):
-        self.pools = pools
-        self.outcome = None
-        self.reason = None
-        self.server = None
-        self.zone = None
-        self.zone_choice = None
-
-    def _attach(self, decision):
-        self.outcome = decision.outcome
-        self.reason = decision.reason
-        self.server = decision.server
-        self.zone = decision.zone
-        self.zone_choice = decision.zone_choice
-
-    def to_dict(self):
-        return {
-            "outcome": None if self.outcome is None else str(self.outcome),
-            "reason": None if self.reason is None else str(self.reason),
-            "server": self.server,
-            "zone": self.zone,
-            "zone_choice": None if self.zone_choice is None else str(self.zone_choice),
-            "pools": self.pools,
-        }
-
-    def __str__(self):
-        lines = [f"decision: {self.outcome} server={self.server} zone={self.zone} ({self.zone_choice})"]
-        if self.reason is not None:
-            lines[0] += f" reason={self.reason}"
-        for p in self.pools:
-            f = p["funnel"]
-            removed = ", ".join(f"{k} -{v}" for k, v in f.items() if k not in ("servers", "candidates", "sinbin", "over_tolerance") and v)
-            lines.append(
-                f"  pool {p['pool']}: {'allowed' if p['allowed'] else 'not allowed'}, "
-                f"{f['servers']} servers, removed: {removed or 'none'}, {f['candidates']} candidates "
-                f"({f['over_tolerance']} over tolerance, {f['sinbin']} sin-binned)"
-            )
-            for c in p["top"]:
-                lines.append(
-                    f"    {c['server']} zone={c['zone']} load_index={c['load_index']} "
-                    f"score={c['score']} pending={c['pending']}"
-                    + (" over-tolerance" if c["over_tolerance"] else "")
-                    + (" sin-binned" if c["sinbinned"] else "")
-                )
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-
-class Decisions:
-    """Decisions of a ``launch_many`` batch, as arrays (one row per launch).
-
-    Attributes (numpy int64 arrays of shape (n,), -1 = none):
-        outcome, reason: codes of :class:`usher.Outcome` / :class:`usher.Reason`.
-        server, zone, pool: indices (names via ``b[i].server`` or ``server_names()``).
-        session: session ids. load_index: the server's load index after the decision.
-    """
-
-    __slots__ = ("rows", "_names")
-
-    def __init__(self, rows: np.ndarray, names):
-        self.rows = rows
-        self._names = names
-
-    outcome = property(lambda self: self.rows[:, st.D_OUTCOME])
-    reason = property(lambda self: self.rows[:, st.D_REASON])
-    server = property(lambda self: self.rows[:, st.D_SERVER])
-    session = property(lambda self: self.rows[:, st.D_SESSION])
-    zone = property(lambda self: self.rows[:, st.D_ZONE])
-    load_index = property(lambda self: self.rows[:, st.D_LOAD_INDEX])
-    pool = property(lambda self: self.rows[:, st.D_POOL])
-
-    def __len__(self):
-        return self.rows.shape[0]
-
-    def __getitem__(self, i):
-        return _engine.decision_from_row(np.ascontiguousarray(self.rows[i]), self._names)
-
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
-
-    def server_names(self):
-        """Server name per row (None when rejected)."""
-        names = self._names[0]
-        return [None if i < 0 else names[i] for i in self.server]
-
-    def counts(self):
-        """{outcome name or 'rejected:<reason>': count}."""
-        out = {}
-        for o, r in zip(self.outcome.tolist(), self.reason.tolist()):
-            key = str(Outcome(o)) if o != Outcome.REJECTED else f"rejected:{Reason(r)}"
-            out[key] = out.get(key, 0) + 1
-        return out
 
 
 # ---------------------------------------------------------------- scheduler
@@ -1316,14 +1203,14 @@ class Scheduler(_engine.Engine):
     def from_files(cls, config_path, servers_path=None, **kwargs):
         """A scheduler configured from a fleet: pools, apps, users, licences and
         settings in TOML, servers in CSV or Parquet (see docs/TRACE_FORMAT.md)."""
-        from usher import fleet
+        from usher.formats import fleet
 
         return fleet.load_fleet(config_path, servers_path, scheduler_cls=cls, **kwargs)
 
     def to_files(self, config_path, servers_path=None):
         """Write this scheduler's configuration and servers (round trip of
         ``from_files``)."""
-        from usher import fleet
+        from usher.formats import fleet
 
         fleet.save_fleet(self, config_path, servers_path)
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import usher
-from usher.fleet import FleetFileError, load_fleet, save_fleet
+from usher.formats.fleet import FleetFileError, load_fleet, save_fleet
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "docs", "examples")
 FLEET = os.path.join(EXAMPLES, "fleet.toml")

@@ -1,4 +1,4 @@
-"""``usher replay`` and ``usher.replay.replay`` (docs/TRACE_FORMAT.md): every op,
+"""``usher replay`` and ``usher.formats.replay.replay`` (docs/TRACE_FORMAT.md): every op,
 every error kind, session naming, replay == calling the API directly (batched and
 line by line), input/output variants, the command line, and a hypothesis test that
 random traces never crash the replay nor break a hard constraint.
@@ -19,9 +19,9 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 import usher
-import usher.replay as replay_module
+import usher.formats.replay as replay_module
 from usher.cli import main
-from usher.replay import LaunchDecision, LineError, Replayer, TraceError, replay
+from usher.formats.replay import LaunchDecision, LineError, Replayer, TraceError, replay
 
 PRELUDE = [
     {"t": 0, "op": "settings", "seed": 3},
@@ -426,7 +426,7 @@ def test_blocks_split_anywhere(tmp_path, monkeypatch):
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(lines))  # no newline at the end
     whole = replay(path)
-    monkeypatch.setattr(replay_module, "_BLOCK", 97)
+    monkeypatch.setattr(replay_module, "BLOCK_BYTES", 97)
     pieces = replay(path)
     assert as_dicts(pieces.decisions) == as_dicts(whole.decisions)
     assert pieces.errors == whole.errors and pieces.ops == whole.ops == len(lines) - 2

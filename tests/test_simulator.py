@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from usher import Outcome, Reason
 from usher.cli import main
-from usher.scenario import Scenario, ScenarioError, clock_seconds, demand_curves
-from usher.simulator import (
+from usher.sim.scenario import Scenario, ScenarioError, clock_seconds, demand_curves
+from usher.sim.simulator import (
     SERIES_COLUMNS,
     ZONE_COLUMNS,
     FixedSchedule,
@@ -179,7 +179,7 @@ def test_faults_lose_no_session_from_the_books(fault_day):
 
 # ---------------------------------------------------------------- replay
 def test_exported_day_replays_to_the_same_decisions(fault_day):
-    import usher.replay as replay_mod
+    import usher.formats.replay as replay_mod
     result, path = fault_day
     with open(path) as fh:
         first = json.loads(fh.readline())
@@ -257,7 +257,7 @@ def test_fixed_schedule_switches_the_night_set():
 # ---------------------------------------------------------------- sample kernels
 def _numpy_sample(power, sessions, li, pending, zone, main, mx, nz):
     """The KPI sample's statistics the plain numpy way (sort, then _pctl)."""
-    from usher.simulator import ON, _pctl
+    from usher.sim.simulator import ON, _pctl
 
     on = power == ON
     out = {"n_on": int(on.sum()), "pend_sum": int(pending.sum()), "pend_max": int(pending.max())}
@@ -284,7 +284,7 @@ def _engine_like(*cols):
 
 
 def test_sample_kernels_match_numpy():
-    from usher import simulator as sim
+    from usher.sim import simulator as sim
 
     rng = np.random.default_rng(7)
     for trial in range(60):
@@ -344,7 +344,7 @@ def test_sample_kernels_match_numpy():
 
 
 def test_power_moves_match_the_masks():
-    from usher import simulator as sim
+    from usher.sim import simulator as sim
 
     rng = np.random.default_rng(3)
     for _ in range(40):
@@ -420,7 +420,7 @@ def test_licence_starved_day_keeps_its_books_and_replays(tmp_path):
     """With the licence cap far below demand, launches are refused and retried, so a
     user can disconnect before a delayed logon completes and a second app can be
     refused: the day must still run, balance its books and replay to the same decisions."""
-    import usher.replay as replay_mod
+    import usher.formats.replay as replay_mod
     path = tmp_path / "starved.jsonl"
     writer = TraceWriter(str(path))
     sc = SMALL.with_changes(faults={"enabled": True}, fleet={"licences": 600})

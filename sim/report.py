@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from usher.simulator import SERIES_COLUMNS, ZONE_COLUMNS, DayResult
+from usher.sim.simulator import SERIES_COLUMNS, ZONE_COLUMNS, DayResult
 
 __all__ = ["HEADLINE", "kpi_table", "compare_table", "write_outputs", "write_series", "plot_day"]
 

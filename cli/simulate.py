@@ -1,7 +1,7 @@
 """``usher simulate``: a hospital group's day, with numbers and pictures.
 
 Runs the embedded scenario (docs/SCENARIOS.md) or one overridden by a TOML
-file through :func:`usher.simulator.simulate_day`, prints a KPI table, and
+file through :func:`usher.sim.simulator.simulate_day`, prints a KPI table, and
 optionally writes the KPIs, the time series and a picture (``--out``), the day
 as a replay trace (``--export-trace``), policies side by side (``--compare``),
 or a sweep over seeds and policies run in parallel processes (``--sweep``).
@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import click
 
-from usher.scenario import POLICIES, Scenario, ScenarioError
+from usher.sim.scenario import POLICIES, Scenario, ScenarioError
 
 __all__ = ["simulate_command", "run_one", "parse_seeds", "sweep"]
 
@@ -56,7 +56,7 @@ def _policies(text: str) -> list[str]:
 
 def run_one(scenario_dict: dict, policy: str, seed: int) -> dict:
     """One day in this process (the sweep's worker); returns its KPIs."""
-    from usher.simulator import simulate_day
+    from usher.sim.simulator import simulate_day
 
     sc = Scenario.from_plain(scenario_dict).with_changes(day={"policy": policy, "seed": seed})
     t0 = time.perf_counter()
@@ -190,8 +190,8 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
         _run_compare(console, sc, _policies(compare), progress, out_dir, as_json)
         return
 
-    from usher.report import kpi_table, write_outputs
-    from usher.simulator import TraceWriter, simulate_day
+    from usher.sim.report import kpi_table, write_outputs
+    from usher.sim.simulator import TraceWriter, simulate_day
 
     writer = TraceWriter(trace_path, telemetry=trace_telemetry) if trace_path else None
     with _Bar(progress) as bar:
@@ -214,8 +214,8 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
 
 
 def _run_compare(console, sc, policies, progress, out_dir, as_json):
-    from usher.report import compare_table, write_outputs
-    from usher.simulator import simulate_day
+    from usher.sim.report import compare_table, write_outputs
+    from usher.sim.simulator import simulate_day
 
     results = {}
     with _Bar(progress) as bar:

@@ -12,9 +12,9 @@ import click
 
 #: command name -> (module, attribute, one-line help)
 _COMMANDS = {
-    "storm": ("usher.storm", "storm_command", "Place a morning logon storm on the built-in fleet and summarise it."),
-    "replay": ("usher.replay", "replay_command", "Replay a broker trace (JSON Lines) and write every decision."),
-    "simulate": ("usher.simulate", "simulate_command", "Simulate a hospital group's day (or a scenario file) and report KPIs, series and a picture."),
+    "storm": ("usher.cli.storm", "storm_command", "Place a morning logon storm on the built-in fleet and summarise it."),
+    "replay": ("usher.cli.replay", "replay_command", "Replay a broker trace (JSON Lines) and write every decision."),
+    "simulate": ("usher.cli.simulate", "simulate_command", "Simulate a hospital group's day (or a scenario file) and report KPIs, series and a picture."),
 }
 
 

@@ -64,7 +64,7 @@ from numba import njit
 from usher.core.codes import Mode, Outcome, Power, Reason
 from usher.core import state as st
 from usher.core.kernels import _numba_cache_in, cache_dir
-from usher.scenario import (
+from usher.sim.scenario import (
     APP_LABS,
     APP_PACS,
     APP_RECORD,
@@ -118,7 +118,7 @@ class FleetView:
         zone, pool: int64 indices into ``zone_names`` / ``pool_names``.
         down: bool, True while a fault keeps the server off (wishes are ignored).
         want_on: bool, the policy's previous answer.
-        scenario: the :class:`usher.scenario.Scenario` being run.
+        scenario: the :class:`usher.sim.scenario.Scenario` being run.
     """
 
     now: float

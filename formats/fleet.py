@@ -4,7 +4,7 @@ Design: one record layout per kind of object (``PoolSpec``, ``AppSpec``, ``UserS
 ``ServerSpec``, ``SettingsSpec``), written once here as msgspec Structs whose field
 names are the keyword names of the ``usher.Scheduler`` methods. The TOML reader
 validates the whole document against them in one ``msgspec.convert`` call; the trace
-reader (``usher.replay``) derives its ``pool``/``app``/``user``/``server``/``settings``
+reader (``usher.formats.replay``) derives its ``pool``/``app``/``user``/``server``/``settings``
 operations from the same Structs, so the file formats and the trace cannot drift apart.
 A field left out is ``UNSET`` and is not passed on, so the Scheduler's own defaults
 apply. Every error names the file, the line (TOML, CSV) or row (Parquet), the field
