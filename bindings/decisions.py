@@ -101,6 +101,12 @@ class Decisions:
     load_index = property(lambda self: self.rows[:, st.D_LOAD_INDEX])
     pool = property(lambda self: self.rows[:, st.D_POOL])
 
+    @property
+    def names(self) -> tuple:
+        """The scheduler's name lists ``(servers, zones, pools)`` that the ``server``,
+        ``zone`` and ``pool`` indices point into (append-only: an index stays valid)."""
+        return self._names
+
     def __len__(self):
         return self.rows.shape[0]
 

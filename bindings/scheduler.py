@@ -1014,6 +1014,14 @@ class Scheduler(_engine.Engine):
     def pending_timeout(self) -> float:
         return float(self._clockv[st.CK_PENDING_TIMEOUT])
 
+    def header_view(self) -> memoryview:
+        """Read-only live view of the engine's header: int64 counters indexed by the
+        ``H_*`` constants of :mod:`usher.core.state` (``H_LIVE_SESSIONS``, ``H_HOLDERS``,
+        ``H_N_SERVERS``, ``H_SERVER_I_ADDR`` ...). Indexing a memoryview gives a Python
+        int at a fraction of a numpy scalar's cost, for loops that read counters often
+        (the simulator's day). The header never moves, so the view stays valid."""
+        return memoryview(self._header).toreadonly()
+
     def server_field(self, field: str) -> np.ndarray:
         """Read-only view (no copy) of one server field over indices
         0 .. n-1 (removed servers included; see ``present``). Fields:

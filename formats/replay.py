@@ -754,7 +754,7 @@ class Replayer:
                 self._one(first + m, ops[m])
             return end
         names, creator, tally = self.names, self.creator, self._tally
-        server_names, zone_names = b._names[0], b._names[1]  # the scheduler's (append-only) name lists
+        server_names, zone_names = b.names[0], b.names[1]  # the scheduler's (append-only) name lists
         keep, out = self.keep, self._out is not None
         pending, decisions = self._pending_out, self.decisions
         for o, oc, rc, sv, zn, sid, li in zip(run, b.outcome.tolist(), b.reason.tolist(),

@@ -679,7 +679,7 @@ class _Day:
         # the engine's header, read as Python ints (a memoryview index is far cheaper
         # than a numpy scalar): live sessions, licence holders, and the server table's
         # address and size, which check_views() compares with the day's start
-        hdr = memoryview(s._header)
+        hdr = s.header_view()
         H_LIVE, H_HOLD, H_NSRV, H_SADDR = st.H_LIVE_SESSIONS, st.H_HOLDERS, st.H_N_SERVERS, st.H_SERVER_I_ADDR
         table_at = (hdr[H_SADDR], hdr[H_NSRV])
         pending_mv = memoryview(pending_v)
