@@ -11,13 +11,13 @@ The KPI keys and CSV columns are documented in docs/SCENARIOS.md.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 
 import numpy as np
 
-from usher.sim.simulator import SERIES_COLUMNS, ZONE_COLUMNS, DayResult
+from usher.sim.day import DayResult
+from usher.sim.sinks import CsvSink, feed
 
 __all__ = ["HEADLINE", "kpi_table", "compare_table", "write_outputs", "write_series", "plot_day"]
 
@@ -129,34 +129,9 @@ def compare_table(results: dict, title: str = "Policies side by side"):
 
 # ---------------------------------------------------------------- files
 def write_series(result: DayResult, folder) -> tuple[str, str]:
-    """``timeseries.csv`` and ``zones.csv`` in ``folder``; returns their paths."""
-    os.makedirs(folder, exist_ok=True)
-    ts_path = os.path.join(folder, "timeseries.csv")
-    z_path = os.path.join(folder, "zones.csv")
-    ser = result.series
-    n = len(ser["t"])
-    with open(ts_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(SERIES_COLUMNS)
-        cols = [ser[c] for c in SERIES_COLUMNS]
-        for j in range(n):
-            w.writerow([_cell(c[j]) for c in cols])
-    with open(z_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(ZONE_COLUMNS)
-        for j in range(n):
-            for z, zs in result.zones.items():
-                w.writerow([_cell(ser["t"][j]), z, *[_cell(zs[c][j]) for c in ZONE_COLUMNS[2:]]])
-    return ts_path, z_path
-
-
-def _cell(x):
-    x = float(x)
-    if not np.isfinite(x):
-        return ""
-    if x == int(x):
-        return str(int(x))
-    return f"{x:.3f}".rstrip("0")
+    """``timeseries.csv`` and ``zones.csv`` in ``folder`` (through a
+    :class:`usher.sim.sinks.CsvSink`); returns their paths."""
+    return feed(CsvSink(folder), result.series, result.zones).paths
 
 
 def write_outputs(result: DayResult, folder, picture: bool = True) -> list[str]:

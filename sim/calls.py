@@ -1,0 +1,87 @@
+"""Every operation the day applies to the engine: timed, counted and traced.
+
+Design: one place wraps the engine. :meth:`EngineCalls.timed` is the only timed
+call (it adds to ``seconds`` and ``ops``); the other methods are the day's
+operations, each written to the trace (docs/TRACE_FORMAT.md) in the order
+applied, so ``usher replay`` of the trace reproduces the same decisions.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+from usher.sim.scenario import APP_LABS
+
+__all__ = ["EngineCalls"]
+
+
+class EngineCalls:
+    """The engine ``s`` as the day uses it.
+
+    Attributes:
+        seconds: time spent inside the engine; ``launch_seconds``: of that, in
+            launches (kept by the launch handler); ``ops``: operations applied.
+        trace: the :class:`usher.sim.trace.TraceWriter` or None.
+        server_names: list of server names (trace lines).
+        session_names: dict session id -> id of the launch that created it.
+    """
+
+    __slots__ = ("s", "trace", "append", "server_names", "session_names", "seconds", "launch_seconds", "ops")
+
+    def __init__(self, s, trace, server_names, session_names: dict):
+        self.s = s
+        self.trace = trace
+        self.append = trace.append if trace is not None else None
+        self.server_names = server_names
+        self.session_names = session_names
+        self.seconds = 0.0
+        self.launch_seconds = 0.0
+        self.ops = 0
+
+    def timed(self, ops, fn, *args, **kw):
+        """``fn(*args, **kw)``, its time added to ``seconds``, ``ops`` operations counted."""
+        t0 = perf_counter()
+        out = fn(*args, **kw)
+        self.seconds += perf_counter() - t0
+        self.ops += ops
+        return out
+
+    def session(self, fn, op, sid, now):
+        """A session operation ``fn(sid, now)`` (logon_complete, launch_failed,
+        disconnect, logoff), traced as ``op``."""
+        out = self.timed(1, fn, sid, now)
+        if self.append is not None:
+            self.append({"t": now, "op": op, "session": self.session_names[sid]})
+        return out
+
+    def logoff(self, sid, now):
+        return self.session(self.s.logoff, "logoff", sid, now)
+
+    def close_labs(self, sid, now) -> bool:
+        """The second app closes in session ``sid``; True when that ended the session."""
+        ended = self.timed(1, self.s.close_app, sid, APP_LABS, now)
+        if self.append is not None:
+            self.append({"t": now, "op": "close_app", "session": self.session_names[sid], "app": APP_LABS})
+        return ended
+
+    def set_power(self, i, state, now):
+        """Power state of server ``i``; returns the sessions lost (powering off)."""
+        out = self.timed(1, self.s.set_power, int(i), state, now=now)
+        if self.append is not None:
+            self.append({"t": now, "op": "power", "server": self.server_names[i], "state": state})
+        return out
+
+    def set_mode(self, i, mode, now):
+        self.timed(1, self.s.set_mode, int(i), mode, now=now)
+        if self.append is not None:
+            self.append({"t": now, "op": "mode", "server": self.server_names[i], "mode": mode})
+
+    def telemetry(self, idx, cpu, mem, now, traced):
+        """Telemetry of servers ``idx`` (one ``telemetry_many``); ``traced`` (bool per
+        server) says which rows go to the trace."""
+        self.timed(len(idx), self.s.telemetry_many, idx, cpu=cpu, mem=mem, now=now)
+        if self.append is not None:
+            append, names = self.append, self.server_names
+            sel = traced[idx]
+            for i, c, m in zip(idx[sel].tolist(), cpu[sel].tolist(), mem[sel].tolist()):
+                append({"t": now, "op": "telemetry", "server": names[i], "cpu": c, "mem": m})

@@ -1,0 +1,349 @@
+"""The day loop of ``usher simulate``: a hospital group's day through ``usher.Scheduler``.
+
+Design: an event loop over logical time in 1-second ticks. The loop keeps the
+clock and the calendar (:class:`usher.sim.calendar.Calendar`) and dispatches; the
+handlers act. Each tick runs, in this order:
+
+1. server events (:func:`usher.sim.handlers.server_events`): boots and shutdowns
+   that finish, faults (crash, zone outage) and recoveries;
+2. session events (:func:`usher.sim.handlers.session_events`): logons that
+   complete or fail, disconnects, apps that close, visits that end;
+3. the power policy (:func:`usher.sim.handlers.apply_power`, every
+   ``interval_seconds`` of the :class:`usher.planner.power.PowerPolicy`);
+4. the launches of the tick (:func:`usher.sim.handlers.new_visits` for the new
+   arrivals, then :func:`usher.sim.launches.launches`: decisions, then their
+   consequences), and the running peaks;
+5. every ``day.sample_seconds``: telemetry and a KPI sample
+   (:class:`usher.sim.sample.Sampler`) handed to the day's metric sinks
+   (:mod:`usher.sim.sinks`).
+
+The day's mutable state is one :class:`DayState`; the engine is reached only
+through :class:`usher.sim.calls.EngineCalls` (timed, counted, traced); the
+simulator's own ledger of sessions is :class:`usher.sim.books.Books`. Every
+decision comes from the one engine; every operation applied can be written as
+a trace line, in the order applied, so ``usher replay`` of the trace reproduces
+the same decisions.
+
+Speed: the engine's server columns are read through live read-only views taken
+once (``server_field`` is a view, and the simulator never adds a server; each
+sample checks that the table did not move); the header (live sessions, licence
+holders) through a memoryview of Python ints. The cyclic garbage collector is
+paused during the day (its ~10^6 events and visits hold no cycles).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from usher.core import state as st_layout
+from usher.core.codes import Reason
+from usher.planner.power import FixedSchedule, FleetView, PowerPolicy
+from usher.sim.books import Books
+from usher.sim.calendar import Calendar
+from usher.sim.calls import EngineCalls
+from usher.sim.demand import Arrivals, fault_schedule, presample
+from usher.sim.handlers import apply_power, new_visits, server_events, session_events
+from usher.sim.kpis import day_kpis
+from usher.sim.launches import launches
+from usher.sim.sample import Sampler
+from usher.sim.scenario import APP_LABS, APP_PACS, APP_RECORD, POOLS, Scenario, build_scheduler, fleet_layout, \
+    fleet_ops
+from usher.sim.sinks import SERIES_COLUMNS, ZONE_COLUMNS, KpiSink, MetricSink, SeriesSink
+from usher.sim.trace import TraceWriter
+
+__all__ = ["simulate_day", "Day", "DayState", "DayResult", "SERIES_COLUMNS", "ZONE_COLUMNS"]
+
+_TALLY = ("lost", "lost_unbooked", "mismatch", "lost_relaunched", "denied", "retried", "failed", "fresh",
+          "reconnect_missed", "unexpected", "no_user", "requested", "boots", "shutdowns", "crashes", "zone_outages")
+
+
+@dataclass
+class DayState:
+    """What changes during the day (besides the engine, the books and the calendar).
+
+    Attributes:
+        tally: event counters (``lost``, ``denied``, ``boots``, ...; see ``_TALLY``).
+        outcomes, reasons: launches per outcome code / rejection reason code.
+        on_since: per server, when it last came on (-inf: not on).
+        down: bool (n_servers,), True while a fault keeps the server off.
+        want: bool (n_servers,), the power policy's current wish.
+        idle: per hospital, [clinical, imaging] lists of idle user indices.
+        warm: sessions placed at tick 0 whose logon completes at once.
+        decisions: every launch decision (when kept), lists by column.
+        rid: launches named so far; requested: visits started; next_arrival: the
+            next presampled arrival.
+        peak/peak_t, lic_peak, pend_peak/_t/_srv: running peaks (sessions, licence
+            holders, pending logons on one server); pend_full_scan: pending grew
+            without a placement once, so every tick scans every server.
+        server_hours, energy_j: powered server-hours and energy so far.
+    """
+
+    tally: dict
+    outcomes: list
+    reasons: list
+    on_since: list
+    down: np.ndarray
+    want: np.ndarray
+    idle: list
+    warm: list = field(default_factory=list)
+    decisions: dict | None = None
+    rid: int = 0
+    requested: int = 0
+    next_arrival: int = 0
+    peak: int = -1
+    peak_t: int = 0
+    lic_peak: int = 0
+    pend_peak: int = 0
+    pend_peak_t: float = 0.0
+    pend_peak_srv: int = -1
+    pend_full_scan: bool = False
+    server_hours: float = 0.0
+    energy_j: float = 0.0
+
+    @classmethod
+    def start(cls, layout, n_reasons: int, keep_decisions: bool) -> "DayState":
+        """The state at 00:00: every user idle, nothing counted."""
+        n_srv = len(layout.server_names)
+        idle = [[[], []] for _ in range(len(layout.hospital_weight))]
+        for u, (h, img) in enumerate(zip(layout.user_hospital.tolist(), layout.user_imaging.tolist())):
+            idle[h][1 if img else 0].append(u)
+        dec = ({"id": [], "outcome": [], "reason": [], "server": [], "load_index": [], "session": []}
+               if keep_decisions else None)
+        return cls(tally=dict.fromkeys(_TALLY, 0), outcomes=[0] * 4, reasons=[0] * n_reasons,
+                   on_since=[-math.inf] * n_srv, down=np.zeros(n_srv, dtype=bool),
+                   want=np.ones(n_srv, dtype=bool), idle=idle, decisions=dec)
+
+
+@dataclass
+class DayResult:
+    """A simulated day.
+
+    Attributes:
+        kpis: flat dict of KPIs (keys documented in docs/SCENARIOS.md).
+        series: dict column -> ndarray of shape (n_samples,), columns SERIES_COLUMNS.
+        zones: dict zone -> dict column -> ndarray (n_samples,), columns ZONE_COLUMNS[2:].
+        decisions: when asked for, dict of arrays over every launch in order:
+            ``id`` (str), ``outcome``, ``reason``, ``server``, ``load_index`` (int codes /
+            indices, -1 = none), ``session`` (str: id of the launch that created it, or None).
+        scheduler: the engine at the end of the day.
+    """
+
+    kpis: dict
+    series: dict
+    zones: dict
+    scenario: Scenario
+    decisions: dict | None = None
+    scheduler: object = None
+    server_names: list = field(default_factory=list)
+    #: (start, end, label) of each fault, in seconds of the day
+    fault_windows: list = field(default_factory=list)
+
+
+def simulate_day(
+    scenario: Scenario | None = None,
+    *,
+    power_policy: PowerPolicy | None = None,
+    trace: TraceWriter | None = None,
+    keep_decisions: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    sinks: Sequence[MetricSink] = (),
+) -> DayResult:
+    """Run one day of ``scenario`` (default: the embedded hospital day).
+
+    Args:
+        scenario: the day; its ``day.policy`` sets every pool's load balancing,
+            ``day.seed`` seeds everything, ``faults.enabled`` switches faults on.
+        power_policy: a :class:`usher.planner.power.PowerPolicy`; default
+            :class:`usher.planner.power.FixedSchedule`.
+        trace: a :class:`usher.sim.trace.TraceWriter` to write the day as a replay trace.
+        keep_decisions: keep every launch decision in ``DayResult.decisions``.
+        progress: called as ``progress(seconds_done, seconds_total)`` now and then.
+        sinks: further :class:`usher.sim.sinks.MetricSink` s fed with every sample
+            and the KPIs (e.g. a :class:`usher.sim.sinks.CsvSink`).
+    """
+    sc = (scenario or Scenario()).copy().validate()
+    # The day allocates ~10^6 small objects (visits, events, trace lines) that live for
+    # hours of simulated time and hold no reference cycles: the cyclic collector would
+    # scan them again and again and find nothing. Paused for the day.
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        return Day(sc, power_policy, trace, keep_decisions, progress, sinks).run()
+    finally:
+        if gc_on:
+            gc.enable()
+
+
+class Day:
+    """One day: the engine and its views, the books, the calendar, the presampled
+    arrivals, the state; :meth:`run` is the loop. The handlers read these
+    attributes (see :mod:`usher.sim.handlers`)."""
+
+    H_LIVE, H_HOLD = st_layout.H_LIVE_SESSIONS, st_layout.H_HOLDERS
+
+    def __init__(self, sc: Scenario, power_policy=None, trace=None, keep_decisions=False, progress=None,
+                 sinks: Sequence[MetricSink] = ()):
+        self.sc, self.trace, self.progress = sc, trace, progress
+        self.T = sc.seconds
+        t0 = time.perf_counter()
+        self.layout = lay = fleet_layout(sc)
+        ops = fleet_ops(sc, lay)
+        self.s = s = build_scheduler(ops)
+        if trace is not None:
+            for op in ops:
+                trace.append(op)
+            trace.maybe_flush()
+        self.build_seconds = time.perf_counter() - t0
+        self.policy = power_policy or FixedSchedule(sc, lay.server_night_off)
+        self.naming = trace is not None or keep_decisions
+        self.books = Books(len(lay.server_names), self.naming)
+        self.calls = EngineCalls(s, trace, lay.server_names, self.books.names)
+        self.cal = Calendar()
+        self.arrivals: Arrivals = presample(sc, lay, np.random.default_rng([sc.day.seed, 23]))
+        events, self.fault_windows = fault_schedule(sc, lay, np.random.default_rng([sc.day.seed, 29]))
+        for tick, item in events:
+            self.cal.at_server(tick, item)
+        self.state = DayState.start(lay, len(Reason), keep_decisions)
+        self._engine_views()
+        self.user_names = lay.user_names
+        self.user_idx = s.user_indices(lay.user_names)
+        apps = (APP_RECORD, APP_LABS, APP_PACS)
+        self.app_idx = {a: int(i) for a, i in zip(apps, s.app_indices(list(apps)))}
+        self.fresh_s = sc.power.fresh_boot_minutes * 60.0
+        self.W = max(1, sc.sessions.workstations_per_hospital)
+        self.endpoints: dict = {}  # workstation endpoint strings, made once each
+        self.moves = np.zeros((4, len(lay.server_names)), dtype=np.int64)
+        self.sampler = Sampler(self, trace.telemetry if trace is not None else None)
+        self.series_sink, self.kpi_sink = SeriesSink(), KpiSink()
+        self.sinks = [self.series_sink, self.kpi_sink, *sinks]
+
+    def _engine_views(self):
+        """The engine's server columns as live read-only views (no copy), and its
+        header as Python ints; the server table's address and size at the start."""
+        s = self.s
+        self.power_v, self.mode_v, self.sessions_v, self.pending_v, self.li_v = (
+            s.server_field(n) for n in ("power", "mode", "sessions", "pending", "load_index"))
+        self.pending_mv = memoryview(self.pending_v)
+        self.hdr = s.header_view()
+        self._table_at = (self.hdr[st_layout.H_SERVER_I_ADDR], self.hdr[st_layout.H_N_SERVERS])
+
+    def check_views(self):
+        """The views stay valid only while the server table does not move."""
+        if (self.hdr[st_layout.H_SERVER_I_ADDR], self.hdr[st_layout.H_N_SERVERS]) != self._table_at:
+            raise RuntimeError("the engine's server table moved during the day")
+
+    def ws_name(self, h, w):
+        """The endpoint name of workstation ``w`` of hospital ``h`` (made once)."""
+        key = h * self.W + w
+        name = self.endpoints.get(key)
+        if name is None:
+            name = self.endpoints[key] = f"ws-{h:02d}-{w:04d}"
+        return name
+
+    def view(self, now: float) -> FleetView:
+        lay = self.layout
+        return FleetView(now, self.power_v, self.mode_v, self.sessions_v, self.pending_v, self.li_v,
+                         lay.server_max, lay.server_zone, lay.server_pool, self.state.down, self.state.want,
+                         list(self.sc.fleet.zones), list(POOLS), self.sc)
+
+    def track_peaks(self, placed, tick, now):
+        """The running peaks after the tick's launches. The most pending logons on a
+        server: only a placed launch adds one (docs/SEMANTICS.md), so only those
+        servers can top the peak (each sample checks that no other server ever did)."""
+        st = self.state
+        if st.pend_full_scan:
+            pm = int(np.maximum.reduce(self.pending_v)) if len(self.pending_v) else 0
+        elif placed:
+            pm = max(map(self.pending_mv.__getitem__, placed))
+        else:
+            pm = 0
+        if pm > st.pend_peak:
+            st.pend_peak, st.pend_peak_t, st.pend_peak_srv = pm, now, int(self.pending_v.argmax())
+        hdr = self.hdr
+        live = hdr[self.H_LIVE]
+        if live > st.peak:
+            st.peak, st.peak_t = live, tick
+        lic = hdr[self.H_HOLD]
+        if lic > st.lic_peak:
+            st.lic_peak = lic
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> DayResult:
+        """The loop: each tick dispatches its events to the handlers, in order."""
+        T, st, cal = self.T, self.state, self.cal
+        for sink in self.sinks:
+            sink.open(self.sc.fleet.zones, self.sampler.n_samples)
+        t_start = time.perf_counter()
+        policy = self.policy
+        wish0 = policy.initial(self.view(0.0))
+        if wish0 is not None:
+            st.want = np.asarray(wish0, dtype=bool).copy()
+        next_policy, interval = 0, policy.interval_seconds
+        next_sample, period, sample = 0, self.sampler.period, self.sampler.sample
+        progress = self.progress
+        prog_every = max(1, T // 200)
+        next_prog = 0 if progress is not None else T
+        srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
+        counts = self.arrivals.counts
+        tracing = self.trace is not None
+        for tick in range(T):
+            now = float(tick)
+            evs = srv_pop(tick, None)
+            if evs:
+                server_events(self, evs, tick, now)
+            evs = sess_pop(tick, None)
+            if evs:
+                session_events(self, evs, tick, now)
+            if tick >= next_policy:
+                apply_power(self, tick, now, policy.plan(self.view(now)) if tick else st.want)
+                next_policy = tick + interval
+            reqs = launch_pop(tick, None)
+            if reqs:
+                reqs = [r for r in reqs if r[0].gen == r[1]]
+            if counts[tick]:
+                if reqs is None:
+                    reqs = []
+                new_visits(self, tick, reqs)
+            if reqs:
+                self.track_peaks(launches(self, reqs, tick, now), tick, now)
+            if tick == next_sample:
+                if sample(self, now) > st.pend_peak and not st.pend_full_scan:
+                    st.pend_full_scan = True  # pending grew without a placement: scan every tick
+                next_sample = tick + period
+                if tracing:
+                    self.trace.maybe_flush()
+            if tick == next_prog:
+                progress(tick, T)
+                next_prog = tick + prog_every
+        wall = time.perf_counter() - t_start
+        if progress is not None:
+            progress(T, T)
+        return self._finish(wall)
+
+    def _finish(self, wall) -> DayResult:
+        """The books at the end, the KPIs, the sinks closed; the day's result."""
+        st, s = self.state, self.s
+        st.tally["requested"] = st.requested
+        self.series_sink.close()
+        ser, zser = self.series_sink.series, self.series_sink.zones
+        if not self.books.balance(s.server_field("sessions"), s.live_sessions):
+            st.tally["mismatch"] += 1
+        kpis = day_kpis(self, ser, zser, wall)
+        if self.trace is not None:
+            self.trace.flush()
+            kpis["trace.lines"] = self.trace.lines
+        for sink in self.sinks:
+            sink.kpis(kpis)
+            if sink is not self.series_sink:  # closed above: its columns feed the KPIs
+                sink.close()
+        dec = st.decisions
+        if dec is not None:
+            dec = {key: (np.array(val) if key not in ("id", "session") else val) for key, val in dec.items()}
+        return DayResult(self.kpi_sink.values, ser, zser, self.sc, dec, s, list(self.layout.server_names),
+                         list(self.fault_windows))

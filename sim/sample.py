@@ -1,0 +1,115 @@
+"""The sample handler: telemetry for every powered server, then one KPI sample.
+
+Design: every ``day.sample_seconds`` the handler draws the telemetry of the
+powered servers (cpu normals, then memory normals, from a generator seeded by
+``day.seed``), sends it in one ``telemetry_many`` call, computes the fleet and
+zone statistics with the kernels of :mod:`usher.sim.stats` and hands one row
+(:data:`usher.sim.sinks.SERIES_COLUMNS`) and one row per zone to the day's sinks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from usher.core.codes import Reason
+from usher.sim import stats as K
+from usher.sim.scenario import POOLS
+
+__all__ = ["Sampler"]
+
+_NAN = math.nan
+_EMPTY_ZONE = (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, _NAN)
+
+
+class Sampler:
+    """Buffers and generator of the day's samples; call :meth:`sample` each period."""
+
+    def __init__(self, d, trace_telemetry: str | None):
+        sc, lay = d.sc, d.layout
+        tel, pw = sc.telemetry, sc.power
+        n_srv = len(lay.server_names)
+        self.nz = nz = len(sc.fleet.zones)
+        self.period = sc.day.sample_seconds
+        self.n_samples = (d.T + self.period - 1) // self.period
+        # telemetry rows written to the trace: servers whose load rules read it, or all
+        reads = [any(str(r) in ("cpu", "memory") for r in d.s.pool_config(p)["load_rules"]) for p in POOLS]
+        self.traced = (np.array([reads[p] for p in lay.server_pool]) if trace_telemetry == "rules"
+                       else np.ones(n_srv, dtype=bool))
+        self.imaging_factor = np.where(lay.server_pool == 1, tel.imaging_cpu_factor, 1.0)
+        self.normal = np.random.default_rng([sc.day.seed, 31]).standard_normal
+        self.coef = np.array([tel.cpu_idle, tel.cpu_per_session, tel.cpu_per_logon, tel.cpu_noise,
+                              tel.mem_base, tel.mem_per_session, tel.mem_per_logon, tel.mem_noise], dtype=np.float64)
+        self.watts_model = np.array([pw.watts_booting, pw.watts_idle, pw.watts_busy - pw.watts_idle],
+                                    dtype=np.float64)
+        self.idx = np.zeros(n_srv, dtype=np.int64)
+        self.cpu, self.mem, self.watts = np.zeros(n_srv), np.zeros(n_srv), np.zeros(n_srv)
+        self.zone = np.ascontiguousarray(lay.server_zone, dtype=np.int64)
+        self.main = np.ascontiguousarray(lay.server_pool == 0, dtype=np.bool_)  # imbalance: patient-record pool
+        self.max_sessions = np.ascontiguousarray(lay.server_max, dtype=np.int64)
+        self.out = np.zeros(K.STATS_HEAD + K.STATS_ZONE * nz, dtype=np.int64)
+        self.zone_base = [K.STATS_HEAD + K.STATS_ZONE * z for z in range(nz)]
+        self.reason_cols = [4 + int(r) for r in Reason if r != Reason.NONE]
+        self.last_counts = [0] * (4 + len(Reason))
+        self.last_lost = [0, 0]
+
+    def _telemetry(self, d, now):
+        """Telemetry of the powered servers; returns (powered, booting, watts)."""
+        power = d.power_v
+        m = K.powered(power, K.OFF, self.idx)
+        if not m:
+            return 0, 0, 0.0
+        idx, cpu, mem = self.idx[:m], self.cpu[:m], self.mem[:m]
+        n_boot = K.telemetry_rows(idx, power, d.sessions_v, d.pending_v, self.imaging_factor, self.coef,
+                                  self.normal(2 * m), K.BOOTING, self.watts_model, cpu, mem, self.watts)
+        d.calls.telemetry(idx, cpu, mem, now, self.traced)
+        return m, n_boot, float(self.watts[:m].sum())  # numpy's pairwise sum
+
+    def _statistics(self, o):
+        """Fleet statistics and zone rows from the kernel's row ``o`` (a list)."""
+        n_on = o[K.N_ON]
+        if not n_on:
+            return (0, 0, 0, 0, 0, 0, 0, 0), [_EMPTY_ZONE] * self.nz
+        stats = (o[K.S_MAX], o[K.S_P99], o[K.S_SUM] / n_on, o[K.L_P50], o[K.L_P99], o[K.L_MAX],
+                 o[K.L_SUM] / n_on, o[K.PEND_MAX_ON])
+        zrow = []
+        for b in self.zone_base:
+            n_z = o[b + K.Z_N]
+            if n_z:
+                m_n = o[b + K.Z_M_N]
+                rmean = o[b + K.Z_M_SUM] / m_n if m_n else 0.0
+                zrow.append((n_z, o[b + K.Z_S_SUM], o[b + K.Z_S_SUM] / n_z, o[b + K.Z_S_MAX], o[b + K.Z_S_P99],
+                             o[b + K.Z_L_SUM] / n_z, o[b + K.Z_L_P99], o[b + K.Z_L_MAX],
+                             o[b + K.Z_M_MAX] / rmean if rmean > 0 else _NAN))
+            else:
+                zrow.append(_EMPTY_ZONE)
+        return stats, zrow
+
+    def sample(self, d, now):
+        """Telemetry, then the statistics of the servers that are on (after the
+        telemetry: load indexes), to the sinks. Returns the most pending logons on
+        any server (the loop checks its running peak against it)."""
+        d.check_views()
+        st = d.state
+        m, n_boot, watts = self._telemetry(d, now)
+        K.fleet_stats(d.power_v, d.sessions_v, d.li_v, d.pending_v, self.zone, self.main, self.max_sessions,
+                      self.nz, K.ON, self.out)
+        o = self.out.tolist()
+        stats, zrow = self._statistics(o)
+        cnt = st.outcomes + st.reasons
+        dl = [x - y for x, y in zip(cnt, self.last_counts)]
+        self.last_counts[:] = cnt
+        lost, failed = st.tally["lost"], st.tally["failed"]
+        hdr = d.hdr
+        row = (now, hdr[d.H_LIVE], o[K.PEND_SUM], hdr[d.H_HOLD], o[K.N_ON], n_boot, m, o[K.CAPACITY],
+               dl[0] + dl[1] + dl[2] + dl[3], dl[0], dl[1], dl[2], dl[3],
+               *[dl[r] for r in self.reason_cols], lost - self.last_lost[0], failed - self.last_lost[1],
+               *stats, watts, d.arrivals.target[min(int(now), len(d.arrivals.target) - 1)])
+        for sink in d.sinks:
+            sink.sample(row, zrow)
+        self.last_lost[0], self.last_lost[1] = lost, failed
+        dt = min(self.period, d.T - now)
+        st.server_hours += m * dt / 3600.0
+        st.energy_j += watts * dt
+        return o[K.PEND_MAX]
