@@ -1,7 +1,7 @@
 """``usher simulate``: a hospital group's day, with numbers and pictures.
 
 Runs the embedded scenario (docs/SCENARIOS.md) or one overridden by a TOML
-file through :func:`usher.sim.simulator.simulate_day`, prints a KPI table, and
+file through :func:`usher.sim.day.simulate_day`, prints a KPI table, and
 optionally writes the KPIs, the time series and a picture (``--out``), the day
 as a replay trace (``--export-trace``), policies side by side (``--compare``),
 or a sweep over seeds and policies run in parallel processes (``--sweep``).
@@ -12,14 +12,27 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import click
 
 from usher.sim.scenario import POLICIES, Scenario, ScenarioError
+from usher.sim.sweep import sweep
 
-__all__ = ["simulate_command", "run_one", "parse_seeds", "sweep"]
+__all__ = ["simulate_command", "parse_seeds"]
+
+
+class ScenarioFailure(click.ClickException):
+    """A scenario that cannot be run: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+def _console():
+    """stdout's rich Console: the terminal's width, or unlimited when piped (a table
+    is never cut at 80 columns in a file)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=1_000)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -52,42 +65,6 @@ def _policies(text: str) -> list[str]:
     if not out:
         raise click.BadParameter("no policy given")
     return out
-
-
-def run_one(scenario_dict: dict, policy: str, seed: int) -> dict:
-    """One day in this process (the sweep's worker); returns its KPIs."""
-    from usher.sim.simulator import simulate_day
-
-    sc = Scenario.from_plain(scenario_dict).with_changes(day={"policy": policy, "seed": seed})
-    t0 = time.perf_counter()
-    kpis = simulate_day(sc).kpis
-    kpis["run.process_seconds"] = round(time.perf_counter() - t0, 3)
-    return kpis
-
-
-def sweep(scenario: Scenario, seeds, policies, jobs: int | None = None, progress=None):
-    """Every (seed, policy) day in parallel processes. Returns (kpis list, elapsed s,
-    workers). The speed-up against one process is sum(process seconds) / elapsed."""
-    jobs = jobs or os.cpu_count() or 1
-    plan = [(p, sd) for sd in seeds for p in policies]
-    plain = scenario.to_dict()
-    out = []
-    t0 = time.perf_counter()
-    if jobs == 1:
-        for p, sd in plan:
-            out.append(run_one(plain, p, sd))
-            if progress:
-                progress()
-    else:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(plan))) as pool:
-            futures = [pool.submit(run_one, plain, p, sd) for p, sd in plan]
-            for f in as_completed(futures):
-                out.append(f.result())
-                if progress:
-                    progress()
-    elapsed = time.perf_counter() - t0
-    out.sort(key=lambda k: (k["scenario.seed"], policies.index(k["scenario.policy"])))
-    return out, elapsed, min(jobs, len(plan))
 
 
 class _Bar:
@@ -149,7 +126,8 @@ class _Bar:
 @click.option("--compare", default=None, metavar="P1,P2",
               help="Run these policies on the same seeded day and print them side by side.")
 @click.option("--export-trace", "trace_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the day as a replay trace (JSON Lines); `usher replay` gives the same decisions.")
+              help="Write the day as a replay trace (JSON Lines, gzip when the name ends in .gz); "
+                   "`usher replay` gives the same decisions.")
 @click.option("--trace-telemetry", type=click.Choice(["rules", "all"]), default="rules", show_default=True,
               help="Telemetry in the trace: only servers whose load rules read it, or all.")
 @click.option("--sweep", "do_sweep", is_flag=True, help="Run every seed x policy in parallel processes.")
@@ -161,9 +139,7 @@ class _Bar:
 def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trace_path, trace_telemetry,
                      do_sweep, seeds, policies, jobs, progress, as_json):
     """Simulate a hospital group's day on the placement engine and report KPIs."""
-    from rich.console import Console
-
-    console = Console()
+    console = _console()
     try:
         sc = Scenario.from_toml(scenario_path) if scenario_path else Scenario()
         changes = {}
@@ -175,7 +151,7 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
         if faults is not None:
             sc = sc.with_changes(faults={"enabled": faults})
     except ScenarioError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise ScenarioFailure(str(exc)) from None
     if progress is None:
         progress = sys.stderr.isatty()
     if do_sweep and (compare or trace_path):
@@ -190,8 +166,9 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
         _run_compare(console, sc, _policies(compare), progress, out_dir, as_json)
         return
 
+    from usher.sim.day import simulate_day
     from usher.sim.report import kpi_table, write_outputs
-    from usher.sim.simulator import TraceWriter, simulate_day
+    from usher.sim.trace import TraceWriter
 
     writer = TraceWriter(trace_path, telemetry=trace_telemetry) if trace_path else None
     with _Bar(progress) as bar:
@@ -214,8 +191,8 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
 
 
 def _run_compare(console, sc, policies, progress, out_dir, as_json):
-    from usher.sim.report import compare_table, write_outputs
-    from usher.sim.simulator import simulate_day
+    from usher.sim.day import simulate_day
+    from usher.sim.report import compare_table, plot_compare, write_outputs
 
     results = {}
     with _Bar(progress) as bar:
@@ -231,6 +208,7 @@ def _run_compare(console, sc, policies, progress, out_dir, as_json):
         with open(os.path.join(out_dir, "compare.json"), "w") as fh:
             json.dump(kp, fh, indent=1)
             fh.write("\n")
+        plot_compare(results, os.path.join(out_dir, "compare.png"))
     if as_json:
         click.echo(json.dumps(kp, indent=1))
         return
@@ -238,7 +216,7 @@ def _run_compare(console, sc, policies, progress, out_dir, as_json):
                                 + (", faults on" if sc.faults.enabled else "")))
     console.print("wall time: " + ", ".join(f"{p} {k['run.wall_seconds']:.2f} s" for p, k in kp.items()))
     if out_dir:
-        console.print(f"wrote {out_dir}/compare.json and one folder per policy")
+        console.print(f"wrote {out_dir}/compare.json, {out_dir}/compare.png and one folder per policy")
 
 
 def _run_sweep(console, sc, seeds, policies, jobs, progress, out_dir, as_json):

@@ -4,7 +4,8 @@
 - :func:`write_outputs`: ``kpis.json`` (every KPI, flat keys), ``timeseries.csv``
   (one row per sample), ``zones.csv`` (one row per sample and zone) and
   ``report.png`` into a folder;
-- :func:`plot_day`: the picture (matplotlib, Agg backend, no display needed).
+- :func:`plot_day`: the picture (matplotlib, Agg backend, no display needed);
+- :func:`plot_compare`: policies of the same day side by side (``compare.png``).
 
 The KPI keys and CSV columns are documented in docs/SCENARIOS.md.
 """
@@ -19,7 +20,7 @@ import numpy as np
 from usher.sim.day import DayResult
 from usher.sim.sinks import CsvSink, feed
 
-__all__ = ["HEADLINE", "kpi_table", "compare_table", "write_outputs", "write_series", "plot_day"]
+__all__ = ["HEADLINE", "kpi_table", "compare_table", "write_outputs", "write_series", "plot_day", "plot_compare"]
 
 
 def _int(v):
@@ -176,7 +177,7 @@ def plot_day(result: DayResult, path) -> str:
     k, ser = result.kpis, result.series
     hours = result.scenario.day.hours
     h = ser["t"] / 3600.0
-    fig, axes = plt.subplots(2, 2, figsize=(16, 9.5), dpi=110)
+    fig, axes = plt.subplots(2, 2, figsize=(16, 10), dpi=110)
     (a1, a2), (a3, a4) = axes
     title = (f"{k['scenario.name']} — policy {k['scenario.policy']}, seed {k['scenario.seed']}"
              f"{', faults on' if k['scenario.faults'] else ''} — {k['scenario.servers']:,} servers, "
@@ -187,18 +188,20 @@ def plot_day(result: DayResult, path) -> str:
              f"{k['power.server_hours']:,.0f} server-hours, {k['power.energy_kwh']:,.0f} kWh")
     fig.suptitle(title, fontsize=12)
 
-    # 1. sessions vs powered capacity
+    # 1. sessions vs powered capacity; the demand curve on top (it follows the sessions
+    # closely), the legend below the panel so it hides neither the night nor the peak
     a1.fill_between(h, 0, ser["capacity"], step="post", color="#c7dcef", label="powered capacity (seats on servers that are on)")
     a1.plot(h, ser["sessions"], color="#08519c", lw=1.8, label="simultaneous sessions")
-    a1.plot(h, ser["target"], color="#08519c", lw=0.8, ls=":", label="demand curve (configured)")
+    a1.plot(h, ser["target"], color="#e7298a", lw=1.3, ls=(0, (4, 2)), zorder=5,
+            label="demand curve (configured)")
     cap = k.get("licences.cap")
     if cap:
         a1.axhline(cap, color="#6a3d9a", ls="--", lw=1, label=f"licence cap {cap:,}")
     a1.plot(h, ser["pending"] * 10, color="#ff7f0e", lw=0.8, label="logons in progress ×10")
     a1.set_title("Sessions over the day against powered capacity", fontsize=11)
     a1.set_ylabel("sessions / seats")
-    a1.legend(fontsize=8, loc="upper left")
-    a1.set_ylim(0, max(float(ser["capacity"].max()), float(cap or 0), float(ser["sessions"].max())) * 1.32)
+    a1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=3, frameon=False)
+    a1.set_ylim(0, max(float(ser["capacity"].max()), float(cap or 0), float(ser["sessions"].max())) * 1.1)
     _hours_axis(a1, hours)
     _shade_faults(a1, result)
 
@@ -272,6 +275,46 @@ def plot_day(result: DayResult, path) -> str:
              f"energy model: {k['power.watts_idle']:.0f} W idle to {k['power.watts_busy']:.0f} W at 100 % cpu, "
              f"{k['power.watts_booting']:.0f} W booting", fontsize=8, color="#555555")
     fig.tight_layout(rect=(0, 0.015, 1, 0.955))
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_compare(results: dict, path) -> str:
+    """compare.png: the same day under each policy, one line per policy in three
+    panels side by side — simultaneous sessions, servers on, rejected launches per
+    5 minutes. ``results`` maps a policy name to its :class:`DayResult`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(18, 5.5), dpi=110)
+    first = next(iter(results.values()))
+    hours = first.scenario.day.hours
+    S = first.scenario.day.sample_seconds
+    per = max(1, int(round(300 / S)))
+    for name, r in results.items():
+        ser = r.series
+        h = ser["t"] / 3600.0
+        k = r.kpis
+        a1.plot(h, ser["sessions"], lw=1.4, label=f"{name} (peak {k['sessions.peak']:,})")
+        a2.plot(h, ser["servers_on"], lw=1.4, label=f"{name} ({k['power.server_hours']:,.0f} server-hours)")
+        n = len(h) // per * per
+        rej = ser["rejected"][:n].reshape(-1, per).sum(1)
+        a3.step(h[:n:per], rej, where="post", lw=1.2, label=f"{name} ({k['launches.rejected']:,} rejected)")
+    for ax, title, ylabel in ((a1, "Simultaneous sessions", "sessions"), (a2, "Servers on", "servers"),
+                              (a3, "Rejected launches per 5 minutes", "per 5 min")):
+        ax.set_title(title, fontsize=11)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
+        _hours_axis(ax, hours)
+        _shade_faults(ax, first)
+    k = first.kpis
+    fig.suptitle(f"{k['scenario.name']}, seed {k['scenario.seed']}"
+                 f"{', faults on' if k['scenario.faults'] else ''}: policies side by side", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path)
     plt.close(fig)
     return str(path)
