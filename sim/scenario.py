@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from usher.core.codes import LoadRule
+from usher.core.config import MAX_WEIGHT, MIN_WEIGHT
 from usher.errors import InvalidArgument
 
 __all__ = [
@@ -70,10 +72,15 @@ class ScenarioError(InvalidArgument):
 
 
 def clock_seconds(value, field_name="time") -> float:
-    """``"07:30"`` (or ``"07:30:15"``, or a number of seconds) as seconds of the day."""
+    """``"07:30"`` (or ``"07:30:15"``, or a number of seconds) as seconds of the day.
+
+    Hours 0-24, minutes and seconds 0-59, at most ``24:00``; a number must be a
+    finite count of seconds in [0, 86400]."""
     if isinstance(value, bool):
         raise ScenarioError(field_name, value, "must be a clock time 'HH:MM' or seconds")
     if isinstance(value, (int, float)):
+        if not (math.isfinite(value) and 0 <= value <= DAY_SECONDS):
+            raise ScenarioError(field_name, value, "seconds of the day must be in [0, 86400]")
         return float(value)
     if isinstance(value, str):
         parts = value.strip().split(":")
@@ -81,10 +88,13 @@ def clock_seconds(value, field_name="time") -> float:
             nums = [float(p) for p in parts]
         except ValueError:
             nums = []
-        if 2 <= len(nums) <= 3:
+        if 2 <= len(nums) <= 3 and all(math.isfinite(x) and x >= 0 for x in nums):
             h, m = nums[0], nums[1]
             sec = nums[2] if len(nums) == 3 else 0.0
-            return h * 3600.0 + m * 60.0 + sec
+            total = h * 3600.0 + m * 60.0 + sec
+            if h <= 24 and m < 60 and sec < 60 and total <= DAY_SECONDS:
+                return total
+            raise ScenarioError(field_name, value, "not a time of the day (00:00 to 24:00)")
     raise ScenarioError(field_name, value, "must be a clock time 'HH:MM' or seconds")
 
 
@@ -355,44 +365,205 @@ class Scenario:
         )
 
     def validate(self, source="scenario"):
-        d, f, dm, p = self.day, self.fleet, self.demand, self.power
-        if d.policy not in POLICIES:
-            raise ScenarioError(f"{source}: [day] policy", d.policy, f"must be one of {', '.join(POLICIES)}")
-        checks = [
-            ("day", "seed", d.seed, 0, 2**31 - 1), ("day", "hours", d.hours, 1 / 60, 24.0),
-            ("day", "sample_seconds", d.sample_seconds, 1, 3600),
-            ("fleet", "servers", f.servers, len(f.zones), None), ("fleet", "hospitals", f.hospitals, 1, None),
-            ("fleet", "users", f.users, 1, None), ("fleet", "max_sessions", f.max_sessions, 1, None),
-            ("fleet", "licences", f.licences, 0, None),
-            ("demand", "peak_sessions", dm.peak_sessions, 0, None),
-            ("demand", "mean_session_hours", dm.mean_session_hours, 1e-3, None),
-            ("power", "boot_seconds", p.boot_seconds, 0, None),
-            ("power", "policy_interval_seconds", p.policy_interval_seconds, 1, None),
-        ]
-        for table, key, v, lo, hi in checks:
-            if (lo is not None and v < lo) or (hi is not None and v > hi):
-                raise ScenarioError(f"{source}: [{table}] {key}", v,
-                                    f"must be in [{lo}, {hi if hi is not None else 'inf'}]")
-        if not f.zones or len(set(f.zones)) != len(f.zones):
-            raise ScenarioError(f"{source}: [fleet] zones", f.zones, "must be distinct zone names")
-        for key in ("imaging_fraction", "remote_fraction", "imaging_user_fraction"):
-            if not 0.0 <= getattr(f, key) <= 1.0:
-                raise ScenarioError(f"{source}: [fleet] {key}", getattr(f, key), "must be in [0, 1]")
-        if f.imaging_fraction + f.remote_fraction >= 1.0:
-            raise ScenarioError(f"{source}: [fleet] imaging_fraction", f.imaging_fraction,
-                                "imaging_fraction + remote_fraction must leave records servers")
-        knots = [clock_seconds(t, f"{source}: [demand] curve") for t, _ in dm.curve]
-        if knots != sorted(knots) or knots[0] > 0 or knots[-1] < DAY_SECONDS:
-            raise ScenarioError(f"{source}: [demand] curve", dm.curve,
-                                "clock times must increase and cover 00:00 to 24:00")
-        if self.faults.zone_outage and self.faults.zone_outage not in f.zones:
-            raise ScenarioError(f"{source}: [faults] zone_outage", self.faults.zone_outage,
-                                f"not a zone of the fleet ({', '.join(f.zones)})")
+        """Check every knob up front (ranges, sizes, clock times, lists); raise a
+        :class:`ScenarioError` naming ``source``, the table and key, and the value."""
+        _check_sizes(self, source)
+        for (table, key), (lo, hi, lo_open) in RANGES.items():
+            _check_range(source, table, key, getattr(getattr(self, table), key), lo, hi, lo_open)
+        _check_fleet(self, source)
+        _check_demand(self, source)
+        _check_clocks(self, source)
         return self
 
     @property
     def seconds(self) -> int:
         return int(round(self.day.hours * 3600))
+
+
+# ---------------------------------------------------------------- validation
+#: documented size limits (docs/SCENARIOS.md): checked before anything is allocated
+MAX_SERVERS = 100_000
+MAX_USERS = 1_000_000
+MAX_HOSPITALS = 10_000
+MAX_ZONES = 64
+MAX_PEAK_SESSIONS = 200_000
+#: bound on the day's arrivals: peak_sessions * hours / mean_session_hours * (1 + shift_churn)
+MAX_ARRIVALS_BOUND = 2_000_000
+
+_SHARE = (0.0, 1.0, False)
+#: (table, key) -> (low, high, low excluded); None = unbounded. Checked in this order.
+RANGES = {
+    ("day", "seed"): (0, 2**31 - 1, False),
+    ("day", "hours"): (1 / 60, 24.0, False),
+    ("day", "sample_seconds"): (1, 3600, False),
+    ("day", "launch_batch_min"): (1, None, False),
+    ("fleet", "hospitals"): (1, MAX_HOSPITALS, False),
+    ("fleet", "hospital_size_skew"): (0.0, 10.0, False),
+    ("fleet", "users"): (1, MAX_USERS, False),
+    ("fleet", "max_sessions"): (1, 10_000, False),
+    ("fleet", "large_every"): (0, None, False),
+    ("fleet", "large_max_sessions"): (1, 10_000, False),
+    ("fleet", "large_weight"): (MIN_WEIGHT, MAX_WEIGHT, False),
+    ("fleet", "imaging_max_sessions"): (1, 10_000, False),
+    ("fleet", "remote_max_sessions"): (1, 10_000, False),
+    ("fleet", "licences"): (0, 100_000_000, False),
+    ("fleet", "imaging_fraction"): _SHARE,
+    ("fleet", "remote_fraction"): _SHARE,
+    ("fleet", "imaging_user_fraction"): _SHARE,
+    ("fleet", "logon_tolerance"): (0, 10_000, False),
+    ("fleet", "cpu_full"): (0.0, 100.0, True),
+    ("fleet", "memory_full"): (0.0, 100.0, True),
+    ("fleet", "sinbin_seconds"): (0.0, 86_400.0, False),
+    ("fleet", "pending_timeout"): (0.0, 86_400.0, True),
+    ("demand", "peak_sessions"): (0, MAX_PEAK_SESSIONS, False),
+    ("demand", "smoothing_minutes"): (0.0, 720.0, False),
+    ("demand", "mean_session_hours"): (1e-3, 48.0, False),
+    ("demand", "shift_churn"): (0.0, 100.0, False),
+    ("demand", "shift_width_minutes"): (0.0, 720.0, True),
+    ("demand", "imaging_share"): _SHARE,
+    ("demand", "external_share_day"): _SHARE,
+    ("demand", "external_share_night"): _SHARE,
+    ("demand", "visiting_share"): _SHARE,
+    ("sessions", "logon_median_seconds"): (0.0, 3600.0, True),
+    ("sessions", "logon_sigma"): (0.0, 5.0, False),
+    ("sessions", "logon_min_seconds"): (0.0, 3600.0, False),
+    ("sessions", "logon_max_seconds"): (0.0, 3600.0, False),
+    ("sessions", "launch_failure_rate"): _SHARE,
+    ("sessions", "failure_detect_seconds"): (1, 3600, False),
+    ("sessions", "retry_after_seconds"): (1, 3600, False),
+    ("sessions", "max_retries"): (0, 100, False),
+    ("sessions", "second_app_share"): _SHARE,
+    ("sessions", "second_app_close_share"): _SHARE,
+    ("sessions", "disconnect_share"): _SHARE,
+    ("sessions", "reconnect_share"): _SHARE,
+    ("sessions", "reconnect_gap_median_minutes"): (0.0, 1440.0, True),
+    ("sessions", "comeback_median_seconds"): (0.0, 86_400.0, True),
+    ("sessions", "workstations_per_hospital"): (1, 100_000, False),
+    **{("telemetry", k): (0.0, 100.0, False) for k in (
+        "cpu_idle", "cpu_per_session", "cpu_per_logon", "cpu_noise", "imaging_cpu_factor", "mem_base",
+        "mem_per_session", "mem_per_logon", "mem_noise")},
+    ("power", "night_off_records"): _SHARE,
+    ("power", "night_off_imaging"): _SHARE,
+    ("power", "night_off_remote"): _SHARE,
+    ("power", "boot_seconds"): (0, 86_400, False),
+    ("power", "shutdown_seconds"): (0, 86_400, False),
+    ("power", "policy_interval_seconds"): (1, 86_400, False),
+    ("power", "fresh_boot_minutes"): (0.0, 1440.0, False),
+    ("power", "watts_idle"): (0.0, 100_000.0, False),
+    ("power", "watts_busy"): (0.0, 100_000.0, False),
+    ("power", "watts_booting"): (0.0, 100_000.0, False),
+    ("faults", "server_crashes"): (0, 1000, False),
+    ("faults", "reboot_minutes"): (0.0, 1440.0, False),
+    ("faults", "zone_outage_minutes"): (0.0, 1440.0, False),
+}
+
+
+def _fail(source, table, key, value, reason):
+    raise ScenarioError(f"{source}: [{table}] {key}", value, reason)
+
+
+def _check_range(source, table, key, v, lo, hi, lo_open=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        _fail(source, table, key, v, "must be a finite number")
+    if (v <= lo if lo_open else v < lo) or (hi is not None and v > hi):
+        _fail(source, table, key, v, f"must be in {'(' if lo_open else '['}{lo}, "
+                                     f"{hi if hi is not None else 'inf'}]")
+
+
+def _check_sizes(sc, source):
+    """The sizes first, so a huge value is refused before anything is allocated."""
+    f, dm, d = sc.fleet, sc.demand, sc.day
+    if not isinstance(f.zones, list) or not 1 <= len(f.zones) <= MAX_ZONES:
+        _fail(source, "fleet", "zones", f.zones, f"must be a list of 1 to {MAX_ZONES} zone names")
+    if not all(isinstance(z, str) and z for z in f.zones) or len(set(f.zones)) != len(f.zones):
+        _fail(source, "fleet", "zones", f.zones, "must be distinct, non-empty zone names")
+    _check_range(source, "fleet", "servers", f.servers, len(f.zones), MAX_SERVERS)
+    for key, hi in (("hospitals", MAX_HOSPITALS), ("users", MAX_USERS)):
+        _check_range(source, "fleet", key, getattr(f, key), 1, hi)
+    _check_range(source, "demand", "peak_sessions", dm.peak_sessions, 0, MAX_PEAK_SESSIONS)
+    _check_range(source, "day", "hours", d.hours, 1 / 60, 24.0)
+    _check_range(source, "demand", "mean_session_hours", dm.mean_session_hours, 1e-3, 48.0)
+    _check_range(source, "demand", "shift_churn", dm.shift_churn, 0.0, 100.0)
+    bound = dm.peak_sessions * d.hours / dm.mean_session_hours * (1.0 + dm.shift_churn)
+    if bound > MAX_ARRIVALS_BOUND:
+        _fail(source, "demand", "peak_sessions", dm.peak_sessions,
+              f"peak_sessions * hours / mean_session_hours * (1 + shift_churn) = {bound:,.0f} "
+              f"exceeds {MAX_ARRIVALS_BOUND:,} (the day's arrivals would not fit)")
+
+
+def _check_fleet(sc, source):
+    f, fl = sc.fleet, sc.faults
+    if sc.day.policy not in POLICIES:
+        _fail(source, "day", "policy", sc.day.policy, f"must be one of {', '.join(POLICIES)}")
+    if f.imaging_fraction + f.remote_fraction >= 1.0:
+        _fail(source, "fleet", "imaging_fraction", f.imaging_fraction,
+              "imaging_fraction + remote_fraction must leave records servers")
+    rules = [str(r) for r in LoadRule]
+    for key in ("records_load_rules", "imaging_load_rules"):
+        v = getattr(f, key)
+        if not v or not all(isinstance(r, str) and r in rules for r in v):
+            _fail(source, "fleet", key, v, f"must be a non-empty list of {', '.join(rules)}")
+    if fl.zone_outage and fl.zone_outage not in f.zones:
+        _fail(source, "faults", "zone_outage", fl.zone_outage, f"not a zone of the fleet ({', '.join(f.zones)})")
+    ss = sc.sessions
+    if ss.logon_min_seconds > ss.logon_max_seconds:
+        _fail(source, "sessions", "logon_min_seconds", ss.logon_min_seconds,
+              f"must not exceed logon_max_seconds ({ss.logon_max_seconds})")
+
+
+def _check_demand(sc, source):
+    dm = sc.demand
+    if not isinstance(dm.curve, list) or len(dm.curve) < 2:
+        _fail(source, "demand", "curve", dm.curve, "must be a list of [clock time, fraction] pairs")
+    knots = []
+    for point in dm.curve:
+        if not isinstance(point, list) or len(point) != 2:
+            _fail(source, "demand", "curve", point, "each point must be [clock time, fraction]")
+        knots.append(clock_seconds(point[0], f"{source}: [demand] curve"))
+        v = point[1]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 <= v <= 10):
+            _fail(source, "demand", "curve", point, "a fraction of peak_sessions must be a number in [0, 10]")
+    if knots != sorted(knots) or knots[0] > 0 or knots[-1] < DAY_SECONDS:
+        _fail(source, "demand", "curve", dm.curve, "clock times must increase and cover 00:00 to 24:00")
+
+
+def _check_clocks(sc, source):
+    dm, pw, fl = sc.demand, sc.power, sc.faults
+    if not isinstance(dm.shift_changes, list):
+        _fail(source, "demand", "shift_changes", dm.shift_changes, "must be a list of clock times")
+    for t in dm.shift_changes:
+        clock_seconds(t, f"{source}: [demand] shift_changes")
+    for table, key in (("demand", "day_starts"), ("demand", "day_ends"), ("power", "off_at"),
+                       ("power", "on_at"), ("faults", "zone_outage_at")):
+        clock_seconds(getattr(getattr(sc, table), key), f"{source}: [{table}] {key}")
+    if not isinstance(fl.crash_window, list) or len(fl.crash_window) != 2:
+        _fail(source, "faults", "crash_window", fl.crash_window, "must be [start, end] clock times")
+    for t in fl.crash_window:
+        clock_seconds(t, f"{source}: [faults] crash_window")
+    if fl.enabled and fl.server_crashes:
+        day_servers = sc.fleet.servers - _night_servers(sc)
+        if fl.server_crashes > day_servers:
+            _fail(source, "faults", "server_crashes", fl.server_crashes,
+                  f"more than the {day_servers} servers on in the day")
+
+
+def _night_servers(sc) -> int:
+    """How many servers the fixed schedule switches off at night (as fleet_layout)."""
+    f, pw = sc.fleet, sc.power
+    nz = len(f.zones)
+    n_img = int(round(f.servers * f.imaging_fraction))
+    n_rem = int(round(f.servers * f.remote_fraction))
+    spans = {1: (0, n_img), 2: (n_img, n_img + n_rem), 0: (n_img + n_rem, f.servers)}
+    share = {0: pw.night_off_records, 1: pw.night_off_imaging, 2: pw.night_off_remote}
+
+    def below(b, z):  # servers i < b in zone z (server i is in zone i % nz)
+        return (b - z + nz - 1) // nz if b > z else 0
+
+    total = 0
+    for p, (a, b) in spans.items():
+        for z in range(nz):
+            total += int(round((below(b, z) - below(a, z)) * share[p]))
+    return total
 
 
 def _deepcopy(v):
