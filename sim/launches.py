@@ -43,7 +43,6 @@ def decide(d, reqs, now):
     """The engine's decisions for ``reqs`` (list of (visit, generation, kind)), in
     order: a list of (app, endpoint, outcome, reason, server, session, load index)."""
     calls = d.calls
-    t_in = calls.seconds
     if len(reqs) >= d.sc.day.launch_batch_min:
         apps, eps = [], []
         for v, _, kind in reqs:
@@ -54,19 +53,26 @@ def decide(d, reqs, now):
         a_i = np.array([d.app_idx[a] for a in apps], dtype=np.int64)
         locs = [r[0].loc for r in reqs]
         ext = np.array([r[0].ext for r in reqs])
+        t_in = calls.seconds
         b = calls.timed(len(reqs), d.s.launch_many, users, a_i, locations=locs, endpoints=eps, external=ext,
                         now=now)
+        calls.launch_seconds += calls.seconds - t_in
         rows = list(zip(apps, eps, b.outcome.tolist(), b.reason.tolist(), b.server.tolist(),
                         b.session.tolist(), b.load_index.tolist()))
     else:
-        rows = []
-        timed, launch = calls.timed, d.s.launch
+        ws_name, ws2 = d.ws_name, d.arrivals.ws2
+        apps, eps, todo = [], [], []
         for v, _, kind in reqs:
-            app, ep = _app_and_endpoint(d, v, kind)
-            dd = timed(1, launch, v.uname, app, v.loc, ep, v.ext, now)
-            rows.append((app, ep, dd.outcome_code, dd.reason_code, dd.server_index, dd.session_id,
-                         dd.load_index_value))
-    calls.launch_seconds += calls.seconds - t_in
+            if kind == L_SECOND:
+                app = APP_LABS
+            else:
+                app = v.app
+                if kind == L_RECONNECT:
+                    v.ep = f"home-{v.user}-2" if v.ext else ws_name(v.h, ws2[v.a])
+            apps.append(app)
+            eps.append(v.ep)
+            todo.append((v.uname, app, v.loc, v.ep, v.ext))
+        rows = [(app, ep, *dec) for app, ep, dec in zip(apps, eps, calls.launch_each(todo, now))]
     return rows
 
 
