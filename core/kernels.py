@@ -157,24 +157,24 @@ _ACTIVE = int(codes.SessionState.ACTIVE)
 _DISCONNECTED = int(codes.SessionState.DISCONNECTED)
 _OFF = int(codes.Power.OFF)
 
-#: Session operations (``session_op``'s ``op`` argument).
-OP_LOGON_COMPLETE = 0
-OP_DISCONNECT = 1
-OP_LOGOFF = 2
-OP_LAUNCH_FAILED = 3
-OP_CLOSE_APP = 4
+#: Session operations (``session_op``'s ``op`` argument): ``codes.SessionOp``.
+OP_LOGON_COMPLETE = int(codes.SessionOp.LOGON_COMPLETE)
+OP_DISCONNECT = int(codes.SessionOp.DISCONNECT)
+OP_LOGOFF = int(codes.SessionOp.LOGOFF)
+OP_LAUNCH_FAILED = int(codes.SessionOp.LAUNCH_FAILED)
+OP_CLOSE_APP = int(codes.SessionOp.CLOSE_APP)
 
-#: Server operations (``server_op``'s ``op`` argument).
-OP_POWER = 0
-OP_REGISTERED = 1
-OP_MODE = 2
-OP_EVICT = 3  # end every session and take the server out (remove_server)
+#: Server operations (``server_op``'s ``op`` argument): ``codes.ServerOp``.
+OP_POWER = int(codes.ServerOp.POWER)
+OP_REGISTERED = int(codes.ServerOp.REGISTERED)
+OP_MODE = int(codes.ServerOp.MODE)
+OP_EVICT = int(codes.ServerOp.EVICT)
 
-#: Telemetry fields present (``telemetry``'s ``mask`` argument).
-T_CPU = 1
-T_MEM = 2
-T_DISK_QUEUE = 4
-T_CUSTOM = 8
+#: Telemetry fields present (``telemetry``'s ``mask`` argument): ``codes.TelemetryField``.
+T_CPU = int(codes.TelemetryField.CPU)
+T_MEM = int(codes.TelemetryField.MEM)
+T_DISK_QUEUE = int(codes.TelemetryField.DISK_QUEUE)
+T_CUSTOM = int(codes.TelemetryField.CUSTOM)
 _RULE_CPU = 1 << int(codes.LoadRule.CPU)
 _RULE_MEMORY = 1 << int(codes.LoadRule.MEMORY)
 _RULE_DISK_QUEUE = 1 << int(codes.LoadRule.DISK_QUEUE)
