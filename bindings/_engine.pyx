@@ -113,9 +113,9 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_trylock(pthread_mutex_t*)
     int pthread_mutex_unlock(pthread_mutex_t*)
 
-from usher.core.codes import Outcome, Reason, ZoneChoice, binding_constants as _binding_constants
+from usher.core.codes import Outcome, Reason, SessionState, ZoneChoice, binding_constants as _binding_constants
 from usher.errors import (
-    InvalidArgument, TimeWentBackwards, UnknownApp, raise_for_status,
+    InvalidArgument, TimeWentBackwards, UnknownApp, raise_for_status, session_text,
 )
 
 ctypedef int64_t (*launch_fn)(int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
@@ -177,7 +177,12 @@ cdef class Decision:
         reason: :class:`usher.Reason`, or None unless the outcome is REJECTED.
         server: name of the server (None when rejected); ``server_index`` its index.
         zone: zone of that server (None when rejected).
-        session: id of the session placed, reconnected or shared into (None when rejected).
+        session: id of the session placed, reconnected or shared into (None when
+            rejected): an int, opaque, to pass back to ``logon_complete``,
+            ``logoff`` and the other session calls. It is ``generation << 32 |
+            slot`` (slot: the session's record; generation: how many sessions
+            that record has held), so an id is never reused; ``repr`` and error
+            messages show it in hex with the halves apart, ``0x1_00000003``.
         load_index: the server's load index after the decision (None when rejected).
         pool: the pool of the session (None when rejected).
         zone_choice: :class:`usher.ZoneChoice` — why the zone was chosen (PLACED only).
@@ -260,7 +265,7 @@ cdef class Decision:
         if self.outcome_code == OUTCOME_REJECTED:
             return f"Decision(rejected, reason={self.reason!s})"
         return (f"Decision({self.outcome!s}, server={self.server!r}, zone={self.zone!r}, "
-                f"session={self.session}, load_index={self.load_index})")
+                f"session={session_text(self.session_id)}, load_index={self.load_index})")
 
 
 cdef Decision make_decision(const int64_t* row, object names, object explanation):
@@ -513,6 +518,19 @@ cdef class KeyTable:
         return True
 
 
+cdef dict _OP_NEEDS = {
+    SESSION_OP_LOGON_COMPLETE: ("logon_complete", "a launching session"),
+    SESSION_OP_LAUNCH_FAILED: ("launch_failed", "a launching session"),
+    SESSION_OP_DISCONNECT: ("disconnect", "an active or launching session"),
+}
+
+
+cdef str _state_detail(int64_t op, int64_t state):
+    """The message of a session operation refused in ``state`` (BAD_SESSION_STATE)."""
+    name, needs = _OP_NEEDS.get(op, ("the operation", "another state"))
+    return f"the session is {SessionState(state)}; {name} applies to {needs}"
+
+
 cdef class Engine:
     """State pointers, kernel pointers and the hot operations (see module doc)."""
 
@@ -625,6 +643,8 @@ cdef class Engine:
         if isnan(t) or isinf(t):
             raise InvalidArgument("now", now, "must be a finite number of seconds")
         if t < self._clk[CK_NOW]:
+            if now is None:  # the clock's reading is the value that is wrong
+                raise TimeWentBackwards("now", t, f"the clock read earlier than the previous operation ({self._clk[CK_NOW]})")
             raise TimeWentBackwards("now", now, f"earlier than the previous operation ({self._clk[CK_NOW]})")
         return t
 
@@ -986,7 +1006,9 @@ cdef class Engine:
             pthread_mutex_unlock(self._lock)
         ended = out[0] == 1
         if status == STATUS_APP_NOT_IN_SESSION:  # the app is the bad value
-            raise_for_status(status, "app", self._app_names[arg], f"not running in session {session}")
+            raise_for_status(status, "app", self._app_names[arg], f"not running in session {session_text(session)}")
+        if status == STATUS_BAD_SESSION_STATE:  # the kernel wrote the session's state
+            raise_for_status(status, "session", session, _state_detail(op, out[0]))
         if status != 0:
             raise_for_status(status, "session", session)
         return ended

@@ -92,7 +92,7 @@ GROUP_FIELDS = (
     "zone",
     "tags",
     "n_servers",
-    "n_available",  # servers on, registered and enabled (full or not)
+    "n_available",  # servers available (eligibility.available): counted by build_trees, kept by server_op
     "tree_off",  # the group's first block (row) in the tree table
     "tree_cap",  # leaves (a power of eight); node 1 is the root (see tree.py)
 )
