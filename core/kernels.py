@@ -186,12 +186,14 @@ class _CompileNotice:
 
     def __init__(self):
         self.started = False
+        self.mid_line = False  # the last thing written is this notice's unfinished line
         self.compiled = 0
 
     def _write(self, text):
         if sys.stderr is not None:
             sys.stderr.write(text)
             sys.stderr.flush()
+        self.mid_line = not text.endswith("\n")
 
     def missed(self):
         if not self.started:
@@ -200,12 +202,18 @@ class _CompileNotice:
 
     def saved(self):
         self.compiled += 1
-        self._write(".")
+        self._write("." if self.mid_line else "usher: compiling ." if self.started else "")
+
+    def interrupt(self):
+        """End the unfinished line, before something else writes to stderr."""
+        if self.mid_line:
+            self._write("\n")
 
     def finish(self, failed=False):
         if self.started:
-            self._write(" failed\n" if failed else f" done ({self.compiled} kernels)\n")
-        self.started = False
+            prefix = " " if self.mid_line else "usher: compiling "
+            self._write(prefix + ("failed\n" if failed else f"done ({self.compiled} kernels)\n"))
+        self.started = self.mid_line = False
         self.compiled = 0
 
 
@@ -252,9 +260,11 @@ class _CheckedCache:
         try:
             found = self._cache.load_overload(sig, target_context)
         except Exception as exc:  # noqa: BLE001 - whatever the damage, the cure is the same
-            path = _unreadable_file(self._cache)
-            warnings.warn(f"usher: dropped an unreadable compiled kernel, {path} ({type(exc).__name__}: {exc}); "
-                          "compiling it again", RuntimeWarning, stacklevel=2)
+            # one line, placed at the damaged file: "<file>:0: RuntimeWarning: usher: ..."
+            _notice.interrupt()
+            warnings.warn_explicit(
+                f"usher: dropped an unreadable compiled kernel ({type(exc).__name__}: {exc}); compiling it again",
+                RuntimeWarning, filename=_unreadable_file(self._cache), lineno=0, module=__name__)
             index, data = _entry_files(self._cache)
             for damaged in (index, *data):
                 try:
@@ -270,6 +280,7 @@ class _CheckedCache:
         try:
             self._cache.save_overload(sig, data)
         except OSError as exc:
+            _notice.interrupt()
             warnings.warn(f"usher: cannot cache a compiled kernel in {self._cache.cache_path} ({exc}); "
                           "the next import compiles it again", RuntimeWarning, stacklevel=2)
         _notice.saved()
