@@ -54,13 +54,27 @@ class Explanation:
             "pools": self.pools,
         }
 
-    def __str__(self):
-        lines = [f"decision: {self.outcome} server={self.server} zone={self.zone} ({self.zone_choice})"]
+    def _headline(self) -> str:
+        """``decision: placed server=s3 zone=Z1 (user_location)``, ``decision:
+        rejected reason=full``: only the parts the decision has."""
+        if self.outcome is None:
+            return "decision: none attached"
+        parts = [f"decision: {self.outcome}"]
+        if self.server is not None:
+            parts.append(f"server={self.server} zone={self.zone}")
+        if self.zone_choice is not None:
+            parts.append(f"({self.zone_choice})")
         if self.reason is not None:
-            lines[0] += f" reason={self.reason}"
+            parts.append(f"reason={self.reason}")
+        return " ".join(parts)
+
+    def __str__(self):
+        lines = [self._headline()]
         for p in self.pools:
             f = p["funnel"]
-            removed = ", ".join(f"{k} -{v}" for k, v in f.items() if k not in ("servers", "candidates", "sinbin", "over_tolerance") and v)
+            # how many servers each filter removed, in the funnel's order
+            removed = ", ".join(f"{k} {v}" for k, v in f.items()
+                                if k not in ("servers", "candidates", "sinbin", "over_tolerance") and v)
             lines.append(
                 f"  pool {p['pool']}: {'allowed' if p['allowed'] else 'not allowed'}, "
                 f"{f['servers']} servers, removed: {removed or 'none'}, {f['candidates']} candidates "

@@ -4,6 +4,13 @@ code becomes an exception.
 Every error a caller can see derives from :class:`UsherError` and names the
 field and the value that were wrong. After any error the scheduler's state is
 exactly what it was before the call.
+
+Session ids are ints, opaque to the caller: ``generation << 32 | slot``, where
+``slot`` is the session's record and ``generation`` counts the sessions that
+record has held, so an id is never reused and the id of an ended session is
+told apart from one that never existed. Messages show them in hex with the two
+halves apart (``0x1_00000003``: generation 1, slot 3), which Python reads back
+as the same int.
 """
 
 from __future__ import annotations
@@ -25,7 +32,17 @@ __all__ = [
     "ServerBusy",
     "TimeWentBackwards",
     "raise_for_status",
+    "session_text",
 ]
+
+
+def session_text(session) -> str:
+    """How messages show a session id: ``0x<generation>_<slot, 8 hex digits>``
+    (``0x1_00000003``), a valid Python int literal equal to the id; anything
+    that is not a session id (a negative int, a str) as its ``repr``."""
+    if isinstance(session, int) and not isinstance(session, bool) and 0 <= session < 1 << 63:
+        return f"{session >> 32:#x}_{session & 0xFFFFFFFF:08x}"
+    return repr(session)
 
 
 class UsherError(Exception):
@@ -36,17 +53,22 @@ class UsherError(Exception):
         value: the offending value.
     """
 
-    def __init__(self, field: str, value, message: str | None = None):
+    def __init__(self, field: str, value, message: str | None = None, *, shown: str | None = None):
         self.field = field
         self.value = value
         self.detail = message
-        text = f"{field}={value!r}"
+        self.shown = shown
+        text = f"{field}={repr(value) if shown is None else shown}"
         if message:
             text += f": {message}"
         super().__init__(text)
 
     def __reduce__(self):  # keep field/value through pickling (multiprocessing)
-        return (type(self), (self.field, self.value, self.detail))
+        return (_rebuild, (type(self), self.field, self.value, self.detail, self.shown))
+
+
+def _rebuild(cls, field, value, detail, shown):
+    return cls(field, value, detail, shown=shown)
 
 
 class InvalidArgument(UsherError, ValueError):
@@ -81,7 +103,7 @@ class UnknownUser(UnknownName):
 
 
 class UnknownSession(UnknownName):
-    pass
+    """No session has this id (see the module docstring for what ids are)."""
 
 
 class DuplicateName(UsherError, ValueError):
@@ -90,7 +112,8 @@ class DuplicateName(UsherError, ValueError):
 
 class InvalidState(UsherError):
     """The operation does not apply in the current state (e.g. completing the
-    logon of a session that is already active)."""
+    logon of a session that is already active: ``session=0x1_00000003: the
+    session is active; logon_complete applies to a launching session``)."""
 
 
 class SessionEnded(InvalidState):
@@ -104,7 +127,7 @@ class ServerBusy(InvalidState):
 _STATUS_ERRORS = {
     Status.UNKNOWN_SESSION: (UnknownSession, "no such session"),
     Status.SESSION_ENDED: (SessionEnded, "the session has ended"),
-    Status.BAD_SESSION_STATE: (InvalidState, "not allowed in the session's state"),
+    Status.BAD_SESSION_STATE: (InvalidState, "the operation does not apply in the session's state"),
     Status.APP_NOT_IN_SESSION: (InvalidArgument, "the app is not running in the session"),
     Status.TIME_WENT_BACKWARDS: (TimeWentBackwards, "earlier than the previous operation"),
     Status.UNKNOWN_SERVER: (UnknownServer, "no such server"),
@@ -115,10 +138,12 @@ _STATUS_ERRORS = {
 def raise_for_status(status: int, field: str, value, detail: str | None = None):
     """Raise the exception for a kernel's non-zero ``status``.
 
-    This is the only place where kernel codes become exceptions.
+    This is the only place where kernel codes become exceptions. A session id
+    (``field`` "session") is shown as :func:`session_text` writes it.
     """
+    shown = session_text(value) if field == "session" else None
     try:
         cls, text = _STATUS_ERRORS[Status(status)]
     except (KeyError, ValueError):
-        raise UsherError(field, value, f"internal status {status}") from None
-    raise cls(field, value, detail or text)
+        raise UsherError(field, value, f"internal status {status}", shown=shown) from None
+    raise cls(field, value, detail or text, shown=shown)

@@ -10,6 +10,7 @@ enums only when somebody reads them.
 from __future__ import annotations
 
 import enum
+import re
 
 
 class Outcome(enum.IntEnum):
@@ -170,6 +171,35 @@ class ZoneChoice(enum.IntEnum):
         return self.name.lower()
 
 
+class SessionOp(enum.IntEnum):
+    """What ``kernels.session_op`` does to a session (its ``op`` argument)."""
+
+    LOGON_COMPLETE = 0
+    DISCONNECT = 1
+    LOGOFF = 2
+    LAUNCH_FAILED = 3
+    CLOSE_APP = 4  # the op's argument is the app
+
+
+class ServerOp(enum.IntEnum):
+    """What ``kernels.server_op`` changes on a server (its ``op`` argument)."""
+
+    POWER = 0
+    REGISTERED = 1
+    MODE = 2
+    EVICT = 3  # end every session and take the server out (remove_server)
+
+
+class TelemetryField(enum.IntFlag):
+    """The columns a telemetry batch carries (``kernels.telemetry``'s ``mask``);
+    also the field a rejected value is reported in."""
+
+    CPU = 1
+    MEM = 2
+    DISK_QUEUE = 4
+    CUSTOM = 8
+
+
 def parse_enum(enum_cls, field: str, value):
     """Turn ``"drain"`` / ``Mode.DRAIN`` / ``1`` into the enum member, or raise
     ``InvalidArgument`` naming the field and the value."""
@@ -189,3 +219,26 @@ def parse_enum(enum_cls, field: str, value):
             pass
     allowed = ", ".join(str(m) for m in enum_cls if m.name != "FREE")
     raise InvalidArgument(field, value, f"must be one of: {allowed}")
+
+
+def binding_constants() -> dict[str, int]:
+    """Every code and layout index the compiled binding (``usher._engine``) uses,
+    under the name it has there: each member of an enum of this module as
+    ``ENUM_MEMBER`` (``OUTCOME_REJECTED``, ``STATUS_NO_CAPACITY``,
+    ``SESSION_OP_LOGOFF``) and each index constant of ``layout`` (``D_SESSION``,
+    ``H_ENT_ADDR``, ``N_D``). The build writes them into the binding as C
+    constants (setup.py: ``_codes.pxi``); the binding checks at import that its
+    compiled values are these, so a build older than the engine's codes fails
+    loudly instead of misreading them. Reads no numba (the build has none)."""
+    from . import layout
+
+    out = {}
+    for name, obj in sorted(globals().items()):
+        if isinstance(obj, type) and issubclass(obj, enum.IntEnum | enum.IntFlag) and obj.__module__ == __name__:
+            prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+            for member in obj:
+                out[f"{prefix}_{member.name}"] = int(member)
+    for name, value in vars(layout).items():
+        if re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+", name) and type(value) is int:
+            out[name] = value
+    return out

@@ -1,10 +1,11 @@
 """Explain stage: why a launch goes where it goes, on request.
 
 Design: explanations are computed only when asked (the hot path never pays for
-them) and from the same helpers as the decision — ``resolve_zones``,
-``selection_key`` and ``tree.better`` — so the explanation cannot disagree with
-the pick. Counts are a funnel: each server of a pool is counted under the first
-filter that removes it, in the order below.
+them) and from the same helpers as the decision — ``resolve_zones``, the
+conditions of ``eligibility.py`` (which the selection key reads) and
+``tree.better`` — so the explanation cannot disagree with the pick. Counts are a
+funnel: each server of a pool is counted under the first filter that removes
+it, in the order below.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from numba import njit
 
 from . import codes
 from . import state as st
+from .eligibility import (
+    AT_MAX_SESSIONS, LOAD_FULL, NOT_ENABLED, NOT_POWERED, UNREGISTERED, availability, has_tags, room,
+)
 from .placement import pick_in_pool, resolve_zones, user_may_open
 from .tree import better, leaf_server
 
@@ -35,8 +39,6 @@ N_FUNNEL = len(FUNNEL)
 (F_ALLOWED, F_SERVERS, F_POWER, F_UNREGISTERED, F_MODE, F_TAGS, F_ZONE, F_FULL, F_LOAD, F_SINBIN,
  F_CANDIDATES, F_OVER_TOLERANCE) = range(N_FUNNEL)
 
-_ON = int(codes.Power.ON)
-_ENABLED = int(codes.Mode.ENABLED)
 _CHOICE_FAILOVER = int(codes.ZoneChoice.FAILOVER)
 _CHOICE_ANY = int(codes.ZoneChoice.ANY)
 
@@ -83,19 +85,20 @@ def explain_launch(h, u, app, location, external, counts, top):
             for leaf in range(s.grp[st.GR_N_SERVERS, g]):
                 i = leaf_server(s.tree, off, cap, leaf)
                 row[F_SERVERS] += 1
-                if s.srv[st.SV_POWER, i] != _ON:
+                why = availability(s.srv, i)
+                if why == NOT_POWERED:
                     row[F_POWER] += 1
-                elif s.srv[st.SV_REGISTERED, i] == 0:
+                elif why == UNREGISTERED:
                     row[F_UNREGISTERED] += 1
-                elif s.srv[st.SV_MODE, i] != _ENABLED:
+                elif why == NOT_ENABLED:
                     row[F_MODE] += 1
-                elif s.srv[st.SV_TAGS, i] & need != need:
+                elif not has_tags(s.srv[st.SV_TAGS, i], need):
                     row[F_TAGS] += 1
                 elif not _in_reach(h, p, s.srv[st.SV_ZONE, i], n, z0, z1, z2):
                     row[F_ZONE] += 1
-                elif s.srv[st.SV_SESSIONS, i] >= s.srv[st.SV_MAX_SESSIONS, i]:
+                elif room(s.srv, i) == AT_MAX_SESSIONS:
                     row[F_FULL] += 1
-                elif s.srv[st.SV_KEY, i] == st.INF_KEY:
+                elif room(s.srv, i) == LOAD_FULL:
                     row[F_LOAD] += 1
                 else:
                     row[F_CANDIDATES] += 1

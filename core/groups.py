@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import codes
 from . import state as st
 
 
@@ -87,12 +86,7 @@ def layout(srv: np.ndarray, n_servers: int, n_pools: int, n_zones: int):
         block += offsets[group_of]
         tree[block, st.TREE_SERVER + lane] = idx
         tree[block, st.TREE_SLOT + lane] = slot
-        available = (
-            (srv[st.SV_POWER, idx] == codes.Power.ON)
-            & (srv[st.SV_REGISTERED, idx] != 0)
-            & (srv[st.SV_MODE, idx] == codes.Mode.ENABLED)
-        )
-        grp[st.GR_N_AVAILABLE, :n_groups] = np.bincount(group_of, weights=available, minlength=n_groups)
+        # GR_N_AVAILABLE stays 0: the build_trees kernel counts (eligibility.available)
 
     pz = st.new_table(st.PZ_FIELDS, max(1, n_pools * n_zones), np.int64, fill=0)
     pool_g_start = np.zeros(max(1, n_pools), dtype=np.int64)

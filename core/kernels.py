@@ -6,7 +6,11 @@ and calls these pointers directly without the GIL — about 0.1 µs per call,
 against ~0.65 µs through numba's dispatcher with four array arguments. Rare,
 configuration-time kernels are called from Python through ``cfunc.ctypes``.
 Kernels never raise: they return a ``codes.Status`` and write results into
-caller-provided buffers. ``cache=True`` keeps a warm ``import usher`` fast.
+caller-provided buffers. numba's cache keeps a warm ``import usher`` fast: each
+kernel compiles under ``compile_settings()`` and is loaded from the cache when it
+holds it (``_kernel``). A cold cache says so on stderr (the compile takes about a
+minute, once); a cache entry that cannot be read is dropped with a warning and
+compiled again, rather than failing the import.
 
 Every kernel validates what it needs (session ids, server presence, time) before
 its first write, so a non-zero status means nothing changed.
@@ -14,17 +18,23 @@ its first write, so a non-zero status means nothing changed.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import math
 import os
+import pickle
+import sys
 import tempfile
-from contextlib import contextmanager
+import warnings
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import llvmlite.binding as llvm
 import numba
 import numpy as np
-from numba import carray, cfunc, njit, types
+from numba import carray, njit, types
+from numba.core import sigutils
+from numba.core.ccallback import CFunc
 
 from . import codes
 from . import state as st
@@ -43,7 +53,8 @@ from .commit import (
     stop_pending,
 )
 from .explain import N_FUNNEL, explain_launch
-from .loadindex import is_available, load_index, selection_key
+from .eligibility import available
+from .loadindex import load_index, selection_key
 from .placement import place
 from .tree import ROOT_LANE, build_all, entry_of, first_leaf, rebuild_trees, replay_path, update_moved
 
@@ -142,6 +153,160 @@ def _no_negative_indices():
         arrayobj.fix_integer_index = original
 
 
+@contextmanager
+def compile_settings():
+    """The settings usher's numba code compiles under, set on entering and put
+    back on leaving (also when a compile fails): numba's cache folder
+    (``cache_dir()``), LLVM's inlining threshold (``INLINE_THRESHOLD``) and
+    indexing without negative indices for ``usher.core``'s functions (see
+    ``_no_negative_indices``). The kernels below compile inside it. Another
+    package's ``@njit(cache=True)`` functions decorated inside it cache in the
+    same folder (numba reads the folder when a function is decorated; the
+    other two settings apply while something compiles, and the indexing one
+    only to ``usher.core``)::
+
+        with compile_settings():
+            @njit(cache=True)
+            def kth(values, k): ...
+    """
+    with ExitStack() as stack:
+        stack.enter_context(_numba_cache_in(cache_dir()))
+        stack.enter_context(_inline_threshold(INLINE_THRESHOLD))
+        stack.enter_context(_no_negative_indices())
+        yield
+
+
+class _CompileNotice:
+    """Says on stderr that the kernels compile (about a minute, once per
+    install): a line when the first kernel misses the cache, a dot per kernel
+    compiled, ``done`` at the end. Silent when every kernel comes from the cache.
+    Never stdout: a command's output stays its own."""
+
+    HEADLINE = "usher: compiling the engine's kernels, once (about a minute)…"
+
+    def __init__(self):
+        self.started = False
+        self.mid_line = False  # the last thing written is this notice's unfinished line
+        self.compiled = 0
+
+    def _write(self, text):
+        if sys.stderr is not None:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        self.mid_line = not text.endswith("\n")
+
+    def missed(self):
+        if not self.started:
+            self.started = True
+            self._write(self.HEADLINE + " ")
+
+    def saved(self):
+        self.compiled += 1
+        self._write("." if self.mid_line else "usher: compiling ." if self.started else "")
+
+    def interrupt(self):
+        """End the unfinished line, before something else writes to stderr."""
+        if self.mid_line:
+            self._write("\n")
+
+    def finish(self, failed=False):
+        if self.started:
+            prefix = " " if self.mid_line else "usher: compiling "
+            self._write(prefix + ("failed\n" if failed else f"done ({self.compiled} kernels)\n"))
+        self.started = self.mid_line = False
+        self.compiled = 0
+
+
+_notice = _CompileNotice()
+
+
+def _entry_files(cache):
+    """The index file and the data files of one kernel's entry in numba's cache
+    (``name-line.pyXY.nbi`` and ``name-line.pyXY.N.nbc``)."""
+    index = cache._cache_file._index_path
+    data = glob.glob(glob.escape(index[: -len(".nbi")]) + ".*.nbc")
+    return index, sorted(data)
+
+
+def _unreadable_file(cache):
+    """Which file of a kernel's cache entry cannot be read: the index, else the
+    first data file that does not unpickle, else (its code did not load) the
+    data file, or the index when there is none."""
+    index, data = _entry_files(cache)
+    try:
+        cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - any failure to read means this file
+        return index
+    for path in data:
+        try:
+            with open(path, "rb") as f:
+                pickle.loads(f.read())
+        except Exception:  # noqa: BLE001
+            return path
+    return data[0] if data else index
+
+
+class _CheckedCache:
+    """numba's cache of one kernel, with what an import needs around it: an entry
+    that cannot be read (a truncated, zeroed or overwritten file) is dropped —
+    a warning names the file — and the kernel compiles again, where numba would
+    raise on every import; a miss and each save are told to ``_notice``; a cache
+    that cannot be written warns and the kernel runs compiled, uncached."""
+
+    def __init__(self, cache):
+        self._cache = cache
+
+    def load_overload(self, sig, target_context):
+        try:
+            found = self._cache.load_overload(sig, target_context)
+        except Exception as exc:  # noqa: BLE001 - whatever the damage, the cure is the same
+            # one line, placed at the damaged file: "<file>:0: RuntimeWarning: usher: ..."
+            _notice.interrupt()
+            warnings.warn_explicit(
+                f"usher: dropped an unreadable compiled kernel ({type(exc).__name__}: {exc}); compiling it again",
+                RuntimeWarning, filename=_unreadable_file(self._cache), lineno=0, module=__name__)
+            index, data = _entry_files(self._cache)
+            for damaged in (index, *data):
+                try:
+                    os.remove(damaged)
+                except OSError:
+                    pass
+            found = None
+        if found is None:
+            _notice.missed()
+        return found
+
+    def save_overload(self, sig, data):
+        try:
+            self._cache.save_overload(sig, data)
+        except OSError as exc:
+            _notice.interrupt()
+            warnings.warn(f"usher: cannot cache a compiled kernel in {self._cache.cache_path} ({exc}); "
+                          "the next import compiles it again", RuntimeWarning, stacklevel=2)
+        _notice.saved()
+
+
+def _kernel(sig):
+    """Decorator: compile a function as an exported kernel with the C signature
+    ``sig`` (a numba ``@cfunc``, nopython, nogil), under ``compile_settings()``,
+    from numba's cache when it holds a readable entry (``_CheckedCache``)."""
+
+    def compile_kernel(fn):
+        with compile_settings():
+            kernel = CFunc(fn, sigutils.normalize_signature(sig), locals={},
+                           options={"nopython": True, "nogil": True})
+            kernel.enable_caching()
+            kernel._cache = _CheckedCache(kernel._cache)
+            try:
+                kernel.compile()
+            except BaseException:
+                _notice.finish(failed=True)
+                raise
+        return kernel
+
+    return compile_kernel
+
+
 _i64 = types.int64
 _f64 = types.float64
 _p64 = types.CPointer(types.int64)
@@ -157,35 +322,28 @@ _ACTIVE = int(codes.SessionState.ACTIVE)
 _DISCONNECTED = int(codes.SessionState.DISCONNECTED)
 _OFF = int(codes.Power.OFF)
 
-#: Session operations (``session_op``'s ``op`` argument).
-OP_LOGON_COMPLETE = 0
-OP_DISCONNECT = 1
-OP_LOGOFF = 2
-OP_LAUNCH_FAILED = 3
-OP_CLOSE_APP = 4
+#: Session operations (``session_op``'s ``op`` argument): ``codes.SessionOp``.
+OP_LOGON_COMPLETE = int(codes.SessionOp.LOGON_COMPLETE)
+OP_DISCONNECT = int(codes.SessionOp.DISCONNECT)
+OP_LOGOFF = int(codes.SessionOp.LOGOFF)
+OP_LAUNCH_FAILED = int(codes.SessionOp.LAUNCH_FAILED)
+OP_CLOSE_APP = int(codes.SessionOp.CLOSE_APP)
 
-#: Server operations (``server_op``'s ``op`` argument).
-OP_POWER = 0
-OP_REGISTERED = 1
-OP_MODE = 2
-OP_EVICT = 3  # end every session and take the server out (remove_server)
+#: Server operations (``server_op``'s ``op`` argument): ``codes.ServerOp``.
+OP_POWER = int(codes.ServerOp.POWER)
+OP_REGISTERED = int(codes.ServerOp.REGISTERED)
+OP_MODE = int(codes.ServerOp.MODE)
+OP_EVICT = int(codes.ServerOp.EVICT)
 
-#: Telemetry fields present (``telemetry``'s ``mask`` argument).
-T_CPU = 1
-T_MEM = 2
-T_DISK_QUEUE = 4
-T_CUSTOM = 8
+#: Telemetry fields present (``telemetry``'s ``mask`` argument): ``codes.TelemetryField``.
+T_CPU = int(codes.TelemetryField.CPU)
+T_MEM = int(codes.TelemetryField.MEM)
+T_DISK_QUEUE = int(codes.TelemetryField.DISK_QUEUE)
+T_CUSTOM = int(codes.TelemetryField.CUSTOM)
 _RULE_CPU = 1 << int(codes.LoadRule.CPU)
 _RULE_MEMORY = 1 << int(codes.LoadRule.MEMORY)
 _RULE_DISK_QUEUE = 1 << int(codes.LoadRule.DISK_QUEUE)
 _RULE_CUSTOM = 1 << int(codes.LoadRule.CUSTOM)
-
-_cache = _numba_cache_in(cache_dir())
-_cache.__enter__()
-_inlining = _inline_threshold(INLINE_THRESHOLD)
-_inlining.__enter__()
-_indexing = _no_negative_indices()
-_indexing.__enter__()
 
 LAUNCH_SIG = _i64(_p64, _i64, _i64, _i64, _i64, _i64, _f64, _p64)
 LAUNCH_MANY_SIG = _i64(_p64, _i64, _p64, _p64, _p64, _p64, _p64, _pf64, _p64)
@@ -294,7 +452,7 @@ def _prefetch_server_tail(s, r):
         st.prefetch(_record_address(s.ses, t) + st.SE_V_NEXT * 8)
 
 
-@cfunc(LAUNCH_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(LAUNCH_SIG)
 def launch(header, user, app, location, endpoint, external, now, out_ptr):
     """Decide and commit one launch; the decision goes to out[0:N_D]."""
     h = header
@@ -311,7 +469,7 @@ def launch(header, user, app, location, endpoint, external, now, out_ptr):
     return status
 
 
-@cfunc(LAUNCH_MANY_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(LAUNCH_MANY_SIG)
 def launch_many(header, n, users, apps, locations, endpoints, externals, nows, out_ptr):
     """Decide and commit n launches in order, exactly as n calls to ``launch``.
     The binding has checked times and capacity, so no row can fail half-way."""
@@ -340,10 +498,11 @@ def launch_many(header, n, users, apps, locations, endpoints, externals, nows, o
     return _OK
 
 
-@cfunc(SESSION_OP_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(SESSION_OP_SIG)
 def session_op(header, sid, op, arg, now, out_ptr):
     """logon_complete / disconnect / logoff / launch_failed / close_app(arg=app).
-    out[0] = 1 when the session ended."""
+    out[0] = 1 when the session ended; with BAD_SESSION_STATE, out[0] = the
+    session's state (codes.SessionState), for the message."""
     h = header
     s = st.unpack(h)
     out = carray(out_ptr, (1,))
@@ -353,9 +512,11 @@ def session_op(header, sid, op, arg, now, out_ptr):
     state = s.ses[st.SE_STATE, slot]
     if op == OP_LOGON_COMPLETE or op == OP_LAUNCH_FAILED:
         if state != _LAUNCHING:
+            out[0] = state
             return _BAD_SESSION_STATE
     elif op == OP_DISCONNECT:
         if state != _ACTIVE and state != _LAUNCHING:
+            out[0] = state
             return _BAD_SESSION_STATE
     elif op == OP_CLOSE_APP:
         if not app_in_session(h, slot, arg):
@@ -395,7 +556,7 @@ def session_op(header, sid, op, arg, now, out_ptr):
     return _OK
 
 
-@cfunc(SERVER_OP_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(SERVER_OP_SIG)
 def server_op(header, i, op, value, now, out_ptr):
     """power / registered / mode / evict. Sessions ended by power-off or
     eviction: out[0] = how many, out[1:] their ids (the binding sizes out to
@@ -410,7 +571,7 @@ def server_op(header, i, op, value, now, out_ptr):
     advance(h, now)
     out = carray(out_ptr, (s.srv[st.SV_SESSIONS, i] + 1,))
     out[0] = 0
-    was_available = is_available(h, i)
+    was_available = available(s.srv, i)
     if op == OP_POWER:
         if value == _OFF:
             out[0] = close_server_sessions(h, i, out, 1)
@@ -424,7 +585,7 @@ def server_op(header, i, op, value, now, out_ptr):
         s.srv[st.SV_PRESENT, i] = 0
     g = s.srv[st.SV_GROUP, i]
     if g >= 0:
-        s.grp[st.GR_N_AVAILABLE, g] += int(is_available(h, i)) - int(was_available)
+        s.grp[st.GR_N_AVAILABLE, g] += int(available(s.srv, i)) - int(was_available)
     refresh_server(h, i)
     return _OK
 
@@ -512,7 +673,7 @@ def _apply_telemetry(h, n, idx, c, m, d, x, mask, now):
     return _OK
 
 
-@cfunc(TELEMETRY_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(TELEMETRY_SIG)
 def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now, bad_ptr):
     """Set load inputs of n servers; ``mask`` says which of the four arrays are
     given. Every row is checked before the first write: an unknown server gives
@@ -552,7 +713,7 @@ def telemetry(header, n, servers, cpu, mem, disk_queue, custom, mask, now, bad_p
     return _apply_telemetry(h, n, idx, c, m, d, x, mask, now)
 
 
-@cfunc(ADVANCE_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(ADVANCE_SIG)
 def advance_clock(header, now):
     """Move the clock (pending-logon timeouts, sin-bin expiry) without a request."""
     h = header
@@ -564,7 +725,7 @@ def advance_clock(header, now):
     return _OK
 
 
-@cfunc(BUILD_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(BUILD_SIG)
 def retime(header, n_groups):
     """The pending timeout changed: recount the pending logons from their
     launch times at the current clock, expire what has run out, and recompute
@@ -580,14 +741,17 @@ def retime(header, n_groups):
     return _OK
 
 
-@cfunc(BUILD_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(BUILD_SIG)
 def build_trees(header, n_groups):
-    """Recompute every load index and key and rebuild every group tree (after
-    the binding laid the groups out anew)."""
+    """Recompute every load index and key, count each group's available servers
+    and rebuild every group tree (after the binding laid the groups out anew)."""
     h = header
     s = st.unpack(h)
     for i in range(s.hdr[st.H_N_SERVERS, 0]):
         s.srv[st.SV_LOAD_INDEX, i] = 0 if s.srv[st.SV_PRESENT, i] == 0 else load_index(h, i)
+        g = s.srv[st.SV_GROUP, i]
+        if g >= 0 and available(s.srv, i):
+            s.grp[st.GR_N_AVAILABLE, g] += 1
     build_all(h, n_groups)
     return _OK
 
@@ -596,7 +760,7 @@ def build_trees(header, n_groups):
 EXPLAIN_SIG = _i64(_p64, _i64, _i64, _i64, _i64, _p64, _p64, _i64, _i64)
 
 
-@cfunc(EXPLAIN_SIG, nopython=True, nogil=True, cache=True)
+@_kernel(EXPLAIN_SIG)
 def explain(header, user, app, location, external, counts_ptr, top_ptr, n_pools, k_top):
     """Funnel counts and top candidates per pool of the app (see explain.py);
     reads the state, changes nothing."""
@@ -608,6 +772,4 @@ def explain(header, user, app, location, external, counts_ptr, top_ptr, n_pools,
     return _OK
 
 
-_indexing.__exit__(None, None, None)
-_inlining.__exit__(None, None, None)
-_cache.__exit__(None, None, None)
+_notice.finish()

@@ -14,6 +14,7 @@ from numba import njit
 
 from . import codes
 from . import state as st
+from .eligibility import eligible
 
 _SESSIONS = 1 << int(codes.LoadRule.SESSIONS)
 _CPU = 1 << int(codes.LoadRule.CPU)
@@ -24,8 +25,6 @@ _FULL = st.FULL_LOAD
 _DISK_AT_FULL = 7500.0
 _SCORE_SCALE = 1_000_000
 _VERTICAL = int(codes.LoadBalancing.VERTICAL)
-_ON = int(codes.Power.ON)
-_ENABLED = int(codes.Mode.ENABLED)
 
 
 @njit(inline="always")
@@ -115,23 +114,15 @@ def selection_key(h, i):
         score = load_index * 1_000_000 // weight      (horizontal)
               = 10000 - load_index                     (vertical)
 
-    A server is a candidate (finite key) iff it is present, power on,
-    registered, mode enabled, sessions < max_sessions and load index < 10000.
-    Ties on the key are broken by ``tb`` (see tree.better).
+    A server is a candidate (finite key) iff it is ``eligibility.eligible``:
+    present, power on, registered, mode enabled, sessions < max_sessions and
+    load index < 10000. Ties on the key are broken by ``tb`` (see tree.better).
     """
     s = st.unpack(h)
     srv = s.srv
-    if (
-        srv[st.SV_PRESENT, i] == 0
-        or srv[st.SV_POWER, i] != _ON
-        or srv[st.SV_REGISTERED, i] == 0
-        or srv[st.SV_MODE, i] != _ENABLED
-        or srv[st.SV_SESSIONS, i] >= srv[st.SV_MAX_SESSIONS, i]
-    ):
+    if not eligible(srv, i):
         return st.INF_KEY
     li = srv[st.SV_LOAD_INDEX, i]
-    if li >= _FULL:
-        return st.INF_KEY
     p = srv[st.SV_POOL, i]
     if s.pool[st.PO_LOAD_BALANCING, p] == _VERTICAL:
         score = _FULL - li
@@ -146,15 +137,3 @@ def selection_key(h, i):
         key |= st.SINBIN_BIT
     return key
 
-
-@njit(cache=False)
-def is_available(h, i):
-    """Power on, registered and mode enabled (full or not): counts toward the
-    difference between the rejection reasons ``full`` and ``no_server``."""
-    s = st.unpack(h)
-    return (
-        s.srv[st.SV_PRESENT, i] != 0
-        and s.srv[st.SV_POWER, i] == _ON
-        and s.srv[st.SV_REGISTERED, i] != 0
-        and s.srv[st.SV_MODE, i] == _ENABLED
-    )

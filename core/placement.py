@@ -6,7 +6,8 @@ filters that are properties of a group (pool, zone, tag set) are applied by
 choosing which group roots to look at; the filters that depend on the server
 (power, registration, mode, capacity, load, sin-bin, logon tolerance) are folded
 into the server's selection key (``loadindex.selection_key``), so every query is
-a handful of O(1) root reads and the commit is one O(log n) tree path.
+a handful of O(1) root reads and the commit is one O(log n) tree path. The
+server-side conditions themselves are written once, in ``eligibility.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .commit import (
     user_app_instances,
     user_pool_sessions,
 )
+from .eligibility import has_tags, takes_running_session
 from .tree import better_root, root_server
 
 _OK = int(codes.Status.OK)
@@ -51,11 +53,6 @@ _DISCONNECTED = int(codes.SessionState.DISCONNECTED)
 
 _ALWAYS = int(codes.Reconnection.ALWAYS)
 _SAME_ENDPOINT = int(codes.Reconnection.SAME_ENDPOINT)
-
-_ON = int(codes.Power.ON)
-_ENABLED = int(codes.Mode.ENABLED)
-_DRAIN = int(codes.Mode.DRAIN)
-_MAINTENANCE = int(codes.Mode.MAINTENANCE)
 
 _Z_USER_LOCATION = int(codes.ZonePreference.USER_LOCATION)
 _Z_USER_HOME = int(codes.ZonePreference.USER_HOME)
@@ -102,17 +99,9 @@ def reusable(h, x, u, app, external):
     if not pool_allowed(h, app, p, external):
         return False
     i = s.ses[st.SE_SERVER, x]
-    srv = s.srv
-    if srv[st.SV_POWER, i] != _ON or srv[st.SV_REGISTERED, i] == 0:
+    if not takes_running_session(s, i, p):
         return False
-    mode = srv[st.SV_MODE, i]
-    if mode == _MAINTENANCE:
-        if s.pool[st.PO_RECONNECT_IN_MAINTENANCE, p] == 0:
-            return False
-    elif mode != _ENABLED and mode != _DRAIN:
-        return False
-    need = s.app[st.AP_TAGS, app]
-    if srv[st.SV_TAGS, i] & need != need:
+    if not has_tags(s.srv[st.SV_TAGS, i], s.app[st.AP_TAGS, app]):
         return False
     if not app_in_session(h, x, app) and within_instance_limits(h, u, app) != 0:
         return False
@@ -176,7 +165,7 @@ def best_in_zone(h, p, z, need, limit):
     start = s.pz[st.PZ_G_START, row]
     best = -1
     for g in range(start, start + s.pz[st.PZ_G_COUNT, row]):
-        if s.grp[st.GR_TAGS, g] & need != need:
+        if not has_tags(s.grp[st.GR_TAGS, g], need):
             continue
         best = better_root(s, best, g, limit)
     return root_server(s, best)
@@ -189,7 +178,7 @@ def best_in_pool(h, p, need, limit):
     start = s.pool[st.PO_G_START, p]
     best = -1
     for g in range(start, start + s.pool[st.PO_G_COUNT, p]):
-        if s.grp[st.GR_TAGS, g] & need != need:
+        if not has_tags(s.grp[st.GR_TAGS, g], need):
             continue
         best = better_root(s, best, g, limit)
     return root_server(s, best)
@@ -229,7 +218,7 @@ def any_available_in_reach(h, p, u, app, location):
         start = s.pool[st.PO_G_START, p]
         count = s.pool[st.PO_G_COUNT, p]
         for g in range(start, start + count):
-            if s.grp[st.GR_TAGS, g] & need == need and s.grp[st.GR_N_AVAILABLE, g] > 0:
+            if has_tags(s.grp[st.GR_TAGS, g], need) and s.grp[st.GR_N_AVAILABLE, g] > 0:
                 return True
         return False
     nz = s.hdr[st.H_N_ZONES, 0]
@@ -240,7 +229,7 @@ def any_available_in_reach(h, p, u, app, location):
         row = p * nz + z
         start = s.pz[st.PZ_G_START, row]
         for g in range(start, start + s.pz[st.PZ_G_COUNT, row]):
-            if s.grp[st.GR_TAGS, g] & need == need and s.grp[st.GR_N_AVAILABLE, g] > 0:
+            if has_tags(s.grp[st.GR_TAGS, g], need) and s.grp[st.GR_N_AVAILABLE, g] > 0:
                 return True
     return False
 

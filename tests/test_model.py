@@ -651,6 +651,26 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert slot == (srv[cs.SV_SLOT, i] if i >= 0 else -1), (g, node)
 
     @invariant()
+    def groups_count_their_available_servers(self):
+        """Each group's ``n_available`` (the ``full`` / ``no_server`` split) is the
+        number of its servers that are on, registered and enabled."""
+        if self.e is None or self.e._dirty:
+            return
+        from usher.core import state as cs
+        grp, srv = self.e._t["group"], self.e._t["server_i"]
+        n = int(self.e._header[cs.H_N_SERVERS])
+        counts = {}
+        for i in range(n):
+            g = int(srv[cs.SV_GROUP, i])
+            if srv[cs.SV_PRESENT, i] and g >= 0:
+                on = (srv[cs.SV_POWER, i] == usher.Power.ON and srv[cs.SV_REGISTERED, i] != 0
+                      and srv[cs.SV_MODE, i] == usher.Mode.ENABLED)
+                counts[g] = counts.get(g, 0) + int(on)
+        for g in range(int(self.e._header[cs.H_GROUP_CAP])):
+            if grp[cs.GR_N_SERVERS, g] > 0:
+                assert grp[cs.GR_N_AVAILABLE, g] == counts.get(g, 0), g
+
+    @invariant()
     def clocks_match(self):
         if self.e is None:
             return
