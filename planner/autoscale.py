@@ -246,7 +246,10 @@ class Autoscale:
         surplus = seats_ready - need_dn
         if surplus <= 0 or n_ready <= min_ready:
             return
-        cand = np.nonzero(rd & (p == ON) & (q == 0) & ~lk)[0]
+        ok = rd & (p == ON) & (q == 0) & ~lk
+        if gs.drain_max_sessions is not None:
+            ok &= s <= gs.drain_max_sessions
+        cand = np.nonzero(ok)[0]
         if not len(cand):
             return
         if gs.drain_fewest_first:

@@ -119,6 +119,10 @@ class GroupSettings:
         trend: extrapolate the recent trend over the boot lead time.
         drain_fewest_first: drain the servers with the fewest sessions first
             (False: the highest index first, as a plain reactive policy).
+        drain_max_sessions: drain only servers holding at most this many sessions
+            (None: any). With vertical load balancing new sessions fill the fullest
+            servers, so the emptiest ones decay by themselves; 0 drains only empty
+            servers and keeps the others able to take the overflow.
         schedule: the :class:`Schedule` of minimum servers and buffers.
     """
 
@@ -136,6 +140,7 @@ class GroupSettings:
     forecast: bool = True
     trend: bool = True
     drain_fewest_first: bool = True
+    drain_max_sessions: int | None = None
     schedule: Schedule = field(default_factory=Schedule)
 
     def check(self, where: str) -> "GroupSettings":
@@ -156,6 +161,9 @@ class GroupSettings:
             bad("max_powered", f"must be an integer >= min_powered ({self.min_powered}) or absent")
         if self.off_delay_from not in ("idle", "drain"):
             bad("off_delay_from", "must be 'idle' or 'drain'")
+        dm = self.drain_max_sessions
+        if dm is not None and (isinstance(dm, bool) or not isinstance(dm, int) or dm < 0):
+            bad("drain_max_sessions", "must be an integer >= 0 or absent (any)")
         fl = self.forced_logoff_minutes
         if fl is not None and (isinstance(fl, bool) or not isinstance(fl, (int, float)) or fl < 0):
             bad("forced_logoff_minutes", "must be a number >= 0 or absent (off)")

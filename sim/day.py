@@ -65,6 +65,10 @@ _TALLY = ("lost", "lost_unbooked", "mismatch", "lost_relaunched", "denied", "ret
           "on_draining", "forced_logoffs", "refused")
 
 
+#: launches per batch of a "settled" warm start (sessions.warm_start)
+_SETTLE_BATCH = 16
+
+
 @dataclass
 class DayState:
     """What changes during the day (besides the engine, the books and the calendar).
@@ -302,7 +306,10 @@ class Day:
         wish0 = policy.initial(self.view(0.0))
         if wish0 is not None and not acts:
             st.want = np.asarray(wish0, dtype=bool).copy()
-        next_policy, interval = 0, policy.interval_seconds
+        # an action policy takes the fleet over as it is at 00:00, once the night's
+        # sessions are in (its first call at the first interval)
+        interval = policy.interval_seconds
+        next_policy = interval if acts else 0
         next_sample, period, sample = 0, self.sampler.period, self.sampler.sample
         progress = self.progress
         prog_every = max(1, T // 200)
@@ -310,6 +317,7 @@ class Day:
         srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
         counts = self.arrivals.counts
         tracing = self.trace is not None
+        settled = self.sc.sessions.warm_start == "settled"
         for tick in range(T):
             now = float(tick)
             evs = srv_pop(tick, None)
@@ -332,7 +340,11 @@ class Day:
                     reqs = []
                 new_visits(self, tick, reqs)
             if reqs:
-                self.track_peaks(launches(self, reqs, tick, now), tick, now)
+                if tick == 0 and settled:  # warm start in small batches, logons completed in between
+                    for j in range(0, len(reqs), _SETTLE_BATCH):
+                        self.track_peaks(launches(self, reqs[j:j + _SETTLE_BATCH], tick, now), tick, now)
+                else:
+                    self.track_peaks(launches(self, reqs, tick, now), tick, now)
             if tick == next_sample:
                 if sample(self, now) > st.pend_peak and not st.pend_full_scan:
                     st.pend_full_scan = True  # pending grew without a placement: scan every tick
