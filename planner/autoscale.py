@@ -58,9 +58,9 @@ ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 
 
 def autoscale_settings() -> PlannerSettings:
-    """The planner's defaults: forecast and trend on, a 5 % buffer (the forecast
+    """The planner's defaults: forecast and trend on, a 3 % buffer (the forecast
     carries the ramp), the power-off delay counted from the drain."""
-    return PlannerSettings(GroupSettings(buffer_pct=5.0, off_delay_from="drain", hysteresis_pct=3.0,
+    return PlannerSettings(GroupSettings(buffer_pct=3.0, off_delay_from="drain", hysteresis_pct=2.0,
                                          cooldown_minutes=10.0))
 
 
