@@ -15,6 +15,8 @@ import sys
 
 import click
 
+from usher.planner import POWER_POLICIES, power_policy
+from usher.planner.settings import PlannerSettings, SettingsError
 from usher.sim.scenario import POLICIES, Scenario, ScenarioError
 from usher.sim.sweep import sweep
 
@@ -136,8 +138,17 @@ class _Bar:
 @click.option("--jobs", type=int, default=None, help="Processes of the sweep (default: all cores).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the KPIs as JSON instead of a table.")
+@click.option("--power", type=click.Choice(POWER_POLICIES), default="fixed", show_default=True,
+              help="Power policy: the scenario's fixed schedule, a reactive Citrix-like baseline, or autoscale "
+                   "(docs/AUTOSCALE.md).")
+@click.option("--power-settings", "power_settings", type=click.Path(dir_okay=False), default=None,
+              help="TOML file of citrix / autoscale settings per pool and zone (docs/AUTOSCALE.md).")
+@click.option("--days", type=click.IntRange(1, 366), default=None,
+              help="Days run one after the other (default: the scenario's day.days, 1).")
+@click.option("--compare-power", default=None, metavar="P1,P2",
+              help="Run these power policies on the same seeded day(s): a table and compare.png in --out.")
 def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trace_path, trace_telemetry,
-                     do_sweep, seeds, policies, jobs, progress, as_json):
+                     do_sweep, seeds, policies, jobs, progress, as_json, power, power_settings, days, compare_power):
     """Simulate a hospital group's day on the placement engine and report KPIs."""
     console = _console()
     try:
@@ -147,10 +158,13 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
             changes["policy"] = policy
         if seed is not None:
             changes["seed"] = seed
+        if days is not None:
+            changes["days"] = days
         sc = sc.with_changes(day=changes) if changes else sc
         if faults is not None:
             sc = sc.with_changes(faults={"enabled": faults})
-    except ScenarioError as exc:
+        settings = PlannerSettings.from_toml(power_settings) if power_settings else None
+    except (ScenarioError, SettingsError) as exc:
         raise ScenarioFailure(str(exc)) from None
     if progress is None:
         progress = sys.stderr.isatty()
@@ -159,6 +173,16 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
     if compare and trace_path:
         raise click.UsageError("--export-trace writes one day: leave out --compare")
 
+    if compare_power:
+        if do_sweep or compare or trace_path:
+            raise click.UsageError("--compare-power does not go with --sweep, --compare or --export-trace")
+        _run_compare_power(console, sc, _power_list(compare_power), settings, progress, out_dir, as_json)
+        return
+    if (power != "fixed" or sc.day.days > 1) and not (do_sweep or compare):
+        if trace_path and sc.day.days > 1:
+            raise click.UsageError("--export-trace writes one day: leave out --days")
+        _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_path, trace_telemetry)
+        return
     if do_sweep:
         _run_sweep(console, sc, parse_seeds(seeds), _policies(policies), jobs, progress, out_dir, as_json)
         return
@@ -188,6 +212,91 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
             console.print(f"trace: {trace_path} ({writer.lines:,} lines)")
         for p in paths:
             console.print(f"wrote {p}")
+
+
+def _power_list(text: str) -> list[str]:
+    out = [p.strip() for p in text.split(",") if p.strip()]
+    for p in out:
+        if p not in POWER_POLICIES:
+            raise click.BadParameter(f"{p!r}: power policies are {', '.join(POWER_POLICIES)}")
+    if not out:
+        raise click.BadParameter("no power policy given")
+    return out
+
+
+def _days(sc, power, settings, bar, trace=None):
+    """Run the scenario's days under power policy ``power``; a RunResult."""
+    from usher.sim.days import simulate_days
+
+    pol = power_policy(power, settings, sc.power.policy_interval_seconds)
+    n = sc.day.days
+    cbs = [bar.day(f"{power}: day {k + 1}/{n} ({sc.day.policy}, seed {sc.day.seed + k})") for k in range(n)]
+    prog = (lambda k, done, total: cbs[k](done, total)) if cbs and cbs[0] is not None else None
+    extra = {"trace": trace} if trace is not None else {}
+    return simulate_days(sc, power_policy=pol, progress=prog, **extra)
+
+
+def _write_run(run, folder) -> list[str]:
+    from usher.sim.report import write_outputs
+
+    if len(run.days) == 1:
+        return write_outputs(run.days[0], folder)
+    paths = []
+    for k, d in enumerate(run.days):
+        paths.extend(write_outputs(d, os.path.join(folder, f"day-{k + 1}")))
+    os.makedirs(folder, exist_ok=True)
+    kp = os.path.join(folder, "kpis.json")
+    with open(kp, "w") as fh:
+        json.dump(run.kpis, fh, indent=1)
+        fh.write("\n")
+    return [kp, *paths]
+
+
+def _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_path, trace_telemetry):
+    from usher.sim.report import kpi_table
+    from usher.sim.trace import TraceWriter
+
+    writer = TraceWriter(trace_path, telemetry=trace_telemetry) if trace_path else None
+    with _Bar(progress) as bar:
+        run = _days(sc, power, settings, bar, writer)
+    if writer is not None:
+        writer.close()
+    paths = _write_run(run, out_dir) if out_dir else []
+    k = run.kpis
+    if as_json:
+        click.echo(json.dumps(k, indent=1))
+        return
+    console.print(kpi_table(k, title=f"{sc.name}: power {power}, policy {sc.day.policy}, seed {sc.day.seed}, "
+                            f"{len(run.days)} day(s)" + (", faults on" if sc.faults.enabled else "")))
+    console.print(f"simulated {len(run.days)} day(s) in {k['run.wall_seconds']:.2f} s")
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+def _run_compare_power(console, sc, powers, settings, progress, out_dir, as_json):
+    from usher.sim.report import compare_table, plot_power_compare
+
+    runs = {}
+    with _Bar(progress) as bar:
+        for p in powers:
+            runs[p] = _days(sc, p, settings, bar)
+            if out_dir:
+                _write_run(runs[p], os.path.join(out_dir, p))
+    kp = {p: r.kpis for p, r in runs.items()}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "compare.json"), "w") as fh:
+            json.dump(kp, fh, indent=1)
+            fh.write("\n")
+        plot_power_compare(runs, os.path.join(out_dir, "compare.png"))
+    if as_json:
+        click.echo(json.dumps(kp, indent=1))
+        return
+    console.print(compare_table(kp, title=f"{sc.name}, seed {sc.day.seed}, {sc.day.days} day(s), policy "
+                                f"{sc.day.policy}: power policies side by side"
+                                + (", faults on" if sc.faults.enabled else "")))
+    if out_dir:
+        console.print(f"wrote {out_dir}/compare.json, {out_dir}/compare.png and one folder per power policy")
 
 
 def _run_compare(console, sc, policies, progress, out_dir, as_json):

@@ -8,8 +8,9 @@ handlers act. Each tick runs, in this order:
    that finish, faults (crash, zone outage) and recoveries;
 2. session events (:func:`usher.sim.handlers.session_events`): logons that
    complete or fail, disconnects, apps that close, visits that end;
-3. the power policy (:func:`usher.sim.handlers.apply_power`, every
-   ``interval_seconds`` of the :class:`usher.planner.power.PowerPolicy`);
+3. the power policy, every ``interval_seconds``: a wish policy's wish
+   (:func:`usher.sim.handlers.apply_power`) or an action policy's actions
+   (:func:`usher.sim.handlers.apply_actions`), see :mod:`usher.planner.power`;
 4. the launches of the tick (:func:`usher.sim.handlers.new_visits` for the new
    arrivals, then :func:`usher.sim.launches.launches`: decisions, then their
    consequences), and the running peaks;
@@ -43,12 +44,12 @@ import numpy as np
 
 from usher.core import state as st_layout
 from usher.core.codes import Reason
-from usher.planner.power import FixedSchedule, FleetView, PowerPolicy
+from usher.planner.power import FixedSchedule, FleetView, PowerPolicy, is_action_policy
 from usher.sim.books import Books
 from usher.sim.calendar import Calendar
 from usher.sim.calls import EngineCalls
 from usher.sim.demand import Arrivals, fault_schedule, presample
-from usher.sim.handlers import apply_power, new_visits, server_events, session_events
+from usher.sim.handlers import apply_actions, apply_power, new_visits, server_events, session_events
 from usher.sim.kpis import day_kpis
 from usher.sim.launches import launches
 from usher.sim.sample import Sampler
@@ -60,7 +61,12 @@ from usher.sim.trace import TraceWriter
 __all__ = ["simulate_day", "Day", "DayState", "DayResult", "SERIES_COLUMNS", "ZONE_COLUMNS"]
 
 _TALLY = ("lost", "lost_unbooked", "mismatch", "lost_relaunched", "denied", "retried", "failed", "fresh",
-          "reconnect_missed", "unexpected", "no_user", "requested", "boots", "shutdowns", "crashes", "zone_outages")
+          "reconnect_missed", "unexpected", "no_user", "requested", "boots", "shutdowns", "crashes", "zone_outages",
+          "on_draining", "forced_logoffs", "refused")
+
+
+#: launches per batch of a "settled" warm start (sessions.warm_start)
+_SETTLE_BATCH = 16
 
 
 @dataclass
@@ -82,6 +88,10 @@ class DayState:
             holders, pending logons on one server); pend_full_scan: pending grew
             without a placement once, so every tick scans every server.
         server_hours, energy_j: powered server-hours and energy so far.
+        lower_bound_hours, draining_hours: the server-hours lower bound and the
+            server-hours of powered, draining servers so far (per sample).
+        since: float64 (n_servers,), when each server last changed power state.
+        actions: the action policy's actions carried out, (now, kind, server, reason).
     """
 
     tally: dict
@@ -105,6 +115,10 @@ class DayState:
     pend_full_scan: bool = False
     server_hours: float = 0.0
     energy_j: float = 0.0
+    lower_bound_hours: float = 0.0
+    draining_hours: float = 0.0
+    since: np.ndarray | None = None
+    actions: list | None = None
 
     @classmethod
     def start(cls, layout, n_reasons: int, keep_decisions: bool) -> "DayState":
@@ -117,7 +131,7 @@ class DayState:
                if keep_decisions else None)
         return cls(tally=dict.fromkeys(_TALLY, 0), outcomes=[0] * 4, reasons=[0] * n_reasons,
                    on_since=[-math.inf] * n_srv, down=np.zeros(n_srv, dtype=bool),
-                   want=np.ones(n_srv, dtype=bool), idle=idle, decisions=dec)
+                   want=np.ones(n_srv, dtype=bool), idle=idle, decisions=dec, since=np.zeros(n_srv), actions=[])
 
 
 @dataclass
@@ -143,6 +157,8 @@ class DayResult:
     server_names: list = field(default_factory=list)
     #: (start, end, label) of each fault, in seconds of the day
     fault_windows: list = field(default_factory=list)
+    #: an action policy's actions carried out: (now, kind, server, reason)
+    actions: list = field(default_factory=list)
 
 
 def simulate_day(
@@ -153,6 +169,7 @@ def simulate_day(
     keep_decisions: bool = False,
     progress: Callable[[int, int], None] | None = None,
     sinks: Sequence[MetricSink] = (),
+    day_of_run: tuple = (0, 0, False),
 ) -> DayResult:
     """Run one day of ``scenario`` (default: the embedded hospital day).
 
@@ -166,6 +183,8 @@ def simulate_day(
         progress: called as ``progress(seconds_done, seconds_total)`` now and then.
         sinks: further :class:`usher.sim.sinks.MetricSink` s fed with every sample
             and the KPIs (e.g. a :class:`usher.sim.sinks.CsvSink`).
+        day_of_run: (day index, weekday 0 = Monday, holiday) shown to the power
+            policy (:func:`usher.sim.days.simulate_days` runs several days).
     """
     sc = (scenario or Scenario()).copy().validate()
     # The day allocates ~10^6 small objects (visits, events, trace lines) that live for
@@ -174,7 +193,7 @@ def simulate_day(
     gc_on = gc.isenabled()
     gc.disable()
     try:
-        return Day(sc, power_policy, trace, keep_decisions, progress, sinks).run()
+        return Day(sc, power_policy, trace, keep_decisions, progress, sinks, day_of_run).run()
     finally:
         if gc_on:
             gc.enable()
@@ -188,8 +207,9 @@ class Day:
     H_LIVE, H_HOLD = st_layout.H_LIVE_SESSIONS, st_layout.H_HOLDERS
 
     def __init__(self, sc: Scenario, power_policy=None, trace=None, keep_decisions=False, progress=None,
-                 sinks: Sequence[MetricSink] = ()):
+                 sinks: Sequence[MetricSink] = (), day_of_run: tuple = (0, 0, False)):
         self.sc, self.trace, self.progress = sc, trace, progress
+        self.day_index, self.weekday, self.holiday = int(day_of_run[0]), int(day_of_run[1]), bool(day_of_run[2])
         self.T = sc.seconds
         t0 = time.perf_counter()
         self.layout = lay = fleet_layout(sc)
@@ -250,7 +270,8 @@ class Day:
         lay = self.layout
         return FleetView(now, self.power_v, self.mode_v, self.sessions_v, self.pending_v, self.li_v,
                          lay.server_max, lay.server_zone, lay.server_pool, self.state.down, self.state.want,
-                         list(self.sc.fleet.zones), list(POOLS), self.sc)
+                         list(self.sc.fleet.zones), list(POOLS), self.sc, state_since=self.state.since,
+                         weekday=self.weekday, holiday=self.holiday, day_index=self.day_index)
 
     def track_peaks(self, placed, tick, now):
         """The running peaks after the tick's launches. The most pending logons on a
@@ -281,10 +302,14 @@ class Day:
             sink.open(self.sc.fleet.zones, self.sampler.n_samples)
         t_start = time.perf_counter()
         policy = self.policy
+        acts = is_action_policy(policy)
         wish0 = policy.initial(self.view(0.0))
-        if wish0 is not None:
+        if wish0 is not None and not acts:
             st.want = np.asarray(wish0, dtype=bool).copy()
-        next_policy, interval = 0, policy.interval_seconds
+        # an action policy takes the fleet over as it is at 00:00, once the night's
+        # sessions are in (its first call at the first interval)
+        interval = policy.interval_seconds
+        next_policy = interval if acts else 0
         next_sample, period, sample = 0, self.sampler.period, self.sampler.sample
         progress = self.progress
         prog_every = max(1, T // 200)
@@ -292,6 +317,7 @@ class Day:
         srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
         counts = self.arrivals.counts
         tracing = self.trace is not None
+        settled = self.sc.sessions.warm_start == "settled"
         for tick in range(T):
             now = float(tick)
             evs = srv_pop(tick, None)
@@ -301,7 +327,10 @@ class Day:
             if evs:
                 session_events(self, evs, tick, now)
             if tick >= next_policy:
-                apply_power(self, tick, now, policy.plan(self.view(now)) if tick else st.want)
+                if acts:
+                    apply_actions(self, tick, now, policy.plan(self.view(now), now))
+                else:
+                    apply_power(self, tick, now, policy.plan(self.view(now)) if tick else st.want)
                 next_policy = tick + interval
             reqs = launch_pop(tick, None)
             if reqs:
@@ -311,7 +340,11 @@ class Day:
                     reqs = []
                 new_visits(self, tick, reqs)
             if reqs:
-                self.track_peaks(launches(self, reqs, tick, now), tick, now)
+                if tick == 0 and settled:  # warm start in small batches, logons completed in between
+                    for j in range(0, len(reqs), _SETTLE_BATCH):
+                        self.track_peaks(launches(self, reqs[j:j + _SETTLE_BATCH], tick, now), tick, now)
+                else:
+                    self.track_peaks(launches(self, reqs, tick, now), tick, now)
             if tick == next_sample:
                 if sample(self, now) > st.pend_peak and not st.pend_full_scan:
                     st.pend_full_scan = True  # pending grew without a placement: scan every tick
@@ -346,4 +379,4 @@ class Day:
         if dec is not None:
             dec = {key: (np.array(val) if key not in ("id", "session") else val) for key, val in dec.items()}
         return DayResult(self.kpi_sink.values, ser, zser, self.sc, dec, s, list(self.layout.server_names),
-                         list(self.fault_windows))
+                         list(self.fault_windows), list(st.actions))

@@ -21,10 +21,11 @@ from usher.sim.calendar import (
     S_BOOTED, S_CRASH, S_OFF, S_RECOVER, S_ZONE_DARK,
 )
 from usher.sim.demand import K_IMAGING
-from usher.sim.stats import BOOTING, ENABLED, OFF, SHUTTING_DOWN, power_moves
+from usher.planner.power import BOOT, DRAIN, ENABLE, LOGOFF, SHUTDOWN, action_valid
+from usher.sim.stats import BOOTING, DRAIN as DRAIN_MODE, ENABLED, OFF, SHUTTING_DOWN, power_moves
 
-__all__ = ["server_events", "session_events", "apply_power", "new_visits", "lose_sessions", "finish_visit",
-           "server_off"]
+__all__ = ["server_events", "session_events", "apply_power", "apply_actions", "new_visits", "lose_sessions",
+           "finish_visit", "server_off"]
 
 
 # ---------------------------------------------------------------- shared consequences
@@ -74,6 +75,7 @@ def server_off(d, i, tick, now):
         d.state.tally["mismatch"] += 1
     lose_sessions(d, lost, tick, now)
     d.state.on_since[i] = -math.inf
+    d.state.since[i] = now
 
 
 # ---------------------------------------------------------------- 1. server events
@@ -86,6 +88,7 @@ def server_events(d, evs, tick, now):
             if power_v[i] == BOOTING and not down[i]:
                 calls.set_power(i, "on", now)
                 st.on_since[i] = now
+                st.since[i] = now
         elif kind == S_OFF:
             if power_v[i] == SHUTTING_DOWN:
                 server_off(d, i, tick, now)
@@ -154,7 +157,7 @@ def session_events(d, evs, tick, now):
     """Logons that complete or fail, disconnects, second apps that close, visits
     that end; in the order scheduled. An event of an older visit generation, or
     of a session no longer on the books, is stale and skipped."""
-    books, calls, s = d.books, d.calls, d.s
+    books, calls, s, mode_v = d.books, d.calls, d.s, d.mode_v
     entries, launching = books.entries, books.launching
     for kind, v, g, sid in evs:
         if v.gen != g:
@@ -201,6 +204,7 @@ def apply_power(d, tick, now, wish):
         if mode_v[i] != ENABLED:
             calls.set_mode(i, "enabled", now)
         servers[tick + pw.boot_seconds].append((S_BOOTED, i))
+        st.since[i] = now
     for i in moves[1, :ne].tolist():
         calls.set_mode(i, "enabled", now)
     for i in moves[2, :nd].tolist():
@@ -209,6 +213,58 @@ def apply_power(d, tick, now, wish):
         calls.set_power(i, "shutting_down", now)
         st.tally["shutdowns"] += 1
         servers[tick + pw.shutdown_seconds].append((S_OFF, i))
+        st.since[i] = now
+
+
+def _forced_logoff(d, i, tick, now):
+    """Log off every session on server ``i`` (a forced logoff of a drained server):
+    off the books; a user whose main session it was comes back as after a lost one."""
+    books = d.books
+    sids = [sid for sid, (_, srv) in books.entries.items() if srv == i]
+    for sid in sids:
+        books.launching.discard(sid)
+        d.calls.logoff(sid, now)
+    d.state.tally["forced_logoffs"] += len(sids)
+    lose_sessions(d, sids, tick, now)
+    d.state.tally["lost"] -= len(sids)  # logged off, not lost
+
+
+def apply_actions(d, tick, now, actions):
+    """Carry out an action policy's actions, in order, each checked first against
+    the server's state now (:func:`usher.planner.power.action_valid`): one that the
+    state no longer allows is skipped and counted (``power.actions_refused``). A
+    boot ends ``power.boot_seconds`` later, a shutdown ``power.shutdown_seconds``
+    later (server events S_BOOTED / S_OFF)."""
+    st, calls, pw, servers = d.state, d.calls, d.sc.power, d.cal.servers
+    power_v, mode_v, sessions_v, pending_v, down = d.power_v, d.mode_v, d.sessions_v, d.pending_v, st.down
+    tally, log = st.tally, st.actions
+    for a in actions:
+        i = a.server
+        if not (0 <= i < len(power_v)) or not action_valid(a.kind, int(power_v[i]), int(mode_v[i]),
+                                                           int(sessions_v[i]), int(pending_v[i]), bool(down[i])):
+            tally["refused"] += 1
+            continue
+        k = a.kind
+        if k == BOOT:
+            calls.set_power(i, "booting", now)
+            tally["boots"] += 1
+            if mode_v[i] != ENABLED:
+                calls.set_mode(i, "enabled", now)
+            servers[tick + pw.boot_seconds].append((S_BOOTED, i))
+            st.since[i] = now
+        elif k == ENABLE:
+            calls.set_mode(i, "enabled", now)
+        elif k == DRAIN:
+            calls.set_mode(i, "drain", now)
+        elif k == SHUTDOWN:
+            calls.set_power(i, "shutting_down", now)
+            tally["shutdowns"] += 1
+            servers[tick + pw.shutdown_seconds].append((S_OFF, i))
+            st.since[i] = now
+        elif k == LOGOFF:
+            _forced_logoff(d, i, tick, now)
+        if log is not None:
+            log.append((now, k, i, a.reason))
 
 
 # ---------------------------------------------------------------- 4. new visits

@@ -65,6 +65,13 @@ HEADLINE = [
     ("Load index mean at peak", "servers.load_index_mean_at_peak", _f1),
     ("Max concurrent logons on one server", "servers.pending_max", _int),
     ("Server-hours powered", "power.server_hours", _f1),
+    ("Server-hours lower bound", "power.server_hours_lower_bound", _f1),
+    ("Server-hours / lower bound", "power.server_hours_ratio", _f2),
+    ("Server-hours draining", "power.draining_server_hours", _f1),
+    ("Boots", "power.boots", _int),
+    ("Shutdowns", "power.shutdowns", _int),
+    ("Logons on draining servers", "logons.on_draining", _int),
+    ("Forced logoffs", "power.forced_logoffs", _int),
     ("Energy (kWh)", "power.energy_kwh", _f1),
     ("Engine time per decision (us)", "engine.us_per_decision", _f2),
     ("Engine time (s) / whole run (s)", None, None),
@@ -145,6 +152,8 @@ def write_outputs(result: DayResult, folder, picture: bool = True) -> list[str]:
         fh.write("\n")
     paths.append(kp)
     paths.extend(write_series(result, folder))
+    if getattr(result, "actions", None):
+        paths.append(write_actions(result.actions, os.path.join(folder, "actions.csv")))
     if picture:
         png = os.path.join(folder, "report.png")
         plot_day(result, png)
@@ -275,6 +284,74 @@ def plot_day(result: DayResult, path) -> str:
              f"energy model: {k['power.watts_idle']:.0f} W idle to {k['power.watts_busy']:.0f} W at 100 % cpu, "
              f"{k['power.watts_booting']:.0f} W booting", fontsize=8, color="#555555")
     fig.tight_layout(rect=(0, 0.015, 1, 0.955))
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def write_actions(actions: list, path) -> str:
+    """actions.csv: the power planner's actions carried out (time, kind, server, reason)."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["t", "clock", "kind", "server", "reason"])
+        for now, kind, i, reason in actions:
+            w.writerow([int(now), f"{int(now) // 3600:02d}:{int(now) % 3600 // 60:02d}", kind, i, reason])
+    return str(path)
+
+
+def plot_power_compare(runs: dict, path) -> str:
+    """compare.png of ``--compare-power``: one chart, the same day(s) under each
+    power policy — powered seats against sessions, rejected launches (cumulative),
+    server-hours (with the lower bound) and energy. ``runs`` maps a policy name to
+    a :class:`usher.sim.days.RunResult`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(15, 9), dpi=110)
+    (a1, a2), (a3, a4) = axes
+    names = list(runs)
+    for j, (name, run) in enumerate(runs.items()):
+        h = np.concatenate([d.series["t"] / 3600.0 + 24.0 * k for k, d in enumerate(run.days)])
+        cap = np.concatenate([d.series["capacity"] for d in run.days])
+        ses = np.concatenate([d.series["sessions"] for d in run.days])
+        rej = np.cumsum(np.concatenate([d.series["rejected"] for d in run.days]))
+        line, = a1.plot(h, cap, lw=1.2, label=f"{name}: powered seats")
+        if j == 0:
+            a1.plot(h, ses, lw=1.6, color="black", label="sessions")
+        a2.plot(h, rej, lw=1.2, color=line.get_color(), label=f"{name} ({int(rej[-1]) if len(rej) else 0:,})")
+    k = [runs[n].kpis for n in names]
+    x = np.arange(len(names))
+    a3.bar(x, [kk["power.server_hours"] for kk in k], color=[f"C{i}" for i in range(len(names))])
+    lb = k[0].get("power.server_hours_lower_bound")
+    if lb:
+        a3.axhline(lb, color="black", ls="--", lw=1, label=f"lower bound {lb:,.0f}")
+        a3.legend(fontsize=8)
+    for i, kk in enumerate(k):
+        r = kk.get("power.server_hours_ratio")
+        a3.text(i, kk["power.server_hours"], f"{kk['power.server_hours']:,.0f}" + (f"\n{r:.2f}x" if r else ""),
+                ha="center", va="bottom", fontsize=8)
+    a4.bar(x, [kk["power.energy_kwh"] for kk in k], color=[f"C{i}" for i in range(len(names))])
+    for i, kk in enumerate(k):
+        a4.text(i, kk["power.energy_kwh"], f"{kk['power.energy_kwh']:,.0f}", ha="center", va="bottom", fontsize=8)
+    for ax in (a3, a4):
+        ax.set_xticks(x)
+        ax.set_xticklabels(names)
+    for ax, title in ((a1, "Powered seats against sessions"), (a2, "Rejected launches (cumulative)"),
+                      (a3, "Server-hours"), (a4, "Energy (kWh)")):
+        ax.set_title(title, fontsize=11)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.25)
+    for ax in (a1, a2):
+        ax.set_xlabel("hours from the start")
+        ax.legend(fontsize=8)
+    k0 = k[0]
+    fig.suptitle(f"{k0['scenario.name']}, seed {k0['scenario.seed']}, {k0.get('scenario.days', 1)} day(s)"
+                 f"{', faults on' if k0['scenario.faults'] else ''}: power policies side by side", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path)
     plt.close(fig)
     return str(path)

@@ -52,6 +52,11 @@ class Sampler:
         self.zone_base = [K.STATS_HEAD + K.STATS_ZONE * z for z in range(nz)]
         self.reason_cols = [4 + int(r) for r in Reason if r != Reason.NONE]
         self.last_counts = [0] * (4 + len(Reason))
+        # the server-hours lower bound: per pool, sessions / mean seats per server
+        self.pool = np.ascontiguousarray(lay.server_pool, dtype=np.int64)
+        self.n_pools = n_pools = len(POOLS)
+        cnt = np.bincount(self.pool, minlength=n_pools)
+        self.pool_seats = np.bincount(self.pool, weights=lay.server_max, minlength=n_pools) / np.maximum(cnt, 1)
         self.last_lost = [0, 0]
 
     def _telemetry(self, d, now):
@@ -112,4 +117,7 @@ class Sampler:
         dt = min(self.period, d.T - now)
         st.server_hours += m * dt / 3600.0
         st.energy_j += watts * dt
+        per_pool = np.bincount(self.pool, weights=d.sessions_v, minlength=self.n_pools)
+        st.lower_bound_hours += float(np.ceil(per_pool / self.pool_seats - 1e-9).sum()) * dt / 3600.0
+        st.draining_hours += int(np.count_nonzero((d.power_v == K.ON) & (d.mode_v == K.DRAIN))) * dt / 3600.0
         return o[K.PEND_MAX]

@@ -120,6 +120,13 @@ class DaySpec:
     #: launches in one 1-second tick go through launch_many from this many on
     #: (launch_many costs ~40 us per call + ~1.2 us per row, launch() ~1.9 us)
     launch_batch_min: int = 48
+    #: days run one after the other (``usher simulate --days N``); day k has seed
+    #: ``seed + k`` and the weekday or weekend curve of its weekday
+    days: int = 1
+    #: weekday of the first day: 0 = Monday ... 6 = Sunday
+    start_weekday: int = 0
+    #: day indices (0 = the first day) that are public holidays (weekend curve)
+    holidays: list = field(default_factory=list)
 
 
 @dataclass
@@ -163,6 +170,12 @@ DEFAULT_CURVE = [
 ]
 
 
+DEFAULT_WEEKEND_CURVE = [
+    ["00:00", 0.12], ["05:00", 0.10], ["07:00", 0.16], ["08:30", 0.34], ["10:00", 0.40],
+    ["13:00", 0.38], ["16:00", 0.32], ["19:00", 0.24], ["22:00", 0.16], ["24:00", 0.12],
+]
+
+
 @dataclass
 class DemandSpec:
     """Who logs on when."""
@@ -171,6 +184,8 @@ class DemandSpec:
     peak_sessions: int = 17_000
     #: [clock time, fraction of peak_sessions]; linear in between; must cover 00:00-24:00
     curve: list = field(default_factory=lambda: [list(p) for p in DEFAULT_CURVE])
+    #: the curve of Saturdays, Sundays and holidays (multi-day runs, ``day.start_weekday``)
+    weekend_curve: list = field(default_factory=lambda: [list(p) for p in DEFAULT_WEEKEND_CURVE])
     smoothing_minutes: float = 20.0
     #: mean session length away from shift changes
     mean_session_hours: float = 3.0
@@ -216,6 +231,11 @@ class SessionSpec:
     comeback_median_seconds: float = 90.0
     #: workstations per hospital (endpoints)
     workstations_per_hospital: int = 400
+    #: the sessions open at 00:00: "spread" (placed in one batch: the logon
+    #: tolerance spreads them, a few per server) or "settled" (placed in small
+    #: batches whose logons complete in between, so the pools' load balancing
+    #: places them as if the night had been running)
+    warm_start: str = "spread"
 
 
 @dataclass
@@ -397,6 +417,8 @@ RANGES = {
     ("day", "hours"): (1 / 60, 24.0, False),
     ("day", "sample_seconds"): (1, 3600, False),
     ("day", "launch_batch_min"): (1, None, False),
+    ("day", "days"): (1, 366, False),
+    ("day", "start_weekday"): (0, 6, False),
     ("fleet", "hospitals"): (1, MAX_HOSPITALS, False),
     ("fleet", "hospital_size_skew"): (0.0, 10.0, False),
     ("fleet", "users"): (1, MAX_USERS, False),
@@ -513,18 +535,29 @@ def _check_fleet(sc, source):
 
 def _check_demand(sc, source):
     dm = sc.demand
-    if not isinstance(dm.curve, list) or len(dm.curve) < 2:
-        _fail(source, "demand", "curve", dm.curve, "must be a list of [clock time, fraction] pairs")
+    for key in ("curve", "weekend_curve"):
+        _check_curve(source, key, getattr(dm, key))
+    if sc.sessions.warm_start not in ("spread", "settled"):
+        _fail(source, "sessions", "warm_start", sc.sessions.warm_start, "must be 'spread' or 'settled'")
+    d = sc.day
+    if not isinstance(d.holidays, list) or not all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h < d.days
+                                                  for h in d.holidays):
+        _fail(source, "day", "holidays", d.holidays, f"must be a list of day indices in [0, {d.days - 1}]")
+
+
+def _check_curve(source, key, curve):
+    if not isinstance(curve, list) or len(curve) < 2:
+        _fail(source, "demand", key, curve, "must be a list of [clock time, fraction] pairs")
     knots = []
-    for point in dm.curve:
+    for point in curve:
         if not isinstance(point, list) or len(point) != 2:
-            _fail(source, "demand", "curve", point, "each point must be [clock time, fraction]")
-        knots.append(clock_seconds(point[0], f"{source}: [demand] curve"))
+            _fail(source, "demand", key, point, "each point must be [clock time, fraction]")
+        knots.append(clock_seconds(point[0], f"{source}: [demand] {key}"))
         v = point[1]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 <= v <= 10):
-            _fail(source, "demand", "curve", point, "a fraction of peak_sessions must be a number in [0, 10]")
+            _fail(source, "demand", key, point, "a fraction of peak_sessions must be a number in [0, 10]")
     if knots != sorted(knots) or knots[0] > 0 or knots[-1] < DAY_SECONDS:
-        _fail(source, "demand", "curve", dm.curve, "clock times must increase and cover 00:00 to 24:00")
+        _fail(source, "demand", key, curve, "clock times must increase and cover 00:00 to 24:00")
 
 
 def _check_clocks(sc, source):

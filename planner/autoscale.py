@@ -1,0 +1,306 @@
+"""Autoscale: power each pool in each zone to its demand, ahead of it, safely.
+
+Design: :class:`Autoscale` is an action policy (:class:`usher.planner.power.ActionPolicy`):
+every ``interval_seconds`` it is shown the fleet and answers with actions, each
+with a reason. The same object drives ``usher simulate --power autoscale`` and a
+live broker (``plan(view, now) -> actions``). It plans each group (one pool in
+one zone, with its own :class:`usher.planner.settings.GroupSettings`) alone:
+
+1. **demand** ``D`` = sessions + pending logons of the group; ``held`` = those on
+   servers that cannot take a session (draining, unregistered, maintenance);
+   ``ready`` = servers able to take one (on, registered, enabled, not down) and
+   those booting (enabled), with their ``seats`` (``max_sessions``).
+2. **need** over the boot lead time ``L``: ``F_up`` = the forecast peak over
+   ``[now, now + L]`` (:class:`usher.planner.forecast.DemandForecast`), and
+   ``need_up = ceil(F_up * (1 + buffer)) - held`` seats on ready servers; at least
+   ``min_on`` ready servers (the time slot's), and ``min_ready`` whenever the
+   group has demand (never a group with demand and no server able to take it).
+3. **scale up** when ready seats < ``need_up``: re-enable draining servers (most
+   sessions first: they stay on longest anyway; no boot needed), then boot off
+   servers (most seats first), never past ``max_powered``.
+4. **scale down** otherwise, unless the group scaled up less than ``cooldown``
+   ago: ``need_dn`` uses the forecast over ``[now, now + L + cooldown]`` and the
+   buffer plus ``hysteresis_pct``; the surplus of ready seats over it is drained,
+   fewest sessions first (they empty first), never a server with a pending logon
+   (its logon would complete on a draining server) and never below the minimums.
+   Draining server ``i`` lowers the surplus by its free seats ``seats_i - s_i``
+   (its sessions stay where they are).
+5. **shut down** a server the planner drained, once empty (no session, no pending
+   logon) and ``power_off_delay`` after it was drained (``off_delay_from =
+   "drain"``) or after it became empty (``"idle"``), keeping ``min_powered``.
+   A drained server that takes a session (a reconnect) is chosen again: its delay
+   restarts. With ``forced_logoff_minutes`` set (off by default), a drained
+   server's sessions are logged off that long after it was drained.
+
+Servers in maintenance mode, excluded by the view (``view.excluded``), or kept
+down by a fault are never touched. Whoever carries the actions out checks each
+one against the server's state at that moment (:func:`usher.planner.power.action_valid`).
+
+The per-group arithmetic is numpy over the group's members (index arrays made
+once per fleet); a call for 1,400 servers takes well under a millisecond
+(benchmarks/bench_planner.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from usher.planner.forecast import DemandForecast, day_type
+from usher.planner.power import BOOT, DRAIN, ENABLE, LOGOFF, SHUTDOWN, Action, FleetView
+from usher.planner.settings import GroupSettings, PlannerSettings
+
+__all__ = ["Autoscale", "Citrix", "autoscale_settings", "citrix_settings"]
+
+OFF, BOOTING, ON = 0, 1, 2
+ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
+
+
+def autoscale_settings() -> PlannerSettings:
+    """The planner's defaults: forecast and trend on, a 3 % buffer (the forecast
+    carries the ramp), the power-off delay counted from the drain."""
+    return PlannerSettings(GroupSettings(buffer_pct=3.0, off_delay_from="drain", hysteresis_pct=2.0,
+                                         cooldown_minutes=10.0))
+
+
+def citrix_settings() -> PlannerSettings:
+    """A reactive baseline with Citrix Autoscale's defaults: 10 % buffer, power-off
+    delay 30 min counted from idle, drain until empty, no forecast, no trend."""
+    return PlannerSettings(GroupSettings(buffer_pct=10.0, off_delay_from="idle", forecast=False, trend=False,
+                                         hysteresis_pct=0.0, cooldown_minutes=0.0))
+
+
+def _clock(t: float) -> str:
+    t = int(t) % 86_400
+    return f"{t // 3600:02d}:{t % 3600 // 60:02d}"
+
+
+class Autoscale:
+    """The autoscale planner (see the module's docstring).
+
+    Args:
+        settings: :class:`PlannerSettings` (default :func:`autoscale_settings`).
+        interval_seconds: how often ``plan`` should be called.
+        name: shown in reasons and reports.
+    """
+
+    acts = True
+
+    def __init__(self, settings: PlannerSettings | None = None, interval_seconds: int = 60, name: str = "autoscale"):
+        self.settings = settings if settings is not None else autoscale_settings()
+        self.interval_seconds = int(interval_seconds)
+        self.name = name
+        self._fleet_key = None
+        self.forecast: DemandForecast | None = None
+        self.log: list = []  # (now, kind, server, reason) of every action planned, when keep_log
+        self.keep_log = False
+
+    # ------------------------------------------------------------ fleet
+    def _setup(self, view: FleetView):
+        """Groups, members and settings of the fleet (once per fleet)."""
+        nz = len(view.zone_names)
+        g = np.asarray(view.pool, dtype=np.int64) * nz + np.asarray(view.zone, dtype=np.int64)
+        n_groups = len(view.pool_names) * nz
+        order = np.argsort(g, kind="stable")
+        bounds = np.searchsorted(g[order], np.arange(n_groups + 1))
+        self.members = [order[bounds[k]:bounds[k + 1]] for k in range(n_groups)]
+        self.group = g
+        self.n_groups = n_groups
+        self.names = [f"{p}/{z}" for p in view.pool_names for z in view.zone_names]
+        self.gs: list[GroupSettings] = [self.settings.for_group(p, z) for p in view.pool_names
+                                        for z in view.zone_names]
+        n = len(g)
+        self.drain_at = np.full(n, np.nan)  # when the planner drained it (nan: not drained by it)
+        self.chosen_sessions = np.zeros(n, dtype=np.int64)
+        self.idle_since = np.full(n, np.inf)
+        self.last_up = np.full(n_groups, -np.inf)
+        if self.forecast is None or self.forecast.n_groups != n_groups:
+            self.forecast = DemandForecast(n_groups)
+        self._fleet_key = (n, nz, len(view.pool_names))
+
+    def new_day(self, view: FleetView | None = None):
+        """Close the day: the forecast learns it; clocks restart at 00:00."""
+        if self.forecast is not None:
+            self.forecast.close_day()
+        if self._fleet_key is not None:
+            self.drain_at[:] = np.nan
+            self.idle_since[:] = np.inf
+            self.last_up[:] = -np.inf
+
+    def initial(self, view: FleetView):  # an action policy plans from 00:00 like any other call
+        return None
+
+    # ------------------------------------------------------------ plan
+    def plan(self, view: FleetView, now: float | None = None) -> list:
+        """The actions for ``view`` at ``now`` (default ``view.now``), in the order
+        to carry them out: enables and boots, then drains, logoffs, shutdowns."""
+        now = view.now if now is None else float(now)
+        if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
+            self._setup(view)
+        power = np.asarray(view.power)
+        mode = np.asarray(view.mode)
+        sessions = np.asarray(view.sessions)
+        pending = np.asarray(view.pending)
+        busy = sessions + pending
+        # bookkeeping: when each server became empty; drained servers that took a session
+        empty = busy == 0
+        self.idle_since[~empty] = np.inf
+        np.minimum(self.idle_since, np.where(empty, now, np.inf), out=self.idle_since)
+        drained = ~np.isnan(self.drain_at)
+        retaken = drained & (sessions > self.chosen_sessions)
+        if retaken.any():
+            self.drain_at[retaken] = now
+            self.chosen_sessions[retaken] = sessions[retaken]
+        gone = drained & ((mode != DRAIN_MODE) | (power == OFF))
+        self.drain_at[gone] = np.nan
+        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
+        if view.excluded is not None:
+            locked = locked | np.asarray(view.excluded, dtype=bool)
+        registered = np.ones(len(power), dtype=bool) if view.registered is None else np.asarray(view.registered)
+        ready_now = (power == ON) & (mode == ENABLED) & registered & ~locked
+        ready = ready_now | ((power == BOOTING) & (mode == ENABLED) & ~locked)
+        demand = np.bincount(self.group, weights=busy, minlength=self.n_groups)
+        kind = day_type(view.weekday, view.holiday)
+        fc = self.forecast
+        fc.observe(now, demand, kind)
+        self._peaks = {}
+        ups, downs, offs = [], [], []
+        seats_all = np.asarray(view.max_sessions)
+        for k in range(self.n_groups):
+            idx = self.members[k]
+            if len(idx):
+                self._plan_group(k, idx, now, view, power, mode, sessions, pending, busy, seats_all, ready,
+                                 locked, demand[k], ups, downs, offs)
+        actions = ups + downs + offs
+        if self.keep_log:
+            self.log.extend((now, a.kind, a.server, a.reason) for a in actions)
+        return actions
+
+    def _peak(self, now, horizon, gs) -> np.ndarray:
+        """The forecast peak of every group over ``[now, now + horizon]`` (once per call)."""
+        key = (horizon, gs.trend, gs.forecast)
+        out = self._peaks.get(key)
+        if out is None:
+            out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast)
+        return out
+
+    def _plan_group(self, k, idx, now, view, power, mode, sessions, pending, busy, seats_all, ready, locked,
+                    dem, ups, downs, offs):
+        gs = self.gs[k]
+        slot = gs.schedule.slot(now, view.weekday, view.holiday)
+        buf = (gs.buffer_pct if slot is None or slot.buffer_pct is None else slot.buffer_pct) / 100.0
+        lead = gs.boot_lead_minutes * 60.0
+        s, q, seats, b = sessions[idx], pending[idx], seats_all[idx], busy[idx]
+        rd = ready[idx]
+        lk = locked[idx]
+        p, md = power[idx], mode[idx]
+        held = float(b[~rd].sum())
+        f_up = max(float(self._peak(now, lead, gs)[k]), float(dem))
+        need_up = math.ceil(f_up * (1.0 + buf)) - held
+        min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
+        n_ready = int(rd.sum())
+        seats_ready = int(seats[rd].sum())
+        name = self.names[k]
+        powered = (p == ON) | (p == BOOTING)
+        n_powered = int(powered.sum())
+        if seats_ready < need_up or n_ready < min_ready or n_powered < gs.min_powered:
+            why = (f"{name}: {'forecast' if gs.forecast else 'demand'} {f_up:,.0f} sessions by "
+                   f"{_clock(now + lead)} + {buf:.0%} needs {need_up + held:,.0f} seats, {seats_ready:,} ready on "
+                   f"{n_ready} servers")
+            gap, gap_n = need_up - seats_ready, max(min_ready - n_ready, gs.min_powered - n_powered)
+            # re-enable drained servers first (most sessions first): no boot needed
+            cand = np.nonzero((p == ON) & (md == DRAIN_MODE) & ~lk & ~np.isnan(self.drain_at[idx]))[0]
+            if len(cand):
+                cand = cand[np.argsort(-s[cand], kind="stable")]
+                for j in cand.tolist():
+                    if gap <= 0 and gap_n <= 0:
+                        break
+                    i = int(idx[j])
+                    ups.append(Action(ENABLE, i, why))
+                    self.drain_at[i] = np.nan
+                    gap -= int(seats[j] - s[j])
+                    gap_n -= 1
+            room = (gs.max_powered - n_powered) if gs.max_powered is not None else len(idx)
+            cand = np.nonzero((p == OFF) & ~lk)[0]
+            if len(cand) and room > 0 and (gap > 0 or gap_n > 0):
+                cand = cand[np.argsort(-seats[cand], kind="stable")]
+                for j in cand.tolist():
+                    if (gap <= 0 and gap_n <= 0) or room <= 0:
+                        break
+                    ups.append(Action(BOOT, int(idx[j]), why))
+                    gap -= int(seats[j])
+                    gap_n -= 1
+                    room -= 1
+            self.last_up[k] = now
+        elif now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
+            self._scale_down(k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q,
+                             seats, rd, lk, p, md, downs)
+        self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, powered, offs)
+
+    def _scale_down(self, k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q, seats,
+                    rd, lk, p, md, downs):
+        horizon = lead + gs.cooldown_minutes * 60.0
+        f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem))
+        need_dn = math.ceil(f_dn * (1.0 + buf + gs.hysteresis_pct / 100.0)) - held
+        surplus = seats_ready - need_dn
+        if surplus <= 0 or n_ready <= min_ready:
+            return
+        ok = rd & (p == ON) & (q == 0) & ~lk
+        if gs.drain_max_sessions is not None:
+            ok &= s <= gs.drain_max_sessions
+        cand = np.nonzero(ok)[0]
+        if not len(cand):
+            return
+        if gs.drain_fewest_first:
+            cand = cand[np.argsort(s[cand], kind="stable")]
+        else:
+            cand = cand[::-1]
+        why = (f"{self.names[k]}: {'forecast' if gs.forecast else 'demand'} {f_dn:,.0f} sessions until "
+               f"{_clock(now + horizon)} + {buf:.0%} needs {need_dn + held:,.0f} seats, {seats_ready:,} ready: "
+               f"surplus {surplus:,}")
+        left = n_ready
+        for j in cand.tolist():
+            free = int(seats[j] - s[j])
+            if free > surplus or left <= min_ready:
+                if gs.drain_fewest_first:
+                    break
+                continue
+            i = int(idx[j])
+            downs.append(Action(DRAIN, i, why))
+            self.drain_at[i] = now
+            self.chosen_sessions[i] = int(s[j])
+            surplus -= free
+            left -= 1
+
+    def _shutdowns(self, k, idx, now, gs, slot, s, q, lk, p, md, powered, offs):
+        drain_at = self.drain_at[idx]
+        mine = ~np.isnan(drain_at) & (p == ON) & (md == DRAIN_MODE) & ~lk
+        if not mine.any():
+            return
+        delay = gs.power_off_delay_minutes * 60.0
+        empty = mine & (s == 0) & (q == 0)
+        since = drain_at if gs.off_delay_from == "drain" else np.maximum(self.idle_since[idx], drain_at)
+        due = np.nonzero(empty & (now - since >= delay))[0]
+        keep = max(gs.min_powered, slot.min_on if slot is not None else 0)
+        room = int(powered.sum()) - keep
+        if len(due) and room > 0:
+            why = (f"{self.names[k]}: drained at {{}} and empty; power-off delay "
+                   f"{gs.power_off_delay_minutes:g} min from {gs.off_delay_from}")
+            for j in due[:room].tolist():
+                offs.append(Action(SHUTDOWN, int(idx[j]), why.format(_clock(drain_at[j]))))
+        if gs.forced_logoff_minutes is not None:
+            late = np.nonzero(mine & (s > 0) & (now - drain_at >= gs.forced_logoff_minutes * 60.0))[0]
+            for j in late.tolist():
+                offs.append(Action(LOGOFF, int(idx[j]), f"{self.names[k]}: drained at {_clock(drain_at[j])}, "
+                                   f"{int(s[j])} sessions logged off after {gs.forced_logoff_minutes:g} min "
+                                   f"(warned {gs.logoff_warning_minutes:g} min before)"))
+
+
+class Citrix(Autoscale):
+    """A faithful reactive baseline (Citrix Autoscale's behaviour): capacity buffer
+    of 10 % of the demand, power-off delay 30 min after a server became idle,
+    drain until empty; no forecast, no trend, no cooldown."""
+
+    def __init__(self, settings: PlannerSettings | None = None, interval_seconds: int = 60):
+        super().__init__(settings if settings is not None else citrix_settings(), interval_seconds, "citrix")
