@@ -14,6 +14,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "tools"))  # memory_latency
 
 import baselines  # noqa: E402
 import fleets  # noqa: E402

@@ -1,7 +1,7 @@
 """Latency of one dependent memory read, by working-set size: what a cold user costs.
 
-    python benchmarks/memory_latency.py [MB ...]      # default: 1 4 16 64 256
-    python benchmarks/memory_latency.py --small-pages 64   # without huge pages
+    python benchmarks/tools/memory_latency.py [MB ...]      # default: 1 4 16 64 256
+    python benchmarks/tools/memory_latency.py --small-pages 64   # without huge pages
 
 A launch for a user the CPU caches have not seen makes two reads that depend on each
 other — the user's slot in the key table (the id's hash names it), then the user's record

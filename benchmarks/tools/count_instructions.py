@@ -13,7 +13,7 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
     valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
         --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_compiled' \\
         --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_arrays' \\
-        python benchmarks/count_instructions.py a 2 --steady
+        python benchmarks/tools/count_instructions.py a 2 --steady
     # instructions inside the batch kernel call (the call, its arguments, the kernel):
     callgrind_annotate /tmp/cg.out | grep "PROGRAM TOTALS"
 
@@ -37,7 +37,7 @@ placement: the script counts them all and prints the total to divide by.
 ``--dump DIR`` (with ``--steady``; add ``--dump-instr=yes --compress-pos=no
 --compress-strings=no`` to valgrind's options) also writes the process's anonymous
 executable mappings, where numba's code lies, to DIR, for
-``benchmarks/annotate_instructions.py``: the kernel's disassembly with each instruction's
+``benchmarks/tools/annotate_instructions.py``: the kernel's disassembly with each instruction's
 count.
 """
 
@@ -48,7 +48,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# fleets.py lives one folder up, with the benchmarks
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import usher  # noqa: E402
 import fleets  # noqa: E402
