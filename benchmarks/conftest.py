@@ -100,7 +100,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "full": FULL,
         # the machine's memory as the run found it: timings of cold launches follow it,
-        # and on a shared machine it moves between runs (benchmarks/README.md, "Growth")
+        # and on a shared machine it moves between runs (benchmarks/README.md, the growth target)
         "memory_latency_ns_at_start": {str(mb): round(memory_latency.latency_ns(mb, reads=1_000_000), 1)
                                        for mb in MEMORY_PROBE_MB},
     }

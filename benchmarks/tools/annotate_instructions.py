@@ -1,6 +1,6 @@
 """The batch kernel's machine code with each instruction's execution count, from a callgrind
-run of ``count_instructions.py --steady --dump DIR`` (benchmarks/README.md, "Where the time
-goes"; the valgrind command is in count_instructions.py's docstring, plus
+run of ``count_instructions.py --steady --dump DIR`` (benchmarks/README.md, "The two unmet
+targets"; the valgrind command is in count_instructions.py's docstring, plus
 ``--dump-instr=yes --compress-pos=no --compress-strings=no``) — or with each instruction's
 share of timer samples, from a ``perf record`` of ``profile_launch.py`` run natively with
 ``USHER_DUMP_CODE=DIR``.

@@ -1,5 +1,5 @@
 """Instructions per batch decision, counted by valgrind's callgrind (benchmarks/README.md,
-"Where the time goes"). Timings on a shared machine move by tens of percent between runs;
+"The two unmet targets"). Timings on a shared machine move by tens of percent between runs;
 an instruction count does not, and with the measured time it gives the instructions per
 cycle the kernel reaches (how far it is from being bound by latency or by throughput).
 
@@ -21,10 +21,9 @@ Arguments: mix (a or b, default a), batches of 2,000 rows (default 1), ``--serve
 (default 1,400), ``--single``: each batch is 2,000 single ``launch`` calls by user id
 instead, to collect as the whole public call (argument checks, key table, kernel, decision
 object) with ``--toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*launch'`` in place of the
-two options above. The same operation counted at 1,400 and 100,000 servers separates the
-work a decision does from the time its cache misses cost (the growth target, *Where the
-time goes*). The fleet is the benchmarks' one of that size in steady state
-(``fleets.build``; 100,000 servers take several minutes to build under valgrind); only ``launch_many``'s
+two options above. The same operation counted at 1,400 and 10,000 servers separates the
+work a decision does from the time its cache misses cost (the growth target). The fleet is the benchmarks' one of that size in steady state
+(``fleets.build``; 100,000 servers take too long to build under valgrind); only ``launch_many``'s
 compiled call is collected — ``Scheduler._launch_compiled`` for the steady-state batches
 (index arrays, mix b's location names, one time: the index checks, the location lookups,
 the fill columns and the kernel), ``Scheduler._launch_arrays`` for the prefill (user ids:

@@ -8,7 +8,7 @@ other — the user's slot in the key table (the id's hash names it), then the us
 (the slot names it). This chases a random cycle through an array, one 8-byte read per
 cache line, so every read waits for the one before, as those two do. numpy asks for huge
 pages on arrays of 4 MB or more (as it does for the engine's tables), so beyond the TLB's
-reach the figure is the memory's own latency. benchmarks/README.md ("Growth") uses it to
+reach the figure is the memory's own latency. benchmarks/README.md (the growth target) uses it to
 bound the single launch at 100,000 servers.
 """
 

@@ -1,4 +1,4 @@
-"""A steady-state launch loop to profile (benchmarks/README.md, "Where the time goes").
+"""A steady-state launch loop to profile (benchmarks/README.md, "Profiling aids").
 
     python benchmarks/tools/profile_launch.py [a|b] [seconds] [single|index|warm|batch] [servers]
 
