@@ -1,7 +1,7 @@
 """The simulated hospital day (1,400 servers, 17,000 sessions at the peak, ~3.7 M engine
 operations) through ``usher.sim.simulator.simulate_day``: wall time of one whole day, fleet
-build included, and the share spent inside the engine. Target (issue: benchmarks and the
-fast path): <= 2 s on the 2-core development machine.
+build included, and the share spent inside the engine. Target: <= 2 s on the 2-core
+development machine (benchmarks/README.md).
 
 Run:
     python -m pytest benchmarks/bench_day.py --benchmark-only --benchmark-json=day.json

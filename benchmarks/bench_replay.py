@@ -8,15 +8,10 @@ servers every 15 s (runs of consecutive telemetry lines, as brokers batch them).
 mix: 24 % launch, 19 % logon_done, 5 % disconnect, 19 % logoff, 31 % telemetry, 2 %
 configuration. Every line applies (the test checks: no error, something placed).
 
-Measured (2-core machine; `lines` = 1,000,000; six runs on a quiet machine):
-    batched       0.91-1.17 s = 858,000-1,097,000 ops/s
-    line_by_line  1.02-1.26 s = 792,000-977,000 ops/s
-(370,000-432,000 and 315,000-425,000 ops/s when the machine was loaded by other jobs.)
-What bounds it: the same operations called directly on the public API in a bare loop
-(no parsing, no output) took 1.40 s on the loaded machine; the replay adds msgspec
-decoding, dispatch (the hot ops are applied inline in the loop) and building and encoding
-the decision lines. Telemetry runs go through telemetry_many; launch runs rarely help
-here, so only runs of >= 1024 launches are batched.
+Target: >= 500,000 ops/s (benchmarks/README.md has the current figures). The replay adds
+msgspec decoding, dispatch and building and encoding the decision lines to the engine's
+own calls. Telemetry runs go through telemetry_many; only runs of >= 1024 launches are
+batched.
 
 Run:
     NUMBA_CACHE_DIR=/tmp/numba_cache pytest benchmarks/bench_replay.py --benchmark-only

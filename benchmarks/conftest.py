@@ -14,6 +14,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "tools"))  # memory_latency
 
 import baselines  # noqa: E402
 import fleets  # noqa: E402
@@ -99,7 +100,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "full": FULL,
         # the machine's memory as the run found it: timings of cold launches follow it,
-        # and on a shared machine it moves between runs (benchmarks/README.md, "Growth")
+        # and on a shared machine it moves between runs (benchmarks/README.md, the growth target)
         "memory_latency_ns_at_start": {str(mb): round(memory_latency.latency_ns(mb, reads=1_000_000), 1)
                                        for mb in MEMORY_PROBE_MB},
     }

@@ -1,14 +1,14 @@
 """Latency of one dependent memory read, by working-set size: what a cold user costs.
 
-    python benchmarks/memory_latency.py [MB ...]      # default: 1 4 16 64 256
-    python benchmarks/memory_latency.py --small-pages 64   # without huge pages
+    python benchmarks/tools/memory_latency.py [MB ...]      # default: 1 4 16 64 256
+    python benchmarks/tools/memory_latency.py --small-pages 64   # without huge pages
 
 A launch for a user the CPU caches have not seen makes two reads that depend on each
 other — the user's slot in the key table (the id's hash names it), then the user's record
 (the slot names it). This chases a random cycle through an array, one 8-byte read per
 cache line, so every read waits for the one before, as those two do. numpy asks for huge
 pages on arrays of 4 MB or more (as it does for the engine's tables), so beyond the TLB's
-reach the figure is the memory's own latency. benchmarks/README.md ("Growth") uses it to
+reach the figure is the memory's own latency. benchmarks/README.md (the growth target) uses it to
 bound the single launch at 100,000 servers.
 """
 

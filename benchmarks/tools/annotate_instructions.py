@@ -1,15 +1,15 @@
 """The batch kernel's machine code with each instruction's execution count, from a callgrind
-run of ``count_instructions.py --steady --dump DIR`` (benchmarks/README.md, "Where the time
-goes"; the valgrind command is in count_instructions.py's docstring, plus
+run of ``count_instructions.py --steady --dump DIR`` (benchmarks/README.md, "The two unmet
+targets"; the valgrind command is in count_instructions.py's docstring, plus
 ``--dump-instr=yes --compress-pos=no --compress-strings=no``) — or with each instruction's
 share of timer samples, from a ``perf record`` of ``profile_launch.py`` run natively with
 ``USHER_DUMP_CODE=DIR``.
 
-    python benchmarks/annotate_instructions.py /tmp/cg.out DIR > kernel.txt
+    python benchmarks/tools/annotate_instructions.py /tmp/cg.out DIR > kernel.txt
     # where the cycles go, natively (AVX-512 code and all; no hardware counters needed)
     USHER_DUMP_CODE=/tmp/code perf record -e cpu-clock -F 20000 -o /tmp/k.data -- \
-        python benchmarks/profile_launch.py a 20 batch
-    python benchmarks/annotate_instructions.py /tmp/k.data /tmp/code > samples.txt
+        python benchmarks/tools/profile_launch.py a 20 batch
+    python benchmarks/tools/annotate_instructions.py /tmp/k.data /tmp/code > samples.txt
 
 Prints, for each mapping of DIR that holds counted code, the disassembly (``objdump``) of
 the range that ran, one instruction a line: its count over the counted batch, its address,

@@ -1,13 +1,13 @@
-"""A steady-state launch loop to profile (benchmarks/README.md, "Where the time goes").
+"""A steady-state launch loop to profile (benchmarks/README.md, "Profiling aids").
 
-    python benchmarks/profile_launch.py [a|b] [seconds] [single|index|warm|batch] [servers]
+    python benchmarks/tools/profile_launch.py [a|b] [seconds] [single|index|warm|batch] [servers]
 
     # the Python edge and the kernel, by line (kernel frames show as addresses)
-    py-spy record --native -r 2000 -f raw -o launch.txt -- python benchmarks/profile_launch.py b 20
+    py-spy record --native -r 2000 -f raw -o launch.txt -- python benchmarks/tools/profile_launch.py b 20
     # inside the numba kernels, by function: compile them in this process (a fresh
     # cache folder) and write a perf map of their code for `perf report`
     NUMBA_CACHE_DIR=$(mktemp -d) USHER_PERF_MAP=1 perf record -e cpu-clock -F 5000 -o k.data -- \\
-        python benchmarks/profile_launch.py a 20 batch
+        python benchmarks/tools/profile_launch.py a 20 batch
     perf report -i k.data --sort sym
 
 Arguments: mix (a or b, default b), seconds (default 20), ``single`` (one ``launch`` per
@@ -39,7 +39,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# fleets.py lives one folder up, with the benchmarks
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fleets  # noqa: E402
 

@@ -3,7 +3,7 @@ then ``logon_complete`` and ``logoff`` on 20,000 of them in launch order and in 
 order. A broker sees the random order (users log off when they please); the gap between
 the two is the cost of cache misses on the session, user and server records.
 
-Run:  python benchmarks/random_access.py
+Run:  python benchmarks/tools/random_access.py
 """
 
 from __future__ import annotations

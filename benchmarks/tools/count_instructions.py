@@ -1,5 +1,5 @@
 """Instructions per batch decision, counted by valgrind's callgrind (benchmarks/README.md,
-"Where the time goes"). Timings on a shared machine move by tens of percent between runs;
+"The two unmet targets"). Timings on a shared machine move by tens of percent between runs;
 an instruction count does not, and with the measured time it gives the instructions per
 cycle the kernel reaches (how far it is from being bound by latency or by throughput).
 
@@ -13,7 +13,7 @@ cycle the kernel reaches (how far it is from being bound by latency or by throug
     valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
         --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_compiled' \\
         --toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*_launch_arrays' \\
-        python benchmarks/count_instructions.py a 2 --steady
+        python benchmarks/tools/count_instructions.py a 2 --steady
     # instructions inside the batch kernel call (the call, its arguments, the kernel):
     callgrind_annotate /tmp/cg.out | grep "PROGRAM TOTALS"
 
@@ -21,10 +21,9 @@ Arguments: mix (a or b, default a), batches of 2,000 rows (default 1), ``--serve
 (default 1,400), ``--single``: each batch is 2,000 single ``launch`` calls by user id
 instead, to collect as the whole public call (argument checks, key table, kernel, decision
 object) with ``--toggle-collect='__pyx_pw_5usher_7_engine_6Engine_*launch'`` in place of the
-two options above. The same operation counted at 1,400 and 100,000 servers separates the
-work a decision does from the time its cache misses cost (the growth target, *Where the
-time goes*). The fleet is the benchmarks' one of that size in steady state
-(``fleets.build``; 100,000 servers take several minutes to build under valgrind); only ``launch_many``'s
+two options above. The same operation counted at 1,400 and 10,000 servers separates the
+work a decision does from the time its cache misses cost (the growth target). The fleet is the benchmarks' one of that size in steady state
+(``fleets.build``; 100,000 servers take too long to build under valgrind); only ``launch_many``'s
 compiled call is collected — ``Scheduler._launch_compiled`` for the steady-state batches
 (index arrays, mix b's location names, one time: the index checks, the location lookups,
 the fill columns and the kernel), ``Scheduler._launch_arrays`` for the prefill (user ids:
@@ -37,7 +36,7 @@ placement: the script counts them all and prints the total to divide by.
 ``--dump DIR`` (with ``--steady``; add ``--dump-instr=yes --compress-pos=no
 --compress-strings=no`` to valgrind's options) also writes the process's anonymous
 executable mappings, where numba's code lies, to DIR, for
-``benchmarks/annotate_instructions.py``: the kernel's disassembly with each instruction's
+``benchmarks/tools/annotate_instructions.py``: the kernel's disassembly with each instruction's
 count.
 """
 
@@ -48,7 +47,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# fleets.py lives one folder up, with the benchmarks
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import usher  # noqa: E402
 import fleets  # noqa: E402
