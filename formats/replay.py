@@ -98,6 +98,7 @@ _REASON_SLOTS = 16  # the outcome tally: outcome * 16 + reason -> count
 _PENDING = object()  # a launch id taken by a launch of the batch being placed
 # exceptions that mean "a value the scheduler cannot take", reported as InvalidArgument
 _VALUE_ERRORS = (OverflowError, ValueError, TypeError)
+_MESSAGE_CHARS = 300  # an error line's message is cut to this (a name can be a megabyte long)
 
 
 def _tally_key(code: int) -> str:
@@ -108,10 +109,14 @@ def _tally_key(code: int) -> str:
 def _error_class(exc: BaseException) -> tuple[str, str]:
     """(error class, message) of an error line: an UsherError as itself; an error a
     scheduler let through for a value it cannot take (an integer beyond 64 bits...)
-    as InvalidArgument."""
+    as InvalidArgument. A message is cut to ``_MESSAGE_CHARS`` characters."""
     if isinstance(exc, UsherError) or not isinstance(exc, _VALUE_ERRORS):
-        return type(exc).__name__, str(exc)
-    return "InvalidArgument", f"line: a value the scheduler cannot take ({type(exc).__name__}: {exc})"
+        error, message = type(exc).__name__, str(exc)
+    else:
+        error, message = "InvalidArgument", f"line: a value the scheduler cannot take ({type(exc).__name__}: {exc})"
+    if len(message) > _MESSAGE_CHARS:
+        message = message[:_MESSAGE_CHARS - 3] + "..."
+    return error, message
 
 
 class ReplayResult(Struct):
