@@ -310,9 +310,11 @@ def _pyarrow(path):
 def _read_parquet(path):
     pq = _pyarrow(path)
     try:
+        with open(path, "rb"):  # the OS's reason, worded as for the other files
+            pass
         table = pq.read_table(path)
     except OSError as e:
-        raise FleetFileError(path, None, None, None, f"cannot read: {e}") from None
+        raise FleetFileError(path, None, None, None, f"cannot read: {e.strerror or e}") from None
     except Exception as e:  # pyarrow's own error classes (ArrowInvalid ...)
         raise FleetFileError(path, None, None, None, f"not a valid Parquet file: {e}") from None
     _check_columns(path, table.column_names, "schema")

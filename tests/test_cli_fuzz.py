@@ -148,17 +148,24 @@ def test_missing_trace_and_directory_exit_2(tmp_path):
 
 
 def test_truncated_gzip_names_the_line_read_to(tmp_path):
-    """A large truncated archive: the lines before the cut are replayed and written,
-    and the error says after which line the file broke."""
+    """A large truncated archive: the lines before the break are replayed and their
+    decisions written, and the error says after which line the file broke."""
+    import re
+
     from usher.formats import trace as trace_module
 
-    lines = [{"t": 1, "op": "telemetry", "server": "s1", "cpu": float(k % 90)} for k in range(40_000)]
+    lines = [{"t": 1 + k // 100, "op": "launch", "id": k, "user": "u1", "app": "a"} for k in range(40_000)]
+    text = _lines(*lines)
     path = tmp_path / "big.jsonl.gz"
-    data = _gz(_lines(*lines))
+    data = _gz(text)
     path.write_bytes(data[: len(data) * 3 // 4])
-    res, _, _ = invoke(tmp_path, path)
+    res, _, out = invoke(tmp_path, path)
     assert_unusable(res, path)
-    assert len(_lines(*lines)) > 2 * trace_module.BLOCK_BYTES and "after line" in res.stderr, res.stderr
+    assert len(text) > 2 * trace_module.BLOCK_BYTES
+    read_to = int(re.search(r"after line (\d+):", res.stderr).group(1))
+    assert 0 < read_to < len(lines)
+    decisions = out.read_text().splitlines()
+    assert len(decisions) == read_to and json.loads(decisions[-1])["id"] == read_to - 1
 
 
 BAD_LINES = {
@@ -282,6 +289,26 @@ def test_missing_and_directory_fleet_files_exit_2(tmp_path):
     res = CliRunner().invoke(main, ["replay", "--fleet", str(fleet), "--servers", str(folder), "-"],
                              input="", catch_exceptions=False)
     assert_unusable(res, folder)
+
+
+def test_bad_parquet_servers_exit_2(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fleet = tmp_path / "f.toml"
+    fleet.write_text(FLEET)
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"PAR1 this is not a parquet file")
+    typed = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"name": ["s1"], "zone": ["Z1"], "pool": ["P"], "max_sessions": ["lots"]}), typed)
+    folder = tmp_path / "folder.parquet"
+    folder.mkdir()
+    for path, named in ((tmp_path / "missing.parquet", "No such file"), (junk, "not a valid Parquet"),
+                        (typed, "row 1, field max_sessions='lots'"), (folder, "Is a directory")):
+        res = CliRunner().invoke(main, ["replay", "--fleet", str(fleet), "--servers", str(path), "-"],
+                                 input="", catch_exceptions=False)
+        assert_unusable(res, path)
+        assert named in res.stderr, res.stderr
 
 
 def test_unwritable_output_exits_2(tmp_path):
