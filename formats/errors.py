@@ -14,11 +14,11 @@ from usher.errors import InvalidArgument
 
 __all__ = ["TraceError", "InputFileError", "FleetFileError", "TraceFileError", "short_repr"]
 
-_VALUE_CHARS = 60  # a value shown in a message is cut to this many characters
+_VALUE_CHARS = 200  # a value shown in a message is cut to this many characters
 
 
 def short_repr(value) -> str:
-    """``repr(value)``, cut to a few dozen characters (a message stays one short line)."""
+    """``repr(value)``, cut to ``_VALUE_CHARS`` characters (a message stays one line of reasonable length)."""
     text = repr(value)
     return text if len(text) <= _VALUE_CHARS else text[:_VALUE_CHARS - 3] + "..."
 

@@ -98,7 +98,7 @@ _REASON_SLOTS = 16  # the outcome tally: outcome * 16 + reason -> count
 _PENDING = object()  # a launch id taken by a launch of the batch being placed
 # exceptions that mean "a value the scheduler cannot take", reported as InvalidArgument
 _VALUE_ERRORS = (OverflowError, ValueError, TypeError)
-_MESSAGE_CHARS = 300  # an error line's message is cut to this (a name can be a megabyte long)
+_MESSAGE_CHARS = 1000  # an error line's message is cut to this (a name can be a megabyte long)
 
 
 def _tally_key(code: int) -> str:

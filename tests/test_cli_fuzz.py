@@ -110,7 +110,7 @@ def assert_failed_lines(res, path, out, error=None):
     assert errors, records
     assert {e["error"] for e in errors} <= DOCUMENTED, errors
     for e in errors:
-        assert "\n" not in e["message"] and len(e["message"]) < 400, e
+        assert "\n" not in e["message"] and len(e["message"]) <= 1000, e
     if error is not None:
         assert errors[0]["error"] == error, errors[0]
     (summary,) = [x for x in res.stderr.splitlines() if x.startswith("errors ")]
