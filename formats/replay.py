@@ -16,11 +16,15 @@ small next to the engine's own cost:
   through ``add_users``. The batch calls check every row before applying any; if one
   raises, nothing was applied and the run is replayed line by line, which reports the
   bad line exactly.
-- *the hot ops inline*: launch, logon_done, logoff and disconnect (two thirds of a
-  broker day) are applied in the loop itself, with their own checks (time order,
-  fresh launch id, known session); any other op, and a hot op that fails, goes
-  through :func:`usher.formats.dispatch.apply_op` (a failed operation changed nothing,
-  so trying it twice is safe).
+- *the hot ops inline*: launch, logon_done, logoff, disconnect and launch_failed (two
+  thirds of a broker day) are applied in the loop itself, with their own checks (time
+  order, fresh launch id, known session) and the methods of
+  ``dispatch.SESSION_METHODS``; any other op, and a hot op that fails, goes through
+  :func:`usher.formats.dispatch.apply_op` (a failed operation changed nothing, so
+  trying it twice is safe). Every decision line, inline, batched or explained, is made
+  by one closure (``Replayer._decision_maker``); the call costs about 2% of a replay's
+  instructions against the line written out in the loop, which is the price of one
+  source for it.
 - *encode in bulk*: decision and error lines are encoded a few dozen at a time with
   ``Encoder.encode_lines`` (while they are still in the CPU caches) and written in
   chunks of a megabyte.
@@ -94,7 +98,9 @@ _MIN_USER_RUN = 16  # a user directory: add_users is all or nothing, so a bad li
 
 _PLACED = int(Outcome.PLACED)
 _REJECTED = int(Outcome.REJECTED)
-_REASON_SLOTS = 16  # the outcome tally: outcome * 16 + reason -> count
+_REASON_BITS = 4  # the outcome tally: (outcome << 4) + reason -> count
+_REASON_SLOTS = 1 << _REASON_BITS
+_REJECTED_SLOT = _REJECTED << _REASON_BITS
 _PENDING = object()  # a launch id taken by a launch of the batch being placed
 # exceptions that mean "a value the scheduler cannot take", reported as InvalidArgument
 _VALUE_ERRORS = (OverflowError, ValueError, TypeError)
@@ -298,16 +304,15 @@ class Replayer:
         names, creator, tally = self.names, self.creator, self._tally
         keep = self.decisions.append if self.keep else None
         emit = self._writer.pending.append if self._writer is not None else None
-        rejected_slot = _REJECTED * _REASON_SLOTS
 
         def decide(t, rid, oc, rc, sid, server, zone, load_index):
             if oc == _REJECTED:
                 names[rid] = None
-                tally[rejected_slot + rc] += 1
+                tally[_REJECTED_SLOT + rc] += 1
                 rec = LaunchDecision(t, rid, OUTCOME_NAMES[oc], None, None, None, REASON_NAMES[rc], None)
             else:
                 names[rid] = sid
-                tally[oc * _REASON_SLOTS] += 1
+                tally[oc << _REASON_BITS] += 1
                 if oc == _PLACED:
                     creator[sid] = rid
                     sname = rid
@@ -347,7 +352,9 @@ class Replayer:
         batch = self.batch
         one = self._one
         decide = self._decide
-        launch = None if self.explain else dispatch.launch  # (explained: through _launch)
+        # dispatch.launch's call written out (a Python call less per launch); explained
+        # launches go through _launch
+        launch = None if self.explain else s.launch
         session_call = {cls: getattr(s, name) for cls, name in dispatch.SESSION_METHODS.items()}.get
         pending = self._writer.pending if self._writer is not None else None
         n = len(ops)
@@ -372,7 +379,7 @@ class Replayer:
                 rid = op.id
                 if launch is not None and last <= t and rid not in names:
                     try:
-                        d = launch(s, op)
+                        d = launch(op.user, op.app, op.location, op.endpoint, op.external, t)
                     except Exception:
                         pass
                     else:
