@@ -1,15 +1,15 @@
 """Fleet files: a scheduler's configuration in TOML, its servers in CSV or Parquet.
 
-Design: one record layout per kind of object (``PoolSpec``, ``AppSpec``, ``UserSpec``,
-``ServerSpec``, ``SettingsSpec``), written once here as msgspec Structs whose field
-names are the keyword names of the ``usher.Scheduler`` methods. The TOML reader
-validates the whole document against them in one ``msgspec.convert`` call; the trace
-reader (``usher.formats.replay``) derives its ``pool``/``app``/``user``/``server``/``settings``
-operations from the same Structs, so the file formats and the trace cannot drift apart.
-A field left out is ``UNSET`` and is not passed on, so the Scheduler's own defaults
-apply. Every error names the file, the line (TOML, CSV) or row (Parquet), the field
-and the value (:class:`FleetFileError`). The format is specified in
-docs/TRACE_FORMAT.md.
+Design: the records are the layouts of ``usher.formats.specs`` (``PoolSpec``,
+``AppSpec``, ``UserSpec``, ``ServerSpec``, ``SettingsSpec``), whose field names are the
+keyword names of the ``usher.Scheduler`` methods and from which the trace format
+derives its configuration operations, so the file formats and the trace cannot drift
+apart. The TOML reader validates the whole document against them in one
+``msgspec.convert`` call; each record is applied by ``usher.formats.dispatch.apply_op``,
+the dispatcher of trace lines. A field left out is ``UNSET`` and is not passed on, so
+the Scheduler's own defaults apply. Every error names the file, the line (TOML, CSV) or
+row (Parquet), the field and the value (:class:`FleetFileError`); no other exception
+leaves the readers for a file's content. The format is specified in docs/TRACE_FORMAT.md.
 """
 
 from __future__ import annotations
@@ -22,9 +22,22 @@ import re
 import tomllib
 
 import msgspec
-from msgspec import UNSET, Struct, UnsetType
+from msgspec import UNSET, Struct
 
 from usher.errors import InvalidArgument, UsherError
+from usher.formats.dispatch import apply_op
+from usher.formats.errors import FleetFileError
+from usher.formats.specs import (
+    INT64_MAX,
+    INT64_MIN,
+    AppSpec,
+    LicencesSpec,
+    PoolSpec,
+    ServerSpec,
+    SettingsSpec,
+    UserSpec,
+    spec_kwargs,
+)
 
 __all__ = [
     "FleetFileError",
@@ -44,101 +57,8 @@ SERVER_COLUMNS = ("name", "zone", "pool", "tags", "max_sessions", "weight", "pow
                   "registered", "mode", "image")
 _REQUIRED_COLUMNS = ("name", "zone", "pool")
 TAG_SEPARATOR = ";"
-
-
-class FleetFileError(InvalidArgument):
-    """A fleet file that cannot be read: names the file, the line or row, the field
-    and the value.
-
-    Attributes:
-        path: the file.
-        location: ``"line 12"`` (TOML, CSV), ``"row 3"`` (Parquet) or None when the
-            place is unknown (a TOML inline table).
-        field, value: as for every :class:`usher.UsherError`.
-    """
-
-    def __init__(self, path, location, field, value, detail):
-        self.path = str(path)
-        self.location = location
-        super().__init__(field, value, detail)
-
-    def __str__(self):
-        where = self.path if self.location is None else f"{self.path}, {self.location}"
-        if self.field is None:
-            return f"{where}: {self.detail}"
-        return f"{where}, field {self.field}={self.value!r}: {self.detail}"
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.location, self.field, self.value, self.detail))
-
-
-# ---------------------------------------------------------------- record layouts
-class SettingsSpec(Struct, kw_only=True, forbid_unknown_fields=True):
-    """``Scheduler.settings`` (TOML table ``[settings]``; trace op ``settings``)."""
-
-    enforce_entitlement: bool | UnsetType = UNSET
-    seed: int | UnsetType = UNSET
-    sinbin_seconds: float | UnsetType = UNSET
-    pending_timeout: float | UnsetType = UNSET
-
-
-class LicencesSpec(Struct, kw_only=True, forbid_unknown_fields=True):
-    """``Scheduler.set_licences`` (TOML table ``[licences]``; no ``cap`` = unlimited)."""
-
-    cap: int | None = None
-
-
-class PoolSpec(Struct, kw_only=True, forbid_unknown_fields=True):
-    """``Scheduler.add_pool`` (TOML ``[[pool]]``; trace op ``pool``)."""
-
-    name: str
-    load_balancing: str | UnsetType = UNSET
-    zone_preference: list[str] | UnsetType = UNSET
-    failover: bool | UnsetType = UNSET
-    session_reconnection: str | UnsetType = UNSET
-    reconnect_in_maintenance: bool | UnsetType = UNSET
-    external_access: bool | UnsetType = UNSET
-    logon_tolerance: int | UnsetType = UNSET
-    tolerance_is_hard: bool | UnsetType = UNSET
-    max_sessions_per_user: int | None | UnsetType = UNSET
-    load_rules: list[str] | UnsetType = UNSET
-    cpu_full: float | UnsetType = UNSET
-    memory_full: float | UnsetType = UNSET
-    disk_queue_full: float | UnsetType = UNSET
-
-
-class AppSpec(Struct, kw_only=True, forbid_unknown_fields=True):
-    """``Scheduler.add_app`` (TOML ``[[app]]``; trace op ``app``)."""
-
-    name: str
-    pools: list[str]
-    home_zone: str | None | UnsetType = UNSET
-    tag_restriction: str | list[str] | None | UnsetType = UNSET
-    max_instances_total: int | None | UnsetType = UNSET
-    max_instances_per_user: int | None | UnsetType = UNSET
-
-
-class UserSpec(Struct, kw_only=True, forbid_unknown_fields=True):
-    """``Scheduler.add_user`` (TOML ``[[user]]``; trace op ``user``)."""
-
-    id: str | int
-    home_zone: str | None | UnsetType = UNSET
-    apps: list[str] | UnsetType = UNSET
-
-
-class ServerSpec(Struct, kw_only=True, forbid_unknown_fields=True):
-    """``Scheduler.add_server`` (a row of servers.csv, TOML ``[[server]]``; trace op ``server``)."""
-
-    name: str
-    zone: str
-    pool: str
-    tags: list[str] | UnsetType = UNSET
-    max_sessions: int | UnsetType = UNSET
-    weight: int | UnsetType = UNSET
-    power: str | UnsetType = UNSET
-    registered: bool | UnsetType = UNSET
-    mode: str | UnsetType = UNSET
-    image: str | None | UnsetType = UNSET
+# exceptions that mean "a value the scheduler cannot take" (reported as a FleetFileError)
+_VALUE_ERRORS = (OverflowError, ValueError, TypeError)
 
 
 class _FleetConfig(Struct, forbid_unknown_fields=True):
@@ -148,11 +68,6 @@ class _FleetConfig(Struct, forbid_unknown_fields=True):
     app: list[AppSpec] = []
     user: list[UserSpec] = []
     server: list[ServerSpec] = []
-
-
-def spec_kwargs(spec: Struct, skip=()) -> dict:
-    """The fields of ``spec`` that were given, as keyword arguments."""
-    return {f: v for f in spec.__struct_fields__ if f not in skip and (v := getattr(spec, f)) is not UNSET}
 
 
 # ---------------------------------------------------------------- TOML
@@ -207,6 +122,8 @@ def _read_toml(path) -> tuple[_FleetConfig, str]:
     try:
         text = raw.decode("utf-8")
         doc = tomllib.loads(text)
+    except RecursionError:
+        raise FleetFileError(path, None, None, None, "not valid TOML: nested too deeply") from None
     except UnicodeDecodeError as e:
         raise FleetFileError(path, None, None, None, f"not UTF-8 text ({e.reason})") from None
     except tomllib.TOMLDecodeError as e:
@@ -223,6 +140,8 @@ def _read_toml(path) -> tuple[_FleetConfig, str]:
             raise FleetFileError(path, where, key, None, f"write [[{key}]] (an array of tables)")
     try:
         return msgspec.convert(doc, _FleetConfig), text
+    except RecursionError:
+        raise FleetFileError(path, None, None, None, "a value is nested too deeply") from None
     except msgspec.ValidationError as e:
         msg = str(e)
         table, index, field = None, None, None
@@ -249,6 +168,8 @@ def _read_toml(path) -> tuple[_FleetConfig, str]:
             detail = "unknown field"
         elif detail.startswith("Object missing required field"):
             detail = "required field is missing"
+        elif detail.startswith(("Expected `int` <=", "Expected `int` >=")):
+            detail = _INT_RANGE
         raise _toml_error(path, text, table, index, name, field, value, detail) from None
 
 
@@ -263,21 +184,29 @@ def _cell_str(field, v, required=False):
     return v
 
 
+_INT_RANGE = "must be an integer from -2**63 to 2**63-1"
+
+
 def _cell_int(field, v):
     if v is None or v == "":
         return UNSET
     if isinstance(v, bool):
         raise InvalidArgument(field, v, "must be an integer")
+    n = None
     if isinstance(v, int):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, str):
+        n = v
+    elif isinstance(v, float) and v.is_integer():
+        n = int(v)
+    elif isinstance(v, str):
         try:
-            return int(v.strip())
+            n = int(v.strip())
         except ValueError:
             pass
-    raise InvalidArgument(field, v, "must be an integer")
+    if n is None:
+        raise InvalidArgument(field, v, "must be an integer")
+    if not INT64_MIN <= n <= INT64_MAX:
+        raise InvalidArgument(field, v, _INT_RANGE)
+    return n
 
 
 _TRUE = {"true", "1", "yes", "y", "on", "t"}
@@ -381,9 +310,11 @@ def _pyarrow(path):
 def _read_parquet(path):
     pq = _pyarrow(path)
     try:
+        with open(path, "rb"):  # the OS's reason, worded as for the other files
+            pass
         table = pq.read_table(path)
     except OSError as e:
-        raise FleetFileError(path, None, None, None, f"cannot read: {e}") from None
+        raise FleetFileError(path, None, None, None, f"cannot read: {e.strerror or e}") from None
     except Exception as e:  # pyarrow's own error classes (ArrowInvalid ...)
         raise FleetFileError(path, None, None, None, f"not a valid Parquet file: {e}") from None
     _check_columns(path, table.column_names, "schema")
@@ -401,17 +332,17 @@ def _server_rows(path):
 
 
 # ---------------------------------------------------------------- load / save
-def _apply(path, location_of, call, spec, **extra):
-    """``call(**fields of spec)``, turning an UsherError into a FleetFileError at the
-    spec's place in the file."""
-    kwargs = spec_kwargs(spec)
-    kwargs.update(extra)
+def _apply(scheduler, location_of, spec):
+    """Apply the record ``spec``, turning an error into a FleetFileError at the
+    record's place in the file."""
     try:
-        return call(**kwargs)
+        return apply_op(scheduler, spec)
     except FleetFileError:
         raise
     except UsherError as e:
         raise location_of(e.field, e.value, e.detail or str(e)) from None
+    except _VALUE_ERRORS as e:  # a value the scheduler let through but cannot take
+        raise location_of(None, None, f"a value the scheduler cannot take ({type(e).__name__}: {e})") from None
 
 
 def load_fleet(config_path, servers_path=None, scheduler_cls=None, **kwargs):
@@ -444,19 +375,16 @@ def load_fleet(config_path, servers_path=None, scheduler_cls=None, **kwargs):
     try:
         s = scheduler_cls(**init)
     except UsherError as e:
-        table = "licences" if e.field == "licences" else "settings"
-        field = "cap" if e.field == "licences" else e.field
         if e.field in kwargs:
             raise
+        table = "licences" if e.field == "licences" else "settings"
+        field = "cap" if e.field == "licences" else e.field
         raise at(table, None, None)(field, e.value, e.detail or str(e)) from None
-    for k, p in enumerate(cfg.pool):
-        _apply(config_path, at("pool", k, p.name), s.add_pool, p)
-    for k, a in enumerate(cfg.app):
-        _apply(config_path, at("app", k, a.name), s.add_app, a)
-    for k, u in enumerate(cfg.user):
-        _apply(config_path, at("user", k, u.id), s.add_user, u)
-    for k, sv in enumerate(cfg.server):
-        _apply(config_path, at("server", k, sv.name), s.add_server, sv)
+    except _VALUE_ERRORS as e:  # a value the scheduler let through but cannot take
+        raise at("settings", None, None)(None, None, f"a value the scheduler cannot take ({e})") from None
+    for table, records in (("pool", cfg.pool), ("app", cfg.app), ("user", cfg.user), ("server", cfg.server)):
+        for k, record in enumerate(records):
+            _apply(s, at(table, k, record.id if table == "user" else record.name), record)
     if servers_path is not None:
         for where, row in _server_rows(servers_path):
             def location_of(field, value, detail, where=where):
@@ -465,7 +393,7 @@ def load_fleet(config_path, servers_path=None, scheduler_cls=None, **kwargs):
                 spec = _server_row(row)
             except UsherError as e:
                 raise location_of(e.field, e.value, e.detail) from None
-            _apply(servers_path, location_of, s.add_server, spec)
+            _apply(s, location_of, spec)
     return s
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import usher
 import usher.formats.replay as replay_module
+import usher.formats.trace as trace_module
 from usher.cli import main
 from usher.formats.replay import LaunchDecision, LineError, Replayer, TraceError, replay
 
@@ -426,7 +427,7 @@ def test_blocks_split_anywhere(tmp_path, monkeypatch):
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(lines))  # no newline at the end
     whole = replay(path)
-    monkeypatch.setattr(replay_module, "BLOCK_BYTES", 97)
+    monkeypatch.setattr(trace_module, "BLOCK_BYTES", 97)
     pieces = replay(path)
     assert as_dicts(pieces.decisions) == as_dicts(whole.decisions)
     assert pieces.errors == whole.errors and pieces.ops == whole.ops == len(lines) - 2
