@@ -1,54 +1,20 @@
-"""The ``usher`` command line (click).
+"""The ``usher`` command line: the click group in ``usher.cli.group``, one module per command.
 
-Sub-commands live in their own modules and are imported only when invoked, so
-``usher --help`` and ``usher --version`` stay fast.
+The command line is an extra (``pip install "usher[cli]"``): without click or rich, ``main``
+is a stand-in that says what to install, in one line, and exits with status 1.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 
-import click
+_MISSING = next((m for m in ("click", "rich") if importlib.util.find_spec(m) is None), None)
 
-#: command name -> (module, attribute, one-line help)
-_COMMANDS = {
-    "storm": ("usher.cli.storm", "storm_command", "Place a morning logon storm on the built-in fleet and summarise it."),
-    "replay": ("usher.cli.replay", "replay_command", "Replay a broker trace (JSON Lines) and write every decision."),
-    "simulate": ("usher.cli.simulate", "simulate_command", "Simulate a hospital group's day (or a scenario file) and report KPIs, series and a picture."),
-}
+if _MISSING is None:
+    from usher.cli.group import main
+else:
+    def main() -> None:
+        """``usher`` installed without its command line: one line naming the install."""
+        raise SystemExit(f'usher: the command line needs {_MISSING}, not installed: pip install "usher[cli]"')
 
-
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
-
-    def get_command(self, ctx, name):
-        if name in _COMMANDS:
-            module, attr, _ = _COMMANDS[name]
-            return getattr(importlib.import_module(module), attr)
-        return super().get_command(ctx, name)
-
-    def format_commands(self, ctx, formatter):
-        rows = [(name, _COMMANDS[name][2]) for name in sorted(_COMMANDS)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-def _version():
-    from usher import __version__
-
-    return __version__
-
-
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version=None, package_name="usher", prog_name="usher", message="%(prog)s %(version)s")
-def main():
-    """usher — the placement engine of a connection broker for virtual apps and desktops.
-
-    Placement (which server gets this session, or why none), replay of broker
-    traces and simulation of a hospital group's day.
-    """
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+__all__ = ["main"]

@@ -38,6 +38,7 @@ import numpy as np
 from usher.core.codes import LoadRule
 from usher.core.config import MAX_WEIGHT, MIN_WEIGHT
 from usher.errors import InvalidArgument
+from usher.formats.errors import InputFileError
 
 __all__ = [
     "Scenario",
@@ -69,6 +70,10 @@ APP_RECORD, APP_LABS, APP_PACS = "patient-record", "lab-results", "pacs-viewer"
 
 class ScenarioError(InvalidArgument):
     """A scenario file or value that cannot be used (names the table and key)."""
+
+
+class ScenarioFileError(InputFileError, ScenarioError):
+    """A scenario file that cannot be read or parsed (names the file and the OS's reason)."""
 
 
 def clock_seconds(value, field_name="time") -> float:
@@ -351,9 +356,9 @@ class Scenario:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
-            raise ScenarioError(str(path), None, f"not valid TOML: {exc}") from None
+            raise ScenarioFileError(path, None, None, None, f"not valid TOML: {exc}") from None
         except OSError as exc:
-            raise ScenarioError(str(path), None, f"cannot read: {exc.strerror}") from None
+            raise ScenarioFileError(path, None, None, None, f"cannot read: {exc.strerror or exc}") from None
         return cls.from_dict(data, base, source=str(path))
 
     def copy(self) -> "Scenario":
@@ -785,36 +790,11 @@ def fleet_ops(sc: Scenario, layout: FleetLayout) -> list[dict]:
 
 
 def build_scheduler(ops: list[dict]):
-    """A ``usher.Scheduler`` configured by applying configuration ops in order."""
+    """A ``usher.Scheduler`` configured by applying configuration ops (trace format) in
+    order, through the one op dispatcher (:func:`usher.formats.dispatch.apply_ops`)."""
     import usher
+    from usher.formats.dispatch import apply_ops
 
     s = usher.Scheduler()
-    users: list[dict] = []  # consecutive user ops go in as one directory load
-
-    def flush():
-        if users:
-            s.add_users([u["id"] for u in users], home_zones=[u.get("home_zone") for u in users],
-                        apps=[u.get("apps", ()) for u in users])
-            users.clear()
-
-    for op in ops:
-        kind = op["op"]
-        if kind == "user":
-            users.append(op)
-            continue
-        flush()
-        kw = {k: v for k, v in op.items() if k not in ("t", "op")}
-        if kind == "settings":
-            s.settings(**kw)
-        elif kind == "licences":
-            s.set_licences(kw["cap"])
-        elif kind == "pool":
-            s.add_pool(**kw)
-        elif kind == "app":
-            s.add_app(**kw)
-        elif kind == "server":
-            s.add_server(**kw)
-        else:  # pragma: no cover - fleet_ops only writes the kinds above
-            raise ValueError(kind)
-    flush()
+    apply_ops(s, ops)
     return s

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from usher.core.codes import Mode, Power
-from usher.core.kernels import _numba_cache_in, cache_dir
+from usher.core.kernels import compile_settings
 
 __all__ = [
     "pctl", "pctl_index", "kth", "fleet_stats", "powered", "telemetry_rows", "power_moves",
@@ -47,191 +47,188 @@ def pctl(sorted_values, q):
 STATS_HEAD, STATS_ZONE = 12, 10
 
 
-_cache = _numba_cache_in(cache_dir())
-_cache.__enter__()
+# the kernels cache where usher's own do, under usher's compile settings
+with compile_settings():
 
 
-@njit(cache=True, nogil=True)
-def pctl_index(n, q):  # as pctl: index of the q-quantile among n sorted values
-    return min(n - 1, int(math.ceil(q * n)) - 1)
+    @njit(cache=True, nogil=True)
+    def pctl_index(n, q):  # as pctl: index of the q-quantile among n sorted values
+        return min(n - 1, int(math.ceil(q * n)) - 1)
 
 
-@njit(cache=True, nogil=True)
-def kth(values, k):
-    """values[k] once sorted (ascending), values unchanged: the (n - k) largest are kept
-    in a small sorted buffer, so a quantile near the top costs one pass."""
-    n = values.shape[0]
-    r = n - k
-    buf = np.empty(r, np.int64)
-    c = 0
-    for i in range(n):
-        x = values[i]
-        if c < r:
-            j = c
-            while j > 0 and buf[j - 1] > x:
-                buf[j] = buf[j - 1]
-                j -= 1
-            buf[j] = x
-            c += 1
-        elif x > buf[0]:
-            j = 1
-            while j < r and buf[j] < x:
-                buf[j - 1] = buf[j]
-                j += 1
-            buf[j - 1] = x
-    return buf[0]
+    @njit(cache=True, nogil=True)
+    def kth(values, k):
+        """values[k] once sorted (ascending), values unchanged: the (n - k) largest are kept
+        in a small sorted buffer, so a quantile near the top costs one pass."""
+        n = values.shape[0]
+        r = n - k
+        buf = np.empty(r, np.int64)
+        c = 0
+        for i in range(n):
+            x = values[i]
+            if c < r:
+                j = c
+                while j > 0 and buf[j - 1] > x:
+                    buf[j] = buf[j - 1]
+                    j -= 1
+                buf[j] = x
+                c += 1
+            elif x > buf[0]:
+                j = 1
+                while j < r and buf[j] < x:
+                    buf[j - 1] = buf[j]
+                    j += 1
+                buf[j - 1] = x
+        return buf[0]
 
 
-@njit(cache=True, nogil=True)
-def fleet_stats(power, sessions, li, pending, zone, main, max_sessions, nz, on_code, out):
-    """Integer statistics of one KPI sample: counts, sums, maxima and the order
-    statistics (as ``pctl`` on the sorted values) of the servers that are on, fleet-wide
-    and per zone. Integers only, so exactly what sorting and summing in numpy gives."""
-    n = power.shape[0]
-    out[:] = 0
-    cnt = np.zeros(nz, np.int64)
-    pend_max = 0
-    for i in range(n):
-        p = pending[i]
-        out[PEND_SUM] += p
-        if p > pend_max:
-            pend_max = p
-        if power[i] == on_code:
-            cnt[zone[i]] += 1
-    out[PEND_MAX] = pend_max
-    n_on = 0
-    for z in range(nz):
-        n_on += cnt[z]
-    out[N_ON] = n_on
-    if n_on == 0:
-        return
-    start = np.zeros(nz + 1, np.int64)
-    for z in range(nz):
-        start[z + 1] = start[z] + cnt[z]
-    fill = start[:nz].copy()
-    ses = np.empty(n_on, np.int64)  # grouped by zone
-    lis = np.empty(n_on, np.int64)
-    pend_on = 0
-    cap = 0
-    for i in range(n):
-        if power[i] == on_code:
-            z = zone[i]
-            k = fill[z]
-            fill[z] = k + 1
-            s = sessions[i]
-            x = li[i]
-            ses[k] = s
-            lis[k] = x
-            if pending[i] > pend_on:
-                pend_on = pending[i]
-            cap += max_sessions[i]
+    @njit(cache=True, nogil=True)
+    def fleet_stats(power, sessions, li, pending, zone, main, max_sessions, nz, on_code, out):
+        """Integer statistics of one KPI sample: counts, sums, maxima and the order
+        statistics (as ``pctl`` on the sorted values) of the servers that are on, fleet-wide
+        and per zone. Integers only, so exactly what sorting and summing in numpy gives."""
+        n = power.shape[0]
+        out[:] = 0
+        cnt = np.zeros(nz, np.int64)
+        pend_max = 0
+        for i in range(n):
+            p = pending[i]
+            out[PEND_SUM] += p
+            if p > pend_max:
+                pend_max = p
+            if power[i] == on_code:
+                cnt[zone[i]] += 1
+        out[PEND_MAX] = pend_max
+        n_on = 0
+        for z in range(nz):
+            n_on += cnt[z]
+        out[N_ON] = n_on
+        if n_on == 0:
+            return
+        start = np.zeros(nz + 1, np.int64)
+        for z in range(nz):
+            start[z + 1] = start[z] + cnt[z]
+        fill = start[:nz].copy()
+        ses = np.empty(n_on, np.int64)  # grouped by zone
+        lis = np.empty(n_on, np.int64)
+        pend_on = 0
+        cap = 0
+        for i in range(n):
+            if power[i] == on_code:
+                z = zone[i]
+                k = fill[z]
+                fill[z] = k + 1
+                s = sessions[i]
+                x = li[i]
+                ses[k] = s
+                lis[k] = x
+                if pending[i] > pend_on:
+                    pend_on = pending[i]
+                cap += max_sessions[i]
+                b = STATS_HEAD + STATS_ZONE * z
+                out[b + Z_S_SUM] += s
+                out[b + Z_L_SUM] += x
+                if k == start[z] or s > out[b + Z_S_MAX]:
+                    out[b + Z_S_MAX] = s
+                if k == start[z] or x > out[b + Z_L_MAX]:
+                    out[b + Z_L_MAX] = x
+                if main[i]:
+                    out[b + Z_M_N] += 1
+                    out[b + Z_M_SUM] += x
+                    if out[b + Z_M_N] == 1 or x > out[b + Z_M_MAX]:
+                        out[b + Z_M_MAX] = x
+        out[PEND_MAX_ON] = pend_on
+        out[CAPACITY] = cap
+        for z in range(nz):
+            a, e = start[z], start[z + 1]
             b = STATS_HEAD + STATS_ZONE * z
-            out[b + Z_S_SUM] += s
-            out[b + Z_L_SUM] += x
-            if k == start[z] or s > out[b + Z_S_MAX]:
-                out[b + Z_S_MAX] = s
-            if k == start[z] or x > out[b + Z_L_MAX]:
-                out[b + Z_L_MAX] = x
-            if main[i]:
-                out[b + Z_M_N] += 1
-                out[b + Z_M_SUM] += x
-                if out[b + Z_M_N] == 1 or x > out[b + Z_M_MAX]:
-                    out[b + Z_M_MAX] = x
-    out[PEND_MAX_ON] = pend_on
-    out[CAPACITY] = cap
-    for z in range(nz):
-        a, e = start[z], start[z + 1]
-        b = STATS_HEAD + STATS_ZONE * z
-        out[b + Z_N] = e - a
-        if e > a:
-            k99 = pctl_index(e - a, 0.99)
-            out[b + Z_S_P99] = kth(ses[a:e], k99)
-            out[b + Z_L_P99] = kth(lis[a:e], k99)
-            out[S_SUM] += out[b + Z_S_SUM]
-            out[L_SUM] += out[b + Z_L_SUM]
-            if out[b + Z_S_MAX] > out[S_MAX]:
-                out[S_MAX] = out[b + Z_S_MAX]
-            if out[b + Z_L_MAX] > out[L_MAX]:
-                out[L_MAX] = out[b + Z_L_MAX]
-    k99 = pctl_index(n_on, 0.99)
-    out[S_P99] = kth(ses, k99)
-    out[L_P99] = kth(lis, k99)
-    k50 = pctl_index(n_on, 0.50)
-    out[L_P50] = np.partition(lis, k50)[k50]
+            out[b + Z_N] = e - a
+            if e > a:
+                k99 = pctl_index(e - a, 0.99)
+                out[b + Z_S_P99] = kth(ses[a:e], k99)
+                out[b + Z_L_P99] = kth(lis[a:e], k99)
+                out[S_SUM] += out[b + Z_S_SUM]
+                out[L_SUM] += out[b + Z_L_SUM]
+                if out[b + Z_S_MAX] > out[S_MAX]:
+                    out[S_MAX] = out[b + Z_S_MAX]
+                if out[b + Z_L_MAX] > out[L_MAX]:
+                    out[L_MAX] = out[b + Z_L_MAX]
+        k99 = pctl_index(n_on, 0.99)
+        out[S_P99] = kth(ses, k99)
+        out[L_P99] = kth(lis, k99)
+        k50 = pctl_index(n_on, 0.50)
+        out[L_P50] = np.partition(lis, k50)[k50]
 
 
-@njit(cache=True, nogil=True)
-def powered(power, off_code, idx):
-    """Indices of the servers that are not off, into ``idx``; returns how many."""
-    m = 0
-    for i in range(power.shape[0]):
-        if power[i] != off_code:
-            idx[m] = i
-            m += 1
-    return m
+    @njit(cache=True, nogil=True)
+    def powered(power, off_code, idx):
+        """Indices of the servers that are not off, into ``idx``; returns how many."""
+        m = 0
+        for i in range(power.shape[0]):
+            if power[i] != off_code:
+                idx[m] = i
+                m += 1
+        return m
 
 
-@njit(cache=True, nogil=True)
-def telemetry_rows(idx, power, sessions, pending, factor, coef, noise, boot_code, w, cpu, mem, watts):
-    """The telemetry of the powered servers ``idx``, element by element as numpy does
-    it (same operations in the same order, no fused multiply-add):
-    ``round(clip(idle + per_session * sessions * factor + per_logon * pending
-    + noise_sd * noise, 0, 100), 1)`` for cpu (``coef[0:4]``, normals ``noise[:m]``),
-    likewise for mem (``coef[4:8]``, factor 1, ``noise[m:]``); and each server's
-    watts (booting, or idle + span * cpu / 100). Returns how many are booting."""
-    m = idx.shape[0]
-    c_idle, c_ps, c_pl, c_sd, m_base, m_ps, m_pl, m_sd = (
-        coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7])
-    w_boot, w_idle, w_span = w[0], w[1], w[2]
-    n_boot = 0
-    for k in range(m):
-        i = idx[k]
-        s = float(sessions[i])
-        p = float(pending[i])
-        c = c_idle + c_ps * s * factor[i] + c_pl * p + c_sd * noise[k]
-        c = c if c > 0.0 else 0.0  # np.clip: max then min, NaN aside
-        c = c if c < 100.0 else 100.0
-        c = np.rint(c * 10.0) / 10.0  # np.round(x, 1)
-        x = m_base + m_ps * s + m_pl * p + m_sd * noise[m + k]
-        x = x if x > 0.0 else 0.0
-        x = x if x < 100.0 else 100.0
-        mem[k] = np.rint(x * 10.0) / 10.0
-        cpu[k] = c
-        if power[i] == boot_code:
-            watts[k] = w_boot
-            n_boot += 1
-        else:
-            watts[k] = w_idle + w_span * c / 100.0
-    return n_boot
+    @njit(cache=True, nogil=True)
+    def telemetry_rows(idx, power, sessions, pending, factor, coef, noise, boot_code, w, cpu, mem, watts):
+        """The telemetry of the powered servers ``idx``, element by element as numpy does
+        it (same operations in the same order, no fused multiply-add):
+        ``round(clip(idle + per_session * sessions * factor + per_logon * pending
+        + noise_sd * noise, 0, 100), 1)`` for cpu (``coef[0:4]``, normals ``noise[:m]``),
+        likewise for mem (``coef[4:8]``, factor 1, ``noise[m:]``); and each server's
+        watts (booting, or idle + span * cpu / 100). Returns how many are booting."""
+        m = idx.shape[0]
+        c_idle, c_ps, c_pl, c_sd, m_base, m_ps, m_pl, m_sd = (
+            coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7])
+        w_boot, w_idle, w_span = w[0], w[1], w[2]
+        n_boot = 0
+        for k in range(m):
+            i = idx[k]
+            s = float(sessions[i])
+            p = float(pending[i])
+            c = c_idle + c_ps * s * factor[i] + c_pl * p + c_sd * noise[k]
+            c = c if c > 0.0 else 0.0  # np.clip: max then min, NaN aside
+            c = c if c < 100.0 else 100.0
+            c = np.rint(c * 10.0) / 10.0  # np.round(x, 1)
+            x = m_base + m_ps * s + m_pl * p + m_sd * noise[m + k]
+            x = x if x > 0.0 else 0.0
+            x = x if x < 100.0 else 100.0
+            mem[k] = np.rint(x * 10.0) / 10.0
+            cpu[k] = c
+            if power[i] == boot_code:
+                watts[k] = w_boot
+                n_boot += 1
+            else:
+                watts[k] = w_idle + w_span * c / 100.0
+        return n_boot
 
 
-@njit(cache=True, nogil=True)
-def power_moves(want, power, mode, down, sessions, out):
-    """What the power policy's wish asks for, as index lists (ascending) in the rows
-    of ``out``; returns their lengths. 0: off, wanted and not down -> boot; 1: on,
-    wanted, draining and not down -> enable; 2: on, unwanted, enabled -> drain; 3: on,
-    unwanted, draining or about to be (row 2) and empty -> shut down."""
-    nb = ne = nd = ns = 0
-    for i in range(power.shape[0]):
-        p = power[i]
-        if want[i]:
-            if down[i]:
-                continue
-            if p == OFF:
-                out[0, nb] = i
-                nb += 1
-            elif p == ON and mode[i] == DRAIN:
-                out[1, ne] = i
-                ne += 1
-        elif p == ON:
-            md = mode[i]
-            if md == ENABLED:
-                out[2, nd] = i
-                nd += 1
-            if (md == ENABLED or md == DRAIN) and sessions[i] == 0:
-                out[3, ns] = i
-                ns += 1
-    return nb, ne, nd, ns
-
-
-_cache.__exit__(None, None, None)
+    @njit(cache=True, nogil=True)
+    def power_moves(want, power, mode, down, sessions, out):
+        """What the power policy's wish asks for, as index lists (ascending) in the rows
+        of ``out``; returns their lengths. 0: off, wanted and not down -> boot; 1: on,
+        wanted, draining and not down -> enable; 2: on, unwanted, enabled -> drain; 3: on,
+        unwanted, draining or about to be (row 2) and empty -> shut down."""
+        nb = ne = nd = ns = 0
+        for i in range(power.shape[0]):
+            p = power[i]
+            if want[i]:
+                if down[i]:
+                    continue
+                if p == OFF:
+                    out[0, nb] = i
+                    nb += 1
+                elif p == ON and mode[i] == DRAIN:
+                    out[1, ne] = i
+                    ne += 1
+            elif p == ON:
+                md = mode[i]
+                if md == ENABLED:
+                    out[2, nd] = i
+                    nd += 1
+                if (md == ENABLED or md == DRAIN) and sessions[i] == 0:
+                    out[3, ns] = i
+                    ns += 1
+        return nb, ne, nd, ns
