@@ -873,9 +873,11 @@ cdef class Engine:
         cdef int64_t ai = a
         cdef int64_t loc = -1
         if location is not None:
-            if not isinstance(location, str):
-                raise InvalidArgument("location", location, "must be a string or None")
-            loc = self._zones.get(location, -2)
+            loc = self._zones.get(location, -3) if isinstance(location, str) else -3
+            if loc == -3:  # not a known zone: a str names one no server is in (-2)
+                if not isinstance(location, str) or len(<str>location) == 0:
+                    raise InvalidArgument("location", location, "must be a non-empty string or None")
+                loc = -2
         if endpoint is not None and not isinstance(endpoint, str):
             raise InvalidArgument("endpoint", endpoint, "must be a string or None")
         cdef int64_t ext
