@@ -847,12 +847,15 @@ cdef class Engine:
             InvalidArgument: ``user_index`` is not an integer index of a user.
         """
         cdef double t = self._given_time(now)
-        cdef int64_t ui
+        cdef int64_t ui = -1
         if isinstance(user_index, bool) or not isinstance(user_index, (int, cnp.integer)):
             raise InvalidArgument("user_index", user_index, "must be an integer user index")
-        if not 0 <= user_index < len(self._user_names) or self._user_names[user_index] is None:
+        try:
+            ui = user_index
+        except OverflowError:
+            pass
+        if not 0 <= ui < len(self._user_names):  # a free index is refused under the lock
             raise InvalidArgument("user_index", user_index, "no such user index")
-        ui = user_index
         return self._launch_one(None, ui, app, location, endpoint, external, t, explain)
 
     cdef object _launch_one(self, object user, int64_t ui, object app, object location,
