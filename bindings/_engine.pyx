@@ -152,6 +152,16 @@ cdef tuple REASONS = tuple(Reason)
 cdef tuple ZONE_CHOICES = tuple(ZoneChoice)
 
 
+from usher import validate as _v
+
+cdef double MAX_TIME = _v.MAX_TIME
+cdef int64_t MAX_SESSION_ID = _v.MAX_SESSION_ID
+cdef double NAN_TIME = float("nan")
+# what a user index holds (Engine._user_kind)
+cdef uint8_t USER_DIRECTORY = 0  # added by add_user(s): kept until remove_user
+cdef uint8_t USER_IMPLICIT = 1  # created by a launch: forgotten with its last session
+cdef uint8_t USER_FREE = 2  # nobody: the index is free for the next user  # "read the clock under the lock" (_given_time)
+
 cdef bytes _EMPTY = b"\0" * 8  # what an empty array's pointer points at (never read)
 
 
@@ -305,6 +315,22 @@ def first_unhashable(values):
     return -1
 
 
+def first_not_id(values, bint allow_none=False):
+    """Row of the first value that is not a non-empty str (None passes with
+    ``allow_none``), or -1: the id rule of ``usher.validate`` over a batch of
+    Python objects, one type test per row (batch validation, before anything is
+    added)."""
+    cdef Py_ssize_t k = 0
+    for v in values:
+        if v is None:
+            if not allow_none:
+                return k
+        elif not isinstance(v, str) or len(<str>v) == 0:
+            return k
+        k += 1
+    return -1
+
+
 cdef extern from "Python.h":
     PyInterpreterState* PyInterpreterState_Get()
 
@@ -383,16 +409,20 @@ cdef class KeyTable:
     decodes it from a request: a new object, equal to the stored one but not it)
     also keeps its characters in its slot, so matching it compares them there
     instead of reading the stored key object, a second random read. It never
-    disagrees with the dict: keys are only ever added, each with the next index,
-    and never removed or renumbered; ``find`` first brings the table up to date
-    (the keys added since, from the index-ordered ``names`` list when there is
-    one, else the whole dict again) and starts over when the dict object was
-    replaced or the table would be more than half full. A key matches as in a
-    dict: the same object, or an equal hash and ``==`` (for two exact ASCII
-    strs, equal characters: the same test). Used with the scheduler's lock held."""
+    disagrees with the dict: the owner calls ``add`` / ``remove`` as it changes
+    the dict (``names``, the list of keys by index, ``None`` at a free index,
+    changes with it); ``find`` first brings the table up to date — the keys
+    appended to ``names`` since (a bulk ``add_users``), or, when anything else
+    happened that the table did not follow (the dict replaced, an ``add`` or
+    ``remove`` while behind, more than half full), the whole dict again. A key
+    matches as in a dict: the same object, or an equal hash and ``==`` (for two
+    exact ASCII strs, equal characters: the same test). Used with the
+    scheduler's lock held."""
 
     cdef KeySlot* slots
     cdef Py_ssize_t size, used
+    cdef Py_ssize_t names_seen  # len(names) when the table last matched the dict
+    cdef bint stale  # a change the table did not follow: rebuild at the next find
     cdef object source  # the dict mirrored
 
     def __dealloc__(self):
@@ -407,6 +437,8 @@ cdef class KeyTable:
         self.slots = NULL
         self.size = 0
         self.used = 0
+        self.names_seen = 0
+        self.stale = False
         self.source = None
 
     cdef void prefetch(self, object key) noexcept:
@@ -433,7 +465,7 @@ cdef class KeyTable:
         cdef const char* text = NULL
         # -1: the key is not a short ASCII str
         cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>key, &text, INLINE_TEXT)
-        if self.source is not source or self.used != len(source):
+        if self.source is not source or self.used != len(source) or self.stale:
             if not self._sync(source, names, len(source)):
                 idx = source.get(key)
                 return -1 if idx is None else idx
@@ -457,12 +489,60 @@ cdef class KeyTable:
                     return slot.index
             k = (k + 1) & mask
 
-    cdef int add(self, object key, int64_t index) except -1:
-        """Record ``key``, just added to the mirrored dict with ``index``; when the
-        table cannot take it now, the next ``find`` catches up."""
-        if self.slots != NULL and index == self.used and 2 * (self.used + 1) <= self.size:
+    cdef bint _follows(self, dict source, list names, Py_ssize_t d_source, Py_ssize_t d_names):
+        """The table matched ``source`` and ``names`` before a change that moved
+        their lengths by ``d_source`` and ``d_names`` (so it can follow it)."""
+        return (self.slots != NULL and not self.stale and self.source is source
+                and self.used + d_source == len(source)
+                and (names is None or self.names_seen + d_names == len(names)))
+
+    cdef int add(self, object key, int64_t index, dict source, list names, bint appended) except -1:
+        """Record ``key``, just added to ``source`` with ``index`` (``appended``:
+        at the end of ``names``, else at a free index of it)."""
+        if self._follows(source, names, 1, appended) and 2 * (self.used + 1) <= self.size:
             self._insert(key, PyObject_Hash(key), index)
+            self.names_seen += appended
+        elif self.slots != NULL:
+            self.stale = True
         return 0
+
+    cdef int remove(self, object key, dict source, list names) except -1:
+        """Forget ``key``, just deleted from ``source`` (its index now free in
+        ``names``): the slot is emptied and the slots after it in its run moved
+        back (backward-shift deletion, so probes need no tombstones)."""
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_ssize_t mask, k, j, home
+        cdef KeySlot* slot
+        cdef PyObject* other
+        if not self._follows(source, names, -1, 0):
+            if self.slots != NULL:
+                self.stale = True
+            return 0
+        mask = self.size - 1
+        k = <Py_ssize_t>(<size_t>h & <size_t>mask)
+        while True:
+            other = self.slots[k].key
+            if other == NULL:  # not there: the table and the dict disagree
+                self.stale = True
+                return 0
+            if other == <PyObject*>key or (self.slots[k].hash == <uint32_t>h
+                                            and PyObject_RichCompareBool(<object>other, key, Py_EQ)):
+                break
+            k = (k + 1) & mask
+        Py_XDECREF(other)
+        self.slots[k].key = NULL
+        self.used -= 1
+        j = k
+        while True:  # move back every later slot of the run whose home is not in (k, j]
+            j = (j + 1) & mask
+            other = self.slots[j].key
+            if other == NULL:
+                return 0
+            home = <Py_ssize_t>(<size_t>PyObject_Hash(<object>other) & <size_t>mask)
+            if (j > k and (home <= k or home > j)) or (j < k and (home <= k and home > j)):
+                self.slots[k] = self.slots[j]
+                self.slots[j].key = NULL
+                k = j
 
     cdef int _insert(self, object key, Py_hash_t h, int64_t index) except -1:
         cdef Py_ssize_t mask = self.size - 1
@@ -486,14 +566,16 @@ cdef class KeyTable:
         return 0
 
     cdef bint _sync(self, dict source, list names, Py_ssize_t n) except -1:
-        """Bring the table up to the ``n`` keys of ``source``. False when there is
-        no table (allocation failed, too many keys for an int32 index, values
-        that are not the insertion order): the dict then answers alone."""
+        """Bring the table up to the ``n`` keys of ``source``: the keys appended
+        to ``names`` since it last matched, when nothing else changed, else every
+        key again. False when there is no table (allocation failed, too many keys
+        for an int32 index): the dict then answers alone."""
         cdef Py_ssize_t size = 1024
-        cdef Py_ssize_t j
-        cdef bint from_names = names is not None and len(names) == n
-        if self.source is not source or 2 * n > self.size or self.used > n \
-                or (self.used < n and not from_names):
+        cdef Py_ssize_t j, n_names = -1 if names is None else len(names)
+        cdef bint appends = (not self.stale and self.source is source and names is not None
+                             and self.used <= n and n - self.used == n_names - self.names_seen
+                             and 2 * n <= self.size)
+        if not appends:
             self.clear()
             if n >= 0x7FFFFFFF:
                 return False
@@ -504,17 +586,13 @@ cdef class KeyTable:
                 return False
             self.size = size
             self.source = source
-        if self.used < n:
-            if from_names:  # names[j] is the key of index j
-                for j in range(self.used, n):
-                    key = names[j]
-                    self._insert(key, PyObject_Hash(key), j)
-            else:
-                for key, idx in source.items():
-                    if idx != self.used:
-                        self.clear()
-                        return False
-                    self._insert(key, PyObject_Hash(key), idx)
+            for key, idx in source.items():
+                self._insert(key, PyObject_Hash(key), idx)
+        else:
+            for j in range(self.names_seen, n_names):  # names[j] is the key of index j
+                key = names[j]
+                self._insert(key, PyObject_Hash(key), j)
+        self.names_seen = max(n_names, 0)
         return True
 
 
@@ -547,6 +625,9 @@ cdef class Engine:
     cdef KeyTable _user_keys, _endpoint_keys  # the user and endpoint dicts, mirrored
     cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
+    cdef public list _endpoint_names, _user_free, _endpoint_free  # by index (None: free); free indices
+    cdef public object _user_kind  # uint8 per user index: USER_DIRECTORY, USER_IMPLICIT, USER_FREE
+    cdef public Py_ssize_t _added_since_sweep, _sweep_every  # implicit users and endpoints (see _sweep)
     cdef public object _names
     cdef public bint _dirty
     cdef public object _clock
@@ -631,21 +712,39 @@ cdef class Engine:
 
     # ------------------------------------------------------------- helpers
     cdef double _time(self, object now) except? -1.0:
-        """``now`` as a float, checked against the clock (before any change)."""
+        """``now`` as a float, checked (``validate.time``) and against the clock,
+        before any change; None reads the clock, so a caller passing None holds
+        the lock (see ``_given_time``)."""
         cdef double t
         if now is None:
-            t = float(self._clock())
+            return self._clock_time()
+        if type(now) is float:
+            t = now
+            if not (-MAX_TIME <= t <= MAX_TIME):  # NaN fails both compares
+                t = _v.time("now", now)
         else:
-            try:
-                t = float(now)
-            except (TypeError, ValueError):
-                raise InvalidArgument("now", now, "must be a number of seconds") from None
-        if isnan(t) or isinf(t):
-            raise InvalidArgument("now", now, "must be a finite number of seconds")
+            t = _v.time("now", now)
         if t < self._clk[CK_NOW]:
             if now is None:  # the clock's reading is the value that is wrong
                 raise TimeWentBackwards("now", t, f"the clock read earlier than the previous operation ({self._clk[CK_NOW]})")
             raise TimeWentBackwards("now", now, f"earlier than the previous operation ({self._clk[CK_NOW]})")
+        return t
+
+    cdef double _given_time(self, object now) except? -1.0:
+        """``_time(now)`` for a caller that does not hold the lock yet: NaN for
+        None (the clock is read under the lock, ``_clock_time``: read before it,
+        two threads could take their times in one order and the lock in the
+        other, and the second would go back in time)."""
+        if now is None:
+            return NAN_TIME
+        return self._time(now)
+
+    cdef double _clock_time(self) except? -1.0:
+        """The clock's time, checked like a given ``now``. Lock held."""
+        reading = self._clock()
+        cdef double t = _v.time("now", reading)
+        if t < self._clk[CK_NOW]:
+            raise TimeWentBackwards("now", reading, f"the clock went back from {self._clk[CK_NOW]}")
         return t
 
     cdef int _prepare(self, int64_t rows) except -1:
@@ -658,24 +757,70 @@ cdef class Engine:
         return 0
 
     cpdef int64_t _user_index(self, object user) except -2:
-        """Index of ``user``; an unknown user is created when entitlement is not
+        """Index of ``user``; an unknown user is created (implicit: forgotten once
+        it has no live session, see ``Scheduler._sweep``) when entitlement is not
         enforced, and is -1 (refused as not_entitled) when it is."""
         idx = self._users.get(user)
         if idx is not None:
             return idx
         if self._hdr[H_ENFORCE_ENTITLEMENT]:
             return -1
-        return self._add_user_unlocked(user, None, ())
+        return self._add_user_unlocked(user, None, (), True)
 
     cpdef int64_t _endpoint_index(self, object endpoint) except -2:
+        """Index of ``endpoint`` (a str), added when new (at a free index when
+        there is one). Lock held."""
+        cdef bint appended
         if endpoint is None:
             return -1
         idx = self._endpoints.get(endpoint)
         if idx is None:
-            idx = len(self._endpoints)
+            appended = not self._endpoint_free
+            if appended:
+                idx = len(self._endpoint_names)
+                self._endpoint_names.append(endpoint)
+            else:
+                idx = self._endpoint_free.pop()
+                self._endpoint_names[idx] = endpoint
             self._endpoints[endpoint] = idx
-            self._endpoint_keys.add(endpoint, idx)
+            self._endpoint_keys.add(endpoint, idx, self._endpoints, self._endpoint_names, appended)
+            self._added_since_sweep += 1
         return idx
+
+    def _user_key_added(self, key, int64_t index, bint appended):
+        """The user key table follows ``_users[key] = index`` (lock held)."""
+        self._user_keys.add(key, index, self._users, self._user_names, appended)
+
+    def _forget_keys(self, list user_ids, list endpoints):
+        """Delete these users and endpoints from their dicts, the key tables
+        following each deletion (lock held; their indices are already free in
+        the name lists)."""
+        for key in user_ids:
+            del self._users[key]
+            self._user_keys.remove(key, self._users, self._user_names)
+        for key in endpoints:
+            del self._endpoints[key]
+            self._endpoint_keys.remove(key, self._endpoints, self._endpoint_names)
+
+    cdef inline int _maybe_sweep(self) except -1:
+        """Forget implicit users and endpoints no live session needs, once as
+        many were added since the last time as were kept then (amortised O(1)
+        per addition). Lock held; called before an operation looks any id up."""
+        if self._added_since_sweep >= self._sweep_every:
+            self._sweep()
+        return 0
+
+    def _maybe_sweep_py(self):
+        self._maybe_sweep()
+
+    cdef bint _all_users_live(self, const int64_t* u, Py_ssize_t n):
+        """No index of ``u`` (each in range) is a free user index."""
+        cdef const uint8_t* kind = <const uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self._user_kind)
+        cdef bint ok = True
+        cdef Py_ssize_t k
+        for k in range(n):
+            ok &= kind[u[k]] != USER_FREE
+        return ok
 
     def _user_rows_into(self, users, int64_t[::1] out):
         """The user index of each id of ``users`` (all hashable: see
@@ -705,7 +850,7 @@ cdef class Engine:
             if endpoint is None:
                 e = -1
             else:
-                e = self._endpoint_keys.find(endpoint, self._endpoints, None)
+                e = self._endpoint_keys.find(endpoint, self._endpoints, self._endpoint_names)
                 if e < 0:
                     e = self._endpoint_index(endpoint)
             out[k] = e
@@ -728,12 +873,12 @@ cdef class Engine:
         Returns:
             :class:`usher.Decision`.
         """
-        cdef double t = self._time(now)
+        cdef double t = self._given_time(now)
         # the user's key-table slot is most likely a cache miss (a storm draws users
         # from tens of thousands): start reading it now, so the app and location
         # lookups below overlap it
         self._user_keys.prefetch(user)
-        return self._launch_one(user, -1, app, location, endpoint, external, t, now, explain)
+        return self._launch_one(user, -1, app, location, endpoint, external, t, explain)
 
     def launch_by_index(self, user_index, app, location=None, endpoint=None, external=False,
                         now=None, explain=False):
@@ -745,47 +890,68 @@ cdef class Engine:
         Raises:
             InvalidArgument: ``user_index`` is not an integer index of a user.
         """
-        cdef double t = self._time(now)
-        cdef int64_t ui
+        cdef double t = self._given_time(now)
+        cdef int64_t ui = -1
         if isinstance(user_index, bool) or not isinstance(user_index, (int, cnp.integer)):
             raise InvalidArgument("user_index", user_index, "must be an integer user index")
-        if not 0 <= user_index < len(self._user_names):
+        try:
+            ui = user_index
+        except OverflowError:
+            pass
+        if not 0 <= ui < len(self._user_names):  # a free index is refused under the lock
             raise InvalidArgument("user_index", user_index, "no such user index")
-        ui = user_index
-        return self._launch_one(None, ui, app, location, endpoint, external, t, now, explain)
+        return self._launch_one(None, ui, app, location, endpoint, external, t, explain)
 
     cdef object _launch_one(self, object user, int64_t ui, object app, object location,
-                            object endpoint, object external, double t, object now, bint explain):
+                            object endpoint, object external, double t, object explain):
         """The body of launch (``ui`` = -1: look ``user`` up, adding a new one) and
-        launch_by_index (``ui`` checked)."""
-        try:
-            a = self._apps.get(app)
-        except TypeError:
-            raise InvalidArgument("app", app, "must be hashable") from None
+        launch_by_index (``ui`` checked). ``t`` is NaN for "read the clock" (under
+        the lock). Every argument is checked by the rules of ``usher.validate``
+        before the lock: ids are strs (a type test each; emptiness only matters
+        for an id about to be added, as no empty id is ever known), ``external``
+        and ``explain`` are bools."""
+        if ui < 0 and not isinstance(user, str):
+            raise InvalidArgument("user", user, "must be a non-empty string")
+        if not isinstance(app, str):
+            raise InvalidArgument("app", app, "must be a non-empty string")
+        a = self._apps.get(app)
         if a is None:
             raise UnknownApp("app", app, "no such app")
         cdef int64_t ai = a
         cdef int64_t loc = -1
         if location is not None:
-            try:
-                loc = self._zones.get(location, -2)
-            except TypeError:
-                raise InvalidArgument("location", location, "must be hashable") from None
-        cdef int64_t ext = 1 if external else 0
+            loc = self._zones.get(location, -3) if isinstance(location, str) else -3
+            if loc == -3:  # not a known zone: a str names one no server is in (-2)
+                if not isinstance(location, str) or len(<str>location) == 0:
+                    raise InvalidArgument("location", location, "must be a non-empty string or None")
+                loc = -2
+        if endpoint is not None and not isinstance(endpoint, str):
+            raise InvalidArgument("endpoint", endpoint, "must be a string or None")
+        cdef int64_t ext
+        if external is False:
+            ext = 0
+        elif external is True:
+            ext = 1
+        else:
+            ext = _v.flag("external", external)
+        cdef bint explain_it = explain is True or (explain is not False and _v.flag("explain", explain))
         cdef int64_t ep, status
         cdef bint by_id = ui < 0
         cdef int64_t out[N_D]  # this call's decision row: nothing shared once the lock is gone
         explanation = None
         self._acquire()
         try:
-            # known user and endpoint: one probe each of the mirror tables; a new
-            # user or endpoint is added only once both ids are known to be valid
-            # (hashable), so a bad one changes nothing
+            if isnan(t):  # now=None: the clock is read under the lock
+                t = self._clock_time()
             if by_id:
-                try:
-                    ui = self._user_keys.find(user, self._users, self._user_names)
-                except TypeError:
-                    raise InvalidArgument("user", user, "must be hashable") from None
+                self._maybe_sweep()
+            elif self._user_names[ui] is None:  # forgotten since the caller looked
+                raise InvalidArgument("user_index", ui, "no such user index")
+            # known user and endpoint: one probe each of the mirror tables; a new
+            # user or endpoint is added only once both ids are known to be valid,
+            # so a bad one changes nothing
+            if by_id:
+                ui = self._user_keys.find(user, self._users, self._user_names)
             if ui >= 0:
                 # the kernel's first reads: the user's record and entitlement word,
                 # requested now so the endpoint probe and the call overlap them
@@ -794,17 +960,18 @@ cdef class Engine:
                                + (ui * self._hdr[H_ENT_WORDS] + (ai >> 6)) * 8)
             ep = -1
             if endpoint is not None:
-                try:
-                    ep = self._endpoint_keys.find(endpoint, self._endpoints, None)
-                except TypeError:
-                    raise InvalidArgument("endpoint", endpoint, "must be hashable") from None
+                ep = self._endpoint_keys.find(endpoint, self._endpoints, self._endpoint_names)
+                if ep < 0 and len(<str>endpoint) == 0:
+                    raise InvalidArgument("endpoint", endpoint, "must be a non-empty string or None")
             if ui < 0:
+                if len(<str>user) == 0:
+                    raise InvalidArgument("user", user, "must be a non-empty string")
                 ui = self._user_index(user)
             if ep < 0 and endpoint is not None:
                 ep = self._endpoint_index(endpoint)
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
                 self._prepare(1)
-            if explain:
+            if explain_it:
                 with nogil:
                     self._advance(self._hdr, t)
                 explanation = self._explain(ui, ai, loc, ext)
@@ -821,7 +988,7 @@ cdef class Engine:
             status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, out)
             pthread_mutex_unlock(self._lock)
         if status != 0:
-            raise_for_status(status, "now", now)
+            raise_for_status(status, "now", t)
         d = make_decision(out, self._names, explanation)
         if explanation is not None:
             explanation._attach(d)
@@ -844,7 +1011,8 @@ cdef class Engine:
             raise_for_status(status, "now", nows[0])
 
     def _launch_compiled(self, users, apps, now, locations=None):
-        """``launch_many`` for the batch shape of a storm replayed by a broker or a
+        """(Lock held: the caller, ``Scheduler.launch_many``, holds it over both
+        paths and reads the clock under it.) ``launch_many`` for the batch shape of a storm replayed by a broker or a
         simulator: ``users`` as a C-contiguous 1-D int64 ndarray of indices
         (``user_indices``) or a list or tuple of known user ids, ``apps`` as such an
         array of app indices (``app_indices``), locations as None or a list or tuple
@@ -882,7 +1050,9 @@ cdef class Engine:
                 return None
         else:
             return None
-        if isnan(t) or isinf(t):
+        if not (-MAX_TIME <= t <= MAX_TIME):  # not finite, or outside the time rule
+            return None
+        if locations is not None and first_not_id(locations, True) >= 0:
             return None
         cdef const int64_t* u = NULL
         cdef const int64_t* a = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>apps)
@@ -899,40 +1069,30 @@ cdef class Engine:
         out = _np_empty((n, N_D), dtype=_np_int64)
         cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out)
         cdef int64_t status
-        self._acquire()
-        try:
-            if t < self._clk[CK_NOW]:  # the general path raises TimeWentBackwards
-                self._release()
-                return None
-            self._prepare(n)
-            self._fill_rows(n, t)
-        except BaseException:
-            self._release()
-            raise
+        if t < self._clk[CK_NOW]:  # the general path raises TimeWentBackwards
+            return None
+        if not by_id and self._user_free and not self._all_users_live(u, n):
+            return None  # an index of a user forgotten: the general path names it
+        self._prepare(n)
+        self._fill_rows(n, t)
         if by_id:
             # known ids only: an id not added yet goes to the general path, which adds it
             try:
                 ok = self._known_user_rows(users, n, self._user_rows)
-            except Exception:  # not hashable, or its == raised: the general path says so
+            except Exception:  # its == raised: the general path says so
                 ok = False
             if not ok:
-                self._release()
                 return None
             u = self._user_rows
         cdef int64_t* loc = self._minus_ones
         if locations is not None:
             # as the general path reads them: a zone name no server uses is -2 (no
-            # candidates there); a name that cannot be looked up goes there to raise
+            # candidates there)
             loc = self._locations
-            try:
-                _rows_from_names(locations, self._zones, loc, -1, -2)
-            except Exception:
-                self._release()
-                return None
+            _rows_from_names(locations, self._zones, loc, -1, -2)
         with nogil:
             status = self._launch_many(self._hdr, n, <int64_t*>u, <int64_t*>a, loc,
                                        self._minus_ones, self._zeros, self._times, o)
-            pthread_mutex_unlock(self._lock)
         if status != 0:
             raise_for_status(status, "now", t)
         return out
@@ -983,15 +1143,21 @@ cdef class Engine:
 
     # ------------------------------------------------------------- sessions
     cdef object _session_call(self, object session, int64_t op, int64_t arg, object now):
-        cdef double t = self._time(now)
+        cdef double t = self._given_time(now)
         cdef int64_t sid, status
-        try:
-            sid = session
-        except (TypeError, OverflowError):
-            raise InvalidArgument("session", session, "must be a session id (int)") from None
+        sid = -1
+        if type(session) is int:
+            try:
+                sid = session
+            except OverflowError:
+                pass
+        if sid < 0:  # not an exact int, or outside [0, 2**63 - 1]: the rule names it
+            sid = _v.session_id("session", session)
         cdef int64_t out[1]
         self._acquire()
         try:
+            if isnan(t):  # now=None: the clock is read under the lock
+                t = self._clock_time()
             if self._dirty:
                 self._relayout()
         except BaseException:
@@ -1032,7 +1198,7 @@ cdef class Engine:
 
     def close_app(self, session, app, now=None):
         """The app closes in the session; returns True when that ended the session."""
-        a = self._apps.get(app)
+        a = self._apps.get(_v.name("app", app))
         if a is None:
             raise UnknownApp("app", app, "no such app")
         return self._session_call(session, SESSION_OP_CLOSE_APP, a, now)
@@ -1093,35 +1259,27 @@ cdef class Engine:
         cdef int64_t idx[1]
         cdef double c[1], m[1], d[1], x[1]
         cdef int64_t mask = 0, status, bad[2]
-        i = self._servers.get(server) if isinstance(server, str) else None
-        if i is None:
-            i = self._server_index(server)
-        idx[0] = i
         c[0] = m[0] = d[0] = x[0] = 0.0
-        try:
-            if cpu is not None:
-                c[0] = cpu
-                mask |= TELEMETRY_FIELD_CPU
-            if mem is not None:
-                m[0] = mem
-                mask |= TELEMETRY_FIELD_MEM
-            if disk_queue is not None:
-                d[0] = disk_queue
-                mask |= TELEMETRY_FIELD_DISK_QUEUE
-            if custom is not None:
-                x[0] = custom
-                mask |= TELEMETRY_FIELD_CUSTOM
-        except TypeError:
-            for name, v in (("cpu", cpu), ("mem", mem), ("disk_queue", disk_queue), ("custom", custom)):
-                if v is not None and not isinstance(v, (int, float)):
-                    raise InvalidArgument(name, v, "must be a number") from None
-            raise
-        for name, v in (("cpu", cpu), ("mem", mem), ("disk_queue", disk_queue), ("custom", custom)):
-            if isinstance(v, bool):
-                raise InvalidArgument(name, v, "must be a number")
-        cdef double t = self._time(now)
+        # numbers by the rule of usher.validate.number; their ranges are the kernel's
+        if cpu is not None:
+            c[0] = cpu if type(cpu) is float else _v.number("cpu", cpu)
+            mask |= TELEMETRY_FIELD_CPU
+        if mem is not None:
+            m[0] = mem if type(mem) is float else _v.number("mem", mem)
+            mask |= TELEMETRY_FIELD_MEM
+        if disk_queue is not None:
+            d[0] = disk_queue if type(disk_queue) is float else _v.number("disk_queue", disk_queue)
+            mask |= TELEMETRY_FIELD_DISK_QUEUE
+        if custom is not None:
+            x[0] = custom if type(custom) is float else _v.number("custom", custom)
+            mask |= TELEMETRY_FIELD_CUSTOM
+        cdef double t
+        if now is not None:
+            now = _v.time("now", now)
         self._acquire()
         try:
+            idx[0] = self._server_index(server)  # an unknown server is the first error
+            t = self._time(now)
             if self._dirty:
                 self._relayout()
             with nogil:

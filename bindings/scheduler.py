@@ -11,14 +11,18 @@ state exactly as it was; a batch with one bad row applies nothing.
 
 from __future__ import annotations
 
+import copy as _copy
 import ctypes
+import functools
 import math
 import time
+from threading import get_ident
 from collections.abc import Iterable
 
 import numpy as np
 
 from usher import _engine
+from usher import validate as _v
 from usher.core import config, groups
 from usher.core import kernels as _kernels
 from usher.core import state as st
@@ -36,10 +40,12 @@ from usher.core.explain import FUNNEL
 from usher.errors import (
     DuplicateName,
     InvalidArgument,
+    InvalidState,
     ServerBusy,
     UnknownApp,
     UnknownPool,
     UnknownServer,
+    UnknownUser,
     raise_for_status,
 )
 
@@ -57,16 +63,11 @@ def _ptr(array: np.ndarray):
 
 
 # ---------------------------------------------------------------- validation
+# the rules live in usher.validate; these names are what the methods below call
 def _check_int(field, value, lo=None, hi=None, allow_none=False):
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgument(field, value, "must be an integer")
-    value = int(value)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise InvalidArgument(field, value, f"must be in {rng}")
-    return value
+    return _v.integer(field, value, lo, hi)
 
 
 def _filled(n, value):
@@ -84,42 +85,10 @@ def _int64_rows(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(-1), dtype=np.int64)
 
 
-def _check_float(field, value, lo=None, hi=None, lo_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidArgument(field, value, "must be a number")
-    v = float(value)
-    if math.isnan(v) or math.isinf(v):
-        raise InvalidArgument(field, value, "must be finite")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise InvalidArgument(field, value, f"must be {'>' if lo_open else '>='} {lo}")
-    if hi is not None and v > hi:
-        raise InvalidArgument(field, value, f"must be <= {hi}")
-    return v
-
-
-def _check_bool(field, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise InvalidArgument(field, value, "must be true or false")
-    return bool(value)
-
-
-def _check_name(field, value):
-    if not isinstance(value, str) or not value:
-        raise InvalidArgument(field, value, "must be a non-empty string")
-    return value
-
-
-def _as_names(field, value) -> tuple:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Iterable):
-        raise InvalidArgument(field, value, "must be a string or a list of strings")
-    out = tuple(value)
-    for v in out:
-        _check_name(field, v)
-    return out
+_check_float = _v.real
+_check_bool = _v.flag
+_check_name = _v.name
+_as_names = _v.names
 
 
 def _as_enums(field, value, enum_cls) -> tuple:
@@ -128,7 +97,7 @@ def _as_enums(field, value, enum_cls) -> tuple:
         return ()
     if isinstance(value, (str, enum_cls)):
         value = (value,)
-    if not isinstance(value, Iterable):
+    if isinstance(value, (bytes, dict)) or not isinstance(value, Iterable):
         raise InvalidArgument(field, value, "must be a name or a list of names")
     return tuple(parse_enum(enum_cls, field, v) for v in value)
 
@@ -139,14 +108,30 @@ _INT64 = np.dtype(np.int64)
 
 
 def _telemetry_column(field, values, n):
-    """One telemetry field of a batch as a contiguous float64 array of length n."""
-    try:
-        arr = np.ascontiguousarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidArgument(field, values, "must be an array of numbers") from None
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InvalidArgument(field, f"shape {arr.shape}", f"must have length {n} like servers")
-    return arr
+    """One telemetry field of a batch as a contiguous float64 array of length n
+    (numbers only; the kernel checks each row's range, in row order)."""
+    return _v.number_array(field, values, n)
+
+
+#: what a user index holds (``Scheduler._user_kind``; the same codes in _engine.pyx)
+USER_DIRECTORY, USER_IMPLICIT, USER_FREE = 0, 1, 2
+#: ``_sweep`` runs once this many implicit users and endpoints were added, or as
+#: many as it kept the time before, whichever is more
+SWEEP_FLOOR = 4096
+_NO_APPS = frozenset()
+
+
+def _serialised(method):
+    """Run ``method`` under the scheduler's lock: every check that reads the
+    state (a duplicate name, an unknown pool, the clock) and every write of one
+    configuration call happen in one critical section."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._locked():
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 # ---------------------------------------------------------------- scheduler
@@ -179,9 +164,9 @@ class Scheduler(_engine.Engine):
     ):
         enforce_entitlement = _check_bool("enforce_entitlement", enforce_entitlement)
         seed = _check_int("seed", seed, 0, 2**31 - 1)
-        licences = _check_int("licences", licences, 0, allow_none=True)
-        sinbin_seconds = _check_float("sinbin_seconds", sinbin_seconds, 0.0)
-        pending_timeout = _check_float("pending_timeout", pending_timeout, 0.0, lo_open=True)
+        licences = _check_int("licences", licences, 0, _v.MAX_COUNT, allow_none=True)
+        sinbin_seconds = _check_float("sinbin_seconds", sinbin_seconds, 0.0, _v.MAX_TIME)
+        pending_timeout = _check_float("pending_timeout", pending_timeout, 0.0, _v.MAX_TIME, lo_open=True)
         if clock is not None and not callable(clock):
             raise InvalidArgument("clock", clock, "must be callable")
         self._clock = clock or time.monotonic
@@ -197,7 +182,10 @@ class Scheduler(_engine.Engine):
         self._user_apps: list[frozenset] = []
         self._pool_config: list[dict] = []
         self._app_config: list[dict] = []
-        self._endpoint_names: list = []
+        self._endpoint_names: list = []  # by index; None at a free index
+        self._user_free, self._endpoint_free = [], []
+        self._user_kind = np.full(config.INITIAL_USERS, USER_FREE, dtype=np.uint8)
+        self._added_since_sweep, self._sweep_every = 0, SWEEP_FLOOR
 
         self._header = np.zeros(st.HEADER_LEN, dtype=np.int64)
         self._clockv = np.array([-math.inf, sinbin_seconds, pending_timeout], dtype=np.float64)
@@ -360,9 +348,9 @@ class Scheduler(_engine.Engine):
         if seed is not None:
             seed = _check_int("seed", seed, 0, 2**31 - 1)
         if sinbin_seconds is not None:
-            sinbin_seconds = _check_float("sinbin_seconds", sinbin_seconds, 0.0)
+            sinbin_seconds = _check_float("sinbin_seconds", sinbin_seconds, 0.0, _v.MAX_TIME)
         if pending_timeout is not None:
-            pending_timeout = _check_float("pending_timeout", pending_timeout, 0.0, lo_open=True)
+            pending_timeout = _check_float("pending_timeout", pending_timeout, 0.0, _v.MAX_TIME, lo_open=True)
         with self._locked():
             if enforce_entitlement is not None:
                 self._header[st.H_ENFORCE_ENTITLEMENT] = int(enforce_entitlement)
@@ -385,11 +373,12 @@ class Scheduler(_engine.Engine):
     def set_licences(self, cap):
         """Set the concurrent licence cap (None = unlimited). Lowering it below
         the current holders ends nobody; new users are refused until it frees."""
-        cap = _check_int("cap", cap, 0, allow_none=True)
+        cap = _check_int("cap", cap, 0, _v.MAX_COUNT, allow_none=True)
         with self._locked():
             self._header[st.H_LICENCE_CAP] = -1 if cap is None else cap
 
     # ------------------------------------------------------------ pools, apps, users
+    @_serialised
     def add_pool(
         self,
         name,
@@ -408,7 +397,7 @@ class Scheduler(_engine.Engine):
         disk_queue_full=config.DEFAULT_DISK_QUEUE_FULL,
     ):
         """Add a pool (delivery group). Pools cannot be changed once added."""
-        _check_name("name", name)
+        name = _check_name("name", name)
         if name in self._pools:
             raise DuplicateName("name", name, "a pool with this name exists")
         lb = parse_enum(LoadBalancing, "load_balancing", load_balancing)
@@ -419,9 +408,9 @@ class Scheduler(_engine.Engine):
         rec = parse_enum(Reconnection, "session_reconnection", session_reconnection)
         rim = _check_bool("reconnect_in_maintenance", reconnect_in_maintenance)
         ext = _check_bool("external_access", external_access)
-        tol = _check_int("logon_tolerance", logon_tolerance, 0)
+        tol = _check_int("logon_tolerance", logon_tolerance, 0, _v.MAX_COUNT)
         hard = _check_bool("tolerance_is_hard", tolerance_is_hard)
-        mpu = _check_int("max_sessions_per_user", max_sessions_per_user, 1, allow_none=True)
+        mpu = _check_int("max_sessions_per_user", max_sessions_per_user, 1, _v.MAX_COUNT, allow_none=True)
         rules = _as_enums("load_rules", load_rules, LoadRule)
         if not rules:
             raise InvalidArgument("load_rules", load_rules, "must enable at least one rule")
@@ -463,10 +452,11 @@ class Scheduler(_engine.Engine):
             )
             self._dirty = True
 
+    @_serialised
     def add_app(self, name, pools, home_zone=None, tag_restriction=None, max_instances_total=None,
                 max_instances_per_user=None):
         """Publish an app on ``pools`` (in priority order)."""
-        _check_name("name", name)
+        name = _check_name("name", name)
         if name in self._apps:
             raise DuplicateName("name", name, "an app with this name exists")
         pool_names = _as_names("pools", pools)
@@ -477,11 +467,10 @@ class Scheduler(_engine.Engine):
         for p in pool_names:
             if p not in self._pools:
                 raise UnknownPool("pools", p, "no such pool")
-        if home_zone is not None:
-            _check_name("home_zone", home_zone)
+        home_zone = _v.optional_name("home_zone", home_zone)
         tags = _as_names("tag_restriction", tag_restriction)
-        mt = _check_int("max_instances_total", max_instances_total, 0, allow_none=True)
-        mpu = _check_int("max_instances_per_user", max_instances_per_user, 0, allow_none=True)
+        mt = _check_int("max_instances_total", max_instances_total, 0, _v.MAX_COUNT, allow_none=True)
+        mpu = _check_int("max_instances_per_user", max_instances_per_user, 0, _v.MAX_COUNT, allow_none=True)
         with self._locked():
             mask = self._tag_mask("tag_restriction", tags)
             a = len(self._app_names)
@@ -505,7 +494,7 @@ class Scheduler(_engine.Engine):
             self._app_names.append(name)
             self._app_config.append(
                 dict(name=name, pools=list(pool_names), home_zone=home_zone,
-                     tag_restriction=None if tag_restriction is None else (tag_restriction if isinstance(tag_restriction, str) else list(tags)),
+                     tag_restriction=None if tag_restriction is None else (tags[0] if isinstance(tag_restriction, str) else list(tags)),
                      max_instances_total=mt, max_instances_per_user=mpu)
             )
             words = (a >> 6) + 1
@@ -525,23 +514,36 @@ class Scheduler(_engine.Engine):
         word |= 1 << (a & 63)
         ent[u, a >> 6] = word - (1 << 64) if word >= (1 << 63) else word
 
+    @_serialised
     def add_user(self, id, home_zone=None, apps=()):
         """Add a user with an optional home zone and the apps they are entitled to
         (apps may be added later)."""
-        if id is None:
-            raise InvalidArgument("id", id, "a user id is required")
-        try:
-            hash(id)
-        except TypeError:
-            raise InvalidArgument("id", id, "must be hashable") from None
+        id = _check_name("id", id)
         if id in self._users:
             raise DuplicateName("id", id, "a user with this id exists")
-        if home_zone is not None:
-            _check_name("home_zone", home_zone)
+        home_zone = _v.optional_name("home_zone", home_zone)
         app_names = _as_names("apps", apps)
         with self._locked():
             self._add_user_unlocked(id, home_zone, app_names)
 
+    def remove_user(self, id):
+        """Forget a user (a directory user, or one a launch created) that holds
+        no live session; its index may be given to the next user added.
+
+        Raises:
+            UnknownUser: no such user. InvalidState: the user holds live sessions.
+        """
+        id = _check_name("id", id)
+        with self._locked():
+            u = self._users.get(id)
+            if u is None:
+                raise UnknownUser("id", id, "no such user")
+            n = int(self._t["user"][st.US_N_SESSIONS, u])
+            if n:
+                raise InvalidState("id", id, f"holds {n} live sessions")
+            self._forget_keys(self._forget_users(np.array([u], dtype=np.int64)), [])
+
+    @_serialised
     def add_users(self, ids, home_zones=None, apps=None):
         """Add many users at once (a user directory): the same as ``add_user``
         for each row, all or nothing.
@@ -552,36 +554,36 @@ class Scheduler(_engine.Engine):
             apps: one list of app names per user, or one list for every user,
                 or None.
         """
-        ids = list(ids)
+        ids = list(_v.sequence("ids", ids))
         n = len(ids)
         if home_zones is None:
             zones = [None] * n
         else:
-            zones = list(home_zones)
+            zones = list(_v.sequence("home_zones", home_zones))
             if len(zones) != n:
                 raise InvalidArgument("home_zones", f"length {len(zones)}", f"must have length {n} like ids")
         if apps is not None and not isinstance(apps, str):
-            apps = list(apps)
+            apps = list(_v.sequence("apps", apps))
         if apps is None or isinstance(apps, str) or (apps and isinstance(apps[0], str)):
             one = _as_names("apps", apps)
             app_rows = None
         else:
-            app_rows = list(apps)
+            app_rows = apps
             if len(app_rows) != n:
                 raise InvalidArgument("apps", f"length {len(app_rows)}", f"must have length {n} like ids")
-        seen = set()
-        for k, uid in enumerate(ids):
-            if uid is None:
-                raise InvalidArgument(f"ids[{k}]", uid, "a user id is required")
-            try:
-                hash(uid)
-            except TypeError:
-                raise InvalidArgument(f"ids[{k}]", uid, "must be hashable") from None
-            if uid in self._users or uid in seen:
-                raise DuplicateName(f"ids[{k}]", uid, "a user with this id exists")
-            seen.add(uid)
-            if zones[k] is not None:
-                _check_name(f"home_zones[{k}]", zones[k])
+        k = _engine.first_not_id(ids)
+        if k >= 0:
+            raise InvalidArgument(f"ids[{k}]", ids[k], "must be a non-empty string")
+        ids = [uid if type(uid) is str else str(uid) for uid in ids]
+        if len(set(ids)) != n:
+            seen = set()
+            for k, uid in enumerate(ids):
+                if uid in seen:
+                    raise DuplicateName(f"ids[{k}]", uid, "a user with this id exists")
+                seen.add(uid)
+        k = _engine.first_not_id(zones, True)
+        if k >= 0:
+            raise InvalidArgument(f"home_zones[{k}]", zones[k], "must be a non-empty string or None")
         sets = {}  # distinct app sets -> their entitlement words (shared frozensets)
         if app_rows is None:
             frozen = [frozenset(one)] * n
@@ -589,14 +591,22 @@ class Scheduler(_engine.Engine):
             frozen = []
             for k, row in enumerate(app_rows):
                 key = tuple(row) if isinstance(row, (list, tuple)) else row
-                f = sets.get(key)
+                try:
+                    f = sets.get(key)
+                except TypeError:  # unhashable: the names check below says what it is
+                    f, key = None, None
                 if f is None:
                     f = frozenset(_as_names(f"apps[{k}]", row))
-                    sets[key] = f
+                    if key is not None:
+                        sets[key] = f
                 frozen.append(f)
         with self._locked():
+            for k, uid in enumerate(ids):
+                if uid in self._users:
+                    raise DuplicateName(f"ids[{k}]", uid, "a user with this id exists")
             u0 = len(self._user_names)
             self._user_room(u0 + n)
+            self._user_kind[u0 : u0 + n] = USER_DIRECTORY
             users = self._t["user"]
             users[:, u0 : u0 + n] = st.NONE
             users[st.US_N_SESSIONS, u0 : u0 + n] = 0
@@ -638,42 +648,105 @@ class Scheduler(_engine.Engine):
         ent = np.zeros((cap, self._t["ent"].shape[1]), dtype=np.int64)
         ent[: self._t["ent"].shape[0]] = self._t["ent"]
         self._alloc("ent", ent, None)
+        kind = np.full(cap, USER_FREE, dtype=np.uint8)
+        kind[: self._user_kind.shape[0]] = self._user_kind
+        self._user_kind = kind
 
-    def _add_user_unlocked(self, id, home_zone, app_names):
-        u = len(self._user_names)
-        self._user_room(u + 1)
+    def _add_user_unlocked(self, id, home_zone, app_names, implicit=False):
+        """A new user at a free index, or at the end (lock held; ``id`` checked
+        and new)."""
+        appended = not self._user_free
+        if appended:
+            u = len(self._user_names)
+            self._user_room(u + 1)
+            self._user_names.append(id)
+            self._user_apps.append(frozenset(app_names))
+        else:
+            u = self._user_free.pop()
+            self._user_names[u] = id
+            self._user_apps[u] = frozenset(app_names)
+            self._t["ent"][u] = 0
         users = self._t["user"]
         users[:, u] = st.NONE
         users[st.US_N_SESSIONS, u] = 0
         users[st.US_HOME_ZONE, u] = self._zone_index(home_zone, "home_zone")
+        self._user_kind[u] = USER_IMPLICIT if implicit else USER_DIRECTORY
         self._users[id] = u
-        self._user_names.append(id)
-        self._user_apps.append(frozenset(app_names))
+        self._user_key_added(id, u, appended)
+        if implicit:
+            self._added_since_sweep += 1
         for name in app_names:
             a = self._apps.get(name)
             if a is not None:
                 self._entitle(u, a)
         return u
 
+    def _forget_users(self, victims: np.ndarray) -> list:
+        """Free the user indices ``victims`` (users holding no live session):
+        their ids leave the user dict and their indices go to the free list
+        (lock held; the caller deletes the ids with ``_forget_keys``). Returns
+        the ids."""
+        ids = []
+        names, apps = self._user_names, self._user_apps
+        for u in victims.tolist():
+            uid = names[u]
+            names[u] = None
+            apps[u] = _NO_APPS
+            ids.append(uid)
+        self._user_kind[victims] = USER_FREE
+        self._user_free.extend(victims.tolist())
+        return ids
+
+    def _sweep(self):
+        """Forget what no live session needs: implicit users (created by a
+        launch) without a live session, and endpoints no live session names.
+        Their indices are reused by the next users and endpoints. Runs (lock
+        held, before an operation looks any id up) once as many implicit users
+        and endpoints were added since the last sweep as that sweep kept, and at
+        least SWEEP_FLOOR: amortised O(1) per addition, with the tables and dicts
+        at most about twice what live sessions need (plus the directory)."""
+        n = len(self._user_names)
+        idle = self._t["user"][st.US_N_SESSIONS, :n] == 0
+        victims = np.flatnonzero(idle & (self._user_kind[:n] == USER_IMPLICIT))
+        user_ids = self._forget_users(victims) if victims.size else []
+        ses = self._t["session_i"]
+        named = np.zeros(len(self._endpoint_names) + 1, dtype=bool)
+        named[ses[st.SE_ENDPOINT, ses[st.SE_STATE] != SessionState.FREE]] = True  # -1 lands on the last
+        endpoints = []
+        names = self._endpoint_names
+        for e in np.flatnonzero(~named[:-1]).tolist():
+            name = names[e]
+            if name is not None:
+                names[e] = None
+                self._endpoint_free.append(e)
+                endpoints.append(name)
+        self._forget_keys(user_ids, endpoints)
+        self._added_since_sweep = 0
+        kept = int(np.count_nonzero(self._user_kind[:n] == USER_IMPLICIT)) + len(self._endpoints)
+        self._sweep_every = max(SWEEP_FLOOR, kept)
+
     # ------------------------------------------------------------ servers
+    @_serialised
     def add_server(self, name, zone, pool, tags=(), max_sessions=config.DEFAULT_MAX_SESSIONS,
                    weight=config.DEFAULT_WEIGHT, power="on", registered=True, mode="enabled",
                    image=None, now=None):
         """Add a session host to ``pool`` in ``zone``."""
-        _check_name("name", name)
+        name = _check_name("name", name)
         if name in self._servers:
             raise DuplicateName("name", name, "a server with this name exists")
-        _check_name("zone", zone)
-        if pool not in self._pools:
+        zone = _check_name("zone", zone)
+        if _check_name("pool", pool) not in self._pools:
             raise UnknownPool("pool", pool, "no such pool")
         tag_names = _as_names("tags", tags)
-        max_sessions = _check_int("max_sessions", max_sessions, 1)
+        max_sessions = _check_int("max_sessions", max_sessions, 1, _v.MAX_COUNT)
         weight = _check_int("weight", weight, config.MIN_WEIGHT, config.MAX_WEIGHT)
         power = parse_enum(Power, "power", power)
         registered = _check_bool("registered", registered)
         mode = parse_enum(Mode, "mode", mode)
         if image is not None and not isinstance(image, str):
             raise InvalidArgument("image", image, "must be a string or None")
+        if now is not None:
+            now = _v.time("now", now)
         with self._locked():
             if now is not None:
                 self._time_check(now)
@@ -704,27 +777,32 @@ class Scheduler(_engine.Engine):
         return i
 
     def _server_index(self, server, field="server") -> int:
-        if isinstance(server, (int, np.integer)) and not isinstance(server, bool):
+        """Index of a present server named by its name (a str) or its index
+        (an integer)."""
+        if isinstance(server, str):
+            i = self._servers.get(server)
+        elif isinstance(server, (int, np.integer)) and not isinstance(server, (bool, np.bool_)):
             i = int(server)
-            if 0 <= i < len(self._server_names) and self._server_names[i] in self._servers \
-                    and self._servers[self._server_names[i]] == i:
-                return i
-            raise UnknownServer(field, server, "no such server")
-        i = self._servers.get(server)
+            if not (0 <= i < len(self._server_names) and self._servers.get(self._server_names[i]) == i):
+                i = None
+        else:
+            raise InvalidArgument(field, server, "must be a server name or index")
         if i is None:
             raise UnknownServer(field, server, "no such server")
         return i
 
     def _time_check(self, now):
-        t = _check_float("now", now) if now is not None else None
+        t = _v.time("now", now) if now is not None else None
         if t is not None and t < self._clockv[st.CK_NOW]:
             from usher.errors import TimeWentBackwards
 
             raise TimeWentBackwards("now", now, f"earlier than the previous operation ({self._clockv[st.CK_NOW]})")
 
     def _server_change(self, server, op, value, now):
-        i = self._server_index(server)
+        if now is not None:
+            now = _v.time("now", now)
         with self._locked():
+            i = self._server_index(server)
             if self._dirty:
                 self._relayout()
             sessions = int(self._t["server_i"][st.SV_SESSIONS, i])
@@ -751,9 +829,11 @@ class Scheduler(_engine.Engine):
     def remove_server(self, server, force=False, now=None):
         """Remove a server. Refused (ServerBusy) while it holds sessions unless
         ``force``; forced removal ends them and returns their ids."""
-        i = self._server_index(server)
         force = _check_bool("force", force)
+        if now is not None:
+            now = _v.time("now", now)
         with self._locked():
+            i = self._server_index(server)
             if self._dirty:
                 self._relayout()
             sessions = int(self._t["server_i"][st.SV_SESSIONS, i])
@@ -769,17 +849,20 @@ class Scheduler(_engine.Engine):
         """Telemetry for many servers at once (arrays of equal length; a field
         left None is unchanged everywhere). Every row is checked before any is
         applied: one bad row applies nothing."""
-        idx = self._server_indices(servers)
-        n = idx.shape[0]
-        zeros = _ZEROS if n <= _ZEROS.shape[0] else np.zeros(n)
-        c_cpu = zeros if cpu is None else _telemetry_column("cpu", cpu, n)
-        c_mem = zeros if mem is None else _telemetry_column("mem", mem, n)
-        c_disk = zeros if disk_queue is None else _telemetry_column("disk_queue", disk_queue, n)
-        c_custom = zeros if custom is None else _telemetry_column("custom", custom, n)
-        mask = ((cpu is not None) * _kernels.T_CPU | (mem is not None) * _kernels.T_MEM
-                | (disk_queue is not None) * _kernels.T_DISK_QUEUE | (custom is not None) * _kernels.T_CUSTOM)
+        servers = _v.sequence("servers", servers)
+        if now is not None:
+            now = _v.time("now", now)
         self._lock_acquire()
-        try:
+        try:  # the servers first (an unknown one is the error), then the columns
+            idx = self._server_indices(servers)
+            n = idx.shape[0]
+            zeros = _ZEROS if n <= _ZEROS.shape[0] else np.zeros(n)
+            c_cpu = zeros if cpu is None else _telemetry_column("cpu", cpu, n)
+            c_mem = zeros if mem is None else _telemetry_column("mem", mem, n)
+            c_disk = zeros if disk_queue is None else _telemetry_column("disk_queue", disk_queue, n)
+            c_custom = zeros if custom is None else _telemetry_column("custom", custom, n)
+            mask = ((cpu is not None) * _kernels.T_CPU | (mem is not None) * _kernels.T_MEM
+                    | (disk_queue is not None) * _kernels.T_DISK_QUEUE | (custom is not None) * _kernels.T_CUSTOM)
             if self._dirty:
                 self._relayout()
             self._telemetry_arrays(idx, c_cpu, c_mem, c_disk, c_custom, mask, now)
@@ -787,38 +870,47 @@ class Scheduler(_engine.Engine):
             self._lock_release()
 
     def _server_indices(self, servers) -> np.ndarray:
-        """Server indices (the kernel checks each is present)."""
-        if type(servers) is np.ndarray and servers.dtype == _INT64 and servers.ndim == 1 \
-                and servers.flags.c_contiguous:
-            return servers  # already what the kernel reads (it never writes it)
+        """Server indices of a batch (names, or an integer array; the kernel
+        checks each index is a present server). Lock held."""
         if isinstance(servers, np.ndarray) and servers.dtype.kind in "iu":
-            return np.ascontiguousarray(servers.reshape(-1), dtype=np.int64)
-        if isinstance(servers, (str, bytes)) or not isinstance(servers, Iterable):
-            raise InvalidArgument("servers", servers, "must be a sequence of server names or indices")
-        if not isinstance(servers, (list, tuple)):
-            servers = list(servers)  # read once: the fallback below reads it again
+            return _v.index_array("servers", servers)
         get = self._servers.get
-        try:  # the common case: known names, one dict probe each
+        if _engine.first_not_id(servers) < 0:  # names: one dict probe each
             out = [get(name) for name in servers]
             if None not in out:
                 return np.array(out, dtype=np.int64)
-        except TypeError:  # an unhashable entry: the loop below names it
-            pass
-        out = []
-        for k, name in enumerate(servers):
-            i = get(name) if isinstance(name, str) else None
-            if i is None:
-                i = self._server_index(name, f"servers[{k}]")
-            out.append(i)
-        return np.array(out, dtype=np.int64)
+        return np.array([self._server_index(x, f"servers[{k}]") for k, x in enumerate(servers)],
+                        dtype=np.int64)
 
     # ------------------------------------------------------------ batch launch
     def user_indices(self, users) -> np.ndarray:
-        """Indices of known users (for ``launch_many`` with integer arrays)."""
-        return np.array([self._users[u] for u in users], dtype=np.int64)
+        """Indices of known users (for ``launch_many`` with integer arrays and
+        ``launch_by_index``). The index of a user a launch created holds while
+        the user has a live session (see docs/SEMANTICS.md, *Memory*)."""
+        users = _v.sequence("users", users)
+        k = _engine.first_not_id(users)
+        if k >= 0:
+            raise InvalidArgument(f"users[{k}]", users[k], "must be a non-empty string")
+        with self._locked():
+            get = self._users.get
+            out = [get(u) for u in users]
+            if None in out:
+                k = out.index(None)
+                raise UnknownUser(f"users[{k}]", users[k], "no such user")
+        return np.array(out, dtype=np.int64)
 
     def app_indices(self, apps) -> np.ndarray:
-        return np.array([self._apps[a] for a in apps], dtype=np.int64)
+        """Indices of apps (for ``launch_many`` with integer arrays)."""
+        apps = _v.sequence("apps", apps)
+        k = _engine.first_not_id(apps)
+        if k >= 0:
+            raise InvalidArgument(f"apps[{k}]", apps[k], "must be a non-empty string")
+        get = self._apps.get
+        out = [get(a) for a in apps]
+        if None in out:
+            k = out.index(None)
+            raise UnknownApp(f"apps[{k}]", apps[k], "no such app")
+        return np.array(out, dtype=np.int64)
 
     def launch_many(self, users, apps, locations=None, endpoints=None, external=None, now=None):
         """Place a batch of launches (a logon storm); exactly the decisions of the
@@ -834,66 +926,73 @@ class Scheduler(_engine.Engine):
         Returns:
             :class:`Decisions`. Any invalid row raises and nothing is applied.
         """
+        if not (isinstance(now, float) and -_v.MAX_TIME <= now <= _v.MAX_TIME):
+            now = self._batch_time(now)
+        self._lock_acquire()
+        try:
+            if now is None:
+                now = _v.time("now", self._clock())  # read once, under the lock, whichever path decides
+            if endpoints is None and external is None:
+                # user indices or known ids, app indices, zone names or None, one time:
+                # the compiled path (None: not that shape, a user to add, or a value to
+                # refuse, which the path below names)
+                rows = self._launch_compiled(users, apps, now, locations)
+                if rows is not None:
+                    return Decisions(rows, self._names)
+            out = self._launch_general(users, apps, locations, endpoints, external, now)
+        finally:
+            self._lock_release()
+        return Decisions(out, self._names)
+
+    @staticmethod
+    def _batch_time(now):
+        """A batch's ``now`` checked: None, one time, or a 1-D array of times."""
         if now is None:
-            now = float(self._clock())  # read once, whichever path decides
-        if endpoints is None and external is None:
-            # user indices or known ids, app indices, zone names or None, one time:
-            # the compiled path (None: not that shape, a user to add, or a value to
-            # refuse, which the path below names)
-            rows = self._launch_compiled(users, apps, now, locations)
-            if rows is not None:
-                return Decisions(rows, self._names)
+            return None
+        if isinstance(now, (list, tuple, np.ndarray)):
+            return _v.time_array("now", now)
+        return _v.time("now", now)
+
+    def _launch_general(self, users, apps, locations, endpoints, external, now):
+        """``launch_many``'s general path: every argument checked, new users and
+        endpoints added, then the kernel (lock held, ``now`` checked)."""
+        users = _v.sequence("users", users)
+        apps = _v.sequence("apps", apps)
         n = len(users)
         if len(apps) != n:
             raise InvalidArgument("apps", f"length {len(apps)}", f"must have length {n} like users")
+        by_index = isinstance(users, np.ndarray) and users.dtype.kind in "iu"
+        if not by_index:
+            k = _engine.first_not_id(users)
+            if k >= 0:
+                raise InvalidArgument(f"users[{k}]", _v._short(users[k]), "must be a non-empty string")
         a_idx = self._app_rows(apps, n)
         loc = self._optional_rows("locations", locations, n)
         eps = self._optional_rows("endpoints", endpoints, n)
-        if external is None:
-            ext = _filled(n, 0)
+        ext = _filled(n, 0) if external is None else _v.flag_array("external", external, n)
+        if isinstance(now, np.ndarray):
+            if now.shape[0] != n:
+                raise InvalidArgument("now", f"length {now.shape[0]}", f"must have length {n}")
+            nows = now
         else:
-            ext = np.asarray(external)
-            if ext.shape != (n,):
-                raise InvalidArgument("external", f"shape {ext.shape}", f"must have length {n}")
-            ext = ext.astype(bool).astype(np.int64)
-        if now is None:
             nows = np.empty(n, dtype=np.float64)
-            nows.fill(float(self._clock()))
-        elif isinstance(now, (int, float, np.number)) or np.ndim(now) == 0:
-            nows = np.empty(n, dtype=np.float64)
-            nows.fill(_check_float("now", now))
-        else:
-            try:
-                nows = np.ascontiguousarray(now, dtype=np.float64).reshape(-1)
-            except (TypeError, ValueError):
-                raise InvalidArgument("now", now, "must be a number or an array of numbers") from None
-            if nows.shape[0] != n:
-                raise InvalidArgument("now", f"length {nows.shape[0]}", f"must have length {n}")
-            k = _engine.first_bad_time(nows)
-            if k >= 0:
-                why = "must be finite" if not math.isfinite(nows[k]) else "times must not decrease"
-                raise InvalidArgument(f"now[{k}]", float(nows[k]), why)
-        # ids that cannot be dict keys are refused before anything is added
-        for field, values in (("users", users), ("locations", loc), ("endpoints", eps)):
-            if values is not None and not (isinstance(values, np.ndarray) and values.dtype.kind in "iu"):
-                k = _engine.first_unhashable(values)
-                if k >= 0:
-                    raise InvalidArgument(f"{field}[{k}]", values[k], "must be hashable")
+            nows.fill(now)
+        if n:
+            self._time_check(float(nows[0]))
+        if not by_index:
+            self._maybe_sweep_py()  # before any id is looked up: nothing found below is forgotten
+        u_idx = self._user_rows(users, n)
+        loc_idx = _filled(n, -1)
+        if loc is not None:  # a zone no server uses: -2 (no candidates there)
+            _engine.rows_from_names(loc, self._zones, loc_idx, -1, -2)
+        ep_idx = _filled(n, -1)
+        if eps is not None:
+            ep_idx = np.empty(n, dtype=np.int64)
+            self._endpoint_rows_into(eps, ep_idx)
         out = np.empty((n, st.N_D), dtype=np.int64)  # the kernel writes every field of every row
-        with self._locked():
-            if n:
-                self._time_check(float(nows[0]))
-            u_idx = self._user_rows(users, n)
-            loc_idx = _filled(n, -1)
-            if loc is not None:  # a zone no server uses: -2 (no candidates there)
-                _engine.rows_from_names(loc, self._zones, loc_idx, -1, -2)
-            ep_idx = _filled(n, -1)
-            if eps is not None:
-                ep_idx = np.empty(n, dtype=np.int64)
-                self._endpoint_rows_into(eps, ep_idx)
-            self._prepare_rows(n)
-            self._launch_arrays(u_idx, a_idx, loc_idx, ep_idx, ext, nows, out)
-        return Decisions(out, self._names)
+        self._prepare_rows(n)
+        self._launch_arrays(u_idx, a_idx, loc_idx, ep_idx, ext, nows, out)
+        return out
 
     def _prepare_rows(self, n):
         if self._dirty:
@@ -902,22 +1001,19 @@ class Scheduler(_engine.Engine):
 
     def _app_rows(self, apps, n) -> np.ndarray:
         if isinstance(apps, np.ndarray) and apps.dtype.kind in "iu":
-            idx = _int64_rows(apps)
+            idx = _v.index_array("apps", apps, n)
             k = _engine.first_outside(idx, len(self._app_names))
             if k >= 0:
                 raise UnknownApp(f"apps[{k}]", int(idx[k]), "no such app")
             return idx
-        if not isinstance(apps, (list, tuple)):
-            apps = list(apps)
+        k = _engine.first_not_id(apps)
+        if k >= 0:
+            if apps[k] is None:
+                raise UnknownApp(f"apps[{k}]", None, "no such app")
+            raise InvalidArgument(f"apps[{k}]", _v._short(apps[k]), "must be a non-empty string")
         out = np.empty(n, dtype=np.int64)
-        try:
-            _engine.rows_from_names(apps, self._apps, out, -1, -1)
-        except TypeError:
-            k = _engine.first_unhashable(apps)
-            if k < 0:  # not a hash: an app name's own == raised
-                raise
-            raise InvalidArgument(f"apps[{k}]", apps[k], "must be hashable") from None
-        k = _engine.first_outside(out, len(self._app_names))  # None or not an app: -1
+        _engine.rows_from_names(apps, self._apps, out, -1, -1)
+        k = _engine.first_outside(out, len(self._app_names))  # not an app: -1
         if k >= 0:
             raise UnknownApp(f"apps[{k}]", apps[k], "no such app")
         return out
@@ -926,8 +1022,11 @@ class Scheduler(_engine.Engine):
         """User indices; unknown users are created (not enforced) or -1. Called
         with the lock held, after every other check of the batch."""
         if isinstance(users, np.ndarray) and users.dtype.kind in "iu":
-            idx = _int64_rows(users)
+            idx = _v.index_array("users", users, n)
             k = _engine.first_outside(idx, len(self._user_names))
+            if k < 0 and self._user_free:
+                free = self._user_kind[idx] == USER_FREE
+                k = int(np.argmax(free)) if free.any() else -1
             if k >= 0:
                 raise InvalidArgument(f"users[{k}]", int(idx[k]), "no such user index")
             return idx
@@ -937,11 +1036,16 @@ class Scheduler(_engine.Engine):
 
     @staticmethod
     def _optional_rows(field, values, n):
+        """Locations or endpoints of a batch: None, or n strs or Nones."""
         if values is None:
             return None
-        if isinstance(values, str) or len(values) != n:
-            raise InvalidArgument(field, values, f"must be a sequence of length {n}")
-        return list(values)
+        values = _v.sequence(field, values)
+        if len(values) != n:
+            raise InvalidArgument(field, f"length {len(values)}", f"must have length {n}")
+        k = _engine.first_not_id(values, True)
+        if k >= 0:
+            raise InvalidArgument(f"{field}[{k}]", _v._short(values[k]), "must be a non-empty string or None")
+        return values
 
     # ------------------------------------------------------------ explain
     def _explain(self, u, a, loc, ext):
@@ -1083,11 +1187,7 @@ class Scheduler(_engine.Engine):
     )
 
     def _endpoint_name(self, e):
-        if e < 0:
-            return None
-        if len(self._endpoint_names) != len(self._endpoints):
-            self._endpoint_names = list(self._endpoints)
-        return self._endpoint_names[e]
+        return None if e < 0 else self._endpoint_names[e]
 
     def _session_apps(self, slot) -> tuple:
         ses, inst = self._t["session_i"], self._t["instance"]
@@ -1119,13 +1219,10 @@ class Scheduler(_engine.Engine):
 
     def session(self, id) -> dict:
         """One live session as a dict (UnknownSession / SessionEnded otherwise)."""
-        try:
-            sid = int(id)
-        except (TypeError, ValueError):
-            raise InvalidArgument("session", id, "must be a session id (int)") from None
+        sid = _v.session_id("session", id)
         slot, gen = sid & _SLOT_MASK, sid >> 32
         ses = self._t["session_i"]
-        if sid < 0 or slot >= ses.shape[1] or gen < 1 or gen > ses[st.SE_GEN, slot] or (
+        if slot >= ses.shape[1] or gen < 1 or gen > ses[st.SE_GEN, slot] or (
             gen == ses[st.SE_GEN, slot] and ses[st.SE_STATE, slot] == SessionState.FREE
         ):
             raise_for_status(1, "session", id)
@@ -1150,61 +1247,85 @@ class Scheduler(_engine.Engine):
 
     @property
     def user_ids(self) -> list:
-        return list(self._user_names)
+        """Ids of the users known now, in index order."""
+        return [u for u in self._user_names if u is not None]
 
     def server_names(self) -> list:
         """Names of present servers, in index order."""
         return [n for i, n in enumerate(self._server_names) if self._servers.get(n) == i]
 
     def pool_config(self, name) -> dict:
-        if name not in self._pools:
+        if _check_name("name", name) not in self._pools:
             raise UnknownPool("pool", name, "no such pool")
         return dict(self._pool_config[self._pools[name]])
 
     def app_config(self, name) -> dict:
-        if name not in self._apps:
+        if _check_name("name", name) not in self._apps:
             raise UnknownApp("app", name, "no such app")
         return dict(self._app_config[self._apps[name]])
 
     def user_config(self, id) -> dict:
-        u = self._users[id]
+        u = self._users.get(_check_name("id", id))
+        if u is None:
+            raise UnknownUser("id", id, "no such user")
         hz = int(self._t["user"][st.US_HOME_ZONE, u])
         return dict(id=id, home_zone=None if hz < 0 else self._zone_names[hz], apps=sorted(self._user_apps[u]))
 
     # ------------------------------------------------------------ what-if
+    #: the compiled base's attributes that make up the state (the rest is in __dict__)
+    _ENGINE_STATE = ("_users", "_apps", "_zones", "_endpoints", "_servers", "_pools",
+                     "_server_names", "_zone_names", "_pool_names", "_app_names", "_user_names",
+                     "_endpoint_names", "_user_free", "_endpoint_free", "_user_kind",
+                     "_added_since_sweep", "_sweep_every", "_clock")
+
+    def _state(self) -> dict:
+        """A deep copy of the whole state — configuration, tables, names,
+        counters, clock, seed and tiebreak sequence — sharing nothing with this
+        scheduler but the clock function (lock held, layout current)."""
+        state = {a: getattr(self, a) for a in self._ENGINE_STATE}
+        state.update((k, v) for k, v in self.__dict__.items() if not k.startswith("_lock_"))
+        return _copy.deepcopy(state, {id(self._clock): self._clock})
+
+    @classmethod
+    def _from_state(cls, state: dict) -> "Scheduler":
+        """A scheduler holding ``state`` (from ``_state``; taken over, not copied)."""
+        new = cls.__new__(cls)
+        tables = state.pop("_t")
+        for attr, value in state.items():
+            setattr(new, attr, value)
+        new._names = (new._server_names, new._zone_names, new._pool_names)
+        new._t = {}
+        for table, array in tables.items():
+            if table == "clock":
+                new._alloc("clock", new._clockv, None)
+            elif table == "tree":  # keep its rows on cache-line boundaries
+                tree = groups.aligned_rows(array.shape[0], array.shape[1], 0)
+                tree[:] = array
+                new._alloc("tree", tree, None)
+            else:
+                new._alloc(table, array, None)
+        new._bind(new._header, new._clockv, _kernels)
+        new._dirty = False
+        return new
+
     def copy(self) -> "Scheduler":
         """An independent deep copy (state, configuration, clock): try a storm,
         a power plan or a rollout on the copy and keep the original untouched."""
         with self._locked():
             if self._dirty:
                 self._relayout()
-            new = type(self).__new__(type(self))
-            for attr in ("_servers", "_pools", "_apps", "_users", "_zones", "_endpoints", "_tags"):
-                setattr(new, attr, dict(getattr(self, attr)))
-            for attr in ("_server_names", "_zone_names", "_pool_names", "_app_names", "_user_names",
-                         "_server_images", "_server_tagsets", "_user_apps", "_endpoint_names"):
-                setattr(new, attr, list(getattr(self, attr)))
-            new._pool_config = [dict(c) for c in self._pool_config]
-            new._app_config = [dict(c) for c in self._app_config]
-            new._names = (new._server_names, new._zone_names, new._pool_names)
-            new._clock = self._clock
-            new._seed = self._seed
-            new._n_app_pools = self._n_app_pools
-            new._header = self._header.copy()
-            new._clockv = self._clockv.copy()
-            new._t = {}
-            for table, array in self._t.items():
-                if table == "clock":
-                    new._alloc("clock", new._clockv, None)
-                elif table == "tree":  # keep its rows on cache-line boundaries
-                    tree = groups.aligned_rows(array.shape[0], array.shape[1], 0)
-                    tree[:] = array
-                    new._alloc("tree", tree, None)
-                else:
-                    new._alloc(table, array.copy(), None)
-            new._bind(new._header, new._clockv, _kernels)
-            new._dirty = False
-            return new
+            state = self._state()
+        return self._from_state(state)
+
+    def __reduce__(self):
+        """Pickling: the whole state (see ``_state``); an unpickled scheduler makes
+        the decisions the original would make next. The clock function is
+        pickled by reference (``time.monotonic`` is; a lambda is not)."""
+        with self._locked():
+            if self._dirty:
+                self._relayout()
+            state = self._state()
+        return (_unpickle, (type(self), state))
 
     # ------------------------------------------------------------ files
     @classmethod
@@ -1229,7 +1350,9 @@ class Scheduler(_engine.Engine):
 
 
 class _Locked:
-    """``with scheduler._locked():`` — the scheduler's lock for Python-level changes."""
+    """``with scheduler._locked():`` — the scheduler's lock for Python-level
+    changes. Re-entrant within one thread, so a configuration method can hold it
+    over all of its checks and writes and still call helpers that take it."""
 
     __slots__ = ("_s",)
 
@@ -1237,8 +1360,22 @@ class _Locked:
         self._s = s
 
     def __enter__(self):
-        self._s._lock_acquire()
+        s, me = self._s, get_ident()
+        if s.__dict__.get("_lock_owner") == me:
+            s._lock_depth += 1
+            return
+        s._lock_acquire()
+        s._lock_owner, s._lock_depth = me, 1
 
     def __exit__(self, *exc):
-        self._s._lock_release()
+        s = self._s
+        s._lock_depth -= 1
+        if not s._lock_depth:
+            s._lock_owner = None
+            s._lock_release()
         return False
+
+
+def _unpickle(cls, state):
+    """The scheduler a pickle holds (``Scheduler.__reduce__``)."""
+    return cls._from_state(state)

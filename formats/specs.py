@@ -86,7 +86,7 @@ class AppSpec(Struct, kw_only=True, forbid_unknown_fields=True):
 class UserSpec(Struct, kw_only=True, forbid_unknown_fields=True):
     """``Scheduler.add_user`` (TOML ``[[user]]``; trace op ``user``)."""
 
-    id: str | Int64
+    id: str
     home_zone: str | None | UnsetType = UNSET
     apps: list[str] | UnsetType = UNSET
 

@@ -121,7 +121,7 @@ class TelemetryOp(Struct, tag="telemetry", **_OPCFG):
 class LaunchOp(Struct, tag="launch", **_OPCFG):
     t: float
     id: Name
-    user: Name
+    user: str
     app: str
     location: str | None = None
     endpoint: str | None = None

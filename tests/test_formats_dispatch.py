@@ -21,7 +21,7 @@ CONFIG = [
      "load_rules": ["sessions", "cpu"], "cpu_full": 90.0},
     {"t": 0.0, "op": "app", "name": "a", "pools": ["P"], "tag_restriction": None},
     {"t": 0.0, "op": "user", "id": "u1", "home_zone": "Z1", "apps": ["a"]},
-    {"t": 0.0, "op": "user", "id": 7, "apps": ["a"]},
+    {"t": 0.0, "op": "user", "id": "7", "apps": ["a"]},
     {"t": 0.0, "op": "user", "id": "u3"},
     {"t": 0.0, "op": "server", "name": "s1", "zone": "Z1", "pool": "P", "tags": [], "max_sessions": 2,
      "weight": 100, "power": "on", "registered": True, "mode": "enabled", "image": "w"},
@@ -38,7 +38,7 @@ def by_hand():
                load_rules=["sessions", "cpu"], cpu_full=90.0)
     s.add_app("a", ["P"], tag_restriction=None)
     s.add_user("u1", home_zone="Z1", apps=["a"])
-    s.add_user(7, apps=["a"])
+    s.add_user("7", apps=["a"])
     s.add_user("u3")
     s.add_server("s1", "Z1", "P", tags=[], max_sessions=2, weight=100, power="on", registered=True,
                  mode="enabled", image="w", now=0.0)
@@ -74,7 +74,7 @@ def test_apply_ops_loads_a_user_directory_at_once(monkeypatch):
 
     monkeypatch.setattr(usher.Scheduler, "add_users", spy)
     s = dispatch.apply_ops(usher.Scheduler(), CONFIG)
-    assert calls == [["u1", 7, "u3"]]
+    assert calls == [["u1", "7", "u3"]]
     same_config(s, by_hand())
 
 
