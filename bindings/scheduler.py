@@ -118,7 +118,7 @@ USER_DIRECTORY, USER_IMPLICIT, USER_FREE = 0, 1, 2
 #: ``_sweep`` runs once this many implicit users and endpoints were added, or as
 #: many as it kept the time before, whichever is more
 SWEEP_FLOOR = 4096
-_NO_APPS = frozenset()
+_NO_APPS: frozenset[int] = frozenset()
 
 
 def _serialised(method):
@@ -151,6 +151,8 @@ class Scheduler(_engine.Engine):
     See docs/SEMANTICS.md for the exact rules and the full method list. All
     methods are safe to call from several threads.
     """
+
+    _tags: dict[str, int]  # tag name -> its bit
 
     def __init__(
         self,
@@ -1124,7 +1126,7 @@ class Scheduler(_engine.Engine):
         ``H_N_SERVERS``, ``H_SERVER_I_ADDR`` ...). Indexing a memoryview gives a Python
         int at a fraction of a numpy scalar's cost, for loops that read counters often
         (the simulator's day). The header never moves, so the view stays valid."""
-        return memoryview(self._header).toreadonly()
+        return memoryview(self._header).toreadonly()  # type: ignore[arg-type]  # numpy types the buffer protocol from 3.12
 
     def server_field(self, field: str) -> np.ndarray:
         """Read-only view (no copy) of one server field over indices
@@ -1179,7 +1181,7 @@ class Scheduler(_engine.Engine):
         i = self._server_index(name)
         rows = self.servers()
         row = rows[rows["index"] == i][0]
-        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
 
     SESSION_DTYPE = np.dtype(
         [("id", "i8"), ("user", "O"), ("server", "O"), ("pool", "O"), ("state", "U12"),
@@ -1230,7 +1232,7 @@ class Scheduler(_engine.Engine):
             raise_for_status(2, "session", id)
         rows = self.sessions()
         row = rows[rows["id"] == sid][0]
-        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
 
     # ------------------------------------------------------------ names
     @property

@@ -21,6 +21,9 @@ without one, ``session`` is the engine's own session id.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from msgspec import UNSET
 
 from usher.errors import InvalidArgument, UnknownSession, UsherError
@@ -165,7 +168,7 @@ def _close_app(s, op, sessions):
 
 
 #: op or record class -> ``call(scheduler, op, sessions)``
-CALLS = {
+CALLS: dict[type, Callable[..., Any]] = {
     SettingsOp: _settings, LicencesOp: _licences, PoolOp: _pool, AppOp: _app, UserOp: _user,
     ServerOp: _server, RemoveServerOp: _remove_server, PowerOp: _power, RegisterOp: _register,
     ModeOp: _mode, TelemetryOp: _telemetry, LaunchOp: _launch, CloseAppOp: _close_app,

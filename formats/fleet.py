@@ -20,6 +20,7 @@ import math
 import os
 import re
 import tomllib
+from typing import Any
 
 import msgspec
 from msgspec import UNSET, Struct
@@ -147,13 +148,13 @@ def _read_toml(path) -> tuple[_FleetConfig, str]:
         table, index, field = None, None, None
         m = _PATH.search(msg)
         if m:
-            table, index, field = m.group(1), m.group(2), m.group(3)
-            index = None if index is None else int(index)
+            table, field = m.group(1), m.group(3)
+            index = None if m.group(2) is None else int(m.group(2))
             if field is None and index is None and not _TABLES.get(table, False):
                 field = None
-        f = _FIELD.search(msg)
-        if f:
-            field = f.group(1)
+        named = _FIELD.search(msg)
+        if named:
+            field = named.group(1)
         name = None
         value = None
         if table is not None:
@@ -404,7 +405,7 @@ def _drop_none(d: dict) -> dict:
 def fleet_document(scheduler) -> dict:
     """The TOML document of a scheduler's configuration (without servers)."""
     s = scheduler
-    doc = {
+    doc: dict[str, Any] = {
         "settings": {
             "enforce_entitlement": s.enforce_entitlement,
             "seed": s.seed,

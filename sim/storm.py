@@ -77,7 +77,7 @@ def run_storm(users: int = 17_000, minutes: float = 60.0, servers: int = 1400, s
 
     started = time.perf_counter()
     engine_s = 0.0
-    completes = []  # (time, session)
+    completes: list[tuple[float, int]] = []  # (time, session)
     counts: dict[str, int] = {}
     for lo in range(0, users, batch):
         hi = min(users, lo + batch)
