@@ -21,13 +21,15 @@ without one, ``session`` is the engine's own session id.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from msgspec import UNSET
+from msgspec import UNSET, Struct
 
 from usher.errors import InvalidArgument, UnknownSession, UsherError
 from usher.formats.specs import AppSpec, LicencesSpec, PoolSpec, ServerSpec, SettingsSpec, UserSpec, spec_kwargs
+if TYPE_CHECKING:
+    from usher.scheduler import Scheduler
 from usher.formats.trace import (
     AppOp,
     CloseAppOp,
@@ -179,7 +181,7 @@ CALLS: dict[type, Callable[..., Any]] = {
 }
 
 
-def apply_op(scheduler, op, sessions=None):
+def apply_op(scheduler: Scheduler, op: Struct | dict[str, Any], sessions: dict[str, int | None] | None = None) -> Any:
     """Apply one operation to ``scheduler``; returns what the Scheduler method returns
     (a ``Decision`` for a launch, None for most others).
 
@@ -202,7 +204,7 @@ def apply_op(scheduler, op, sessions=None):
     return call(scheduler, op, sessions)
 
 
-def apply_ops(scheduler, ops, sessions=None):
+def apply_ops(scheduler: Scheduler, ops: Iterable[Struct | dict[str, Any]], sessions: dict[str, int | None] | None = None) -> Scheduler:
     """Apply operations in order, a run of consecutive ``user`` operations (a user
     directory) with one :func:`add_users`. Returns ``scheduler``. Stops at the first
     operation that raises (the operations before it stay applied)."""

@@ -44,7 +44,7 @@ import numpy as np
 
 from usher.core import state as st_layout
 from usher.core.codes import Reason
-from usher.planner.power import FixedSchedule, FleetView, PowerPolicy, is_action_policy
+from usher.planner.power import ActionPolicy, FixedSchedule, FleetView, PowerPolicy, is_action_policy
 from usher.sim.books import Books
 from usher.sim.calendar import Calendar
 from usher.sim.calls import EngineCalls
@@ -164,7 +164,7 @@ class DayResult:
 def simulate_day(
     scenario: Scenario | None = None,
     *,
-    power_policy: PowerPolicy | None = None,
+    power_policy: PowerPolicy | ActionPolicy | None = None,
     trace: TraceWriter | None = None,
     keep_decisions: bool = False,
     progress: Callable[[int, int], None] | None = None,
