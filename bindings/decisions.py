@@ -5,11 +5,14 @@ it went: the filter funnel per pool and the best candidates).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 
 from usher import _engine
 from usher.core import state as st
-from usher.core.codes import Outcome, Reason
+from usher.core.codes import Outcome, Reason, ZoneChoice
 
 Decision = _engine.Decision
 
@@ -29,22 +32,22 @@ class Explanation:
         zone, zone_choice: the zone of the decision and why it was chosen.
     """
 
-    def __init__(self, pools):
+    def __init__(self, pools: list[dict[str, Any]]) -> None:
         self.pools = pools
-        self.outcome = None
-        self.reason = None
-        self.server = None
-        self.zone = None
-        self.zone_choice = None
+        self.outcome: Outcome | None = None
+        self.reason: Reason | None = None
+        self.server: str | None = None
+        self.zone: str | None = None
+        self.zone_choice: ZoneChoice | None = None
 
-    def _attach(self, decision):
+    def _attach(self, decision: Decision) -> None:
         self.outcome = decision.outcome
         self.reason = decision.reason
         self.server = decision.server
         self.zone = decision.zone
         self.zone_choice = decision.zone_choice
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "outcome": None if self.outcome is None else str(self.outcome),
             "reason": None if self.reason is None else str(self.reason),
@@ -68,7 +71,7 @@ class Explanation:
             parts.append(f"reason={self.reason}")
         return " ".join(parts)
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [self._headline()]
         for p in self.pools:
             f = p["funnel"]
@@ -103,7 +106,7 @@ class Decisions:
 
     __slots__ = ("rows", "_names")
 
-    def __init__(self, rows: np.ndarray, names):
+    def __init__(self, rows: np.ndarray, names: tuple[list[str], list[str], list[str]]) -> None:
         self.rows = rows
         self._names = names
 
@@ -116,29 +119,29 @@ class Decisions:
     pool = property(lambda self: self.rows[:, st.D_POOL])
 
     @property
-    def names(self) -> tuple:
+    def names(self) -> tuple[list[str], list[str], list[str]]:
         """The scheduler's name lists ``(servers, zones, pools)`` that the ``server``,
         ``zone`` and ``pool`` indices point into (append-only: an index stays valid)."""
         return self._names
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.rows.shape[0]
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Decision:
         return _engine.decision_from_row(np.ascontiguousarray(self.rows[i]), self._names)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Decision]:
         for i in range(len(self)):
             yield self[i]
 
-    def server_names(self):
+    def server_names(self) -> list[str | None]:
         """Server name per row (None when rejected)."""
         names = self._names[0]
         return [None if i < 0 else names[i] for i in self.server]
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         """{outcome name or 'rejected:<reason>': count}."""
-        out = {}
+        out: dict[str, int] = {}
         for o, r in zip(self.outcome.tolist(), self.reason.tolist()):
             key = str(Outcome(o)) if o != Outcome.REJECTED else f"rejected:{Reason(r)}"
             out[key] = out.get(key, 0) + 1

@@ -15,6 +15,8 @@ as the same int.
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from usher.core.codes import Status
 
 __all__ = [
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 
-def session_text(session) -> str:
+def session_text(session: object) -> str:
     """How messages show a session id: ``0x<generation>_<slot, 8 hex digits>``
     (``0x1_00000003``), a valid Python int literal equal to the id; anything
     that is not a session id (a negative int, a str) as its ``repr``."""
@@ -53,7 +55,7 @@ class UsherError(Exception):
         value: the offending value.
     """
 
-    def __init__(self, field: str, value, message: str | None = None, *, shown: str | None = None):
+    def __init__(self, field: str, value: Any, message: str | None = None, *, shown: str | None = None) -> None:
         self.field = field
         self.value = value
         self.detail = message
@@ -63,7 +65,7 @@ class UsherError(Exception):
             text += f": {message}"
         super().__init__(text)
 
-    def __reduce__(self):  # keep field/value through pickling (multiprocessing)
+    def __reduce__(self) -> tuple[Any, ...]:  # keep field/value through pickling (multiprocessing)
         return (_rebuild, (type(self), self.field, self.value, self.detail, self.shown))
 
 
@@ -135,7 +137,7 @@ _STATUS_ERRORS = {
 }
 
 
-def raise_for_status(status: int, field: str, value, detail: str | None = None):
+def raise_for_status(status: int, field: str, value: Any, detail: str | None = None) -> NoReturn:
     """Raise the exception for a kernel's non-zero ``status``.
 
     This is the only place where kernel codes become exceptions. A session id

@@ -17,7 +17,9 @@ import functools
 import math
 import time
 from threading import get_ident
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from os import PathLike
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -118,10 +120,13 @@ USER_DIRECTORY, USER_IMPLICIT, USER_FREE = 0, 1, 2
 #: ``_sweep`` runs once this many implicit users and endpoints were added, or as
 #: many as it kept the time before, whichever is more
 SWEEP_FLOOR = 4096
-_NO_APPS = frozenset()
+_NO_APPS: frozenset[int] = frozenset()
 
 
-def _serialised(method):
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _serialised(method: _Method) -> _Method:
     """Run ``method`` under the scheduler's lock: every check that reads the
     state (a duplicate name, an unknown pool, the clock) and every write of one
     configuration call happen in one critical section."""
@@ -131,7 +136,7 @@ def _serialised(method):
         with self._locked():
             return method(self, *args, **kwargs)
 
-    return locked
+    return locked  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 # ---------------------------------------------------------------- scheduler
@@ -152,6 +157,8 @@ class Scheduler(_engine.Engine):
     methods are safe to call from several threads.
     """
 
+    _tags: dict[str, int]  # tag name -> its bit
+
     def __init__(
         self,
         *,
@@ -160,8 +167,8 @@ class Scheduler(_engine.Engine):
         licences: int | None = None,
         sinbin_seconds: float = config.DEFAULT_SINBIN_SECONDS,
         pending_timeout: float = config.DEFAULT_PENDING_TIMEOUT,
-        clock=None,
-    ):
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         enforce_entitlement = _check_bool("enforce_entitlement", enforce_entitlement)
         seed = _check_int("seed", seed, 0, 2**31 - 1)
         licences = _check_int("licences", licences, 0, _v.MAX_COUNT, allow_none=True)
@@ -285,7 +292,7 @@ class Scheduler(_engine.Engine):
             need = cap + rows - int(h[st.H_INSTANCE_FREE_TOP])
             self._alloc_instances(max(2 * cap, need))
 
-    def _grow(self, table: str, needed: int, cap_slot: str, fill=st.NONE):
+    def _grow(self, table: str, needed: int, cap_slot: str | None, fill=st.NONE):
         arr = self._t[table]
         cap = arr.shape[-1]
         if needed <= cap:
@@ -341,7 +348,8 @@ class Scheduler(_engine.Engine):
         return mask - (1 << 64) if mask >= (1 << 63) else mask
 
     # ------------------------------------------------------------ settings
-    def settings(self, enforce_entitlement=None, seed=None, sinbin_seconds=None, pending_timeout=None):
+    def settings(self, enforce_entitlement: bool | None = None, seed: int | None = None,
+                 sinbin_seconds: float | None = None, pending_timeout: float | None = None) -> None:
         """Change scheduler settings; arguments left None stay as they are."""
         if enforce_entitlement is not None:
             enforce_entitlement = _check_bool("enforce_entitlement", enforce_entitlement)
@@ -370,7 +378,7 @@ class Scheduler(_engine.Engine):
                         srv[st.SV_TB, i] = st.initial_tiebreak(seed, i)
                 self._dirty = True
 
-    def set_licences(self, cap):
+    def set_licences(self, cap: int | None) -> None:
         """Set the concurrent licence cap (None = unlimited). Lowering it below
         the current holders ends nobody; new users are refused until it frees."""
         cap = _check_int("cap", cap, 0, _v.MAX_COUNT, allow_none=True)
@@ -381,21 +389,21 @@ class Scheduler(_engine.Engine):
     @_serialised
     def add_pool(
         self,
-        name,
-        load_balancing="horizontal",
-        zone_preference=config.DEFAULT_ZONE_PREFERENCE,
-        failover=True,
-        session_reconnection="always",
-        reconnect_in_maintenance=True,
-        external_access=False,
-        logon_tolerance=config.DEFAULT_LOGON_TOLERANCE,
-        tolerance_is_hard=False,
-        max_sessions_per_user=None,
-        load_rules=config.DEFAULT_LOAD_RULES,
-        cpu_full=config.DEFAULT_CPU_FULL,
-        memory_full=config.DEFAULT_MEMORY_FULL,
-        disk_queue_full=config.DEFAULT_DISK_QUEUE_FULL,
-    ):
+        name: str,
+        load_balancing: str | LoadBalancing = "horizontal",
+        zone_preference: Iterable[str | ZonePreference] = config.DEFAULT_ZONE_PREFERENCE,
+        failover: bool = True,
+        session_reconnection: str | Reconnection = "always",
+        reconnect_in_maintenance: bool = True,
+        external_access: bool = False,
+        logon_tolerance: int = config.DEFAULT_LOGON_TOLERANCE,
+        tolerance_is_hard: bool = False,
+        max_sessions_per_user: int | None = None,
+        load_rules: Iterable[str | LoadRule] = config.DEFAULT_LOAD_RULES,
+        cpu_full: float = config.DEFAULT_CPU_FULL,
+        memory_full: float = config.DEFAULT_MEMORY_FULL,
+        disk_queue_full: float = config.DEFAULT_DISK_QUEUE_FULL,
+    ) -> None:
         """Add a pool (delivery group). Pools cannot be changed once added."""
         name = _check_name("name", name)
         if name in self._pools:
@@ -432,8 +440,8 @@ class Scheduler(_engine.Engine):
                 "tolerance_hard": hard, "max_per_user": -1 if mpu is None else mpu,
                 "rules": mask, "n_zpref": len(zp), "g_start": 0, "g_count": 0,
             }
-            for k, v in values.items():
-                pool[getattr(st, f"PO_{k.upper()}"), p] = int(v)
+            for key, v in values.items():
+                pool[getattr(st, f"PO_{key.upper()}"), p] = int(v)
             for k, z in enumerate(zp):
                 pool[st.PO_ZPREF0 + k, p] = int(z)
             poolf[st.POF_CPU_FULL, p] = cpu_full
@@ -453,8 +461,9 @@ class Scheduler(_engine.Engine):
             self._dirty = True
 
     @_serialised
-    def add_app(self, name, pools, home_zone=None, tag_restriction=None, max_instances_total=None,
-                max_instances_per_user=None):
+    def add_app(self, name: str, pools: Sequence[str], home_zone: str | None = None,
+                tag_restriction: Iterable[str] | None = None, max_instances_total: int | None = None,
+                max_instances_per_user: int | None = None) -> None:
         """Publish an app on ``pools`` (in priority order)."""
         name = _check_name("name", name)
         if name in self._apps:
@@ -515,7 +524,7 @@ class Scheduler(_engine.Engine):
         ent[u, a >> 6] = word - (1 << 64) if word >= (1 << 63) else word
 
     @_serialised
-    def add_user(self, id, home_zone=None, apps=()):
+    def add_user(self, id: str, home_zone: str | None = None, apps: Iterable[str] = ()) -> None:
         """Add a user with an optional home zone and the apps they are entitled to
         (apps may be added later)."""
         id = _check_name("id", id)
@@ -526,7 +535,7 @@ class Scheduler(_engine.Engine):
         with self._locked():
             self._add_user_unlocked(id, home_zone, app_names)
 
-    def remove_user(self, id):
+    def remove_user(self, id: str) -> None:
         """Forget a user (a directory user, or one a launch created) that holds
         no live session; its index may be given to the next user added.
 
@@ -544,7 +553,8 @@ class Scheduler(_engine.Engine):
             self._forget_keys(self._forget_users(np.array([u], dtype=np.int64)), [])
 
     @_serialised
-    def add_users(self, ids, home_zones=None, apps=None):
+    def add_users(self, ids: Sequence[str], home_zones: Sequence[str | None] | None = None,
+                  apps: Sequence[Iterable[str]] | None = None) -> None:
         """Add many users at once (a user directory): the same as ``add_user``
         for each row, all or nothing.
 
@@ -584,7 +594,7 @@ class Scheduler(_engine.Engine):
         k = _engine.first_not_id(zones, True)
         if k >= 0:
             raise InvalidArgument(f"home_zones[{k}]", zones[k], "must be a non-empty string or None")
-        sets = {}  # distinct app sets -> their entitlement words (shared frozensets)
+        sets: dict[Any, frozenset[str]] = {}  # distinct app sets -> their entitlement words (shared frozensets)
         if app_rows is None:
             frozen = [frozenset(one)] * n
         else:
@@ -594,7 +604,7 @@ class Scheduler(_engine.Engine):
                 try:
                     f = sets.get(key)
                 except TypeError:  # unhashable: the names check below says what it is
-                    f, key = None, None
+                    f, key = None, None  # type: ignore[assignment]
                 if f is None:
                     f = frozenset(_as_names(f"apps[{k}]", row))
                     if key is not None:
@@ -610,7 +620,7 @@ class Scheduler(_engine.Engine):
             users = self._t["user"]
             users[:, u0 : u0 + n] = st.NONE
             users[st.US_N_SESSIONS, u0 : u0 + n] = 0
-            zone_of = {}
+            zone_of: dict[str | None, int] = {}
             zi = np.empty(n, dtype=np.int64)
             for k, z in enumerate(zones):
                 x = zone_of.get(z)
@@ -618,7 +628,7 @@ class Scheduler(_engine.Engine):
                     x = zone_of[z] = self._zone_index(z, f"home_zones[{k}]")
                 zi[k] = x
             users[st.US_HOME_ZONE, u0 : u0 + n] = zi
-            words = {}
+            words: dict[frozenset[str], np.ndarray] = {}
             ent = self._t["ent"]
             for k, f in enumerate(frozen):
                 w = words.get(f)
@@ -727,9 +737,10 @@ class Scheduler(_engine.Engine):
 
     # ------------------------------------------------------------ servers
     @_serialised
-    def add_server(self, name, zone, pool, tags=(), max_sessions=config.DEFAULT_MAX_SESSIONS,
-                   weight=config.DEFAULT_WEIGHT, power="on", registered=True, mode="enabled",
-                   image=None, now=None):
+    def add_server(self, name: str, zone: str, pool: str, tags: Iterable[str] = (),
+                   max_sessions: int = config.DEFAULT_MAX_SESSIONS, weight: int = config.DEFAULT_WEIGHT,
+                   power: str | Power = "on", registered: bool = True, mode: str | Mode = "enabled",
+                   image: str | None = None, now: float | None = None) -> int:
         """Add a session host to ``pool`` in ``zone``."""
         name = _check_name("name", name)
         if name in self._servers:
@@ -808,25 +819,25 @@ class Scheduler(_engine.Engine):
             sessions = int(self._t["server_i"][st.SV_SESSIONS, i])
             return self._server_call(i, op, value, now, sessions)
 
-    def set_power(self, server, state, now=None):
+    def set_power(self, server: str | int, state: str | Power, now: float | None = None) -> list[int]:
         """Set the power state. Powering off ends every session on the server;
         returns the ids of those lost sessions."""
         state = parse_enum(Power, "state", state)
         return self._server_change(server, _kernels.OP_POWER, int(state), now)
 
-    def set_registered(self, server, registered, now=None):
+    def set_registered(self, server: str | int, registered: bool, now: float | None = None) -> None:
         """An unregistered server keeps its sessions but takes no new session
         and no reconnect until it registers again."""
         registered = _check_bool("registered", registered)
         self._server_change(server, _kernels.OP_REGISTERED, int(registered), now)
 
-    def set_mode(self, server, mode, now=None):
+    def set_mode(self, server: str | int, mode: str | Mode, now: float | None = None) -> None:
         """``enabled``, ``drain`` (no new sessions, reconnects allowed) or
         ``maintenance`` (reconnects only where the pool allows them)."""
         mode = parse_enum(Mode, "mode", mode)
         self._server_change(server, _kernels.OP_MODE, int(mode), now)
 
-    def remove_server(self, server, force=False, now=None):
+    def remove_server(self, server: str | int, force: bool = False, now: float | None = None) -> list[int]:
         """Remove a server. Refused (ServerBusy) while it holds sessions unless
         ``force``; forced removal ends them and returns their ids."""
         force = _check_bool("force", force)
@@ -845,7 +856,10 @@ class Scheduler(_engine.Engine):
             self._relayout()
             return lost
 
-    def telemetry_many(self, servers, cpu=None, mem=None, disk_queue=None, custom=None, now=None):
+    def telemetry_many(self, servers: Sequence[str] | np.ndarray, cpu: Sequence[float] | np.ndarray | None = None,
+                       mem: Sequence[float] | np.ndarray | None = None,
+                       disk_queue: Sequence[float] | np.ndarray | None = None,
+                       custom: Sequence[float] | np.ndarray | None = None, now: float | None = None) -> None:
         """Telemetry for many servers at once (arrays of equal length; a field
         left None is unchanged everywhere). Every row is checked before any is
         applied: one bad row applies nothing."""
@@ -883,7 +897,7 @@ class Scheduler(_engine.Engine):
                         dtype=np.int64)
 
     # ------------------------------------------------------------ batch launch
-    def user_indices(self, users) -> np.ndarray:
+    def user_indices(self, users: Sequence[str] | np.ndarray) -> np.ndarray:
         """Indices of known users (for ``launch_many`` with integer arrays and
         ``launch_by_index``). The index of a user a launch created holds while
         the user has a live session (see docs/SEMANTICS.md, *Memory*)."""
@@ -899,7 +913,7 @@ class Scheduler(_engine.Engine):
                 raise UnknownUser(f"users[{k}]", users[k], "no such user")
         return np.array(out, dtype=np.int64)
 
-    def app_indices(self, apps) -> np.ndarray:
+    def app_indices(self, apps: Sequence[str] | np.ndarray) -> np.ndarray:
         """Indices of apps (for ``launch_many`` with integer arrays)."""
         apps = _v.sequence("apps", apps)
         k = _engine.first_not_id(apps)
@@ -912,7 +926,10 @@ class Scheduler(_engine.Engine):
             raise UnknownApp(f"apps[{k}]", apps[k], "no such app")
         return np.array(out, dtype=np.int64)
 
-    def launch_many(self, users, apps, locations=None, endpoints=None, external=None, now=None):
+    def launch_many(self, users: Sequence[str] | np.ndarray, apps: Sequence[str] | np.ndarray,
+                    locations: Sequence[str | None] | None = None, endpoints: Sequence[str | None] | None = None,
+                    external: Sequence[bool] | np.ndarray | None = None,
+                    now: float | Sequence[float] | np.ndarray | None = None) -> Decisions:
         """Place a batch of launches (a logon storm); exactly the decisions of the
         same launches one by one, in order.
 
@@ -1084,7 +1101,7 @@ class Scheduler(_engine.Engine):
 
     # ------------------------------------------------------------ views
     @property
-    def now(self):
+    def now(self) -> float | None:
         """Time of the latest operation (None before the first)."""
         t = float(self._clockv[st.CK_NOW])
         return None if t == -math.inf else t
@@ -1094,7 +1111,7 @@ class Scheduler(_engine.Engine):
         return int(self._header[st.H_HOLDERS])
 
     @property
-    def licence_cap(self):
+    def licence_cap(self) -> int | None:
         cap = int(self._header[st.H_LICENCE_CAP])
         return None if cap < 0 else cap
 
@@ -1124,7 +1141,7 @@ class Scheduler(_engine.Engine):
         ``H_N_SERVERS``, ``H_SERVER_I_ADDR`` ...). Indexing a memoryview gives a Python
         int at a fraction of a numpy scalar's cost, for loops that read counters often
         (the simulator's day). The header never moves, so the view stays valid."""
-        return memoryview(self._header).toreadonly()
+        return memoryview(self._header).toreadonly()  # type: ignore[arg-type]  # numpy types the buffer protocol from 3.12
 
     def server_field(self, field: str) -> np.ndarray:
         """Read-only view (no copy) of one server field over indices
@@ -1174,12 +1191,12 @@ class Scheduler(_engine.Engine):
                 out[f] = srvf[st.SERVER_FLOAT_FIELDS.index(f), idx]
             return out
 
-    def server(self, name) -> dict:
+    def server(self, name: str | int) -> dict[str, Any]:
         """One server's state as a dict."""
         i = self._server_index(name)
         rows = self.servers()
         row = rows[rows["index"] == i][0]
-        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
 
     SESSION_DTYPE = np.dtype(
         [("id", "i8"), ("user", "O"), ("server", "O"), ("pool", "O"), ("state", "U12"),
@@ -1217,7 +1234,7 @@ class Scheduler(_engine.Engine):
             out["pending"] = ses[st.SE_PENDING, idx] != 0
             return out
 
-    def session(self, id) -> dict:
+    def session(self, id: int) -> dict[str, Any]:
         """One live session as a dict (UnknownSession / SessionEnded otherwise)."""
         sid = _v.session_id("session", id)
         slot, gen = sid & _SLOT_MASK, sid >> 32
@@ -1230,41 +1247,41 @@ class Scheduler(_engine.Engine):
             raise_for_status(2, "session", id)
         rows = self.sessions()
         row = rows[rows["id"] == sid][0]
-        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
 
     # ------------------------------------------------------------ names
     @property
-    def pool_names(self) -> list:
+    def pool_names(self) -> list[str]:
         return list(self._pool_names)
 
     @property
-    def app_names(self) -> list:
+    def app_names(self) -> list[str]:
         return list(self._app_names)
 
     @property
-    def zone_names(self) -> list:
+    def zone_names(self) -> list[str]:
         return list(self._zone_names)
 
     @property
-    def user_ids(self) -> list:
+    def user_ids(self) -> list[str]:
         """Ids of the users known now, in index order."""
         return [u for u in self._user_names if u is not None]
 
-    def server_names(self) -> list:
+    def server_names(self) -> list[str]:
         """Names of present servers, in index order."""
         return [n for i, n in enumerate(self._server_names) if self._servers.get(n) == i]
 
-    def pool_config(self, name) -> dict:
+    def pool_config(self, name: str) -> dict[str, Any]:
         if _check_name("name", name) not in self._pools:
             raise UnknownPool("pool", name, "no such pool")
         return dict(self._pool_config[self._pools[name]])
 
-    def app_config(self, name) -> dict:
+    def app_config(self, name: str) -> dict[str, Any]:
         if _check_name("name", name) not in self._apps:
             raise UnknownApp("app", name, "no such app")
         return dict(self._app_config[self._apps[name]])
 
-    def user_config(self, id) -> dict:
+    def user_config(self, id: str) -> dict[str, Any]:
         u = self._users.get(_check_name("id", id))
         if u is None:
             raise UnknownUser("id", id, "no such user")
@@ -1308,7 +1325,7 @@ class Scheduler(_engine.Engine):
         new._dirty = False
         return new
 
-    def copy(self) -> "Scheduler":
+    def copy(self) -> Scheduler:
         """An independent deep copy (state, configuration, clock): try a storm,
         a power plan or a rollout on the copy and keep the original untouched."""
         with self._locked():
@@ -1329,21 +1346,22 @@ class Scheduler(_engine.Engine):
 
     # ------------------------------------------------------------ files
     @classmethod
-    def from_files(cls, config_path, servers_path=None, **kwargs):
+    def from_files(cls, config_path: str | PathLike[str], servers_path: str | PathLike[str] | None = None,
+                   **kwargs: Any) -> Scheduler:
         """A scheduler configured from a fleet: pools, apps, users, licences and
         settings in TOML, servers in CSV or Parquet (see docs/TRACE_FORMAT.md)."""
         from usher.formats import fleet
 
         return fleet.load_fleet(config_path, servers_path, scheduler_cls=cls, **kwargs)
 
-    def to_files(self, config_path, servers_path=None):
+    def to_files(self, config_path: str | PathLike[str], servers_path: str | PathLike[str] | None = None) -> None:
         """Write this scheduler's configuration and servers (round trip of
         ``from_files``)."""
         from usher.formats import fleet
 
         fleet.save_fleet(self, config_path, servers_path)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<usher.Scheduler servers={len(self._servers)} pools={len(self._pools)} "
                 f"apps={len(self._apps)} users={len(self._users)} sessions={self.live_sessions} "
                 f"licences={self.licences_in_use}/{self.licence_cap}>")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -52,26 +53,26 @@ _INTEGER_TYPES = (int, np.integer)
 _REAL_TYPES = (int, float, np.integer, np.floating)
 
 
-def _short(value):
+def _short(value: Any) -> Any:
     """An argument fit for an error message (a big array as its shape)."""
     if isinstance(value, np.ndarray) and value.size > 8:
         return f"array of shape {value.shape} and dtype {value.dtype}"
     return value
 
 
-def name(field: str, value) -> str:
+def name(field: str, value: Any) -> str:
     """A non-empty string, as an exact ``str``."""
     if not isinstance(value, str) or not value:
         raise InvalidArgument(field, _short(value), "must be a non-empty string")
     return value if type(value) is str else str(value)
 
 
-def optional_name(field: str, value):
+def optional_name(field: str, value: Any) -> str | None:
     """None, or :func:`name`."""
     return None if value is None else name(field, value)
 
 
-def names(field: str, value) -> tuple:
+def names(field: str, value: Any) -> tuple[str, ...]:
     """None (no names), one name, or an iterable of names, as a tuple of strs."""
     if value is None:
         return ()
@@ -84,7 +85,7 @@ def names(field: str, value) -> tuple:
     return tuple(name(field, v) for v in value)
 
 
-def flag(field: str, value) -> bool:
+def flag(field: str, value: Any) -> bool:
     """``True`` / ``False`` (numpy's bool included)."""
     if value is True or value is False:
         return value
@@ -93,7 +94,7 @@ def flag(field: str, value) -> bool:
     raise InvalidArgument(field, _short(value), "must be true or false")
 
 
-def integer(field: str, value, lo: int | None = None, hi: int | None = None) -> int:
+def integer(field: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """An integer (not a bool) in ``[lo, hi]``, as a Python int."""
     if isinstance(value, bool) or isinstance(value, np.bool_) or not isinstance(value, _INTEGER_TYPES):
         raise InvalidArgument(field, _short(value), "must be an integer")
@@ -104,12 +105,12 @@ def integer(field: str, value, lo: int | None = None, hi: int | None = None) -> 
     return v
 
 
-def optional_integer(field: str, value, lo: int | None = None, hi: int | None = None):
+def optional_integer(field: str, value: Any, lo: int | None = None, hi: int | None = None) -> int | None:
     """None, or :func:`integer`."""
     return None if value is None else integer(field, value, lo, hi)
 
 
-def number(field: str, value) -> float:
+def number(field: str, value: Any) -> float:
     """A real number (not a bool) as a Python float, NaN and infinities kept for
     a kernel that checks the range itself (telemetry); an int beyond a double's
     range is refused."""
@@ -121,7 +122,7 @@ def number(field: str, value) -> float:
         raise InvalidArgument(field, value, "must be finite") from None
 
 
-def real(field: str, value, lo: float | None = None, hi: float | None = None,
+def real(field: str, value: Any, lo: float | None = None, hi: float | None = None,
          lo_open: bool = False) -> float:
     """A finite real number (not a bool) in ``[lo, hi]`` (``(lo, hi]`` with
     ``lo_open``), as a Python float."""
@@ -140,7 +141,7 @@ def real(field: str, value, lo: float | None = None, hi: float | None = None,
     return v
 
 
-def time(field: str, value) -> float:
+def time(field: str, value: Any) -> float:
     """A time in seconds: a finite real number within ``±MAX_TIME``."""
     if type(value) is float and -MAX_TIME <= value <= MAX_TIME:
         return value
@@ -150,12 +151,12 @@ def time(field: str, value) -> float:
     return v
 
 
-def session_id(field: str, value) -> int:
+def session_id(field: str, value: Any) -> int:
     """A session id: an integer in ``[0, 2**63 - 1]``."""
     return integer(field, value, 0, MAX_SESSION_ID)
 
 
-def sequence(field: str, value):
+def sequence(field: str, value: Any) -> list[Any] | tuple[Any, ...] | np.ndarray:
     """A batch argument: a list or tuple as is, a 1-D ndarray as is, any other
     iterable (not a str, bytes or dict) as a list. Refuses scalars and
     multi-dimensional arrays."""
@@ -173,12 +174,12 @@ def sequence(field: str, value):
         raise InvalidArgument(field, _short(value), f"cannot be read: {exc}") from None
 
 
-def _length(field: str, a, n: int | None):
+def _length(field: str, a: Any, n: int | None) -> None:
     if n is not None and len(a) != n:
         raise InvalidArgument(field, f"length {len(a)}", f"must have length {n}")
 
 
-def index_array(field: str, value, n: int | None = None) -> np.ndarray:
+def index_array(field: str, value: Any, n: int | None = None) -> np.ndarray:
     """A 1-D integer ndarray (signed or unsigned) as contiguous int64 (``value``
     itself when it already is one); indices are checked against their table by
     the caller. Unsigned values beyond int64 are refused here."""
@@ -195,7 +196,7 @@ def index_array(field: str, value, n: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(value, dtype=np.int64)
 
 
-def _as_array(field: str, value, n: int | None) -> np.ndarray:
+def _as_array(field: str, value: Any, n: int | None) -> np.ndarray:
     """``value`` (a list, tuple or ndarray) as a 1-D ndarray of length n."""
     value = sequence(field, value)
     try:
@@ -208,7 +209,7 @@ def _as_array(field: str, value, n: int | None) -> np.ndarray:
     return a
 
 
-def flag_array(field: str, value, n: int | None = None) -> np.ndarray:
+def flag_array(field: str, value: Any, n: int | None = None) -> np.ndarray:
     """A 1-D array of flags (bools, or a bool ndarray) as contiguous int64 0/1."""
     a = _as_array(field, value, n)
     if a.dtype.kind != "b" and a.size:
@@ -216,7 +217,7 @@ def flag_array(field: str, value, n: int | None = None) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def number_array(field: str, value, n: int | None = None) -> np.ndarray:
+def number_array(field: str, value: Any, n: int | None = None) -> np.ndarray:
     """A 1-D array of real numbers (no bools, strings or objects) as contiguous
     float64; NaN and infinities kept for a kernel that checks each row."""
     a = _as_array(field, value, n)
@@ -225,7 +226,7 @@ def number_array(field: str, value, n: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
-def real_array(field: str, value, n: int | None = None, lo: float | None = None,
+def real_array(field: str, value: Any, n: int | None = None, lo: float | None = None,
                hi: float | None = None) -> np.ndarray:
     """A 1-D array of finite real numbers (no bools, strings or objects) within
     ``[lo, hi]``, as contiguous float64."""
@@ -242,7 +243,7 @@ def real_array(field: str, value, n: int | None = None, lo: float | None = None,
     return a
 
 
-def time_array(field: str, value, n: int | None = None) -> np.ndarray:
+def time_array(field: str, value: Any, n: int | None = None) -> np.ndarray:
     """A 1-D array of non-decreasing times (:func:`time`'s rule each), as
     contiguous float64."""
     a = real_array(field, value, n, -MAX_TIME, MAX_TIME)

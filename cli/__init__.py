@@ -13,7 +13,7 @@ _MISSING = next((m for m in ("click", "rich") if importlib.util.find_spec(m) is 
 if _MISSING is None:
     from usher.cli.group import main
 else:
-    def main() -> None:
+    def main() -> None:  # type: ignore[misc]  # the stand-in
         """``usher`` installed without its command line: one line naming the install."""
         raise SystemExit(f'usher: the command line needs {_MISSING}, not installed: pip install "usher[cli]"')
 

@@ -21,10 +21,15 @@ without one, ``session`` is the engine's own session id.
 
 from __future__ import annotations
 
-from msgspec import UNSET
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from msgspec import UNSET, Struct
 
 from usher.errors import InvalidArgument, UnknownSession, UsherError
 from usher.formats.specs import AppSpec, LicencesSpec, PoolSpec, ServerSpec, SettingsSpec, UserSpec, spec_kwargs
+if TYPE_CHECKING:
+    from usher.scheduler import Scheduler
 from usher.formats.trace import (
     AppOp,
     CloseAppOp,
@@ -165,7 +170,7 @@ def _close_app(s, op, sessions):
 
 
 #: op or record class -> ``call(scheduler, op, sessions)``
-CALLS = {
+CALLS: dict[type, Callable[..., Any]] = {
     SettingsOp: _settings, LicencesOp: _licences, PoolOp: _pool, AppOp: _app, UserOp: _user,
     ServerOp: _server, RemoveServerOp: _remove_server, PowerOp: _power, RegisterOp: _register,
     ModeOp: _mode, TelemetryOp: _telemetry, LaunchOp: _launch, CloseAppOp: _close_app,
@@ -176,7 +181,7 @@ CALLS = {
 }
 
 
-def apply_op(scheduler, op, sessions=None):
+def apply_op(scheduler: Scheduler, op: Struct | dict[str, Any], sessions: dict[str, int | None] | None = None) -> Any:
     """Apply one operation to ``scheduler``; returns what the Scheduler method returns
     (a ``Decision`` for a launch, None for most others).
 
@@ -199,7 +204,7 @@ def apply_op(scheduler, op, sessions=None):
     return call(scheduler, op, sessions)
 
 
-def apply_ops(scheduler, ops, sessions=None):
+def apply_ops(scheduler: Scheduler, ops: Iterable[Struct | dict[str, Any]], sessions: dict[str, int | None] | None = None) -> Scheduler:
     """Apply operations in order, a run of consecutive ``user`` operations (a user
     directory) with one :func:`add_users`. Returns ``scheduler``. Stops at the first
     operation that raises (the operations before it stay applied)."""

@@ -20,6 +20,7 @@ import math
 import os
 import re
 import tomllib
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import UNSET, Struct
@@ -38,6 +39,9 @@ from usher.formats.specs import (
     UserSpec,
     spec_kwargs,
 )
+
+if TYPE_CHECKING:
+    from usher.scheduler import Scheduler
 
 __all__ = [
     "FleetFileError",
@@ -147,13 +151,13 @@ def _read_toml(path) -> tuple[_FleetConfig, str]:
         table, index, field = None, None, None
         m = _PATH.search(msg)
         if m:
-            table, index, field = m.group(1), m.group(2), m.group(3)
-            index = None if index is None else int(index)
+            table, field = m.group(1), m.group(3)
+            index = None if m.group(2) is None else int(m.group(2))
             if field is None and index is None and not _TABLES.get(table, False):
                 field = None
-        f = _FIELD.search(msg)
-        if f:
-            field = f.group(1)
+        named = _FIELD.search(msg)
+        if named:
+            field = named.group(1)
         name = None
         value = None
         if table is not None:
@@ -345,7 +349,8 @@ def _apply(scheduler, location_of, spec):
         raise location_of(None, None, f"a value the scheduler cannot take ({type(e).__name__}: {e})") from None
 
 
-def load_fleet(config_path, servers_path=None, scheduler_cls=None, **kwargs):
+def load_fleet(config_path: str | os.PathLike[str], servers_path: str | os.PathLike[str] | None = None,
+               scheduler_cls: type[Scheduler] | None = None, **kwargs: Any) -> Scheduler:
     """A scheduler built from fleet files.
 
     Args:
@@ -360,7 +365,7 @@ def load_fleet(config_path, servers_path=None, scheduler_cls=None, **kwargs):
         FleetFileError: naming the file, line/row, field and value.
     """
     if scheduler_cls is None:
-        from usher.scheduler import Scheduler as scheduler_cls
+        from usher.scheduler import Scheduler as scheduler_cls  # type: ignore[assignment]
     cfg, text = _read_toml(config_path)
 
     def at(table, index, name):
@@ -373,7 +378,7 @@ def load_fleet(config_path, servers_path=None, scheduler_cls=None, **kwargs):
         init["licences"] = cfg.licences.cap
     init.update(kwargs)
     try:
-        s = scheduler_cls(**init)
+        s = scheduler_cls(**init)  # type: ignore[misc]  # set above
     except UsherError as e:
         if e.field in kwargs:
             raise
@@ -384,7 +389,7 @@ def load_fleet(config_path, servers_path=None, scheduler_cls=None, **kwargs):
         raise at("settings", None, None)(None, None, f"a value the scheduler cannot take ({e})") from None
     for table, records in (("pool", cfg.pool), ("app", cfg.app), ("user", cfg.user), ("server", cfg.server)):
         for k, record in enumerate(records):
-            _apply(s, at(table, k, record.id if table == "user" else record.name), record)
+            _apply(s, at(table, k, record.id if table == "user" else record.name), record)  # type: ignore[attr-defined]
     if servers_path is not None:
         for where, row in _server_rows(servers_path):
             def location_of(field, value, detail, where=where):
@@ -404,7 +409,7 @@ def _drop_none(d: dict) -> dict:
 def fleet_document(scheduler) -> dict:
     """The TOML document of a scheduler's configuration (without servers)."""
     s = scheduler
-    doc = {
+    doc: dict[str, Any] = {
         "settings": {
             "enforce_entitlement": s.enforce_entitlement,
             "seed": s.seed,
@@ -456,7 +461,8 @@ def _write_parquet(path, records):
     pq.write_table(pa.table(cols, schema=schema), path)
 
 
-def save_fleet(scheduler, config_path, servers_path=None):
+def save_fleet(scheduler: Scheduler, config_path: str | os.PathLike[str],
+               servers_path: str | os.PathLike[str] | None = None) -> None:
     """Write ``scheduler``'s configuration to ``config_path`` (TOML) and its servers
     to ``servers_path`` (.csv or .parquet), or into the TOML as ``[[server]]`` when
     ``servers_path`` is None. ``load_fleet`` of the result gives the same pools, apps,

@@ -44,7 +44,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from itertools import islice
+from typing import IO, TYPE_CHECKING, Any
 from operator import le
 
 import msgspec
@@ -70,6 +72,12 @@ from usher.formats.trace import (
     TraceSource,
     UserOp,
 )
+
+if TYPE_CHECKING:
+    from usher.scheduler import Scheduler
+
+#: what ``replay`` and ``Replayer.feed`` read: a path, bytes, a file or an iterable of lines
+TraceInput = str | os.PathLike[str] | bytes | IO[Any] | Iterable[Any]
 
 __all__ = [
     "replay",
@@ -217,7 +225,8 @@ class Replayer:
         ops, lines: lines replayed (blank lines not counted) / read.
     """
 
-    def __init__(self, scheduler=None, out=None, explain=False, keep=True, batch=True):
+    def __init__(self, scheduler: Scheduler | None = None, out: IO[Any] | None = None, explain: bool = False,
+                 keep: bool = True, batch: bool = True) -> None:
         if scheduler is None:
             from usher.scheduler import Scheduler
 
@@ -241,7 +250,7 @@ class Replayer:
         self._decide = self._decision_maker()
 
     # ------------------------------------------------------------ public
-    def feed(self, lines_or_path, progress=None):
+    def feed(self, lines_or_path: TraceInput, progress: Callable[[int, int], None] | None = None) -> Replayer:
         """Replay a path ('-' = stdin, ``.gz`` read through gzip), bytes, a file, or
         an iterable of lines (str/bytes JSON, dicts or op Structs).
 
@@ -567,8 +576,9 @@ class Replayer:
         return end, end
 
 
-def replay(lines_or_path, scheduler=None, out=None, explain=False, keep=None, batch=True,
-           progress=None) -> ReplayResult:
+def replay(lines_or_path: TraceInput, scheduler: Scheduler | None = None, out: IO[Any] | None = None,
+           explain: bool = False, keep: bool | None = None, batch: bool = True,
+           progress: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Replay a trace against ``scheduler`` (a new ``usher.Scheduler()`` if None).
 
     Args:

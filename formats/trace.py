@@ -161,7 +161,7 @@ Op = SettingsOp | LicencesOp | PoolOp | AppOp | UserOp | ServerOp | RemoveServer
     RegisterOp | ModeOp | TelemetryOp | LaunchOp | LogonDoneOp | DisconnectOp | LogoffOp | \
     CloseAppOp | LaunchFailedOp
 #: op name -> its Struct
-OPS = {cls.__struct_config__.tag: cls for cls in OP_CLASSES}
+OPS: dict[str, type[Op]] = {cls.__struct_config__.tag: cls for cls in OP_CLASSES}  # type: ignore[misc]  # tags are strs
 
 
 # ---------------------------------------------------------------- output lines

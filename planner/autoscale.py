@@ -91,7 +91,7 @@ class Autoscale:
         self.settings = settings if settings is not None else autoscale_settings()
         self.interval_seconds = int(interval_seconds)
         self.name = name
-        self._fleet_key = None
+        self._fleet_key: tuple[int, int, int] | None = None
         self.forecast: DemandForecast | None = None
         self.log: list = []  # (now, kind, server, reason) of every action planned, when keep_log
         self.keep_log = False
@@ -163,9 +163,9 @@ class Autoscale:
         demand = np.bincount(self.group, weights=busy, minlength=self.n_groups)
         kind = day_type(view.weekday, view.holiday)
         fc = self.forecast
-        fc.observe(now, demand, kind)
-        self._peaks = {}
-        ups, downs, offs = [], [], []
+        fc.observe(now, demand, kind)  # type: ignore[union-attr]  # made by _setup
+        self._peaks: dict[tuple, np.ndarray] = {}
+        ups, downs, offs = [], [], []  # type: list[Action], list[Action], list[Action]
         seats_all = np.asarray(view.max_sessions)
         for k in range(self.n_groups):
             idx = self.members[k]
@@ -182,7 +182,7 @@ class Autoscale:
         key = (horizon, gs.trend, gs.forecast)
         out = self._peaks.get(key)
         if out is None:
-            out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast)
+            out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast)  # type: ignore[union-attr]
         return out
 
     def _plan_group(self, k, idx, now, view, power, mode, sessions, pending, busy, seats_all, ready, locked,

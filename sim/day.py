@@ -38,13 +38,13 @@ import gc
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from usher.core import state as st_layout
 from usher.core.codes import Reason
-from usher.planner.power import FixedSchedule, FleetView, PowerPolicy, is_action_policy
+from usher.planner.power import ActionPolicy, FixedSchedule, FleetView, PowerPolicy, is_action_policy
 from usher.sim.books import Books
 from usher.sim.calendar import Calendar
 from usher.sim.calls import EngineCalls
@@ -124,10 +124,10 @@ class DayState:
     def start(cls, layout, n_reasons: int, keep_decisions: bool) -> "DayState":
         """The state at 00:00: every user idle, nothing counted."""
         n_srv = len(layout.server_names)
-        idle = [[[], []] for _ in range(len(layout.hospital_weight))]
+        idle: list[list[list[int]]] = [[[], []] for _ in range(len(layout.hospital_weight))]
         for u, (h, img) in enumerate(zip(layout.user_hospital.tolist(), layout.user_imaging.tolist())):
             idle[h][1 if img else 0].append(u)
-        dec = ({"id": [], "outcome": [], "reason": [], "server": [], "load_index": [], "session": []}
+        dec: dict[str, list] | None = ({"id": [], "outcome": [], "reason": [], "server": [], "load_index": [], "session": []}
                if keep_decisions else None)
         return cls(tally=dict.fromkeys(_TALLY, 0), outcomes=[0] * 4, reasons=[0] * n_reasons,
                    on_since=[-math.inf] * n_srv, down=np.zeros(n_srv, dtype=bool),
@@ -164,7 +164,7 @@ class DayResult:
 def simulate_day(
     scenario: Scenario | None = None,
     *,
-    power_policy: PowerPolicy | None = None,
+    power_policy: PowerPolicy | ActionPolicy | None = None,
     trace: TraceWriter | None = None,
     keep_decisions: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -220,7 +220,7 @@ class Day:
                 trace.append(op)
             trace.maybe_flush()
         self.build_seconds = time.perf_counter() - t0
-        self.policy = power_policy or FixedSchedule(sc, lay.server_night_off)
+        self.policy: Any = power_policy or FixedSchedule(sc, lay.server_night_off)  # see is_action_policy
         self.naming = trace is not None or keep_decisions
         self.books = Books(len(lay.server_names), self.naming)
         self.calls = EngineCalls(s, trace, lay.server_names, self.books.names)
@@ -241,7 +241,7 @@ class Day:
         self.moves = np.zeros((4, len(lay.server_names)), dtype=np.int64)
         self.sampler = Sampler(self, trace.telemetry if trace is not None else None)
         self.series_sink, self.kpi_sink = SeriesSink(), KpiSink()
-        self.sinks = [self.series_sink, self.kpi_sink, *sinks]
+        self.sinks: list[MetricSink] = [self.series_sink, self.kpi_sink, *sinks]
 
     def _engine_views(self):
         """The engine's server columns as live read-only views (no copy), and its
@@ -379,4 +379,4 @@ class Day:
         if dec is not None:
             dec = {key: (np.array(val) if key not in ("id", "session") else val) for key, val in dec.items()}
         return DayResult(self.kpi_sink.values, ser, zser, self.sc, dec, s, list(self.layout.server_names),
-                         list(self.fault_windows), list(st.actions))
+                         list(self.fault_windows), list(st.actions))  # type: ignore[arg-type]  # start() made it

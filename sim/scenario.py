@@ -32,6 +32,7 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -703,8 +704,11 @@ def fleet_layout(sc: Scenario) -> FleetLayout:
     nz = len(f.zones)
     n_img = int(round(f.servers * f.imaging_fraction))
     n_rem = int(round(f.servers * f.remote_fraction))
+    zone: Any  # lists while the servers are laid out, then arrays
+    pool: Any
+    night: Any
     names, zone, pool, mx, wt, night = [], [], [], [], [], []
-    counters = {}
+    counters: dict[tuple[int, int], int] = {}
     for i in range(f.servers):
         z = i % nz
         if i < n_img:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -168,7 +168,10 @@ class CsvSink:
         self._fh = []
 
 
-def feed(sink: MetricSink, series: dict, zones: dict, kpis: dict | None = None) -> MetricSink:
+SinkT = TypeVar("SinkT", bound=MetricSink)
+
+
+def feed(sink: SinkT, series: dict, zones: dict, kpis: dict | None = None) -> SinkT:
     """Give a finished day's columns (as in ``DayResult``) to ``sink``, sample by
     sample, then its KPIs; returns the sink, closed."""
     n = len(series["t"])

@@ -77,7 +77,7 @@ def run_storm(users: int = 17_000, minutes: float = 60.0, servers: int = 1400, s
 
     started = time.perf_counter()
     engine_s = 0.0
-    completes = []  # (time, session)
+    completes: list[tuple[float, int]] = []  # (time, session)
     counts: dict[str, int] = {}
     for lo in range(0, users, batch):
         hi = min(users, lo + batch)
@@ -90,8 +90,8 @@ def run_storm(users: int = 17_000, minutes: float = 60.0, servers: int = 1400, s
         b = s.launch_many(user_ids[lo:hi], apps[lo:hi], locations=locations[lo:hi],
                           external=external[lo:hi], now=t[lo:hi])
         engine_s += time.perf_counter() - t0
-        for k, v in b.counts().items():
-            counts[k] = counts.get(k, 0) + v
+        for key, v in b.counts().items():
+            counts[key] = counts.get(key, 0) + v
         for when, o, sid in zip(t[lo:hi], b.outcome, b.session):
             if o == usher.Outcome.PLACED:
                 completes.append((when + 30.0, int(sid)))
