@@ -13,10 +13,10 @@ latest snapshot plus a replay of the journal after it. See docs/SERVICE.md.
 from usher.journal.records import JournalError
 from usher.journal.snapshot import read as read_snapshot
 from usher.journal.snapshot import write_atomic as write_snapshot
-from usher.journal.store import Journal, has_state, open, recover
+from usher.journal.store import Journal, has_state, in_memory, open, recover
 from usher.journal.writer import FSYNC_POLICIES, JournalWriter
 
-__all__ = ["Journal", "JournalError", "JournalWriter", "FSYNC_POLICIES", "open", "recover", "has_state",
+__all__ = ["Journal", "JournalError", "JournalWriter", "FSYNC_POLICIES", "open", "in_memory", "recover", "has_state",
            "read_snapshot", "write_snapshot", "trace_lines"]
 
 

@@ -40,7 +40,7 @@ from usher.journal import snapshot as snap
 from usher.journal.records import JournalError
 from usher.journal.writer import JournalWriter
 
-__all__ = ["Journal", "open", "recover", "has_state", "SNAPSHOT_FORMAT"]
+__all__ = ["Journal", "open", "in_memory", "recover", "has_state", "SNAPSHOT_FORMAT"]
 
 SNAPSHOT_FORMAT = 1
 _FILE = re.compile(r"^(snapshot|journal)-(\d{16})\.(pickle|log)$")
@@ -185,7 +185,7 @@ class Journal:
 
     def __init__(self, directory, replayer, seq, fsync, snapshot_every, clock, on_flush,
                  batch_seconds, batch_records, segment=None):
-        self.directory = os.fspath(directory)
+        self.directory = None if directory is None else os.fspath(directory)
         self.replayer = replayer
         self.seq = seq
         self.fsync = fsync
@@ -197,8 +197,23 @@ class Journal:
         self._writer_args = dict(fsync=fsync, batch_seconds=batch_seconds, batch_records=batch_records,
                                  on_flush=on_flush)
         self._lock = threading.Lock()
+        self._writer_args = dict(on_flush=None)
+        if directory is None:  # in memory: nothing is written
+            self._writer = _NoWriter()
+            return
         self._writer = JournalWriter(segment or os.path.join(self.directory, _name("journal", seq)),
                                      first=seq, **self._writer_args)
+
+    def set_on_flush(self, on_flush) -> None:
+        """Call ``on_flush(records, write_seconds, fsync_seconds)`` after each group
+        commit from now on (metrics: ``usher.service.metrics.Metrics.on_flush``)."""
+        self._writer_args["on_flush"] = on_flush
+        self._writer.on_flush = on_flush
+
+    @property
+    def healthy(self) -> bool:
+        """False once a journal write has failed (no decision is acknowledged after)."""
+        return self._writer.error is None
 
     @property
     def scheduler(self):
@@ -286,6 +301,8 @@ class Journal:
     # ------------------------------------------------------------ snapshots
     def snapshot(self) -> str:
         """Write a snapshot of the whole state now; returns its path."""
+        if self.directory is None:
+            raise JournalError("directory", None, "an in-memory journal takes no snapshot")
         with self._lock:
             return self._snapshot_locked()
 
@@ -318,3 +335,33 @@ class Journal:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def in_memory(scheduler=None, clock=time.time) -> Journal:
+    """A :class:`Journal` that writes nothing: the same applying, naming and outputs,
+    for a service run without ``--journal`` (its state dies with the process)."""
+    from usher.scheduler import Scheduler
+
+    r = Replayer(scheduler if scheduler is not None else Scheduler(), keep=True)
+    return Journal(None, r, 0, "off", None, clock, None, 0.0, 1)
+
+
+class _NoWriter:
+    """The writer of an in-memory journal: every ticket is durable at once."""
+
+    on_flush = None
+
+    durable = 0
+    error = None
+
+    def append(self, records):
+        return 0
+
+    def wait(self, ticket, timeout=None):
+        return None
+
+    async def wait_async(self, ticket):
+        return None
+
+    def close(self):
+        return None

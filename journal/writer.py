@@ -78,6 +78,11 @@ class JournalWriter:
         return ticket
 
     @property
+    def error(self):
+        """The exception that stopped the flusher (a failed write), or None."""
+        return self._error
+
+    @property
     def durable(self) -> int:
         """Records durable so far (by the policy's meaning)."""
         return self._durable
