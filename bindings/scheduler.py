@@ -1366,6 +1366,34 @@ class Scheduler(_engine.Engine):
                 f"apps={len(self._apps)} users={len(self._users)} sessions={self.live_sessions} "
                 f"licences={self.licences_in_use}/{self.licence_cap}>")
 
+    # ------------------------------------------------------------ durable state
+    def snapshot(self, path) -> None:
+        """Write the whole state to ``path`` atomically (write, fsync, rename): a
+        pickle that :meth:`restore` reads back. See docs/SERVICE.md."""
+        from usher import journal
+
+        journal.write_snapshot(path, self)
+
+    @classmethod
+    def restore(cls, path) -> "Scheduler":
+        """The scheduler a :meth:`snapshot` file holds (JournalError when the file
+        cannot be read or holds something else)."""
+        from usher import journal
+
+        s = journal.read_snapshot(path)
+        if not isinstance(s, cls):
+            raise journal.JournalError("path", str(path), f"holds a {type(s).__name__}, not a {cls.__name__}")
+        return s
+
+    @classmethod
+    def open(cls, directory) -> "Scheduler":
+        """The state a journal directory (``usher.journal``, ``usher serve --journal``)
+        holds: its latest snapshot plus a replay of the journal after it. Reads only;
+        to go on journalling, use ``usher.journal.open(directory)``."""
+        from usher import journal
+
+        return journal.recover(directory).replayer.scheduler
+
 
 class _Locked:
     """``with scheduler._locked():`` — the scheduler's lock for Python-level

@@ -14,12 +14,14 @@ import click
 _COMMANDS = {
     "storm": ("usher.cli.storm", "storm_command", "Place a morning logon storm on the built-in fleet and summarise it."),
     "replay": ("usher.cli.replay", "replay_command", "Replay a broker trace (JSON Lines) and write every decision."),
+    "serve": ("usher.cli.serve", "serve_command", "Serve the scheduler over HTTP, with a crash-safe journal, metrics and a decision log."),
     "simulate": ("usher.cli.simulate", "simulate_command", "Simulate a hospital group's day (or a scenario file) and report KPIs, series and a picture."),
 }
 
 
 #: a module a command imports when it needs it -> the extra that installs it
-_EXTRA_OF = {"rich": "cli", "matplotlib": "sim", "pyarrow": "parquet"}
+_EXTRA_OF = {"rich": "cli", "matplotlib": "sim", "pyarrow": "parquet", "starlette": "service", "uvicorn": "service",
+             "prometheus_client": "service"}
 
 
 class _LazyGroup(click.Group):

@@ -1,0 +1,124 @@
+"""``usher serve``: the scheduler as an HTTP service (docs/SERVICE.md).
+
+With ``--journal DIR`` the state is recovered from DIR first (its latest snapshot and
+the journal after it); the fleet files then only seed a new, empty directory. Off
+loopback a bearer token is required (``--token-file`` or the environment variable
+named by ``--token-env``). Exit status 2: a bad command line, fleet or journal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+
+import click
+
+EXIT_UNUSABLE = 2
+
+
+def _fail(message) -> None:
+    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+    sys.exit(EXIT_UNUSABLE)
+
+
+def _listen(value):
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter("must be HOST:PORT (e.g. 127.0.0.1:8642)")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token(token_file, token_env):
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            _fail(f"{token_file}: cannot read the token: {e.strerror or e}")
+        if not token:
+            _fail(f"{token_file}: the token file is empty")
+        return token
+    return os.environ.get(token_env) or None
+
+
+def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
+    from usher import journal
+    from usher.errors import UsherError
+    from usher.scheduler import Scheduler
+
+    log = logging.getLogger("usher.serve")
+    try:
+        seed = None
+        if journal_dir is None or not journal.has_state(journal_dir):
+            seed = Scheduler.from_files(fleet, servers) if fleet is not None else None
+        elif fleet is not None:
+            log.warning("%s holds a journal: its state is recovered and --fleet is not read", journal_dir)
+        if journal_dir is None:
+            return journal.in_memory(seed)
+        return journal.open(journal_dir, scheduler=seed, fsync=fsync, snapshot_every=snapshot_every or None)
+    except UsherError as e:
+        _fail(e)
+
+
+@click.command("serve")
+@click.option("--fleet", type=click.Path(), help="Fleet configuration (TOML): the initial state of a new journal.")
+@click.option("--servers", type=click.Path(), help="Servers table (.csv or .parquet); needs --fleet.")
+@click.option("--journal", "journal_dir", type=click.Path(file_okay=False),
+              help="Journal directory: recovered at start, every applied operation made durable there.")
+@click.option("--listen", default="127.0.0.1:8642", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--fsync", type=click.Choice(["always", "batch", "off"]), default="batch", show_default=True,
+              help="When journal records reach the disk (batch: every 5 ms or 1,000 records).")
+@click.option("--snapshot-every", type=click.IntRange(min=0), default=100_000, show_default=True,
+              help="Records between snapshots (0: never).")
+@click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the bearer token.")
+@click.option("--token-env", default="USHER_TOKEN", show_default=True,
+              help="Environment variable holding the bearer token (when there is no --token-file).")
+@click.option("--max-body", type=click.IntRange(min=1), default=8 << 20, show_default=True,
+              help="Largest request body, in bytes.")
+@click.option("--log-decisions/--no-log-decisions", default=True, show_default=True,
+              help="One JSON line per decision on stdout (logger usher.decisions).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Write the decision log to this file instead.")
+def serve_command(fleet, servers, journal_dir, listen, fsync, snapshot_every, token_file, token_env, max_body,
+                  log_decisions, log_file):
+    """Serve the scheduler over HTTP: POST /v1/ops, GET /v1/sessions/ID,
+    /v1/servers, /v1/summary, /metrics, /healthz, /readyz, /openapi.json.
+    Endpoints, journal and recovery: docs/SERVICE.md."""
+    import uvicorn
+
+    from usher.service.app import create_app
+    from usher.service.decision_log import DecisionLog, configure
+    from usher.service.metrics import Metrics
+
+    if servers is not None and fleet is None:
+        raise click.UsageError("--servers needs --fleet (the configuration of pools and apps)")
+    host, port = _listen(listen)
+    token = _token(token_file, token_env)
+    if token is None and not _is_loopback(host):
+        _fail(f"listening on {host} (not loopback) needs a bearer token: --token-file or ${token_env}")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    state = _open_state(fleet, servers, journal_dir, fsync, snapshot_every)
+    metrics = Metrics(state)
+    state.set_on_flush(metrics.on_flush)
+    decision_log = None
+    if log_decisions:
+        configure(stream=sys.stdout, path=log_file)
+        decision_log = DecisionLog()
+    app = create_app(state, token=token, metrics=metrics, decision_log=decision_log, max_body=max_body)
+    click.echo(f"usher serve: {state.seq:,} records recovered"
+               f"{f', {state.torn_records} torn record dropped' if state.torn_records else ''}; "
+               f"listening on http://{host}:{port}", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    finally:
+        state.close()

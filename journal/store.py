@@ -1,0 +1,367 @@
+"""A journalled scheduler: apply operations, journal them, snapshot, recover.
+
+Design: the state a broker relies on is the scheduler *and* the names of its
+sessions (a trace names a session by the id of the launch that created it), which is
+exactly what a :class:`usher.formats.replay.Replayer` holds. :class:`Journal` applies
+operations through a Replayer, so a request gives the decision and error lines that
+``usher replay`` writes for the same lines, and it appends every applied operation
+(with ``t`` filled in) and its decision to the journal (``records``): the journal is a
+trace, and recovery is a replay of it through the same Replayer. An operation that
+fails changes nothing and is not journalled.
+
+A directory holds::
+
+    snapshot-<seq>.pickle   the whole state after <seq> records (scheduler, session names, clock)
+    journal-<seq>.log       records <seq>, <seq>+1, ... (records.py)
+
+A snapshot is taken at a segment boundary: the journal is flushed, the snapshot written
+atomically, a new segment started, and the older files removed. Recovery reads the
+latest snapshot (or starts from an empty ``Scheduler()`` when there is none) and
+replays the segments from its ``seq`` on; a torn last record is dropped (and cut off
+the file, so that new records follow good ones).
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import os
+import re
+import threading
+import time
+
+import msgspec
+from msgspec import UNSET
+
+from usher.formats.replay import Replayer
+from usher.formats.trace import _DECODER, BadLine, LaunchOp, decode_item
+from usher.journal import records as rec
+from usher.journal import snapshot as snap
+from usher.journal.records import JournalError
+from usher.journal.writer import JournalWriter
+
+__all__ = ["Journal", "open", "in_memory", "recover", "has_state", "SNAPSHOT_FORMAT"]
+
+SNAPSHOT_FORMAT = 1
+_FILE = re.compile(r"^(snapshot|journal)-(\d{16})\.(pickle|log)$")
+_ENCODER = msgspec.json.Encoder()
+
+
+def _files(directory):
+    """({seq: snapshot path}, {seq: segment path}) of a directory."""
+    snapshots, segments = {}, {}
+    for name in os.listdir(directory):
+        m = _FILE.match(name)
+        if m:
+            (snapshots if m.group(1) == "snapshot" else segments)[int(m.group(2))] = os.path.join(directory, name)
+    return snapshots, segments
+
+
+def _name(kind, seq):
+    return f"{kind}-{seq:016d}.{'pickle' if kind == 'snapshot' else 'log'}"
+
+
+def has_state(directory) -> bool:
+    """Whether ``directory`` holds a snapshot or a journal segment."""
+    if not os.path.isdir(directory):
+        return False
+    snapshots, segments = _files(directory)
+    return bool(snapshots or segments)
+
+
+class Recovered(msgspec.Struct):
+    """What :func:`recover` found: the replayer holding the state, the number of
+    records it holds, the last segment and where its good records end (None when
+    there is no segment), and the records dropped as torn (0 or 1)."""
+
+    replayer: object
+    seq: int
+    segment: str | None
+    good_bytes: int | None
+    torn: int
+
+
+def _replayer_of(state) -> Replayer:
+    r = Replayer(state["scheduler"], keep=True)
+    r.names.update(state["names"])
+    r.creator.update(state["creator"])
+    r.last_t = state["last_t"]
+    return r
+
+
+def recover(directory) -> Recovered:
+    """The state a journal directory holds: the latest snapshot, then the journal
+    records after it replayed. Changes no file. Raises JournalError for a damaged
+    segment, a gap between segments, or a replayed decision that differs from the
+    journalled one."""
+    from usher.scheduler import Scheduler
+
+    snapshots, segments = _files(directory)
+    if snapshots:
+        base = max(snapshots)
+        state = snap.read(snapshots[base])
+        if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT or state.get("seq") != base:
+            raise JournalError("snapshot", snapshots[base], "is not an usher journal snapshot of this format")
+        r = _replayer_of(state)
+    else:
+        base = 0
+        r = Replayer(Scheduler(), keep=True)
+    starts = sorted(s for s in segments if s >= base)
+    seq, last_path, good, torn = base, None, None, 0
+    for k, start in enumerate(starts):
+        if start != seq:
+            raise JournalError("journal", segments[start], f"starts at record {start}, expected {seq}")
+        with builtins.open(segments[start], "rb") as f:
+            data = f.read()
+        is_last = k == len(starts) - 1
+        records, good = rec.scan(data, segments[start], last=is_last)
+        torn = int(is_last and good < len(data))
+        _replay(r, records, segments[start])
+        seq += len(records)
+        last_path = segments[start]
+    return Recovered(r, seq, last_path, good, torn)
+
+
+def _replay(r: Replayer, records, path) -> None:
+    if not records:
+        return
+    r.lines = 0
+    r.feed([op for op, _ in records])
+    if r.errors:
+        e = r.errors[0]
+        raise JournalError("journal", path, f"record {e.line} does not apply again: {e.error}: {e.message}")
+    journalled = [d for _, d in records if d]
+    if len(journalled) != len(r.decisions):
+        raise JournalError("journal", path, "replay gives a different number of decisions")
+    for k, (line, d) in enumerate(zip(journalled, r.decisions)):
+        if line != _ENCODER.encode(d):
+            raise JournalError("journal", path, f"decision {k + 1} differs on replay: {line!r}")
+    r.decisions.clear()
+
+
+def open(directory, scheduler=None, fsync="batch", snapshot_every=100_000, clock=time.time,
+         on_flush=None, batch_seconds=0.005, batch_records=1000) -> "Journal":
+    """Open (or create) a journal directory and recover its state.
+
+    Args:
+        directory: the directory (created if missing).
+        scheduler: the initial state of a *new* directory (written as its first
+            snapshot); None for an empty ``Scheduler()``. JournalError if the
+            directory already holds state.
+        fsync: ``"always"``, ``"batch"`` (default) or ``"off"`` (see writer.py).
+        snapshot_every: records between automatic snapshots (None: only on demand).
+        clock: the time (seconds) given to an operation without ``t``; never
+            earlier than the last operation's.
+        on_flush: ``on_flush(records, write_seconds, fsync_seconds)`` after each group commit.
+    """
+    os.makedirs(directory, exist_ok=True)
+    if scheduler is not None and has_state(directory):
+        raise JournalError("directory", os.fspath(directory), "already holds a journal: open it without a scheduler")
+    found = recover(directory)
+    if found.segment is not None and found.torn:
+        with builtins.open(found.segment, "r+b") as f:
+            f.truncate(found.good_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+    j = Journal(directory, found.replayer, found.seq, fsync, snapshot_every, clock, on_flush,
+                batch_seconds, batch_records, segment=found.segment)
+    j.torn_records = found.torn
+    if scheduler is not None:
+        j.replayer = Replayer(scheduler, keep=True)
+        j.snapshot()
+    return j
+
+
+class Journal:
+    """A scheduler whose applied operations are journalled (see the module's design).
+
+    Attributes:
+        replayer: the ``Replayer`` holding the state (``replayer.scheduler``, the
+            session names ``replayer.names``).
+        seq: records in the journal (snapshot included).
+        torn_records: records dropped as torn when the directory was opened (0 or 1).
+        last_snapshot: ``time.time()`` of the latest snapshot (None before the first).
+    """
+
+    def __init__(self, directory, replayer, seq, fsync, snapshot_every, clock, on_flush,
+                 batch_seconds, batch_records, segment=None):
+        self.directory = None if directory is None else os.fspath(directory)
+        self.replayer = replayer
+        self.seq = seq
+        self.fsync = fsync
+        self.snapshot_every = snapshot_every
+        self.clock = clock
+        self.torn_records = 0
+        self.last_snapshot = None
+        self._since_snapshot = 0
+        self._writer_args = dict(fsync=fsync, batch_seconds=batch_seconds, batch_records=batch_records,
+                                 on_flush=on_flush)
+        self._lock = threading.Lock()
+        self._writer_args = dict(on_flush=None)
+        if directory is None:  # in memory: nothing is written
+            self._writer = _NoWriter()
+            return
+        self._writer = JournalWriter(segment or os.path.join(self.directory, _name("journal", seq)),
+                                     first=seq, **self._writer_args)
+
+    def set_on_flush(self, on_flush) -> None:
+        """Call ``on_flush(records, write_seconds, fsync_seconds)`` after each group
+        commit from now on (metrics: ``usher.service.metrics.Metrics.on_flush``)."""
+        self._writer_args["on_flush"] = on_flush
+        self._writer.on_flush = on_flush
+
+    @property
+    def healthy(self) -> bool:
+        """False once a journal write has failed (no decision is acknowledged after)."""
+        return self._writer.error is None
+
+    @property
+    def scheduler(self):
+        return self.replayer.scheduler
+
+    def session_id(self, name):
+        """The engine session id of the session a launch id names (KeyError: no such
+        launch; None: that launch was rejected)."""
+        return self.replayer.names[name]
+
+    # ------------------------------------------------------------ apply
+    def submit(self, items, explain=False):
+        """Apply operations in order; journal the applied ones.
+
+        Args:
+            items: op Structs, or dicts in the trace format (``t`` optional: the
+                clock's time, never earlier than the last operation's).
+            explain: add each launch's explanation to its decision line.
+
+        Returns:
+            ``(ops, outputs, ticket)``: the op of each item (None when it could not be
+            decoded), ``outputs[k]`` the ``LaunchDecision`` or ``LineError`` of item
+            ``k`` (None for an operation applied without a decision line: line
+            numbers count the items from 1), and the writer's ticket: the records are
+            durable once ``wait(ticket)`` returns.
+        """
+        with self._lock:
+            r = self.replayer
+            ops, fed = [], []
+            now = None
+            for item in items:
+                if item.__class__ is dict and "t" not in item:
+                    if now is None:
+                        now = max(self.clock(), r.last_t)
+                    item = {**item, "t": now}
+                op = decode_item(_DECODER, item)
+                if op.__class__ is BadLine:
+                    ops.append(None)
+                    fed.append(item)
+                else:
+                    ops.append(op)
+                    fed.append(op)
+            r.lines = 0
+            explained, r.explain, r.batch = r.explain, bool(explain), not explain
+            try:
+                r.feed(fed)
+            finally:
+                r.explain, r.batch = explained, not explained
+            outputs: list = [None] * len(fed)
+            for e in r.errors:
+                outputs[e.line - 1] = e
+            decisions = iter(r.decisions)
+            records = []
+            for k, op in enumerate(ops):
+                if outputs[k] is not None or op is None:
+                    continue
+                line = b""
+                if op.__class__ is LaunchOp:
+                    d = outputs[k] = next(decisions)
+                    if d.explanation is not UNSET:
+                        d = msgspec.structs.replace(d, explanation=UNSET)
+                    line = _ENCODER.encode(d)
+                records.append(rec.encode(_ENCODER.encode(op), line))
+            r.errors.clear()
+            r.decisions.clear()
+            ticket = self._writer.append(records) if records else self._writer.durable
+            self.seq += len(records)
+            self._since_snapshot += len(records)
+            if self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every:
+                self._snapshot_locked()
+        return ops, outputs, ticket
+
+    def apply(self, items, explain=False):
+        """:meth:`submit`, then wait until its records are durable; returns the outputs."""
+        _, outputs, ticket = self.submit(items, explain)
+        self.wait(ticket)
+        return outputs
+
+    def wait(self, ticket) -> None:
+        self._writer.wait(ticket)
+
+    async def wait_async(self, ticket) -> None:
+        await self._writer.wait_async(ticket)
+
+    # ------------------------------------------------------------ snapshots
+    def snapshot(self) -> str:
+        """Write a snapshot of the whole state now; returns its path."""
+        if self.directory is None:
+            raise JournalError("directory", None, "an in-memory journal takes no snapshot")
+        with self._lock:
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> str:
+        r = self.replayer
+        self._writer.close()
+        state = dict(format=SNAPSHOT_FORMAT, seq=self.seq, scheduler=r.scheduler, names=r.names,
+                     creator=r.creator, last_t=r.last_t if math.isfinite(r.last_t) else -math.inf)
+        path = os.path.join(self.directory, _name("snapshot", self.seq))
+        snap.write_atomic(path, state)
+        segment = os.path.join(self.directory, _name("journal", self.seq))
+        self._writer = JournalWriter(segment, first=self.seq, **self._writer_args)
+        snap.fsync_directory(self.directory)
+        snapshots, segments = _files(self.directory)
+        for seq, old in [*snapshots.items(), *segments.items()]:
+            if seq < self.seq:
+                os.unlink(old)
+        self._since_snapshot = 0
+        self.last_snapshot = time.time()
+        return path
+
+    def close(self) -> None:
+        """Make every record durable and close the segment."""
+        with self._lock:
+            self._writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def in_memory(scheduler=None, clock=time.time) -> Journal:
+    """A :class:`Journal` that writes nothing: the same applying, naming and outputs,
+    for a service run without ``--journal`` (its state dies with the process)."""
+    from usher.scheduler import Scheduler
+
+    r = Replayer(scheduler if scheduler is not None else Scheduler(), keep=True)
+    return Journal(None, r, 0, "off", None, clock, None, 0.0, 1)
+
+
+class _NoWriter:
+    """The writer of an in-memory journal: every ticket is durable at once."""
+
+    on_flush = None
+
+    durable = 0
+    error = None
+
+    def append(self, records):
+        return 0
+
+    def wait(self, ticket, timeout=None):
+        return None
+
+    async def wait_async(self, ticket):
+        return None
+
+    def close(self):
+        return None
