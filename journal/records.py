@@ -64,7 +64,7 @@ def scan(data: bytes, name: str = "<journal>", last: bool = True) -> tuple[list,
     appended to when the process stopped): it is left out and ``good_bytes`` ends
     before it. Raises :class:`JournalError` for a bad record followed by more data,
     or for a torn record in a segment that is not the last."""
-    records = []
+    records: list[tuple[bytes, bytes]] = []
     pos = 0
     n = len(data)
     while pos < n:

@@ -74,7 +74,7 @@ class Recovered(msgspec.Struct):
     records it holds, the last segment and where its good records end (None when
     there is no segment), and the records dropped as torn (0 or 1)."""
 
-    replayer: object
+    replayer: "Replayer"
     seq: int
     segment: str | None
     good_bytes: int | None

@@ -116,8 +116,8 @@ class Service:
             sink.on_applied(ops, outputs, request_id, seconds)
         headers = {"x-request-id": request_id}
         if single and outputs[0].__class__ is LineError:
-            e = outputs[0]
-            return JSONResponse({"error": e.error, "field": _field_of(e.message), "message": e.message},
+            line = outputs[0]
+            return JSONResponse({"error": line.error, "field": _field_of(line.message), "message": line.message},
                                 status_code=422, headers=headers)
         lines = [o for o in outputs if o is not None]
         errors = sum(1 for o in lines if o.__class__ is LineError)
