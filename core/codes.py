@@ -188,6 +188,7 @@ class ServerOp(enum.IntEnum):
     REGISTERED = 1
     MODE = 2
     EVICT = 3  # end every session and take the server out (remove_server)
+    PLACE_LAST = 4  # the server takes new sessions last (the value: 1 = on, 0 = off)
 
 
 class TelemetryField(enum.IntFlag):
