@@ -188,7 +188,13 @@ class ServerOp(enum.IntEnum):
     REGISTERED = 1
     MODE = 2
     EVICT = 3  # end every session and take the server out (remove_server)
-    PLACE_LAST = 4  # the server takes new sessions last (the value: 1 = on, 0 = off)
+
+
+class ServerMark(enum.IntEnum):
+    """``kernels.server_op``'s ops that set a placement preference on a server
+    (numbered after ``ServerOp``; the value: 1 = set, 0 = clear)."""
+
+    PLACE_LAST = 4  # the server takes new sessions after every unmarked candidate
 
 
 class TelemetryField(enum.IntFlag):

@@ -334,7 +334,7 @@ OP_POWER = int(codes.ServerOp.POWER)
 OP_REGISTERED = int(codes.ServerOp.REGISTERED)
 OP_MODE = int(codes.ServerOp.MODE)
 OP_EVICT = int(codes.ServerOp.EVICT)
-OP_PLACE_LAST = int(codes.ServerOp.PLACE_LAST)
+OP_PLACE_LAST = int(codes.ServerMark.PLACE_LAST)
 
 #: Telemetry fields present (``telemetry``'s ``mask`` argument): ``codes.TelemetryField``.
 T_CPU = int(codes.TelemetryField.CPU)
