@@ -14,6 +14,7 @@ import click
 _COMMANDS = {
     "storm": ("usher.cli.storm", "storm_command", "Place a morning logon storm on the built-in fleet and summarise it."),
     "replay": ("usher.cli.replay", "replay_command", "Replay a broker trace (JSON Lines) and write every decision."),
+    "rollout": ("usher.cli.rollout", "rollout_command", "Plan an image rollout: the canary and the waves it would run on a fleet."),
     "simulate": ("usher.cli.simulate", "simulate_command", "Simulate a hospital group's day (or a scenario file) and report KPIs, series and a picture."),
 }
 
