@@ -846,7 +846,7 @@ class Scheduler(_engine.Engine):
                 self._time_check(now)
             if self._dirty:
                 self._relayout()
-            if not idx and now is not None:
+            if not idx:
                 self._advance_to(now)
             for i in idx:
                 self._server_call(i, _kernels.OP_PLACE_LAST, int(flag), now, 0)
@@ -862,7 +862,7 @@ class Scheduler(_engine.Engine):
             i = self._server_index(server)
             if now is not None:
                 self._time_check(now)
-                self._advance_to(now)
+            self._advance_to(now)  # None: the scheduler's clock, as every operation
             self._server_images[i] = image
 
     def remove_server(self, server, force=False, now=None):
