@@ -77,11 +77,12 @@ class Explanation:
             f = p["funnel"]
             # how many servers each filter removed, in the funnel's order
             removed = ", ".join(f"{k} {v}" for k, v in f.items()
-                                if k not in ("servers", "candidates", "sinbin", "over_tolerance") and v)
+                                if k not in ("servers", "candidates", "sinbin", "over_tolerance", "place_last") and v)
             lines.append(
                 f"  pool {p['pool']}: {'allowed' if p['allowed'] else 'not allowed'}, "
                 f"{f['servers']} servers, removed: {removed or 'none'}, {f['candidates']} candidates "
-                f"({f['over_tolerance']} over tolerance, {f['sinbin']} sin-binned)"
+                f"({f['over_tolerance']} over tolerance, {f['sinbin']} sin-binned, "
+                f"{f.get('place_last', 0)} place-last)"
             )
             for c in p["top"]:
                 lines.append(
@@ -89,6 +90,7 @@ class Explanation:
                     f"score={c['score']} pending={c['pending']}"
                     + (" over-tolerance" if c["over_tolerance"] else "")
                     + (" sin-binned" if c["sinbinned"] else "")
+                    + (" place-last" if c.get("place_last") else "")
                 )
         return "\n".join(lines)
 

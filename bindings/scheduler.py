@@ -773,7 +773,7 @@ class Scheduler(_engine.Engine):
                 "tags": mask, "max_sessions": max_sessions, "weight": weight, "power": power,
                 "registered": registered, "mode": mode, "sessions": 0, "pending": 0,
                 "load_index": 0, "tb": st.initial_tiebreak(self._seed, i), "key": st.INF_KEY,
-                "sinbin": 0, "picks": 0,
+                "sinbin": 0, "key_bits": 0, "picks": 0,
             }
             for k, v in values.items():
                 srv[getattr(st, f"SV_{k.upper()}"), i] = int(v)
@@ -836,6 +836,45 @@ class Scheduler(_engine.Engine):
         ``maintenance`` (reconnects only where the pool allows them)."""
         mode = parse_enum(Mode, "mode", mode)
         self._server_change(server, _kernels.OP_MODE, int(mode), now)
+
+    def set_place_last(self, servers: str | int | Iterable[str | int], flag: bool, now: float | None = None) -> None:
+        """Mark (``flag`` True) or unmark servers *place-last*: within a pool and a
+        zone, a marked server gets a new session only when no unmarked candidate
+        is left (sin-binned servers excepted; see docs/SEMANTICS.md). A preference
+        only, applied after every filter: it never makes a server eligible.
+        ``servers``: a name, an index, or a list of them. Every server is checked
+        before any is changed."""
+        if isinstance(servers, (str, int, np.integer)) and not isinstance(servers, (bool, np.bool_)):
+            servers = [servers]
+        else:
+            servers = list(_v.sequence("servers", servers))
+        flag = _v.flag("flag", flag)
+        if now is not None:
+            now = _v.time("now", now)
+        with self._locked():
+            idx = [self._server_index(x, "servers") for x in servers]
+            if now is not None:
+                self._time_check(now)
+            if self._dirty:
+                self._relayout()
+            if not idx:
+                self._advance_to(now)
+            for i in idx:
+                self._server_call(i, _kernels.OP_PLACE_LAST, int(flag), now, 0)
+
+    def set_image(self, server: str | int, image: str | None, now: float | None = None) -> None:
+        """The image the server runs (a name, or None): set when it comes back from
+        a reboot on a new image. Placement does not read it; the power and
+        rollout planners do."""
+        image = _v.optional_name("image", image)
+        if now is not None:
+            now = _v.time("now", now)
+        with self._locked():
+            i = self._server_index(server)
+            if now is not None:
+                self._time_check(now)
+            self._advance_to(now)  # None: the scheduler's clock, as every operation
+            self._server_images[i] = image
 
     def remove_server(self, server: str | int, force: bool = False, now: float | None = None) -> list[int]:
         """Remove a server. Refused (ServerBusy) while it holds sessions unless
@@ -1090,10 +1129,11 @@ class Scheduler(_engine.Engine):
                         server=self._server_names[i],
                         zone=self._zone_names[srv[st.SV_ZONE, i]],
                         load_index=int(srv[st.SV_LOAD_INDEX, i]),
-                        score=key & (st.OVERTOL_BIT - 1),
+                        score=key & (st.PLACE_LAST_BIT - 1),
                         pending=int(srv[st.SV_PENDING, i]),
                         over_tolerance=bool(key & st.OVERTOL_BIT),
                         sinbinned=bool(key & st.SINBIN_BIT),
+                        place_last=bool(key & st.PLACE_LAST_BIT),
                     )
                 )
             pools.append(dict(pool=self._pool_names[p], allowed=allowed, funnel=funnel, top=cands))
@@ -1163,7 +1203,7 @@ class Scheduler(_engine.Engine):
          ("max_sessions", "i8"), ("weight", "i8"), ("power", "U13"), ("registered", "?"),
          ("mode", "U11"), ("sessions", "i8"), ("pending", "i8"), ("load_index", "i8"),
          ("cpu", "f8"), ("mem", "f8"), ("disk_queue", "f8"), ("custom", "f8"),
-         ("sinbinned", "?"), ("image", "O"), ("picks", "i8")]
+         ("sinbinned", "?"), ("image", "O"), ("picks", "i8"), ("place_last", "?")]
     )
 
     def servers(self) -> np.ndarray:
@@ -1185,6 +1225,7 @@ class Scheduler(_engine.Engine):
                 out[f] = srv[st.SERVER_INT_FIELDS.index(f), idx]
             out["registered"] = srv[st.SV_REGISTERED, idx] != 0
             out["sinbinned"] = srv[st.SV_SINBIN, idx] != 0
+            out["place_last"] = (srv[st.SV_KEY_BITS, idx] & st.PLACE_LAST_BIT) != 0
             out["power"] = [str(Power(v)) for v in srv[st.SV_POWER, idx]]
             out["mode"] = [str(Mode(v)) for v in srv[st.SV_MODE, idx]]
             for f in st.SERVER_FLOAT_FIELDS[:4]:

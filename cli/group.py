@@ -15,6 +15,7 @@ _COMMANDS = {
     "storm": ("usher.cli.storm", "storm_command", "Place a morning logon storm on the built-in fleet and summarise it."),
     "replay": ("usher.cli.replay", "replay_command", "Replay a broker trace (JSON Lines) and write every decision."),
     "serve": ("usher.cli.serve", "serve_command", "Serve the scheduler over HTTP, with a crash-safe journal, metrics and a decision log."),
+    "rollout": ("usher.cli.rollout", "rollout_command", "Plan an image rollout: the canary and the waves it would run on a fleet."),
     "simulate": ("usher.cli.simulate", "simulate_command", "Simulate a hospital group's day (or a scenario file) and report KPIs, series and a picture."),
 }
 

@@ -190,6 +190,13 @@ class ServerOp(enum.IntEnum):
     EVICT = 3  # end every session and take the server out (remove_server)
 
 
+class ServerMark(enum.IntEnum):
+    """``kernels.server_op``'s ops that set a placement preference on a server
+    (numbered after ``ServerOp``; the value: 1 = set, 0 = clear)."""
+
+    PLACE_LAST = 4  # the server takes new sessions after every unmarked candidate
+
+
 class TelemetryField(enum.IntFlag):
     """The columns a telemetry batch carries (``kernels.telemetry``'s ``mask``);
     also the field a rejected value is reported in."""

@@ -271,6 +271,7 @@ def sinbin_server(h, i, until):
     if srv[st.SV_SINBIN, i] != 0:
         link_remove(srv, st.SV_SB_PREV, st.SV_SB_NEXT, i, s.hdr, st.H_SB_HEAD, st.H_SB_TAIL, 0)
     srv[st.SV_SINBIN, i] = 1
+    srv[st.SV_KEY_BITS, i] |= st.SINBIN_BIT
     s.srvf[st.SF_SINBIN_UNTIL, i] = until
     # insert after the last server expiring no later than `until`
     after = s.hdr[st.H_SB_TAIL, 0]
@@ -304,6 +305,7 @@ def unsinbin_server(h, i):
         return
     link_remove(s.srv, st.SV_SB_PREV, st.SV_SB_NEXT, i, s.hdr, st.H_SB_HEAD, st.H_SB_TAIL, 0)
     s.srv[st.SV_SINBIN, i] = 0
+    s.srv[st.SV_KEY_BITS, i] &= ~st.SINBIN_BIT
     replay_path(h, i)
 
 

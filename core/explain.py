@@ -34,10 +34,11 @@ FUNNEL = (
     "sinbin",  # sin-binned (candidates of last resort)
     "candidates",  # eligible servers in reach, sin-binned ones included
     "over_tolerance",  # candidates with pending logons >= the pool's tolerance
+    "place_last",  # candidates marked place-last (taken after every unmarked one)
 )
 N_FUNNEL = len(FUNNEL)
 (F_ALLOWED, F_SERVERS, F_POWER, F_UNREGISTERED, F_MODE, F_TAGS, F_ZONE, F_FULL, F_LOAD, F_SINBIN,
- F_CANDIDATES, F_OVER_TOLERANCE) = range(N_FUNNEL)
+ F_CANDIDATES, F_OVER_TOLERANCE, F_PLACE_LAST) = range(N_FUNNEL)
 
 _CHOICE_FAILOVER = int(codes.ZoneChoice.FAILOVER)
 _CHOICE_ANY = int(codes.ZoneChoice.ANY)
@@ -106,6 +107,8 @@ def explain_launch(h, u, app, location, external, counts, top):
                         row[F_SINBIN] += 1
                     if s.srv[st.SV_KEY, i] & st.OVERTOL_BIT:
                         row[F_OVER_TOLERANCE] += 1
+                    if s.srv[st.SV_KEY, i] & st.PLACE_LAST_BIT:
+                        row[F_PLACE_LAST] += 1
                     if zone_only >= 0 and s.srv[st.SV_ZONE, i] != zone_only:
                         continue
                     # insert into the top list (sorted, best first)

@@ -334,6 +334,7 @@ OP_POWER = int(codes.ServerOp.POWER)
 OP_REGISTERED = int(codes.ServerOp.REGISTERED)
 OP_MODE = int(codes.ServerOp.MODE)
 OP_EVICT = int(codes.ServerOp.EVICT)
+OP_PLACE_LAST = int(codes.ServerMark.PLACE_LAST)
 
 #: Telemetry fields present (``telemetry``'s ``mask`` argument): ``codes.TelemetryField``.
 T_CPU = int(codes.TelemetryField.CPU)
@@ -558,7 +559,7 @@ def session_op(header, sid, op, arg, now, out_ptr):
 
 @_kernel(SERVER_OP_SIG)
 def server_op(header, i, op, value, now, out_ptr):
-    """power / registered / mode / evict. Sessions ended by power-off or
+    """power / registered / mode / place-last / evict. Sessions ended by power-off or
     eviction: out[0] = how many, out[1:] their ids (the binding sizes out to
     the server's session count + 1)."""
     h = header
@@ -580,6 +581,11 @@ def server_op(header, i, op, value, now, out_ptr):
         s.srv[st.SV_REGISTERED, i] = value
     elif op == OP_MODE:
         s.srv[st.SV_MODE, i] = value
+    elif op == OP_PLACE_LAST:
+        if value != 0:
+            s.srv[st.SV_KEY_BITS, i] |= st.PLACE_LAST_BIT
+        else:
+            s.srv[st.SV_KEY_BITS, i] &= ~st.PLACE_LAST_BIT
     else:
         out[0] = close_server_sessions(h, i, out, 1)
         s.srv[st.SV_PRESENT, i] = 0

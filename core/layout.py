@@ -27,6 +27,7 @@ SERVER_INT_FIELDS = (
     "tb",  # tiebreak: < 0 = seeded initial order, else pick sequence number
     "key",  # selection key, see loadindex.selection_key
     "sinbin",  # 1 while sin-binned
+    "key_bits",  # the key's preference bits: SINBIN_BIT while sin-binned | PLACE_LAST_BIT while place-last
     "sb_prev",  # sin-bin list links
     "sb_next",
     "v_head",  # the server's sessions (doubly linked through SE_V_*)

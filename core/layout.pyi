@@ -35,6 +35,7 @@ SV_LOAD_INDEX: int
 SV_TB: int
 SV_KEY: int
 SV_SINBIN: int
+SV_KEY_BITS: int
 SV_SB_PREV: int
 SV_SB_NEXT: int
 SV_V_HEAD: int

@@ -110,13 +110,16 @@ def selection_key(h, i):
 
     Details::
 
-        key = sinbin << 62 | over_tolerance << 61 | score
+        key = sinbin << 62 | over_tolerance << 61 | place_last << 60 | score
         score = load_index * 1_000_000 // weight      (horizontal)
               = 10000 - load_index                     (vertical)
 
     A server is a candidate (finite key) iff it is ``eligibility.eligible``:
     present, power on, registered, mode enabled, sessions < max_sessions and
     load index < 10000. Ties on the key are broken by ``tb`` (see tree.better).
+    The sin-bin and place-last bits are kept, ready to OR, in the server's
+    ``key_bits`` (set by ``commit.sinbin_server`` and ``kernels.server_op``): a
+    preference bit costs no branch here.
     """
     s = st.unpack(h)
     srv = s.srv
@@ -130,10 +133,8 @@ def selection_key(h, i):
         w = srv[st.SV_WEIGHT, i]
         # the default weight divides the scale: the same integer without a divide
         score = li * (_SCORE_SCALE // 100) if w == 100 else li * _SCORE_SCALE // w
-    key = score
+    key = score | srv[st.SV_KEY_BITS, i]
     if srv[st.SV_PENDING, i] >= s.pool[st.PO_TOLERANCE, p]:
         key |= st.OVERTOL_BIT
-    if srv[st.SV_SINBIN, i] != 0:
-        key |= st.SINBIN_BIT
     return key
 

@@ -34,6 +34,7 @@ NONE = -1  # "no index" in every int field
 INF_KEY = np.iinfo(np.int64).max
 SINBIN_BIT = 1 << 62
 OVERTOL_BIT = 1 << 61
+PLACE_LAST_BIT = 1 << 60
 FULL_LOAD = config.FULL_LOAD
 
 # ---------------------------------------------------------------- kernel view

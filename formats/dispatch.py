@@ -34,12 +34,14 @@ from usher.formats.trace import (
     AppOp,
     CloseAppOp,
     DisconnectOp,
+    ImageOp,
     LaunchFailedOp,
     LaunchOp,
     LicencesOp,
     LogoffOp,
     LogonDoneOp,
     ModeOp,
+    PlaceLastOp,
     PoolOp,
     PowerOp,
     RegisterOp,
@@ -117,6 +119,14 @@ def _mode(s, op, sessions):
     return s.set_mode(op.server, op.mode, now=op.t)
 
 
+def _place_last(s, op, sessions):
+    return s.set_place_last(op.servers, op.flag, now=op.t)
+
+
+def _image(s, op, sessions):
+    return s.set_image(op.server, op.image, now=op.t)
+
+
 def _telemetry(s, op, sessions):
     return s.telemetry(op.server, op.cpu, op.mem, op.disk_queue, op.custom, now=op.t)
 
@@ -174,6 +184,7 @@ CALLS: dict[type, Callable[..., Any]] = {
     SettingsOp: _settings, LicencesOp: _licences, PoolOp: _pool, AppOp: _app, UserOp: _user,
     ServerOp: _server, RemoveServerOp: _remove_server, PowerOp: _power, RegisterOp: _register,
     ModeOp: _mode, TelemetryOp: _telemetry, LaunchOp: _launch, CloseAppOp: _close_app,
+    PlaceLastOp: _place_last, ImageOp: _image,
     **{cls: _session_method(name) for cls, name in SESSION_METHODS.items()},
     # fleet records: the same calls, without a time
     SettingsSpec: _settings, LicencesSpec: _licences, PoolSpec: _pool, AppSpec: _app, UserSpec: _user,

@@ -109,6 +109,18 @@ class ModeOp(Struct, tag="mode", **_OPCFG):
     mode: str
 
 
+class PlaceLastOp(Struct, tag="place_last", **_OPCFG):
+    t: float
+    servers: list[str]
+    flag: bool
+
+
+class ImageOp(Struct, tag="image", **_OPCFG):
+    t: float
+    server: str
+    image: str | None
+
+
 class TelemetryOp(Struct, tag="telemetry", **_OPCFG):
     t: float
     server: str
@@ -156,10 +168,10 @@ class LaunchFailedOp(Struct, tag="launch_failed", **_OPCFG):
 
 OP_CLASSES = (SettingsOp, LicencesOp, PoolOp, AppOp, UserOp, ServerOp, RemoveServerOp, PowerOp,
               RegisterOp, ModeOp, TelemetryOp, LaunchOp, LogonDoneOp, DisconnectOp, LogoffOp,
-              CloseAppOp, LaunchFailedOp)
+              CloseAppOp, LaunchFailedOp, PlaceLastOp, ImageOp)
 Op = SettingsOp | LicencesOp | PoolOp | AppOp | UserOp | ServerOp | RemoveServerOp | PowerOp | \
     RegisterOp | ModeOp | TelemetryOp | LaunchOp | LogonDoneOp | DisconnectOp | LogoffOp | \
-    CloseAppOp | LaunchFailedOp
+    CloseAppOp | LaunchFailedOp | PlaceLastOp | ImageOp
 #: op name -> its Struct
 OPS: dict[str, type[Op]] = {cls.__struct_config__.tag: cls for cls in OP_CLASSES}  # type: ignore[misc]  # tags are strs
 

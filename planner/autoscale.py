@@ -31,6 +31,15 @@ one zone, with its own :class:`usher.planner.settings.GroupSettings`) alone:
    A drained server that takes a session (a reconnect) is chosen again: its delay
    restarts. With ``forced_logoff_minutes`` set (off by default), a drained
    server's sessions are logged off that long after it was drained.
+6. **drain-aware placement** (``place_last_pct`` > 0): while a group does not
+   scale up, the servers it would drain next — fewest sessions first, up to
+   ``place_last_pct`` % of its ready seats — are marked *place-last*: placement
+   gives them new sessions only when no unmarked server of the group can take
+   one (``Scheduler.set_place_last``), so they empty sooner and are drained with
+   fewer sessions left. A mark stays while the server can take a session (the
+   marked set is topped up, or trimmed of its fullest above 1.5x the share);
+   every mark is cleared when the group scales up, when the server is drained,
+   or when the share is 0.
 
 Servers in maintenance mode, excluded by the view (``view.excluded``), or kept
 down by a fault are never touched. Whoever carries the actions out checks each
@@ -48,7 +57,7 @@ import math
 import numpy as np
 
 from usher.planner.forecast import DemandForecast, day_type
-from usher.planner.power import BOOT, DRAIN, ENABLE, LOGOFF, SHUTDOWN, Action, FleetView
+from usher.planner.power import BOOT, DRAIN, ENABLE, LOGOFF, PLACE_FIRST, PLACE_LAST, SHUTDOWN, Action, FleetView
 from usher.planner.settings import GroupSettings, PlannerSettings
 
 __all__ = ["Autoscale", "Citrix", "autoscale_settings", "citrix_settings"]
@@ -57,11 +66,15 @@ OFF, BOOTING, ON = 0, 1, 2
 ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 
 
+#: autoscale's default share of ready seats marked place-last (drain-aware placement)
+PLACE_LAST_PCT = 15.0
+
+
 def autoscale_settings() -> PlannerSettings:
     """The planner's defaults: forecast and trend on, a 3 % buffer (the forecast
     carries the ramp), the power-off delay counted from the drain."""
     return PlannerSettings(GroupSettings(buffer_pct=3.0, off_delay_from="drain", hysteresis_pct=2.0,
-                                         cooldown_minutes=10.0))
+                                         cooldown_minutes=10.0, place_last_pct=PLACE_LAST_PCT))
 
 
 def citrix_settings() -> PlannerSettings:
@@ -114,6 +127,7 @@ class Autoscale:
         self.drain_at = np.full(n, np.nan)  # when the planner drained it (nan: not drained by it)
         self.chosen_sessions = np.zeros(n, dtype=np.int64)
         self.idle_since = np.full(n, np.inf)
+        self.marked = np.zeros(n, dtype=bool)  # servers this planner marked place-last
         self.last_up = np.full(n_groups, -np.inf)
         if self.forecast is None or self.forecast.n_groups != n_groups:
             self.forecast = DemandForecast(n_groups)
@@ -126,6 +140,7 @@ class Autoscale:
         if self._fleet_key is not None:
             self.drain_at[:] = np.nan
             self.idle_since[:] = np.inf
+            self.marked[:] = False  # a new day's engine starts with no mark
             self.last_up[:] = -np.inf
 
     def initial(self, view: FleetView):  # an action policy plans from 00:00 like any other call
@@ -165,14 +180,16 @@ class Autoscale:
         fc = self.forecast
         fc.observe(now, demand, kind)  # type: ignore[union-attr]  # made by _setup
         self._peaks: dict[tuple, np.ndarray] = {}
-        ups, downs, offs = [], [], []  # type: list[Action], list[Action], list[Action]
+        ups, downs, offs, marks = [], [], [], []  # type: list[Action], list[Action], list[Action], list[Action]
+        if view.place_last is not None:
+            self.marked[:] = np.asarray(view.place_last, dtype=bool)
         seats_all = np.asarray(view.max_sessions)
         for k in range(self.n_groups):
             idx = self.members[k]
             if len(idx):
                 self._plan_group(k, idx, now, view, power, mode, sessions, pending, busy, seats_all, ready,
-                                 locked, demand[k], ups, downs, offs)
-        actions = ups + downs + offs
+                                 locked, demand[k], ups, downs, offs, marks)
+        actions = ups + downs + offs + marks
         if self.keep_log:
             self.log.extend((now, a.kind, a.server, a.reason) for a in actions)
         return actions
@@ -186,7 +203,7 @@ class Autoscale:
         return out
 
     def _plan_group(self, k, idx, now, view, power, mode, sessions, pending, busy, seats_all, ready, locked,
-                    dem, ups, downs, offs):
+                    dem, ups, downs, offs, marks):
         gs = self.gs[k]
         slot = gs.schedule.slot(now, view.weekday, view.holiday)
         buf = (gs.buffer_pct if slot is None or slot.buffer_pct is None else slot.buffer_pct) / 100.0
@@ -233,10 +250,15 @@ class Autoscale:
                     gap_n -= 1
                     room -= 1
             self.last_up[k] = now
-        elif now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
-            self._scale_down(k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q,
-                             seats, rd, lk, p, md, downs)
+            scaling_up = True
+        else:
+            scaling_up = False
+            if now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
+                self._scale_down(k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q,
+                                 seats, rd, lk, p, md, downs)
         self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, powered, offs)
+        if gs.place_last_pct > 0 or self.marked[idx].any():
+            self._place_last(k, idx, gs, scaling_up, s, seats, rd, lk, p, marks)
 
     def _scale_down(self, k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q, seats,
                     rd, lk, p, md, downs):
@@ -272,6 +294,37 @@ class Autoscale:
             self.chosen_sessions[i] = int(s[j])
             surplus -= free
             left -= 1
+
+    def _place_last(self, k, idx, gs, scaling_up, s, seats, rd, lk, p, marks):
+        """Drain-aware placement: mark the servers the group would drain next."""
+        cur = self.marked[idx]
+        want = np.zeros(len(idx), dtype=bool)
+        if gs.place_last_pct > 0 and not scaling_up:
+            cand = rd & (p == ON) & ~lk & np.isnan(self.drain_at[idx])
+            budget = gs.place_last_pct / 100.0 * float(seats[rd].sum())
+            want = cur & cand
+            have = float(seats[want].sum())
+            if have > 1.5 * budget:  # trim the fullest marks
+                for j in np.nonzero(want)[0][np.argsort(-s[want], kind="stable")].tolist():
+                    if have <= budget:
+                        break
+                    want[j] = False
+                    have -= float(seats[j])
+            elif have < budget:
+                free = np.nonzero(cand & ~want)[0]
+                for j in free[np.argsort(s[free], kind="stable")].tolist():
+                    if have >= budget:
+                        break
+                    want[j] = True
+                    have += float(seats[j])
+        if (want != cur).any():
+            why_on = f"{self.names[k]}: drained next (fewest sessions): new sessions last"
+            why_off = f"{self.names[k]}: {'scaling up' if scaling_up else 'no longer drained next'}"
+            for j in np.nonzero(want & ~cur)[0].tolist():
+                marks.append(Action(PLACE_LAST, int(idx[j]), why_on))
+            for j in np.nonzero(cur & ~want)[0].tolist():
+                marks.append(Action(PLACE_FIRST, int(idx[j]), why_off))
+            self.marked[idx] = want
 
     def _shutdowns(self, k, idx, now, gs, slot, s, q, lk, p, md, powered, offs):
         drain_at = self.drain_at[idx]

@@ -30,15 +30,20 @@ if TYPE_CHECKING:  # the scenario is only read, never imported at run time
     from usher.sim.scenario import Scenario
 
 __all__ = ["FleetView", "PowerPolicy", "ActionPolicy", "Action", "FixedSchedule", "action_valid", "is_action_policy",
-           "BOOT", "DRAIN", "SHUTDOWN", "ENABLE", "LOGOFF", "ACTION_KINDS"]
+           "BOOT", "DRAIN", "SHUTDOWN", "ENABLE", "LOGOFF", "PLACE_LAST", "PLACE_FIRST", "REIMAGE", "ACTION_KINDS"]
 
 DAY_SECONDS = 86_400
 
 #: action kinds: boot an off server; drain an enabled one (no new sessions, reconnects
 #: allowed); shut down a drained, empty one; enable a draining one again; log off the
-#: sessions of a drained one (forced logoff, only when the policy allows it)
+#: sessions of a drained one (forced logoff, only when the policy allows it); mark a
+#: server place-last (new sessions only when no unmarked server can take one) or clear
+#: the mark (placement preferences: ``Scheduler.set_place_last``); reimage: an off
+#: server is set to boot a new image (``Action.image``; ``Scheduler.set_image`` when
+#: it comes back)
 BOOT, DRAIN, SHUTDOWN, ENABLE, LOGOFF = "boot", "drain", "shutdown", "enable", "logoff"
-ACTION_KINDS = (BOOT, DRAIN, SHUTDOWN, ENABLE, LOGOFF)
+PLACE_LAST, PLACE_FIRST, REIMAGE = "place_last", "place_first", "reimage"
+ACTION_KINDS = (BOOT, DRAIN, SHUTDOWN, ENABLE, LOGOFF, PLACE_LAST, PLACE_FIRST, REIMAGE)
 
 _OFF, _BOOTING, _ON = 0, 1, 2  # usher.Power codes
 _ENABLED, _DRAIN = 0, 1  # usher.Mode codes
@@ -65,6 +70,9 @@ class FleetView:
         weekday: 0 = Monday ... 6 = Sunday, of the day being run.
         holiday: True on a public holiday.
         day_index: the day's number in a multi-day run (0 = the first).
+        place_last: bool or None, servers marked place-last (None: not known;
+            a planner then trusts its own record of what it marked).
+        image: list of image names (str or None) per server, or None.
     """
 
     now: float
@@ -87,6 +95,8 @@ class FleetView:
     weekday: int = 0
     holiday: bool = False
     day_index: int = 0
+    place_last: np.ndarray | None = None
+    image: list | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class Action:
     kind: str
     server: int
     reason: str
+    image: str | None = None  # the image a ``reimage`` sets
 
 
 def action_valid(kind: str, power: int, mode: int, sessions: int, pending: int, down: bool) -> bool:
@@ -110,7 +121,13 @@ def action_valid(kind: str, power: int, mode: int, sessions: int, pending: int, 
 
     boot: off and not down. drain: on or booting, enabled. enable: on or booting,
     draining, not down. shutdown: on, draining, no session and no pending logon.
-    logoff: on and draining (its sessions are logged off)."""
+    logoff: on and draining (its sessions are logged off). place_last, place_first:
+    any server (a preference; the engine keeps it across power and mode changes).
+    reimage: off, or shutting down, or down (it boots the image next time)."""
+    if kind == PLACE_LAST or kind == PLACE_FIRST:
+        return True
+    if kind == REIMAGE:
+        return power != _ON and power != _BOOTING
     if kind == BOOT:
         return power == _OFF and not down
     if kind == DRAIN:

@@ -123,6 +123,11 @@ class GroupSettings:
             (None: any). With vertical load balancing new sessions fill the fullest
             servers, so the emptiest ones decay by themselves; 0 drains only empty
             servers and keeps the others able to take the overflow.
+        place_last_pct: drain-aware placement: the servers the planner would drain
+            next (fewest sessions first), up to this share (in %) of the seats
+            able to take a session, are marked *place-last* (they get new sessions
+            only when no unmarked server of the group can take one), so they empty
+            sooner; none while the group scales up. 0 = off.
         schedule: the :class:`Schedule` of minimum servers and buffers.
     """
 
@@ -141,6 +146,7 @@ class GroupSettings:
     trend: bool = True
     drain_fewest_first: bool = True
     drain_max_sessions: int | None = None
+    place_last_pct: float = 0.0
     schedule: Schedule = field(default_factory=Schedule)
 
     def check(self, where: str) -> "GroupSettings":
@@ -148,7 +154,7 @@ class GroupSettings:
             raise SettingsError(f"{where}.{key}", getattr(self, key), why)
 
         for key in ("buffer_pct", "boot_lead_minutes", "power_off_delay_minutes", "logoff_warning_minutes",
-                    "cooldown_minutes", "hysteresis_pct"):
+                    "cooldown_minutes", "hysteresis_pct", "place_last_pct"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(key, "must be a number >= 0")

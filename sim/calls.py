@@ -97,6 +97,16 @@ class EngineCalls:
         if self.append is not None:
             self.append({"t": now, "op": "mode", "server": self.server_names[i], "mode": mode})
 
+    def set_place_last(self, i, flag, now):
+        self.timed(1, self.s.set_place_last, int(i), flag, now=now)
+        if self.append is not None:
+            self.append({"t": now, "op": "place_last", "servers": [self.server_names[i]], "flag": flag})
+
+    def set_image(self, i, image, now):
+        self.timed(1, self.s.set_image, int(i), image, now=now)
+        if self.append is not None:
+            self.append({"t": now, "op": "image", "server": self.server_names[i], "image": image})
+
     def telemetry(self, idx, cpu, mem, now, traced):
         """Telemetry of servers ``idx`` (one ``telemetry_many``); ``traced`` (bool per
         server) says which rows go to the trace."""

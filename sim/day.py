@@ -62,7 +62,7 @@ __all__ = ["simulate_day", "Day", "DayState", "DayResult", "SERIES_COLUMNS", "ZO
 
 _TALLY = ("lost", "lost_unbooked", "mismatch", "lost_relaunched", "denied", "retried", "failed", "fresh",
           "reconnect_missed", "unexpected", "no_user", "requested", "boots", "shutdowns", "crashes", "zone_outages",
-          "on_draining", "forced_logoffs", "refused")
+          "on_draining", "forced_logoffs", "refused", "marks")
 
 
 #: launches per batch of a "settled" warm start (sessions.warm_start)
@@ -92,6 +92,8 @@ class DayState:
             server-hours of powered, draining servers so far (per sample).
         since: float64 (n_servers,), when each server last changed power state.
         actions: the action policy's actions carried out, (now, kind, server, reason).
+        boot_image: per server, the image it boots next (None: keeps its image);
+            set by a ``reimage`` action, applied when the boot completes.
     """
 
     tally: dict
@@ -119,6 +121,7 @@ class DayState:
     draining_hours: float = 0.0
     since: np.ndarray | None = None
     actions: list | None = None
+    boot_image: list | None = None
 
     @classmethod
     def start(cls, layout, n_reasons: int, keep_decisions: bool) -> "DayState":
@@ -131,7 +134,8 @@ class DayState:
                if keep_decisions else None)
         return cls(tally=dict.fromkeys(_TALLY, 0), outcomes=[0] * 4, reasons=[0] * n_reasons,
                    on_since=[-math.inf] * n_srv, down=np.zeros(n_srv, dtype=bool),
-                   want=np.ones(n_srv, dtype=bool), idle=idle, decisions=dec, since=np.zeros(n_srv), actions=[])
+                   want=np.ones(n_srv, dtype=bool), idle=idle, decisions=dec, since=np.zeros(n_srv), actions=[],
+                   boot_image=[None] * n_srv)
 
 
 @dataclass

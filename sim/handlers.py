@@ -21,7 +21,9 @@ from usher.sim.calendar import (
     S_BOOTED, S_CRASH, S_OFF, S_RECOVER, S_ZONE_DARK,
 )
 from usher.sim.demand import K_IMAGING
-from usher.planner.power import BOOT, DRAIN, ENABLE, LOGOFF, SHUTDOWN, action_valid
+from usher.planner.power import (
+    BOOT, DRAIN, ENABLE, LOGOFF, PLACE_FIRST, PLACE_LAST, REIMAGE, SHUTDOWN, action_valid,
+)
 from usher.sim.stats import BOOTING, DRAIN as DRAIN_MODE, ENABLED, OFF, SHUTTING_DOWN, power_moves
 
 __all__ = ["server_events", "session_events", "apply_power", "apply_actions", "new_visits", "lose_sessions",
@@ -89,6 +91,10 @@ def server_events(d, evs, tick, now):
                 calls.set_power(i, "on", now)
                 st.on_since[i] = now
                 st.since[i] = now
+                img = st.boot_image[i]
+                if img is not None:  # came back on the image set while it was off
+                    st.boot_image[i] = None
+                    calls.set_image(i, img, now)
         elif kind == S_OFF:
             if power_v[i] == SHUTTING_DOWN:
                 server_off(d, i, tick, now)
@@ -263,6 +269,11 @@ def apply_actions(d, tick, now, actions):
             st.since[i] = now
         elif k == LOGOFF:
             _forced_logoff(d, i, tick, now)
+        elif k == PLACE_LAST or k == PLACE_FIRST:
+            calls.set_place_last(i, k == PLACE_LAST, now)
+            tally["marks"] += 1
+        elif k == REIMAGE:
+            st.boot_image[i] = a.image
         if log is not None:
             log.append((now, k, i, a.reason))
 

@@ -248,6 +248,7 @@ class Server:
     custom: float = 0.0
     sinbin_until: float = -math.inf
     picks: int = 0
+    place_last: bool = False
 
 
 @dataclass
@@ -326,7 +327,7 @@ SERVER_DTYPE = np.dtype(
      ("max_sessions", "i8"), ("weight", "i8"), ("power", "U13"), ("registered", "?"),
      ("mode", "U11"), ("sessions", "i8"), ("pending", "i8"), ("load_index", "i8"),
      ("cpu", "f8"), ("mem", "f8"), ("disk_queue", "f8"), ("custom", "f8"),
-     ("sinbinned", "?"), ("image", "O"), ("picks", "i8")]
+     ("sinbinned", "?"), ("image", "O"), ("picks", "i8"), ("place_last", "?")]
 )
 
 SESSION_DTYPE = np.dtype(
@@ -725,7 +726,8 @@ class ReferenceScheduler:
                     if pool.tolerance_is_hard:
                         return rejected(Reason.LOGON_TOLERANCE)
                     keep = zone_set
-                best = min(keep, key=lambda srv: (self.score(srv), srv.tb))
+                # place-last: after every unmarked candidate of the same set
+                best = min(keep, key=lambda srv: (srv.place_last, self.score(srv), srv.tb))
                 return self._commit(user_id, app, best, endpoint, now, choice)
 
         # 8. nothing in either pass
@@ -892,6 +894,26 @@ class ReferenceScheduler:
         self._advance(t)
         srv.mode = mode
 
+    def set_place_last(self, servers, flag, now=None):
+        if isinstance(servers, (str, int, np.integer)) and not isinstance(servers, (bool, np.bool_)):
+            servers = [servers]
+        elif isinstance(servers, (bytes, dict)) or not isinstance(servers, Iterable):
+            raise InvalidArgument("servers", servers, "must be a sequence")
+        flag = _check_bool("flag", flag)
+        rows = [self._server(x, "servers") for x in servers]
+        t = self._time(now)
+        self._advance(t)
+        for srv in rows:
+            srv.place_last = flag
+
+    def set_image(self, server, image, now=None):
+        if image is not None and (not isinstance(image, str) or not image):
+            raise InvalidArgument("image", image, "must be a non-empty string")
+        srv = self._server(server)
+        t = self._time(now)
+        self._advance(t)
+        srv.image = image
+
     def remove_server(self, server, force=False, now=None) -> list:
         srv = self._server(server)
         force = _check_bool("force", force)
@@ -961,7 +983,7 @@ class ReferenceScheduler:
             out[k] = (srv.index, srv.name, srv.zone, srv.pool, srv.tags, srv.max_sessions, srv.weight,
                       str(srv.power), srv.registered, str(srv.mode), self.server_sessions(srv),
                       self.pending(srv, now), self.load_index_of(srv), srv.cpu, srv.mem, srv.disk_queue,
-                      srv.custom, self.sinbinned(srv, now), srv.image, srv.picks)
+                      srv.custom, self.sinbinned(srv, now), srv.image, srv.picks, srv.place_last)
         return out
 
     def server(self, name) -> dict:

@@ -474,6 +474,18 @@ class SchedulerMachine(RuleBasedStateMachine):
         now = self.tick(data)
         self.both(lambda s: s.set_mode(server, mode, now=now))
 
+    @rule(data=st.data(), flag=st.booleans(), n=st.integers(1, 3))
+    def set_place_last(self, data, flag, n):
+        servers = [self.draw_server(data) for _ in range(n)]
+        now = self.tick(data)
+        self.both(lambda s: s.set_place_last(servers if n > 1 else servers[0], flag, now=now))
+
+    @rule(data=st.data(), image=st.sampled_from(["img1", "img2", None]))
+    def set_image(self, data, image):
+        server = self.draw_server(data)
+        now = self.tick(data)
+        self.both(lambda s: s.set_image(server, image, now=now))
+
     @rule(data=st.data(), force=st.booleans())
     def remove_server(self, data, force):
         server = self.draw_server(data)

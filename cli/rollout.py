@@ -1,0 +1,94 @@
+"""``usher rollout plan``: the waves an image rollout would run on a fleet.
+
+The fleet is read as ``usher replay`` reads it (``Scheduler.from_files``: pools,
+apps and settings in TOML, servers in CSV or Parquet); the planner is
+:class:`usher.planner.rollout.Rollout`, dry-run on the fleet as it is in the files
+(its sessions, if any, as demand). Printed: the canary, the off servers that take
+the image at their next boot (``staged``), then each wave with its servers per pool
+and zone; ``--json`` prints the same as one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import click
+import numpy as np
+
+from usher.planner.power import FleetView
+
+__all__ = ["rollout_command"]
+
+_POWER = {"off": 0, "booting": 1, "on": 2, "shutting_down": 3}
+_MODE = {"enabled": 0, "drain": 1, "maintenance": 2}
+
+
+def _window(text: str) -> tuple[float, float]:
+    """'22:00-06:00' -> (start, deadline) in seconds; a window that crosses
+    midnight ends the next day."""
+    try:
+        a, b = text.split("-")
+        start, end = (int(x.split(":")[0]) * 3600 + int(x.split(":")[1]) * 60 for x in (a, b))
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r}: expected HH:MM-HH:MM", param_hint="--window") from None
+    return float(start), float(end if end > start else end + 86_400)
+
+
+def fleet_view(s) -> FleetView:
+    """A planner's view of a scheduler's servers (every present one, by position)."""
+    rows = s.servers()
+    zones, pools = sorted(set(rows["zone"])), list(s.pool_names)
+    n = len(rows)
+    return FleetView(
+        0.0, np.array([_POWER[p] for p in rows["power"]]), np.array([_MODE[m] for m in rows["mode"]]),
+        rows["sessions"].astype(np.int64), rows["pending"].astype(np.int64), rows["load_index"].astype(np.int64),
+        rows["max_sessions"].astype(np.int64), np.array([zones.index(z) for z in rows["zone"]]),
+        np.array([pools.index(p) for p in rows["pool"]]), np.zeros(n, bool), np.ones(n, bool), zones, pools,
+        registered=rows["registered"].astype(bool), image=list(rows["image"]))
+
+
+@click.group("rollout")
+def rollout_command():
+    """Plan an image rollout (see docs/ROLLOUT.md)."""
+
+
+@rollout_command.command("plan")
+@click.option("--fleet", "fleet_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Pools, apps and settings (TOML).")
+@click.option("--servers", "servers_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Servers (CSV or Parquet).")
+@click.option("--image", required=True, help="The new image.")
+@click.option("--window", default="22:00-06:00", show_default=True, help="Maintenance window HH:MM-HH:MM.")
+@click.option("--max-unavailable", default=2, show_default=True, type=click.IntRange(1),
+              help="Servers of one pool in one zone out at once.")
+@click.option("--canary", default=2, show_default=True, type=click.IntRange(0), help="Canary servers.")
+@click.option("--buffer", "buffer_pct", default=10.0, show_default=True, help="Free seats kept over demand, %.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plan_command(fleet_path, servers_path, image, window, max_unavailable, canary, buffer_pct, as_json):
+    """Print the waves a rollout of IMAGE would run on the fleet."""
+    import usher
+    from usher.planner.rollout import Rollout, RolloutSettings
+
+    t0 = time.perf_counter()
+    s = usher.Scheduler.from_files(fleet_path, servers_path)
+    start, deadline = _window(window)
+    view = fleet_view(s)
+    settings = RolloutSettings(image, start=start, deadline=deadline, max_unavailable=max_unavailable,
+                               canary=canary, buffer_pct=buffer_pct)
+    waves = Rollout(settings).waves(view)
+    names = s.servers()["name"]
+    groups = [f"{view.pool_names[p]}/{view.zone_names[z]}" for p, z in zip(view.pool, view.zone)]
+    seconds = time.perf_counter() - t0
+    doc = {"image": image, "window": window, "servers": len(names), "plan_seconds": round(seconds, 3),
+           "waves": [dict(w, servers=[names[i] for i in w["servers"]],
+                          groups=dict(Counter(groups[i] for i in w["servers"]))) for w in waves]}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"rollout of {image} on {len(names):,} servers, window {window}: {len(waves)} steps "
+               f"(planned in {seconds:.2f} s)")
+    for w in doc["waves"]:
+        spread = ", ".join(f"{g} {c}" for g, c in sorted(w["groups"].items()))
+        click.echo(f"  {w['wave']:>3} {w['kind']:<8} {len(w['servers']):>5} servers  {spread}")

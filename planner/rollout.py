@@ -1,0 +1,374 @@
+"""Image rollout: every server onto a new image inside a window, no user logged off.
+
+Design: :class:`Rollout` is an action policy like :class:`usher.planner.autoscale.Autoscale`:
+``step(view, now) -> actions`` (boot, drain, shut down, enable, reimage, place-last)
+through the same :class:`usher.planner.power.Action` seam, each action with a reason.
+Its whole state is plain data (:meth:`Rollout.to_dict` / :meth:`Rollout.from_dict`,
+and it pickles), kept with the scheduler's state so a restarted broker continues the
+same plan. A server goes through::
+
+    old --drain--> draining --empty: shutdown--> rebooting --off: reimage + boot--> updated
+    old (off) --reimage--> staged (boots the new image whenever it boots; counts as updated)
+
+1. **canary**: ``canary`` servers that are on (fewest sessions first, spread over the
+   groups) are drained and rebooted first; when all have come back registered, they
+   soak ``soak_minutes``; only then do the waves and the staging of off servers start
+   (a bad image never reaches a server that is off).
+2. **waves**: in each group (one pool in one zone) at most ``max_unavailable`` servers
+   (a count, or a share of the group's servers when ``max_unavailable_pct`` is set) are
+   draining or rebooting at once, and a server is drained only while the seats left on
+   servers able to take a session stay >= demand (sessions + pending logons of the
+   group) x (1 + ``buffer_pct``). Fewest sessions first; a server is shut down only
+   once it holds no session and no pending logon — never with a session on it.
+3. **placement**: once the canary has passed, servers still on the old image are marked
+   place-last (new sessions go to updated servers first, so old ones empty sooner);
+   the mark is cleared when the server is rebooted.
+4. **health**: a rebooted server that has not registered ``register_timeout_seconds``
+   after it came on **halts** the rollout: nothing more is drained, servers drained
+   but not yet rebooted are enabled again, and the failed servers are rolled back
+   (drained, shut down, reimaged to their old image, booted); ``halt_reason`` says why.
+5. **operator**: :meth:`pause` (no new drain; what is under way finishes),
+   :meth:`resume`, :meth:`cancel` (as a halt, without a rollback).
+
+Servers in maintenance mode, excluded (``view.excluded``) or kept down by a fault are
+never touched. Forced logoff at the deadline is not implemented: a server whose
+sessions do not end by the deadline stays on its old image (the rollout reports it
+unfinished).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from typing import Any
+
+import numpy as np
+
+from usher.errors import InvalidArgument
+from usher.planner.power import BOOT, DRAIN, ENABLE, PLACE_FIRST, PLACE_LAST, REIMAGE, SHUTDOWN, Action, FleetView
+
+__all__ = ["Rollout", "RolloutSettings", "OLD", "DRAINING", "REBOOTING", "UPDATED", "STAGED", "ROLLBACK"]
+
+OFF, BOOTING, ON = 0, 1, 2
+ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
+#: a server's status in the rollout
+OLD, DRAINING, REBOOTING, UPDATED, STAGED, ROLLBACK = range(6)
+STATUS_NAMES = ("old", "draining", "rebooting", "updated", "staged", "rollback")
+PHASES = ("waiting", "canary", "soak", "waves", "done", "halted", "cancelled")
+
+
+@dataclass
+class RolloutSettings:
+    """What a rollout does (docs/ROLLOUT.md).
+
+    Attributes:
+        image: the target image.
+        start, deadline: the window, seconds on the planner's clock.
+        max_unavailable: servers of one pool in one zone draining or rebooting at once.
+        max_unavailable_pct: if set, that share (%) of the group's servers instead (at least 1).
+        buffer_pct: free seats kept over the demand while draining (shared with autoscale).
+        canary: servers rebooted first; soak_minutes: how long they must stay healthy.
+        register_timeout_seconds: a rebooted server must register within this.
+    """
+
+    image: str
+    start: float = 0.0
+    deadline: float = 6 * 3600.0
+    max_unavailable: int = 2
+    max_unavailable_pct: float | None = None
+    buffer_pct: float = 10.0
+    canary: int = 2
+    soak_minutes: float = 30.0
+    register_timeout_seconds: float = 600.0
+
+    def check(self) -> "RolloutSettings":
+        if not isinstance(self.image, str) or not self.image:
+            raise InvalidArgument("image", self.image, "must be a non-empty string")
+        for key in ("start", "deadline", "buffer_pct", "soak_minutes", "register_timeout_seconds"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InvalidArgument(key, v, "must be a number >= 0")
+        if self.deadline <= self.start:
+            raise InvalidArgument("deadline", self.deadline, f"must be after the start ({self.start})")
+        for key in ("max_unavailable", "canary"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "max_unavailable" else 0):
+                raise InvalidArgument(key, v, "must be an integer >= 1" if key == "max_unavailable"
+                                      else "must be an integer >= 0")
+        p = self.max_unavailable_pct
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100):
+            raise InvalidArgument("max_unavailable_pct", p, "must be a number in (0, 100] or absent")
+        return self
+
+
+def _clock(t: float) -> str:
+    t = int(t) % 86_400
+    return f"{t // 3600:02d}:{t % 3600 // 60:02d}"
+
+
+class Rollout:
+    """The rollout planner (see the module's docstring)."""
+
+    acts = True
+
+    def __init__(self, settings: RolloutSettings, interval_seconds: int = 60):
+        self.settings = settings.check()
+        self.interval_seconds = int(interval_seconds)
+        self.name = "rollout"
+        self.phase = "waiting"
+        self.halt_reason: str | None = None
+        self.paused = False
+        self.status: Any = None  # int8 ndarray per server, made by the first step
+        self.old_image: list | None = None
+        self.canaries: list = []
+        self.soak_until: float | None = None
+        self.finished_at: float | None = None
+        self.rolled_back = 0
+        self.marked: np.ndarray | None = None
+        self.log: list = []
+
+    # ------------------------------------------------------------ operator
+    def pause(self):
+        self.paused = True
+
+    def resume(self):
+        self.paused = False
+
+    def cancel(self, reason: str = "cancelled by the operator"):
+        if self.phase not in ("done", "halted"):
+            self.phase, self.halt_reason = "cancelled", reason
+
+    # ------------------------------------------------------------ state
+    def to_dict(self) -> dict:
+        return {
+            "settings": asdict(self.settings), "interval_seconds": self.interval_seconds, "phase": self.phase,
+            "halt_reason": self.halt_reason, "paused": self.paused,
+            "status": None if self.status is None else self.status.tolist(),
+            "old_image": self.old_image, "canaries": list(self.canaries), "soak_until": self.soak_until,
+            "finished_at": self.finished_at, "rolled_back": self.rolled_back,
+            "marked": None if self.marked is None else self.marked.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Rollout":
+        r = cls(RolloutSettings(**d["settings"]), d["interval_seconds"])
+        r.phase, r.halt_reason, r.paused = d["phase"], d["halt_reason"], d["paused"]
+        r.status = None if d["status"] is None else np.asarray(d["status"], dtype=np.int8)
+        r.old_image, r.canaries, r.soak_until = d["old_image"], list(d["canaries"]), d["soak_until"]
+        r.finished_at, r.rolled_back = d["finished_at"], d["rolled_back"]
+        r.marked = None if d["marked"] is None else np.asarray(d["marked"], dtype=bool)
+        return r
+
+    def counts(self) -> dict:
+        """Servers per status (names of ``STATUS_NAMES``)."""
+        if self.status is None:
+            return {}
+        return {STATUS_NAMES[k]: int(v) for k, v in enumerate(np.bincount(self.status, minlength=6))}
+
+    @property
+    def updated(self) -> int:
+        """Servers running the new image or set to boot it."""
+        return 0 if self.status is None else int(np.isin(self.status, (UPDATED, STAGED)).sum())
+
+    # ------------------------------------------------------------ planning
+    def _setup(self, view: FleetView):
+        n = len(view.power)
+        images = view.image if view.image is not None else [None] * n
+        self.old_image = list(images)
+        self.status = np.where(np.array([img == self.settings.image for img in images], dtype=bool),
+                               UPDATED, OLD).astype(np.int8)
+        self.marked = np.zeros(n, dtype=bool)
+        nz = len(view.zone_names)
+        self.group = np.asarray(view.pool, dtype=np.int64) * nz + np.asarray(view.zone, dtype=np.int64)
+        self.n_groups = len(view.pool_names) * nz
+        self.names = [f"{p}/{z}" for p in view.pool_names for z in view.zone_names]
+
+    def _limit(self, size: int) -> int:
+        p = self.settings.max_unavailable_pct
+        return self.settings.max_unavailable if p is None else max(1, int(size * p / 100.0))
+
+    def plan(self, view: FleetView, now: float | None = None) -> list:
+        """Same as :meth:`step` (the action-policy seam's name)."""
+        return self.step(view, now)
+
+    def step(self, view: FleetView, now: float | None = None) -> list:
+        """The actions for ``view`` at ``now`` (default ``view.now``)."""
+        now = view.now if now is None else float(now)
+        if self.status is None:
+            self._setup(view)
+        if now < self.settings.start or self.phase in ("done",):
+            return []
+        if not hasattr(self, "group"):  # restored from a dict: groups again from the view
+            status, old, marked = self.status, self.old_image, self.marked
+            self._setup(view)
+            self.status, self.old_image, self.marked = status, old, marked
+        if self.phase == "waiting":
+            self.phase = "canary"
+        power, mode = np.asarray(view.power), np.asarray(view.mode)
+        sessions, pending = np.asarray(view.sessions), np.asarray(view.pending)
+        registered = np.ones(len(power), bool) if view.registered is None else np.asarray(view.registered, bool)
+        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
+        if view.excluded is not None:
+            locked |= np.asarray(view.excluded, dtype=bool)
+        since = view.state_since if view.state_since is not None else np.zeros(len(power))
+        acts: list = []
+        self._advance(now, power, mode, sessions, pending, registered, since, acts)
+        stopped = self.phase in ("halted", "cancelled")
+        if stopped:
+            self._unwind(power, mode, acts)
+        elif not self.paused and now < self.settings.deadline:
+            if self.phase == "canary" and not self.canaries:
+                self._drain(now, view, power, mode, sessions, pending, registered, locked, acts,
+                            quota=self.settings.canary, canary=True)
+                if self.settings.canary == 0:
+                    self.phase = "waves"
+            if self.phase == "canary" and all(self.status[i] == UPDATED for i in self.canaries):
+                self.phase, self.soak_until = "soak", now + self.settings.soak_minutes * 60.0
+            if self.phase == "soak" and self.soak_until is not None and now >= self.soak_until:
+                self.phase = "waves"
+            if self.phase == "waves":
+                self._stage(power, locked, acts)
+                self._drain(now, view, power, mode, sessions, pending, registered, locked, acts)
+        self._marks(power, acts, stopped)
+        if self.phase == "waves" and not np.isin(self.status, (OLD, DRAINING, REBOOTING, ROLLBACK)).any():
+            self.phase, self.finished_at = "done", now
+        self.log.extend((now, a.kind, a.server, a.reason) for a in acts)
+        return acts
+
+    def _advance(self, now, power, mode, sessions, pending, registered, since, acts):
+        """Move the servers under way along: empty drained ones shut down, off ones
+        reimaged and booted, booted ones checked (health)."""
+        st, img = self.status, self.settings.image
+        for i in np.nonzero(np.isin(st, (DRAINING, REBOOTING, ROLLBACK)))[0].tolist():
+            s, p, m = st[i], power[i], mode[i]
+            back = self.old_image[i] if s == ROLLBACK else img
+            if s == DRAINING and self.phase in ("halted", "cancelled"):
+                continue  # a stopped rollout reboots nothing more (``_unwind`` gives it back)
+            if s in (DRAINING, ROLLBACK) and p == ON and m == DRAIN_MODE and sessions[i] == 0 and pending[i] == 0:
+                acts.append(Action(SHUTDOWN, i, f"rollout: drained and empty, rebooting onto {back}"))
+                if s == DRAINING:
+                    st[i] = REBOOTING
+            elif s == ROLLBACK and p == ON and m == ENABLED:
+                acts.append(Action(DRAIN, i, f"rollout halted: rolling back to {back}"))
+            elif p == OFF:
+                acts.append(Action(REIMAGE, i, f"rollout: boots {back}", image=back))
+                acts.append(Action(BOOT, i, f"rollout: boot onto {back}"))
+                if s == ROLLBACK:
+                    st[i] = OLD
+                    self.rolled_back += 1
+            elif s == REBOOTING and p == ON and m == ENABLED:
+                if registered[i]:
+                    st[i] = UPDATED
+                elif now - since[i] >= self.settings.register_timeout_seconds:
+                    self._halt(now, f"server {i} did not register within "
+                                    f"{self.settings.register_timeout_seconds:g} s of booting {img}")
+
+    def _halt(self, now, reason):
+        if self.phase in ("halted", "cancelled"):
+            return
+        self.phase, self.halt_reason = "halted", f"{_clock(now)}: {reason}"
+        bad = np.nonzero(self.status == REBOOTING)[0]
+        self.status[bad] = ROLLBACK
+        for i in self.canaries:  # canaries already up on the bad image go back too
+            if self.status[i] == UPDATED:
+                self.status[i] = ROLLBACK
+
+    def _unwind(self, power, mode, acts):
+        """A stopped rollout drains nothing more: servers drained but not yet
+        rebooted take sessions again."""
+        for i in np.nonzero(self.status == DRAINING)[0].tolist():
+            if mode[i] == DRAIN_MODE and power[i] in (ON, BOOTING):
+                acts.append(Action(ENABLE, i, f"rollout {self.phase}: drain called off"))
+            self.status[i] = OLD
+
+    def _stage(self, power, locked, acts):
+        """Off servers take the image at their next boot, for free."""
+        for i in np.nonzero((self.status == OLD) & (power == OFF) & ~locked)[0].tolist():
+            acts.append(Action(REIMAGE, i, f"rollout: off, boots {self.settings.image} next", image=self.settings.image))
+            self.status[i] = STAGED
+
+    def _drain(self, now, view, power, mode, sessions, pending, registered, locked, acts, quota=None,
+               canary=False):
+        """Drain the next servers of each group, within the unavailable limit and
+        the capacity rule; ``quota``: at most that many in all (the canary)."""
+        st, buf = self.status, self.settings.buffer_pct / 100.0
+        seats = np.asarray(view.max_sessions)
+        able = (power == ON) & (mode == ENABLED) & registered & ~locked & (st != ROLLBACK)
+        busy = sessions + pending
+        order = [(k, m) for k in range(self.n_groups) for m in [np.nonzero(self.group == k)[0]] if len(m)]
+        left = quota
+        for k, members in order:
+            if left is not None and left <= 0:
+                break
+            gst = st[members]
+            out = int(np.isin(gst, (DRAINING, REBOOTING, ROLLBACK)).sum())
+            room = self._limit(len(members)) - out
+            if canary:
+                room = min(room, 1)  # one canary per group, spread over the fleet
+            if room <= 0:
+                continue
+            ab = able[members]
+            spare = int(seats[members][ab].sum()) - math.ceil(float(busy[members].sum()) * (1.0 + buf))
+            cand = members[ab & (gst == OLD) & (pending[members] == 0)]
+            cand = cand[np.argsort(sessions[cand], kind="stable")]
+            for i in cand.tolist():
+                if room <= 0 or (left is not None and left <= 0):
+                    break
+                # its seats leave; its sessions stay where they are
+                if spare - int(seats[i]) + int(sessions[i]) < 0:
+                    break
+                spare -= int(seats[i]) - int(sessions[i])
+                st[i] = DRAINING
+                room -= 1
+                what = "canary" if canary else "wave"
+                acts.append(Action(DRAIN, i, f"rollout {what} ({self.names[k]}): {int(sessions[i])} sessions "
+                                              f"to end, then reboot onto {self.settings.image}"))
+                if canary:
+                    self.canaries.append(i)
+                    left -= 1
+
+    def _marks(self, power, acts, stopped):
+        """Old-image servers take new sessions last once the canary has passed."""
+        want = np.zeros(len(self.status), dtype=bool)
+        if not stopped and self.phase in ("waves", "done"):
+            want = (self.status == OLD) & (power != OFF)
+        for i in np.nonzero(want & ~self.marked)[0].tolist():
+            acts.append(Action(PLACE_LAST, i, f"rollout: still on the old image, new sessions last"))
+        for i in np.nonzero(self.marked & ~want)[0].tolist():
+            acts.append(Action(PLACE_FIRST, i, "rollout: off the old image" if not stopped else f"rollout {self.phase}"))
+        self.marked = want
+
+    # ------------------------------------------------------------ dry run
+    def waves(self, view: FleetView) -> list:
+        """The waves a rollout would run on ``view`` if every drained server emptied
+        at once: a list of dicts ``{"wave", "kind", "servers"}`` (canary first, then
+        ``staged`` off servers, then waves of drains), for ``usher rollout plan``."""
+        r = Rollout(self.settings, self.interval_seconds)
+        r._setup(view)
+        power, mode = np.asarray(view.power).copy(), np.asarray(view.mode)
+        sessions, pending = np.asarray(view.sessions), np.asarray(view.pending)
+        registered = np.ones(len(power), bool) if view.registered is None else np.asarray(view.registered, bool)
+        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
+        out = []
+        acts: list = []
+        r._drain(0.0, view, power, mode, sessions, pending, registered, locked, acts, quota=self.settings.canary,
+                 canary=True)
+        if acts:
+            out.append({"wave": 0, "kind": "canary", "servers": [a.server for a in acts]})
+        r.status[r.status == DRAINING] = UPDATED
+        acts = []
+        r._stage(power, locked, acts)
+        if acts:
+            out.append({"wave": len(out), "kind": "staged", "servers": [a.server for a in acts]})
+        while True:
+            acts = []
+            r._drain(0.0, view, power, mode, sessions, pending, registered, locked, acts)
+            if not acts:
+                break
+            out.append({"wave": len(out), "kind": "wave", "servers": [a.server for a in acts]})
+            r.status[r.status == DRAINING] = UPDATED
+        left = int((r.status == OLD).sum())
+        if left:
+            out.append({"wave": len(out), "kind": "blocked", "servers": np.nonzero(r.status == OLD)[0].tolist()})
+        return out
