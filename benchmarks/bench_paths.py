@@ -511,8 +511,9 @@ def test_threads_two_pools(benchmark, fleet):
         launch = s.launch
         return [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in reqs]
 
-    def setup():
-        reqs = fleet.prepare(2 * k)
+    def setup():  # the round's sessions are logged off in its teardown: the fleet stays as it was
+        fleet.complete_logons()
+        reqs = fleet.draw(2 * k)
         halves = ([(uid, u, app_a, loc) for uid, u, _app, loc in reqs[:k]],
                   [(uid, u, app_b, loc) for uid, u, _app, loc in reqs[k:]])
         return {"reqs": halves[0] + halves[1], "halves": halves}
@@ -525,10 +526,17 @@ def test_threads_two_pools(benchmark, fleet):
         r["out"] = pool.submit(lambda: work(r["halves"][0]) + work(r["halves"][1])).result()
 
     def teardown(r):
-        total["placed"] += fleet.settle(r["reqs"], r["out"])
-        total["n"] += len(r["reqs"])
-        sids = [d.session_id for d in r["out"] if d.outcome_code == PLACED]
+        sids = []
+        for (_uid, u, app, _loc), d in zip(r["reqs"], r["out"]):
+            if d.outcome_code == PLACED:
+                assert fleet.valid[app][d.server_index]
+                sids.append(d.session_id)
+            fleet.free.append(u)
         assert len(sids) == len(set(sids)), "two threads got the same session"
+        for sid in sids:
+            s.logoff(sid, now=now)
+        total["placed"] += len(sids)
+        total["n"] += len(r["reqs"])
 
     times = {"one": [], "two": []}
     try:
