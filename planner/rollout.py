@@ -315,10 +315,10 @@ class Rollout:
             for i in cand.tolist():
                 if room <= 0 or (left is not None and left <= 0):
                     break
-                # its seats leave; its sessions stay where they are
-                if spare - int(seats[i]) + int(sessions[i]) < 0:
+                # its seats leave; its sessions stay demand until they end
+                if spare - int(seats[i]) < 0:
                     break
-                spare -= int(seats[i]) - int(sessions[i])
+                spare -= int(seats[i])
                 st[i] = DRAINING
                 room -= 1
                 what = "canary" if canary else "wave"
