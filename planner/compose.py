@@ -25,8 +25,9 @@ servers that are on and enabled, so it never takes one the power policy is
 draining.
 
 The composite also keeps what the simulator reports on a rollout: the smallest
-spare seats over the window (seats of servers able to take a session minus the
-fleet's sessions and pending logons) and, every interval, the servers by image
+spare seats over the window (free seats of the servers able to take a session:
+their seats minus their sessions and pending logons; and that minus the buffer,
+``buffer_pct`` of the fleet's sessions and pending logons) and, every interval, the servers by image
 and state (:attr:`timeline`).
 """
 
@@ -148,8 +149,9 @@ class WithRollout:
         power, mode = np.asarray(view.power), np.asarray(view.mode)
         reg = np.ones(len(power), bool) if view.registered is None else np.asarray(view.registered, dtype=bool)
         able = (power == ON) & (mode == ENABLED) & reg & ~np.asarray(view.down, dtype=bool)
-        busy = int(np.asarray(view.sessions).sum() + np.asarray(view.pending).sum())
-        spare = int(np.asarray(view.max_sessions)[able].sum()) - busy
+        busy_all = np.asarray(view.sessions) + np.asarray(view.pending)
+        busy = int(busy_all.sum())
+        spare = int(np.asarray(view.max_sessions)[able].sum()) - int(busy_all[able].sum())
         st = self.rollout.status
         on = power != OFF
         images = view.image
