@@ -20,7 +20,7 @@ from usher.planner.settings import PlannerSettings, SettingsError
 from usher.sim.scenario import POLICIES, Scenario, ScenarioError
 from usher.sim.sweep import sweep
 
-__all__ = ["simulate_command", "parse_seeds"]
+__all__ = ["simulate_command", "parse_seeds", "parse_rollout"]
 
 
 class ScenarioFailure(click.ClickException):
@@ -57,6 +57,15 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise click.BadParameter("no seed given")
     return seeds
+
+
+def parse_rollout(text: str) -> dict:
+    """``"w2022-2507@00:00-06:00"`` as changes of the [rollout] table."""
+    image, sep, window = text.partition("@")
+    start, dash, end = window.partition("-")
+    if not (image and sep and dash and start and end):
+        raise click.BadParameter(f"{text!r}: --rollout is IMAGE@HH:MM-HH:MM", param_hint="--rollout")
+    return {"enabled": True, "image": image, "start": start.strip(), "deadline": end.strip()}
 
 
 def _policies(text: str) -> list[str]:
@@ -145,10 +154,14 @@ class _Bar:
               help="TOML file of citrix / autoscale settings per pool and zone (docs/AUTOSCALE.md).")
 @click.option("--days", type=click.IntRange(1, 366), default=None,
               help="Days run one after the other (default: the scenario's day.days, 1).")
+@click.option("--rollout", "rollout", default=None, metavar="IMAGE@HH:MM-HH:MM",
+              help="Roll IMAGE out in that window of the day, with the power policy (docs/ROLLOUT.md); "
+                   "the other settings from the scenario's [rollout] table.")
 @click.option("--compare-power", default=None, metavar="P1,P2",
               help="Run these power policies on the same seeded day(s): a table and compare.png in --out.")
 def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trace_path, trace_telemetry,
-                     do_sweep, seeds, policies, jobs, progress, as_json, power, power_settings, days, compare_power):
+                     do_sweep, seeds, policies, jobs, progress, as_json, power, power_settings, days, compare_power,
+                     rollout):
     """Simulate a hospital group's day on the placement engine and report KPIs."""
     console = _console()
     try:
@@ -163,6 +176,8 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
         sc = sc.with_changes(day=changes) if changes else sc
         if faults is not None:
             sc = sc.with_changes(faults={"enabled": faults})
+        if rollout is not None:
+            sc = sc.with_changes(rollout=parse_rollout(rollout))
         settings = PlannerSettings.from_toml(power_settings) if power_settings else None
     except (ScenarioError, SettingsError) as exc:
         raise ScenarioFailure(str(exc)) from None

@@ -172,7 +172,7 @@ class Autoscale:
         locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
         if view.excluded is not None:
             locked = locked | np.asarray(view.excluded, dtype=bool)
-        registered = np.ones(len(power), dtype=bool) if view.registered is None else np.asarray(view.registered)
+        registered = np.ones(len(power), dtype=bool) if view.registered is None else np.asarray(view.registered, dtype=bool)
         ready_now = (power == ON) & (mode == ENABLED) & registered & ~locked
         ready = ready_now | ((power == BOOTING) & (mode == ENABLED) & ~locked)
         demand = np.bincount(self.group, weights=busy, minlength=self.n_groups)

@@ -183,6 +183,9 @@ class Rollout:
         self.group = np.asarray(view.pool, dtype=np.int64) * nz + np.asarray(view.zone, dtype=np.int64)
         self.n_groups = len(view.pool_names) * nz
         self.names = [f"{p}/{z}" for p in view.pool_names for z in view.zone_names]
+        order = np.argsort(self.group, kind="stable")
+        bounds = np.searchsorted(self.group[order], np.arange(self.n_groups + 1))
+        self.members = [(k, order[bounds[k]:bounds[k + 1]]) for k in range(self.n_groups) if bounds[k + 1] > bounds[k]]
 
     def _limit(self, size: int) -> int:
         p = self.settings.max_unavailable_pct
@@ -296,9 +299,8 @@ class Rollout:
         seats = np.asarray(view.max_sessions)
         able = (power == ON) & (mode == ENABLED) & registered & ~locked & (st != ROLLBACK)
         busy = sessions + pending
-        order = [(k, m) for k in range(self.n_groups) for m in [np.nonzero(self.group == k)[0]] if len(m)]
         left = quota
-        for k, members in order:
+        for k, members in self.members:
             if left is not None and left <= 0:
                 break
             gst = st[members]
@@ -315,10 +317,10 @@ class Rollout:
             for i in cand.tolist():
                 if room <= 0 or (left is not None and left <= 0):
                     break
-                # its seats leave; its sessions stay where they are
-                if spare - int(seats[i]) + int(sessions[i]) < 0:
+                # its seats leave; its sessions stay demand until they end
+                if spare - int(seats[i]) < 0:
                     break
-                spare -= int(seats[i]) - int(sessions[i])
+                spare -= int(seats[i])
                 st[i] = DRAINING
                 room -= 1
                 what = "canary" if canary else "wave"

@@ -102,6 +102,11 @@ class EngineCalls:
         if self.append is not None:
             self.append({"t": now, "op": "place_last", "servers": [self.server_names[i]], "flag": flag})
 
+    def set_registered(self, i, registered, now):
+        self.timed(1, self.s.set_registered, int(i), registered, now=now)
+        if self.append is not None:
+            self.append({"t": now, "op": "registered", "server": self.server_names[i], "registered": registered})
+
     def set_image(self, i, image, now):
         self.timed(1, self.s.set_image, int(i), image, now=now)
         if self.append is not None:

@@ -53,8 +53,8 @@ from usher.sim.handlers import apply_actions, apply_power, new_visits, server_ev
 from usher.sim.kpis import day_kpis
 from usher.sim.launches import launches
 from usher.sim.sample import Sampler
-from usher.sim.scenario import APP_LABS, APP_PACS, APP_RECORD, POOLS, Scenario, build_scheduler, fleet_layout, \
-    fleet_ops
+from usher.sim.scenario import APP_LABS, APP_PACS, APP_RECORD, FLEET_IMAGE, POOLS, Scenario, build_scheduler, \
+    fleet_layout, fleet_ops, rollout_settings
 from usher.sim.sinks import SERIES_COLUMNS, ZONE_COLUMNS, KpiSink, MetricSink, SeriesSink
 from usher.sim.trace import TraceWriter
 
@@ -94,6 +94,9 @@ class DayState:
         actions: the action policy's actions carried out, (now, kind, server, reason).
         boot_image: per server, the image it boots next (None: keeps its image);
             set by a ``reimage`` action, applied when the boot completes.
+        image: per server, the image it runs (``Scheduler.set_image`` as well).
+        bad_image: an image whose servers fail to register when they boot it
+            ([rollout] bad_image), or None.
     """
 
     tally: dict
@@ -122,6 +125,8 @@ class DayState:
     since: np.ndarray | None = None
     actions: list | None = None
     boot_image: list | None = None
+    image: list | None = None
+    bad_image: str | None = None
 
     @classmethod
     def start(cls, layout, n_reasons: int, keep_decisions: bool) -> "DayState":
@@ -135,7 +140,7 @@ class DayState:
         return cls(tally=dict.fromkeys(_TALLY, 0), outcomes=[0] * 4, reasons=[0] * n_reasons,
                    on_since=[-math.inf] * n_srv, down=np.zeros(n_srv, dtype=bool),
                    want=np.ones(n_srv, dtype=bool), idle=idle, decisions=dec, since=np.zeros(n_srv), actions=[],
-                   boot_image=[None] * n_srv)
+                   boot_image=[None] * n_srv, image=[FLEET_IMAGE] * n_srv)
 
 
 @dataclass
@@ -163,6 +168,9 @@ class DayResult:
     fault_windows: list = field(default_factory=list)
     #: an action policy's actions carried out: (now, kind, server, reason)
     actions: list = field(default_factory=list)
+    #: with a [rollout]: the servers by rollout status and image every policy
+    #: interval (rows of ``usher.planner.compose.TIMELINE_COLUMNS``), else None
+    rollout_timeline: list | None = None
 
 
 def simulate_day(
@@ -225,6 +233,13 @@ class Day:
             trace.maybe_flush()
         self.build_seconds = time.perf_counter() - t0
         self.policy: Any = power_policy or FixedSchedule(sc, lay.server_night_off)  # see is_action_policy
+        self.rollout: Any = None  # the WithRollout composite when [rollout] is on (the first day only)
+        if sc.rollout.enabled and self.day_index == 0:
+            from usher.planner.compose import WithRollout
+            from usher.planner.rollout import Rollout
+
+            self.rollout = self.policy = WithRollout(self.policy, Rollout(rollout_settings(sc),
+                                                                          sc.power.policy_interval_seconds))
         self.naming = trace is not None or keep_decisions
         self.books = Books(len(lay.server_names), self.naming)
         self.calls = EngineCalls(s, trace, lay.server_names, self.books.names)
@@ -234,6 +249,8 @@ class Day:
         for tick, item in events:
             self.cal.at_server(tick, item)
         self.state = DayState.start(lay, len(Reason), keep_decisions)
+        if sc.rollout.enabled and sc.rollout.bad_image:
+            self.state.bad_image = sc.rollout.image
         self._engine_views()
         self.user_names = lay.user_names
         self.user_idx = s.user_indices(lay.user_names)
@@ -253,6 +270,7 @@ class Day:
         s = self.s
         self.power_v, self.mode_v, self.sessions_v, self.pending_v, self.li_v = (
             s.server_field(n) for n in ("power", "mode", "sessions", "pending", "load_index"))
+        self.registered_v = s.server_field("registered")
         self.pending_mv = memoryview(self.pending_v)
         self.hdr = s.header_view()
         self._table_at = (self.hdr[st_layout.H_SERVER_I_ADDR], self.hdr[st_layout.H_N_SERVERS])
@@ -275,7 +293,8 @@ class Day:
         return FleetView(now, self.power_v, self.mode_v, self.sessions_v, self.pending_v, self.li_v,
                          lay.server_max, lay.server_zone, lay.server_pool, self.state.down, self.state.want,
                          list(self.sc.fleet.zones), list(POOLS), self.sc, state_since=self.state.since,
-                         weekday=self.weekday, holiday=self.holiday, day_index=self.day_index)
+                         weekday=self.weekday, holiday=self.holiday, day_index=self.day_index,
+                         registered=self.registered_v, image=self.state.image)
 
     def track_peaks(self, placed, tick, now):
         """The running peaks after the tick's launches. The most pending logons on a
@@ -383,4 +402,5 @@ class Day:
         if dec is not None:
             dec = {key: (np.array(val) if key not in ("id", "session") else val) for key, val in dec.items()}
         return DayResult(self.kpi_sink.values, ser, zser, self.sc, dec, s, list(self.layout.server_names),
-                         list(self.fault_windows), list(st.actions))  # type: ignore[arg-type]  # start() made it
+                         list(self.fault_windows), list(st.actions),  # type: ignore[arg-type]  # start() made it
+                         self.rollout.timeline if self.rollout is not None else None)

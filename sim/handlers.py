@@ -94,7 +94,12 @@ def server_events(d, evs, tick, now):
                 img = st.boot_image[i]
                 if img is not None:  # came back on the image set while it was off
                     st.boot_image[i] = None
+                    st.image[i] = img
                     calls.set_image(i, img, now)
+                if st.bad_image is not None:  # a bad image: its servers never register
+                    reg = st.image[i] != st.bad_image
+                    if bool(d.registered_v[i]) != reg:
+                        calls.set_registered(i, reg, now)
         elif kind == S_OFF:
             if power_v[i] == SHUTTING_DOWN:
                 server_off(d, i, tick, now)

@@ -138,4 +138,29 @@ def day_kpis(d, ser: dict, zser: dict, wall: float) -> dict:
     kp.update(_session_kpis(d, ser))
     kp.update(_server_kpis(d, ser, zser, jp))
     kp.update(_power_kpis(d, ser, jp, wall))
+    if getattr(d, "rollout", None) is not None:
+        kp.update(rollout_kpis(d))
+    return kp
+
+
+def rollout_kpis(d) -> dict:
+    """The ``rollout.*`` KPIs of a day run with a [rollout] (docs/SCENARIOS.md)."""
+    comp = d.rollout
+    r = comp.rollout
+    kp = {
+        "rollout.image": r.settings.image,
+        "rollout.servers": 0 if r.status is None else len(r.status),
+        "rollout.updated": r.updated,
+        "rollout.phase": r.phase,
+        "rollout.forced_logoffs": int(d.state.tally["forced_logoffs"]),
+        "rollout.min_spare_seats": comp.min_spare if comp.min_spare is not None else 0,
+        "rollout.min_spare_over_buffer": comp.min_spare_over_buffer if comp.min_spare_over_buffer is not None else 0,
+        "rollout.halted": r.phase == "halted",
+        "rollout.halt_reason": r.halt_reason or "",
+        "rollout.rolled_back": int(r.rolled_back),
+        "rollout.canaries": len(r.canaries),
+        "rollout.max_on_new_image": max((row[-3] for row in comp.timeline), default=0),
+    }
+    if r.finished_at is not None:
+        kp["rollout.finished_at"] = float(r.finished_at)
     return kp

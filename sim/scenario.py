@@ -44,6 +44,7 @@ from usher.formats.errors import InputFileError
 __all__ = [
     "Scenario",
     "DaySpec",
+    "RolloutSpec",
     "FleetSpec",
     "DemandSpec",
     "SessionSpec",
@@ -300,6 +301,30 @@ class FaultSpec:
     zone_outage_minutes: float = 60.0
 
 
+#: the image every server of the simulated fleet runs at the start of the day
+FLEET_IMAGE = "w2022-2406"
+
+
+@dataclass
+class RolloutSpec:
+    """[rollout]: an image rollout during the day (docs/ROLLOUT.md); off by default."""
+
+    enabled: bool = False
+    image: str = "w2022-2507"
+    #: the window, clock times inside the simulated day
+    start: str = "00:00"
+    deadline: str = "06:00"
+    max_unavailable: int = 2
+    #: if > 0, that share (%) of each pool in each zone instead of ``max_unavailable``
+    max_unavailable_pct: float = 0.0
+    buffer_pct: float = 10.0
+    canary: int = 2
+    soak_minutes: float = 30.0
+    register_timeout_seconds: float = 600.0
+    #: servers booted on the new image fail to register (the fault that must halt it)
+    bad_image: bool = False
+
+
 SECTIONS = {
     "day": DaySpec,
     "fleet": FleetSpec,
@@ -308,6 +333,7 @@ SECTIONS = {
     "telemetry": TelemetrySpec,
     "power": PowerSpec,
     "faults": FaultSpec,
+    "rollout": RolloutSpec,
 }
 
 
@@ -323,6 +349,7 @@ class Scenario:
     telemetry: TelemetrySpec = field(default_factory=TelemetrySpec)
     power: PowerSpec = field(default_factory=PowerSpec)
     faults: FaultSpec = field(default_factory=FaultSpec)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
 
     # -------------------------------------------------------- construction
     @classmethod
@@ -399,6 +426,7 @@ class Scenario:
         _check_fleet(self, source)
         _check_demand(self, source)
         _check_clocks(self, source)
+        _check_rollout(self, source)
         return self
 
     @property
@@ -584,6 +612,33 @@ def _check_clocks(sc, source):
         if fl.server_crashes > day_servers:
             _fail(source, "faults", "server_crashes", fl.server_crashes,
                   f"more than the {day_servers} servers on in the day")
+
+
+def _check_rollout(sc, source):
+    """[rollout]: the window inside the day, the planner's own checks."""
+    ro = sc.rollout
+    start = clock_seconds(ro.start, f"{source}: [rollout] start")
+    end = clock_seconds(ro.deadline, f"{source}: [rollout] deadline")
+    if end <= start:
+        _fail(source, "rollout", "deadline", ro.deadline,
+              f"must be after the start ({ro.start}); the window lies inside the simulated day")
+    try:
+        rollout_settings(sc)
+    except InvalidArgument as exc:
+        raise ScenarioError(f"{source}: [rollout] {exc.field}", exc.value, exc.detail) from None
+
+
+def rollout_settings(sc):
+    """The :class:`usher.planner.rollout.RolloutSettings` of the scenario's [rollout] table."""
+    from usher.planner.rollout import RolloutSettings
+
+    ro = sc.rollout
+    return RolloutSettings(
+        image=ro.image, start=clock_seconds(ro.start), deadline=clock_seconds(ro.deadline),
+        max_unavailable=ro.max_unavailable,
+        max_unavailable_pct=ro.max_unavailable_pct if ro.max_unavailable_pct > 0 else None,
+        buffer_pct=ro.buffer_pct, canary=ro.canary, soak_minutes=ro.soak_minutes,
+        register_timeout_seconds=ro.register_timeout_seconds).check()
 
 
 def _night_servers(sc) -> int:
@@ -789,7 +844,7 @@ def fleet_ops(sc: Scenario, layout: FleetLayout) -> list[dict]:
                     "pool": POOLS[p], "tags": ["imaging"] if p == 1 else [],
                     "max_sessions": int(layout.server_max[i]), "weight": int(layout.server_weight[i]),
                     "power": "off" if layout.server_night_off[i] else "on", "registered": True,
-                    "mode": "enabled", "image": "w2022-2406"})
+                    "mode": "enabled", "image": FLEET_IMAGE})
     return ops
 
 
