@@ -34,6 +34,7 @@ and state (:attr:`timeline`).
 from __future__ import annotations
 
 import math
+from typing import Any
 from dataclasses import replace
 
 import numpy as np
@@ -67,8 +68,9 @@ class WithRollout:
         self.interval_seconds = min(int(power.interval_seconds), int(rollout.interval_seconds))
         self.name = f"{getattr(power, 'name', 'power')}+rollout"
         self.power_acts = is_action_policy(power)
-        self.want_r: np.ndarray | None = None  # the rollout's place-last marks
-        self.want_p: np.ndarray | None = None  # the power policy's
+        # the rollout's place-last marks and the power policy's: bool arrays made by the first call
+        self.want_r: Any = None
+        self.want_p: Any = None
         self.min_spare: int | None = None
         self.min_spare_over_buffer: int | None = None
         self.timeline: list = []
