@@ -77,3 +77,21 @@ def test_clock_times_outside_the_day_are_refused(text):
                                            ("07:30:15", 27_015.0), (3600, 3600.0)])
 def test_clock_times_in_the_day(text, seconds):
     assert clock_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not_toml"])
+def test_a_scenario_file_that_cannot_be_read_names_the_file_and_the_reason(tmp_path, kind):
+    path = tmp_path / "day.toml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not_toml":
+        path.write_text("[fleet\nservers = ")
+    res = CliRunner().invoke(main, ["simulate", "--no-progress", "--scenario", str(path)])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    message = res.output.strip().splitlines()[-1]  # a directory is refused by the option itself (usage + error)
+    assert message.startswith("Error:") and str(path) in message and "=None" not in message
+    reason = {"missing": "No such file", "directory": "is a directory", "not_toml": "not valid TOML"}[kind]
+    assert reason in message
+    with pytest.raises(ScenarioError):  # the error is a ScenarioError (an UsherError) in the API too
+        Scenario.from_toml(path)
