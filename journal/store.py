@@ -197,7 +197,6 @@ class Journal:
         self._writer_args = dict(fsync=fsync, batch_seconds=batch_seconds, batch_records=batch_records,
                                  on_flush=on_flush)
         self._lock = threading.Lock()
-        self._writer_args = dict(on_flush=None)
         if directory is None:  # in memory: nothing is written
             self._writer = _NoWriter()
             return
@@ -295,6 +294,10 @@ class Journal:
     def wait(self, ticket) -> None:
         self._writer.wait(ticket)
 
+    def commit_now(self) -> None:
+        """End the group-commit window now (``fsync="batch"``): no more records are coming soon."""
+        self._writer.commit_now()
+
     async def wait_async(self, ticket) -> None:
         await self._writer.wait_async(ticket)
 
@@ -358,6 +361,9 @@ class _NoWriter:
         return 0
 
     def wait(self, ticket, timeout=None):
+        return None
+
+    def commit_now(self):
         return None
 
     async def wait_async(self, ticket):

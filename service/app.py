@@ -90,15 +90,19 @@ class Service:
         self.journal = journal
         self.sinks = list(sinks)
         self.max_body = max_body
+        self._reading = 0  # ops requests that have not submitted their operations yet
 
     # ------------------------------------------------------------ ops
     async def ops(self, request: Request):
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        self._reading += 1
         try:
             body = await _read_body(request, self.max_body)
         except _BodyTooLarge:
             return problem(413, "BodyTooLarge", "body", f"the body is larger than {self.max_body} bytes")
+        finally:
+            self._reading -= 1
         try:
             items = msgspec.json.decode(body)
         except (msgspec.DecodeError, RecursionError) as e:
@@ -110,6 +114,8 @@ class Service:
             return problem(422, "InvalidArgument", "body", "must be a JSON object (an op) or an array of ops")
         explain = request.query_params.get("explain", "").lower() in ("1", "true", "yes")
         ops, outputs, ticket = self.journal.submit(items, explain=explain)
+        if not self._reading:  # no request in hand will add records: commit the group now
+            self.journal.commit_now()
         await self.journal.wait_async(ticket)
         seconds = time.perf_counter() - started
         for sink in self.sinks:
