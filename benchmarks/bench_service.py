@@ -74,13 +74,30 @@ def start_server(directory, extra=()):
     raise RuntimeError("usher serve did not become ready")
 
 
-def run_client(url, mode, apps, seconds, prefix, **options) -> dict:
+def cpu_seconds(pid) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_client(url, mode, apps, seconds, prefix, server_pid=None, **options) -> dict:
+    """One mode of tools/load_client.py; with ``server_pid``, adds the server's CPU time
+    per request (``server_cpu_us_per_request``): on a shared machine the steadier figure."""
     cmd = [sys.executable, CLIENT, "--url", url, "--mode", mode, "--apps", ",".join(apps), "--users", str(USERS),
            "--seconds", str(seconds), "--prefix", prefix]
     for key, value in options.items():
         cmd += [f"--{key}", str(value)]
+    before = cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
-    return json.loads(out.stdout)
+    result = json.loads(out.stdout)
+    if server_pid:
+        n = result.get("requests") or 2 * result["launches"] // result["batch"]
+        result["server_cpu_us_per_request"] = (cpu_seconds(server_pid) - before) / n * 1e6
+    return result
 
 
 def measure(seconds=3.0, extra=(), rate=2000.0) -> list[dict]:
@@ -91,9 +108,9 @@ def measure(seconds=3.0, extra=(), rate=2000.0) -> list[dict]:
         try:
             run_client(url, "single", apps, min(seconds, 0.5), "w", connections=4)  # warm-up
             results = [
-                run_client(url, "single", apps, seconds, "s", connections=4),
-                run_client(url, "array", apps, seconds, "a", batch=1000),
-                run_client(url, "paced", apps, seconds, "p", rate=rate, connections=8),
+                run_client(url, "single", apps, seconds, "s", proc.pid, connections=4),
+                run_client(url, "array", apps, seconds, "a", proc.pid, batch=1000),
+                run_client(url, "paced", apps, seconds, "p", proc.pid, rate=rate, connections=8),
             ]
         finally:
             proc.terminate()

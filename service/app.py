@@ -37,10 +37,11 @@ NDJSON = "application/x-ndjson"
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*)\s*[=:]")
 _ENCODER = msgspec.json.Encoder()
 _OPEN_PATHS = ("/healthz", "/readyz")
+_BOOLEAN = {"true": True, "false": False}
 
 
-def problem(status, error, field, message) -> JSONResponse:
-    return JSONResponse({"error": error, "field": field, "message": message}, status_code=status)
+def problem(status, error, field, message, headers=None) -> JSONResponse:
+    return JSONResponse({"error": error, "field": field, "message": message}, status_code=status, headers=headers)
 
 
 def _field_of(message: str):
@@ -95,6 +96,9 @@ class Service:
     # ------------------------------------------------------------ ops
     async def ops(self, request: Request):
         started = time.perf_counter()
+        explain = _BOOLEAN.get(request.query_params.get("explain", "false").lower())
+        if explain is None:
+            return problem(422, "InvalidArgument", "explain", "must be true or false")
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         self._reading += 1
         try:
@@ -112,7 +116,6 @@ class Service:
             items = [items]
         elif not isinstance(items, list):
             return problem(422, "InvalidArgument", "body", "must be a JSON object (an op) or an array of ops")
-        explain = request.query_params.get("explain", "").lower() in ("1", "true", "yes")
         ops, outputs, ticket = self.journal.submit(items, explain=explain)
         if not self._reading:  # no request in hand will add records: commit the group now
             self.journal.commit_now()
@@ -228,7 +231,7 @@ def _plain(view: dict) -> dict:
 
 async def _not_found(request, exc):
     return problem(exc.status_code, "NotFound" if exc.status_code == 404 else "MethodNotAllowed", "path",
-                   f"{request.method} {request.url.path}: {exc.detail}")
+                   f"{request.method} {request.url.path}: {exc.detail}", headers=exc.headers)  # 405: Allow
 
 
 async def _server_error(request, exc):  # a bug must not take the service down nor leak a trace
