@@ -285,6 +285,11 @@ class Journal:
                 self._snapshot_locked()
         return ops, outputs, ticket
 
+    def now(self) -> float:
+        """The time an operation without ``t`` gets now: the clock's, never earlier
+        than the last operation's."""
+        return max(self.clock(), self.replayer.last_t)
+
     def apply(self, items, explain=False):
         """:meth:`submit`, then wait until its records are durable; returns the outputs."""
         _, outputs, ticket = self.submit(items, explain)

@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from usher.errors import SessionEnded, UnknownSession, UsherError
 from usher.formats.trace import LineError
+from usher.service import opsbody
 from usher.service.openapi import openapi_document
 
 __all__ = ["create_app", "MAX_BODY"]
@@ -107,15 +108,19 @@ class Service:
             return problem(413, "BodyTooLarge", "body", f"the body is larger than {self.max_body} bytes")
         finally:
             self._reading -= 1
-        try:
-            items = msgspec.json.decode(body)
-        except (msgspec.DecodeError, RecursionError) as e:
-            return problem(400, "MalformedJSON", "body", f"not a JSON text ({e})")
-        single = isinstance(items, dict)
-        if single:
-            items = [items]
-        elif not isinstance(items, list):
-            return problem(422, "InvalidArgument", "body", "must be a JSON object (an op) or an array of ops")
+        typed = opsbody.decode(body, self.journal.now)  # well-formed ops: straight to op Structs
+        if typed is not None:
+            items, single = typed
+        else:  # the general way: a dict per item, each bad one answered by its error line
+            try:
+                items = msgspec.json.decode(body)
+            except (msgspec.DecodeError, RecursionError) as e:
+                return problem(400, "MalformedJSON", "body", f"not a JSON text ({e})")
+            single = isinstance(items, dict)
+            if single:
+                items = [items]
+            elif not isinstance(items, list):
+                return problem(422, "InvalidArgument", "body", "must be a JSON object (an op) or an array of ops")
         ops, outputs, ticket = self.journal.submit(items, explain=explain)
         if not self._reading:  # no request in hand will add records: commit the group now
             self.journal.commit_now()
