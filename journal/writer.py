@@ -185,18 +185,27 @@ class JournalWriter:
             ready = [w for w in self._waiters if w[0] <= ticket]
             self._waiters = [w for w in self._waiters if w[0] > ticket]
             self._cond.notify_all()
-        for _, loop, future in ready:
-            loop.call_soon_threadsafe(_resolve, future)
+        _wake(ready)
 
     def _fail(self, exc):
         with self._cond:
             self._error = exc
             waiters, self._waiters = self._waiters, []
             self._cond.notify_all()
-        for _, loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future)
+        _wake(waiters)
 
 
-def _resolve(future):
-    if not future.done():
-        future.set_result(None)
+def _wake(waiters):
+    """Resolve the futures of ``(ticket, loop, future)`` waiters: one wake-up per event
+    loop, however many requests of it the group covered."""
+    by_loop: dict = {}
+    for _, loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_resolve, futures)
+
+
+def _resolve(futures):
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
