@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import sys
+import time
 
 import click
 
@@ -52,6 +54,25 @@ def _token(token_file, token_env):
     return os.environ.get(token_env) or None
 
 
+CLOCKS = ("wall", "monotonic-from-zero")
+
+
+def make_clock(kind, last_t):
+    """The clock that gives ``t`` to an operation sent without one.
+
+    ``wall``: ``time.time()`` (seconds since the epoch). ``monotonic-from-zero``: seconds
+    since the state began: 0 for a new state, counting on from the last ``t`` of a
+    recovered one (``last_t``), at the pace of ``time.monotonic()``. Either way an
+    operation's ``t`` is never earlier than the previous operation's, and an explicit
+    ``t`` earlier than it is refused (TimeWentBackwards).
+    """
+    if kind == "wall":
+        return time.time
+    base = last_t if math.isfinite(last_t) else 0.0
+    started = time.monotonic()
+    return lambda: base + (time.monotonic() - started)
+
+
 def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
     from usher import journal
     from usher.errors import UsherError
@@ -79,6 +100,9 @@ def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
 @click.option("--listen", default="127.0.0.1:8642", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--fsync", type=click.Choice(["always", "batch", "off"]), default="batch", show_default=True,
               help="When journal records reach the disk (batch: every 5 ms or 1,000 records).")
+@click.option("--clock", type=click.Choice(CLOCKS), default="wall", show_default=True,
+              help="The time of an operation sent without t: wall (seconds since the epoch) or "
+                   "monotonic-from-zero (seconds since the state began; for clients sending small explicit t).")
 @click.option("--snapshot-every", type=click.IntRange(min=0), default=100_000, show_default=True,
               help="Records between snapshots (0: never).")
 @click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the bearer token.")
@@ -89,7 +113,7 @@ def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
 @click.option("--log-decisions/--no-log-decisions", default=True, show_default=True,
               help="One JSON line per decision on stdout (logger usher.decisions).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Write the decision log to this file instead.")
-def serve_command(fleet, servers, journal_dir, listen, fsync, snapshot_every, token_file, token_env, max_body,
+def serve_command(fleet, servers, journal_dir, listen, fsync, clock, snapshot_every, token_file, token_env, max_body,
                   log_decisions, log_file):
     """Serve the scheduler over HTTP: POST /v1/ops, GET /v1/sessions/ID,
     /v1/servers, /v1/summary, /metrics, /healthz, /readyz, /openapi.json.
@@ -108,6 +132,7 @@ def serve_command(fleet, servers, journal_dir, listen, fsync, snapshot_every, to
         _fail(f"listening on {host} (not loopback) needs a bearer token: --token-file or ${token_env}")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     state = _open_state(fleet, servers, journal_dir, fsync, snapshot_every)
+    state.clock = make_clock(clock, state.replayer.last_t)
     metrics = Metrics(state)
     state.set_on_flush(metrics.on_flush)
     decision_log = None

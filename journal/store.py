@@ -197,7 +197,6 @@ class Journal:
         self._writer_args = dict(fsync=fsync, batch_seconds=batch_seconds, batch_records=batch_records,
                                  on_flush=on_flush)
         self._lock = threading.Lock()
-        self._writer_args = dict(on_flush=None)
         if directory is None:  # in memory: nothing is written
             self._writer = _NoWriter()
             return
@@ -286,6 +285,11 @@ class Journal:
                 self._snapshot_locked()
         return ops, outputs, ticket
 
+    def now(self) -> float:
+        """The time an operation without ``t`` gets now: the clock's, never earlier
+        than the last operation's."""
+        return max(self.clock(), self.replayer.last_t)
+
     def apply(self, items, explain=False):
         """:meth:`submit`, then wait until its records are durable; returns the outputs."""
         _, outputs, ticket = self.submit(items, explain)
@@ -294,6 +298,10 @@ class Journal:
 
     def wait(self, ticket) -> None:
         self._writer.wait(ticket)
+
+    def commit_now(self) -> None:
+        """End the group-commit window now (``fsync="batch"``): no more records are coming soon."""
+        self._writer.commit_now()
 
     async def wait_async(self, ticket) -> None:
         await self._writer.wait_async(ticket)
@@ -358,6 +366,9 @@ class _NoWriter:
         return 0
 
     def wait(self, ticket, timeout=None):
+        return None
+
+    def commit_now(self):
         return None
 
     async def wait_async(self, ticket):

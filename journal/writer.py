@@ -14,7 +14,11 @@ Policies (``fsync``):
 - ``always``: the flusher writes and fsyncs as soon as records are waiting; a ticket
   is durable after the fsync that covers it.
 - ``batch`` (default): the flusher gathers records for at most ``batch_seconds``
-  (5 ms) or ``batch_records`` (1,000), then writes and fsyncs once.
+  (5 ms) or ``batch_records`` (1,000), then writes and fsyncs once. A caller that
+  knows no more records are coming soon (``usher serve``: every request it holds has
+  submitted its operations) ends the window at once with :meth:`commit_now`, so a
+  quiet or closed-loop load does not wait out the window for records that will not
+  come; under load the records that arrive during one fsync make the next group.
 - ``off``: records are written (to the operating system) without fsync; a ticket is
   acknowledged once written. A process crash loses nothing written, a power loss may.
 """
@@ -61,6 +65,7 @@ class JournalWriter:
         self._cond = threading.Condition()
         self._waiters: list = []  # (ticket, loop, future) of wait_async
         self._closed = False
+        self._now = False  # commit_now: end the batch window early
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="usher-journal", daemon=True)
         self._thread.start()
@@ -76,6 +81,12 @@ class JournalWriter:
             ticket = self._appended
             self._cond.notify_all()
         return ticket
+
+    def commit_now(self) -> None:
+        """End the current ``batch`` window: write (and fsync) what is waiting now."""
+        with self._cond:
+            self._now = True
+            self._cond.notify_all()
 
     @property
     def error(self):
@@ -136,12 +147,13 @@ class JournalWriter:
             self._cond.wait_for(lambda: self._buffer or self._closed)
             if self.fsync == "batch" and not self._closed:
                 deadline = time.monotonic() + self.batch_seconds
-                while len(self._buffer) < self.batch_records and not self._closed:
+                while len(self._buffer) < self.batch_records and not self._closed and not self._now:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
             records, self._buffer = self._buffer, []
+            self._now = False
             return records, self._appended, self._closed
 
     def _run(self):
@@ -173,18 +185,27 @@ class JournalWriter:
             ready = [w for w in self._waiters if w[0] <= ticket]
             self._waiters = [w for w in self._waiters if w[0] > ticket]
             self._cond.notify_all()
-        for _, loop, future in ready:
-            loop.call_soon_threadsafe(_resolve, future)
+        _wake(ready)
 
     def _fail(self, exc):
         with self._cond:
             self._error = exc
             waiters, self._waiters = self._waiters, []
             self._cond.notify_all()
-        for _, loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future)
+        _wake(waiters)
 
 
-def _resolve(future):
-    if not future.done():
-        future.set_result(None)
+def _wake(waiters):
+    """Resolve the futures of ``(ticket, loop, future)`` waiters: one wake-up per event
+    loop, however many requests of it the group covered."""
+    by_loop: dict = {}
+    for _, loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_resolve, futures)
+
+
+def _resolve(futures):
+    for future in futures:
+        if not future.done():
+            future.set_result(None)

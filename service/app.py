@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from usher.errors import SessionEnded, UnknownSession, UsherError
 from usher.formats.trace import LineError
+from usher.service import opsbody
 from usher.service.openapi import openapi_document
 
 __all__ = ["create_app", "MAX_BODY"]
@@ -37,10 +38,11 @@ NDJSON = "application/x-ndjson"
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*)\s*[=:]")
 _ENCODER = msgspec.json.Encoder()
 _OPEN_PATHS = ("/healthz", "/readyz")
+_BOOLEAN = {"true": True, "false": False}
 
 
-def problem(status, error, field, message) -> JSONResponse:
-    return JSONResponse({"error": error, "field": field, "message": message}, status_code=status)
+def problem(status, error, field, message, headers=None) -> JSONResponse:
+    return JSONResponse({"error": error, "field": field, "message": message}, status_code=status, headers=headers)
 
 
 def _field_of(message: str):
@@ -90,26 +92,38 @@ class Service:
         self.journal = journal
         self.sinks = list(sinks)
         self.max_body = max_body
+        self._reading = 0  # ops requests that have not submitted their operations yet
 
     # ------------------------------------------------------------ ops
     async def ops(self, request: Request):
         started = time.perf_counter()
+        explain = _BOOLEAN.get(request.query_params.get("explain", "false").lower())
+        if explain is None:
+            return problem(422, "InvalidArgument", "explain", "must be true or false")
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        self._reading += 1
         try:
             body = await _read_body(request, self.max_body)
         except _BodyTooLarge:
             return problem(413, "BodyTooLarge", "body", f"the body is larger than {self.max_body} bytes")
-        try:
-            items = msgspec.json.decode(body)
-        except (msgspec.DecodeError, RecursionError) as e:
-            return problem(400, "MalformedJSON", "body", f"not a JSON text ({e})")
-        single = isinstance(items, dict)
-        if single:
-            items = [items]
-        elif not isinstance(items, list):
-            return problem(422, "InvalidArgument", "body", "must be a JSON object (an op) or an array of ops")
-        explain = request.query_params.get("explain", "").lower() in ("1", "true", "yes")
+        finally:
+            self._reading -= 1
+        typed = opsbody.decode(body, self.journal.now)  # well-formed ops: straight to op Structs
+        if typed is not None:
+            items, single = typed
+        else:  # the general way: a dict per item, each bad one answered by its error line
+            try:
+                items = msgspec.json.decode(body)
+            except (msgspec.DecodeError, RecursionError) as e:
+                return problem(400, "MalformedJSON", "body", f"not a JSON text ({e})")
+            single = isinstance(items, dict)
+            if single:
+                items = [items]
+            elif not isinstance(items, list):
+                return problem(422, "InvalidArgument", "body", "must be a JSON object (an op) or an array of ops")
         ops, outputs, ticket = self.journal.submit(items, explain=explain)
+        if not self._reading:  # no request in hand will add records: commit the group now
+            self.journal.commit_now()
         await self.journal.wait_async(ticket)
         seconds = time.perf_counter() - started
         for sink in self.sinks:
@@ -222,7 +236,7 @@ def _plain(view: dict) -> dict:
 
 async def _not_found(request, exc):
     return problem(exc.status_code, "NotFound" if exc.status_code == 404 else "MethodNotAllowed", "path",
-                   f"{request.method} {request.url.path}: {exc.detail}")
+                   f"{request.method} {request.url.path}: {exc.detail}", headers=exc.headers)  # 405: Allow
 
 
 async def _server_error(request, exc):  # a bug must not take the service down nor leak a trace

@@ -15,9 +15,9 @@ received -> acknowledged) and ``explanation`` when the request asked for one.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 
+import msgspec
 from msgspec import UNSET
 
 from usher.formats.trace import LaunchDecision
@@ -25,6 +25,7 @@ from usher.formats.trace import LaunchDecision
 __all__ = ["LOGGER", "JsonFormatter", "DecisionLog", "configure"]
 
 LOGGER = "usher.decisions"
+_ENCODER = msgspec.json.Encoder(enc_hook=str)  # what JSON cannot hold is written as its str()
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,7 +43,7 @@ class JsonFormatter(logging.Formatter):
             line.update(decision)
         else:
             line["message"] = record.getMessage()
-        return json.dumps(line, separators=(",", ":"), default=str)
+        return _ENCODER.encode(line).decode()
 
 
 class DecisionLog:

@@ -48,14 +48,19 @@ def openapi_document() -> dict:
             "parameters": [{"name": "explain", "in": "query", "required": False, "schema": {"type": "boolean"}}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "anyOf": [{"$ref": "#/components/schemas/Op"},
-                          {"type": "array", "items": {"$ref": "#/components/schemas/Op"}}]}}}},
+                          # an array item that is not an op is answered by its error line (200),
+                          # the others apply: any JSON value is accepted in an array
+                          {"type": "array", "items": {"anyOf": [
+                              {"$ref": "#/components/schemas/Op"},
+                              {"description": "not an op: answered by its error line"}]}}]}}}},
             "responses": {
                 "200": {"description": "The decision and error lines, as `usher replay` writes them (JSON Lines)",
                         "content": {"application/x-ndjson": {"schema": {"anyOf": [decision_schema, error_line_schema]}}}},
                 "400": _problem("The body is not JSON"),
                 "401": _problem("A bearer token is required"),
                 "413": _problem("The body is too large"),
-                "422": _problem("The operation (a single one) failed, or the body is not an op nor an array"),
+                "422": _problem("The operation (a single one) failed, the body is not an op nor an array, "
+                                "or explain is not true or false"),
             }}},
         "/v1/sessions/{id}": {"get": {"summary": "A live session, named by the id of the launch that created it",
                                       "parameters": [name("id")],

@@ -195,3 +195,23 @@ def test_snapshot_of_something_else_is_refused(tmp_path):
     (tmp_path / "snapshot-0000000000000000.pickle").write_bytes(b"garbage")
     with pytest.raises(JournalError):
         journal.recover(tmp_path)
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch", "off"])
+def test_open_honours_the_fsync_policy(tmp_path, fsync):
+    synced = []  # fsync seconds of each group commit: None when the policy does not fsync
+    j = journal.open(tmp_path / "j", fsync=fsync, on_flush=lambda n, write_s, fsync_s: synced.append(fsync_s))
+    j.apply(PRELUDE)
+    j.close()
+    assert synced and all((s is None) == (fsync == "off") for s in synced)
+
+
+def test_commit_now_ends_the_batch_window(tmp_path):
+    j = journal.open(tmp_path / "j", fsync="batch", batch_seconds=3600.0, batch_records=10**9)
+    _, _, ticket = j.submit(PRELUDE)
+    j._writer.wait(ticket, timeout=0.2)  # the window is an hour: nothing is durable yet
+    assert j._writer.durable < ticket
+    j.commit_now()
+    j._writer.wait(ticket, timeout=60)
+    assert j._writer.durable >= ticket
+    j.close()

@@ -79,6 +79,33 @@ def test_single_op_t_optional_and_errors_422(tmp_path):
     assert (state_of(j.replayer), j.seq) == before
 
 
+def test_clock_wall_or_from_zero_and_explicit_t_never_goes_back(tmp_path):
+    from usher.cli.serve import make_clock
+
+    launch = lambda rid, **t: {"op": "launch", "id": rid, "user": "u1", "app": "b", **t}  # noqa: E731
+    # wall: an op without t is at the epoch's seconds, so a small explicit t after it goes back
+    j, client = make(tmp_path / "wall", clock=make_clock("wall", float("-inf")))
+    assert client.post("/v1/ops", json=[{k: v for k, v in op.items() if k != "t"} for op in PRELUDE]).status_code == 200
+    r = client.post("/v1/ops", json=launch("r1", t=5.0))
+    assert r.status_code == 422 and r.json()["error"] == "TimeWentBackwards"
+    j.close()
+    # monotonic-from-zero: the same client may then send small explicit t
+    j, client = make(tmp_path / "zero", clock=make_clock("monotonic-from-zero", float("-inf")))
+    assert client.post("/v1/ops", json=[{k: v for k, v in op.items() if k != "t"} for op in PRELUDE]).status_code == 200
+    assert 0.0 <= j.replayer.last_t < 3600.0
+    (d,) = ndjson(client.post("/v1/ops", json=launch("r1", t=3600.0)))
+    assert d["t"] == 3600.0
+    (d,) = ndjson(client.post("/v1/ops", json=launch("r2")))
+    assert d["t"] == 3600.0  # never earlier than the last op's t
+    r = client.post("/v1/ops", json=launch("r3", t=10.0))
+    assert r.status_code == 422 and r.json()["error"] == "TimeWentBackwards"
+    j.close()
+    # recovered, the clock counts on from the state's last t
+    reopened = journal.open(tmp_path / "zero" / "j")
+    assert make_clock("monotonic-from-zero", reopened.replayer.last_t)() >= 3600.0
+    reopened.close()
+
+
 def test_array_applies_the_good_ops_and_reports_the_bad(tmp_path):
     j, client = make(tmp_path)
     client.post("/v1/ops", json=PRELUDE)
@@ -187,3 +214,20 @@ def test_fuzz_ops_never_500_and_errors_change_nothing(body, raw):
         if applied == 0:
             assert state_of(j.replayer) == before
     assert client.get("/healthz").status_code == 200
+
+
+def test_typed_body_decoding_equals_the_general_way():
+    from usher.formats.trace import _DECODER, BadLine, decode_item
+    from usher.service import opsbody
+
+    items = PRELUDE + stream(3, 300, t0=100.0, prefix="d")
+    items = [{k: v for k, v in op.items() if k != "t" or n % 2} for n, op in enumerate(items)]
+    general = [decode_item(_DECODER, op if "t" in op else {**op, "t": 42.0}) for op in items]
+    good = [k for k, op in enumerate(general) if not isinstance(op, BadLine)]
+    assert len(good) < len(items)  # the workload holds bad ops: such a body goes the general way
+    assert opsbody.decode(msgspec.json.encode(items), lambda: 42.0) is None
+    typed, single = opsbody.decode(msgspec.json.encode([items[k] for k in good]), lambda: 42.0)
+    assert not single and typed == [general[k] for k in good]
+    for bad in (b'{"op":"launch","id":"a","user":"u","app":"x","t":null}', b'[{"op":"frobnicate"}]',
+                b'{"op":"launch","id":"a","user":"u","app":"x","colour":1}', b"[1]", b"{"):
+        assert opsbody.decode(bad, lambda: 0.0) is None, bad

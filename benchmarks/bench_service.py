@@ -1,0 +1,143 @@
+"""Load of ``usher serve``: a real server process on loopback, with its journal
+(``--fsync batch``), driven by a separate client process (tools/load_client.py).
+
+Measured, on the 1,400-server fleet of mix (b) (fleets.py) written to fleet files:
+
+- single: one launch per request, 4 keep-alive connections, closed loop: requests/s;
+- array: arrays of 1,000 launches (each followed by an array logging them off): launches/s;
+- paced: one launch per request at a fixed 2,000 requests/s (open loop): p50/p99 latency.
+
+As a test (``--benchmark-disable``, CI) each mode runs for a fraction of a second and
+the answers are checked (every request answered 200, launches placed); the full
+measurement (3 s a mode, the figures of docs/SERVICE.md)::
+
+    python benchmarks/bench_service.py                    # prints one JSON line per mode
+    python benchmarks/bench_service.py --no-log-decisions # the decision log off
+
+The server and the client share the machine's cores: on 2 cores the client takes
+part of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLIENT = os.path.join(HERE, "tools", "load_client.py")
+SIZE, MIX, USERS = 1400, "b", 5000
+
+
+def write_fleet(directory) -> list[str]:
+    """Write the 1,400-server fleet (no sessions) as fleet.toml + servers.csv; returns its apps."""
+    sys.path.insert(0, HERE)
+    import fleets
+
+    fleet = fleets.build(SIZE, MIX)  # its sessions are not written: the server starts empty
+    fleet.s.to_files(os.path.join(directory, "fleet.toml"), os.path.join(directory, "servers.csv"))
+    return list(fleet.apps)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(directory, extra=()):
+    """``usher serve`` on a free loopback port with a new journal in ``directory``/state."""
+    import httpx
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "usher.cli", "serve", "--fleet", os.path.join(directory, "fleet.toml"),
+           "--servers", os.path.join(directory, "servers.csv"), "--journal", os.path.join(directory, "state"),
+           "--fsync", "batch", "--listen", f"127.0.0.1:{port}", *extra]
+    log = open(os.path.join(directory, "serve.log"), "wb")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(open(os.path.join(directory, "serve.log")).read())
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("usher serve did not become ready")
+
+
+def cpu_seconds(pid) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_client(url, mode, apps, seconds, prefix, server_pid=None, **options) -> dict:
+    """One mode of tools/load_client.py; with ``server_pid``, adds the server's CPU time
+    per request (``server_cpu_us_per_request``): on a shared machine the steadier figure."""
+    cmd = [sys.executable, CLIENT, "--url", url, "--mode", mode, "--apps", ",".join(apps), "--users", str(USERS),
+           "--seconds", str(seconds), "--prefix", prefix]
+    for key, value in options.items():
+        cmd += [f"--{key}", str(value)]
+    before = cpu_seconds(server_pid) if server_pid else 0.0
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(out.stdout)
+    if server_pid:
+        n = result.get("requests") or 2 * result["launches"] // result["batch"]
+        result["server_cpu_us_per_request"] = (cpu_seconds(server_pid) - before) / n * 1e6
+    return result
+
+
+def measure(seconds=3.0, extra=(), rate=2000.0) -> list[dict]:
+    """The three modes against one server; one dict of figures per mode."""
+    with tempfile.TemporaryDirectory(prefix="usher-bench-serve-") as directory:
+        apps = write_fleet(directory)
+        proc, url = start_server(directory, extra)
+        try:
+            run_client(url, "single", apps, min(seconds, 0.5), "w", connections=4)  # warm-up
+            results = [
+                run_client(url, "single", apps, seconds, "s", proc.pid, connections=4),
+                run_client(url, "array", apps, seconds, "a", proc.pid, batch=1000),
+                run_client(url, "paced", apps, seconds, "p", proc.pid, rate=rate, connections=8),
+            ]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        return results
+
+
+def test_service_load(benchmark):
+    """The three modes, briefly (CI) or for 3 s each; every answer is a 200 with decisions."""
+    seconds = 0.3 if benchmark.disabled else 3.0
+    results = benchmark.pedantic(measure, kwargs=dict(seconds=seconds, rate=500.0 if benchmark.disabled else 2000.0),
+                                 rounds=1, iterations=1)
+    single, array, paced = results
+    for r in results:
+        assert set(r["statuses"]) == {"200"}, r
+    assert single["requests"] > 0 and array["launches"] >= 1000 and paced["requests"] > 0
+    assert array["placed_in_last_array"] > 0
+    benchmark.extra_info.update(single_requests_per_s=single["requests_per_s"],
+                                array_launches_per_s=array["launches_per_s"],
+                                paced_p50_ms=paced["p50_ms"], paced_p99_ms=paced["p99_ms"])
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description="Load of usher serve (see the module's doc)")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--rate", type=float, default=2000.0)
+    p.add_argument("--no-log-decisions", action="store_true", help="run the server with --no-log-decisions")
+    a = p.parse_args()
+    for r in measure(a.seconds, ("--no-log-decisions",) if a.no_log_decisions else (), a.rate):
+        print(json.dumps(r))
