@@ -121,6 +121,7 @@ from usher.errors import (
 ctypedef int64_t (*launch_fn)(int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
 ctypedef int64_t (*launch_many_fn)(int64_t*, int64_t, int64_t*, int64_t*, int64_t*, int64_t*, int64_t*, double*, int64_t*) noexcept nogil
 ctypedef int64_t (*op_fn)(int64_t*, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
+ctypedef int64_t (*ops_many_fn)(int64_t*, int64_t, int64_t*, int64_t*, double*, int64_t*, int64_t*) noexcept nogil
 ctypedef int64_t (*telemetry_fn)(int64_t*, int64_t, int64_t*, double*, double*, double*, double*, int64_t, double, int64_t*) noexcept nogil
 ctypedef int64_t (*advance_fn)(int64_t*, double) noexcept nogil
 
@@ -618,6 +619,7 @@ cdef class Engine:
     cdef launch_fn _launch
     cdef launch_many_fn _launch_many
     cdef op_fn _session_op
+    cdef ops_many_fn _session_ops_many
     cdef op_fn _server_op
     cdef telemetry_fn _telemetry
     cdef advance_fn _advance
@@ -637,6 +639,8 @@ cdef class Engine:
     cdef int64_t* _user_rows
     cdef double* _times
     cdef Py_ssize_t _fill_cap
+    cdef int64_t* _sop_rows  # session_ops_many's columns, one block (see _sop_room)
+    cdef Py_ssize_t _sop_cap
 
     def __cinit__(self, *args, **kwargs):
         self._lock = <pthread_mutex_t*>malloc(sizeof(pthread_mutex_t))
@@ -652,6 +656,7 @@ cdef class Engine:
             pthread_mutex_destroy(self._lock)
             free(self._lock)
         free(self._minus_ones)  # the fill columns' block (see _fill_rows)
+        free(self._sop_rows)
 
     def _bind(self, header_array, clock_array, kernels):
         """Attach the header and clock arrays (never reallocated) and the
@@ -665,6 +670,7 @@ cdef class Engine:
         self._launch = <launch_fn><uintptr_t>kernels.launch.address
         self._launch_many = <launch_many_fn><uintptr_t>kernels.launch_many.address
         self._session_op = <op_fn><uintptr_t>kernels.session_op.address
+        self._session_ops_many = <ops_many_fn><uintptr_t>kernels.session_ops_many.address
         self._server_op = <op_fn><uintptr_t>kernels.server_op.address
         self._telemetry = <telemetry_fn><uintptr_t>kernels.telemetry.address
         self._advance = <advance_fn><uintptr_t>kernels.advance_clock.address
@@ -1202,6 +1208,127 @@ cdef class Engine:
         if a is None:
             raise UnknownApp("app", app, "no such app")
         return self._session_call(session, SESSION_OP_CLOSE_APP, a, now)
+
+    def session_ops_many(self, ops, sessions, now=None):
+        """Apply session operations in order, all or nothing: row k is
+        ``ops[k]`` (a ``SessionOp``: LOGON_COMPLETE, DISCONNECT, LOGOFF or
+        LAUNCH_FAILED) on session ``sessions[k]`` at ``now[k]``. The same as
+        :meth:`logon_complete`, :meth:`disconnect`, :meth:`logoff` and
+        :meth:`launch_failed` one by one when every row succeeds; when a row
+        would fail, nothing is applied and the error names that row.
+
+        Args:
+            ops: sequence (or 1-D int64 array) of ``SessionOp`` codes.
+            sessions: sequence (or 1-D int64 array) of session ids, as long.
+            now: a time for every row, one time per row (non-decreasing), or
+                None to read the clock.
+
+        Raises:
+            InvalidArgument: a row's op, session id or time breaks its rule
+                (``ops[k]``, ``sessions[k]``, ``now[k]``).
+            UnknownSession, SessionEnded, BadSessionState, TimeWentBackwards:
+                row k's operation would fail (field ``sessions[k]`` or ``now[k]``).
+        """
+        ops = _v.sequence("ops", ops)
+        sessions = _v.sequence("sessions", sessions)
+        cdef Py_ssize_t n = len(ops), k
+        if len(sessions) != n:
+            raise InvalidArgument("sessions", len(sessions), f"must have one entry per op ({n})")
+        cdef bint per_row = now is not None and not isinstance(now, (int, float, cnp.integer, cnp.floating))
+        cdef double t = NAN_TIME
+        if per_row:
+            now = _v.sequence("now", now)
+            if len(now) != n:
+                raise InvalidArgument("now", len(now), f"must have one entry per op ({n})")
+        elif now is not None:
+            t = _v.time("now", now)
+        if n == 0:
+            return
+        self._sop_room(n)
+        cdef int64_t* o = self._sop_rows
+        cdef int64_t* sid = o + self._sop_cap
+        cdef double* times = <double*>(o + 2 * self._sop_cap)
+        cdef int64_t* saved = o + 3 * self._sop_cap
+        cdef int64_t v
+        cdef double x
+        for k in range(n):  # each value by its rule (usher.validate), exact types first
+            item = ops[k]
+            v = -1
+            if type(item) is int:
+                try:
+                    v = item
+                except OverflowError:
+                    pass
+            if not 0 <= v <= SESSION_OP_LAUNCH_FAILED:
+                v = _v.integer(f"ops[{k}]", item, 0, SESSION_OP_LAUNCH_FAILED)
+            o[k] = v
+            item = sessions[k]
+            v = -1
+            if type(item) is int:
+                try:
+                    v = item
+                except OverflowError:
+                    pass
+            sid[k] = v if v >= 0 else _v.session_id(f"sessions[{k}]", item)
+            if per_row:
+                item = now[k]
+                x = item if type(item) is float else NAN_TIME
+                times[k] = x if -MAX_TIME <= x <= MAX_TIME else _v.time(f"now[{k}]", item)
+            else:
+                times[k] = t
+        cdef int64_t status
+        cdef int64_t bad[2]
+        self._acquire()
+        try:
+            if not per_row and isnan(t):  # now=None: the clock is read under the lock
+                t = self._clock_time()
+                for k in range(n):
+                    times[k] = t
+            if self._dirty:
+                self._relayout()
+        except BaseException:
+            self._release()
+            raise
+        if other_threads():
+            with nogil:
+                status = self._session_ops_many(self._hdr, n, o, sid, times, saved, bad)
+                pthread_mutex_unlock(self._lock)  # before the GIL comes back (see launch)
+        else:
+            status = self._session_ops_many(self._hdr, n, o, sid, times, saved, bad)
+            pthread_mutex_unlock(self._lock)
+        if status != 0:
+            self._raise_session_row(status, bad[0], bad[1], ops, sessions, now, per_row, n)
+
+    cdef int _sop_room(self, Py_ssize_t n) except -1:
+        """Room for n rows in session_ops_many's block: ops, ids, times and two
+        words of kernel scratch a row. Lock not needed: the block is only
+        written before the lock is taken by a caller holding the GIL, and read
+        under it; a second caller would wait on the GIL first."""
+        cdef void* p
+        if n <= self._sop_cap:
+            return 0
+        cap = max(n, 2 * self._sop_cap, 64)
+        p = malloc(5 * cap * 8)
+        if p == NULL:
+            raise MemoryError("cannot allocate a batch's session rows")
+        free(self._sop_rows)
+        self._sop_rows = <int64_t*>p
+        self._sop_cap = cap
+        return 0
+
+    cdef int _raise_session_row(self, int64_t status, int64_t k, int64_t state, ops, sessions, now,
+                                bint per_row, Py_ssize_t n) except -1:
+        """Raise the error of row k of session_ops_many (the kernel's status)."""
+        field = f"sessions[{k}]" if n > 1 else "session"
+        if status == STATUS_INVALID_VALUE:
+            raise InvalidArgument(f"ops[{k}]" if n > 1 else "op", ops[k],
+                                  "must be logon_complete, disconnect, logoff or launch_failed")
+        if status == STATUS_BAD_SESSION_STATE:
+            raise_for_status(status, field, sessions[k], _state_detail(int(ops[k]), state))
+        if status == STATUS_TIME_WENT_BACKWARDS:
+            raise_for_status(status, f"now[{k}]" if per_row else "now", now[k] if per_row else now)
+        raise_for_status(status, field, sessions[k])
+        return -1
 
     # ------------------------------------------------------------- servers
     def _server_call(self, int64_t server, int64_t op, int64_t value, object now, int64_t sessions):
