@@ -131,6 +131,7 @@ ctypedef int64_t (*advance_fn)(int64_t*, double) noexcept nogil
 include "_codes.pxi"
 
 cdef Py_ssize_t KEY_AHEAD = 8  # batch rows whose key-table slot is requested ahead
+cdef Py_ssize_t SOP_RUN = 1024  # longest run of session items of one Engine._session_run call
 
 
 def _stale_constants():
@@ -1229,61 +1230,79 @@ cdef class Engine:
             UnknownSession, SessionEnded, BadSessionState, TimeWentBackwards:
                 row k's operation would fail (field ``sessions[k]`` or ``now[k]``).
         """
-        ops = _v.sequence("ops", ops)
-        sessions = _v.sequence("sessions", sessions)
+        if type(ops) is not list:
+            ops = _v.sequence("ops", ops)
+        if type(sessions) is not list:
+            sessions = _v.sequence("sessions", sessions)
         cdef Py_ssize_t n = len(ops), k
         if len(sessions) != n:
             raise InvalidArgument("sessions", len(sessions), f"must have one entry per op ({n})")
-        cdef bint per_row = now is not None and not isinstance(now, (int, float, cnp.integer, cnp.floating))
+        cdef bint per_row = type(now) is list or (
+            now is not None and not isinstance(now, (int, float, cnp.integer, cnp.floating)))
         cdef double t = NAN_TIME
         if per_row:
-            now = _v.sequence("now", now)
+            if type(now) is not list:
+                now = _v.sequence("now", now)
             if len(now) != n:
                 raise InvalidArgument("now", len(now), f"must have one entry per op ({n})")
         elif now is not None:
             t = _v.time("now", now)
         if n == 0:
             return
-        self._sop_room(n)
-        cdef int64_t* o = self._sop_rows
-        cdef int64_t* sid = o + self._sop_cap
-        cdef double* times = <double*>(o + 2 * self._sop_cap)
-        cdef int64_t* saved = o + 3 * self._sop_cap
+        cdef int64_t* o
+        cdef int64_t* sid
+        cdef double* times
         cdef int64_t v
         cdef double x
-        for k in range(n):  # each value by its rule (usher.validate), exact types first
-            item = ops[k]
-            v = -1
-            if type(item) is int:
-                try:
-                    v = item
-                except OverflowError:
-                    pass
-            if not 0 <= v <= SESSION_OP_LAUNCH_FAILED:
-                v = _v.integer(f"ops[{k}]", item, 0, SESSION_OP_LAUNCH_FAILED)
-            o[k] = v
-            item = sessions[k]
-            v = -1
-            if type(item) is int:
-                try:
-                    v = item
-                except OverflowError:
-                    pass
-            sid[k] = v if v >= 0 else _v.session_id(f"sessions[{k}]", item)
-            if per_row:
-                item = now[k]
-                x = item if type(item) is float else NAN_TIME
-                times[k] = x if -MAX_TIME <= x <= MAX_TIME else _v.time(f"now[{k}]", item)
-            else:
-                times[k] = t
-        cdef int64_t status
         cdef int64_t bad[2]
         self._acquire()
-        try:
-            if not per_row and isnan(t):  # now=None: the clock is read under the lock
-                t = self._clock_time()
+        try:  # the rows are read into the block under the lock (another thread's call uses it too)
+            self._sop_room(n)
+            o = self._sop_rows
+            sid = o + self._sop_cap
+            times = <double*>(o + 2 * self._sop_cap)
+            for k in range(n):  # each value by its rule (usher.validate), exact types first
+                item = ops[k]
+                v = -1
+                if type(item) is int:
+                    try:
+                        v = item
+                    except OverflowError:
+                        pass
+                if not 0 <= v <= SESSION_OP_LAUNCH_FAILED:
+                    v = _v.integer(f"ops[{k}]", item, 0, SESSION_OP_LAUNCH_FAILED)
+                o[k] = v
+                item = sessions[k]
+                v = -1
+                if type(item) is int:
+                    try:
+                        v = item
+                    except OverflowError:
+                        pass
+                sid[k] = v if v >= 0 else _v.session_id(f"sessions[{k}]", item)
+                if per_row:
+                    item = now[k]
+                    x = item if type(item) is float else NAN_TIME
+                    times[k] = x if -MAX_TIME <= x <= MAX_TIME else _v.time(f"now[{k}]", item)
+            if not per_row:
+                if isnan(t):  # now=None: the clock is read under the lock
+                    t = self._clock_time()
                 for k in range(n):
                     times[k] = t
+        except BaseException:
+            self._release()
+            raise
+        status = self._session_rows(n, bad)
+        if status != 0:
+            self._raise_session_row(status, bad[0], bad[1], ops, sessions, now, per_row, n)
+
+    cdef int64_t _session_rows(self, Py_ssize_t n, int64_t* bad) except -1:
+        """The kernel call of the block's first n session rows (lock held:
+        released here); returns its status."""
+        cdef int64_t status
+        cdef int64_t* o = self._sop_rows
+        cdef Py_ssize_t cap = self._sop_cap
+        try:
             if self._dirty:
                 self._relayout()
         except BaseException:
@@ -1291,19 +1310,73 @@ cdef class Engine:
             raise
         if other_threads():
             with nogil:
-                status = self._session_ops_many(self._hdr, n, o, sid, times, saved, bad)
+                status = self._session_ops_many(self._hdr, n, o, o + cap, <double*>(o + 2 * cap),
+                                                o + 3 * cap, bad)
                 pthread_mutex_unlock(self._lock)  # before the GIL comes back (see launch)
         else:
-            status = self._session_ops_many(self._hdr, n, o, sid, times, saved, bad)
+            status = self._session_ops_many(self._hdr, n, o, o + cap, <double*>(o + 2 * cap), o + 3 * cap, bad)
             pthread_mutex_unlock(self._lock)
-        if status != 0:
-            self._raise_session_row(status, bad[0], bad[1], ops, sessions, now, per_row, n)
+        return status
+
+    def _session_run(self, list items, Py_ssize_t i, dict names, dict codes, double last):
+        """For a replay: apply the session operations ``items[i:j]`` with one
+        kernel call, all or nothing, where ``j`` ends the run at the first item
+        whose class is not in ``codes`` (class -> ``SessionOp`` code), whose
+        ``session`` is not a str key of ``names`` with an int value (an engine
+        session id), or whose ``t`` is not a float in time order from ``last``
+        and within the time rule; those are left to the caller, one by one (a
+        run is cut at ``SOP_RUN`` items). Returns ``j``, or ``-j`` when the run
+        would fail (nothing applied: the caller replays it line by line, which
+        reports the bad item)."""
+        cdef Py_ssize_t n = len(items), j = i, k = 0
+        cdef int64_t v, sid
+        cdef double x
+        cdef int64_t bad[2]
+        cdef PyObject* found
+        self._acquire()
+        try:  # the block is written under the lock (see session_ops_many)
+            self._sop_room(SOP_RUN)
+            while j < n and k < SOP_RUN:
+                item = items[j]
+                found = PyDict_GetItemWithError(codes, type(item))
+                if found == NULL or type(<object>found) is not int:
+                    break
+                v = <object>found
+                if not 0 <= v <= SESSION_OP_LAUNCH_FAILED:
+                    break
+                t = item.t
+                x = t if type(t) is float else NAN_TIME
+                if not (last <= x <= MAX_TIME):  # NaN fails
+                    break
+                name = item.session
+                if type(name) is not str:
+                    break
+                found = PyDict_GetItemWithError(names, name)
+                if found == NULL or type(<object>found) is not int:
+                    break
+                try:
+                    sid = <object>found
+                except OverflowError:
+                    break
+                if sid < 0:
+                    break
+                self._sop_rows[k] = v
+                self._sop_rows[self._sop_cap + k] = sid
+                (<double*>(self._sop_rows + 2 * self._sop_cap))[k] = x
+                last = x
+                j += 1
+                k += 1
+        except BaseException:
+            self._release()
+            raise
+        if k == 0:
+            self._release()
+            return i
+        return j if self._session_rows(k, bad) == 0 else -j
 
     cdef int _sop_room(self, Py_ssize_t n) except -1:
-        """Room for n rows in session_ops_many's block: ops, ids, times and two
-        words of kernel scratch a row. Lock not needed: the block is only
-        written before the lock is taken by a caller holding the GIL, and read
-        under it; a second caller would wait on the GIL first."""
+        """Room for n rows in the block of session rows: ops, ids, times and two
+        words of kernel scratch a row (lock held)."""
         cdef void* p
         if n <= self._sop_cap:
             return 0

@@ -365,6 +365,8 @@ class Replayer:
         # launches go through _launch
         launch = None if self.explain else s.launch
         session_call = {cls: getattr(s, name) for cls, name in dispatch.SESSION_METHODS.items()}.get
+        session_codes = dispatch.SESSION_OPS
+        session_run = s._session_run
         pending = self._writer.pending if self._writer is not None else None
         n = len(ops)
         i = 0
@@ -402,6 +404,19 @@ class Replayer:
             else:
                 call = session_call(cls)
                 if call is not None:
+                    if batch:
+                        # the run of session lines from here, up to the first that names
+                        # no session or goes back in time, applied with one compiled call
+                        end = session_run(ops, i, names, session_codes, last)
+                        if end < 0:  # nothing was applied: the run goes line by line
+                            self.last_t = last
+                            i = self._by_line(first, ops, i, -end)
+                            last = self.last_t
+                            continue
+                        if end > i:
+                            last = ops[end - 1].t
+                            i = end
+                            continue
                     t = op.t
                     sid = names.get(op.session)
                     if sid is not None and last <= t:
