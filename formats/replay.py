@@ -16,6 +16,12 @@ small next to the engine's own cost:
   through ``add_users``. The batch calls check every row before applying any; if one
   raises, nothing was applied and the run is replayed line by line, which reports the
   bad line exactly.
+- *runs of session lines in one compiled call*: from a logon_done, logoff, disconnect
+  or launch_failed line, ``Scheduler._session_run`` gathers the run of such lines up
+  to the first that names no session (a rejected or unknown launch id) or goes back in
+  time, and applies it with the all-or-nothing kernel of ``session_ops_many`` (the
+  same as the lines one by one); a run that would fail is replayed line by line, and a
+  line left out of a run goes the one-by-one way, so every error line is the same.
 - *the hot ops inline*: launch, logon_done, logoff, disconnect and launch_failed (two
   thirds of a broker day) are applied in the loop itself, with their own checks (time
   order, fresh launch id, known session) and the methods of
