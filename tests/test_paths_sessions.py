@@ -172,3 +172,30 @@ def test_replay_of_session_runs_equals_the_replay_line_by_line(bad_every):
     assert outs[0] == outs[1]
     if bad_every:  # the bad lines are there, and reported
         assert {"UnknownSession", "TimeWentBackwards"} <= set(outs[0][2])
+
+
+def test_two_threads_batches_of_disjoint_sessions():
+    """Each thread's rows are read and applied under the one lock: two threads
+    logging off disjoint halves end every session, and nothing else."""
+    import threading
+
+    s, _ = _fleet(n_sessions=0)
+    sids = [s.launch(f"u{k}", "a", now=1.0).session for k in range(24)]
+    halves = (sids[0::2], sids[1::2])
+    errors = []
+
+    def work(half):
+        try:
+            for k in range(0, len(half), 3):
+                s.session_ops_many([SessionOp.LOGON_COMPLETE] * 3, half[k:k + 3])
+                s.session_ops_many([SessionOp.LOGOFF] * 3, half[k:k + 3])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(h,)) for h in halves]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert s.live_sessions == 0 and s.licences_in_use == 0
