@@ -121,6 +121,7 @@ from usher.errors import (
 ctypedef int64_t (*launch_fn)(int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
 ctypedef int64_t (*launch_many_fn)(int64_t*, int64_t, int64_t*, int64_t*, int64_t*, int64_t*, int64_t*, double*, int64_t*) noexcept nogil
 ctypedef int64_t (*op_fn)(int64_t*, int64_t, int64_t, int64_t, double, int64_t*) noexcept nogil
+ctypedef int64_t (*ops_many_fn)(int64_t*, int64_t, int64_t*, int64_t*, double*, int64_t*, int64_t*) noexcept nogil
 ctypedef int64_t (*telemetry_fn)(int64_t*, int64_t, int64_t*, double*, double*, double*, double*, int64_t, double, int64_t*) noexcept nogil
 ctypedef int64_t (*advance_fn)(int64_t*, double) noexcept nogil
 
@@ -130,6 +131,7 @@ ctypedef int64_t (*advance_fn)(int64_t*, double) noexcept nogil
 include "_codes.pxi"
 
 cdef Py_ssize_t KEY_AHEAD = 8  # batch rows whose key-table slot is requested ahead
+cdef Py_ssize_t SOP_RUN = 1024  # longest run of session items of one Engine._session_run call
 
 
 def _stale_constants():
@@ -618,6 +620,7 @@ cdef class Engine:
     cdef launch_fn _launch
     cdef launch_many_fn _launch_many
     cdef op_fn _session_op
+    cdef ops_many_fn _session_ops_many
     cdef op_fn _server_op
     cdef telemetry_fn _telemetry
     cdef advance_fn _advance
@@ -637,6 +640,8 @@ cdef class Engine:
     cdef int64_t* _user_rows
     cdef double* _times
     cdef Py_ssize_t _fill_cap
+    cdef int64_t* _sop_rows  # session_ops_many's columns, one block (see _sop_room)
+    cdef Py_ssize_t _sop_cap
 
     def __cinit__(self, *args, **kwargs):
         self._lock = <pthread_mutex_t*>malloc(sizeof(pthread_mutex_t))
@@ -652,6 +657,7 @@ cdef class Engine:
             pthread_mutex_destroy(self._lock)
             free(self._lock)
         free(self._minus_ones)  # the fill columns' block (see _fill_rows)
+        free(self._sop_rows)
 
     def _bind(self, header_array, clock_array, kernels):
         """Attach the header and clock arrays (never reallocated) and the
@@ -665,6 +671,7 @@ cdef class Engine:
         self._launch = <launch_fn><uintptr_t>kernels.launch.address
         self._launch_many = <launch_many_fn><uintptr_t>kernels.launch_many.address
         self._session_op = <op_fn><uintptr_t>kernels.session_op.address
+        self._session_ops_many = <ops_many_fn><uintptr_t>kernels.session_ops_many.address
         self._server_op = <op_fn><uintptr_t>kernels.server_op.address
         self._telemetry = <telemetry_fn><uintptr_t>kernels.telemetry.address
         self._advance = <advance_fn><uintptr_t>kernels.advance_clock.address
@@ -1202,6 +1209,199 @@ cdef class Engine:
         if a is None:
             raise UnknownApp("app", app, "no such app")
         return self._session_call(session, SESSION_OP_CLOSE_APP, a, now)
+
+    def session_ops_many(self, ops, sessions, now=None):
+        """Apply session operations in order, all or nothing: row k is
+        ``ops[k]`` (a ``SessionOp``: LOGON_COMPLETE, DISCONNECT, LOGOFF or
+        LAUNCH_FAILED) on session ``sessions[k]`` at ``now[k]``. The same as
+        :meth:`logon_complete`, :meth:`disconnect`, :meth:`logoff` and
+        :meth:`launch_failed` one by one when every row succeeds; when a row
+        would fail, nothing is applied and the error names that row.
+
+        Args:
+            ops: sequence (or 1-D int64 array) of ``SessionOp`` codes.
+            sessions: sequence (or 1-D int64 array) of session ids, as long.
+            now: a time for every row, one time per row (non-decreasing), or
+                None to read the clock.
+
+        Raises:
+            InvalidArgument: a row's op, session id or time breaks its rule
+                (``ops[k]``, ``sessions[k]``, ``now[k]``).
+            UnknownSession, SessionEnded, BadSessionState, TimeWentBackwards:
+                row k's operation would fail (field ``sessions[k]`` or ``now[k]``).
+        """
+        if type(ops) is not list:
+            ops = _v.sequence("ops", ops)
+        if type(sessions) is not list:
+            sessions = _v.sequence("sessions", sessions)
+        cdef Py_ssize_t n = len(ops), k
+        if len(sessions) != n:
+            raise InvalidArgument("sessions", len(sessions), f"must have one entry per op ({n})")
+        cdef bint per_row = type(now) is list or (
+            now is not None and not isinstance(now, (int, float, cnp.integer, cnp.floating)))
+        cdef double t = NAN_TIME
+        if per_row:
+            if type(now) is not list:
+                now = _v.sequence("now", now)
+            if len(now) != n:
+                raise InvalidArgument("now", len(now), f"must have one entry per op ({n})")
+        elif now is not None:
+            t = _v.time("now", now)
+        if n == 0:
+            return
+        cdef int64_t* o
+        cdef int64_t* sid
+        cdef double* times
+        cdef int64_t v
+        cdef double x
+        cdef int64_t bad[2]
+        self._acquire()
+        try:  # the rows are read into the block under the lock (another thread's call uses it too)
+            self._sop_room(n)
+            o = self._sop_rows
+            sid = o + self._sop_cap
+            times = <double*>(o + 2 * self._sop_cap)
+            for k in range(n):  # each value by its rule (usher.validate), exact types first
+                item = ops[k]
+                v = -1
+                if type(item) is int:
+                    try:
+                        v = item
+                    except OverflowError:
+                        pass
+                if not 0 <= v <= SESSION_OP_LAUNCH_FAILED:
+                    v = _v.integer(f"ops[{k}]", item, 0, SESSION_OP_LAUNCH_FAILED)
+                o[k] = v
+                item = sessions[k]
+                v = -1
+                if type(item) is int:
+                    try:
+                        v = item
+                    except OverflowError:
+                        pass
+                sid[k] = v if v >= 0 else _v.session_id(f"sessions[{k}]", item)
+                if per_row:
+                    item = now[k]
+                    x = item if type(item) is float else NAN_TIME
+                    times[k] = x if -MAX_TIME <= x <= MAX_TIME else _v.time(f"now[{k}]", item)
+            if not per_row:
+                if isnan(t):  # now=None: the clock is read under the lock
+                    t = self._clock_time()
+                for k in range(n):
+                    times[k] = t
+        except BaseException:
+            self._release()
+            raise
+        status = self._session_rows(n, bad)
+        if status != 0:
+            self._raise_session_row(status, bad[0], bad[1], ops, sessions, now, per_row, n)
+
+    cdef int64_t _session_rows(self, Py_ssize_t n, int64_t* bad) except -1:
+        """The kernel call of the block's first n session rows (lock held:
+        released here); returns its status."""
+        cdef int64_t status
+        cdef int64_t* o = self._sop_rows
+        cdef Py_ssize_t cap = self._sop_cap
+        try:
+            if self._dirty:
+                self._relayout()
+        except BaseException:
+            self._release()
+            raise
+        if other_threads():
+            with nogil:
+                status = self._session_ops_many(self._hdr, n, o, o + cap, <double*>(o + 2 * cap),
+                                                o + 3 * cap, bad)
+                pthread_mutex_unlock(self._lock)  # before the GIL comes back (see launch)
+        else:
+            status = self._session_ops_many(self._hdr, n, o, o + cap, <double*>(o + 2 * cap), o + 3 * cap, bad)
+            pthread_mutex_unlock(self._lock)
+        return status
+
+    def _session_run(self, list items, Py_ssize_t i, dict names, dict codes, double last):
+        """For a replay: apply the session operations ``items[i:j]`` with one
+        kernel call, all or nothing, where ``j`` ends the run at the first item
+        whose class is not in ``codes`` (class -> ``SessionOp`` code), whose
+        ``session`` is not a str key of ``names`` with an int value (an engine
+        session id), or whose ``t`` is not a float in time order from ``last``
+        and within the time rule; those are left to the caller, one by one (a
+        run is cut at ``SOP_RUN`` items). Returns ``j``, or ``-j`` when the run
+        would fail (nothing applied: the caller replays it line by line, which
+        reports the bad item)."""
+        cdef Py_ssize_t n = len(items), j = i, k = 0
+        cdef int64_t v, sid
+        cdef double x
+        cdef int64_t bad[2]
+        cdef PyObject* found
+        self._acquire()
+        try:  # the block is written under the lock (see session_ops_many)
+            self._sop_room(SOP_RUN)
+            while j < n and k < SOP_RUN:
+                item = items[j]
+                found = PyDict_GetItemWithError(codes, type(item))
+                if found == NULL or type(<object>found) is not int:
+                    break
+                v = <object>found
+                if not 0 <= v <= SESSION_OP_LAUNCH_FAILED:
+                    break
+                t = item.t
+                x = t if type(t) is float else NAN_TIME
+                if not (last <= x <= MAX_TIME):  # NaN fails
+                    break
+                name = item.session
+                if type(name) is not str:
+                    break
+                found = PyDict_GetItemWithError(names, name)
+                if found == NULL or type(<object>found) is not int:
+                    break
+                try:
+                    sid = <object>found
+                except OverflowError:
+                    break
+                if sid < 0:
+                    break
+                self._sop_rows[k] = v
+                self._sop_rows[self._sop_cap + k] = sid
+                (<double*>(self._sop_rows + 2 * self._sop_cap))[k] = x
+                last = x
+                j += 1
+                k += 1
+        except BaseException:
+            self._release()
+            raise
+        if k == 0:
+            self._release()
+            return i
+        return j if self._session_rows(k, bad) == 0 else -j
+
+    cdef int _sop_room(self, Py_ssize_t n) except -1:
+        """Room for n rows in the block of session rows: ops, ids, times and two
+        words of kernel scratch a row (lock held)."""
+        cdef void* p
+        if n <= self._sop_cap:
+            return 0
+        cap = max(n, 2 * self._sop_cap, 64)
+        p = malloc(5 * cap * 8)
+        if p == NULL:
+            raise MemoryError("cannot allocate a batch's session rows")
+        free(self._sop_rows)
+        self._sop_rows = <int64_t*>p
+        self._sop_cap = cap
+        return 0
+
+    cdef int _raise_session_row(self, int64_t status, int64_t k, int64_t state, ops, sessions, now,
+                                bint per_row, Py_ssize_t n) except -1:
+        """Raise the error of row k of session_ops_many (the kernel's status)."""
+        field = f"sessions[{k}]" if n > 1 else "session"
+        if status == STATUS_INVALID_VALUE:
+            raise InvalidArgument(f"ops[{k}]" if n > 1 else "op", ops[k],
+                                  "must be logon_complete, disconnect, logoff or launch_failed")
+        if status == STATUS_BAD_SESSION_STATE:
+            raise_for_status(status, field, sessions[k], _state_detail(int(ops[k]), state))
+        if status == STATUS_TIME_WENT_BACKWARDS:
+            raise_for_status(status, f"now[{k}]" if per_row else "now", now[k] if per_row else now)
+        raise_for_status(status, field, sessions[k])
+        return -1
 
     # ------------------------------------------------------------- servers
     def _server_call(self, int64_t server, int64_t op, int64_t value, object now, int64_t sessions):

@@ -317,6 +317,7 @@ _BAD_SESSION_STATE = int(codes.Status.BAD_SESSION_STATE)
 _APP_NOT_IN_SESSION = int(codes.Status.APP_NOT_IN_SESSION)
 _UNKNOWN_SERVER = int(codes.Status.UNKNOWN_SERVER)
 _INVALID_VALUE = int(codes.Status.INVALID_VALUE)
+_TIME_WENT_BACKWARDS = int(codes.Status.TIME_WENT_BACKWARDS)
 _LAUNCHING = int(codes.SessionState.LAUNCHING)
 _ACTIVE = int(codes.SessionState.ACTIVE)
 _DISCONNECTED = int(codes.SessionState.DISCONNECTED)
@@ -349,6 +350,7 @@ _RULE_CUSTOM = 1 << int(codes.LoadRule.CUSTOM)
 LAUNCH_SIG = _i64(_p64, _i64, _i64, _i64, _i64, _i64, _f64, _p64)
 LAUNCH_MANY_SIG = _i64(_p64, _i64, _p64, _p64, _p64, _p64, _p64, _pf64, _p64)
 SESSION_OP_SIG = _i64(_p64, _i64, _i64, _i64, _f64, _p64)
+SESSION_OPS_MANY_SIG = _i64(_p64, _i64, _p64, _p64, _pf64, _p64, _p64)
 SERVER_OP_SIG = _i64(_p64, _i64, _i64, _i64, _f64, _p64)
 TELEMETRY_SIG = _i64(_p64, _i64, _p64, _pf64, _pf64, _pf64, _pf64, _i64, _f64, _p64)
 ADVANCE_SIG = _i64(_p64, _f64)
@@ -499,34 +501,22 @@ def launch_many(header, n, users, apps, locations, endpoints, externals, nows, o
     return _OK
 
 
-@_kernel(SESSION_OP_SIG)
-def session_op(header, sid, op, arg, now, out_ptr):
-    """logon_complete / disconnect / logoff / launch_failed / close_app(arg=app).
-    out[0] = 1 when the session ended; with BAD_SESSION_STATE, out[0] = the
-    session's state (codes.SessionState), for the message."""
-    h = header
-    s = st.unpack(h)
-    out = carray(out_ptr, (1,))
-    slot = resolve_session(h, sid)
-    if slot < 0:
-        return -slot
-    state = s.ses[st.SE_STATE, slot]
+@njit(inline="always")
+def _session_state_ok(state, op):
+    """Whether a session in ``state`` can take ``op`` (close_app: any live state)."""
     if op == OP_LOGON_COMPLETE or op == OP_LAUNCH_FAILED:
-        if state != _LAUNCHING:
-            out[0] = state
-            return _BAD_SESSION_STATE
-    elif op == OP_DISCONNECT:
-        if state != _ACTIVE and state != _LAUNCHING:
-            out[0] = state
-            return _BAD_SESSION_STATE
-    elif op == OP_CLOSE_APP:
-        if not app_in_session(h, slot, arg):
-            return _APP_NOT_IN_SESSION
-    status = check_time(h, now)
-    if status != _OK:
-        return status
+        return state == _LAUNCHING
+    if op == OP_DISCONNECT:
+        return state == _ACTIVE or state == _LAUNCHING
+    return True
+
+
+@njit(inline="always")
+def _apply_session_op(h, slot, op, arg, now):
+    """Apply a checked session op to live session ``slot`` at checked ``now``;
+    returns 1 when the session ended."""
+    s = st.unpack(h)
     advance(h, now)
-    out[0] = 0
     i = s.ses[st.SE_SERVER, slot]
     if op == OP_LOGON_COMPLETE:
         s.ses[st.SE_STATE, slot] = _ACTIVE
@@ -540,7 +530,7 @@ def session_op(header, sid, op, arg, now, out_ptr):
         replay_path(h, i)
     elif op == OP_LOGOFF:
         close_session(h, slot)
-        out[0] = 1
+        return 1
     elif op == OP_LAUNCH_FAILED:
         close_session(h, slot)
         until = now + s.clock[st.CK_SINBIN_SECONDS]
@@ -548,12 +538,110 @@ def session_op(header, sid, op, arg, now, out_ptr):
             sinbin_server(h, i, until)
         else:  # a zero-length sin-bin ends any earlier one, as a later expiry would
             unsinbin_server(h, i)
-        out[0] = 1
+        return 1
     else:
         leave_app(h, slot, arg)
         if s.ses[st.SE_N_APPS, slot] == 0:
             close_session(h, slot)
-            out[0] = 1
+            return 1
+    return 0
+
+
+@_kernel(SESSION_OP_SIG)
+def session_op(header, sid, op, arg, now, out_ptr):
+    """logon_complete / disconnect / logoff / launch_failed / close_app(arg=app).
+    out[0] = 1 when the session ended; with BAD_SESSION_STATE, out[0] = the
+    session's state (codes.SessionState), for the message."""
+    h = header
+    s = st.unpack(h)
+    out = carray(out_ptr, (1,))
+    slot = resolve_session(h, sid)
+    if slot < 0:
+        return -slot
+    state = s.ses[st.SE_STATE, slot]
+    if not _session_state_ok(state, op):
+        out[0] = state
+        return _BAD_SESSION_STATE
+    if op == OP_CLOSE_APP and not app_in_session(h, slot, arg):
+        return _APP_NOT_IN_SESSION
+    status = check_time(h, now)
+    if status != _OK:
+        return status
+    out[0] = _apply_session_op(h, slot, op, arg, now)
+    return _OK
+
+
+@njit(cache=False)
+def _check_session_ops(h, n, op, sid, t, saved, bad):
+    """The status ``session_op`` would return for the first row of a batch that
+    fails, applied in order (OK when none does; ``bad`` = [row, state]). Each row's
+    state change is made on the session records and undone before returning, so
+    a later row sees its session as the rows before it leave it (``saved``: two
+    words a row)."""
+    s = st.unpack(h)
+    status = _OK
+    clock = s.clock[st.CK_NOW]
+    done = 0
+    for k in range(n):
+        o = op[k]
+        state = 0
+        slot = resolve_session(h, sid[k])
+        # in the order of the single calls: the time (the binding's check), the
+        # session, its state
+        if t[k] < clock:
+            status = _TIME_WENT_BACKWARDS
+        elif slot < 0:
+            status = -slot
+        else:
+            state = s.ses[st.SE_STATE, slot]
+            if (o != OP_LOGON_COMPLETE and o != OP_DISCONNECT and o != OP_LOGOFF
+                    and o != OP_LAUNCH_FAILED):
+                status = _INVALID_VALUE
+            elif not _session_state_ok(state, o):
+                bad[1] = state
+                status = _BAD_SESSION_STATE
+        if status != _OK:
+            bad[0] = k
+            break
+        clock = t[k]
+        saved[2 * k] = slot
+        saved[2 * k + 1] = state
+        if o == OP_LOGON_COMPLETE:
+            s.ses[st.SE_STATE, slot] = _ACTIVE
+        elif o == OP_DISCONNECT:
+            s.ses[st.SE_STATE, slot] = _DISCONNECTED
+        else:  # ended: its id now names an ended session
+            s.ses[st.SE_GEN, slot] += 1
+        done = k + 1
+    for k in range(done - 1, -1, -1):
+        slot = saved[2 * k]
+        o = op[k]
+        if o == OP_LOGOFF or o == OP_LAUNCH_FAILED:
+            s.ses[st.SE_GEN, slot] -= 1
+        else:
+            s.ses[st.SE_STATE, slot] = saved[2 * k + 1]
+    return status
+
+
+@_kernel(SESSION_OPS_MANY_SIG)
+def session_ops_many(header, n, ops, sids, nows, saved_ptr, bad_ptr):
+    """n session ops (logon_complete / disconnect / logoff / launch_failed) in
+    order, all or nothing: exactly as n calls to ``session_op`` when every one
+    succeeds; otherwise nothing changes and the status is the first failing
+    row's (``bad`` = [row, state for BAD_SESSION_STATE]). An op code that is none
+    of the four is INVALID_VALUE. ``saved``: 2n words of scratch."""
+    h = header
+    s = st.unpack(h)
+    op = carray(ops, (n,))
+    sid = carray(sids, (n,))
+    t = carray(nows, (n,))
+    saved = carray(saved_ptr, (2 * n,))
+    bad = carray(bad_ptr, (2,))
+    status = _check_session_ops(h, n, op, sid, t, saved, bad)
+    if status != _OK:
+        return status
+    for k in range(n):
+        _apply_session_op(h, saved[2 * k], op[k], 0, t[k])
     return _OK
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import UNSET, Struct
 
+from usher.core.codes import SessionOp
 from usher.errors import InvalidArgument, UnknownSession, UsherError
 from usher.formats.specs import AppSpec, LicencesSpec, PoolSpec, ServerSpec, SettingsSpec, UserSpec, spec_kwargs
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ __all__ = [
     "apply_ops",
     "CALLS",
     "SESSION_METHODS",
+    "SESSION_OPS",
+    "session_ops_many",
     "launch",
     "launch_many",
     "telemetry_many",
@@ -71,6 +74,9 @@ _MISSING = object()
 #: op class -> the Scheduler method ``method(session, now)`` it calls
 SESSION_METHODS = {LogonDoneOp: "logon_complete", DisconnectOp: "disconnect", LogoffOp: "logoff",
                    LaunchFailedOp: "launch_failed"}
+#: op class -> its ``SessionOp`` code in ``Scheduler.session_ops_many`` (the same methods)
+SESSION_OPS = {LogonDoneOp: int(SessionOp.LOGON_COMPLETE), DisconnectOp: int(SessionOp.DISCONNECT),
+               LogoffOp: int(SessionOp.LOGOFF), LaunchFailedOp: int(SessionOp.LAUNCH_FAILED)}
 
 
 # ---------------------------------------------------------------- configuration
@@ -243,6 +249,13 @@ def launch_many(s, run):
         [o.user for o in run], [o.app for o in run], [o.location for o in run],
         [o.endpoint for o in run], [o.external for o in run], now=[o.t for o in run],
     )
+
+
+def session_ops_many(s, run, sessions, codes=SESSION_OPS):
+    """``Scheduler.session_ops_many`` of a run of session ops (logon_done,
+    disconnect, logoff, launch_failed), each at its own ``t``, on the engine
+    session ids ``sessions``: all or nothing, the same as the ops one by one."""
+    return s.session_ops_many([codes[o.__class__] for o in run], sessions, [o.t for o in run])
 
 
 def telemetry_many(s, run, cpu=None, mem=None, disk_queue=None, custom=None):

@@ -16,6 +16,12 @@ small next to the engine's own cost:
   through ``add_users``. The batch calls check every row before applying any; if one
   raises, nothing was applied and the run is replayed line by line, which reports the
   bad line exactly.
+- *runs of session lines in one compiled call*: from a logon_done, logoff, disconnect
+  or launch_failed line, ``Scheduler._session_run`` gathers the run of such lines up
+  to the first that names no session (a rejected or unknown launch id) or goes back in
+  time, and applies it with the all-or-nothing kernel of ``session_ops_many`` (the
+  same as the lines one by one); a run that would fail is replayed line by line, and a
+  line left out of a run goes the one-by-one way, so every error line is the same.
 - *the hot ops inline*: launch, logon_done, logoff, disconnect and launch_failed (two
   thirds of a broker day) are applied in the loop itself, with their own checks (time
   order, fresh launch id, known session) and the methods of
@@ -365,6 +371,8 @@ class Replayer:
         # launches go through _launch
         launch = None if self.explain else s.launch
         session_call = {cls: getattr(s, name) for cls, name in dispatch.SESSION_METHODS.items()}.get
+        session_codes = dispatch.SESSION_OPS
+        session_run = s._session_run
         pending = self._writer.pending if self._writer is not None else None
         n = len(ops)
         i = 0
@@ -402,6 +410,19 @@ class Replayer:
             else:
                 call = session_call(cls)
                 if call is not None:
+                    if batch:
+                        # the run of session lines from here, up to the first that names
+                        # no session or goes back in time, applied with one compiled call
+                        end = session_run(ops, i, names, session_codes, last)
+                        if end < 0:  # nothing was applied: the run goes line by line
+                            self.last_t = last
+                            i = self._by_line(first, ops, i, -end)
+                            last = self.last_t
+                            continue
+                        if end > i:
+                            last = ops[end - 1].t
+                            i = end
+                            continue
                     t = op.t
                     sid = names.get(op.session)
                     if sid is not None and last <= t:
