@@ -41,6 +41,13 @@ one zone, with its own :class:`usher.planner.settings.GroupSettings`) alone:
    every mark is cleared when the group scales up, when the server is drained,
    or when the share is 0.
 
+7. **zone failover** (``failover``): a group with at least half of its servers
+   down is dark; its demand before the outage, less what has come back to the
+   surviving zones of its pool, is added to their forecast (split by demand).
+   **Consolidation** (``consolidate_pct`` > 0, instead of 6): the fullest servers
+   whose free seats hold that share of the sessions stay open, the rest are
+   marked place-last.
+
 Servers in maintenance mode, excluded by the view (``view.excluded``), or kept
 down by a fault are never touched. Whoever carries the actions out checks each
 one against the server's state at that moment (:func:`usher.planner.power.action_valid`).
