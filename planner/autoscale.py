@@ -41,6 +41,13 @@ one zone, with its own :class:`usher.planner.settings.GroupSettings`) alone:
    every mark is cleared when the group scales up, when the server is drained,
    or when the share is 0.
 
+7. **zone failover** (``failover``): a group with at least half of its servers
+   down is dark; its demand before the outage, less what has come back to the
+   surviving zones of its pool, is added to their forecast (split by demand).
+   **Consolidation** (``consolidate_pct`` > 0, instead of 6): the fullest servers
+   whose free seats hold that share of the sessions stay open, the rest are
+   marked place-last.
+
 Servers in maintenance mode, excluded by the view (``view.excluded``), or kept
 down by a fault are never touched. Whoever carries the actions out checks each
 one against the server's state at that moment (:func:`usher.planner.power.action_valid`).
@@ -66,6 +73,9 @@ OFF, BOOTING, ON = 0, 1, 2
 ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 
 
+#: the load index of a full server
+FULL_LOAD = 10_000.0
+
 #: autoscale's default share of ready seats marked place-last (drain-aware placement)
 PLACE_LAST_PCT = 15.0
 
@@ -74,7 +84,7 @@ def autoscale_settings() -> PlannerSettings:
     """The planner's defaults: forecast and trend on, a 3 % buffer (the forecast
     carries the ramp), the power-off delay counted from the drain."""
     return PlannerSettings(GroupSettings(buffer_pct=3.0, off_delay_from="drain", hysteresis_pct=2.0,
-                                         cooldown_minutes=10.0, place_last_pct=PLACE_LAST_PCT))
+                                         cooldown_minutes=10.0, place_last_pct=PLACE_LAST_PCT, failover=True))
 
 
 def citrix_settings() -> PlannerSettings:
@@ -129,6 +139,8 @@ class Autoscale:
         self.idle_since = np.full(n, np.inf)
         self.marked = np.zeros(n, dtype=bool)  # servers this planner marked place-last
         self.last_up = np.full(n_groups, -np.inf)
+        self.size = np.array([len(m) for m in self.members], dtype=np.float64)
+        self.before_dark = np.zeros(n_groups)
         if self.forecast is None or self.forecast.n_groups != n_groups:
             self.forecast = DemandForecast(n_groups)
         self._fleet_key = (n, nz, len(view.pool_names))
@@ -176,6 +188,7 @@ class Autoscale:
         ready_now = (power == ON) & (mode == ENABLED) & registered & ~locked
         ready = ready_now | ((power == BOOTING) & (mode == ENABLED) & ~locked)
         demand = np.bincount(self.group, weights=busy, minlength=self.n_groups)
+        self._extra = self._failover(view, demand)
         kind = day_type(view.weekday, view.holiday)
         fc = self.forecast
         fc.observe(now, demand, kind)  # type: ignore[union-attr]  # made by _setup
@@ -184,6 +197,7 @@ class Autoscale:
         if view.place_last is not None:
             self.marked[:] = np.asarray(view.place_last, dtype=bool)
         seats_all = np.asarray(view.max_sessions)
+        self._li = np.asarray(view.load_index)
         for k in range(self.n_groups):
             idx = self.members[k]
             if len(idx):
@@ -193,6 +207,29 @@ class Autoscale:
         if self.keep_log:
             self.log.extend((now, a.kind, a.server, a.reason) for a in actions)
         return actions
+
+    def _failover(self, view: FleetView, demand: np.ndarray) -> np.ndarray:
+        """Failover demand per group: a group whose zone is dark (at least half of
+        its servers down) has its demand from before the outage counted against the
+        surviving zones of the same pool (split by their demand), for groups whose
+        settings ask for it (``failover``)."""
+        extra = np.zeros(self.n_groups)
+        down = np.bincount(self.group, weights=np.asarray(view.down, dtype=np.float64), minlength=self.n_groups)
+        dark = down >= 0.5 * np.maximum(self.size, 1)
+        nz = len(view.zone_names)
+        if not dark.any():
+            self.before_dark[:] = demand
+            return extra
+        alive = (~dark & (self.size > 0)).reshape(-1, nz)
+        # the dark zones' demand before the outage, less what has come back to the others
+        back = ((demand - self.before_dark).reshape(-1, nz) * alive).sum(axis=1)
+        lost = np.maximum((self.before_dark * dark).reshape(-1, nz).sum(axis=1) - np.maximum(back, 0.0), 0.0)
+        w = (demand.reshape(-1, nz) + 1.0) * alive
+        tot = w.sum(axis=1, keepdims=True)
+        share = np.divide(w, tot, out=np.zeros_like(w), where=tot > 0)
+        extra = (share * lost[:, None]).ravel()
+        on = np.array([g.failover for g in self.gs])
+        return np.where(on, extra, 0.0)
 
     def _peak(self, now, horizon, gs) -> np.ndarray:
         """The forecast peak of every group over ``[now, now + horizon]`` (once per call)."""
@@ -213,7 +250,7 @@ class Autoscale:
         lk = locked[idx]
         p, md = power[idx], mode[idx]
         held = float(b[~rd].sum())
-        f_up = max(float(self._peak(now, lead, gs)[k]), float(dem))
+        f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k]
         need_up = math.ceil(f_up * (1.0 + buf)) - held
         min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
         n_ready = int(rd.sum())
@@ -257,13 +294,13 @@ class Autoscale:
                 self._scale_down(k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q,
                                  seats, rd, lk, p, md, downs)
         self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, powered, offs)
-        if gs.place_last_pct > 0 or self.marked[idx].any():
+        if gs.place_last_pct > 0 or gs.consolidate_pct > 0 or self.marked[idx].any():
             self._place_last(k, idx, gs, scaling_up, s, seats, rd, lk, p, marks)
 
     def _scale_down(self, k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q, seats,
                     rd, lk, p, md, downs):
         horizon = lead + gs.cooldown_minutes * 60.0
-        f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem))
+        f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem)) + self._extra[k]
         need_dn = math.ceil(f_dn * (1.0 + buf + gs.hysteresis_pct / 100.0)) - held
         surplus = seats_ready - need_dn
         if surplus <= 0 or n_ready <= min_ready:
@@ -299,7 +336,10 @@ class Autoscale:
         """Drain-aware placement: mark the servers the group would drain next."""
         cur = self.marked[idx]
         want = np.zeros(len(idx), dtype=bool)
-        if gs.place_last_pct > 0 and not scaling_up:
+        if gs.consolidate_pct > 0 and not scaling_up:
+            cand = rd & (p == ON) & ~lk & np.isnan(self.drain_at[idx])
+            want = self._consolidate(gs, cand, s, seats, self._li[idx])
+        elif gs.place_last_pct > 0 and not scaling_up:
             cand = rd & (p == ON) & ~lk & np.isnan(self.drain_at[idx])
             budget = gs.place_last_pct / 100.0 * float(seats[rd].sum())
             want = cur & cand
@@ -325,6 +365,23 @@ class Autoscale:
             for j in np.nonzero(cur & ~want)[0].tolist():
                 marks.append(Action(PLACE_FIRST, int(idx[j]), why_off))
             self.marked[idx] = want
+
+    @staticmethod
+    def _consolidate(gs, cand, s, seats, li) -> np.ndarray:
+        """Consolidation: the fullest candidates whose free seats hold
+        ``consolidate_pct`` % of the group's sessions stay open; every other
+        candidate is marked place-last (it takes a session only as overflow)."""
+        want = np.zeros(len(cand), dtype=bool)
+        c = np.nonzero(cand)[0]
+        if not len(c):
+            return want
+        c = c[np.argsort(-s[c], kind="stable")]
+        head = max(gs.consolidate_pct / 100.0 * float(s.sum()), float(gs.consolidate_min_free))
+        room = np.minimum(seats[c] - s[c], np.floor(seats[c] * np.clip(1.0 - li[c] / FULL_LOAD, 0.0, 1.0)))
+        free = np.cumsum(room)
+        keep = int(np.searchsorted(free, head)) + 1  # the server that reaches the headroom stays open
+        want[c[keep:]] = True
+        return want
 
     def _shutdowns(self, k, idx, now, gs, slot, s, q, lk, p, md, powered, offs):
         drain_at = self.drain_at[idx]

@@ -147,6 +147,9 @@ class GroupSettings:
     drain_fewest_first: bool = True
     drain_max_sessions: int | None = None
     place_last_pct: float = 0.0
+    consolidate_pct: float = 0.0
+    consolidate_min_free: int = 30
+    failover: bool = False
     schedule: Schedule = field(default_factory=Schedule)
 
     def check(self, where: str) -> "GroupSettings":
@@ -154,11 +157,11 @@ class GroupSettings:
             raise SettingsError(f"{where}.{key}", getattr(self, key), why)
 
         for key in ("buffer_pct", "boot_lead_minutes", "power_off_delay_minutes", "logoff_warning_minutes",
-                    "cooldown_minutes", "hysteresis_pct", "place_last_pct"):
+                    "cooldown_minutes", "hysteresis_pct", "place_last_pct", "consolidate_pct"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(key, "must be a number >= 0")
-        for key in ("min_powered", "min_ready"):
+        for key in ("min_powered", "min_ready", "consolidate_min_free"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 bad(key, "must be an integer >= 0")
@@ -173,7 +176,7 @@ class GroupSettings:
         fl = self.forced_logoff_minutes
         if fl is not None and (isinstance(fl, bool) or not isinstance(fl, (int, float)) or fl < 0):
             bad("forced_logoff_minutes", "must be a number >= 0 or absent (off)")
-        for key in ("forecast", "trend", "drain_fewest_first"):
+        for key in ("forecast", "trend", "drain_fewest_first", "failover"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, "must be true or false")
         return self

@@ -167,3 +167,45 @@ def test_plan_is_cheap_enough_to_call_every_minute():
                      np.ones(n, bool), ["a", "b", "c"], ["r", "i", "x"])
     acts = Autoscale().plan(view, view.now)
     assert len({a.server for a in acts}) == len(acts)
+
+
+def _two_zones(down_a, sessions_a):
+    """One pool in two zones of 10 servers each (20 seats): zone a's 5 on servers hold
+    ``sessions_a`` sessions each (or are down), zone b has 3 on servers with 10 each."""
+    n = 20
+    zone = np.array([0] * 10 + [1] * 10, dtype=np.int64)
+    power = np.array(([ON] * 5 + [OFF] * 5) * 2)
+    power[10 + 3:10 + 5] = OFF
+    sessions = np.where(power == ON, np.where(zone == 0, sessions_a, 10), 0).astype(np.int64)
+    down = np.zeros(n, bool)
+    if down_a:
+        down[:10] = True
+        power[:10] = OFF
+        sessions[:10] = 0
+    return FleetView(36_000.0, power, np.zeros(n, np.int64), sessions, np.zeros(n, np.int64), np.zeros(n, np.int64),
+                     np.full(n, 20, np.int64), zone, np.zeros(n, np.int64), down, np.ones(n, bool), ["a", "b"], ["p"])
+
+
+@pytest.mark.parametrize("failover", [True, False])
+def test_failover_boots_for_a_dark_zone_in_the_surviving_zone(failover):
+    pol = Autoscale(PlannerSettings(GroupSettings(buffer_pct=0.0, failover=failover, forecast=False, trend=False)))
+    pol.plan(_two_zones(False, 16), 36_000.0)  # zone a holds 80 sessions
+    actions = pol.plan(_two_zones(True, 16), 36_060.0)  # zone a goes dark
+    boots = [a.server for a in actions if a.kind == BOOT]
+    assert all(i >= 10 for i in boots)  # never a down server
+    # zone b: 30 sessions + the 80 lost from zone a need 110 seats, 60 ready: 3 boots of 20 seats
+    assert len(boots) == (3 if failover else 0)
+
+
+def test_consolidation_marks_the_emptiest_and_keeps_headroom_open():
+    from usher.planner.power import PLACE_LAST
+    n = 10
+    sessions = np.array([19, 18, 17, 10, 5, 3, 2, 1, 1, 0], dtype=np.int64)
+    view = FleetView(50_000.0, np.full(n, ON), np.zeros(n, np.int64), sessions, np.zeros(n, np.int64),
+                     (sessions * 500).astype(np.int64), np.full(n, 20, np.int64), np.zeros(n, np.int64),
+                     np.zeros(n, np.int64), np.zeros(n, bool), np.ones(n, bool), ["z"], ["p"])
+    gs = GroupSettings(buffer_pct=0.0, hysteresis_pct=500.0, consolidate_pct=10.0, consolidate_min_free=0, forecast=False, trend=False)
+    actions = Autoscale(PlannerSettings(gs)).plan(view, view.now)
+    marked = {a.server for a in actions if a.kind == PLACE_LAST}
+    # headroom 10 % of 76 sessions = 7.6 free seats: the 3 fullest (1 + 2 + 3 = 6) and the 4th stay open
+    assert marked == set(range(4, n))
