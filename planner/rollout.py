@@ -230,6 +230,8 @@ class Rollout:
         stopped = self.phase in ("halted", "cancelled")
         if stopped:
             self._unwind(power, mode, acts)
+        elif now >= self.settings.deadline:
+            self._unwind(power, mode, acts, "past the deadline")  # servers still holding sessions keep the old image
         elif not self.paused and now < self.settings.deadline:
             if self.phase == "canary" and not self.canaries:
                 self._canary(now, view, power, mode, sessions, pending, registered, locked, acts)
@@ -289,12 +291,12 @@ class Rollout:
             if self.status[i] == UPDATED:
                 self.status[i] = ROLLBACK
 
-    def _unwind(self, power, mode, acts):
-        """A stopped rollout drains nothing more: servers drained but not yet
-        rebooted take sessions again."""
+    def _unwind(self, power, mode, acts, why=None):
+        """A stopped rollout, or one past its deadline, drains nothing more: servers
+        drained but not yet rebooted take sessions again (they keep the old image)."""
         for i in np.nonzero(self.status == DRAINING)[0].tolist():
             if mode[i] == DRAIN_MODE and power[i] in (ON, BOOTING):
-                acts.append(Action(ENABLE, i, f"rollout {self.phase}: drain called off"))
+                acts.append(Action(ENABLE, i, f"rollout {why or self.phase}: drain called off"))
             self.status[i] = OLD
 
     def _stage(self, power, locked, acts):
