@@ -10,8 +10,10 @@ same plan. A server goes through::
     old --drain--> draining --empty: shutdown--> rebooting --off: reimage + boot--> updated
     old (off) --reimage--> staged (boots the new image whenever it boots; counts as updated)
 
-1. **canary**: ``canary`` servers that are on (fewest sessions first, spread over the
-   groups) are drained and rebooted first; when all have come back registered, they
+1. **canary**: ``canary`` servers, one per group, are updated first: a server that is
+   off is booted on the new image (nothing to drain), else one that is on is drained
+   (fewest sessions first) and rebooted; the power policy leaves them alone until
+   their soak has passed (:meth:`Rollout.held`); when all have come back registered, they
    soak ``soak_minutes``; only then do the waves and the staging of off servers start
    (a bad image never reaches a server that is off).
 2. **waves**: in each group (one pool in one zone) at most ``max_unavailable`` servers
@@ -20,9 +22,10 @@ same plan. A server goes through::
    servers able to take a session stay >= demand (sessions + pending logons of the
    group) x (1 + ``buffer_pct``). Fewest sessions first; a server is shut down only
    once it holds no session and no pending logon — never with a session on it.
-3. **placement**: once the canary has passed, servers still on the old image are marked
-   place-last (new sessions go to updated servers first, so old ones empty sooner);
-   the mark is cleared when the server is rebooted.
+3. **placement**: from the window's start, servers still on the old image are marked
+   place-last (new sessions go to the canary and updated servers first, so old ones
+   empty sooner); the mark is cleared when the server is rebooted. At the deadline,
+   servers still draining are enabled again (they keep the old image).
 4. **health**: a rebooted server that has not registered ``register_timeout_seconds``
    after it came on **halts** the rollout: nothing more is drained, servers drained
    but not yet rebooted are enabled again, and the failed servers are rolled back
