@@ -61,12 +61,15 @@ def rollout_command():
               help="Servers (CSV or Parquet).")
 @click.option("--image", required=True, help="The new image.")
 @click.option("--window", default="22:00-06:00", show_default=True, help="Maintenance window HH:MM-HH:MM.")
-@click.option("--max-unavailable", default=2, show_default=True, type=click.IntRange(1),
-              help="Servers of one pool in one zone out at once.")
+@click.option("--max-unavailable", default=None, type=click.IntRange(1),
+              help="Servers of one pool in one zone out at once (wins over --max-unavailable-pct).")
+@click.option("--max-unavailable-pct", default=50.0, show_default=True, type=click.FloatRange(0, 100, min_open=True),
+              help="Else this share (%) of each pool in each zone.")
 @click.option("--canary", default=2, show_default=True, type=click.IntRange(0), help="Canary servers.")
 @click.option("--buffer", "buffer_pct", default=10.0, show_default=True, help="Free seats kept over demand, %.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def plan_command(fleet_path, servers_path, image, window, max_unavailable, canary, buffer_pct, as_json):
+def plan_command(fleet_path, servers_path, image, window, max_unavailable, max_unavailable_pct, canary, buffer_pct,
+                 as_json):
     """Print the waves a rollout of IMAGE would run on the fleet."""
     import usher
     from usher.planner.rollout import Rollout, RolloutSettings
@@ -76,7 +79,7 @@ def plan_command(fleet_path, servers_path, image, window, max_unavailable, canar
     start, deadline = _window(window)
     view = fleet_view(s)
     settings = RolloutSettings(image, start=start, deadline=deadline, max_unavailable=max_unavailable,
-                               canary=canary, buffer_pct=buffer_pct)
+                               max_unavailable_pct=max_unavailable_pct, canary=canary, buffer_pct=buffer_pct)
     waves = Rollout(settings).waves(view)
     names = s.servers()["name"]
     groups = [f"{view.pool_names[p]}/{view.zone_names[z]}" for p, z in zip(view.pool, view.zone)]

@@ -41,7 +41,7 @@ import numpy as np
 
 from usher.planner.power import BOOT, DRAIN, ENABLE, PLACE_FIRST, PLACE_LAST, SHUTDOWN, Action, FleetView, \
     is_action_policy
-from usher.planner.rollout import DRAINING, REBOOTING, ROLLBACK, STATUS_NAMES, Rollout
+from usher.planner.rollout import STATUS_NAMES, Rollout
 
 __all__ = ["WithRollout", "TIMELINE_COLUMNS"]
 
@@ -90,8 +90,7 @@ class WithRollout:
         if self.want_r is None:
             self.want_r, self.want_p = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         r_acts = self.rollout.step(view, now)
-        st = self.rollout.status
-        held = np.isin(st, (DRAINING, REBOOTING, ROLLBACK))
+        held = self.rollout.held()
         mode = np.array(view.mode, copy=True)
         for a in r_acts:
             if a.kind == DRAIN:

@@ -10,8 +10,10 @@ same plan. A server goes through::
     old --drain--> draining --empty: shutdown--> rebooting --off: reimage + boot--> updated
     old (off) --reimage--> staged (boots the new image whenever it boots; counts as updated)
 
-1. **canary**: ``canary`` servers that are on (fewest sessions first, spread over the
-   groups) are drained and rebooted first; when all have come back registered, they
+1. **canary**: ``canary`` servers, one per group, are updated first: a server that is
+   off is booted on the new image (nothing to drain), else one that is on is drained
+   (fewest sessions first) and rebooted; the power policy leaves them alone until
+   their soak has passed (:meth:`Rollout.held`); when all have come back registered, they
    soak ``soak_minutes``; only then do the waves and the staging of off servers start
    (a bad image never reaches a server that is off).
 2. **waves**: in each group (one pool in one zone) at most ``max_unavailable`` servers
@@ -20,9 +22,10 @@ same plan. A server goes through::
    servers able to take a session stay >= demand (sessions + pending logons of the
    group) x (1 + ``buffer_pct``). Fewest sessions first; a server is shut down only
    once it holds no session and no pending logon — never with a session on it.
-3. **placement**: once the canary has passed, servers still on the old image are marked
-   place-last (new sessions go to updated servers first, so old ones empty sooner);
-   the mark is cleared when the server is rebooted.
+3. **placement**: from the window's start, servers still on the old image are marked
+   place-last (new sessions go to the canary and updated servers first, so old ones
+   empty sooner); the mark is cleared when the server is rebooted. At the deadline,
+   servers still draining are enabled again (they keep the old image).
 4. **health**: a rebooted server that has not registered ``register_timeout_seconds``
    after it came on **halts** the rollout: nothing more is drained, servers drained
    but not yet rebooted are enabled again, and the failed servers are rolled back
@@ -65,8 +68,11 @@ class RolloutSettings:
     Attributes:
         image: the target image.
         start, deadline: the window, seconds on the planner's clock.
-        max_unavailable: servers of one pool in one zone draining or rebooting at once.
-        max_unavailable_pct: if set, that share (%) of the group's servers instead (at least 1).
+        max_unavailable: servers of one pool in one zone draining or rebooting at once
+            (a count; when set, it wins over the share).
+        max_unavailable_pct: else that share (%) of the group's servers (at least 1);
+            default 50. The capacity rule binds first at busy hours; at night, with
+            most seats free, this limit is what paces the rollout.
         buffer_pct: free seats kept over the demand while draining (shared with autoscale).
         canary: servers rebooted first; soak_minutes: how long they must stay healthy.
         register_timeout_seconds: a rebooted server must register within this.
@@ -75,8 +81,8 @@ class RolloutSettings:
     image: str
     start: float = 0.0
     deadline: float = 6 * 3600.0
-    max_unavailable: int = 2
-    max_unavailable_pct: float | None = None
+    max_unavailable: int | None = None
+    max_unavailable_pct: float | None = 50.0
     buffer_pct: float = 10.0
     canary: int = 2
     soak_minutes: float = 30.0
@@ -91,8 +97,12 @@ class RolloutSettings:
                 raise InvalidArgument(key, v, "must be a number >= 0")
         if self.deadline <= self.start:
             raise InvalidArgument("deadline", self.deadline, f"must be after the start ({self.start})")
+        if self.max_unavailable is None and self.max_unavailable_pct is None:
+            raise InvalidArgument("max_unavailable", None, "a count or max_unavailable_pct is needed")
         for key in ("max_unavailable", "canary"):
             v = getattr(self, key)
+            if key == "max_unavailable" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "max_unavailable" else 0):
                 raise InvalidArgument(key, v, "must be an integer >= 1" if key == "max_unavailable"
                                       else "must be an integer >= 0")
@@ -122,6 +132,7 @@ class Rollout:
         self.status: Any = None  # int8 ndarray per server, made by the first step
         self.old_image: list | None = None
         self.canaries: list = []
+        self.canary_was_off: list = []  # canaries that were off when chosen: rolled back, they stay off
         self.soak_until: float | None = None
         self.finished_at: float | None = None
         self.rolled_back = 0
@@ -145,7 +156,8 @@ class Rollout:
             "settings": asdict(self.settings), "interval_seconds": self.interval_seconds, "phase": self.phase,
             "halt_reason": self.halt_reason, "paused": self.paused,
             "status": None if self.status is None else self.status.tolist(),
-            "old_image": self.old_image, "canaries": list(self.canaries), "soak_until": self.soak_until,
+            "old_image": self.old_image, "canaries": list(self.canaries),
+            "canary_was_off": list(self.canary_was_off), "soak_until": self.soak_until,
             "finished_at": self.finished_at, "rolled_back": self.rolled_back,
             "marked": None if self.marked is None else self.marked.tolist(),
         }
@@ -156,6 +168,7 @@ class Rollout:
         r.phase, r.halt_reason, r.paused = d["phase"], d["halt_reason"], d["paused"]
         r.status = None if d["status"] is None else np.asarray(d["status"], dtype=np.int8)
         r.old_image, r.canaries, r.soak_until = d["old_image"], list(d["canaries"]), d["soak_until"]
+        r.canary_was_off = list(d.get("canary_was_off", []))
         r.finished_at, r.rolled_back = d["finished_at"], d["rolled_back"]
         r.marked = None if d["marked"] is None else np.asarray(d["marked"], dtype=bool)
         return r
@@ -188,8 +201,8 @@ class Rollout:
         self.members = [(k, order[bounds[k]:bounds[k + 1]]) for k in range(self.n_groups) if bounds[k + 1] > bounds[k]]
 
     def _limit(self, size: int) -> int:
-        p = self.settings.max_unavailable_pct
-        return self.settings.max_unavailable if p is None else max(1, int(size * p / 100.0))
+        s = self.settings
+        return s.max_unavailable if s.max_unavailable is not None else max(1, int(size * s.max_unavailable_pct / 100.0))
 
     def plan(self, view: FleetView, now: float | None = None) -> list:
         """Same as :meth:`step` (the action-policy seam's name)."""
@@ -220,10 +233,11 @@ class Rollout:
         stopped = self.phase in ("halted", "cancelled")
         if stopped:
             self._unwind(power, mode, acts)
+        elif now >= self.settings.deadline:
+            self._unwind(power, mode, acts, "past the deadline")  # servers still holding sessions keep the old image
         elif not self.paused and now < self.settings.deadline:
             if self.phase == "canary" and not self.canaries:
-                self._drain(now, view, power, mode, sessions, pending, registered, locked, acts,
-                            quota=self.settings.canary, canary=True)
+                self._canary(now, view, power, mode, sessions, pending, registered, locked, acts)
                 if self.settings.canary == 0:
                     self.phase = "waves"
             if self.phase == "canary" and all(self.status[i] == UPDATED for i in self.canaries):
@@ -255,8 +269,11 @@ class Rollout:
             elif s == ROLLBACK and p == ON and m == ENABLED:
                 acts.append(Action(DRAIN, i, f"rollout halted: rolling back to {back}"))
             elif p == OFF:
-                acts.append(Action(REIMAGE, i, f"rollout: boots {back}", image=back))
-                acts.append(Action(BOOT, i, f"rollout: boot onto {back}"))
+                if s == ROLLBACK and i in self.canary_was_off:  # it was off: it stays off, on its old image
+                    acts.append(Action(REIMAGE, i, f"rollout halted: back to {back}, stays off", image=back))
+                else:
+                    acts.append(Action(REIMAGE, i, f"rollout: boots {back}", image=back))
+                    acts.append(Action(BOOT, i, f"rollout: boot onto {back}"))
                 if s == ROLLBACK:
                     st[i] = OLD
                     self.rolled_back += 1
@@ -277,12 +294,12 @@ class Rollout:
             if self.status[i] == UPDATED:
                 self.status[i] = ROLLBACK
 
-    def _unwind(self, power, mode, acts):
-        """A stopped rollout drains nothing more: servers drained but not yet
-        rebooted take sessions again."""
+    def _unwind(self, power, mode, acts, why=None):
+        """A stopped rollout, or one past its deadline, drains nothing more: servers
+        drained but not yet rebooted take sessions again (they keep the old image)."""
         for i in np.nonzero(self.status == DRAINING)[0].tolist():
             if mode[i] == DRAIN_MODE and power[i] in (ON, BOOTING):
-                acts.append(Action(ENABLE, i, f"rollout {self.phase}: drain called off"))
+                acts.append(Action(ENABLE, i, f"rollout {why or self.phase}: drain called off"))
             self.status[i] = OLD
 
     def _stage(self, power, locked, acts):
@@ -290,6 +307,36 @@ class Rollout:
         for i in np.nonzero((self.status == OLD) & (power == OFF) & ~locked)[0].tolist():
             acts.append(Action(REIMAGE, i, f"rollout: off, boots {self.settings.image} next", image=self.settings.image))
             self.status[i] = STAGED
+
+    def _canary(self, now, view, power, mode, sessions, pending, registered, locked, acts):
+        """Choose the canary, one server per group: a server that is off first (it is
+        booted on the new image: nothing to drain, no seat taken away), else one that
+        is on, fewest sessions first (:meth:`_drain`)."""
+        left, img = self.settings.canary, self.settings.image
+        off = (self.status == OLD) & (power == OFF) & ~locked
+        for k, members in self.members:
+            if left <= 0:
+                return
+            cand = members[off[members]]
+            if len(cand) and self._limit(len(members)) > 0:
+                i = int(cand[0])
+                acts.append(Action(REIMAGE, i, f"rollout canary ({self.names[k]}): off, boots {img}", image=img))
+                acts.append(Action(BOOT, i, f"rollout canary ({self.names[k]}): boot onto {img}"))
+                self.status[i] = REBOOTING
+                self.canaries.append(i)
+                self.canary_was_off.append(i)
+                left -= 1
+        if left > 0:
+            self._drain(now, view, power, mode, sessions, pending, registered, locked, acts, quota=left,
+                        canary=True)
+
+    def held(self) -> np.ndarray:
+        """Servers the rollout holds (a power policy must leave them alone): those
+        draining, rebooting or rolling back, and the canaries until their soak has passed."""
+        h = np.isin(self.status, (DRAINING, REBOOTING, ROLLBACK))
+        if self.phase in ("canary", "soak") and self.canaries:
+            h[self.canaries] = True
+        return h
 
     def _drain(self, now, view, power, mode, sessions, pending, registered, locked, acts, quota=None,
                canary=False):
@@ -307,6 +354,8 @@ class Rollout:
             out = int(np.isin(gst, (DRAINING, REBOOTING, ROLLBACK)).sum())
             room = self._limit(len(members)) - out
             if canary:
+                if np.isin(members, self.canaries).any():
+                    continue
                 room = min(room, 1)  # one canary per group, spread over the fleet
             if room <= 0:
                 continue
@@ -331,10 +380,11 @@ class Rollout:
                     left -= 1
 
     def _marks(self, power, acts, stopped):
-        """Old-image servers take new sessions last once the canary has passed."""
+        """Old-image servers take new sessions last from the window's start (new
+        sessions go to the canary, then to updated servers, so old ones empty sooner)."""
         want = np.zeros(len(self.status), dtype=bool)
-        if not stopped and self.phase in ("waves", "done"):
-            want = (self.status == OLD) & (power != OFF)
+        if not stopped and self.phase in ("canary", "soak", "waves", "done"):
+            want = np.isin(self.status, (OLD, DRAINING)) & (power != OFF)
         for i in np.nonzero(want & ~self.marked)[0].tolist():
             acts.append(Action(PLACE_LAST, i, f"rollout: still on the old image, new sessions last"))
         for i in np.nonzero(self.marked & ~want)[0].tolist():
@@ -354,11 +404,10 @@ class Rollout:
         locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
         out = []
         acts: list = []
-        r._drain(0.0, view, power, mode, sessions, pending, registered, locked, acts, quota=self.settings.canary,
-                 canary=True)
+        r._canary(0.0, view, power, mode, sessions, pending, registered, locked, acts)
         if acts:
-            out.append({"wave": 0, "kind": "canary", "servers": [a.server for a in acts]})
-        r.status[r.status == DRAINING] = UPDATED
+            out.append({"wave": 0, "kind": "canary", "servers": list(r.canaries)})
+        r.status[np.isin(r.status, (DRAINING, REBOOTING))] = UPDATED
         acts = []
         r._stage(power, locked, acts)
         if acts:

@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from usher.sim.day import DayResult
+from usher.sim.scenario import clock_seconds
 from usher.sim.sinks import CsvSink, feed
 
 __all__ = ["HEADLINE", "kpi_table", "compare_table", "write_outputs", "write_series", "plot_day", "plot_compare"]
@@ -186,8 +187,15 @@ def plot_day(result: DayResult, path) -> str:
     k, ser = result.kpis, result.series
     hours = result.scenario.day.hours
     h = ser["t"] / 3600.0
-    fig, axes = plt.subplots(2, 2, figsize=(16, 10), dpi=110)
-    (a1, a2), (a3, a4) = axes
+    timeline = getattr(result, "rollout_timeline", None)
+    if timeline:  # a third row: the rollout's servers by image and state
+        fig, ax = plt.subplot_mosaic([["a1", "a2"], ["a3", "a4"], ["a5", "a5"]], figsize=(16, 14), dpi=110,
+                                     height_ratios=(1, 1, 0.8))
+        a1, a2, a3, a4 = ax["a1"], ax["a2"], ax["a3"], ax["a4"]
+        _rollout_panel(ax["a5"], result, hours)
+    else:
+        fig, axes = plt.subplots(2, 2, figsize=(16, 10), dpi=110)
+        (a1, a2), (a3, a4) = axes
     title = (f"{k['scenario.name']} — policy {k['scenario.policy']}, seed {k['scenario.seed']}"
              f"{', faults on' if k['scenario.faults'] else ''} — {k['scenario.servers']:,} servers, "
              f"{k['scenario.zones']} zones\n"
@@ -287,6 +295,38 @@ def plot_day(result: DayResult, path) -> str:
     fig.savefig(path)
     plt.close(fig)
     return str(path)
+
+
+#: colours of the rollout statuses (usher.planner.rollout.STATUS_NAMES order)
+_ROLLOUT_COLOURS = {"old": "#bdbdbd", "draining": "#fdae6b", "rebooting": "#e6550d", "updated": "#31a354",
+                    "staged": "#a1d99b", "rollback": "#de2d26"}
+
+
+def _rollout_panel(ax, result, hours):
+    """Servers by rollout status (stacked) and servers on per image over the day,
+    from ``DayResult.rollout_timeline`` (columns ``usher.planner.compose.TIMELINE_COLUMNS``)."""
+    from usher.planner.compose import TIMELINE_COLUMNS
+
+    tl = np.asarray(result.rollout_timeline, dtype=np.float64)
+    col = {c: tl[:, j] for j, c in enumerate(TIMELINE_COLUMNS)}
+    h = col["t"] / 3600.0
+    names = [c for c in _ROLLOUT_COLOURS if c in col]
+    ax.stackplot(h, *[col[c] for c in names], colors=[_ROLLOUT_COLOURS[c] for c in names],
+                 labels=[f"servers {c}" for c in names], step="post", alpha=0.9)
+    ax.plot(h, col["new_on"], color="#006d2c", lw=1.4, label="on, new image")
+    ax.plot(h, col["old_on"], color="#252525", lw=1.2, ls="--", label="on, old image")
+    k = result.kpis
+    ro = result.scenario.rollout
+    ax.axvspan(clock_seconds(ro.start) / 3600, clock_seconds(ro.deadline) / 3600, color="#3182bd", alpha=0.06, lw=0)
+    state = "halted" if k.get("rollout.halted") else ("finished" if "rollout.finished_at" in k else "not finished")
+    ax.set_title(f"Rollout of {k.get('rollout.image', ro.image)} ({ro.start}–{ro.deadline}, blue band): "
+                 f"{k.get('rollout.updated', 0):,} / {k.get('rollout.servers', 0):,} servers updated, {state}, "
+                 f"{k.get('rollout.forced_logoffs', 0)} forced logoffs, {k.get('rollout.rolled_back', 0)} rolled back",
+                 fontsize=11)
+    ax.set_ylabel("servers")
+    ax.set_ylim(0, float(tl[:, 1:1 + len(names)].sum(1).max()) * 1.05 if len(tl) else 1.0)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    _hours_axis(ax, hours)
 
 
 def write_actions(actions: list, path) -> str:

@@ -314,9 +314,9 @@ class RolloutSpec:
     #: the window, clock times inside the simulated day
     start: str = "00:00"
     deadline: str = "06:00"
-    max_unavailable: int = 2
-    #: if > 0, that share (%) of each pool in each zone instead of ``max_unavailable``
-    max_unavailable_pct: float = 0.0
+    #: servers of one pool in one zone out at once; 0: ``max_unavailable_pct`` of them
+    max_unavailable: int = 0
+    max_unavailable_pct: float = 50.0
     buffer_pct: float = 10.0
     canary: int = 2
     soak_minutes: float = 30.0
@@ -635,7 +635,7 @@ def rollout_settings(sc):
     ro = sc.rollout
     return RolloutSettings(
         image=ro.image, start=clock_seconds(ro.start), deadline=clock_seconds(ro.deadline),
-        max_unavailable=ro.max_unavailable,
+        max_unavailable=ro.max_unavailable if ro.max_unavailable != 0 else None,
         max_unavailable_pct=ro.max_unavailable_pct if ro.max_unavailable_pct > 0 else None,
         buffer_pct=ro.buffer_pct, canary=ro.canary, soak_minutes=ro.soak_minutes,
         register_timeout_seconds=ro.register_timeout_seconds).check()

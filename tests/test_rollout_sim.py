@@ -52,3 +52,82 @@ def test_never_more_unavailable_than_allowed_nor_a_reboot_with_sessions():
     finally:
         day_mod.apply_actions = orig
     assert seen and all(seen)
+
+
+def _spied(scenario, spy_fn, power=None):
+    """Run a day with ``spy_fn(d, now, actions)`` called on every interval's actions."""
+    from usher.sim import day as day_mod
+
+    orig = day_mod.apply_actions
+
+    def spy(d, tick, now, actions):
+        spy_fn(d, now, actions)
+        return orig(d, tick, now, actions)
+
+    day_mod.apply_actions = spy
+    try:
+        return simulate_day(scenario, power_policy=power)
+    finally:
+        day_mod.apply_actions = orig
+
+
+@pytest.mark.parametrize("power", ["fixed", "autoscale"])
+def test_a_halt_stops_every_further_drain(power):
+    seen = {"halted": False, "after": 0}
+
+    def spy(d, now, actions):
+        ro = d.rollout.rollout
+        if seen["halted"]:
+            for a in actions:
+                if a.kind == "drain" and a.reason.startswith("rollout"):
+                    assert ro.status[a.server] == ROLLBACK, a  # only the rollback of a canary
+                    seen["after"] += 1
+                assert not (a.kind == "reimage" and a.image == ro.settings.image), a
+        seen["halted"] = seen["halted"] or ro.phase == "halted"
+
+    r = _spied(_day(bad=True), spy, Autoscale() if power == "autoscale" else None)
+    assert seen["halted"] and r.kpis["rollout.halted"]
+    assert r.kpis["rollout.max_on_new_image"] <= r.kpis["rollout.canaries"]
+
+
+def test_a_restored_rollout_continues_the_same_plan_in_the_simulator():
+    import pickle
+
+    from usher.planner.rollout import Rollout
+
+    def run(restart_at):
+        log = []
+
+        def spy(d, now, actions):
+            if restart_at is not None and now >= restart_at and not log_restarted:
+                # the broker restarts: the rollout is rebuilt from its saved state
+                d.rollout.rollout = Rollout.from_dict(pickle.loads(pickle.dumps(d.rollout.rollout.to_dict())))
+                log_restarted.append(now)
+            log.extend((now, a.kind, a.server, a.reason) for a in actions)
+
+        log_restarted: list = []
+        r = _spied(_day(), spy)
+        assert restart_at is None or log_restarted
+        return log, r.kpis
+
+    a, ka = run(None)
+    b, kb = run(2 * 3600.0)  # mid-window, waves under way
+    assert a == b
+    assert {k: v for k, v in ka.items() if k.startswith("rollout.")} == \
+        {k: v for k, v in kb.items() if k.startswith("rollout.")}
+    assert ka["rollout.updated"] > ka["rollout.canaries"]
+
+
+def test_the_report_has_a_rollout_panel(tmp_path):
+    from matplotlib.image import imread
+
+    from usher.sim.report import write_outputs
+
+    plain = simulate_day(Scenario().scaled(0.1).with_changes(day={"hours": 2.0}))
+    rolled = simulate_day(_day())
+    assert plain.rollout_timeline is None and rolled.rollout_timeline
+    write_outputs(plain, tmp_path / "plain")
+    write_outputs(rolled, tmp_path / "rolled")
+    h_plain = imread(tmp_path / "plain" / "report.png").shape[0]
+    h_rolled = imread(tmp_path / "rolled" / "report.png").shape[0]
+    assert h_rolled > h_plain  # the third row: servers by image and state
