@@ -124,6 +124,16 @@ class _Bar:
         return cb
 
 
+def planner_settings(power: str, path) -> PlannerSettings:
+    """The settings of ``--power-settings FILE``: the file's keys over the chosen planner's
+    own defaults (citrix's for ``citrix``, autoscale's otherwise), so a file that sets one
+    key changes that key only."""
+    from usher.planner.autoscale import autoscale_settings, citrix_settings
+
+    base = (citrix_settings() if power == "citrix" else autoscale_settings()).default
+    return PlannerSettings.from_toml(path, base=base)
+
+
 @click.command("simulate")
 @click.option("--policy", type=click.Choice(POLICIES), default=None,
               help="Load balancing of every pool (default: the scenario's, horizontal).")
@@ -178,7 +188,7 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
             sc = sc.with_changes(faults={"enabled": faults})
         if rollout is not None:
             sc = sc.with_changes(rollout=parse_rollout(rollout))
-        settings = PlannerSettings.from_toml(power_settings) if power_settings else None
+        settings = planner_settings(power, power_settings) if power_settings else None
     except (ScenarioError, SettingsError) as exc:
         raise ScenarioFailure(str(exc)) from None
     if progress is None:

@@ -202,7 +202,10 @@ class Rollout:
 
     def _limit(self, size: int) -> int:
         s = self.settings
-        return s.max_unavailable if s.max_unavailable is not None else max(1, int(size * s.max_unavailable_pct / 100.0))
+        if s.max_unavailable is not None:
+            return s.max_unavailable
+        assert s.max_unavailable_pct is not None  # RolloutSettings refuses neither being set
+        return max(1, int(size * s.max_unavailable_pct / 100.0))
 
     def plan(self, view: FleetView, now: float | None = None) -> list:
         """Same as :meth:`step` (the action-policy seam's name)."""

@@ -59,3 +59,17 @@ def test_one_day_run_is_the_day(small):
     drop = ("run.", "engine.seconds", "engine.launch_seconds", "engine.us_per")
     assert {k: v for k, v in a.items() if not k.startswith(drop)} == \
         {k: v for k, v in b.items() if not k.startswith(drop)}
+
+
+@pytest.mark.parametrize("power", ["autoscale", "citrix"])
+def test_a_settings_file_changes_only_its_keys_over_the_planners_defaults(tmp_path, power):
+    from usher.cli.simulate import planner_settings
+    from usher.planner.autoscale import autoscale_settings, citrix_settings
+
+    path = tmp_path / "power.toml"
+    path.write_text("[default]\nbuffer_pct = 7.5\n")
+    got = planner_settings(power, path).default
+    want = (citrix_settings() if power == "citrix" else autoscale_settings()).default
+    assert got.buffer_pct == 7.5 and want.buffer_pct != 7.5
+    for name in ("off_delay_from", "forecast", "trend", "place_last_pct", "failover", "hysteresis_pct"):
+        assert getattr(got, name) == getattr(want, name), name
