@@ -112,6 +112,10 @@ VALID = {
     "app_lists": lambda v: _is_names(v) or _is_rows(v, _is_names),
     "known_users": lambda v: isinstance(v, (list, tuple)) and all(x == "u1" for x in v),
     "known_apps": lambda v: isinstance(v, (list, tuple)) and all(x == "a" for x in v),
+    # one server, or any collection of them (order does not matter to a flag)
+    "servers": lambda v: VALID["server"](v) or (
+        (isinstance(v, (list, tuple, set, frozenset)) or (isinstance(v, np.ndarray) and v.ndim == 1))
+        and all(VALID["server"](x) for x in v)),
 }
 _ARRAY_KINDS = {"user_rows", "app_rows", "opt_rows", "flag_rows", "batch_time", "server_rows", "num_rows", "dq_rows",
                 "new_ids", "zone_rows", "app_lists", "known_users", "known_apps"}
@@ -137,6 +141,8 @@ CALLS = {
     "set_registered": [("server", "s0"), ("flag", True), _T],
     "set_mode": [("server", "s0"), ("enum", "enabled"), _T],
     "remove_server": [("server", "s2"), ("flag", False), _T],
+    "set_place_last": [("servers", ["s0", "s1"]), ("flag", True), _T],
+    "set_image": [("server", "s0"), ("opt_text", "img-2"), _T],
     "add_server": [("id", "n"), ("id", "Znew"), ("id", "p"), ("names", ("Tnew",)), ("pos_count", 10),
                    ("weight", 100), ("enum", "on"), ("flag", True), ("enum", "enabled"), ("opt_text", None), _T],
     "add_pool": [("id", "n"), ("enum", "horizontal"), ("enum_list", ("app_home",)), ("flag", True),
