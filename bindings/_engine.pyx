@@ -131,7 +131,7 @@ ctypedef int64_t (*advance_fn)(int64_t*, double) noexcept nogil
 include "_codes.pxi"
 
 cdef Py_ssize_t KEY_AHEAD = 8  # batch rows whose key-table slot is requested ahead
-cdef Py_ssize_t SOP_RUN = 1024  # longest run of session items of one Engine._session_run call
+cdef Py_ssize_t SOP_RUN = 1024  # longest run of session items of one Engine.session_run call
 
 
 def _stale_constants():
@@ -1318,7 +1318,7 @@ cdef class Engine:
             pthread_mutex_unlock(self._lock)
         return status
 
-    def _session_run(self, list items, Py_ssize_t i, dict names, dict codes, double last):
+    def session_run(self, list items, Py_ssize_t i, dict names, dict codes, double last):
         """For a replay: apply the session operations ``items[i:j]`` with one
         kernel call, all or nothing, where ``j`` ends the run at the first item
         whose class is not in ``codes`` (class -> ``SessionOp`` code), whose

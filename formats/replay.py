@@ -17,7 +17,7 @@ small next to the engine's own cost:
   raises, nothing was applied and the run is replayed line by line, which reports the
   bad line exactly.
 - *runs of session lines in one compiled call*: from a logon_done, logoff, disconnect
-  or launch_failed line, ``Scheduler._session_run`` gathers the run of such lines up
+  or launch_failed line, ``Scheduler.session_run`` gathers the run of such lines up
   to the first that names no session (a rejected or unknown launch id) or goes back in
   time, and applies it with the all-or-nothing kernel of ``session_ops_many`` (the
   same as the lines one by one); a run that would fail is replayed line by line, and a
@@ -372,7 +372,7 @@ class Replayer:
         launch = None if self.explain else s.launch
         session_call = {cls: getattr(s, name) for cls, name in dispatch.SESSION_METHODS.items()}.get
         session_codes = dispatch.SESSION_OPS
-        session_run = s._session_run
+        session_run = s.session_run
         pending = self._writer.pending if self._writer is not None else None
         n = len(ops)
         i = 0

@@ -331,7 +331,7 @@ def decode_item(decoder, item):
 def as_op(item):
     """``item`` (an op Struct, or a dict / JSON text in the trace format) as an op
     Struct. Raises :class:`TraceError` when it is not an operation."""
-    op = decode_item(_DECODER, item)
+    op = decode_item(OP_DECODER, item)
     if op.__class__ is BadLine:
         raise op.error
     if op is BLANK:
@@ -339,7 +339,7 @@ def as_op(item):
     return op
 
 
-_DECODER = msgspec.json.Decoder(Op)
+OP_DECODER = msgspec.json.Decoder(Op)
 
 
 def decode_block(decoder, block) -> tuple[list, int]:

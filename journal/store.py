@@ -34,7 +34,7 @@ import msgspec
 from msgspec import UNSET
 
 from usher.formats.replay import Replayer
-from usher.formats.trace import _DECODER, BadLine, LaunchOp, decode_item
+from usher.formats.trace import OP_DECODER, BadLine, LaunchOp, decode_item
 from usher.journal import records as rec
 from usher.journal import snapshot as snap
 from usher.journal.records import JournalError
@@ -248,7 +248,7 @@ class Journal:
                     if now is None:
                         now = max(self.clock(), r.last_t)
                     item = {**item, "t": now}
-                op = decode_item(_DECODER, item)
+                op = decode_item(OP_DECODER, item)
                 if op.__class__ is BadLine:
                     ops.append(None)
                     fed.append(item)

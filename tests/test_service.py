@@ -217,12 +217,12 @@ def test_fuzz_ops_never_500_and_errors_change_nothing(body, raw):
 
 
 def test_typed_body_decoding_equals_the_general_way():
-    from usher.formats.trace import _DECODER, BadLine, decode_item
+    from usher.formats.trace import OP_DECODER, BadLine, decode_item
     from usher.service import opsbody
 
     items = PRELUDE + stream(3, 300, t0=100.0, prefix="d")
     items = [{k: v for k, v in op.items() if k != "t" or n % 2} for n, op in enumerate(items)]
-    general = [decode_item(_DECODER, op if "t" in op else {**op, "t": 42.0}) for op in items]
+    general = [decode_item(OP_DECODER, op if "t" in op else {**op, "t": 42.0}) for op in items]
     good = [k for k, op in enumerate(general) if not isinstance(op, BadLine)]
     assert len(good) < len(items)  # the workload holds bad ops: such a body goes the general way
     assert opsbody.decode(msgspec.json.encode(items), lambda: 42.0) is None
