@@ -1,0 +1,264 @@
+"""``Scheduler``'s read-only side: explanations, views of servers and sessions,
+names and configurations (a mixin of :class:`usher.Scheduler`; see scheduler.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from usher import validate as _v
+from usher._common import (
+    _SLOT_MASK,
+    _check_name,
+    _Host,
+    _ptr,
+)
+from usher.core import config
+from usher.core import kernels as _kernels
+from usher.core import state as st
+from usher.core.codes import (
+    Mode,
+    Power,
+    SessionState,
+)
+from usher.core.explain import FUNNEL
+from usher.decisions import Explanation
+from usher.errors import (
+    InvalidArgument,
+    UnknownApp,
+    UnknownPool,
+    UnknownUser,
+    raise_for_status,
+)
+
+
+class _Views(_Host):
+    """Explanations, read-only views, names and configurations."""
+
+    # ------------------------------------------------------------ explain
+    def _explain(self, u, a, loc, ext):
+        """Explanation of a launch about to be decided (lock held)."""
+        app = self._t["app"]
+        n_pools = int(app[st.AP_POOLS_COUNT, a])
+        k = config.EXPLAIN_TOP
+        counts = np.zeros((n_pools, len(FUNNEL)), dtype=np.int64)
+        top = np.full((n_pools, k), -1, dtype=np.int64)
+        _kernels.explain.ctypes(_ptr(self._header), u, a, loc, ext, _ptr(counts), _ptr(top), n_pools, k)
+        srv = self._t["server_i"]
+        start = int(app[st.AP_POOLS_START, a])
+        pools = []
+        for j in range(n_pools):
+            p = int(self._t["app_pools"][start + j])
+            funnel = dict(zip(FUNNEL, counts[j].tolist()))
+            allowed = bool(funnel.pop("allowed"))
+            cands = []
+            for i in top[j]:
+                if i < 0:
+                    break
+                key = int(srv[st.SV_KEY, i])
+                cands.append(
+                    dict(
+                        server=self._server_names[i],
+                        zone=self._zone_names[srv[st.SV_ZONE, i]],
+                        load_index=int(srv[st.SV_LOAD_INDEX, i]),
+                        score=key & (st.PLACE_LAST_BIT - 1),
+                        pending=int(srv[st.SV_PENDING, i]),
+                        over_tolerance=bool(key & st.OVERTOL_BIT),
+                        sinbinned=bool(key & st.SINBIN_BIT),
+                        place_last=bool(key & st.PLACE_LAST_BIT),
+                    )
+                )
+            pools.append(dict(pool=self._pool_names[p], allowed=allowed, funnel=funnel, top=cands))
+        return Explanation(pools)
+
+    # ------------------------------------------------------------ views
+    @property
+    def now(self) -> float | None:
+        """Time of the latest operation (None before the first)."""
+        t = float(self._clockv[st.CK_NOW])
+        return None if t == -math.inf else t
+
+    @property
+    def licences_in_use(self) -> int:
+        return int(self._header[st.H_HOLDERS])
+
+    @property
+    def licence_cap(self) -> int | None:
+        cap = int(self._header[st.H_LICENCE_CAP])
+        return None if cap < 0 else cap
+
+    @property
+    def live_sessions(self) -> int:
+        return int(self._header[st.H_LIVE_SESSIONS])
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def enforce_entitlement(self) -> bool:
+        return bool(self._header[st.H_ENFORCE_ENTITLEMENT])
+
+    @property
+    def sinbin_seconds(self) -> float:
+        return float(self._clockv[st.CK_SINBIN_SECONDS])
+
+    @property
+    def pending_timeout(self) -> float:
+        return float(self._clockv[st.CK_PENDING_TIMEOUT])
+
+    def header_view(self) -> memoryview:
+        """Read-only live view of the engine's header: int64 counters indexed by the
+        ``H_*`` constants of :mod:`usher.core.state` (``H_LIVE_SESSIONS``, ``H_HOLDERS``,
+        ``H_N_SERVERS``, ``H_SERVER_I_ADDR`` ...). Indexing a memoryview gives a Python
+        int at a fraction of a numpy scalar's cost, for loops that read counters often
+        (the simulator's day). The header never moves, so the view stays valid."""
+        return memoryview(self._header).toreadonly()  # type: ignore[arg-type]  # numpy types the buffer protocol from 3.12
+
+    def server_field(self, field: str) -> np.ndarray:
+        """Read-only view (no copy) of one server field over indices
+        0 .. n-1 (removed servers included; see ``present``). Fields:
+        state.SERVER_INT_FIELDS and SERVER_FLOAT_FIELDS."""
+        n = int(self._header[st.H_N_SERVERS])
+        if field in st.SERVER_INT_FIELDS:
+            v = self._t["server_i"][st.SERVER_INT_FIELDS.index(field), :n]
+        elif field in st.SERVER_FLOAT_FIELDS:
+            v = self._t["server_f"][st.SERVER_FLOAT_FIELDS.index(field), :n]
+        else:
+            raise InvalidArgument("field", field, "not a server field")
+        v = v.view()
+        v.flags.writeable = False
+        return v
+
+    SERVER_DTYPE = np.dtype(
+        [("index", "i8"), ("name", "O"), ("zone", "O"), ("pool", "O"), ("tags", "O"),
+         ("max_sessions", "i8"), ("weight", "i8"), ("power", "U13"), ("registered", "?"),
+         ("mode", "U11"), ("sessions", "i8"), ("pending", "i8"), ("load_index", "i8"),
+         ("cpu", "f8"), ("mem", "f8"), ("disk_queue", "f8"), ("custom", "f8"),
+         ("sinbinned", "?"), ("image", "O"), ("picks", "i8"), ("place_last", "?")]
+    )
+
+    def servers(self) -> np.ndarray:
+        """One record per present server (a copy), in index order."""
+        with self._locked():
+            if self._dirty:
+                self._relayout()
+            n = int(self._header[st.H_N_SERVERS])
+            srv, srvf = self._t["server_i"], self._t["server_f"]
+            idx = np.nonzero(srv[st.SV_PRESENT, :n] != 0)[0]
+            out = np.zeros(len(idx), dtype=self.SERVER_DTYPE)
+            out["index"] = idx
+            out["name"] = [self._server_names[i] for i in idx]
+            out["zone"] = [self._zone_names[z] for z in srv[st.SV_ZONE, idx]]
+            out["pool"] = [self._pool_names[p] for p in srv[st.SV_POOL, idx]]
+            out["tags"] = [frozenset(self._server_tagsets[i]) for i in idx]
+            out["image"] = [self._server_images[i] for i in idx]
+            for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks"):
+                out[f] = srv[st.SERVER_INT_FIELDS.index(f), idx]
+            out["registered"] = srv[st.SV_REGISTERED, idx] != 0
+            out["sinbinned"] = srv[st.SV_SINBIN, idx] != 0
+            out["place_last"] = (srv[st.SV_KEY_BITS, idx] & st.PLACE_LAST_BIT) != 0
+            out["power"] = [str(Power(v)) for v in srv[st.SV_POWER, idx]]
+            out["mode"] = [str(Mode(v)) for v in srv[st.SV_MODE, idx]]
+            for f in st.SERVER_FLOAT_FIELDS[:4]:
+                out[f] = srvf[st.SERVER_FLOAT_FIELDS.index(f), idx]
+            return out
+
+    def server(self, name: str | int) -> dict[str, Any]:
+        """One server's state as a dict."""
+        i = self._server_index(name)
+        rows = self.servers()
+        row = rows[rows["index"] == i][0]
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
+
+    SESSION_DTYPE = np.dtype(
+        [("id", "i8"), ("user", "O"), ("server", "O"), ("pool", "O"), ("state", "U12"),
+         ("endpoint", "O"), ("apps", "O"), ("t_launch", "f8"), ("t_state", "f8"), ("pending", "?")]
+    )
+
+    def _endpoint_name(self, e):
+        return None if e < 0 else self._endpoint_names[e]
+
+    def _session_apps(self, slot) -> tuple:
+        ses, inst = self._t["session_i"], self._t["instance"]
+        apps = []
+        k = ses[st.SE_INST_HEAD, slot]
+        while k >= 0:
+            apps.append(self._app_names[inst[st.IN_APP, k]])
+            k = inst[st.IN_NEXT, k]
+        return tuple(sorted(apps))
+
+    def sessions(self) -> np.ndarray:
+        """One record per live session (a copy), in slot order."""
+        with self._locked():
+            ses, sesf = self._t["session_i"], self._t["session_f"]
+            live = ses[st.SE_STATE] != SessionState.FREE
+            idx = np.nonzero(live)[0]
+            out = np.zeros(len(idx), dtype=self.SESSION_DTYPE)
+            out["id"] = (ses[st.SE_GEN, idx] << 32) | idx
+            out["user"] = [self._user_names[u] for u in ses[st.SE_USER, idx]]
+            out["server"] = [self._server_names[i] for i in ses[st.SE_SERVER, idx]]
+            out["pool"] = [self._pool_names[p] for p in ses[st.SE_POOL, idx]]
+            out["state"] = [str(SessionState(v)) for v in ses[st.SE_STATE, idx]]
+            out["endpoint"] = [self._endpoint_name(e) for e in ses[st.SE_ENDPOINT, idx]]
+            out["apps"] = [self._session_apps(x) for x in idx]
+            out["t_launch"] = sesf[st.SEF_T_LAUNCH, idx]
+            out["t_state"] = sesf[st.SEF_T_STATE, idx]
+            out["pending"] = ses[st.SE_PENDING, idx] != 0
+            return out
+
+    def session(self, id: int) -> dict[str, Any]:
+        """One live session as a dict (UnknownSession / SessionEnded otherwise)."""
+        sid = _v.session_id("session", id)
+        slot, gen = sid & _SLOT_MASK, sid >> 32
+        ses = self._t["session_i"]
+        if slot >= ses.shape[1] or gen < 1 or gen > ses[st.SE_GEN, slot] or (
+            gen == ses[st.SE_GEN, slot] and ses[st.SE_STATE, slot] == SessionState.FREE
+        ):
+            raise_for_status(1, "session", id)
+        if gen < ses[st.SE_GEN, slot]:
+            raise_for_status(2, "session", id)
+        rows = self.sessions()
+        row = rows[rows["id"] == sid][0]
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
+
+    # ------------------------------------------------------------ names
+    @property
+    def pool_names(self) -> list[str]:
+        return list(self._pool_names)
+
+    @property
+    def app_names(self) -> list[str]:
+        return list(self._app_names)
+
+    @property
+    def zone_names(self) -> list[str]:
+        return list(self._zone_names)
+
+    @property
+    def user_ids(self) -> list[str]:
+        """Ids of the users known now, in index order."""
+        return [u for u in self._user_names if u is not None]
+
+    def server_names(self) -> list[str]:
+        """Names of present servers, in index order."""
+        return [n for i, n in enumerate(self._server_names) if self._servers.get(n) == i]
+
+    def pool_config(self, name: str) -> dict[str, Any]:
+        if _check_name("name", name) not in self._pools:
+            raise UnknownPool("pool", name, "no such pool")
+        return dict(self._pool_config[self._pools[name]])
+
+    def app_config(self, name: str) -> dict[str, Any]:
+        if _check_name("name", name) not in self._apps:
+            raise UnknownApp("app", name, "no such app")
+        return dict(self._app_config[self._apps[name]])
+
+    def user_config(self, id: str) -> dict[str, Any]:
+        u = self._users.get(_check_name("id", id))
+        if u is None:
+            raise UnknownUser("id", id, "no such user")
+        hz = int(self._t["user"][st.US_HOME_ZONE, u])
+        return dict(id=id, home_zone=None if hz < 0 else self._zone_names[hz], apps=sorted(self._user_apps[u]))
