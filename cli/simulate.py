@@ -309,11 +309,7 @@ def _run_compare_power(console, sc, powers, settings, progress, out_dir, as_json
                 _write_run(runs[p], os.path.join(out_dir, p))
     kp = {p: r.kpis for p, r in runs.items()}
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "compare.json"), "w") as fh:
-            json.dump(kp, fh, indent=1)
-            fh.write("\n")
-        plot_power_compare(runs, os.path.join(out_dir, "compare.png"))
+        _write_compare(out_dir, kp, plot_power_compare, runs)
     if as_json:
         click.echo(json.dumps(kp, indent=1))
         return
@@ -322,6 +318,15 @@ def _run_compare_power(console, sc, powers, settings, progress, out_dir, as_json
                                 + (", faults on" if sc.faults.enabled else "")))
     if out_dir:
         console.print(f"wrote {out_dir}/compare.json, {out_dir}/compare.png and one folder per power policy")
+
+
+def _write_compare(out_dir, kpis: dict, plot, results: dict) -> None:
+    """``compare.json`` (the KPIs side by side) and ``compare.png`` (drawn by ``plot``)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "compare.json"), "w") as fh:
+        json.dump(kpis, fh, indent=1)
+        fh.write("\n")
+    plot(results, os.path.join(out_dir, "compare.png"))
 
 
 def _run_compare(console, sc, policies, progress, out_dir, as_json):
@@ -338,11 +343,7 @@ def _run_compare(console, sc, policies, progress, out_dir, as_json):
                 write_outputs(r, os.path.join(out_dir, p))
     kp = {p: r.kpis for p, r in results.items()}
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "compare.json"), "w") as fh:
-            json.dump(kp, fh, indent=1)
-            fh.write("\n")
-        plot_compare(results, os.path.join(out_dir, "compare.png"))
+        _write_compare(out_dir, kp, plot_compare, results)
     if as_json:
         click.echo(json.dumps(kp, indent=1))
         return
