@@ -102,7 +102,7 @@ def _on_cluster(cluster, plain, plan, jobs, progress):
         if cluster == LOCAL_CLUSTER:
             n = min(jobs or os.cpu_count() or 1, len(plan))
             local = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                             dashboard_address=None)
+                                             dashboard_address=":0")  # HTTP on a free port
             client = distributed.Client(local)
         else:
             client = distributed.Client(cluster, timeout=CONNECT_SECONDS)
