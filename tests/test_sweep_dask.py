@@ -164,3 +164,9 @@ def test_the_engine_and_the_process_pool_never_import_dask():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_without_dask_the_cluster_sweep_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(ClusterError, match=r"usher\[cluster\]"):
+        sweep(TINY, [1], ["horizontal"], cluster="local")
