@@ -4,7 +4,8 @@ Runs the embedded scenario (docs/SCENARIOS.md) or one overridden by a TOML
 file through :func:`usher.sim.day.simulate_day`, prints a KPI table, and
 optionally writes the KPIs, the time series and a picture (``--out``), the day
 as a replay trace (``--export-trace``), policies side by side (``--compare``),
-or a sweep over seeds and policies run in parallel processes (``--sweep``).
+or a sweep over seeds and policies run in parallel processes (``--sweep``), on this
+machine or on a Dask cluster (``--cluster``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import click
 from usher.planner import POWER_POLICIES, power_policy
 from usher.planner.settings import PlannerSettings, SettingsError
 from usher.sim.scenario import POLICIES, Scenario, ScenarioError
-from usher.sim.sweep import sweep
+from usher.sim.sweep import ClusterError, sweep
 
 __all__ = ["simulate_command", "parse_seeds", "parse_rollout"]
 
@@ -155,6 +156,9 @@ def planner_settings(power: str, path) -> PlannerSettings:
 @click.option("--seeds", default="1-8", show_default=True, help="Seeds of the sweep: 1-8, 1,3,5 ...")
 @click.option("--policies", default=",".join(POLICIES), show_default=True, help="Policies of the sweep.")
 @click.option("--jobs", type=int, default=None, help="Processes of the sweep (default: all cores).")
+@click.option("--cluster", default=None, metavar="tcp://HOST:PORT|local",
+              help="Run the sweep's days on this Dask scheduler's workers, or on a LocalCluster of --jobs "
+                   "processes (pip install \".[cluster]\"; docs/SCENARIOS.md).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the KPIs as JSON instead of a table.")
 @click.option("--power", type=click.Choice(POWER_POLICIES), default="fixed", show_default=True,
@@ -170,7 +174,7 @@ def planner_settings(power: str, path) -> PlannerSettings:
 @click.option("--compare-power", default=None, metavar="P1,P2",
               help="Run these power policies on the same seeded day(s): a table and compare.png in --out.")
 def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trace_path, trace_telemetry,
-                     do_sweep, seeds, policies, jobs, progress, as_json, power, power_settings, days, compare_power,
+                     do_sweep, seeds, policies, jobs, cluster, progress, as_json, power, power_settings, days, compare_power,
                      rollout):
     """Simulate a hospital group's day on the placement engine and report KPIs."""
     console = _console()
@@ -197,6 +201,8 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
         raise click.UsageError("--sweep does not go with --compare or --export-trace")
     if compare and trace_path:
         raise click.UsageError("--export-trace writes one day: leave out --compare")
+    if cluster is not None and not do_sweep:
+        raise click.UsageError("--cluster runs a sweep's days: add --sweep")
 
     if compare_power:
         if do_sweep or compare or trace_path:
@@ -209,7 +215,7 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
         _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_path, trace_telemetry)
         return
     if do_sweep:
-        _run_sweep(console, sc, parse_seeds(seeds), _policies(policies), jobs, progress, out_dir, as_json)
+        _run_sweep(console, sc, parse_seeds(seeds), _policies(policies), jobs, cluster, progress, out_dir, as_json)
         return
     if compare:
         _run_compare(console, sc, _policies(compare), progress, out_dir, as_json)
@@ -354,12 +360,16 @@ def _run_compare(console, sc, policies, progress, out_dir, as_json):
         console.print(f"wrote {out_dir}/compare.json, {out_dir}/compare.png and one folder per policy")
 
 
-def _run_sweep(console, sc, seeds, policies, jobs, progress, out_dir, as_json):
+def _run_sweep(console, sc, seeds, policies, jobs, cluster, progress, out_dir, as_json):
     from rich.table import Table
 
     n = len(seeds) * len(policies)
-    with _Bar(progress) as bar:
-        rows, elapsed, workers = sweep(sc, seeds, policies, jobs, progress=bar.counter("days", n))
+    try:
+        with _Bar(progress) as bar:
+            rows, elapsed, workers = sweep(sc, seeds, policies, jobs, progress=bar.counter("days", n),
+                                           cluster=cluster)
+    except ClusterError as exc:
+        raise ScenarioFailure(str(exc)) from None
     serial = sum(k["run.process_seconds"] for k in rows)
     speedup = serial / elapsed if elapsed > 0 else float("nan")
     if out_dir:
@@ -374,7 +384,7 @@ def _run_sweep(console, sc, seeds, policies, jobs, progress, out_dir, as_json):
                 w.writerow(r)
     if as_json:
         click.echo(json.dumps({"days": rows, "elapsed_seconds": elapsed, "workers": workers,
-                               "speedup": speedup}, indent=1))
+                               "cluster": cluster, "speedup": speedup}, indent=1))
         return
     cols = [("peak", "sessions.peak"), ("rejected", "launches.rejected"), ("denied", "logons.denied"),
             ("lost", "sessions.lost"), ("logons/srv", "servers.pending_max"),
@@ -392,7 +402,8 @@ def _run_sweep(console, sc, seeds, policies, jobs, progress, out_dir, as_json):
         table.add_row("mean", p, *[_num(sum(r[key] for r in sel) / len(sel)) for _, key in cols],
                       style="bold")
     console.print(table)
-    console.print(f"{n} days in {elapsed:.2f} s on {workers} processes; one process would take "
+    where = f"{workers} processes" if cluster is None else f"{workers} Dask workers ({cluster})"
+    console.print(f"{n} days in {elapsed:.2f} s on {where}; one process would take "
                   f"{serial:.2f} s: speed-up {speedup:.2f}x")
     if out_dir:
         console.print(f"wrote {os.path.join(out_dir, 'sweep.csv')}")
