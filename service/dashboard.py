@@ -96,10 +96,12 @@ class Dashboard:
         self._pool_of: dict = {}
         self._task: asyncio.Task | None = None
         self._turned = asyncio.Event()
-        self._state: dict | None = None
-        self._message: bytes = b""  # the latest state as one event (layout included)
-        self._delta: bytes = b""  # the same without the layout when it did not change
+        self._core: dict | None = None  # the latest state without layout and history
+        self._layout: dict = {}
+        self._full: dict | None = None  # the latest state whole (made when asked for)
+        self._delta: bytes = b""  # the latest state as one event: the history since the turn before
         self._layout_key: tuple = ()
+        self._newest: float | None = None  # the newest bucket at the last turn
         self.version = 0  # turns that produced a new state
 
     # ------------------------------------------------------------ the sink
@@ -126,7 +128,7 @@ class Dashboard:
         """Fold the requests since the last turn into the history and the rings, read
         the fleet and encode the state; only when ops came in (or ``force``).
         Returns whether a new state was made."""
-        if not self._pending and not force and self._state is not None:
+        if not self._pending and not force and self._core is not None:
             return False
         batches, self._pending = self._pending, []
         for ops, outputs in batches:
@@ -203,9 +205,10 @@ class Dashboard:
             b.gauges = {"sessions": summary["sessions"], "licences": summary["licences"]["in_use"],
                         "pending": summary["pending"], "servers_on": on, "servers": summary["servers"]["total"],
                         "images": summary["servers"]["by_image"]}
-        since = self._state["history_newest"] if self._state is not None else None
+        since = self._newest
+        self._newest = b.start if b is not None else since
         self.version += 1
-        state = {
+        core = {
             "version": self.version,
             "wall": time.time(),
             "interval": self.interval,
@@ -215,21 +218,26 @@ class Dashboard:
             "logon": self.history.logon_percentiles(),
             "actions": list(self.actions)[-50:],
             "rollout": rollout_progress(rows, self._image_target, self._image_pools),
-            "history": self.history.as_json(since),
-            "history_newest": b.start if b is not None else since,
         }
         key = (len(layout["name"]), hash(tuple(layout["name"])), hash(tuple(layout["pool"])))
         changed = key != self._layout_key
         self._layout_key = key
-        self._state = dict(state, layout=layout)
-        self._message = b"data: " + _ENCODER.encode(self._state) + b"\n\n"
-        self._delta = self._message if changed else b"data: " + _ENCODER.encode(state) + b"\n\n"
+        self._core, self._layout, self._full = core, layout, None
+        delta = dict(core, history=self.history.as_json(since))
+        if changed:
+            delta["layout"] = layout
+        self._delta = b"data: " + _ENCODER.encode(delta) + b"\n\n"
+
+    def _whole(self) -> dict:
+        """The state with the layout and the whole history (what a new viewer needs)."""
+        if self._full is None:
+            self._full = dict(self._core, layout=self._layout, history=self.history.as_json())
+        return self._full
 
     def state(self) -> dict:
-        """The whole view now (a turn first when ops came in)."""
+        """The whole view now (a turn first when ops came in): ``_whole``."""
         self.turn()
-        assert self._state is not None
-        return self._state
+        return self._whole()
 
     # ------------------------------------------------------------ the search
     def search(self, q: str, limit: int = 20) -> dict | None:
@@ -303,7 +311,7 @@ class Dashboard:
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     async def _stream(self):
-        yield self._message  # the whole state, layout included
+        yield b"data: " + _ENCODER.encode(self._whole()) + b"\n\n"
         seen = self.version
         ends = time.monotonic() + STREAM_SECONDS
         while (left := ends - time.monotonic()) > 0:
@@ -315,8 +323,8 @@ class Dashboard:
                 continue
             if self.version == seen + 1:
                 yield self._delta
-            elif self.version > seen:  # missed a turn: send all, layout included
-                yield self._message
+            elif self.version > seen:  # missed a turn: all of it again
+                yield b"data: " + _ENCODER.encode(self._whole()) + b"\n\n"
             seen = self.version
 
     def _ensure_task(self) -> None:

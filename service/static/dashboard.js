@@ -207,10 +207,10 @@ function lines(svg, xs, series, opts) {
     svg.append(el("text", { x: W - 5, y: H - 4, "text-anchor": "end" }, fmtTime(xs[xs.length - 1])));
   }
   for (const [, colour, values] of series) {
-    let d = "", pen = false;
+    let d = "";  // buckets without a sample are stepped over
     values.forEach((v, k) => {
-      if (v === null || v === undefined) { pen = false; return; }
-      d += `${pen ? "L" : "M"}${x(k).toFixed(1)},${y(v).toFixed(1)}`; pen = true;
+      if (v === null || v === undefined) return;
+      d += `${d ? "L" : "M"}${x(k).toFixed(1)},${y(v).toFixed(1)}`;
     });
     svg.append(el("path", { d, fill: "none", stroke: colour, "stroke-width": 1.6, "vector-effect": "non-scaling-stroke" }));
     const shown = values.filter((v) => v !== null && v !== undefined);
