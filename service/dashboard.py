@@ -298,6 +298,7 @@ class Dashboard:
         if not q:
             return JSONResponse({"error": "InvalidArgument", "field": "q", "message": "name a user or a server"},
                                 status_code=422)
+        self.turn()
         found = self.search(q)
         if found is None:
             return JSONResponse({"error": "NotFound", "field": "q",
