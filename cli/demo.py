@@ -26,6 +26,7 @@ import time
 import click
 
 from usher.cli.serve import _listen
+from usher.sim.trace import TraceWriter
 
 __all__ = ["demo_command", "StreamingTrace"]
 
@@ -33,12 +34,12 @@ MAX_OPS_PER_REQUEST = 5_000
 QUEUE_SAMPLES = 64  # samples of operations the day may run ahead of the clock
 
 
-class StreamingTrace:
-    """A trace writer (the interface of ``usher.sim.trace.TraceWriter``) that puts
-    the operations of each sample on ``out``, a queue, as a list of ``(t, line)``
-    (``line`` the JSON text of the operation, bytes)."""
+class StreamingTrace(TraceWriter):
+    """A trace writer that, instead of a file, puts the operations of each sample on
+    ``out``, a queue, as a list of ``(t, line)`` (``line`` the JSON text of the
+    operation, bytes)."""
 
-    def __init__(self, out: queue.Queue, telemetry: str = "rules"):
+    def __init__(self, out: queue.Queue, telemetry: str = "rules"):  # no file: TraceWriter's own is not called
         import msgspec
 
         self.out = out

@@ -230,6 +230,7 @@ class Dashboard:
 
     def _whole(self) -> dict:
         """The state with the layout and the whole history (what a new viewer needs)."""
+        assert self._core is not None, "no turn yet"
         if self._full is None:
             self._full = dict(self._core, layout=self._layout, history=self.history.as_json())
         return self._full

@@ -122,6 +122,9 @@ def _dashboard_paths(view, ok) -> dict:
             "summary": "Server-sent events: one `data:` line of JSON (the state, as /v1/dashboard/state; the "
                        "layout only in the first event and when servers come or go) per turn of the sampler, "
                        "at most one a second; the stream ends after 20 s and the client reconnects",
-            "responses": {"200": {"description": "An event stream",
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
+            "responses": {"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {
+                "type": "object", "required": ["data"],
+                "properties": {"data": {"type": "string", "contentMediaType": "application/json",
+                                        "description": "the state, as /v1/dashboard/state"},
+                               "event": {"type": "string"}}}}}}}}},
     }
