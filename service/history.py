@@ -52,6 +52,7 @@ class Bucket:
     logons: dict = field(default_factory=dict)
     actions: int = 0
     gauges: dict | None = None
+    closed: dict | None = field(default=None, repr=False)  # the JSON, once a newer bucket exists
 
     def add_logon(self, zone: str, seconds: float) -> None:
         durations = self.logons.setdefault(zone, [])
@@ -127,7 +128,20 @@ class History:
         return [b for k, b in self._ring.items() if k >= k0]
 
     def as_json(self, since: float | None = None) -> list[dict]:
-        return [b.as_json() for b in self.buckets(since)]
+        """The buckets as JSON (``Bucket.as_json``). Operation time never goes back,
+        so every bucket but the newest is closed: its JSON is made once and kept."""
+        out = []
+        k0 = None if since is None else self.key(since)
+        for k, b in self._ring.items():
+            if k0 is not None and k < k0:
+                continue
+            if k < self.newest:
+                if b.closed is None:
+                    b.closed = b.as_json()
+                out.append(b.closed)
+            else:
+                out.append(b.as_json())
+        return out
 
     def logon_percentiles(self, last: int = 15) -> dict:
         """Per zone, ``n``, ``p50`` and ``p95`` of the logon durations of the ``last``
