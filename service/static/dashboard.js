@@ -87,7 +87,7 @@ function render() {
   $("now").textContent = fmtTime(sum.now);
   $("kpi-sessions").textContent = fmtInt(sum.sessions);
   $("kpi-licences").textContent = fmtInt(sum.licences.in_use);
-  $("kpi-licence-cap").textContent = sum.licences.cap === null ? "no cap" : fmtInt(sum.licences.cap);
+  $("kpi-licence-cap").textContent = sum.licences.cap === null ? "no cap" : `of ${fmtInt(sum.licences.cap)}`;
   $("kpi-pending").textContent = fmtInt(sum.pending);
   $("kpi-servers").textContent = fmtInt(sum.servers.total);
   $("kpi-servers-on").textContent = fmtInt(sum.servers.by_power.on || 0);
