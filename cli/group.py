@@ -16,6 +16,7 @@ _COMMANDS = {
     "replay": ("usher.cli.replay", "replay_command", "Replay a broker trace (JSON Lines) and write every decision."),
     "serve": ("usher.cli.serve", "serve_command", "Serve the scheduler over HTTP, with a crash-safe journal, metrics and a decision log."),
     "rollout": ("usher.cli.rollout", "rollout_command", "Plan an image rollout: the canary and the waves it would run on a fleet."),
+    "demo": ("usher.cli.demo", "demo_command", "Play the simulated day against a live usher serve and watch its dashboard."),
     "simulate": ("usher.cli.simulate", "simulate_command", "Simulate a hospital group's day (or a scenario file) and report KPIs, series and a picture."),
 }
 

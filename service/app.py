@@ -37,7 +37,7 @@ MAX_BODY = 8 << 20  # bytes of a request body (an array of ~40,000 launches)
 NDJSON = "application/x-ndjson"
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*)\s*[=:]")
 _ENCODER = msgspec.json.Encoder()
-_OPEN_PATHS = ("/healthz", "/readyz")
+_OPEN_PATHS = ("/healthz", "/readyz", "/", "/static/dashboard.js", "/static/dashboard.css")  # + the dashboard's page
 _BOOLEAN = {"true": True, "false": False}
 
 
@@ -243,7 +243,7 @@ async def _server_error(request, exc):  # a bug must not take the service down n
     return problem(500, "InternalError", None, f"{type(exc).__name__}")
 
 
-def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MAX_BODY) -> Starlette:
+def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MAX_BODY, dashboard=True) -> Starlette:
     """The ASGI app over ``journal`` (``usher.journal.open`` or ``in_memory``).
 
     Args:
@@ -252,10 +252,16 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
         metrics: a ``usher.service.metrics.Metrics`` sink (/metrics serves its registry).
         decision_log: a ``usher.service.decision_log.DecisionLog`` sink.
         max_body: the largest request body, in bytes (413 beyond).
+        dashboard: the live view at ``/`` (``usher.service.dashboard``): True for one
+            over ``journal``, a ``Dashboard``, or False for none.
     """
     from starlette.exceptions import HTTPException
 
-    svc = Service(journal, [s for s in (metrics, decision_log) if s is not None], max_body)
+    if dashboard is True:
+        from usher.service.dashboard import Dashboard
+
+        dashboard = Dashboard(journal)
+    svc = Service(journal, [s for s in (metrics, decision_log, dashboard or None) if s is not None], max_body)
     routes = [
         Route("/v1/ops", svc.ops, methods=["POST"]),
         Route("/v1/sessions/{id}", svc.session, methods=["GET"]),
@@ -266,9 +272,11 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
         Route("/readyz", svc.readyz, methods=["GET"]),
         Route("/metrics", svc.metrics, methods=["GET"]),
         Route("/openapi.json", svc.openapi, methods=["GET"]),
+        *(dashboard.routes() if dashboard else ()),
     ]
     middleware = [Middleware(_Auth, token=token)] if token else []
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={HTTPException: _not_found, Exception: _server_error})
     app.state.service = svc
+    app.state.dashboard = dashboard or None
     return app

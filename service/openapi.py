@@ -78,6 +78,7 @@ def openapi_document() -> dict:
                              "responses": {"200": {"description": "Prometheus text format",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     }
+    paths.update(_dashboard_paths(view, ok))
     return {
         "openapi": "3.1.0",
         "info": {"title": "usher", "version": __version__,
@@ -86,4 +87,44 @@ def openapi_document() -> dict:
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}, {}],
+    }
+
+
+def _dashboard_paths(view, ok) -> dict:
+    """The live view's paths (``usher.service.dashboard``)."""
+    page = lambda d, kind: {"200": {"description": d, "content": {kind: {"schema": {"type": "string"}}}}}  # noqa: E731
+    return {
+        "/": {"get": {"summary": "The dashboard (HTML; served without the token: it holds no data)",
+                      "security": [{}], "responses": page("The page", "text/html")}},
+        "/static/{name}": {"get": {
+            "summary": "The dashboard's script and style sheet (dashboard.js, dashboard.css; without the token)",
+            "security": [{}],
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The file", "content": {
+                "application/javascript": {"schema": {"type": "string"}},
+                "text/css": {"schema": {"type": "string"}}}},
+                "404": _problem("No such file")}}},
+        "/v1/dashboard/state": {"get": {
+            "summary": "The live view now: summary (as /v1/summary, plus pending), fleet grid columns and "
+                       "layout, logon p50/p95 per zone, fleet actions, rollout progress, history tail",
+            "responses": ok("The state")}},
+        "/v1/dashboard/history": {"get": {
+            "summary": "The history ring: per bucket of operation time, launches by outcome and rejection "
+                       "reason, logon p50/p95 per zone, fleet actions, gauges",
+            "responses": ok("The buckets, oldest first")}},
+        "/v1/dashboard/search": {"get": {
+            "summary": "A user or a server: its view, live sessions and latest decisions (with explanations "
+                       "when they were asked for)",
+            "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {**ok("What is known by that name"), "404": _problem("Nothing is known by that name"),
+                          "422": _problem("q is missing or empty")}}},
+        "/v1/events": {"get": {
+            "summary": "Server-sent events: one `data:` line of JSON (the state, as /v1/dashboard/state; the "
+                       "layout only in the first event and when servers come or go) per turn of the sampler, "
+                       "at most one a second; the stream ends after 20 s and the client reconnects",
+            "responses": {"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {
+                "type": "object", "required": ["data"],
+                "properties": {"data": {"type": "string", "contentMediaType": "application/json",
+                                        "description": "the state, as /v1/dashboard/state"},
+                               "event": {"type": "string"}}}}}}}}},
     }

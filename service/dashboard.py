@@ -1,0 +1,345 @@
+"""The operators' live view of ``usher serve``: the page at ``/`` and the JSON it reads.
+
+Design: the dashboard is one more sink of the service, like the metrics and the
+decision log. ``on_applied`` — called after each ``POST /v1/ops`` — only appends
+the request's ops and outputs to a list (O(1)); a sampler task on the same event
+loop wakes every ``interval`` seconds, and only when ops came in since its last turn:
+it folds them into the history (:class:`usher.service.history.History`: launch
+decisions by outcome and reason, logon durations per zone, fleet actions, per bucket
+of operation time), into a ring of the latest decisions (for the search box) and a
+ring of fleet actions (power, mode, image ... ops: the autoscale planner's and the
+rollout's doing as the broker sees it); then it reads the fleet once
+(``Scheduler.servers()``), records the gauges in the current bucket and encodes one
+message that every open event stream shares. Nothing is computed per request on
+the launch path, and an idle service does no work.
+
+Endpoints (docs/SERVICE.md): ``GET /`` (the page) and ``/static/dashboard.{js,css}``
+(open without the token: they hold no data), ``GET /v1/dashboard/state`` (the
+whole view), ``GET /v1/dashboard/history`` (the buckets), ``GET
+/v1/dashboard/search?q=`` (a user or a server: sessions and latest decisions),
+``GET /v1/events`` (server-sent events: one ``data:`` line of JSON per turn of the
+sampler). The page (``service/static``) is plain HTML, SVG and canvas with vanilla
+JS: it asks no other host for anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from importlib import resources
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from usher.errors import UsherError
+from usher.formats.trace import (
+    ImageOp,
+    LaunchDecision,
+    LaunchFailedOp,
+    LogoffOp,
+    LogonDoneOp,
+    ModeOp,
+    PlaceLastOp,
+    PowerOp,
+    RegisterOp,
+    RemoveServerOp,
+)
+from usher.service.dashboard_views import decision_record, fleet_grid, fleet_summary, jsonable, rollout_progress
+from usher.service.history import History
+
+__all__ = ["Dashboard", "PUBLIC_PATHS", "STREAM_SECONDS"]
+
+#: paths served without the bearer token (the page and its script: no data in them)
+PUBLIC_PATHS = ("/", "/static/dashboard.js", "/static/dashboard.css")
+#: an event stream ends after this many seconds (the page reconnects at once), so a
+#: server that shuts down gracefully is not held by open dashboards
+STREAM_SECONDS = 20.0
+KEEPALIVE_SECONDS = 10.0
+MAX_LAUNCHED = 1_000_000  # launches waiting for their logon_done, tracked for logon durations
+_ACTION_OPS = {PowerOp: ("power", "state"), ModeOp: ("mode", "mode"), ImageOp: ("image", "image"),
+               RegisterOp: ("register", "registered"), RemoveServerOp: ("remove_server", "force")}
+_STATIC = {"dashboard.js": "application/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8",
+           "index.html": "text/html; charset=utf-8"}
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
+def _static(name: str) -> bytes:
+    return resources.files("usher.service").joinpath("static", name).read_bytes()
+
+
+class Dashboard:
+    """The dashboard over one journal: a sink of the service and its endpoints.
+
+    Args:
+        journal: the journal (``usher.journal.open`` or ``in_memory``); its scheduler
+            is read by the sampler.
+        interval: seconds between the sampler's turns (the page's refresh).
+        history: where the buckets go (default: 360 buckets of 60 s of operation time).
+        decisions: how many of the latest launch decisions are kept for the search.
+        actions: how many of the latest fleet actions are kept.
+    """
+
+    def __init__(self, journal, interval: float = 1.0, history: History | None = None, decisions: int = 10_000,
+                 actions: int = 500):
+        self.journal = journal
+        self.interval = float(interval)
+        self.history = history if history is not None else History()
+        self.decisions: deque = deque(maxlen=decisions)
+        self.actions: deque = deque(maxlen=actions)
+        self._pending: list = []  # (ops, outputs) of the requests since the sampler's last turn
+        self._launched: dict = {}  # launch id -> (t, zone) until its logon_done
+        self._image_target: str | None = None  # the image most recently set
+        self._image_pools: set = set()  # the pools where an image was set
+        self._pool_of: dict = {}
+        self._task: asyncio.Task | None = None
+        self._turned = asyncio.Event()
+        self._core: dict | None = None  # the latest state without layout and history
+        self._layout: dict = {}
+        self._full: dict | None = None  # the latest state whole (made when asked for)
+        self._delta: bytes = b""  # the latest state as one event: the history since the turn before
+        self._layout_key: tuple = ()
+        self._newest: float | None = None  # the newest bucket at the last turn
+        self.version = 0  # turns that produced a new state
+
+    # ------------------------------------------------------------ the sink
+    def on_applied(self, ops, outputs, request_id=None, seconds=None) -> None:
+        """One applied request (``Journal.submit``'s ops and outputs): kept for the sampler."""
+        self._pending.append((ops, outputs))
+        if self._task is None:
+            self._start()
+
+    def _start(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # fed outside an event loop: the next request's turn folds it in
+            return
+        self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.turn()
+
+    # ------------------------------------------------------------ the sampler
+    def turn(self, force: bool = False) -> bool:
+        """Fold the requests since the last turn into the history and the rings, read
+        the fleet and encode the state; only when ops came in (or ``force``).
+        Returns whether a new state was made."""
+        if not self._pending and not force and self._core is not None:
+            return False
+        batches, self._pending = self._pending, []
+        for ops, outputs in batches:
+            self._fold(ops, outputs)
+        self._snapshot()
+        old, self._turned = self._turned, asyncio.Event()
+        old.set()
+        return True
+
+    def _fold(self, ops, outputs) -> None:
+        history, launched = self.history, self._launched
+        for op, out in zip(ops, outputs):
+            cls = out.__class__
+            if cls is LaunchDecision:
+                b = history.at(out.t)
+                if b is not None:
+                    b.outcomes[out.outcome] += 1
+                    if out.reason:
+                        b.rejected[out.reason] += 1
+                if out.outcome == "placed":
+                    launched[out.id] = (out.t, out.zone)
+                self.decisions.append(decision_record(op, out))
+                continue
+            if out is not None:  # an error line: the op changed nothing
+                continue
+            cls = op.__class__
+            if cls is LogonDoneOp:
+                started = launched.pop(op.session, None)
+                b = history.at(op.t) if started is not None else None
+                if b is not None:
+                    b.add_logon(started[1] or "", max(0.0, op.t - started[0]))
+            elif cls is LogoffOp or cls is LaunchFailedOp:
+                launched.pop(op.session, None)
+            elif cls in _ACTION_OPS or cls is PlaceLastOp:
+                self._action(op)
+        while len(launched) > MAX_LAUNCHED:
+            del launched[next(iter(launched))]
+
+    def _action(self, op) -> None:
+        if op.__class__ is PlaceLastOp:
+            kind, servers, value = "place_last", op.servers, op.flag
+        else:
+            kind, attr = _ACTION_OPS[op.__class__]
+            servers, value = [op.server], getattr(op, attr)
+        for server in servers:
+            self.actions.append({"t": op.t, "op": kind, "server": server, "value": value})
+        b = self.history.at(op.t)
+        if b is not None:
+            b.actions += len(servers)
+        if op.__class__ is ImageOp and op.image is not None:
+            self._image_target = op.image
+            pool = self._pool(op.server)
+            if pool is not None:
+                self._image_pools.add(pool)
+
+    def _pool(self, server) -> str | None:
+        pool = self._pool_of.get(server)
+        if pool is None:
+            try:
+                pool = str(self.journal.scheduler.server(server)["pool"])
+            except UsherError:
+                return None
+            self._pool_of[server] = pool
+        return pool
+
+    def _snapshot(self) -> None:
+        s = self.journal.scheduler
+        rows = s.servers()
+        summary = fleet_summary(s, rows)
+        layout, columns = fleet_grid(rows)
+        on = summary["servers"]["by_power"].get("on", 0)
+        b = self.history.at(s.now) if s.now is not None else None
+        if b is not None:
+            b.gauges = {"sessions": summary["sessions"], "licences": summary["licences"]["in_use"],
+                        "pending": summary["pending"], "servers_on": on, "servers": summary["servers"]["total"],
+                        "images": summary["servers"]["by_image"]}
+        since = self._newest
+        self._newest = b.start if b is not None else since
+        self.version += 1
+        core = {
+            "version": self.version,
+            "wall": time.time(),
+            "interval": self.interval,
+            "bucket_seconds": self.history.bucket_seconds,
+            "summary": summary,
+            "fleet": columns,
+            "logon": self.history.logon_percentiles(),
+            "actions": list(self.actions)[-50:],
+            "rollout": rollout_progress(rows, self._image_target, self._image_pools),
+        }
+        key = (len(layout["name"]), hash(tuple(layout["name"])), hash(tuple(layout["pool"])))
+        changed = key != self._layout_key
+        self._layout_key = key
+        self._core, self._layout, self._full = core, layout, None
+        delta = dict(core, history=self.history.as_json(since))
+        if changed:
+            delta["layout"] = layout
+        self._delta = b"data: " + _ENCODER.encode(delta) + b"\n\n"
+
+    def _whole(self) -> dict:
+        """The state with the layout and the whole history (what a new viewer needs)."""
+        assert self._core is not None, "no turn yet"
+        if self._full is None:
+            self._full = dict(self._core, layout=self._layout, history=self.history.as_json())
+        return self._full
+
+    def state(self) -> dict:
+        """The whole view now (a turn first when ops came in): ``_whole``."""
+        self.turn()
+        return self._whole()
+
+    # ------------------------------------------------------------ the search
+    def search(self, q: str, limit: int = 20) -> dict | None:
+        """A user or a server named ``q``: its view, its live sessions, its latest
+        decisions (newest first, with explanations when they were asked for); None
+        when nothing is known by that name."""
+        s = self.journal.scheduler
+        found: dict = {"query": q, "server": None, "user": None}
+        try:
+            found["server"] = jsonable(s.server(q))
+        except UsherError:
+            pass
+        try:
+            found["user"] = jsonable(s.user_config(q))
+        except UsherError:
+            pass
+        rows = s.sessions()
+        creator = self.journal.replayer.creator
+        mask = (rows["user"] == q) | (rows["server"] == q)
+        found["sessions"] = [
+            {"id": creator.get(int(r["id"]), int(r["id"])), "user": r["user"], "server": r["server"],
+             "pool": r["pool"], "state": str(r["state"]), "apps": list(r["apps"]), "t_launch": float(r["t_launch"]),
+             "pending": bool(r["pending"])}
+            for r in rows[mask]]
+        recent = []
+        for d in reversed(self.decisions):
+            if d["user"] == q or d["server"] == q:
+                recent.append(d)
+                if len(recent) >= limit:
+                    break
+        found["decisions"] = recent
+        if found["server"] is None and found["user"] is None and not recent:
+            return None
+        return found
+
+    # ------------------------------------------------------------ endpoints
+    async def page(self, request: Request):
+        return Response(_static("index.html"), media_type=_STATIC["index.html"],
+                        headers={"cache-control": "no-cache"})
+
+    async def asset(self, request: Request):
+        name = request.path_params["name"]
+        if name not in ("dashboard.js", "dashboard.css"):
+            return JSONResponse({"error": "NotFound", "field": "path", "message": f"no such file: {name}"},
+                                status_code=404)
+        return Response(_static(name), media_type=_STATIC[name], headers={"cache-control": "no-cache"})
+
+    async def state_endpoint(self, request: Request):
+        self._ensure_task()
+        return Response(_ENCODER.encode(self.state()), media_type="application/json")
+
+    async def history_endpoint(self, request: Request):
+        self.turn()
+        return JSONResponse({"bucket_seconds": self.history.bucket_seconds, "buckets": self.history.as_json()})
+
+    async def search_endpoint(self, request: Request):
+        q = request.query_params.get("q", "").strip()
+        if not q:
+            return JSONResponse({"error": "InvalidArgument", "field": "q", "message": "name a user or a server"},
+                                status_code=422)
+        self.turn()
+        found = self.search(q)
+        if found is None:
+            return JSONResponse({"error": "NotFound", "field": "q",
+                                 "message": f"no user, server or recent decision is named {q!r}"}, status_code=404)
+        return Response(_ENCODER.encode(found), media_type="application/json")
+
+    async def events(self, request: Request):
+        self._ensure_task()
+        self.turn()
+        return StreamingResponse(self._stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    async def _stream(self):
+        yield b"data: " + _ENCODER.encode(self._whole()) + b"\n\n"
+        seen = self.version
+        ends = time.monotonic() + STREAM_SECONDS
+        while (left := ends - time.monotonic()) > 0:
+            turned = self._turned
+            try:
+                await asyncio.wait_for(turned.wait(), min(left, KEEPALIVE_SECONDS))
+            except TimeoutError:
+                yield b": keepalive\n\n"
+                continue
+            if self.version == seen + 1:
+                yield self._delta
+            elif self.version > seen:  # missed a turn: all of it again
+                yield b"data: " + _ENCODER.encode(self._whole()) + b"\n\n"
+            seen = self.version
+
+    def _ensure_task(self) -> None:
+        if self._task is None:
+            self._start()
+
+    def routes(self) -> list[Route]:
+        """The dashboard's routes, for the service's app."""
+        return [
+            Route("/", self.page, methods=["GET"]),
+            Route("/static/{name}", self.asset, methods=["GET"]),
+            Route("/v1/dashboard/state", self.state_endpoint, methods=["GET"]),
+            Route("/v1/dashboard/history", self.history_endpoint, methods=["GET"]),
+            Route("/v1/dashboard/search", self.search_endpoint, methods=["GET"]),
+            Route("/v1/events", self.events, methods=["GET"]),
+        ]
