@@ -105,7 +105,7 @@ class EngineCalls:
     def set_registered(self, i, registered, now):
         self.timed(1, self.s.set_registered, int(i), registered, now=now)
         if self.append is not None:
-            self.append({"t": now, "op": "registered", "server": self.server_names[i], "registered": registered})
+            self.append({"t": now, "op": "register", "server": self.server_names[i], "registered": registered})
 
     def set_image(self, i, image, now):
         self.timed(1, self.s.set_image, int(i), image, now=now)
