@@ -567,35 +567,57 @@ class Rollout:
             acts.append(Action(PLACE_FIRST, i, "rollout: off the old image" if not stopped else f"rollout {self.phase}"))
         self.marked = want
 
-    # ------------------------------------------------------------ dry run
     def waves(self, view: FleetView) -> list:
-        """The waves a rollout would run on ``view`` if every drained server emptied
-        at once: a list of dicts ``{"wave", "kind", "servers"}`` (canary first, then
-        ``staged`` off servers, then waves of drains), for ``usher rollout plan``."""
-        r = Rollout(self.settings, self.interval_seconds)
-        r._setup(view)
-        power, mode = np.asarray(view.power).copy(), np.asarray(view.mode)
-        sessions, pending = np.asarray(view.sessions), np.asarray(view.pending)
-        registered = np.ones(len(power), bool) if view.registered is None else np.asarray(view.registered, bool)
-        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
-        out = []
-        acts: list = []
-        r._canary(0.0, view, power, mode, sessions, pending, registered, locked, acts)
-        if acts:
-            out.append({"wave": 0, "kind": "canary", "servers": list(r.canaries)})
-        r.status[np.isin(r.status, (DRAINING, REBOOTING))] = UPDATED
-        acts = []
-        r._stage(power, locked, acts)
-        if acts:
-            out.append({"wave": len(out), "kind": "staged", "servers": [a.server for a in acts]})
-        while True:
-            acts = []
-            r._drain(0.0, view, power, mode, sessions, pending, registered, locked, acts)
-            if not acts:
-                break
-            out.append({"wave": len(out), "kind": "wave", "servers": [a.server for a in acts]})
-            r.status[r.status == DRAINING] = UPDATED
-        left = int((r.status == OLD).sum())
-        if left:
-            out.append({"wave": len(out), "kind": "blocked", "servers": np.nonzero(r.status == OLD)[0].tolist()})
+        """The waves this rollout would run on ``view`` (:func:`dry_run`)."""
+        return dry_run(self.settings, view, self.interval_seconds)
+
+    def wanted_seats(self, view: FleetView, now: float) -> np.ndarray:
+        """Per group (``pool * n_zones + zone``), the seats of the servers the waves
+        would drain next if the capacity rule let them (the unavailable limit's room,
+        old servers on and enabled, fewest sessions first): what a power policy must
+        add for the waves to go on. Zero outside the waves, when paused, from the deadline."""
+        out = np.zeros(getattr(self, "n_groups", 0), dtype=np.int64)
+        if self.phase != "waves" or self.paused or now >= self.settings.deadline or not hasattr(self, "members"):
+            return out
+        power, mode, sessions = np.asarray(view.power), np.asarray(view.mode), np.asarray(view.sessions)
+        seats = np.asarray(view.max_sessions)
+        for k, members in self.members:
+            gst = self.status[members]
+            room = self._limit(len(members)) - int(np.isin(gst, (DRAINING, REBOOTING, ROLLBACK)).sum())
+            cand = members[(gst == OLD) & (power[members] == ON) & (mode[members] == ENABLED)]
+            if room > 0 and len(cand):
+                out[k] = int(seats[cand[np.argsort(sessions[cand], kind="stable")[:room]]].sum())
         return out
+
+
+def dry_run(settings: RolloutSettings, view: FleetView, interval_seconds: int = 60) -> list:
+    """The waves a rollout would run on ``view`` if every drained server emptied
+    at once: a list of dicts ``{"wave", "kind", "servers"}`` (canary first, then
+    ``staged`` off servers, then waves of drains), for ``usher rollout plan``."""
+    r = Rollout(settings, interval_seconds)
+    r._setup(view)
+    power, mode = np.asarray(view.power).copy(), np.asarray(view.mode)
+    sessions, pending = np.asarray(view.sessions), np.asarray(view.pending)
+    registered = np.ones(len(power), bool) if view.registered is None else np.asarray(view.registered, bool)
+    locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
+    out = []
+    acts: list = []
+    r._canary(0.0, view, power, mode, sessions, pending, registered, locked, acts)
+    if acts:
+        out.append({"wave": 0, "kind": "canary", "servers": list(r.canaries)})
+    r.status[np.isin(r.status, (DRAINING, REBOOTING))] = UPDATED
+    acts = []
+    r._stage(power, locked, acts)
+    if acts:
+        out.append({"wave": len(out), "kind": "staged", "servers": [a.server for a in acts]})
+    while True:
+        acts = []
+        r._drain(0.0, view, power, mode, sessions, pending, registered, locked, acts)
+        if not acts:
+            break
+        out.append({"wave": len(out), "kind": "wave", "servers": [a.server for a in acts]})
+        r.status[r.status == DRAINING] = UPDATED
+    left = int((r.status == OLD).sum())
+    if left:
+        out.append({"wave": len(out), "kind": "blocked", "servers": np.nonzero(r.status == OLD)[0].tolist()})
+    return out
