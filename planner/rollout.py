@@ -14,8 +14,9 @@ same plan. A server goes through::
    off is booted on the new image (nothing to drain), else one that is on is drained
    (fewest sessions first) and rebooted; the power policy leaves them alone until
    their soak has passed (:meth:`Rollout.held`); when all have come back registered, they
-   soak ``soak_minutes``; only then do the waves and the staging of off servers start
-   (a bad image never reaches a server that is off).
+   soak ``soak_minutes`` and until each has had ``soak_launches`` launches (new
+   sessions go to them first: item 3); only then do the waves and the staging of off
+   servers start (a bad image never reaches a server that is off).
 2. **waves**: in each group (one pool in one zone) at most ``max_unavailable`` servers
    (a count, or a share of the group's servers when ``max_unavailable_pct`` is set) are
    draining or rebooting at once, and a server is drained only while the seats left on
@@ -27,16 +28,25 @@ same plan. A server goes through::
    empty sooner); the mark is cleared when the server is rebooted. At the deadline,
    servers still draining are enabled again (they keep the old image).
 4. **health**: a rebooted server that has not registered ``register_timeout_seconds``
-   after it came on **halts** the rollout: nothing more is drained, servers drained
-   but not yet rebooted are enabled again, and the failed servers are rolled back
-   (drained, shut down, reimaged to their old image, booted); ``halt_reason`` says why.
+   after it came on, or a server on the new image whose launches fail above
+   ``max_failed_launch_pct`` (once it has had ``failed_launch_min``; reported by whoever
+   places sessions: :meth:`Rollout.launch_placed`, :meth:`Rollout.launch_failed`),
+   **halts** the rollout: nothing more is drained, servers drained but not yet rebooted
+   are enabled again, servers staged and still off go back to their old image, and the
+   failed servers and the canaries are rolled back (drained, shut down, reimaged to
+   their old image, booted); ``halt_reason`` says why.
 5. **operator**: :meth:`pause` (no new drain; what is under way finishes),
    :meth:`resume`, :meth:`cancel` (as a halt, without a rollback).
+6. **forced logoff** (``forced_logoff``, off by default): the users of servers still on
+   the old image are warned (``warn``: ``warn_minutes`` before the logoff time,
+   ``logoff_lead_minutes`` before the deadline); from the logoff time the waves log off
+   the sessions of each server they drain (``logoff``), still within the unavailable
+   limit and the capacity rule, so the servers reboot onto the image by the deadline.
+   Without it, a server whose sessions do not end by the deadline stays on its old
+   image (the rollout reports it unfinished).
 
 Servers in maintenance mode, excluded (``view.excluded``) or kept down by a fault are
-never touched. Forced logoff at the deadline is not implemented: a server whose
-sessions do not end by the deadline stays on its old image (the rollout reports it
-unfinished).
+never touched.
 """
 
 from __future__ import annotations
@@ -87,6 +97,8 @@ class RolloutSettings:
             launches on the image; None: not checked.
         failed_launch_min: launches a server must have had on the new image before
             its failure rate is judged.
+        soak_launches: the soak lasts until each canary has had this many launches
+            (0: time only; a broker that does not report launches sets 0).
         forced_logoff: off by default. When on, the sessions still open on servers
             on the old image are logged off ``logoff_lead_minutes`` before the
             deadline (time for them to reboot onto the image), after warnings
@@ -106,6 +118,7 @@ class RolloutSettings:
     register_timeout_seconds: float = 600.0
     max_failed_launch_pct: float | None = 25.0
     failed_launch_min: int = 10
+    soak_launches: int = 10
     forced_logoff: bool = False
     warn_minutes: tuple = (15.0, 5.0, 1.0)
     logoff_lead_minutes: float = 20.0
@@ -133,9 +146,10 @@ class RolloutSettings:
             p = getattr(self, key)
             if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100):
                 raise InvalidArgument(key, p, "must be a number in (0, 100] or absent")
-        m = self.failed_launch_min
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise InvalidArgument("failed_launch_min", m, "must be an integer >= 1")
+        for key, low in (("failed_launch_min", 1), ("soak_launches", 0)):
+            m = getattr(self, key)
+            if isinstance(m, bool) or not isinstance(m, int) or m < low:
+                raise InvalidArgument(key, m, f"must be an integer >= {low}")
         if not isinstance(self.forced_logoff, bool):
             raise InvalidArgument("forced_logoff", self.forced_logoff, "must be true or false")
         w = self.warn_minutes
@@ -349,7 +363,7 @@ class Rollout:
                     self.phase = "waves"
             if self.phase == "canary" and all(self.status[i] == UPDATED for i in self.canaries):
                 self.phase, self.soak_until = "soak", now + self.settings.soak_minutes * 60.0
-            if self.phase == "soak" and self.soak_until is not None and now >= self.soak_until:
+            if self.phase == "soak" and self.soak_until is not None and now >= self.soak_until and self._tried():
                 self.phase = "waves"
             if self.phase == "waves":
                 self._stage(power, locked, acts)
@@ -439,6 +453,13 @@ class Rollout:
             self._halt(now, f"server {i}: {int(h.failed[i])} of {int(h.launches[i])} launches on {img} failed "
                             f"(over {s.max_failed_launch_pct:g} %)"
                             + (f", and {len(bad) - 1} more servers" if len(bad) > 1 else ""), bad.tolist())
+
+    def _tried(self) -> bool:
+        """The canaries have had ``soak_launches`` launches each: the soak lasts until then."""
+        s, h = self.settings, self.health
+        if s.soak_launches == 0 or h is None or not self.canaries:
+            return True
+        return bool((h.launches[self.canaries] >= s.soak_launches).all())
 
     def _forced_logoff(self, now, power, mode, sessions, pending, locked, acts) -> bool:
         """With ``forced_logoff``: the users of servers still on the old image are warned

@@ -325,6 +325,8 @@ class RolloutSpec:
     #: rollout, once it has had failed_launch_min launches on it; 0: not checked
     max_failed_launch_pct: float = 25.0
     failed_launch_min: int = 10
+    #: the soak lasts until each canary has had this many launches (0: time only)
+    soak_launches: int = 10
     #: log off the sessions left on old-image servers logoff_lead_minutes before the
     #: deadline, after warnings warn_minutes before the logoff (off by default)
     forced_logoff: bool = False
@@ -655,7 +657,7 @@ def rollout_settings(sc):
         buffer_pct=ro.buffer_pct, canary=ro.canary, soak_minutes=ro.soak_minutes,
         register_timeout_seconds=ro.register_timeout_seconds,
         max_failed_launch_pct=ro.max_failed_launch_pct if ro.max_failed_launch_pct > 0 else None,
-        failed_launch_min=ro.failed_launch_min, forced_logoff=ro.forced_logoff,
+        failed_launch_min=ro.failed_launch_min, soak_launches=ro.soak_launches, forced_logoff=ro.forced_logoff,
         warn_minutes=tuple(ro.warn_minutes), logoff_lead_minutes=ro.logoff_lead_minutes).check()
 
 

@@ -90,6 +90,7 @@ def _run(seed, n, n_zones, limit, bad=None, steps=400, restart_at=None):
     rng = np.random.default_rng(seed)
     f = Fleet(rng, n, n_zones, bad)
     r = Rollout(RolloutSettings("v2", start=0, deadline=1e9, max_unavailable=limit, canary=1, soak_minutes=5,
+                                soak_launches=0,
                                 register_timeout_seconds=300, buffer_pct=10))
     halted_at = None
     for k in range(steps):
@@ -144,7 +145,7 @@ def test_resume_after_a_restart_continues_the_same_plan(seed, n, restart_at):
 def test_pause_drains_nothing_and_cancel_gives_servers_back():
     rng = np.random.default_rng(1)
     f = Fleet(rng, 8, 1)
-    r = Rollout(RolloutSettings("v2", canary=0, max_unavailable=2))
+    r = Rollout(RolloutSettings("v2", canary=0, max_unavailable=2, soak_launches=0))
     r.pause()
     assert not [a for a in r.step(f.view(0.0), 0.0) if a.kind == DRAIN]
     r.resume()
@@ -179,6 +180,7 @@ def _forced_run(seed, n, n_zones, limit, forced=True):
     f.sessions[f.power == ON] = rng.integers(1, 4, int((f.power == ON).sum()))
     f.sessions[f.power != ON] = 0
     r = Rollout(RolloutSettings("v2", start=0, deadline=3 * 3600, max_unavailable=limit, canary=1, soak_minutes=5,
+                                soak_launches=0,
                                 forced_logoff=forced, warn_minutes=[15, 5, 1],
                                 logoff_lead_minutes=5 + 6 * -(-n // (n_zones * limit))))  # time for the waves
     warned, logoffs = {}, []
