@@ -1,7 +1,11 @@
 """``usher rollout plan``: the waves an image rollout would run on a fleet.
 
 The fleet is read as ``usher replay`` reads it (``Scheduler.from_files``: pools,
-apps and settings in TOML, servers in CSV or Parquet); the planner is
+apps and settings in TOML, servers in CSV or Parquet), less its ``[[user]]`` tables:
+a plan needs the servers and their pools, and a hospital's fleet file is mostly
+users (42,000 in the embedded fleet's: parsing and adding them is most of the time
+a full read takes). Should the file without them not read (a header-like line
+inside a multi-line value), the whole file is read as it is. The planner is
 :class:`usher.planner.rollout.Rollout`, dry-run on the fleet as it is in the files
 (its sessions, if any, as demand). Printed: the canary, the off servers that take
 the image at their next boot (``staged``), then each wave with its servers per pool
@@ -11,6 +15,9 @@ and zone; ``--json`` prints the same as one JSON document.
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 import time
 from collections import Counter
 
@@ -49,6 +56,46 @@ def fleet_view(s) -> FleetView:
         registered=rows["registered"].astype(bool), image=list(rows["image"]))
 
 
+_HEADER = re.compile(r"^\s*\[\[?\s*[A-Za-z0-9_.\"' -]+\s*\]\]?\s*(#.*)?$")
+_USER = re.compile(r"^\s*\[\[\s*user\s*\]\]\s*(#.*)?$")
+
+
+def without_users(text: str) -> str:
+    """The TOML text less its ``[[user]]`` tables (each from its header up to the next
+    table header)."""
+    out, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if _HEADER.match(line):
+            skipping = bool(_USER.match(line))
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def load_servers(fleet_path, servers_path):
+    """A scheduler with the fleet's settings, pools, apps and servers, without its
+    users (:func:`without_users`); the whole file when that does not read."""
+    import usher
+
+    with open(fleet_path, "rb") as fh:
+        raw = fh.read()
+    try:
+        lean = without_users(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        lean = None
+    if lean is not None and len(lean) < len(raw):
+        fd, tmp = tempfile.mkstemp(suffix=".toml")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(lean)
+            return usher.Scheduler.from_files(tmp, servers_path)
+        except usher.UsherError:
+            pass  # read the whole file: its own error, at its own line
+        finally:
+            os.unlink(tmp)
+    return usher.Scheduler.from_files(fleet_path, servers_path)
+
+
 @click.group("rollout")
 def rollout_command():
     """Plan an image rollout (see docs/ROLLOUT.md)."""
@@ -71,11 +118,10 @@ def rollout_command():
 def plan_command(fleet_path, servers_path, image, window, max_unavailable, max_unavailable_pct, canary, buffer_pct,
                  as_json):
     """Print the waves a rollout of IMAGE would run on the fleet."""
-    import usher
     from usher.planner.rollout import Rollout, RolloutSettings
 
     t0 = time.perf_counter()
-    s = usher.Scheduler.from_files(fleet_path, servers_path)
+    s = load_servers(fleet_path, servers_path)
     start, deadline = _window(window)
     view = fleet_view(s)
     settings = RolloutSettings(image, start=start, deadline=deadline, max_unavailable=max_unavailable,

@@ -41,12 +41,12 @@ import numpy as np
 
 from usher.planner.power import BOOT, DRAIN, ENABLE, PLACE_FIRST, PLACE_LAST, SHUTDOWN, Action, FleetView, \
     is_action_policy
-from usher.planner.rollout import STATUS_NAMES, Rollout
+from usher.planner.rollout import ROLLBACK, STAGED, STATUS_NAMES, Rollout
 
 __all__ = ["WithRollout", "TIMELINE_COLUMNS"]
 
 OFF, BOOTING, ON = 0, 1, 2
-ENABLED, DRAIN_MODE = 0, 1
+ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 _MARKS = (PLACE_LAST, PLACE_FIRST)
 #: columns of :attr:`WithRollout.timeline`: the time, then servers per rollout status
 #: (``old`` ... ``rollback``) and the new image's servers on / old image's servers on
@@ -71,6 +71,7 @@ class WithRollout:
         # the rollout's place-last marks and the power policy's: bool arrays made by the first call
         self.want_r: Any = None
         self.want_p: Any = None
+        self.surged: Any = None  # bool per server: booted to keep the buffer, held from the power policy
         self.min_spare: int | None = None
         self.min_spare_over_buffer: int | None = None
         self.timeline: list = []
@@ -97,6 +98,8 @@ class WithRollout:
                 mode[a.server] = DRAIN_MODE
             elif a.kind == ENABLE:
                 mode[a.server] = ENABLED
+        if self.surged is not None:
+            held = held | self.surged
         excluded = held if view.excluded is None else held | np.asarray(view.excluded, dtype=bool)
         pview = replace(view, mode=mode, excluded=excluded, place_last=None)
         if self.power_acts:
@@ -104,10 +107,89 @@ class WithRollout:
         else:
             p_acts = self._wish_actions(pview, self.power.plan(pview))
         out = [a for a in r_acts if a.kind not in _MARKS]
-        out += [a for a in p_acts if a.kind not in _MARKS and not held[a.server]]
+        p_out = [a for a in p_acts if a.kind not in _MARKS and not held[a.server]]
+        s = self.rollout.settings
+        if s.start <= now < s.deadline and self.rollout.status is not None:
+            p_out = self._keep_buffer(view, now, out, p_out)
+        elif self.surged is not None:
+            self.surged[:] = False  # the window is over: the power policy has them back
+        out += p_out
         out += self._marks(r_acts, p_acts)
         self._observe(view, now)
         return out
+
+    def _keep_buffer(self, view: FleetView, now: float, r_out: list, p_out: list) -> list:
+        """Seats >= demand + buffer in each group through the window, whatever the two
+        planners asked (returns the power policy's actions, filtered; appends boots to
+        ``r_out``).
+
+        Details: per group, ``need = ceil(D x (1 + buffer_pct / 100))``, D = sessions +
+        pending logons of the group (those on drained servers too: they stay demand
+        until they end); ``ready`` = seats of servers on, enabled, registered, not
+        locked, after this interval's drains and enables. A power-policy drain that
+        takes ``ready`` below ``need`` is dropped (with its shutdown). Then, where
+        ``ready`` + seats booting < ``need`` + the seats the waves want to drain next
+        (:meth:`Rollout.wanted_seats`), off servers are booted (staged ones first: they
+        come up on the new image; most seats first) and held from the power policy
+        until the window closes: autoscale's own sizing keeps less than the rollout's
+        buffer, and without the surge the waves would stall at their capacity rule."""
+        r = self.rollout
+        if not hasattr(r, "members"):
+            return p_out
+        n = len(view.power)
+        if self.surged is None:
+            self.surged = np.zeros(n, dtype=bool)
+        power, mode = np.asarray(view.power), np.array(view.mode, copy=True)
+        seats = np.asarray(view.max_sessions)
+        reg = np.ones(n, bool) if view.registered is None else np.asarray(view.registered, dtype=bool)
+        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
+        if view.excluded is not None:
+            locked = locked | np.asarray(view.excluded, dtype=bool)
+        coming = (power == BOOTING) & ~locked
+        for a in r_out:
+            if a.kind in (DRAIN, ENABLE):
+                mode[a.server] = DRAIN_MODE if a.kind == DRAIN else ENABLED
+            elif a.kind == BOOT:
+                coming[a.server] = True
+        ready = (power == ON) & (mode == ENABLED) & reg & ~locked
+        busy = np.asarray(view.sessions) + np.asarray(view.pending)
+        buf = 1.0 + r.settings.buffer_pct / 100.0
+        group = r.group
+        need = np.zeros(r.n_groups, dtype=np.int64)
+        for k, members in r.members:
+            need[k] = math.ceil(float(busy[members].sum()) * buf)
+        have = np.bincount(group[ready], weights=seats[ready], minlength=r.n_groups).astype(np.int64)
+        kept, dropped = [], set()
+        for a in p_out:
+            i, k = a.server, group[a.server]
+            if a.kind == DRAIN and ready[i] and have[k] - seats[i] < need[k]:
+                dropped.add(i)
+                continue
+            if a.kind == SHUTDOWN and i in dropped:
+                continue
+            if a.kind == DRAIN and ready[i]:
+                ready[i] = False
+                have[k] -= seats[i]
+            elif a.kind == BOOT:
+                coming[i] = True
+            kept.append(a)
+        have += np.bincount(group[coming], weights=seats[coming], minlength=r.n_groups).astype(np.int64)
+        want = need + r.wanted_seats(view, now)
+        off = (power == OFF) & ~locked & ~coming & ~r.held() & (r.status != ROLLBACK)
+        for k, members in r.members:
+            if have[k] >= want[k]:
+                continue
+            cand = members[off[members]]
+            cand = cand[np.lexsort((-seats[cand], r.status[cand] != STAGED))]
+            for i in cand.tolist():
+                if have[k] >= want[k]:
+                    break
+                r_out.append(Action(BOOT, i, f"rollout surge ({r.names[k]}): {int(have[k]):,} seats ready or "
+                                             f"booting < {int(need[k]):,} (demand + {r.settings.buffer_pct:g} %) "
+                                             f"+ {int(want[k] - need[k]):,} the waves drain next"))
+                have[k] += seats[i]
+                self.surged[i] = True
+        return kept
 
     def _wish_actions(self, view: FleetView, wish) -> list:
         """A wish policy's wish as actions, as the simulator carries a wish out

@@ -234,12 +234,15 @@ class Day:
         self.build_seconds = time.perf_counter() - t0
         self.policy: Any = power_policy or FixedSchedule(sc, lay.server_night_off)  # see is_action_policy
         self.rollout: Any = None  # the WithRollout composite when [rollout] is on (the first day only)
+        self.rollout_run: Any = None  # the simulator's side of it (usher.sim.rollout.RolloutRun)
         if sc.rollout.enabled and self.day_index == 0:
             from usher.planner.compose import WithRollout
             from usher.planner.rollout import Rollout
+            from usher.sim.rollout import RolloutRun
 
             self.rollout = self.policy = WithRollout(self.policy, Rollout(rollout_settings(sc),
                                                                           sc.power.policy_interval_seconds))
+            self.rollout_run = RolloutRun(self.rollout, sc.rollout, sc.day.seed)
         self.naming = trace is not None or keep_decisions
         self.books = Books(len(lay.server_names), self.naming)
         self.calls = EngineCalls(s, trace, lay.server_names, self.books.names)

@@ -24,6 +24,7 @@ from usher.sim.demand import K_IMAGING
 from usher.planner.power import (
     BOOT, DRAIN, ENABLE, LOGOFF, PLACE_FIRST, PLACE_LAST, REIMAGE, SHUTDOWN, action_valid,
 )
+from usher.planner.rollout import WARN
 from usher.sim.stats import BOOTING, DRAIN as DRAIN_MODE, ENABLED, OFF, SHUTTING_DOWN, power_moves
 
 __all__ = ["server_events", "session_events", "apply_power", "apply_actions", "new_visits", "lose_sessions",
@@ -149,6 +150,10 @@ def _launch_failed(d, v, sid, tick, now):
     """E_FAIL: the logon failed; retried after ``retry_after_seconds`` while tries
     and the visit last, else the visit is given up (denied)."""
     st, ss = d.state, d.sc.sessions
+    if d.rollout_run is not None:  # the rollout's health check counts failed launches
+        entry = d.books.entries.get(sid)
+        if entry is not None:
+            d.rollout_run.failed(entry[1])
     d.books.launching.discard(sid)
     d.calls.session(d.s.launch_failed, "launch_failed", sid, now)
     d.books.unbook(sid)
@@ -249,6 +254,11 @@ def apply_actions(d, tick, now, actions):
     st, calls, pw, servers = d.state, d.calls, d.sc.power, d.cal.servers
     power_v, mode_v, sessions_v, pending_v, down = d.power_v, d.mode_v, d.sessions_v, d.pending_v, st.down
     tally, log = st.tally, st.actions
+    if d.rollout_run is not None:  # a rollout's warnings change no state: delivered apart
+        warn = [a for a in actions if a.kind == WARN]
+        if warn:
+            d.rollout_run.warn(d, warn, now)
+            actions = [a for a in actions if a.kind != WARN]
     for a in actions:
         i = a.server
         if not (0 <= i < len(power_v)) or not action_valid(a.kind, int(power_v[i]), int(mode_v[i]),

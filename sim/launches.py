@@ -137,6 +137,8 @@ def on_new(d, v, oc, srv, sid, rname, tick, now, placed):
         v.sid = sid
         d.books.book(sid, v, srv, rname)
         v.gen += 1
+        if d.rollout_run is not None:  # the rollout's health check counts launches
+            d.rollout_run.placed(d, v, srv)
         _schedule_visit(d, v, sid, tick)
         v.first = False
     elif oc == REJECTED:

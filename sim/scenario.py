@@ -321,8 +321,22 @@ class RolloutSpec:
     canary: int = 2
     soak_minutes: float = 30.0
     register_timeout_seconds: float = 600.0
+    #: a server on the new image whose launches fail above this share (%) halts the
+    #: rollout, once it has had failed_launch_min launches on it; 0: not checked
+    max_failed_launch_pct: float = 25.0
+    failed_launch_min: int = 10
+    #: the soak lasts until each canary has had this many launches (0: time only)
+    soak_launches: int = 10
+    #: log off the sessions left on old-image servers logoff_lead_minutes before the
+    #: deadline, after warnings warn_minutes before the logoff (off by default)
+    forced_logoff: bool = False
+    warn_minutes: list = field(default_factory=lambda: [15.0, 5.0, 1.0])
+    logoff_lead_minutes: float = 20.0
     #: servers booted on the new image fail to register (the fault that must halt it)
     bad_image: bool = False
+    #: share (%) of the logons on servers running the new image that fail (a bad
+    #: image that registers; the fault the failed-launch health check must catch); 0: none
+    bad_image_launch_failure_pct: float = 0.0
 
 
 SECTIONS = {
@@ -622,6 +636,9 @@ def _check_rollout(sc, source):
     if end <= start:
         _fail(source, "rollout", "deadline", ro.deadline,
               f"must be after the start ({ro.start}); the window lies inside the simulated day")
+    if not 0.0 <= ro.bad_image_launch_failure_pct <= 100.0:
+        _fail(source, "rollout", "bad_image_launch_failure_pct", ro.bad_image_launch_failure_pct,
+              "must be a share in [0, 100] (%)")
     try:
         rollout_settings(sc)
     except InvalidArgument as exc:
@@ -638,7 +655,10 @@ def rollout_settings(sc):
         max_unavailable=ro.max_unavailable if ro.max_unavailable != 0 else None,
         max_unavailable_pct=ro.max_unavailable_pct if ro.max_unavailable_pct > 0 else None,
         buffer_pct=ro.buffer_pct, canary=ro.canary, soak_minutes=ro.soak_minutes,
-        register_timeout_seconds=ro.register_timeout_seconds).check()
+        register_timeout_seconds=ro.register_timeout_seconds,
+        max_failed_launch_pct=ro.max_failed_launch_pct if ro.max_failed_launch_pct > 0 else None,
+        failed_launch_min=ro.failed_launch_min, soak_launches=ro.soak_launches, forced_logoff=ro.forced_logoff,
+        warn_minutes=tuple(ro.warn_minutes), logoff_lead_minutes=ro.logoff_lead_minutes).check()
 
 
 def _night_servers(sc) -> int:

@@ -131,3 +131,35 @@ def test_the_report_has_a_rollout_panel(tmp_path):
     h_plain = imread(tmp_path / "plain" / "report.png").shape[0]
     h_rolled = imread(tmp_path / "rolled" / "report.png").shape[0]
     assert h_rolled > h_plain  # the third row: servers by image and state
+
+
+@pytest.mark.parametrize("power", ["fixed", "autoscale"])
+def test_a_forced_logoff_updates_every_server_by_the_deadline_and_books_balance(power):
+    r = simulate_day(_day(forced_logoff=True, max_unavailable_pct=50.0),
+                     power_policy=Autoscale() if power == "autoscale" else None)
+    k = r.kpis
+    assert k["books.mismatch"] == 0 and k["logons.denied"] == 0 and k["launches.rejected"] == 0
+    assert k["rollout.updated_by_deadline"] == k["rollout.servers"] == k["scenario.servers"]
+    assert k["rollout.finished_at"] <= 5 * 3600
+    assert k["rollout.forced_logoffs"] > 0 and k["rollout.forced_logoff_servers"] > 0
+    assert k["rollout.users_warned"] > 0 and k["rollout.warnings"] >= k["rollout.users_warned"]
+    assert k["rollout.min_spare_over_buffer"] >= 0
+    logoffs = [a for a in r.actions if a[1] == "logoff"]
+    warns = [a for a in r.actions if a[1] == "warn"]
+    assert min(t for t, *_ in logoffs) >= 5 * 3600 - 20 * 60  # not before the logoff time
+    assert {t for t, *_ in warns} == {5 * 3600 - 20 * 60 - m * 60 for m in (15, 5, 1)}
+
+
+def test_logons_failing_on_the_new_image_halt_the_rollout_and_roll_the_canaries_back():
+    r = simulate_day(_day(bad_image_launch_failure_pct=60.0))
+    k = r.kpis
+    assert k["rollout.halted"] and "launches on w2022-2507 failed" in k["rollout.halt_reason"]
+    assert k["rollout.max_on_new_image"] <= k["rollout.canaries"]
+    assert k["rollout.updated"] == 0  # the canaries are rolling back (once their sessions end)
+    assert k["books.mismatch"] == 0 and k["logons.denied"] == 0
+
+
+def test_with_autoscale_the_spare_seats_stay_over_the_buffer():
+    k = simulate_day(_day(), power_policy=Autoscale()).kpis
+    assert k["rollout.min_spare_over_buffer"] >= 0
+    assert k["rollout.updated"] > k["rollout.canaries"]
