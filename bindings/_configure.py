@@ -105,8 +105,14 @@ class _Configure(_Host):
         cpu_full: float = config.DEFAULT_CPU_FULL,
         memory_full: float = config.DEFAULT_MEMORY_FULL,
         disk_queue_full: float = config.DEFAULT_DISK_QUEUE_FULL,
+        slow_logon_factor: float | None = None,
+        slow_min_samples: int = config.DEFAULT_SLOW_MIN_SAMPLES,
     ) -> None:
-        """Add a pool (delivery group). Pools cannot be changed once added."""
+        """Add a pool (delivery group). Pools cannot be changed once added.
+
+        ``slow_logon_factor``: None or 0 (off), else a number > 1: a server of the
+        pool with at least ``slow_min_samples`` logons whose logon EWMA exceeds
+        this factor times the pool's median is *slow* (docs/SEMANTICS.md)."""
         name = _check_name("name", name)
         if name in self._pools:
             raise DuplicateName("name", name, "a pool with this name exists")
@@ -130,6 +136,14 @@ class _Configure(_Host):
         cpu_full = _check_float("cpu_full", cpu_full, 0.0, 100.0, lo_open=True)
         memory_full = _check_float("memory_full", memory_full, 0.0, 100.0, lo_open=True)
         disk_queue_full = _check_float("disk_queue_full", disk_queue_full, 0.0, lo_open=True)
+        slow_factor = None
+        if slow_logon_factor is not None:
+            slow_factor = _check_float("slow_logon_factor", slow_logon_factor, 0.0, 1e6)
+            if slow_factor == 0.0:
+                slow_factor = None
+            elif slow_factor <= 1.0:
+                raise InvalidArgument("slow_logon_factor", slow_logon_factor, "must be 0 (off) or above 1")
+        slow_min = _check_int("slow_min_samples", slow_min_samples, 1, _v.MAX_COUNT)
         with self._locked():
             p = len(self._pool_names)
             self._grow("pool_i", p + 1, "pool_cap")
@@ -141,6 +155,7 @@ class _Configure(_Host):
                 "reconnect_in_maintenance": rim, "external": ext, "tolerance": tol,
                 "tolerance_hard": hard, "max_per_user": -1 if mpu is None else mpu,
                 "rules": mask, "n_zpref": len(zp), "g_start": 0, "g_count": 0,
+                "slow_min": slow_min, "slow_wait": 0,
             }
             for key, v in values.items():
                 pool[getattr(st, f"PO_{key.upper()}"), p] = int(v)
@@ -149,6 +164,8 @@ class _Configure(_Host):
             poolf[st.POF_CPU_FULL, p] = cpu_full
             poolf[st.POF_MEMORY_FULL, p] = memory_full
             poolf[st.POF_DISK_QUEUE_FULL, p] = disk_queue_full
+            poolf[st.POF_SLOW_FACTOR, p] = 0.0 if slow_factor is None else slow_factor
+            poolf[st.POF_LOGON_MEDIAN, p] = -1.0
             self._pools[name] = p
             self._pool_names.append(name)
             self._pool_config.append(
@@ -158,6 +175,7 @@ class _Configure(_Host):
                     external_access=ext, logon_tolerance=tol, tolerance_is_hard=hard,
                     max_sessions_per_user=mpu, load_rules=[str(r) for r in rules],
                     cpu_full=cpu_full, memory_full=memory_full, disk_queue_full=disk_queue_full,
+                    slow_logon_factor=slow_factor, slow_min_samples=slow_min,
                 )
             )
             self._dirty = True

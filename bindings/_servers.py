@@ -77,7 +77,7 @@ class _Servers(_Host):
                 "tags": mask, "max_sessions": max_sessions, "weight": weight, "power": power,
                 "registered": registered, "mode": mode, "sessions": 0, "pending": 0,
                 "load_index": 0, "tb": st.initial_tiebreak(self._seed, i), "key": st.INF_KEY,
-                "sinbin": 0, "key_bits": 0, "picks": 0,
+                "sinbin": 0, "key_bits": 0, "picks": 0, "logons": 0,
             }
             for k, v in values.items():
                 srv[getattr(st, f"SV_{k.upper()}"), i] = int(v)

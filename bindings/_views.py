@@ -68,6 +68,7 @@ class _Views(_Host):
                         over_tolerance=bool(key & st.OVERTOL_BIT),
                         sinbinned=bool(key & st.SINBIN_BIT),
                         place_last=bool(key & st.PLACE_LAST_BIT),
+                        slow=bool(key & st.SLOW_BIT),
                     )
                 )
             pools.append(dict(pool=self._pool_names[p], allowed=allowed, funnel=funnel, top=cands))
@@ -137,7 +138,8 @@ class _Views(_Host):
          ("max_sessions", "i8"), ("weight", "i8"), ("power", "U13"), ("registered", "?"),
          ("mode", "U11"), ("sessions", "i8"), ("pending", "i8"), ("load_index", "i8"),
          ("cpu", "f8"), ("mem", "f8"), ("disk_queue", "f8"), ("custom", "f8"),
-         ("sinbinned", "?"), ("image", "O"), ("picks", "i8"), ("place_last", "?")]
+         ("sinbinned", "?"), ("image", "O"), ("picks", "i8"), ("place_last", "?"),
+         ("slow", "?"), ("logons", "i8"), ("logon_ewma", "f8")]
     )
 
     def servers(self) -> np.ndarray:
@@ -155,11 +157,13 @@ class _Views(_Host):
             out["pool"] = [self._pool_names[p] for p in srv[st.SV_POOL, idx]]
             out["tags"] = [frozenset(self._server_tagsets[i]) for i in idx]
             out["image"] = [self._server_images[i] for i in idx]
-            for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks"):
+            for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks", "logons"):
                 out[f] = srv[st.SERVER_INT_FIELDS.index(f), idx]
             out["registered"] = srv[st.SV_REGISTERED, idx] != 0
             out["sinbinned"] = srv[st.SV_SINBIN, idx] != 0
             out["place_last"] = (srv[st.SV_KEY_BITS, idx] & st.PLACE_LAST_BIT) != 0
+            out["slow"] = (srv[st.SV_KEY_BITS, idx] & st.SLOW_BIT) != 0
+            out["logon_ewma"] = srvf[st.SF_LOGON_EWMA, idx]
             out["power"] = [str(Power(v)) for v in srv[st.SV_POWER, idx]]
             out["mode"] = [str(Mode(v)) for v in srv[st.SV_MODE, idx]]
             for f in st.SERVER_FLOAT_FIELDS[:4]:

@@ -77,12 +77,13 @@ class Explanation:
             f = p["funnel"]
             # how many servers each filter removed, in the funnel's order
             removed = ", ".join(f"{k} {v}" for k, v in f.items()
-                                if k not in ("servers", "candidates", "sinbin", "over_tolerance", "place_last") and v)
+                                if k not in ("servers", "candidates", "sinbin", "over_tolerance", "place_last", "slow")
+                                and v)
             lines.append(
                 f"  pool {p['pool']}: {'allowed' if p['allowed'] else 'not allowed'}, "
                 f"{f['servers']} servers, removed: {removed or 'none'}, {f['candidates']} candidates "
                 f"({f['over_tolerance']} over tolerance, {f['sinbin']} sin-binned, "
-                f"{f.get('place_last', 0)} place-last)"
+                f"{f.get('place_last', 0)} place-last" + (f", {f['slow']} slow" if f.get("slow") else "") + ")"
             )
             for c in p["top"]:
                 lines.append(
@@ -91,6 +92,7 @@ class Explanation:
                     + (" over-tolerance" if c["over_tolerance"] else "")
                     + (" sin-binned" if c["sinbinned"] else "")
                     + (" place-last" if c.get("place_last") else "")
+                    + (" slow" if c.get("slow") else "")
                 )
         return "\n".join(lines)
 

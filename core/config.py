@@ -43,3 +43,12 @@ INITIAL_POOLS = 8
 
 #: How many candidates an explanation lists.
 EXPLAIN_TOP = 5
+
+#: Slow servers (docs/SEMANTICS.md): the weight of a new logon duration in a
+#: server's logon EWMA, the samples a server needs before it can be judged slow
+#: (the pool default of ``slow_min_samples``), and how often a pool's logon
+#: median is computed again (every ``n // SLOW_MEDIAN_EVERY + 1`` logons of a
+#: pool whose median counts n servers; see core/health.py).
+SLOW_EWMA_ALPHA = 0.3
+DEFAULT_SLOW_MIN_SAMPLES = 5
+SLOW_MEDIAN_EVERY = 16

@@ -35,10 +35,11 @@ FUNNEL = (
     "candidates",  # eligible servers in reach, sin-binned ones included
     "over_tolerance",  # candidates with pending logons >= the pool's tolerance
     "place_last",  # candidates marked place-last (taken after every unmarked one)
+    "slow",  # candidates marked slow (candidates of last resort, before sin-binned ones)
 )
 N_FUNNEL = len(FUNNEL)
 (F_ALLOWED, F_SERVERS, F_POWER, F_UNREGISTERED, F_MODE, F_TAGS, F_ZONE, F_FULL, F_LOAD, F_SINBIN,
- F_CANDIDATES, F_OVER_TOLERANCE, F_PLACE_LAST) = range(N_FUNNEL)
+ F_CANDIDATES, F_OVER_TOLERANCE, F_PLACE_LAST, F_SLOW) = range(N_FUNNEL)
 
 _CHOICE_FAILOVER = int(codes.ZoneChoice.FAILOVER)
 _CHOICE_ANY = int(codes.ZoneChoice.ANY)
@@ -74,7 +75,7 @@ def explain_launch(h, u, app, location, external, counts, top):
         n, z0, z1, z2, c0, c1, c2 = resolve_zones(h, p, u, app, location) if u >= 0 else (0, -1, -1, -1, -1, -1, -1)
         zone_only = -1
         if u >= 0:
-            chosen, choice = pick_in_pool(h, p, u, app, location, st.SINBIN_BIT)
+            chosen, choice = pick_in_pool(h, p, u, app, location, st.SLOW_BIT)
             if chosen < 0:
                 chosen, choice = pick_in_pool(h, p, u, app, location, st.INF_KEY)
             if chosen >= 0 and choice != _CHOICE_FAILOVER and choice != _CHOICE_ANY:
@@ -109,6 +110,8 @@ def explain_launch(h, u, app, location, external, counts, top):
                         row[F_OVER_TOLERANCE] += 1
                     if s.srv[st.SV_KEY, i] & st.PLACE_LAST_BIT:
                         row[F_PLACE_LAST] += 1
+                    if s.srv[st.SV_KEY, i] & st.SLOW_BIT:
+                        row[F_SLOW] += 1
                     if zone_only >= 0 and s.srv[st.SV_ZONE, i] != zone_only:
                         continue
                     # insert into the top list (sorted, best first)

@@ -53,6 +53,7 @@ from .commit import (
     stop_pending,
 )
 from .explain import N_FUNNEL, explain_launch
+from .health import forget_logons, record_logon
 from .eligibility import available
 from .loadindex import load_index, selection_key
 from .placement import place
@@ -523,6 +524,7 @@ def _apply_session_op(h, slot, op, arg, now):
         s.sesf[st.SEF_T_STATE, slot] = now
         stop_pending(h, slot)
         replay_path(h, i)
+        record_logon(h, i, now - s.sesf[st.SEF_T_LAUNCH, slot])
     elif op == OP_DISCONNECT:
         s.ses[st.SE_STATE, slot] = _DISCONNECTED
         s.sesf[st.SEF_T_STATE, slot] = now
@@ -664,6 +666,7 @@ def server_op(header, i, op, value, now, out_ptr):
     if op == OP_POWER:
         if value == _OFF:
             out[0] = close_server_sessions(h, i, out, 1)
+            forget_logons(h, i)
         s.srv[st.SV_POWER, i] = value
     elif op == OP_REGISTERED:
         s.srv[st.SV_REGISTERED, i] = value

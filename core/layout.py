@@ -27,14 +27,22 @@ SERVER_INT_FIELDS = (
     "tb",  # tiebreak: < 0 = seeded initial order, else pick sequence number
     "key",  # selection key, see loadindex.selection_key
     "sinbin",  # 1 while sin-binned
-    "key_bits",  # the key's preference bits: SINBIN_BIT while sin-binned | PLACE_LAST_BIT while place-last
+    "key_bits",  # the key's preference bits: SINBIN_BIT while sin-binned | SLOW_BIT while slow | PLACE_LAST_BIT while place-last
     "sb_prev",  # sin-bin list links
     "sb_next",
     "v_head",  # the server's sessions (doubly linked through SE_V_*)
     "v_tail",
     "picks",  # sessions placed on this server since it was added
+    "logons",  # logons completed since it was added or last powered off (samples of logon_ewma)
 )
-SERVER_FLOAT_FIELDS = ("cpu", "mem", "disk_queue", "custom", "sinbin_until")
+SERVER_FLOAT_FIELDS = (
+    "cpu",
+    "mem",
+    "disk_queue",
+    "custom",
+    "sinbin_until",
+    "logon_ewma",  # logon duration (launch -> logon_complete), exponentially weighted; 0 before the first
+)
 
 SESSION_INT_FIELDS = (
     "state",  # codes.SessionState (FREE when the slot is unused)
@@ -85,8 +93,16 @@ POOL_INT_FIELDS = (
     "zpref2",
     "g_start",  # groups of the pool: [g_start, g_start + g_count)
     "g_count",
+    "slow_min",  # logons a server needs before it can be judged slow (slow_min_samples)
+    "slow_wait",  # logons of the pool left before its logon median is computed again
 )
-POOL_FLOAT_FIELDS = ("cpu_full", "memory_full", "disk_queue_full")
+POOL_FLOAT_FIELDS = (
+    "cpu_full",
+    "memory_full",
+    "disk_queue_full",
+    "slow_factor",  # slow_logon_factor, 0 = the slow rule is off
+    "logon_median",  # the pool's median logon_ewma when last computed, -1 = none yet
+)
 
 GROUP_FIELDS = (
     "pool",

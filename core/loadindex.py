@@ -110,16 +110,16 @@ def selection_key(h, i):
 
     Details::
 
-        key = sinbin << 62 | over_tolerance << 61 | place_last << 60 | score
+        key = sinbin << 62 | slow << 61 | over_tolerance << 60 | place_last << 59 | score
         score = load_index * 1_000_000 // weight      (horizontal)
               = 10000 - load_index                     (vertical)
 
     A server is a candidate (finite key) iff it is ``eligibility.eligible``:
     present, power on, registered, mode enabled, sessions < max_sessions and
     load index < 10000. Ties on the key are broken by ``tb`` (see tree.better).
-    The sin-bin and place-last bits are kept, ready to OR, in the server's
-    ``key_bits`` (set by ``commit.sinbin_server`` and ``kernels.server_op``): a
-    preference bit costs no branch here.
+    The sin-bin, slow and place-last bits are kept, ready to OR, in the server's
+    ``key_bits`` (set by ``commit.sinbin_server``, ``health.judge`` and
+    ``kernels.server_op``): a preference bit costs no branch here.
     """
     s = st.unpack(h)
     srv = s.srv

@@ -4,7 +4,7 @@ Design: ``place`` follows docs/SEMANTICS.md step by step and returns a status
 code; the decision goes to a row of int64 (``state.DECISION_FIELDS``). The
 filters that are properties of a group (pool, zone, tag set) are applied by
 choosing which group roots to look at; the filters that depend on the server
-(power, registration, mode, capacity, load, sin-bin, logon tolerance) are folded
+(power, registration, mode, capacity, load, sin-bin, slowness, logon tolerance) are folded
 into the server's selection key (``loadindex.selection_key``), so every query is
 a handful of O(1) root reads and the commit is one O(log n) tree path. The
 server-side conditions themselves are written once, in ``eligibility.py``.
@@ -157,7 +157,7 @@ def resolve_zones(h, p, u, app, location):
 @njit(cache=False)
 def best_in_zone(h, p, z, need, limit):
     """Best candidate of pool p in zone z matching tag mask ``need`` with a key
-    below ``limit`` (SINBIN_BIT leaves sin-binned servers out), or -1."""
+    below ``limit`` (SLOW_BIT leaves sin-binned and slow servers out), or -1."""
     s = st.unpack(h)
     if z < 0:
         return -1
@@ -341,9 +341,10 @@ def place(h, u, app, location, endpoint, external, now, out):
         _reject(out, _USER_LIMIT)
         return _OK
 
-    # 6-7. filter, zones, tolerance, pick: pass 1 without sin-binned servers,
-    # pass 2 with them when nothing else is left anywhere
-    for limit in (st.SINBIN_BIT, st.INF_KEY):
+    # 6-7. filter, zones, tolerance, pick: pass 1 without sin-binned or slow
+    # servers (SLOW_BIT is the key's highest bit below SINBIN_BIT), pass 2 with
+    # them when nothing else is left anywhere
+    for limit in (st.SLOW_BIT, st.INF_KEY):
         for k in range(start, stop):
             p = s.app_pools[k]
             if external != 0 and s.pool[st.PO_EXTERNAL, p] == 0:

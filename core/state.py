@@ -33,8 +33,9 @@ from .layout import HEADER_LEN, N_CK, N_TREE_COLUMNS  # noqa: F401  (named here 
 NONE = -1  # "no index" in every int field
 INF_KEY = np.iinfo(np.int64).max
 SINBIN_BIT = 1 << 62
-OVERTOL_BIT = 1 << 61
-PLACE_LAST_BIT = 1 << 60
+SLOW_BIT = 1 << 61
+OVERTOL_BIT = 1 << 60
+PLACE_LAST_BIT = 1 << 59
 FULL_LOAD = config.FULL_LOAD
 
 # ---------------------------------------------------------------- kernel view

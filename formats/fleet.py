@@ -406,6 +406,18 @@ def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
+def _pool_document(config: dict) -> dict:
+    """A pool's table: its settings, less those left at None and a
+    ``slow_min_samples`` left at its default (a fleet without the slow rule
+    reads as before it existed)."""
+    from usher.core.config import DEFAULT_SLOW_MIN_SAMPLES
+
+    doc = _drop_none(config)
+    if doc.get("slow_min_samples") == DEFAULT_SLOW_MIN_SAMPLES:
+        del doc["slow_min_samples"]
+    return doc
+
+
 def fleet_document(scheduler) -> dict:
     """The TOML document of a scheduler's configuration (without servers)."""
     s = scheduler
@@ -419,7 +431,7 @@ def fleet_document(scheduler) -> dict:
     }
     if s.licence_cap is not None:
         doc["licences"] = {"cap": s.licence_cap}
-    doc["pool"] = [_drop_none(s.pool_config(p)) for p in s.pool_names]
+    doc["pool"] = [_pool_document(s.pool_config(p)) for p in s.pool_names]
     doc["app"] = [_drop_none(s.app_config(a)) for a in s.app_names]
     doc["user"] = [_drop_none(s.user_config(u)) for u in s.user_ids]
     return doc

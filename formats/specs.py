@@ -70,6 +70,8 @@ class PoolSpec(Struct, kw_only=True, forbid_unknown_fields=True):
     cpu_full: float | UnsetType = UNSET
     memory_full: float | UnsetType = UNSET
     disk_queue_full: float | UnsetType = UNSET
+    slow_logon_factor: float | None | UnsetType = UNSET
+    slow_min_samples: Int64 | UnsetType = UNSET
 
 
 class AppSpec(Struct, kw_only=True, forbid_unknown_fields=True):

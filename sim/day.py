@@ -49,6 +49,7 @@ from usher.sim.books import Books
 from usher.sim.calendar import Calendar
 from usher.sim.calls import EngineCalls
 from usher.sim.demand import Arrivals, fault_schedule, presample
+from usher.sim.slow import slow_logons
 from usher.sim.handlers import apply_actions, apply_power, new_visits, server_events, session_events
 from usher.sim.kpis import day_kpis
 from usher.sim.launches import launches
@@ -249,6 +250,8 @@ class Day:
         self.cal = Calendar()
         self.arrivals: Arrivals = presample(sc, lay, np.random.default_rng([sc.day.seed, 23]))
         events, self.fault_windows = fault_schedule(sc, lay, np.random.default_rng([sc.day.seed, 29]))
+        #: the slow_server fault's servers and logon counts (None: neither it nor the slow rule is on)
+        self.slow = slow_logons(sc, lay, np.random.default_rng([sc.day.seed, 31]))
         for tick, item in events:
             self.cal.at_server(tick, item)
         self.state = DayState.start(lay, len(Reason), keep_decisions)

@@ -183,6 +183,8 @@ def session_events(d, evs, tick, now):
                 continue
             launching.discard(sid)
             calls.session(s.logon_complete, "logon_done", sid, now)
+            if d.slow is not None:
+                d.slow.logon_done(sid, now)
         elif kind == E_END:
             _visit_over(d, v, now)
         elif sid not in entries:

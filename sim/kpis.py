@@ -12,6 +12,7 @@ import numpy as np
 from usher.core.codes import Reason
 from usher.sim.launches import PLACED, RECONNECTED, REJECTED, SHARED
 from usher.sim.scenario import clock_text
+from usher.sim.slow import slow_kpis
 
 __all__ = ["day_kpis"]
 
@@ -140,6 +141,8 @@ def day_kpis(d, ser: dict, zser: dict, wall: float) -> dict:
     kp.update(_power_kpis(d, ser, jp, wall))
     if getattr(d, "rollout", None) is not None:
         kp.update(rollout_kpis(d))
+    if getattr(d, "slow", None) is not None:
+        kp.update(slow_kpis(d))
     return kp
 
 

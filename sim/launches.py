@@ -90,12 +90,14 @@ def _name_launches(d, reqs, rows, now):
     return names
 
 
-def _logon_tick(d, v, tick):
+def _logon_tick(d, v, tick, sid, srv, now):
     lg = d.arrivals.logon[v.a]
+    if d.slow is not None:
+        lg = d.slow.logon_length(sid, srv, lg, now)
     return tick + (lg if lg > 1 else 1)
 
 
-def _schedule_visit(d, v, sid, tick):
+def _schedule_visit(d, v, sid, tick, srv, now):
     """The events of a freshly placed main session: its logon (or failure), and on
     the first placement the second app, its closing, the disconnect, the reconnect;
     the visit's end."""
@@ -111,7 +113,7 @@ def _schedule_visit(d, v, sid, tick):
             if lg == 0:
                 d.state.warm.append(sid)
             else:
-                sess[tick + (lg if lg > 1 else 1)].append((E_LOGON, v, g, sid))
+                sess[_logon_tick(d, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
             end = v.end
             if arr.second[a] and arr.t_second[a] < end:
                 lq[arr.t_second[a]].append((v, g, L_SECOND))
@@ -122,7 +124,7 @@ def _schedule_visit(d, v, sid, tick):
                 if arr.rec[a]:
                     lq[arr.t_rec[a]].append((v, g, L_RECONNECT))
         else:
-            sess[tick + (lg if lg > 1 else 1)].append((E_LOGON, v, g, sid))
+            sess[_logon_tick(d, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
         if v.end < d.T:
             sess[v.end].append((E_END, v, g, sid))
 
@@ -139,7 +141,7 @@ def on_new(d, v, oc, srv, sid, rname, tick, now, placed):
         v.gen += 1
         if d.rollout_run is not None:  # the rollout's health check counts launches
             d.rollout_run.placed(d, v, srv)
-        _schedule_visit(d, v, sid, tick)
+        _schedule_visit(d, v, sid, tick, srv, now)
         v.first = False
     elif oc == REJECTED:
         ss = d.sc.sessions
@@ -163,7 +165,7 @@ def on_second(d, v, oc, srv, sid, rname, tick, now, placed):
         placed.append(srv)
         d.books.book(sid, v, srv, rname)
         v.extras.append(sid)
-        d.cal.sessions[_logon_tick(d, v, tick)].append((E_LOGON, v, v.gen, sid))
+        d.cal.sessions[_logon_tick(d, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
     elif oc != SHARED and oc != REJECTED:
         d.state.tally["unexpected"] += 1
 
@@ -180,7 +182,7 @@ def on_reconnect(d, v, oc, srv, sid, rname, tick, now, placed):
             d.books.unbook(old)
         v.sid = sid
         d.books.book(sid, v, srv, rname)
-        d.cal.sessions[_logon_tick(d, v, tick)].append((E_LOGON, v, v.gen, sid))
+        d.cal.sessions[_logon_tick(d, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
     elif oc == REJECTED:
         d.state.tally["reconnect_missed"] += 1
 

@@ -161,6 +161,10 @@ class FleetSpec:
     imaging_user_fraction: float = 0.12
     enforce_entitlement: bool = True
     logon_tolerance: int = 2
+    #: the pools' slow rule (docs/SEMANTICS.md, *Slow servers*): 0 = off, else a
+    #: factor > 1 of the pool's median logon; and the samples a server needs
+    slow_logon_factor: float = 0.0
+    slow_min_samples: int = 5
     records_load_rules: list = field(default_factory=lambda: ["sessions"])
     imaging_load_rules: list = field(default_factory=lambda: ["sessions", "cpu"])
     cpu_full: float = 90.0
@@ -299,6 +303,10 @@ class FaultSpec:
     zone_outage: str = "DC-South"
     zone_outage_at: str = "10:30"
     zone_outage_minutes: float = 60.0
+    #: slow_server: this many servers (chosen by the seed among those on in the day)
+    #: take slow_logon_multiplier times longer to log a user on, all day
+    slow_servers: int = 0
+    slow_logon_multiplier: float = 5.0
 
 
 #: the image every server of the simulated fleet runs at the start of the day
@@ -525,6 +533,10 @@ RANGES = {
     ("faults", "server_crashes"): (0, 1000, False),
     ("faults", "reboot_minutes"): (0.0, 1440.0, False),
     ("faults", "zone_outage_minutes"): (0.0, 1440.0, False),
+    ("faults", "slow_servers"): (0, 100_000, False),
+    ("faults", "slow_logon_multiplier"): (1.0, 100.0, False),
+    ("fleet", "slow_logon_factor"): (0.0, 1000.0, False),
+    ("fleet", "slow_min_samples"): (1, 10_000, False),
 }
 
 
@@ -573,6 +585,8 @@ def _check_fleet(sc, source):
         v = getattr(f, key)
         if not v or not all(isinstance(r, str) and r in rules for r in v):
             _fail(source, "fleet", key, v, f"must be a non-empty list of {', '.join(rules)}")
+    if 0.0 < f.slow_logon_factor <= 1.0:
+        _fail(source, "fleet", "slow_logon_factor", f.slow_logon_factor, "must be 0 (off) or above 1")
     if fl.zone_outage and fl.zone_outage not in f.zones:
         _fail(source, "faults", "zone_outage", fl.zone_outage, f"not a zone of the fleet ({', '.join(f.zones)})")
     ss = sc.sessions
@@ -847,6 +861,12 @@ def fleet_ops(sc: Scenario, layout: FleetLayout) -> list[dict]:
         {"t": 0.0, "op": "pool", "name": REMOTE, "load_balancing": lb, "zone_preference": ["user_home"],
          "failover": True, "external_access": True, "logon_tolerance": f.logon_tolerance,
          "load_rules": list(f.records_load_rules)},
+    ]
+    if f.slow_logon_factor > 0:  # written only when on: a day without the rule traces as before
+        for op in ops[2:5]:
+            op["slow_logon_factor"] = float(f.slow_logon_factor)
+            op["slow_min_samples"] = int(f.slow_min_samples)
+    ops += [
         {"t": 0.0, "op": "app", "name": APP_RECORD, "pools": [RECORDS, REMOTE]},
         {"t": 0.0, "op": "app", "name": APP_LABS, "pools": [RECORDS, REMOTE]},
         {"t": 0.0, "op": "app", "name": APP_PACS, "pools": [IMAGING], "tag_restriction": "imaging"},

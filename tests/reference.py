@@ -7,6 +7,8 @@ state to get wrong:
 - a server's sessions = the live sessions whose server it is;
 - its pending logons = its ``launching`` sessions with ``t_launch + pending_timeout > now``;
 - it is sin-binned iff ``sinbin_until > now``;
+- it is slow as its pool's slow rule last judged it (``_judge``: its logon EWMA
+  against the pool's median, computed when the pool's ``slow_wait`` ran out);
 - its load index is computed from the formula each time it is read;
 - the pick scans every server and takes ``min`` of ``(score, tb)``;
 - licence holders = users with at least one live session.
@@ -61,6 +63,9 @@ from usher.errors import (
 
 MASK64 = (1 << 64) - 1
 FULL = 10_000
+#: the slow rule's constants (docs/SEMANTICS.md, *Slow servers*)
+SLOW_EWMA_ALPHA = 0.3
+SLOW_MEDIAN_EVERY = 16
 
 
 # ---------------------------------------------------------------- spec formulas
@@ -209,6 +214,10 @@ class Pool:
     cpu_full: float
     memory_full: float
     disk_queue_full: float
+    slow_logon_factor: float | None = None
+    slow_min_samples: int = 5
+    logon_median: float = -1.0  # the median when last computed, -1 = none
+    slow_wait: int = 0  # logons of the pool left before the median is computed again
 
 
 @dataclass
@@ -249,6 +258,9 @@ class Server:
     sinbin_until: float = -math.inf
     picks: int = 0
     place_last: bool = False
+    logons: int = 0
+    logon_ewma: float = 0.0
+    slow: bool = False
 
 
 @dataclass
@@ -327,7 +339,8 @@ SERVER_DTYPE = np.dtype(
      ("max_sessions", "i8"), ("weight", "i8"), ("power", "U13"), ("registered", "?"),
      ("mode", "U11"), ("sessions", "i8"), ("pending", "i8"), ("load_index", "i8"),
      ("cpu", "f8"), ("mem", "f8"), ("disk_queue", "f8"), ("custom", "f8"),
-     ("sinbinned", "?"), ("image", "O"), ("picks", "i8"), ("place_last", "?")]
+     ("sinbinned", "?"), ("image", "O"), ("picks", "i8"), ("place_last", "?"),
+     ("slow", "?"), ("logons", "i8"), ("logon_ewma", "f8")]
 )
 
 SESSION_DTYPE = np.dtype(
@@ -478,7 +491,8 @@ class ReferenceScheduler:
                  zone_preference=("app_home", "user_home", "user_location"), failover=True,
                  session_reconnection="always", reconnect_in_maintenance=True, external_access=False,
                  logon_tolerance=2, tolerance_is_hard=False, max_sessions_per_user=None,
-                 load_rules=("sessions",), cpu_full=90.0, memory_full=90.0, disk_queue_full=8.0):
+                 load_rules=("sessions",), cpu_full=90.0, memory_full=90.0, disk_queue_full=8.0,
+                 slow_logon_factor=None, slow_min_samples=5):
         _check_name("name", name)
         if name in self.pools:
             raise DuplicateName("name", name, "a pool with this name exists")
@@ -503,6 +517,12 @@ class ReferenceScheduler:
             memory_full=_check_float("memory_full", memory_full, 0.0, 100.0, lo_open=True),
             disk_queue_full=_check_float("disk_queue_full", disk_queue_full, 0.0, lo_open=True),
         )
+        if slow_logon_factor is not None:
+            f = _check_float("slow_logon_factor", slow_logon_factor, 0.0, 1e6)
+            if 0.0 < f <= 1.0:
+                raise InvalidArgument("slow_logon_factor", slow_logon_factor, "must be 0 (off) or above 1")
+            pool.slow_logon_factor = f or None
+        pool.slow_min_samples = _check_int("slow_min_samples", slow_min_samples, 1)
         if not pool.load_rules:
             raise InvalidArgument("load_rules", load_rules, "must enable at least one rule")
         pool.load_rules = tuple(dict.fromkeys(pool.load_rules))
@@ -708,7 +728,7 @@ class ReferenceScheduler:
                     srv for srv in self.servers_by_name.values()
                     if srv.pool == p and self.eligible(srv) and self.matches(srv, app)
                     and self._in_reach(pool, zones[p], srv.zone)
-                    and (sinbin_allowed or not self.sinbinned(srv, now))
+                    and (sinbin_allowed or not (self.sinbinned(srv, now) or srv.slow))
                 ]
                 if not cands:
                     continue
@@ -721,6 +741,9 @@ class ReferenceScheduler:
                 if zone_set is None:
                     zone_set = cands
                     choice = ZoneChoice.FAILOVER if zones[p] else ZoneChoice.ANY
+                # pass 2: the healthiest of the set first (slow before sin-binned)
+                health = min((self.sinbinned(srv, now), srv.slow) for srv in zone_set)
+                zone_set = [srv for srv in zone_set if (self.sinbinned(srv, now), srv.slow) == health]
                 keep = [srv for srv in zone_set if self.pending(srv, now) < pool.logon_tolerance]
                 if not keep:
                     if pool.tolerance_is_hard:
@@ -824,6 +847,32 @@ class ReferenceScheduler:
         self._advance(t)
         x.state = SessionState.ACTIVE
         x.t_state = t
+        self._record_logon(self.servers_by_name[x.server], t - x.t_launch)
+
+    # ------------------------------------------------------------ slow servers
+    def _record_logon(self, srv: Server, seconds: float):
+        """A logon of ``seconds`` on srv: its EWMA, then the pool's slow rule."""
+        srv.logon_ewma = seconds if srv.logons == 0 else srv.logon_ewma + SLOW_EWMA_ALPHA * (seconds - srv.logon_ewma)
+        srv.logons += 1
+        pool = self.pools[srv.pool]
+        if pool.slow_logon_factor is None:
+            return
+        if pool.slow_wait > 0:
+            pool.slow_wait -= 1
+            self._judge(srv)
+            return
+        judged = sorted(x.logon_ewma for x in self.servers_by_name.values()
+                        if x.pool == pool.name and x.logons >= pool.slow_min_samples)
+        pool.logon_median = judged[(len(judged) - 1) // 2] if judged else -1.0
+        pool.slow_wait = len(judged) // SLOW_MEDIAN_EVERY
+        for x in self.servers_by_name.values():
+            if x.pool == pool.name:
+                self._judge(x)
+
+    def _judge(self, srv: Server):
+        pool = self.pools[srv.pool]
+        srv.slow = (srv.logons >= pool.slow_min_samples and pool.logon_median >= 0.0
+                    and srv.logon_ewma > pool.slow_logon_factor * pool.logon_median)
 
     def disconnect(self, session, now=None):
         t = self._time(now)
@@ -877,6 +926,7 @@ class ReferenceScheduler:
         self._advance(t)
         srv.power = state
         if state == Power.OFF:
+            srv.logons, srv.logon_ewma, srv.slow = 0, 0.0, False
             return self._end_sessions_on(srv, t)
         return []
 
@@ -983,7 +1033,8 @@ class ReferenceScheduler:
             out[k] = (srv.index, srv.name, srv.zone, srv.pool, srv.tags, srv.max_sessions, srv.weight,
                       str(srv.power), srv.registered, str(srv.mode), self.server_sessions(srv),
                       self.pending(srv, now), self.load_index_of(srv), srv.cpu, srv.mem, srv.disk_queue,
-                      srv.custom, self.sinbinned(srv, now), srv.image, srv.picks, srv.place_last)
+                      srv.custom, self.sinbinned(srv, now), srv.image, srv.picks, srv.place_last,
+                      srv.slow, srv.logons, srv.logon_ewma)
         return out
 
     def server(self, name) -> dict:

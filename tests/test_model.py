@@ -4,7 +4,8 @@
 Design: tiny domains (3-6 servers, 2 zones, a horizontal and a vertical pool,
 2-3 apps, 4 named users plus one that appears on first launch, max_sessions
 1-3, a licence cap below the user count) so that ties, full servers, tolerance
-limits and licence exhaustion happen within a few steps. A shared logical clock
+limits, licence exhaustion and slow servers (a pool's slow rule with a low
+factor and one or two samples) happen within a few steps. A shared logical clock
 ``now`` only moves forward, sometimes past ``sinbin_seconds`` and
 ``pending_timeout``. Every call goes through :meth:`SchedulerMachine.both`: the
 engine and the reference must both return equal results or both raise the same
@@ -80,6 +81,8 @@ def pool_strategy(load_balancing, external):
             cpu_full=st.sampled_from([90.0, 30.0]),
             memory_full=st.sampled_from([90.0, 50.0]),
             disk_queue_full=st.sampled_from([8.0, 3.0]),
+            slow_logon_factor=st.sampled_from([None, 1.5, 1.5, 3.0]),
+            slow_min_samples=st.integers(1, 2),
         )
     )
 
@@ -122,7 +125,7 @@ def key(d):
 
 SERVER_FIELDS = ("index", "zone", "pool", "max_sessions", "weight", "power", "registered", "mode",
                  "sessions", "pending", "load_index", "cpu", "mem", "disk_queue", "custom", "sinbinned",
-                 "picks")
+                 "picks", "slow", "logons", "logon_ewma")
 
 
 class SchedulerMachine(RuleBasedStateMachine):
@@ -421,6 +424,24 @@ class SchedulerMachine(RuleBasedStateMachine):
                                lambda s: getattr(s, op)(r_id, now=now))
         assert re == rr
 
+    @precondition(lambda self: self.e is not None and self.e.live_sessions > 0)
+    @rule(data=st.data(), dt=st.sampled_from([1.0, 4.0, 12.0, 40.0]), end=st.booleans())
+    def timed_logon(self, data, dt, end):
+        """A launching session completes its logon ``dt`` later (then perhaps logs
+        off): logons of different lengths, so servers of a pool with the slow rule
+        become slow and recover."""
+        launching = [int(r["id"]) for r in self.e.sessions() if r["state"] == "launching" and int(r["id"]) in self.e2r]
+        if not launching:
+            return
+        e_id = data.draw(st.sampled_from(launching), label="launching session")
+        r_id = self.e2r[e_id]
+        self.now += dt
+        ok, _, _ = self.both(lambda s: s.logon_complete(e_id, now=self.now),
+                             lambda s: s.logon_complete(r_id, now=self.now))
+        assert ok
+        if end:
+            assert self.both(lambda s: s.logoff(e_id, now=self.now), lambda s: s.logoff(r_id, now=self.now))[0]
+
     @rule(data=st.data())
     def close_app(self, data):
         e_id, r_id = self.draw_session(data)
@@ -587,6 +608,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             return
         se, sr = self.e.servers(), self.r.servers()
         assert list(se["name"]) == list(sr["name"])
+        if se["slow"].any():
+            event("a server is slow")
         for re_, rr in zip(se, sr):
             for f in SERVER_FIELDS:
                 assert re_[f] == rr[f], f"server {re_['name']}: {f} engine {re_[f]!r} reference {rr[f]!r}"
