@@ -14,10 +14,10 @@ from collections import Counter
 from importlib import resources
 
 import numpy as np
-import numpy.lib.recfunctions as rfn
 import pytest
 from starlette.testclient import TestClient
 
+import usher
 import usher.journal as journal
 from journal_workload import PRELUDE, stream
 from usher.service.app import create_app
@@ -202,16 +202,26 @@ def test_the_page_ships_in_the_package_and_names_no_other_host():
                                                           "/static/dashboard.js"]
 
 
-def test_the_grid_shows_slow_and_sinbinned_servers_when_the_view_has_them():
-    j = journal.in_memory(clock=lambda: 0.0)
-    j.apply(PRELUDE)
-    rows = j.scheduler.servers()
-    layout, columns = fleet_grid(rows)  # a view without a ``slow`` field: none slow
-    assert not any(f & FLAG_SLOW for f in columns["flags"])
-    rows = rfn.append_fields(rows, "slow", np.array([True, False, False]), usemask=False)
-    rows["sinbinned"][1] = True
+def test_the_grid_marks_the_engines_slow_and_sinbinned_servers():
+    s = usher.Scheduler(seed=1)
+    s.add_pool("p", zone_preference=(), logon_tolerance=100, slow_logon_factor=2.0, slow_min_samples=3)
+    s.add_app("a", ["p"])
+    for k in range(3):
+        s.add_server(f"s{k}", "z", "p", max_sessions=1000)
+    t, k = 0.0, 0
+    while min(r["logons"] for r in s.servers()) < 3:  # s0's logons take 6x longer
+        k += 1
+        d = s.launch(f"u{k}", "a", now=t)
+        t += 60.0 if d.server == "s0" else 10.0
+        s.logon_complete(d.session, now=t)
+        s.logoff(d.session, now=t)
+    rows = s.servers()
+    assert [bool(x) for x in rows["slow"]] == [True, False, False]
     layout, columns = fleet_grid(rows)
     assert [bool(f & FLAG_SLOW) for f in columns["flags"]] == [True, False, False]
+    assert not any(f & FLAG_SINBIN for f in columns["flags"])
+    rows["sinbinned"][1] = True
+    layout, columns = fleet_grid(rows)
     assert [bool(f & FLAG_SINBIN) for f in columns["flags"]] == [False, True, False]
 
 
