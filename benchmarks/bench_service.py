@@ -84,19 +84,42 @@ def cpu_seconds(pid) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def journal_counters(url) -> dict:
+    """Group commits so far, from the server's /metrics: fsyncs, records, fsync seconds."""
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    wanted = {"usher_journal_fsync_seconds_count": "fsyncs", "usher_journal_fsync_seconds_sum": "fsync_seconds",
+              "usher_journal_records_total": "records"}
+    out = dict.fromkeys(wanted.values(), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            out[wanted[name]] = float(value)
+    return out
+
+
 def run_client(url, mode, apps, seconds, prefix, server_pid=None, **options) -> dict:
     """One mode of tools/load_client.py; with ``server_pid``, adds the server's CPU time
-    per request (``server_cpu_us_per_request``): on a shared machine the steadier figure."""
+    per request (``server_cpu_us_per_request``: on a shared machine the steadier figure)
+    and the group commits of the run (``records_per_fsync``, ``fsync_ms``: the mean
+    fsync; the logoffs that follow a mode, untimed, are counted in)."""
     cmd = [sys.executable, CLIENT, "--url", url, "--mode", mode, "--apps", ",".join(apps), "--users", str(USERS),
            "--seconds", str(seconds), "--prefix", prefix]
     for key, value in options.items():
         cmd += [f"--{key}", str(value)]
     before = cpu_seconds(server_pid) if server_pid else 0.0
+    commits = journal_counters(url) if server_pid else None
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     result = json.loads(out.stdout)
     if server_pid:
         n = result.get("requests") or 2 * result["launches"] // result["batch"]
         result["server_cpu_us_per_request"] = (cpu_seconds(server_pid) - before) / n * 1e6
+        after = journal_counters(url)
+        fsyncs = after["fsyncs"] - commits["fsyncs"]
+        if fsyncs:
+            result["records_per_fsync"] = (after["records"] - commits["records"]) / fsyncs
+            result["fsync_ms"] = (after["fsync_seconds"] - commits["fsync_seconds"]) / fsyncs * 1e3
     return result
 
 
