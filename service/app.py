@@ -13,6 +13,7 @@ that fails); an operation that fails changes nothing. See docs/SERVICE.md.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
@@ -139,6 +140,7 @@ class Service:
         self.token = None if token is None else token.encode()
         self.write_guard = write_guard
         self._reading = 0  # ops requests that have not submitted their operations yet
+        self._commit_due = False  # a _commit is scheduled on the event loop
         self._request_prefix = secrets.token_hex(8)  # new request ids: this prefix + a counter
         self._requests = 0
 
@@ -152,6 +154,15 @@ class Service:
         except Exception as e:  # a bug must not take the service down nor leak a trace
             if not scope.get("usher.answered"):
                 await _send(send, 500, _problem_body("InternalError", None, type(e).__name__))
+
+    def _commit(self) -> None:
+        """End the group commit's window unless a request in hand has yet to submit its
+        operations (it will call again): the requests whose bodies arrived in the same
+        turn of the event loop share one fsync, and none waits for records that will
+        not come."""
+        self._commit_due = False
+        if not self._reading:
+            self.journal.commit_now()
 
     async def _ops(self, scope, receive, send, authorize) -> None:
         started = time.perf_counter()
@@ -201,8 +212,9 @@ class Service:
                 return await _send(send, 422, _problem_body("InvalidArgument", "body",
                                                             "must be a JSON object (an op) or an array of ops"))
         ops, outputs, ticket = self.journal.submit(items, explain=explain)
-        if not self._reading:  # no request in hand will add records: commit the group now
-            self.journal.commit_now()
+        if not self._commit_due:  # end the group once this turn of the loop has run
+            self._commit_due = True
+            asyncio.get_running_loop().call_soon(self._commit)
         try:
             await self.journal.wait_async(ticket)
         except Exception:  # the journal could not be written: nothing is acknowledged
