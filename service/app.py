@@ -176,7 +176,7 @@ class Service:
                 declared = declared if declared is not None else value
         if authorize and self.token is not None and not _token_ok(auth, self.token):
             return await _send(send, 401, _UNAUTHORIZED)
-        explain = False
+        explain: bool | None = False
         if scope["query_string"]:
             query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
             explain = _BOOLEAN.get(query.get("explain", "false").lower())

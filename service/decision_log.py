@@ -67,7 +67,7 @@ class DecisionLine(msgspec.Struct, omit_defaults=True, gc=False):
     explanation: dict | UnsetType = UNSET
 
 
-_SECOND = [None, ""]  # the last whole second formatted by _iso, and its text
+_SECOND: list = [None, ""]  # the last whole second formatted by _iso, and its text
 
 
 def _iso(created: float) -> str:
@@ -168,6 +168,7 @@ class BackgroundHandler(logging.Handler):
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._busy = False  # the thread holds taken records it has not written yet
+        self.failure: Exception | None = None  # the last write that failed (its lines are lost)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="usher-decision-log", daemon=True)
         self._thread.start()
@@ -181,8 +182,8 @@ class BackgroundHandler(logging.Handler):
             self.handleError(record)
             return
         with self._cond:
-            while len(self._queue) >= self.capacity and not self._closed:
-                self._cond.wait()
+            while len(self._queue) >= self.capacity and not self._closed and self._thread.is_alive():
+                self._cond.wait(0.1)
             if self._closed:
                 return
             self._queue.append(data)
@@ -211,8 +212,8 @@ class BackgroundHandler(logging.Handler):
                 else:
                     self.stream.write(data)
                     self.stream.flush()
-            except (OSError, ValueError):  # a closed or broken stream: nothing more can be written
-                pass
+            except Exception as e:  # a closed or broken stream must not stop the service
+                self.failure = e
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()

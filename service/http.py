@@ -64,7 +64,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.transport = CoalescingTransport(transport, self.loop)
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
 
 
 def uvicorn_options() -> dict:
