@@ -1,18 +1,26 @@
 """Load of ``usher serve``: a real server process on loopback, with its journal
-(``--fsync batch``), driven by a separate client process (tools/load_client.py).
+(``--fsync batch``), driven by a separate process (tools/load_client.py) on the same cores.
 
 Measured, on the 1,400-server fleet of mix (b) (fleets.py) written to fleet files:
 
-- single: one launch per request, 4 keep-alive connections, closed loop: requests/s;
+- single: one launch per request, closed loop on 4 keep-alive connections (or each
+  number of ``--connections``): requests/s;
 - array: arrays of 1,000 launches (each followed by an array logging them off): launches/s;
-- paced: one launch per request at a fixed 2,000 requests/s (open loop): p50/p99 latency.
+- paced: one launch per request at a fixed 2,000 requests/s over 32 connections (open
+  loop): p50/p99 latency.
+
+Each run also reports the server's CPU time per request (user + system, and system
+alone) and the group commits of the run (records per fsync, the mean fsync), read from
+``/proc`` and the server's ``/metrics``.
 
 As a test (``--benchmark-disable``, CI) each mode runs for a fraction of a second and
 the answers are checked (every request answered 200, launches placed); the full
-measurement (3 s a mode, the figures of docs/SERVICE.md)::
+measurement (3 s a run, the figures of docs/SERVICE.md)::
 
-    python benchmarks/bench_service.py                    # prints one JSON line per mode
-    python benchmarks/bench_service.py --no-log-decisions # the decision log off
+    python benchmarks/bench_service.py                      # prints one JSON line per run
+    python benchmarks/bench_service.py --connections 4,32   # single with 4, then 32 connections
+    python benchmarks/bench_service.py --no-log-decisions   # the decision log off
+    python benchmarks/bench_service.py --modes single --fsync off
 
 The server and the client share the machine's cores: on 2 cores the client takes
 part of one.

@@ -1,6 +1,7 @@
 """How ``usher serve`` runs uvicorn: :func:`serve`.
 
-- uvloop and httptools (the ``service`` extra installs both), no access log, no lifespan;
+- uvloop and httptools (the ``service`` extra installs both), no access log, no lifespan,
+  no proxy-header middleware;
 - the GIL's switch interval shortened to :data:`SWITCH_INTERVAL` for the process: the
   journal's flusher thread (and the decision log's writer) need the GIL briefly after
   each fsync, and with CPython's default interval (5 ms) a busy event loop keeps them,
@@ -69,14 +70,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 def uvicorn_options() -> dict:
     """The options ``usher serve`` gives ``uvicorn.run``: the coalescing httptools
-    protocol, uvloop where it is installed, no access log, no lifespan."""
+    protocol, uvloop where it is installed, no access log, no lifespan, no proxy-header
+    rewriting (the service reads no client address) and no ``server`` header."""
     try:
         import uvloop  # noqa: F401
 
         loop = "uvloop"
     except ImportError:  # pragma: no cover - Windows
         loop = "asyncio"
-    return dict(http=CoalescingHttpToolsProtocol, loop=loop, access_log=False, lifespan="off", log_level="warning")
+    return dict(http=CoalescingHttpToolsProtocol, loop=loop, access_log=False, lifespan="off", log_level="warning",
+                proxy_headers=False, server_header=False)
 
 
 def serve(app, host: str, port: int, **options) -> None:
