@@ -1,14 +1,22 @@
 """The ASGI app of ``usher serve`` (Starlette): operations in, decision lines out.
 
 Design: every endpoint is a coroutine on one event loop, so operations are applied one
-request at a time without a lock of the service's own; ``POST /v1/ops`` applies its
-operations through the journal (``usher.journal.Journal.submit``: apply, append the
-records to the journal's buffer) and then awaits their durability (group commit: many
-requests share one fsync) before it answers. Metrics and the decision log are sinks
-fed after each request (``sinks``), never computed inside a handler. Errors are
-answered as ``{"error", "field", "message"}`` (400 for a body that is not JSON or too
-large, 401 without the token, 404 for an unknown name, 422 for a single operation
-that fails); an operation that fails changes nothing. See docs/SERVICE.md.
+request at a time without a lock of the service's own. ``POST /v1/ops`` is the hot
+path: :class:`ServiceApp` answers it before its middleware and router with a plain
+ASGI handler (:meth:`Service.ops_asgi`: its own token check, body limit and error
+answers) that decodes the body straight into op Structs, applies them through the
+journal (``usher.journal.Journal.submit``: apply, append the records to the journal's
+buffer), ends the group-commit window once per turn of the event loop (the requests
+that arrived together share one fsync) and awaits their durability before it answers.
+Metrics and the decision log are sinks fed after each answer (``sinks``), never
+computed inside a handler. Errors are answered as ``{"error", "field", "message"}``
+(400 for a body that is not JSON, 401 without the token, 404 for an unknown name, 413
+for a body too large, 422 for a single operation that fails, 503 when the journal
+cannot be written); an operation that fails changes nothing. See docs/SERVICE.md.
+
+Extension points of :func:`create_app`: ``routes`` (more endpoints, behind the same
+token check) and ``write_guard`` (a check before any write is applied: a follower
+refusing writes, for example).
 """
 
 from __future__ import annotations
@@ -182,7 +190,7 @@ class Service:
             explain = _BOOLEAN.get(query.get("explain", "false").lower())
             if explain is None:
                 return await _send(send, 422, _problem_body("InvalidArgument", "explain", "must be true or false"))
-        if request_id is None:
+        if not request_id:
             self._requests += 1
             request_id = f"{self._request_prefix}{self._requests:016x}"
         self._reading += 1
@@ -223,19 +231,26 @@ class Service:
                                                  "a journal write failed: no decision is acknowledged"))
             return
         seconds = time.perf_counter() - started
-        extra = [(b"x-request-id", request_id.encode("latin-1"))]
         scope["usher.answered"] = True
+        try:
+            await self._answer(send, request_id, single, outputs)
+        finally:  # after the answer (off the client's wait), and even if the client has gone
+            for sink in self.sinks:
+                sink.on_applied(ops, outputs, request_id, seconds)
+
+    @staticmethod
+    async def _answer(send, request_id, single, outputs) -> None:
+        """The answer of applied operations: a single op's error as 422, else their lines."""
+        extra = [(b"x-request-id", request_id.encode("latin-1"))]
         if single and outputs[0].__class__ is LineError:
             line = outputs[0]
             await _send(send, 422, _problem_body(line.error, _field_of(line.message), line.message), extra)
-        else:
-            lines = [o for o in outputs if o is not None]
-            errors = sum(1 for o in lines if o.__class__ is LineError)
-            extra.append((b"x-usher-applied", str(len(outputs) - errors).encode()))
-            extra.append((b"x-usher-errors", str(errors).encode()))
-            await _send(send, 200, _ENCODER.encode_lines(lines) if lines else b"", extra, _NDJSON_TYPE)
-        for sink in self.sinks:  # after the answer: off the client's wait
-            sink.on_applied(ops, outputs, request_id, seconds)
+            return
+        lines = [o for o in outputs if o is not None]
+        errors = sum(1 for o in lines if o.__class__ is LineError)
+        extra.append((b"x-usher-applied", str(len(outputs) - errors).encode()))
+        extra.append((b"x-usher-errors", str(errors).encode()))
+        await _send(send, 200, _ENCODER.encode_lines(lines) if lines else b"", extra, _NDJSON_TYPE)
 
     # ------------------------------------------------------------ views
     async def session(self, request: Request):
