@@ -66,6 +66,7 @@ class JournalWriter:
         self._waiters: list = []  # (ticket, loop, future) of wait_async
         self._closed = False
         self._now = False  # commit_now: end the batch window early
+        self._waiting = False  # the flusher waits for records or for the window's end
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="usher-journal", daemon=True)
         self._thread.start()
@@ -79,14 +80,19 @@ class JournalWriter:
             self._buffer.extend(records)
             self._appended += len(records)
             ticket = self._appended
-            self._cond.notify_all()
+            # wake the flusher only when it has something to do: a group to start, or
+            # a full batch; a busy flusher takes what waits when it is done
+            if self._waiting and (self.fsync != "batch" or len(self._buffer) == len(records)
+                                  or len(self._buffer) >= self.batch_records):
+                self._cond.notify_all()
         return ticket
 
     def commit_now(self) -> None:
         """End the current ``batch`` window: write (and fsync) what is waiting now."""
         with self._cond:
             self._now = True
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
     @property
     def error(self):
@@ -144,6 +150,7 @@ class JournalWriter:
     def _take(self):
         """Wait for records (and, with ``batch``, for the window to fill); take them."""
         with self._cond:
+            self._waiting = True
             self._cond.wait_for(lambda: self._buffer or self._closed)
             if self.fsync == "batch" and not self._closed:
                 deadline = time.monotonic() + self.batch_seconds
@@ -152,6 +159,7 @@ class JournalWriter:
                     if left <= 0:
                         break
                     self._cond.wait(left)
+            self._waiting = False
             records, self._buffer = self._buffer, []
             self._now = False
             return records, self._appended, self._closed

@@ -1,23 +1,33 @@
 """The ASGI app of ``usher serve`` (Starlette): operations in, decision lines out.
 
 Design: every endpoint is a coroutine on one event loop, so operations are applied one
-request at a time without a lock of the service's own; ``POST /v1/ops`` applies its
-operations through the journal (``usher.journal.Journal.submit``: apply, append the
-records to the journal's buffer) and then awaits their durability (group commit: many
-requests share one fsync) before it answers. Metrics and the decision log are sinks
-fed after each request (``sinks``), never computed inside a handler. Errors are
-answered as ``{"error", "field", "message"}`` (400 for a body that is not JSON or too
-large, 401 without the token, 404 for an unknown name, 422 for a single operation
-that fails); an operation that fails changes nothing. See docs/SERVICE.md.
+request at a time without a lock of the service's own. ``POST /v1/ops`` is the hot
+path: :class:`ServiceApp` answers it before its middleware and router with a plain
+ASGI handler (:meth:`Service.ops_asgi`: its own token check, body limit and error
+answers) that decodes the body straight into op Structs, applies them through the
+journal (``usher.journal.Journal.submit``: apply, append the records to the journal's
+buffer), ends the group-commit window once per turn of the event loop (the requests
+that arrived together share one fsync) and awaits their durability before it answers.
+Metrics and the decision log are sinks fed after each answer (``sinks``), never
+computed inside a handler. Errors are answered as ``{"error", "field", "message"}``
+(400 for a body that is not JSON, 401 without the token, 404 for an unknown name, 413
+for a body too large, 422 for a single operation that fails, 503 when the journal
+cannot be written); an operation that fails changes nothing. See docs/SERVICE.md.
+
+Extension points of :func:`create_app`: ``routes`` (more endpoints, behind the same
+token check) and ``write_guard`` (a check before any write is applied: a follower
+refusing writes, for example).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
+import secrets
 import time
-import uuid
 from collections import Counter
+from urllib.parse import parse_qsl
 
 import msgspec
 from starlette.applications import Starlette
@@ -50,21 +60,67 @@ def _field_of(message: str):
     return m.group(1) if m else None
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _Disconnected(Exception):
+    """The client went away before its request was read."""
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+_JSON_TYPE = b"application/json"
+_NDJSON_TYPE = NDJSON.encode()
+
+
+def _problem_body(error, field, message) -> bytes:
+    return _ENCODER.encode({"error": error, "field": field, "message": message})
+
+
+_UNAUTHORIZED = _problem_body("Unauthorized", "Authorization", "a valid bearer token is required")
+
+
+async def _send(send, status, body: bytes, headers=(), content_type=_JSON_TYPE) -> None:
+    """Answer a request: one start message and one body message."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", content_type), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _token_ok(given, token: bytes) -> bool:
+    """Whether an ``Authorization`` header value carries the bearer ``token``."""
+    scheme, _, value = (given or b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token)
+
+
+async def _receive_body(receive, declared, limit: int):
+    """The request body, or None when it is larger than ``limit`` bytes."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
+        return None
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _Disconnected
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    chunks, size = [body], len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _BodyTooLarge
+            return None
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _refusal(write_guard, scope):
+    """``(status, body, headers)`` when ``write_guard`` refuses the write, else None."""
+    try:
+        write_guard(scope)
+    except UsherError as e:
+        headers = [(k.encode("latin-1"), v.encode("latin-1"))
+                   for k, v in (getattr(e, "http_headers", None) or {}).items()]
+        return getattr(e, "http_status", 503), _problem_body(type(e).__name__, e.field, str(e)), headers
+    return None
 
 
 class _Auth:
@@ -76,11 +132,8 @@ class _Auth:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, value = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
-                response = problem(401, "Unauthorized", "Authorization", "a valid bearer token is required")
-                await response(scope, receive, send)
+            if not _token_ok(dict(scope["headers"]).get(b"authorization"), self.token):
+                await _send(send, 401, _UNAUTHORIZED)
                 return
         await self.app(scope, receive, send)
 
@@ -88,26 +141,70 @@ class _Auth:
 class Service:
     """The endpoints over one journal (see :func:`create_app`)."""
 
-    def __init__(self, journal, sinks=(), max_body=MAX_BODY):
+    def __init__(self, journal, sinks=(), max_body=MAX_BODY, token=None, write_guard=None):
         self.journal = journal
         self.sinks = list(sinks)
         self.max_body = max_body
+        self.token = None if token is None else token.encode()
+        self.write_guard = write_guard
         self._reading = 0  # ops requests that have not submitted their operations yet
+        self._commit_due = False  # a _commit is scheduled on the event loop
+        self._request_prefix = secrets.token_hex(8)  # new request ids: this prefix + a counter
+        self._requests = 0
 
     # ------------------------------------------------------------ ops
-    async def ops(self, request: Request):
+    async def ops_asgi(self, scope, receive, send, authorize=True) -> None:
+        """``POST /v1/ops`` as a plain ASGI app (the hot path: no router, no Request)."""
+        try:
+            await self._ops(scope, receive, send, authorize)
+        except _Disconnected:
+            return
+        except Exception as e:  # a bug must not take the service down nor leak a trace
+            if not scope.get("usher.answered"):
+                await _send(send, 500, _problem_body("InternalError", None, type(e).__name__))
+
+    def _commit(self) -> None:
+        """End the group commit's window unless a request in hand has yet to submit its
+        operations (it will call again): the requests whose bodies arrived in the same
+        turn of the event loop share one fsync, and none waits for records that will
+        not come."""
+        self._commit_due = False
+        if not self._reading:
+            self.journal.commit_now()
+
+    async def _ops(self, scope, receive, send, authorize) -> None:
         started = time.perf_counter()
-        explain = _BOOLEAN.get(request.query_params.get("explain", "false").lower())
-        if explain is None:
-            return problem(422, "InvalidArgument", "explain", "must be true or false")
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        auth = request_id = declared = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth = auth if auth is not None else value
+            elif name == b"x-request-id":
+                request_id = request_id if request_id is not None else value.decode("latin-1")
+            elif name == b"content-length":
+                declared = declared if declared is not None else value
+        if authorize and self.token is not None and not _token_ok(auth, self.token):
+            return await _send(send, 401, _UNAUTHORIZED)
+        explain: bool | None = False
+        if scope["query_string"]:
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+            explain = _BOOLEAN.get(query.get("explain", "false").lower())
+            if explain is None:
+                return await _send(send, 422, _problem_body("InvalidArgument", "explain", "must be true or false"))
+        if not request_id:
+            self._requests += 1
+            request_id = f"{self._request_prefix}{self._requests:016x}"
         self._reading += 1
         try:
-            body = await _read_body(request, self.max_body)
-        except _BodyTooLarge:
-            return problem(413, "BodyTooLarge", "body", f"the body is larger than {self.max_body} bytes")
+            body = await _receive_body(receive, declared, self.max_body)
         finally:
             self._reading -= 1
+        if body is None:
+            return await _send(send, 413, _problem_body("BodyTooLarge", "body",
+                                                        f"the body is larger than {self.max_body} bytes"))
+        if self.write_guard is not None:
+            refused = _refusal(self.write_guard, scope)
+            if refused is not None:
+                return await _send(send, *refused)
         typed = opsbody.decode(body, self.journal.now)  # well-formed ops: straight to op Structs
         if typed is not None:
             items, single = typed
@@ -115,30 +212,45 @@ class Service:
             try:
                 items = msgspec.json.decode(body)
             except (msgspec.DecodeError, RecursionError) as e:
-                return problem(400, "MalformedJSON", "body", f"not a JSON text ({e})")
+                return await _send(send, 400, _problem_body("MalformedJSON", "body", f"not a JSON text ({e})"))
             single = isinstance(items, dict)
             if single:
                 items = [items]
             elif not isinstance(items, list):
-                return problem(422, "InvalidArgument", "body", "must be a JSON object (an op) or an array of ops")
+                return await _send(send, 422, _problem_body("InvalidArgument", "body",
+                                                            "must be a JSON object (an op) or an array of ops"))
         ops, outputs, ticket = self.journal.submit(items, explain=explain)
-        if not self._reading:  # no request in hand will add records: commit the group now
-            self.journal.commit_now()
-        await self.journal.wait_async(ticket)
+        if not self._commit_due:  # end the group once this turn of the loop has run
+            self._commit_due = True
+            asyncio.get_running_loop().call_soon(self._commit)
+        try:
+            await self.journal.wait_async(ticket)
+        except Exception:  # the journal could not be written: nothing is acknowledged
+            scope["usher.answered"] = True
+            await _send(send, 503, _problem_body("JournalFailed", "journal",
+                                                 "a journal write failed: no decision is acknowledged"))
+            return
         seconds = time.perf_counter() - started
-        for sink in self.sinks:
-            sink.on_applied(ops, outputs, request_id, seconds)
-        headers = {"x-request-id": request_id}
+        scope["usher.answered"] = True
+        try:
+            await self._answer(send, request_id, single, outputs)
+        finally:  # after the answer (off the client's wait), and even if the client has gone
+            for sink in self.sinks:
+                sink.on_applied(ops, outputs, request_id, seconds)
+
+    @staticmethod
+    async def _answer(send, request_id, single, outputs) -> None:
+        """The answer of applied operations: a single op's error as 422, else their lines."""
+        extra = [(b"x-request-id", request_id.encode("latin-1"))]
         if single and outputs[0].__class__ is LineError:
             line = outputs[0]
-            return JSONResponse({"error": line.error, "field": _field_of(line.message), "message": line.message},
-                                status_code=422, headers=headers)
+            await _send(send, 422, _problem_body(line.error, _field_of(line.message), line.message), extra)
+            return
         lines = [o for o in outputs if o is not None]
         errors = sum(1 for o in lines if o.__class__ is LineError)
-        headers["x-usher-applied"] = str(len(outputs) - errors)
-        headers["x-usher-errors"] = str(errors)
-        body = _ENCODER.encode_lines(lines) if lines else b""
-        return Response(body, media_type=NDJSON, headers=headers)
+        extra.append((b"x-usher-applied", str(len(outputs) - errors).encode()))
+        extra.append((b"x-usher-errors", str(errors).encode()))
+        await _send(send, 200, _ENCODER.encode_lines(lines) if lines else b"", extra, _NDJSON_TYPE)
 
     # ------------------------------------------------------------ views
     async def session(self, request: Request):
@@ -243,7 +355,33 @@ async def _server_error(request, exc):  # a bug must not take the service down n
     return problem(500, "InternalError", None, f"{type(exc).__name__}")
 
 
-def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MAX_BODY, dashboard=True) -> Starlette:
+class _OpsRoute:
+    """``POST /v1/ops`` reached through the router (the app mounted under a prefix):
+    the same handler; the auth middleware has already checked the token."""
+
+    def __init__(self, service):
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        await self.service.ops_asgi(scope, receive, send, authorize=False)
+
+
+class ServiceApp(Starlette):
+    """Starlette with ``POST /v1/ops`` answered before the middleware and the router
+    (its own token check, body limit and error answers; see :meth:`Service.ops_asgi`):
+    the hot path pays for none of the machinery the other endpoints use."""
+
+    service: Service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/v1/ops" and scope["method"] == "POST":
+            await self.service.ops_asgi(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MAX_BODY, routes=(),
+               write_guard=None, dashboard=True) -> Starlette:
     """The ASGI app over ``journal`` (``usher.journal.open`` or ``in_memory``).
 
     Args:
@@ -252,6 +390,12 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
         metrics: a ``usher.service.metrics.Metrics`` sink (/metrics serves its registry).
         decision_log: a ``usher.service.decision_log.DecisionLog`` sink.
         max_body: the largest request body, in bytes (413 beyond).
+        routes: more Starlette routes, served after the built-in ones (behind the
+            same token check).
+        write_guard: ``write_guard(scope)``, called before a ``POST /v1/ops`` applies
+            anything; it refuses the write by raising an ``UsherError``, answered with
+            the error's ``http_status`` (default 503) and ``http_headers`` (a dict,
+            optional) as ``{"error", "field", "message"}``.
         dashboard: the live view at ``/`` (``usher.service.dashboard``): True for one
             over ``journal``, a ``Dashboard``, or False for none.
     """
@@ -261,9 +405,10 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
         from usher.service.dashboard import Dashboard
 
         dashboard = Dashboard(journal)
-    svc = Service(journal, [s for s in (metrics, decision_log, dashboard or None) if s is not None], max_body)
-    routes = [
-        Route("/v1/ops", svc.ops, methods=["POST"]),
+    sinks = [s for s in (metrics, decision_log, dashboard or None) if s is not None]
+    svc = Service(journal, sinks, max_body, token, write_guard)
+    builtin = [
+        Route("/v1/ops", _OpsRoute(svc), methods=["POST"]),
         Route("/v1/sessions/{id}", svc.session, methods=["GET"]),
         Route("/v1/servers", svc.servers, methods=["GET"]),
         Route("/v1/servers/{name}", svc.server, methods=["GET"]),
@@ -275,8 +420,9 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
         *(dashboard.routes() if dashboard else ()),
     ]
     middleware = [Middleware(_Auth, token=token)] if token else []
-    app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={HTTPException: _not_found, Exception: _server_error})
+    app = ServiceApp(routes=[*builtin, *routes], middleware=middleware,
+                     exception_handlers={HTTPException: _not_found, Exception: _server_error})
+    app.service = svc
     app.state.service = svc
     app.state.dashboard = dashboard or None
     return app

@@ -63,6 +63,8 @@ class Metrics:
         r.register(_StateCollector(journal))
         self._launched: dict = {}  # launch id -> (t, server, zone), until the session logs on
         self._pool_of: dict = {}  # server name -> pool
+        self._decision_counters: dict = {}  # (outcome, reason) -> its child counter (labels() takes a lock)
+        self._error_counters: dict = {}  # error class -> its child counter
 
     def _snapshot_age(self) -> float:
         last = self.journal.last_snapshot
@@ -79,27 +81,35 @@ class Metrics:
     def on_applied(self, ops, outputs, request_id=None, seconds=None) -> None:
         """One applied request: ``ops`` and ``outputs`` as ``Journal.submit`` returns
         them; ``seconds`` from receipt to acknowledgement."""
-        tally: _Tally = _Tally()
-        errors: _Tally = _Tally()
+        tally: dict = {}
+        errors: dict = {}
         launched = self._launched
         for op, out in zip(ops, outputs):
             cls = out.__class__
             if cls is LaunchDecision:
-                tally[(out.outcome, out.reason or "")] += 1
+                key = (out.outcome, out.reason or "")
+                tally[key] = tally.get(key, 0) + 1
                 if out.outcome == "placed":
                     launched[out.id] = (out.t, out.server, out.zone)
             elif out is not None:
-                errors[out.error] += 1
+                errors[out.error] = errors.get(out.error, 0) + 1
             elif op.__class__ is LogonDoneOp:
                 self._logged_on(op)
             elif op.__class__ in (LogoffOp, LaunchFailedOp):
                 launched.pop(op.session, None)
             elif op.__class__ in (ServerOp, RemoveServerOp):
                 self._pool_of.clear()
-        for (outcome, reason), n in tally.items():
-            self.decisions.labels(outcome, reason).inc(n)
+        counters = self._decision_counters
+        for key, n in tally.items():
+            child = counters.get(key)
+            if child is None:
+                child = counters[key] = self.decisions.labels(*key)
+            child.inc(n)
         for error, n in errors.items():
-            self.errors.labels(error).inc(n)
+            child = self._error_counters.get(error)
+            if child is None:
+                child = self._error_counters[error] = self.errors.labels(error)
+            child.inc(n)
         if tally and seconds is not None:
             self.launch_latency.observe(seconds)
         while len(launched) > MAX_PENDING:
