@@ -83,8 +83,9 @@ class Dashboard:
     """
 
     def __init__(self, journal, interval: float = 1.0, history: History | None = None, decisions: int = 10_000,
-                 actions: int = 500):
+                 actions: int = 500, stream_seconds: float = STREAM_SECONDS):
         self.journal = journal
+        self.stream_seconds = float(stream_seconds)  # an event stream's length; the page reconnects
         self.interval = float(interval)
         self.history = history if history is not None else History()
         self.decisions: deque = deque(maxlen=decisions)
@@ -315,7 +316,7 @@ class Dashboard:
     async def _stream(self):
         yield b"data: " + _ENCODER.encode(self._whole()) + b"\n\n"
         seen = self.version
-        ends = time.monotonic() + STREAM_SECONDS
+        ends = time.monotonic() + self.stream_seconds
         while (left := ends - time.monotonic()) > 0:
             turned = self._turned
             try:

@@ -14,6 +14,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 import usher.journal as journal
 from journal_workload import PRELUDE
 from usher.service.app import create_app
+from usher.service.dashboard import Dashboard
 from usher.service.metrics import Metrics
 
 EXAMPLES = 1000 if os.environ.get("USHER_TEST_PROFILE") == "thorough" else 40
@@ -23,7 +24,8 @@ def _app():
     j = journal.in_memory(clock=lambda: 0.0)
     j.apply(PRELUDE)
     metrics = Metrics(j)
-    return create_app(j, metrics=metrics)
+    # an event stream answered for a moment, not for the page's 20 s
+    return create_app(j, metrics=metrics, dashboard=Dashboard(j, stream_seconds=0.2))
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
