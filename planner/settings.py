@@ -150,6 +150,11 @@ class GroupSettings:
     consolidate_pct: float = 0.0
     consolidate_min_free: int = 30
     failover: bool = False
+    zone_reserve_pct: float = 0.0
+    pack: str = "off"
+    pack_margin: int = 30
+    pack_pct: float | None = None
+    pack_by_load: bool = True
     schedule: Schedule = field(default_factory=Schedule)
 
     def check(self, where: str) -> "GroupSettings":
@@ -157,17 +162,19 @@ class GroupSettings:
             raise SettingsError(f"{where}.{key}", getattr(self, key), why)
 
         for key in ("buffer_pct", "boot_lead_minutes", "power_off_delay_minutes", "logoff_warning_minutes",
-                    "cooldown_minutes", "hysteresis_pct", "place_last_pct", "consolidate_pct"):
+                    "cooldown_minutes", "hysteresis_pct", "place_last_pct", "consolidate_pct", "zone_reserve_pct"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(key, "must be a number >= 0")
-        for key in ("min_powered", "min_ready", "consolidate_min_free"):
+        for key in ("min_powered", "min_ready", "consolidate_min_free", "pack_margin"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 bad(key, "must be an integer >= 0")
         mp = self.max_powered
         if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp < self.min_powered):
             bad("max_powered", f"must be an integer >= min_powered ({self.min_powered}) or absent")
+        if self.pack not in ("off", "always", "falling"):
+            bad("pack", "must be 'off', 'always' or 'falling'")
         if self.off_delay_from not in ("idle", "drain"):
             bad("off_delay_from", "must be 'idle' or 'drain'")
         dm = self.drain_max_sessions
@@ -176,7 +183,7 @@ class GroupSettings:
         fl = self.forced_logoff_minutes
         if fl is not None and (isinstance(fl, bool) or not isinstance(fl, (int, float)) or fl < 0):
             bad("forced_logoff_minutes", "must be a number >= 0 or absent (off)")
-        for key in ("forecast", "trend", "drain_fewest_first", "failover"):
+        for key in ("forecast", "trend", "drain_fewest_first", "failover", "pack_by_load"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, "must be true or false")
         return self
