@@ -47,6 +47,16 @@ one zone, with its own :class:`usher.planner.settings.GroupSettings`) alone:
    **Consolidation** (``consolidate_pct`` > 0, instead of 6): the fullest servers
    whose free seats hold that share of the sessions stay open, the rest are
    marked place-last.
+8. **ramp-down packing** (``pack``, autoscale's default, instead of 6): the keep
+   set, the fewest servers able to take a session with the most sessions first,
+   holds the free room new logons need (``pack_pct`` % of the demand plus
+   ``pack_margin`` seats, at most the group's free-seat need); every other such
+   server is marked place-last, so new logons pack onto servers that stay on
+   anyway and the rest empty by attrition. The marks stay while the group scales
+   up (booted servers join the keep set's room first).
+9. **zone reserve** (``zone_reserve_pct``, off by default): N+1 over zones, each
+   group also holds that share of the demand it would take over if another zone
+   of its pool went dark.
 
 Servers in maintenance mode, excluded by the view (``view.excluded``), or kept
 down by a fault are never touched. Whoever carries the actions out checks each
@@ -76,15 +86,20 @@ ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 #: the load index of a full server
 FULL_LOAD = 10_000.0
 
-#: autoscale's default share of ready seats marked place-last (drain-aware placement)
+#: autoscale's default share of ready seats marked place-last (drain-aware placement;
+#: ``pack`` replaces it when on)
 PLACE_LAST_PCT = 15.0
+
+#: autoscale's default free room of the keep set (ramp-down packing), % of the demand
+PACK_PCT = 1.0
 
 
 def autoscale_settings() -> PlannerSettings:
     """The planner's defaults: forecast and trend on, a 3 % buffer (the forecast
     carries the ramp), the power-off delay counted from the drain."""
     return PlannerSettings(GroupSettings(buffer_pct=3.0, off_delay_from="drain", hysteresis_pct=2.0,
-                                         cooldown_minutes=10.0, place_last_pct=PLACE_LAST_PCT, failover=True))
+                                         cooldown_minutes=10.0, place_last_pct=PLACE_LAST_PCT, failover=True,
+                                         pack="always", pack_pct=PACK_PCT))
 
 
 def citrix_settings() -> PlannerSettings:

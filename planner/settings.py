@@ -128,6 +128,24 @@ class GroupSettings:
             able to take a session, are marked *place-last* (they get new sessions
             only when no unmarked server of the group can take one), so they empty
             sooner; none while the group scales up. 0 = off.
+        consolidate_pct, consolidate_min_free: consolidation (see docs/AUTOSCALE.md).
+        failover: a dark zone's demand is counted against the surviving zones of
+            its pool.
+        zone_reserve_pct: N+1 over zones: each group also holds this share (in %)
+            of the demand it would take over if another zone of its pool went dark
+            (the largest such share); 0 = off.
+        pack: ramp-down packing with the place-last bit: ``"off"``, ``"always"``
+            (every call), or ``"falling"`` (only while the forecast does not exceed
+            the demand). The *keep set*, the fewest servers able to take a session
+            with the most sessions first, holds the free room new logons need; every
+            other such server is marked place-last and empties by attrition.
+            Replaces ``place_last_pct`` and ``consolidate_pct`` when on.
+        pack_pct: the keep set's free room: ``min(free seats the group needs,
+            pack_pct % of its demand)`` plus ``pack_margin`` seats; None: the free
+            seats the group needs (buffer and forecast growth) plus the margin.
+        pack_margin: free seats the keep set holds beyond that.
+        pack_by_load: a server's free room is capped by its load index (a server
+            full by load index takes nothing).
         schedule: the :class:`Schedule` of minimum servers and buffers.
     """
 
@@ -173,6 +191,10 @@ class GroupSettings:
         mp = self.max_powered
         if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp < self.min_powered):
             bad("max_powered", f"must be an integer >= min_powered ({self.min_powered}) or absent")
+        pp = self.pack_pct
+        if pp is not None and (isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp)
+                               or pp < 0):
+            bad("pack_pct", "must be a number >= 0 or absent (the planner's free-seat need)")
         if self.pack not in ("off", "always", "falling"):
             bad("pack", "must be 'off', 'always' or 'falling'")
         if self.off_delay_from not in ("idle", "drain"):
