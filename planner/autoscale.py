@@ -172,8 +172,47 @@ class Autoscale:
             self.marked[:] = False  # a new day's engine starts with no mark
             self.last_up[:] = -np.inf
 
-    def initial(self, view: FleetView):  # an action policy plans from 00:00 like any other call
-        return None
+    def initial(self, view: FleetView) -> list | None:
+        """Place-last marks for a fleet taken over before its sessions are placed
+        (the simulator's 00:00, before the night's sessions; a broker starting on
+        an empty fleet). With ``pack`` on, each group keeps open the fewest powered
+        servers (most seats first) whose seats hold the demand expected now (the
+        forecast's profile when it has one, else ``initial_keep_pct`` % of the
+        group's powered seats) with the buffer and ``pack_margin``; every other
+        server able to take a session is marked place-last, so the sessions that
+        arrive first pack onto the kept servers and the others can be drained
+        empty. Only marks (no boot, drain or shutdown); None when no group packs.
+        A runner that plans from the first interval only may ignore the answer."""
+        if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
+            self._setup(view)
+        if all(g.pack == "off" for g in self.gs):
+            return None
+        power, mode = np.asarray(view.power), np.asarray(view.mode)
+        seats_all = np.asarray(view.max_sessions)
+        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
+        if view.excluded is not None:
+            locked = locked | np.asarray(view.excluded, dtype=bool)
+        registered = np.ones(len(power), dtype=bool) if view.registered is None else np.asarray(view.registered, dtype=bool)
+        able = (power == ON) & (mode == ENABLED) & registered & ~locked
+        prof = self.forecast.profile(day_type(view.weekday, view.holiday))  # type: ignore[union-attr]
+        b = min(int(view.now % 86_400 // self.forecast.bin), self.forecast.n_bins - 1)  # type: ignore[union-attr]
+        out = []
+        for k, idx in enumerate(self.members):
+            gs = self.gs[k]
+            c = idx[able[idx]]
+            if gs.pack == "off" or not len(c):
+                continue
+            c = c[np.argsort(-seats_all[c], kind="stable")]
+            expect = (float(prof[b, k]) if prof is not None and gs.forecast
+                      else gs.initial_keep_pct / 100.0 * float(seats_all[c].sum()))
+            head = math.ceil(expect * (1.0 + gs.buffer_pct / 100.0)) + gs.pack_margin
+            keep = int(np.searchsorted(np.cumsum(seats_all[c]), head)) + 1
+            why = (f"{self.names[k]}: packing from the start: {keep} servers hold the {head:,} seats expected "
+                   f"now; new sessions last")
+            for i in c[keep:].tolist():
+                out.append(Action(PLACE_LAST, int(i), why))
+                self.marked[i] = True
+        return out
 
     # ------------------------------------------------------------ plan
     def plan(self, view: FleetView, now: float | None = None) -> list:

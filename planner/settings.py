@@ -146,6 +146,9 @@ class GroupSettings:
         pack_margin: free seats the keep set holds beyond that.
         pack_by_load: a server's free room is capped by its load index (a server
             full by load index takes nothing).
+        initial_keep_pct: with ``pack``, the share (in %) of a group's powered seats
+            kept open when the planner takes a fleet over before its sessions are
+            placed and its forecast has no history (``Autoscale.initial``).
         schedule: the :class:`Schedule` of minimum servers and buffers.
     """
 
@@ -173,6 +176,7 @@ class GroupSettings:
     pack_margin: int = 30
     pack_pct: float | None = None
     pack_by_load: bool = True
+    initial_keep_pct: float = 25.0
     schedule: Schedule = field(default_factory=Schedule)
 
     def check(self, where: str) -> "GroupSettings":
@@ -180,7 +184,8 @@ class GroupSettings:
             raise SettingsError(f"{where}.{key}", getattr(self, key), why)
 
         for key in ("buffer_pct", "boot_lead_minutes", "power_off_delay_minutes", "logoff_warning_minutes",
-                    "cooldown_minutes", "hysteresis_pct", "place_last_pct", "consolidate_pct", "zone_reserve_pct"):
+                    "cooldown_minutes", "hysteresis_pct", "place_last_pct", "consolidate_pct", "zone_reserve_pct",
+                    "initial_keep_pct"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(key, "must be a number >= 0")
