@@ -203,3 +203,43 @@ def test_books_balance_with_packing_and_a_zone_reserve(reserve):
     assert k["books.mismatch"] == 0 and k["books.lost_unbooked"] == 0 and k["books.unexpected_decisions"] == 0
     assert k["power.forced_logoffs"] == 0 and k["logons.on_draining"] == 0
     assert k["power.server_hours"] >= k["power.server_hours_lower_bound"] > 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(views(), st.sampled_from([0.0, 25.0, 100.0]), st.integers(0, 40))
+def test_initial_marks_only_servers_able_to_take_a_session_and_keeps_the_expected_seats_open(view, keep_pct, margin):
+    gs = GroupSettings(buffer_pct=3.0, pack="always", pack_margin=margin, initial_keep_pct=keep_pct)
+    pol = Autoscale(PlannerSettings(gs))
+    actions = pol.initial(view)
+    assert all(a.kind == PLACE_LAST and a.reason for a in actions)
+    assert len({a.server for a in actions}) == len(actions)
+    locked = (view.mode == MAINT) | view.down | view.excluded
+    able = (view.power == ON) & (view.mode == ENABLED) & view.registered & ~locked
+    marked = np.zeros(len(able), bool)
+    marked[[a.server for a in actions]] = True
+    assert not (marked & ~able).any(), "a server unable to take a session was marked"
+    for k in np.unique(view.zone):
+        m = (view.zone == k) & able
+        if not m.any():
+            continue
+        head = math.ceil(keep_pct / 100.0 * view.max_sessions[m].sum() * 1.03) + margin
+        kept = view.max_sessions[m & ~marked].sum()
+        assert (m & ~marked).any(), "every group keeps a server open"
+        assert kept >= min(head, view.max_sessions[m].sum())
+
+
+def test_initial_packs_the_forecast_once_it_has_history_and_is_silent_without_pack():
+    from usher.planner.settings import PlannerSettings as PS
+    n = 10
+    view = FleetView(0.0, np.full(n, ON), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                     np.zeros(n, np.int64), np.full(n, 20, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                     np.zeros(n, bool), np.ones(n, bool), ["z"], ["p"])
+    assert Autoscale(PS(GroupSettings(pack="off"))).initial(view) is None
+    pol = Autoscale(PS(GroupSettings(buffer_pct=0.0, pack="always", pack_margin=0, initial_keep_pct=50.0)))
+    assert len(pol.initial(view)) == 5  # no history: half of the 200 seats kept open
+    busy = view.sessions.copy()
+    busy[:3] = 10  # a day with 30 sessions at midnight
+    pol.plan(FleetView(0.0, view.power, view.mode, busy, view.pending, view.load_index, view.max_sessions, view.zone,
+                       view.pool, view.down, view.want_on, view.zone_names, view.pool_names), 0.0)
+    pol.new_day(view)
+    assert len(pol.initial(view)) == 8  # the profile says 30 sessions: 2 servers of 20 seats kept open
