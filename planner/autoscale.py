@@ -47,6 +47,16 @@ one zone, with its own :class:`usher.planner.settings.GroupSettings`) alone:
    **Consolidation** (``consolidate_pct`` > 0, instead of 6): the fullest servers
    whose free seats hold that share of the sessions stay open, the rest are
    marked place-last.
+8. **ramp-down packing** (``pack``, autoscale's default, instead of 6): the keep
+   set, the fewest servers able to take a session with the most sessions first,
+   holds the free room new logons need (``pack_pct`` % of the demand plus
+   ``pack_margin`` seats, at most the group's free-seat need); every other such
+   server is marked place-last, so new logons pack onto servers that stay on
+   anyway and the rest empty by attrition. The marks stay while the group scales
+   up (booted servers join the keep set's room first).
+9. **zone reserve** (``zone_reserve_pct``, off by default): N+1 over zones, each
+   group also holds that share of the demand it would take over if another zone
+   of its pool went dark.
 
 Servers in maintenance mode, excluded by the view (``view.excluded``), or kept
 down by a fault are never touched. Whoever carries the actions out checks each
@@ -76,15 +86,20 @@ ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 #: the load index of a full server
 FULL_LOAD = 10_000.0
 
-#: autoscale's default share of ready seats marked place-last (drain-aware placement)
+#: autoscale's default share of ready seats marked place-last (drain-aware placement;
+#: ``pack`` replaces it when on)
 PLACE_LAST_PCT = 15.0
+
+#: autoscale's default free room of the keep set (ramp-down packing), % of the demand
+PACK_PCT = 1.0
 
 
 def autoscale_settings() -> PlannerSettings:
     """The planner's defaults: forecast and trend on, a 3 % buffer (the forecast
     carries the ramp), the power-off delay counted from the drain."""
     return PlannerSettings(GroupSettings(buffer_pct=3.0, off_delay_from="drain", hysteresis_pct=2.0,
-                                         cooldown_minutes=10.0, place_last_pct=PLACE_LAST_PCT, failover=True))
+                                         cooldown_minutes=10.0, place_last_pct=PLACE_LAST_PCT, failover=True,
+                                         pack="always", pack_pct=PACK_PCT))
 
 
 def citrix_settings() -> PlannerSettings:
@@ -141,6 +156,8 @@ class Autoscale:
         self.last_up = np.full(n_groups, -np.inf)
         self.size = np.array([len(m) for m in self.members], dtype=np.float64)
         self.before_dark = np.zeros(n_groups)
+        self.nz = nz
+        self._reserve_pct = np.array([g.zone_reserve_pct for g in self.gs])
         if self.forecast is None or self.forecast.n_groups != n_groups:
             self.forecast = DemandForecast(n_groups)
         self._fleet_key = (n, nz, len(view.pool_names))
@@ -155,8 +172,47 @@ class Autoscale:
             self.marked[:] = False  # a new day's engine starts with no mark
             self.last_up[:] = -np.inf
 
-    def initial(self, view: FleetView):  # an action policy plans from 00:00 like any other call
-        return None
+    def initial(self, view: FleetView) -> list | None:
+        """Place-last marks for a fleet taken over before its sessions are placed
+        (the simulator's 00:00, before the night's sessions; a broker starting on
+        an empty fleet). With ``pack`` on, each group keeps open the fewest powered
+        servers (most seats first) whose seats hold the demand expected now (the
+        forecast's profile when it has one, else ``initial_keep_pct`` % of the
+        group's powered seats) with the buffer and ``pack_margin``; every other
+        server able to take a session is marked place-last, so the sessions that
+        arrive first pack onto the kept servers and the others can be drained
+        empty. Only marks (no boot, drain or shutdown); None when no group packs.
+        A runner that plans from the first interval only may ignore the answer."""
+        if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
+            self._setup(view)
+        if all(g.pack == "off" for g in self.gs):
+            return None
+        power, mode = np.asarray(view.power), np.asarray(view.mode)
+        seats_all = np.asarray(view.max_sessions)
+        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
+        if view.excluded is not None:
+            locked = locked | np.asarray(view.excluded, dtype=bool)
+        registered = np.ones(len(power), dtype=bool) if view.registered is None else np.asarray(view.registered, dtype=bool)
+        able = (power == ON) & (mode == ENABLED) & registered & ~locked
+        prof = self.forecast.profile(day_type(view.weekday, view.holiday))  # type: ignore[union-attr]
+        b = min(int(view.now % 86_400 // self.forecast.bin), self.forecast.n_bins - 1)  # type: ignore[union-attr]
+        out = []
+        for k, idx in enumerate(self.members):
+            gs = self.gs[k]
+            c = idx[able[idx]]
+            if gs.pack == "off" or not len(c):
+                continue
+            c = c[np.argsort(-seats_all[c], kind="stable")]
+            expect = (float(prof[b, k]) if prof is not None and gs.forecast
+                      else gs.initial_keep_pct / 100.0 * float(seats_all[c].sum()))
+            head = math.ceil(expect * (1.0 + gs.buffer_pct / 100.0)) + gs.pack_margin
+            keep = int(np.searchsorted(np.cumsum(seats_all[c]), head)) + 1
+            why = (f"{self.names[k]}: packing from the start: {keep} servers hold the {head:,} seats expected "
+                   f"now; new sessions last")
+            for i in c[keep:].tolist():
+                out.append(Action(PLACE_LAST, int(i), why))
+                self.marked[i] = True
+        return out
 
     # ------------------------------------------------------------ plan
     def plan(self, view: FleetView, now: float | None = None) -> list:
@@ -189,6 +245,7 @@ class Autoscale:
         ready = ready_now | ((power == BOOTING) & (mode == ENABLED) & ~locked)
         demand = np.bincount(self.group, weights=busy, minlength=self.n_groups)
         self._extra = self._failover(view, demand)
+        self._reserve = self._zone_reserve(demand)
         kind = day_type(view.weekday, view.holiday)
         fc = self.forecast
         fc.observe(now, demand, kind)  # type: ignore[union-attr]  # made by _setup
@@ -216,6 +273,7 @@ class Autoscale:
         extra = np.zeros(self.n_groups)
         down = np.bincount(self.group, weights=np.asarray(view.down, dtype=np.float64), minlength=self.n_groups)
         dark = down >= 0.5 * np.maximum(self.size, 1)
+        self._dark = dark
         nz = len(view.zone_names)
         if not dark.any():
             self.before_dark[:] = demand
@@ -230,6 +288,28 @@ class Autoscale:
         extra = (share * lost[:, None]).ravel()
         on = np.array([g.failover for g in self.gs])
         return np.where(on, extra, 0.0)
+
+    def _zone_reserve(self, demand: np.ndarray) -> np.ndarray:
+        """Seats each group holds against the loss of another zone of its pool (N+1
+        over zones), ``zone_reserve_pct`` % of them: if zone ``y`` went dark, group
+        ``z`` would take the share ``(D_z + 1) / sum over alive x != y of (D_x + 1)``
+        of ``D_y`` (the failover split); the reserve is the largest over ``y``.
+        Dark zones neither lose again nor take a share (failover covers them)."""
+        pct = self._reserve_pct
+        if not pct.any():
+            return np.zeros(self.n_groups)
+        nz = self.nz
+        alive = (~self._dark & (self.size > 0)).reshape(-1, nz)
+        d = demand.reshape(-1, nz) * alive
+        w = (d + 1.0) * alive
+        out = np.zeros_like(d)
+        for y in range(nz):  # zone y lost: the others of each pool take its demand
+            wy = w.copy()
+            wy[:, y] = 0.0
+            tot = wy.sum(axis=1, keepdims=True)
+            share = np.divide(wy, tot, out=np.zeros_like(wy), where=tot > 0)
+            np.maximum(out, share * d[:, y:y + 1], out=out)
+        return out.ravel() * pct / 100.0
 
     def _peak(self, now, horizon, gs) -> np.ndarray:
         """The forecast peak of every group over ``[now, now + horizon]`` (once per call)."""
@@ -250,7 +330,7 @@ class Autoscale:
         lk = locked[idx]
         p, md = power[idx], mode[idx]
         held = float(b[~rd].sum())
-        f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k]
+        f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
         need_up = math.ceil(f_up * (1.0 + buf)) - held
         min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
         n_ready = int(rd.sum())
@@ -294,13 +374,16 @@ class Autoscale:
                 self._scale_down(k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q,
                                  seats, rd, lk, p, md, downs)
         self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, powered, offs)
-        if gs.place_last_pct > 0 or gs.consolidate_pct > 0 or self.marked[idx].any():
+        if gs.pack != "off":
+            free_need = need_up - math.ceil(self._reserve[k] * (1.0 + buf)) - float(b[rd].sum())
+            self._pack(k, idx, now, gs, lead, dem, free_need, b, seats, rd, lk, p, marks)
+        elif gs.place_last_pct > 0 or gs.consolidate_pct > 0 or self.marked[idx].any():
             self._place_last(k, idx, gs, scaling_up, s, seats, rd, lk, p, marks)
 
     def _scale_down(self, k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q, seats,
                     rd, lk, p, md, downs):
         horizon = lead + gs.cooldown_minutes * 60.0
-        f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem)) + self._extra[k]
+        f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
         need_dn = math.ceil(f_dn * (1.0 + buf + gs.hysteresis_pct / 100.0)) - held
         surplus = seats_ready - need_dn
         if surplus <= 0 or n_ready <= min_ready:
@@ -360,6 +443,55 @@ class Autoscale:
         if (want != cur).any():
             why_on = f"{self.names[k]}: drained next (fewest sessions): new sessions last"
             why_off = f"{self.names[k]}: {'scaling up' if scaling_up else 'no longer drained next'}"
+            for j in np.nonzero(want & ~cur)[0].tolist():
+                marks.append(Action(PLACE_LAST, int(idx[j]), why_on))
+            for j in np.nonzero(cur & ~want)[0].tolist():
+                marks.append(Action(PLACE_FIRST, int(idx[j]), why_off))
+            self.marked[idx] = want
+
+    def _pack(self, k, idx, now, gs, lead, dem, free_need, b, seats, rd, lk, p, marks):
+        """Ramp-down packing: the *keep set* is the fewest servers able to take a
+        session, those with the most sessions first, whose free room holds the free
+        seats the group needs (``free_need`` = ``need_up`` less the sessions and
+        pending logons on its ready servers) plus ``pack_margin`` seats; every other
+        such server is marked place-last, so new logons pack onto the keep set and
+        the rest empty by attrition. A server's room is its free seats, capped by
+        its load index when ``pack_by_load`` (a server full by load index takes
+        nothing). With ``pack = "falling"`` the marks are kept only while the
+        forecast over ``[now, now + lead + cooldown]`` does not exceed the demand.
+
+        Safety: the keep set always holds at least ``min(free_need + margin, room of
+        every candidate)`` free seats, so placement never has to fall back on a
+        marked server while the planner's own capacity need is met; marked servers
+        still take a session when no kept server can (a preference, never a
+        refusal). Only servers on, enabled, registered, not excluded and not drained
+        by the planner are ever marked."""
+        cand = rd & (p == ON) & ~lk & np.isnan(self.drain_at[idx])
+        want = np.zeros(len(idx), dtype=bool)
+        falling = True
+        if gs.pack == "falling":
+            horizon = lead + gs.cooldown_minutes * 60.0
+            falling = float(self._peak(now, horizon, gs)[k]) + self._extra[k] <= float(dem)
+        c = np.nonzero(cand)[0]
+        if len(c) and falling:
+            c = c[np.lexsort((-seats[c], -b[c]))]  # most sessions first, then most seats
+            room = (seats[c] - b[c]).astype(np.float64)
+            if gs.pack_by_load:
+                li = self._li[idx][c]
+                room = np.minimum(room, np.floor(seats[c] * np.clip(1.0 - li / FULL_LOAD, 0.0, 1.0)))
+            # booting servers (enabled) will take sessions too: their seats count first
+            boot_room = float(seats[rd & (p == BOOTING)].sum())
+            if gs.pack_pct is None:
+                head = max(free_need, 0.0) + gs.pack_margin - boot_room
+            else:
+                head = min(max(free_need, 0.0), gs.pack_pct / 100.0 * float(dem)) + gs.pack_margin - boot_room
+            keep = int(np.searchsorted(np.cumsum(np.maximum(room, 0.0)), head)) + 1 if head > 0 else 0
+            want[c[keep:]] = True
+        cur = self.marked[idx]
+        if (want != cur).any():
+            why_on = (f"{self.names[k]}: packing: {int((cand & ~want).sum())} fullest servers hold the "
+                      f"{max(free_need, 0.0) + gs.pack_margin:,.0f} free seats needed; new sessions last")
+            why_off = f"{self.names[k]}: packing: kept open for new sessions"
             for j in np.nonzero(want & ~cur)[0].tolist():
                 marks.append(Action(PLACE_LAST, int(idx[j]), why_on))
             for j in np.nonzero(cur & ~want)[0].tolist():

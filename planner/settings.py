@@ -128,6 +128,27 @@ class GroupSettings:
             able to take a session, are marked *place-last* (they get new sessions
             only when no unmarked server of the group can take one), so they empty
             sooner; none while the group scales up. 0 = off.
+        consolidate_pct, consolidate_min_free: consolidation (see docs/AUTOSCALE.md).
+        failover: a dark zone's demand is counted against the surviving zones of
+            its pool.
+        zone_reserve_pct: N+1 over zones: each group also holds this share (in %)
+            of the demand it would take over if another zone of its pool went dark
+            (the largest such share); 0 = off.
+        pack: ramp-down packing with the place-last bit: ``"off"``, ``"always"``
+            (every call), or ``"falling"`` (only while the forecast does not exceed
+            the demand). The *keep set*, the fewest servers able to take a session
+            with the most sessions first, holds the free room new logons need; every
+            other such server is marked place-last and empties by attrition.
+            Replaces ``place_last_pct`` and ``consolidate_pct`` when on.
+        pack_pct: the keep set's free room: ``min(free seats the group needs,
+            pack_pct % of its demand)`` plus ``pack_margin`` seats; None: the free
+            seats the group needs (buffer and forecast growth) plus the margin.
+        pack_margin: free seats the keep set holds beyond that.
+        pack_by_load: a server's free room is capped by its load index (a server
+            full by load index takes nothing).
+        initial_keep_pct: with ``pack``, the share (in %) of a group's powered seats
+            kept open when the planner takes a fleet over before its sessions are
+            placed and its forecast has no history (``Autoscale.initial``).
         schedule: the :class:`Schedule` of minimum servers and buffers.
     """
 
@@ -150,6 +171,12 @@ class GroupSettings:
     consolidate_pct: float = 0.0
     consolidate_min_free: int = 30
     failover: bool = False
+    zone_reserve_pct: float = 0.0
+    pack: str = "off"
+    pack_margin: int = 30
+    pack_pct: float | None = None
+    pack_by_load: bool = True
+    initial_keep_pct: float = 25.0
     schedule: Schedule = field(default_factory=Schedule)
 
     def check(self, where: str) -> "GroupSettings":
@@ -157,17 +184,24 @@ class GroupSettings:
             raise SettingsError(f"{where}.{key}", getattr(self, key), why)
 
         for key in ("buffer_pct", "boot_lead_minutes", "power_off_delay_minutes", "logoff_warning_minutes",
-                    "cooldown_minutes", "hysteresis_pct", "place_last_pct", "consolidate_pct"):
+                    "cooldown_minutes", "hysteresis_pct", "place_last_pct", "consolidate_pct", "zone_reserve_pct",
+                    "initial_keep_pct"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(key, "must be a number >= 0")
-        for key in ("min_powered", "min_ready", "consolidate_min_free"):
+        for key in ("min_powered", "min_ready", "consolidate_min_free", "pack_margin"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 bad(key, "must be an integer >= 0")
         mp = self.max_powered
         if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp < self.min_powered):
             bad("max_powered", f"must be an integer >= min_powered ({self.min_powered}) or absent")
+        pp = self.pack_pct
+        if pp is not None and (isinstance(pp, bool) or not isinstance(pp, (int, float)) or not math.isfinite(pp)
+                               or pp < 0):
+            bad("pack_pct", "must be a number >= 0 or absent (the planner's free-seat need)")
+        if self.pack not in ("off", "always", "falling"):
+            bad("pack", "must be 'off', 'always' or 'falling'")
         if self.off_delay_from not in ("idle", "drain"):
             bad("off_delay_from", "must be 'idle' or 'drain'")
         dm = self.drain_max_sessions
@@ -176,7 +210,7 @@ class GroupSettings:
         fl = self.forced_logoff_minutes
         if fl is not None and (isinstance(fl, bool) or not isinstance(fl, (int, float)) or fl < 0):
             bad("forced_logoff_minutes", "must be a number >= 0 or absent (off)")
-        for key in ("forecast", "trend", "drain_fewest_first", "failover"):
+        for key in ("forecast", "trend", "drain_fewest_first", "failover", "pack_by_load"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, "must be true or false")
         return self
