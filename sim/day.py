@@ -234,6 +234,10 @@ class Day:
             trace.maybe_flush()
         self.build_seconds = time.perf_counter() - t0
         self.policy: Any = power_policy or FixedSchedule(sc, lay.server_night_off)  # see is_action_policy
+        # the night's sessions (the warm start): "auto" settles them under a power planner
+        # (the evening before ran under it too), spreads them under the fixed schedule
+        warm = sc.sessions.warm_start
+        self.settled = warm == "settled" or (warm == "auto" and is_action_policy(self.policy))
         self.rollout: Any = None  # the WithRollout composite when [rollout] is on (the first day only)
         self.rollout_run: Any = None  # the simulator's side of it (usher.sim.rollout.RolloutRun)
         if sc.rollout.enabled and self.day_index == 0:
@@ -335,6 +339,8 @@ class Day:
         wish0 = policy.initial(self.view(0.0))
         if wish0 is not None and not acts:
             st.want = np.asarray(wish0, dtype=bool).copy()
+        elif wish0 is not None and not isinstance(wish0, np.ndarray):
+            apply_actions(self, 0, 0.0, wish0)  # an action policy's first actions (place-last marks), before any session
         # an action policy takes the fleet over as it is at 00:00, once the night's
         # sessions are in (its first call at the first interval)
         interval = policy.interval_seconds
@@ -346,7 +352,7 @@ class Day:
         srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
         counts = self.arrivals.counts
         tracing = self.trace is not None
-        settled = self.sc.sessions.warm_start == "settled"
+        settled = self.settled
         for tick in range(T):
             now = float(tick)
             evs = srv_pop(tick, None)

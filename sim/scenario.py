@@ -243,10 +243,11 @@ class SessionSpec:
     #: workstations per hospital (endpoints)
     workstations_per_hospital: int = 400
     #: the sessions open at 00:00: "spread" (placed in one batch: the logon
-    #: tolerance spreads them, a few per server) or "settled" (placed in small
+    #: tolerance spreads them, a few per server), "settled" (placed in small
     #: batches whose logons complete in between, so the pools' load balancing
-    #: places them as if the night had been running)
-    warm_start: str = "spread"
+    #: places them as if the night had been running) or "auto" (settled under a
+    #: power planner, whose evening placed them; spread under the fixed schedule)
+    warm_start: str = "auto"
 
 
 @dataclass
@@ -599,8 +600,8 @@ def _check_demand(sc, source):
     dm = sc.demand
     for key in ("curve", "weekend_curve"):
         _check_curve(source, key, getattr(dm, key))
-    if sc.sessions.warm_start not in ("spread", "settled"):
-        _fail(source, "sessions", "warm_start", sc.sessions.warm_start, "must be 'spread' or 'settled'")
+    if sc.sessions.warm_start not in ("spread", "settled", "auto"):
+        _fail(source, "sessions", "warm_start", sc.sessions.warm_start, "must be 'auto', 'spread' or 'settled'")
     d = sc.day
     if not isinstance(d.holidays, list) or not all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h < d.days
                                                   for h in d.holidays):

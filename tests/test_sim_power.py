@@ -73,3 +73,15 @@ def test_a_settings_file_changes_only_its_keys_over_the_planners_defaults(tmp_pa
     assert got.buffer_pct == 7.5 and want.buffer_pct != 7.5
     for name in ("off_delay_from", "forecast", "trend", "place_last_pct", "failover", "hysteresis_pct"):
         assert getattr(got, name) == getattr(want, name), name
+
+
+@pytest.mark.parametrize("planner", [None, Autoscale])
+def test_the_auto_warm_start_settles_under_a_planner_and_spreads_under_the_schedule(small, planner):
+    def day(warm):
+        sc = small.with_changes(day={"hours": 1.0}, sessions={"warm_start": warm})
+        r = simulate_day(sc, power_policy=planner() if planner else None)
+        return {k: v for k, v in r.kpis.items() if not k.startswith(("run.", "engine."))}
+
+    auto = day("auto")
+    assert auto == day("settled" if planner else "spread")
+    assert auto != day("spread" if planner else "settled")
