@@ -243,7 +243,7 @@ async def _server_error(request, exc):  # a bug must not take the service down n
     return problem(500, "InternalError", None, f"{type(exc).__name__}")
 
 
-def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MAX_BODY) -> Starlette:
+def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MAX_BODY, role=None) -> Starlette:
     """The ASGI app over ``journal`` (``usher.journal.open`` or ``in_memory``).
 
     Args:
@@ -252,6 +252,8 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
         metrics: a ``usher.service.metrics.Metrics`` sink (/metrics serves its registry).
         decision_log: a ``usher.service.decision_log.DecisionLog`` sink.
         max_body: the largest request body, in bytes (413 beyond).
+        role: a ``usher.cluster.Broker`` (its ``journal`` is ``journal``): its gate
+            refuses writes on a standby and marks answers with the journal position.
     """
     from starlette.exceptions import HTTPException
 
@@ -268,6 +270,8 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
         Route("/openapi.json", svc.openapi, methods=["GET"]),
     ]
     middleware = [Middleware(_Auth, token=token)] if token else []
+    if role is not None:  # usher.cluster (docs/CLUSTER.md)
+        middleware.append(Middleware(role.middleware))
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={HTTPException: _not_found, Exception: _server_error})
     app.state.service = svc
