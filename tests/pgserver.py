@@ -72,7 +72,7 @@ class PgServer:
 
     def restart(self) -> None:
         """Stop the server (fast shutdown: sessions are cut) and start it again."""
-        self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "restart")
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "log"), "-m", "fast", "-w", "restart")
 
     def log(self) -> str:
         try:

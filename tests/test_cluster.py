@@ -151,6 +151,7 @@ def test_gate_refuses_writes_on_a_standby_and_marks_positions(dsn):
     a = open_broker(dsn, "http://a", ttl=60.0, poll=0.05).start()
     _until(lambda: a.role == "leader", "a leads")
     b = open_broker(dsn, "http://b", ttl=60.0, poll=0.05).start()
+    _until(lambda: b.leader == "http://a", "b knows the leader")
     with TestClient(create_app(a.journal, role=a)) as ca, TestClient(create_app(b.journal, role=b)) as cb:
         r = ca.post("/v1/ops", json=PRELUDE)
         assert r.status_code == 200
