@@ -27,6 +27,7 @@ import re
 import secrets
 import time
 from collections import Counter
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -147,6 +148,7 @@ class Service:
         self.max_body = max_body
         self.token = None if token is None else token.encode()
         self.write_guard = write_guard
+        self.refusals_raise = False  # a journal's refusal (UsherError) left to an outer gate (usher.cluster)
         self._reading = 0  # ops requests that have not submitted their operations yet
         self._commit_due = False  # a _commit is scheduled on the event loop
         self._request_prefix = secrets.token_hex(8)  # new request ids: this prefix + a counter
@@ -160,6 +162,8 @@ class Service:
         except _Disconnected:
             return
         except Exception as e:  # a bug must not take the service down nor leak a trace
+            if self.refusals_raise and isinstance(e, UsherError) and not scope.get("usher.answered"):
+                raise  # the journal refused the records (a deposed leader): the gate answers 503
             if not scope.get("usher.answered"):
                 await _send(send, 500, _problem_body("InternalError", None, type(e).__name__))
 
@@ -225,6 +229,13 @@ class Service:
             asyncio.get_running_loop().call_soon(self._commit)
         try:
             await self.journal.wait_async(ticket)
+        except UsherError:
+            if self.refusals_raise:
+                raise  # refused (usher.cluster's NotLeader): the gate answers it
+            scope["usher.answered"] = True
+            await _send(send, 503, _problem_body("JournalFailed", "journal",
+                                                 "a journal write failed: no decision is acknowledged"))
+            return
         except Exception:  # the journal could not be written: nothing is acknowledged
             scope["usher.answered"] = True
             await _send(send, 503, _problem_body("JournalFailed", "journal",
@@ -372,16 +383,17 @@ class ServiceApp(Starlette):
     the hot path pays for none of the machinery the other endpoints use."""
 
     service: Service
+    ops_entry: Any  # POST /v1/ops: the service's handler, behind the cluster's gate when there is one
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] == "/v1/ops" and scope["method"] == "POST":
-            await self.service.ops_asgi(scope, receive, send)
+            await self.ops_entry(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
 
 def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MAX_BODY, routes=(),
-               write_guard=None, dashboard=True) -> Starlette:
+               write_guard=None, dashboard=True, role=None) -> Starlette:
     """The ASGI app over ``journal`` (``usher.journal.open`` or ``in_memory``).
 
     Args:
@@ -398,6 +410,8 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
             optional) as ``{"error", "field", "message"}``.
         dashboard: the live view at ``/`` (``usher.service.dashboard``): True for one
             over ``journal``, a ``Dashboard``, or False for none.
+        role: a ``usher.cluster.Broker`` (its ``journal`` is ``journal``): its gate
+            refuses writes on a standby and marks answers with the journal position.
     """
     from starlette.exceptions import HTTPException
 
@@ -420,9 +434,13 @@ def create_app(journal, token=None, metrics=None, decision_log=None, max_body=MA
         *(dashboard.routes() if dashboard else ()),
     ]
     middleware = [Middleware(_Auth, token=token)] if token else []
+    if role is not None:  # usher.cluster (docs/CLUSTER.md): the gate before every endpoint
+        middleware.append(Middleware(role.middleware))
+        svc.refusals_raise = True
     app = ServiceApp(routes=[*builtin, *routes], middleware=middleware,
                      exception_handlers={HTTPException: _not_found, Exception: _server_error})
     app.service = svc
+    app.ops_entry = svc.ops_asgi if role is None else role.middleware(svc.ops_asgi)
     app.state.service = svc
     app.state.dashboard = dashboard or None
     return app
