@@ -163,6 +163,7 @@ cdef double NAN_TIME = float("nan")
 cdef uint8_t USER_DIRECTORY = 0  # added by add_user(s): kept until remove_user
 cdef uint8_t USER_IMPLICIT = 1  # created by a launch: forgotten with its last session
 cdef uint8_t USER_FREE = 2  # nobody: the index is free for the next user  # "read the clock under the lock" (_given_time)
+cdef frozenset NO_APPS = frozenset()  # the apps of an implicit user (Scheduler._user_apps)
 
 cdef bytes _EMPTY = b"\0" * 8  # what an empty array's pointer points at (never read)
 
@@ -770,9 +771,54 @@ cdef class Engine:
         idx = self._users.get(user)
         if idx is not None:
             return idx
+        return self._unknown_user(user)
+
+    cdef int64_t _unknown_user(self, object user) except -2:
+        """The index of ``user``, not a key of the user dict (lock held): a new
+        implicit user, or -1 when entitlement is enforced."""
         if self._hdr[H_ENFORCE_ENTITLEMENT]:
             return -1
+        if type(user) is str:
+            return self._new_implicit_user(<str>user)
         return self._add_user_unlocked(user, None, (), True)
+
+    cdef int64_t _new_implicit_user(self, str user) except -2:
+        """Add ``user`` (a new non-empty str) as a user a launch created: no home
+        zone, no apps, forgotten with its last session. What
+        ``Scheduler._add_user_unlocked(user, None, (), True)`` does, written on the
+        tables through the header (the user record, its entitlement words when
+        its index is reused, its kind) instead of through numpy, so a launch by a
+        user the scheduler has not seen costs a few dict and list operations more
+        than one by a known user. Lock held."""
+        cdef int64_t u, words
+        cdef int64_t* rec
+        cdef int64_t* ent
+        cdef Py_ssize_t f
+        cdef bint appended = not self._user_free
+        cdef list names = self._user_names
+        if appended:
+            u = len(names)
+            if u >= self._hdr[H_USER_CAP]:
+                self._user_room(u + 1)  # the tables (and _user_kind) reallocated
+            names.append(user)
+            self._user_apps.append(NO_APPS)
+        else:
+            u = self._user_free.pop()
+            names[u] = user
+            self._user_apps[u] = NO_APPS
+            words = self._hdr[H_ENT_WORDS]
+            ent = <int64_t*><uintptr_t>self._hdr[H_ENT_ADDR] + u * words
+            for f in range(words):
+                ent[f] = 0
+        rec = <int64_t*><uintptr_t>self._hdr[H_USER_ADDR] + u * N_US
+        for f in range(N_US):
+            rec[f] = -1  # state.NONE
+        rec[US_N_SESSIONS] = 0
+        (<uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self._user_kind))[u] = USER_IMPLICIT
+        self._users[user] = u
+        self._user_keys.add(user, u, self._users, names, appended)
+        self._added_since_sweep += 1
+        return u
 
     cpdef int64_t _endpoint_index(self, object endpoint) except -2:
         """Index of ``endpoint`` (a str), added when new (at a free index when
@@ -846,7 +892,7 @@ cdef class Engine:
                 keys.prefetch(rows[k + KEY_AHEAD])
             user = rows[k]
             ui = keys.find(user, self._users, self._user_names)
-            out[k] = self._user_index(user) if ui < 0 else ui
+            out[k] = self._unknown_user(user) if ui < 0 else ui
 
     def _endpoint_rows_into(self, endpoints, int64_t[::1] out):
         """The endpoint index of each entry of ``endpoints`` (None: -1; all
@@ -973,7 +1019,7 @@ cdef class Engine:
             if ui < 0:
                 if len(<str>user) == 0:
                     raise InvalidArgument("user", user, "must be a non-empty string")
-                ui = self._user_index(user)
+                ui = self._unknown_user(user)  # find() looked in the table and the dict
             if ep < 0 and endpoint is not None:
                 ep = self._endpoint_index(endpoint)
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
