@@ -541,7 +541,12 @@ cdef class KeyTable:
             other = self.slots[j].key
             if other == NULL:
                 return 0
-            home = <Py_ssize_t>(<size_t>PyObject_Hash(<object>other) & <size_t>mask)
+            # the slot's low 32 hash bits name its home in a table of up to 2**32
+            # slots, so the key object, a random read, is not touched
+            if mask <= 0xFFFFFFFF:
+                home = <Py_ssize_t>(<size_t>self.slots[j].hash & <size_t>mask)
+            else:
+                home = <Py_ssize_t>(<size_t>PyObject_Hash(<object>other) & <size_t>mask)
             if (j > k and (home <= k or home > j)) or (j < k and (home <= k and home > j)):
                 self.slots[k] = self.slots[j]
                 self.slots[j].key = NULL
