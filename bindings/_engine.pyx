@@ -854,9 +854,18 @@ cdef class Engine:
         """Delete these users and endpoints from their dicts, the key tables
         following each deletion (lock held; their indices are already free in
         the name lists)."""
-        for key in user_ids:
+        cdef Py_ssize_t k, n = len(user_ids)
+        cdef KeyTable keys = self._user_keys
+        # a sweep forgets thousands of users at random places of the table: the
+        # slots of the keys KEY_AHEAD further on are requested before their turn
+        for k in range(min(KEY_AHEAD, n)):
+            keys.prefetch(user_ids[k])
+        for k in range(n):
+            if k + KEY_AHEAD < n:
+                keys.prefetch(user_ids[k + KEY_AHEAD])
+            key = user_ids[k]
             del self._users[key]
-            self._user_keys.remove(key, self._users, self._user_names)
+            keys.remove(key, self._users, self._user_names)
         for key in endpoints:
             del self._endpoints[key]
             self._endpoint_keys.remove(key, self._endpoints, self._endpoint_names)
