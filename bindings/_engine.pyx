@@ -163,6 +163,7 @@ cdef double NAN_TIME = float("nan")
 cdef uint8_t USER_DIRECTORY = 0  # added by add_user(s): kept until remove_user
 cdef uint8_t USER_IMPLICIT = 1  # created by a launch: forgotten with its last session
 cdef uint8_t USER_FREE = 2  # nobody: the index is free for the next user  # "read the clock under the lock" (_given_time)
+cdef frozenset NO_APPS = frozenset()  # the apps of an implicit user (Scheduler._user_apps)
 
 cdef bytes _EMPTY = b"\0" * 8  # what an empty array's pointer points at (never read)
 
@@ -540,7 +541,12 @@ cdef class KeyTable:
             other = self.slots[j].key
             if other == NULL:
                 return 0
-            home = <Py_ssize_t>(<size_t>PyObject_Hash(<object>other) & <size_t>mask)
+            # the slot's low 32 hash bits name its home in a table of up to 2**32
+            # slots, so the key object, a random read, is not touched
+            if mask <= 0xFFFFFFFF:
+                home = <Py_ssize_t>(<size_t>self.slots[j].hash & <size_t>mask)
+            else:
+                home = <Py_ssize_t>(<size_t>PyObject_Hash(<object>other) & <size_t>mask)
             if (j > k and (home <= k or home > j)) or (j < k and (home <= k and home > j)):
                 self.slots[k] = self.slots[j]
                 self.slots[j].key = NULL
@@ -629,6 +635,7 @@ cdef class Engine:
     cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
     cdef public list _endpoint_names, _user_free, _endpoint_free  # by index (None: free); free indices
+    cdef public list _user_apps  # by user index: the frozenset of app names it is entitled to
     cdef public object _user_kind  # uint8 per user index: USER_DIRECTORY, USER_IMPLICIT, USER_FREE
     cdef public Py_ssize_t _added_since_sweep, _sweep_every  # implicit users and endpoints (see _sweep)
     cdef public object _names
@@ -638,6 +645,7 @@ cdef class Engine:
     cdef int64_t* _zeros
     cdef int64_t* _locations
     cdef int64_t* _user_rows
+    cdef int64_t* _app_rows
     cdef double* _times
     cdef Py_ssize_t _fill_cap
     cdef int64_t* _sop_rows  # session_ops_many's columns, one block (see _sop_room)
@@ -770,9 +778,54 @@ cdef class Engine:
         idx = self._users.get(user)
         if idx is not None:
             return idx
+        return self._unknown_user(user)
+
+    cdef int64_t _unknown_user(self, object user) except -2:
+        """The index of ``user``, not a key of the user dict (lock held): a new
+        implicit user, or -1 when entitlement is enforced."""
         if self._hdr[H_ENFORCE_ENTITLEMENT]:
             return -1
+        if type(user) is str:
+            return self._new_implicit_user(<str>user)
         return self._add_user_unlocked(user, None, (), True)
+
+    cdef int64_t _new_implicit_user(self, str user) except -2:
+        """Add ``user`` (a new non-empty str) as a user a launch created: no home
+        zone, no apps, forgotten with its last session. What
+        ``Scheduler._add_user_unlocked(user, None, (), True)`` does, written on the
+        tables through the header (the user record, its entitlement words when
+        its index is reused, its kind) instead of through numpy, so a launch by a
+        user the scheduler has not seen costs a few dict and list operations more
+        than one by a known user. Lock held."""
+        cdef int64_t u, words
+        cdef int64_t* rec
+        cdef int64_t* ent
+        cdef Py_ssize_t f
+        cdef bint appended = not self._user_free
+        cdef list names = self._user_names
+        if appended:
+            u = len(names)
+            if u >= self._hdr[H_USER_CAP]:
+                self._user_room(u + 1)  # the tables (and _user_kind) reallocated
+            names.append(user)
+            self._user_apps.append(NO_APPS)
+        else:
+            u = self._user_free.pop()
+            names[u] = user
+            self._user_apps[u] = NO_APPS
+            words = self._hdr[H_ENT_WORDS]
+            ent = <int64_t*><uintptr_t>self._hdr[H_ENT_ADDR] + u * words
+            for f in range(words):
+                ent[f] = 0
+        rec = <int64_t*><uintptr_t>self._hdr[H_USER_ADDR] + u * N_US
+        for f in range(N_US):
+            rec[f] = -1  # state.NONE
+        rec[US_N_SESSIONS] = 0
+        (<uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self._user_kind))[u] = USER_IMPLICIT
+        self._users[user] = u
+        self._user_keys.add(user, u, self._users, names, appended)
+        self._added_since_sweep += 1
+        return u
 
     cpdef int64_t _endpoint_index(self, object endpoint) except -2:
         """Index of ``endpoint`` (a str), added when new (at a free index when
@@ -802,9 +855,18 @@ cdef class Engine:
         """Delete these users and endpoints from their dicts, the key tables
         following each deletion (lock held; their indices are already free in
         the name lists)."""
-        for key in user_ids:
+        cdef Py_ssize_t k, n = len(user_ids)
+        cdef KeyTable keys = self._user_keys
+        # a sweep forgets thousands of users at random places of the table: the
+        # slots of the keys KEY_AHEAD further on are requested before their turn
+        for k in range(min(KEY_AHEAD, n)):
+            keys.prefetch(user_ids[k])
+        for k in range(n):
+            if k + KEY_AHEAD < n:
+                keys.prefetch(user_ids[k + KEY_AHEAD])
+            key = user_ids[k]
             del self._users[key]
-            self._user_keys.remove(key, self._users, self._user_names)
+            keys.remove(key, self._users, self._user_names)
         for key in endpoints:
             del self._endpoints[key]
             self._endpoint_keys.remove(key, self._endpoints, self._endpoint_names)
@@ -846,7 +908,7 @@ cdef class Engine:
                 keys.prefetch(rows[k + KEY_AHEAD])
             user = rows[k]
             ui = keys.find(user, self._users, self._user_names)
-            out[k] = self._user_index(user) if ui < 0 else ui
+            out[k] = self._unknown_user(user) if ui < 0 else ui
 
     def _endpoint_rows_into(self, endpoints, int64_t[::1] out):
         """The endpoint index of each entry of ``endpoints`` (None: -1; all
@@ -973,7 +1035,7 @@ cdef class Engine:
             if ui < 0:
                 if len(<str>user) == 0:
                     raise InvalidArgument("user", user, "must be a non-empty string")
-                ui = self._user_index(user)
+                ui = self._unknown_user(user)  # find() looked in the table and the dict
             if ep < 0 and endpoint is not None:
                 ep = self._endpoint_index(endpoint)
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
@@ -1022,7 +1084,7 @@ cdef class Engine:
         paths and reads the clock under it.) ``launch_many`` for the batch shape of a storm replayed by a broker or a
         simulator: ``users`` as a C-contiguous 1-D int64 ndarray of indices
         (``user_indices``) or a list or tuple of known user ids, ``apps`` as such an
-        array of app indices (``app_indices``), locations as None or a list or tuple
+        array of app indices (``app_indices``) or a list or tuple of app names, locations as None or a list or tuple
         of n zone names (None entries allowed), no endpoints or external flags, one
         time for every row (a float or an int). Returns the (n, N_D) decision rows,
         or None when the batch has another shape, names a user not added yet, or
@@ -1034,17 +1096,19 @@ cdef class Engine:
         general path (a dozen calls, three fill arrays, a float array of times): a
         2,000-row batch spends about 5 µs here instead of 40."""
         cdef bint by_id = type(users) is list or type(users) is tuple
-        if (not by_id and type(users) is not _ndarray) or type(apps) is not _ndarray:
+        cdef bint app_names = type(apps) is list or type(apps) is tuple
+        if (not by_id and type(users) is not _ndarray) or (not app_names and type(apps) is not _ndarray):
             return None
         if not by_id and (cnp.PyArray_TYPE(<cnp.ndarray>users) != cnp.NPY_INT64
                           or cnp.PyArray_NDIM(<cnp.ndarray>users) != 1
                           or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>users)):
             return None
-        if (cnp.PyArray_TYPE(<cnp.ndarray>apps) != cnp.NPY_INT64 or cnp.PyArray_NDIM(<cnp.ndarray>apps) != 1
-                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>apps)):
+        if not app_names and (cnp.PyArray_TYPE(<cnp.ndarray>apps) != cnp.NPY_INT64
+                              or cnp.PyArray_NDIM(<cnp.ndarray>apps) != 1
+                              or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>apps)):
             return None
         cdef Py_ssize_t n = len(users) if by_id else cnp.PyArray_DIM(<cnp.ndarray>users, 0), k
-        if n == 0 or cnp.PyArray_DIM(<cnp.ndarray>apps, 0) != n:
+        if n == 0 or (len(apps) if app_names else cnp.PyArray_DIM(<cnp.ndarray>apps, 0)) != n:
             return None
         if locations is not None and ((type(locations) is not list and type(locations) is not tuple)
                                       or len(locations) != n):
@@ -1061,10 +1125,21 @@ cdef class Engine:
             return None
         if locations is not None and first_not_id(locations, True) >= 0:
             return None
+        if app_names and first_not_id(apps) >= 0:
+            return None
         cdef const int64_t* u = NULL
-        cdef const int64_t* a = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>apps)
+        cdef const int64_t* a
         cdef int64_t n_users = len(self._user_names), n_apps = len(self._app_names)
         cdef bint ok = True
+        if app_names:  # each a known app (-1 for one that is not: refused below)
+            self._fill_rows(n, t)
+            try:
+                _rows_from_names(apps, self._apps, self._app_rows, -1, -1)
+            except Exception:  # a str subclass's == raised: the general path says so
+                return None
+            a = self._app_rows
+        else:
+            a = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>apps)
         for k in range(n):  # branch-free: the common all-good batch runs to the end
             ok &= (a[k] >= 0) & (a[k] < n_apps)
         if not by_id:
@@ -1125,13 +1200,13 @@ cdef class Engine:
 
     cdef int _fill_rows(self, Py_ssize_t n, double t) except -1:
         """The columns of a compiled batch: n locations and endpoints of -1 (none),
-        n external flags of 0, n copies of ``t``, room for n location and n user
+        n external flags of 0, n copies of ``t``, room for n location, user and app
         rows. Kept between calls (lock held); only the times are written again."""
         cdef Py_ssize_t k, cap = self._fill_cap
         cdef void* p
         if n > cap:
             cap = max(n, 2 * cap)
-            p = malloc(5 * cap * 8)  # one block, five columns
+            p = malloc(6 * cap * 8)  # one block, six columns
             if p == NULL:
                 raise MemoryError("cannot allocate a batch's fill columns")
             free(self._minus_ones)  # the block's start
@@ -1140,6 +1215,7 @@ cdef class Engine:
             self._locations = self._minus_ones + 2 * cap
             self._user_rows = self._minus_ones + 3 * cap
             self._times = <double*>(self._minus_ones + 4 * cap)
+            self._app_rows = self._minus_ones + 5 * cap
             self._fill_cap = cap
             for k in range(cap):
                 self._minus_ones[k] = -1

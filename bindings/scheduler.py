@@ -265,7 +265,7 @@ class Scheduler(_Configure, _Servers, _Batches, _Views, _engine.Engine):
     #: the compiled base's attributes that make up the state (the rest is in __dict__)
     _ENGINE_STATE = ("_users", "_apps", "_zones", "_endpoints", "_servers", "_pools",
                      "_server_names", "_zone_names", "_pool_names", "_app_names", "_user_names",
-                     "_endpoint_names", "_user_free", "_endpoint_free", "_user_kind",
+                     "_endpoint_names", "_user_free", "_endpoint_free", "_user_kind", "_user_apps",
                      "_added_since_sweep", "_sweep_every", "_clock")
 
     def _state(self) -> dict:
