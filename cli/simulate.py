@@ -161,7 +161,7 @@ def planner_settings(power: str, path) -> PlannerSettings:
                    "processes (pip install \".[cluster]\"; docs/SCENARIOS.md).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the KPIs as JSON instead of a table.")
-@click.option("--power", type=click.Choice(POWER_POLICIES), default="fixed", show_default=True,
+@click.option("--power", type=click.Choice(POWER_POLICIES), default="autoscale", show_default=True,
               help="Power policy: the scenario's fixed schedule, a reactive Citrix-like baseline, or autoscale "
                    "(docs/AUTOSCALE.md).")
 @click.option("--power-settings", "power_settings", type=click.Path(dir_okay=False), default=None,
