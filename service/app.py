@@ -26,7 +26,6 @@ import hmac
 import re
 import secrets
 import time
-from collections import Counter
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,6 +39,7 @@ from starlette.routing import Route
 from usher.errors import SessionEnded, UnknownSession, UsherError
 from usher.formats.trace import LineError
 from usher.service import opsbody
+from usher.service.dashboard_views import fleet_summary
 from usher.service.openapi import openapi_document
 
 __all__ = ["create_app", "MAX_BODY"]
@@ -294,30 +294,11 @@ class Service:
 
     async def summary(self, request: Request):
         s = self.journal.scheduler
-        rows = s.servers()
-        pools: dict = {}
-        zones: dict = {}
-        for r in rows:
-            for table, key in ((pools, str(r["pool"])), (zones, str(r["zone"]))):
-                e = table.setdefault(key, {"servers": 0, "sessions": 0, "pending_logons": 0})
-                e["servers"] += 1
-                e["sessions"] += int(r["sessions"])
-                e["pending_logons"] += int(r["pending"])
-        return JSONResponse({
-            "sessions": s.live_sessions,
-            "licences": {"in_use": s.licences_in_use, "cap": s.licence_cap},
-            "servers": {
-                "total": len(rows),
-                "by_power": dict(Counter(str(p) for p in rows["power"])),
-                "by_mode": dict(Counter(str(m) for m in rows["mode"])),
-                "by_image": dict(Counter("" if i is None else str(i) for i in rows["image"])),
-            },
-            "pools": pools,
-            "zones": zones,
-            "now": s.now,
-            "journal": {"records": self.journal.seq, "fsync": self.journal.fsync,
-                        "directory": self.journal.directory},
-        })
+        body = fleet_summary(s, s.servers())
+        del body["pending"]
+        body["journal"] = {"records": self.journal.seq, "fsync": self.journal.fsync,
+                           "directory": self.journal.directory}
+        return JSONResponse(body)
 
     async def healthz(self, request: Request):
         return JSONResponse({"status": "ok"})
