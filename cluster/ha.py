@@ -11,8 +11,9 @@ is taken over within ``poll`` seconds; a paused or cut-off leader within ``ttl``
 new leader reads every row left (none can be added once its epoch is in the lease),
 applies them, and only then takes writes. A leader whose append failed (deposed, or
 its writer's connection cut) notices within ``poll`` seconds, gives the lease up and
-follows; a leader whose lease connection is cut follows at once (the database sees
-that holder gone). A deposed leader reloads its state from the database: its memory may
+follows; a leader whose lease connection the server ends (a restart, a terminated
+session) notices within ``poll`` seconds and follows, the lease free at once (the
+database sees that holder gone); one cut off silently loses the lease after ``ttl``. A deposed leader reloads its state from the database: its memory may
 hold operations that were never journalled; it may take the lease again, with a new
 epoch.
 
@@ -163,8 +164,11 @@ class Broker:
     def _lead_step(self):
         renew_at = time.monotonic() + self.ttl / 3
         while self.journal.healthy and time.monotonic() < renew_at:
-            if self._stop.wait(min(self.poll, self.ttl / 3)):
+            if self._stop.is_set():
                 return
+            # waiting on the lease connection: a session the server ends (restart, terminated) raises at once
+            for _ in self._conn.notifies(timeout=min(self.poll, self.ttl / 3), stop_after=1):
+                pass
         if not self.journal.healthy:
             self._step_down("a journal append failed")
         elif not store.renew_lease(self._conn, self.journal.epoch, self.ttl):
