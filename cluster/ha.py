@@ -9,8 +9,13 @@ then tries to take the lease: the database grants it when it has expired or when
 holder's lease connection is gone (a killed leader's sessions end at once, so a kill -9
 is taken over within ``poll`` seconds; a paused or cut-off leader within ``ttl``). A
 new leader reads every row left (none can be added once its epoch is in the lease),
-applies them, and only then takes writes. A deposed leader reloads its state from the
-database: its memory may hold operations that were never journalled.
+applies them, and only then takes writes. A leader whose append failed (deposed, or
+its writer's connection cut) notices within ``poll`` seconds, gives the lease up and
+follows; a leader whose lease connection the server ends (a restart, a terminated
+session) notices within ``poll`` seconds and follows, the lease free at once (the
+database sees that holder gone); one cut off silently loses the lease after ``ttl``. A deposed leader reloads its state from the database: its memory may
+hold operations that were never journalled; it may take the lease again, with a new
+epoch.
 
 Every change to the state runs on the event loop that serves the requests
 (``loop``), so requests and replication never touch the state at once; without a loop
@@ -157,18 +162,29 @@ class Broker:
             self._conn = None
 
     def _lead_step(self):
-        if self._stop.wait(self.ttl / 3):
-            return
+        renew_at = time.monotonic() + self.ttl / 3
+        while self.journal.healthy and time.monotonic() < renew_at:
+            if self._stop.is_set():
+                return
+            # waiting on the lease connection: a session the server ends (restart, terminated) raises at once
+            for _ in self._conn.notifies(timeout=min(self.poll, self.ttl / 3), stop_after=1):
+                pass
         if not self.journal.healthy:
             self._step_down("a journal append failed")
         elif not store.renew_lease(self._conn, self.journal.epoch, self.ttl):
             self._step_down("another broker holds the lease")
 
     def _step_down(self, why):
-        log.warning("cluster: epoch %s steps down: %s", self.journal.epoch, why)
+        epoch = self.journal.epoch
+        log.warning("cluster: epoch %s steps down: %s", epoch, why)
         old = self._on_state(self.journal.follow, self.leader)
         threading.Thread(target=old.close, daemon=True).start()
         self._loaded = False  # memory may hold operations that were never journalled
+        if self._conn is not None:  # free the lease now (its epoch appends no more): any broker may take it
+            try:
+                store.release_lease(self._conn, epoch)
+            except Exception as e:
+                log.warning("lease of epoch %s not released: %s", epoch, e)
 
     def _follow_step(self):
         for _ in self._conn.notifies(timeout=self.poll, stop_after=1):

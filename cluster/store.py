@@ -13,16 +13,20 @@ several clusters of brokers in one database)::
 Design: the database decides who leads and orders every write. A takeover is one
 UPDATE of the lease row that bumps the epoch, allowed when the lease has expired or
 when the holder's lease connection is gone from ``pg_stat_activity`` (a killed
-process: its sessions end at once). An append is one INSERT ... SELECT that locks
+process: its sessions end at once). A small append is one INSERT ... SELECT that locks
 the lease row ``FOR SHARE`` and inserts nothing unless the lease still holds the
-writer's epoch; a takeover waits for an append in progress and every append after
+writer's epoch; a group of many records is one transaction that locks the lease row
+``FOR SHARE``, compares its epoch and COPYs the records in (the lock held to the
+commit). Either way a takeover waits for an append in progress and every append after
 it sees the new epoch, so a deposed leader can never append. The primary key on
-``pos`` is a second fence. The same statement notifies ``usher_journal`` (sent on
-commit) so standbys read the new rows at once.
+``pos`` is a second fence. The append notifies ``usher_journal`` (sent on commit) so
+standbys read the new rows at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 
 from usher.errors import UsherError
@@ -93,11 +97,15 @@ class NotLeader(UsherError):
 
 
 def connect(dsn, autocommit=True):
-    """A psycopg connection to ``dsn`` (StoreError when it cannot be made)."""
+    """A psycopg connection to ``dsn`` (StoreError when it cannot be made), named
+    ``usher <pid>`` in ``pg_stat_activity`` unless ``dsn`` names it."""
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=5)
+        named = "application_name" in conninfo_to_dict(dsn)
+        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=5,
+                               **({} if named else {"application_name": f"usher {os.getpid()}"}))
     except psycopg.Error as e:
         raise StoreError("store", _redact(dsn), f"cannot connect: {e}") from None
 
@@ -148,20 +156,63 @@ def lease(conn) -> dict:
 
 
 # ------------------------------------------------------------------ journal rows
+COPY_FROM = 32  # groups of at least this many records go by COPY, smaller ones by one INSERT
+
+
 def append(conn, epoch, first, records) -> None:
-    """Insert ``records`` ((op, decision) text pairs) at positions first+1, first+2, ...
-    under ``epoch``, in one statement; NotLeader when the epoch is no longer current."""
+    """Append ``records`` (the journal's encoded records, ``<crc> TAB op TAB decision LF``)
+    at positions first+1, first+2, ... under ``epoch``, in one transaction; NotLeader
+    when the epoch no longer holds the lease (nothing is written)."""
     import psycopg
 
     n = len(records)
-    params = {"epoch": epoch, "pos": list(range(first + 1, first + n + 1)),
-              "op": [op for op, _ in records], "decision": [d for _, d in records]}
     try:
-        count = conn.execute(_APPEND, params).fetchone()[0]
+        count = _insert(conn, epoch, first, records) if n < COPY_FROM else _copy(conn, epoch, first, records)
     except psycopg.errors.UniqueViolation:
         count = 0
     if count != n:
         raise NotLeader("epoch", epoch, f"epoch {epoch} no longer holds the lease: {n} records not appended")
+
+
+def _insert(conn, epoch, first, records) -> int:
+    """One fenced INSERT ... SELECT (one round trip: the way of small groups)."""
+    fields = [_fields(r) for r in records]
+    params = {"epoch": epoch, "pos": list(range(first + 1, first + len(records) + 1)),
+              "op": [op for op, _ in fields], "decision": [d for _, d in fields]}
+    return conn.execute(_APPEND, params).fetchone()[0]
+
+
+def _copy(conn, epoch, first, records) -> int:
+    """A transaction that locks the lease row FOR SHARE and compares its epoch, COPYs
+    the records in (text format, built from the records' bytes as they are), notifies
+    and commits. The row lock is held to the commit: a takeover waits for it, and
+    every append after the takeover reads the new epoch."""
+    import psycopg
+
+    data = b"".join([b"%d\t%d\t%s" % (first + k, epoch, r[9:]) for k, r in enumerate(records, 1)])
+    data = data.replace(b"\\", b"\\\\")  # COPY's escape character; JSON has no raw tab or newline
+    ok = False
+    try:
+        cursor = conn.execute("BEGIN; SELECT epoch FROM usher_lease WHERE id = 1 FOR SHARE")
+        cursor.nextset()
+        held = cursor.fetchone()
+        if held is None or int(held[0]) != epoch:
+            return 0
+        with conn.cursor().copy("COPY usher_journal (pos, epoch, op, decision) FROM STDIN") as copy:
+            copy.write(data)
+        conn.execute(f"SELECT pg_notify('{CHANNEL}', '{first + len(records)}'); COMMIT")
+        ok = True
+        return len(records)
+    finally:
+        if not ok and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+
+
+def _fields(record: bytes) -> tuple[str, str]:
+    """(op, decision) text of an encoded record."""
+    op, _, decision = record[9:-1].partition(b"\t")
+    return op.decode(), decision.decode()
 
 
 def rows_after(conn, pos, limit=None) -> list:

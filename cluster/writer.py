@@ -113,7 +113,7 @@ class PgWriter:
             if records:
                 started = time.perf_counter()
                 try:
-                    store.append(self._conn, self.epoch, first, [_fields(r) for r in records])
+                    store.append(self._conn, self.epoch, first, records)
                 except BaseException as e:
                     self._fail(e if isinstance(e, store.NotLeader) else
                                store.NotLeader("store", None, f"the journal append failed: {type(e).__name__}: {e}"))
@@ -138,12 +138,6 @@ class PgWriter:
             waiters, self._waiters = self._waiters, []
             self._cond.notify_all()
         _wake(waiters)
-
-
-def _fields(record: bytes) -> tuple[str, str]:
-    """(op, decision) text of an encoded record (``<crc> TAB op TAB decision LF``)."""
-    op, _, decision = record[9:-1].partition(b"\t")
-    return op.decode(), decision.decode()
 
 
 def _wake(waiters):

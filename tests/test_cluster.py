@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
 from journal_workload import PRELUDE, stream
@@ -84,6 +85,36 @@ def test_a_deposed_epoch_can_never_append(dsn):
     assert out[0].outcome == "placed"
     epochs = [row[1] for row in store.rows_after(conn_b, 0)]
     assert epochs == [epoch_a] * before + [epoch_b]
+    a.journal.follow().close()
+    b.journal.follow().close()
+    conn_a.close()
+    conn_b.close()
+
+
+def test_a_large_group_is_copied_exactly_and_fenced(dsn):
+    """Groups of COPY_FROM records or more go by COPY: the rows hold the ops and decisions
+    byte for byte (quotes, backslashes, non-ASCII), and a deposed epoch's group is refused."""
+    a = open_broker(dsn, "http://a")
+    conn_a, epoch_a = _lead(a)
+    a.journal.apply(PRELUDE)
+    odd = [{"t": 2, "op": "launch", "id": f'q"\\{k}\\n\tü', "user": f"u{k % 6}", "app": "a"}
+           for k in range(store.COPY_FROM + 5)]
+    out = a.journal.apply(odd)
+    assert len(out) == len(odd)
+    rows = store.rows_after(conn_a, len(PRELUDE))
+    assert [row[0] for row in rows] == list(range(len(PRELUDE) + 1, len(PRELUDE) + len(odd) + 1))
+    assert [msgspec.json.decode(row[2])["id"] for row in rows] == [op["id"] for op in odd]
+    assert all(msgspec.json.decode(row[3])["id"] == op["id"] for row, op in zip(rows, odd))
+    replayer, seq = recover(conn_a)
+    assert seq == a.journal.seq and state_digest(replayer) == state_digest(a.journal.replayer)
+    # b takes over: a's next large group is refused and writes nothing
+    _free_lease(dsn)
+    b = open_broker(dsn, "http://b")
+    conn_b, epoch_b = _lead(b)
+    before = store.last_position(conn_b)
+    with pytest.raises(NotLeader):
+        a.journal.apply(stream(5, 3 * store.COPY_FROM, t0=10.0, prefix="late"))
+    assert store.last_position(conn_b) == before
     a.journal.follow().close()
     b.journal.follow().close()
     conn_a.close()

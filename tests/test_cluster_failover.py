@@ -2,7 +2,9 @@
 PostgreSQL 15. The leader is killed with SIGKILL during a stream of launches from a
 client that records every acknowledged decision (and paused with SIGSTOP once): no
 acknowledged decision is lost, no launch id (so no session) is given twice, a deposed
-leader never appends, and after every failover the new leader's state equals a replay
+leader never appends, a leader cut off from the database (its sessions terminated
+by the server, again and again) steps down or leads again with a new epoch, and after
+every failover the new leader's state equals a replay
 of the database journal. Kills: 3 (default profile), 20 (thorough). The failover times
 are printed (`-s`), never asserted."""
 
@@ -27,6 +29,7 @@ from usher.cluster import state_digest, store
 from usher.cluster.replica import recover
 
 KILLS = 20 if os.environ.get("USHER_TEST_PROFILE") == "thorough" else 3
+CUTS = 10 if os.environ.get("USHER_TEST_PROFILE") == "thorough" else 2
 
 
 def _free_port():
@@ -242,3 +245,56 @@ def test_a_paused_leader_is_fenced_and_steps_down(cluster):
     conn.close()
     status = cluster.wait(lambda: _caught_up(cluster.status(a, digest=True), seq), "the old leader catches up")
     assert status["digest"] == state_digest(replayer) == cluster.status(b, digest=True)["digest"]
+
+
+def _cut(dsn, pid, seconds):
+    """Cut broker ``pid`` off the database for ``seconds``: terminate its sessions (named
+    ``usher <pid>``) from a superuser connection, and every new one, as a network cut does."""
+    conn = store.connect(dsn)
+    cut = 0
+    try:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            cut += len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                                    (f"usher {pid}",)).fetchall())
+            time.sleep(0.02)
+    finally:
+        conn.close()
+    return cut
+
+
+def test_a_leader_cut_from_the_database_loses_nothing(cluster):
+    for k in range(2):
+        cluster.start(k)
+    first = cluster.wait(cluster.leader, "a leader")
+    cluster.wait(lambda: all(cluster.status(k) for k in range(2)), "both brokers answer")
+    assert httpx.post(f"{cluster.urls[first]}/v1/ops", json=PRELUDE, timeout=10).status_code == 200
+    client = Client(cluster)
+    client.target = first
+    client.start()
+    recoveries, epochs = [], [cluster.status(first)["epoch"]]
+    for _ in range(CUTS):
+        leader = cluster.wait(cluster.leader, "a leader")
+        before = len(client.acked)
+        cluster.wait(lambda: len(client.acked) >= before + 100, "launches acknowledged")
+        n, cut_started = len(client.ack_times), time.monotonic()
+        assert _cut(cluster.dsn, cluster.procs[leader].pid, 1.0) > 0
+        cut_ended = time.monotonic()
+        cluster.wait(lambda: client.ack_times[-1] > cut_ended, "a launch acknowledged after the cut")
+        times = [cut_started, *client.ack_times[n:]]
+        new = cluster.wait(cluster.leader, "a leader after the cut")
+        # the longest time without an acknowledged launch, from the cut on
+        recoveries.append((max(b - a for a, b in zip(times, times[1:])), "same" if new == leader else "standby"))
+        epochs.append(cluster.status(new)["epoch"])
+        assert epochs[-1] > epochs[-2]  # whoever leads now (a standby, or the same broker) has a new epoch
+        _check_against_database(cluster, client, new)
+    client.stopping.set()
+    client.join()
+    conn = store.connect(cluster.dsn)
+    rows = store.rows_after(conn, 0)
+    conn.close()
+    assert [row[1] for row in rows] == sorted(row[1] for row in rows)  # no deposed epoch appended after a cut
+    _check_against_database(cluster, client, cluster.wait(cluster.leader, "a leader"))
+    print(f"\n{CUTS} cuts of the leader from the database (1 s each), {len(client.acked)} acknowledged launches; "
+          f"longest time without an acknowledged launch, and who led next: "
+          f"{', '.join(f'{t:.3f} s ({who})' for t, who in recoveries)}")
