@@ -18,11 +18,12 @@ import time
 
 from usher.cluster import store
 from usher.errors import InvalidArgument
+from usher.journal.writer import Tickets
 
 __all__ = ["PgWriter"]
 
 
-class PgWriter:
+class PgWriter(Tickets):
     """Appends records (bytes of ``usher.journal.records.encode``) at positions
     ``first + 1, ...`` under ``epoch``, on its own connection to ``dsn``."""
 
@@ -123,32 +124,3 @@ class PgWriter:
                     self.on_flush(len(records), time.perf_counter() - started, None)
             if closed:
                 return
-
-    def _done(self, ticket):
-        with self._cond:
-            self._durable = ticket
-            ready = [w for w in self._waiters if w[0] <= ticket]
-            self._waiters = [w for w in self._waiters if w[0] > ticket]
-            self._cond.notify_all()
-        _wake(ready)
-
-    def _fail(self, exc):
-        with self._cond:
-            self._error = exc
-            waiters, self._waiters = self._waiters, []
-            self._cond.notify_all()
-        _wake(waiters)
-
-
-def _wake(waiters):
-    by_loop: dict = {}
-    for _, loop, future in waiters:
-        by_loop.setdefault(loop, []).append(future)
-    for loop, futures in by_loop.items():
-        loop.call_soon_threadsafe(_resolve, futures)
-
-
-def _resolve(futures):
-    for future in futures:
-        if not future.done():
-            future.set_result(None)

@@ -37,7 +37,34 @@ __all__ = ["JournalWriter", "FSYNC_POLICIES"]
 FSYNC_POLICIES = ("always", "batch", "off")
 
 
-class JournalWriter:
+class Tickets:
+    """A group-commit writer's acknowledgements: ``_durable`` (the last durable ticket),
+    ``_waiters`` (``(ticket, loop, future)`` of ``wait_async``), ``_error`` (what stopped
+    the flusher), all under ``_cond``; the flusher calls :meth:`_done` after each group
+    and :meth:`_fail` when it stops on an error (every waiter is woken either way)."""
+
+    _cond: threading.Condition
+    _durable: int
+    _waiters: list
+    _error: BaseException | None
+
+    def _done(self, ticket):
+        with self._cond:
+            self._durable = ticket
+            ready = [w for w in self._waiters if w[0] <= ticket]
+            self._waiters = [w for w in self._waiters if w[0] > ticket]
+            self._cond.notify_all()
+        _wake(ready)
+
+    def _fail(self, exc):
+        with self._cond:
+            self._error = exc
+            waiters, self._waiters = self._waiters, []
+            self._cond.notify_all()
+        _wake(waiters)
+
+
+class JournalWriter(Tickets):
     """Appends records to ``path`` (opened for append; created if missing).
 
     Args:
@@ -186,21 +213,6 @@ class JournalWriter:
                     self.on_flush(len(records), written - started, synced - written if self.fsync != "off" else None)
             if closed:
                 return
-
-    def _done(self, ticket):
-        with self._cond:
-            self._durable = ticket
-            ready = [w for w in self._waiters if w[0] <= ticket]
-            self._waiters = [w for w in self._waiters if w[0] > ticket]
-            self._cond.notify_all()
-        _wake(ready)
-
-    def _fail(self, exc):
-        with self._cond:
-            self._error = exc
-            waiters, self._waiters = self._waiters, []
-            self._cond.notify_all()
-        _wake(waiters)
 
 
 def _wake(waiters):
