@@ -18,6 +18,7 @@ from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcmp, memcpy
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from cpython.dict cimport PyDict_GetItemWithError
+from cpython.list cimport PyList_GET_ITEM
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.exc cimport PyErr_Clear
@@ -906,11 +907,16 @@ cdef class Engine:
                         m += 1
                     else:
                         kept += 1
-            # a sweep forgets thousands of users at random places of the key table:
-            # the slots of the ids KEY_AHEAD further on are requested before their turn
+            # a sweep forgets thousands of users at random places of memory: the id
+            # objects 2 * KEY_AHEAD further on, then their key-table slots KEY_AHEAD
+            # further on, are requested before their turn
+            for k in range(min(2 * KEY_AHEAD, m)):
+                usher_prefetch(PyList_GET_ITEM(names, victims[k]))
             for k in range(min(KEY_AHEAD, m)):
                 self._user_keys.prefetch(names[victims[k]])
             for k in range(m):
+                if k + 2 * KEY_AHEAD < m:
+                    usher_prefetch(PyList_GET_ITEM(names, victims[k + 2 * KEY_AHEAD]))
                 if k + KEY_AHEAD < m:
                     self._user_keys.prefetch(names[victims[k + KEY_AHEAD]])
                 self._forget_user_at(victims[k], kind)
