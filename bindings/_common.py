@@ -79,10 +79,10 @@ def _telemetry_column(field, values, n):
 
 #: what a user index holds (``Scheduler._user_kind``; the same codes in _engine.pyx)
 USER_DIRECTORY, USER_IMPLICIT, USER_FREE = 0, 1, 2
-#: ``_sweep`` runs once this many implicit users and endpoints were added, or as
-#: many as it kept the time before, whichever is more
-SWEEP_FLOOR = 4096
-_NO_APPS: frozenset[int] = frozenset()
+#: the sweep (``Engine._sweep``) runs once this many implicit users and endpoints
+#: were added, or as many as it kept the time before, or a quarter of the records
+#: it read, whichever is more
+SWEEP_FLOOR: int = _engine.SWEEP_FLOOR
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])

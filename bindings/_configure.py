@@ -11,7 +11,6 @@ import numpy as np
 from usher import _engine
 from usher import validate as _v
 from usher._common import (
-    SWEEP_FLOOR,
     USER_DIRECTORY,
     USER_FREE,
     USER_IMPLICIT,
@@ -22,7 +21,6 @@ from usher._common import (
     _check_int,
     _check_name,
     _Host,
-    _NO_APPS,
     _ptr,
     _serialised,
 )
@@ -33,7 +31,6 @@ from usher.core.codes import (
     LoadBalancing,
     LoadRule,
     Reconnection,
-    SessionState,
     ZonePreference,
     parse_enum,
 )
@@ -270,7 +267,7 @@ class _Configure(_Host):
             n = int(self._t["user"][st.US_N_SESSIONS, u])
             if n:
                 raise InvalidState("id", id, f"holds {n} live sessions")
-            self._forget_keys(self._forget_users(np.array([u], dtype=np.int64)), [])
+            self._forget_user(u)
 
     @_serialised
     def add_users(self, ids: Sequence[str], home_zones: Sequence[str | None] | None = None,
@@ -410,47 +407,3 @@ class _Configure(_Host):
             if a is not None:
                 self._entitle(u, a)
         return u
-
-    def _forget_users(self, victims: np.ndarray) -> list:
-        """Free the user indices ``victims`` (users holding no live session):
-        their ids leave the user dict and their indices go to the free list
-        (lock held; the caller deletes the ids with ``_forget_keys``). Returns
-        the ids."""
-        ids = []
-        names, apps = self._user_names, self._user_apps
-        for u in victims.tolist():
-            uid = names[u]
-            names[u] = None
-            apps[u] = _NO_APPS
-            ids.append(uid)
-        self._user_kind[victims] = USER_FREE
-        self._user_free.extend(victims.tolist())
-        return ids
-
-    def _sweep(self):
-        """Forget what no live session needs: implicit users (created by a
-        launch) without a live session, and endpoints no live session names.
-        Their indices are reused by the next users and endpoints. Runs (lock
-        held, before an operation looks any id up) once as many implicit users
-        and endpoints were added since the last sweep as that sweep kept, and at
-        least SWEEP_FLOOR: amortised O(1) per addition, with the tables and dicts
-        at most about twice what live sessions need (plus the directory)."""
-        n = len(self._user_names)
-        idle = self._t["user"][st.US_N_SESSIONS, :n] == 0
-        victims = np.flatnonzero(idle & (self._user_kind[:n] == USER_IMPLICIT))
-        user_ids = self._forget_users(victims) if victims.size else []
-        ses = self._t["session_i"]
-        named = np.zeros(len(self._endpoint_names) + 1, dtype=bool)
-        named[ses[st.SE_ENDPOINT, ses[st.SE_STATE] != SessionState.FREE]] = True  # -1 lands on the last
-        endpoints = []
-        names = self._endpoint_names
-        for e in np.flatnonzero(~named[:-1]).tolist():
-            name = names[e]
-            if name is not None:
-                names[e] = None
-                self._endpoint_free.append(e)
-                endpoints.append(name)
-        self._forget_keys(user_ids, endpoints)
-        self._added_since_sweep = 0
-        kept = int(np.count_nonzero(self._user_kind[:n] == USER_IMPLICIT)) + len(self._endpoints)
-        self._sweep_every = max(SWEEP_FLOOR, kept)

@@ -14,10 +14,11 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uintptr_t
 from libc.math cimport isinf, isnan
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcmp, memcpy
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from cpython.dict cimport PyDict_GetItemWithError
+from cpython.list cimport PyList_GET_ITEM
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.exc cimport PyErr_Clear
@@ -164,6 +165,11 @@ cdef uint8_t USER_DIRECTORY = 0  # added by add_user(s): kept until remove_user
 cdef uint8_t USER_IMPLICIT = 1  # created by a launch: forgotten with its last session
 cdef uint8_t USER_FREE = 2  # nobody: the index is free for the next user  # "read the clock under the lock" (_given_time)
 cdef frozenset NO_APPS = frozenset()  # the apps of an implicit user (Scheduler._user_apps)
+# a sweep (Engine._sweep_now) runs once this many implicit users and endpoints were
+# added, or as many as the last one kept, or a SWEEP_SHARE-th of the records it read
+SWEEP_FLOOR = 4096
+cdef Py_ssize_t _SWEEP_FLOOR = SWEEP_FLOOR
+cdef Py_ssize_t SWEEP_SHARE = 4
 
 cdef bytes _EMPTY = b"\0" * 8  # what an empty array's pointer points at (never read)
 
@@ -638,6 +644,7 @@ cdef class Engine:
     cdef public list _user_apps  # by user index: the frozenset of app names it is entitled to
     cdef public object _user_kind  # uint8 per user index: USER_DIRECTORY, USER_IMPLICIT, USER_FREE
     cdef public Py_ssize_t _added_since_sweep, _sweep_every  # implicit users and endpoints (see _sweep)
+    cdef Py_ssize_t _endpoints_kept  # endpoints the last sweep kept (-1: none yet in this object)
     cdef public object _names
     cdef public bint _dirty
     cdef public object _clock
@@ -659,6 +666,7 @@ cdef class Engine:
             raise MemoryError("cannot allocate the scheduler lock")
         self._user_keys = KeyTable()
         self._endpoint_keys = KeyTable()
+        self._endpoints_kept = -1
 
     def __dealloc__(self):
         if self._lock != NULL:
@@ -851,32 +859,114 @@ cdef class Engine:
         """The user key table follows ``_users[key] = index`` (lock held)."""
         self._user_keys.add(key, index, self._users, self._user_names, appended)
 
-    def _forget_keys(self, list user_ids, list endpoints):
-        """Delete these users and endpoints from their dicts, the key tables
-        following each deletion (lock held; their indices are already free in
-        the name lists)."""
-        cdef Py_ssize_t k, n = len(user_ids)
-        cdef KeyTable keys = self._user_keys
-        # a sweep forgets thousands of users at random places of the table: the
-        # slots of the keys KEY_AHEAD further on are requested before their turn
-        for k in range(min(KEY_AHEAD, n)):
-            keys.prefetch(user_ids[k])
-        for k in range(n):
-            if k + KEY_AHEAD < n:
-                keys.prefetch(user_ids[k + KEY_AHEAD])
-            key = user_ids[k]
-            del self._users[key]
-            keys.remove(key, self._users, self._user_names)
-        for key in endpoints:
-            del self._endpoints[key]
-            self._endpoint_keys.remove(key, self._endpoints, self._endpoint_names)
+    cdef inline int _forget_user_at(self, Py_ssize_t u, uint8_t* kind) except -1:
+        """Free user index ``u`` (a user holding no live session): its id leaves the
+        user dict and the key table, its index goes to the free list. Lock held;
+        ``kind`` is ``_user_kind``'s data."""
+        cdef list names = self._user_names
+        key = names[u]
+        del self._users[key]
+        self._user_keys.remove(key, self._users, names)
+        names[u] = None
+        self._user_apps[u] = NO_APPS
+        kind[u] = USER_FREE
+        self._user_free.append(u)
+        return 0
+
+    def _forget_user(self, Py_ssize_t u):
+        """``remove_user``'s part: free user index ``u`` (it holds no live
+        session; lock held)."""
+        self._forget_user_at(u, <uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self._user_kind))
+
+    def _sweep(self):
+        self._sweep_now()
+
+    cdef int _sweep_now(self) except -1:
+        """Forget what no live session needs: implicit users (created by a launch)
+        without a live session, and endpoints no live session names. Their
+        indices go to the free lists, in increasing order, and are reused by the
+        next users and endpoints. Runs (lock held, before an operation looks any
+        id up: ``_maybe_sweep``) once ``_sweep_every`` implicit users and
+        endpoints were added since the last sweep: at least SWEEP_FLOOR, as many
+        as the sweep kept, and a SWEEP_SHARE-th of the records it read, so each
+        addition pays for a bounded part of a sweep (amortised O(1)), and the
+        tables and dicts stay within a constant factor of what live sessions
+        and the directory need."""
+        cdef Py_ssize_t n = len(self._user_names), u, k, m = 0, kept = 0, scanned = n
+        cdef uint8_t* kind = <uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self._user_kind)
+        cdef const int64_t* users = <const int64_t*><uintptr_t>self._hdr[H_USER_ADDR]
+        cdef Py_ssize_t* victims = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
+        cdef list names = self._user_names
+        if victims == NULL:
+            raise MemoryError("cannot allocate the sweep's list of users")
+        try:
+            for u in range(n):  # the kind bytes, and the record of an implicit user only
+                if kind[u] == USER_IMPLICIT:
+                    if users[u * N_US + US_N_SESSIONS] == 0:
+                        victims[m] = u
+                        m += 1
+                    else:
+                        kept += 1
+            # a sweep forgets thousands of users at random places of memory: the id
+            # objects 2 * KEY_AHEAD further on, then their key-table slots KEY_AHEAD
+            # further on, are requested before their turn
+            for k in range(min(2 * KEY_AHEAD, m)):
+                usher_prefetch(PyList_GET_ITEM(names, victims[k]))
+            for k in range(min(KEY_AHEAD, m)):
+                self._user_keys.prefetch(names[victims[k]])
+            for k in range(m):
+                if k + 2 * KEY_AHEAD < m:
+                    usher_prefetch(PyList_GET_ITEM(names, victims[k + 2 * KEY_AHEAD]))
+                if k + KEY_AHEAD < m:
+                    self._user_keys.prefetch(names[victims[k + KEY_AHEAD]])
+                self._forget_user_at(victims[k], kind)
+        finally:
+            free(victims)
+        if len(self._endpoints) != self._endpoints_kept:  # endpoints were added since
+            scanned += self._hdr[H_SESSION_CAP]
+            self._sweep_endpoints()
+            self._endpoints_kept = len(self._endpoints)
+        self._added_since_sweep = 0
+        self._sweep_every = max(_SWEEP_FLOOR, kept + len(self._endpoints), scanned // SWEEP_SHARE)
+        return 0
+
+    cdef int _sweep_endpoints(self) except -1:
+        """Forget the endpoints no live session names (``_sweep_now``'s part):
+        one pass over the session records, reading the state and endpoint
+        fields of each (lock held)."""
+        cdef list names = self._endpoint_names
+        cdef Py_ssize_t n = len(names), cap = self._hdr[H_SESSION_CAP], i, e
+        cdef const int64_t* rec = <const int64_t*><uintptr_t>self._hdr[H_SESSION_I_ADDR]
+        cdef uint8_t* named
+        if n == 0:
+            return 0
+        named = <uint8_t*>calloc(n, 1)
+        if named == NULL:
+            raise MemoryError("cannot allocate the sweep's endpoint marks")
+        try:
+            for i in range(cap):
+                e = rec[SE_ENDPOINT]
+                if rec[SE_STATE] != SESSION_STATE_FREE and 0 <= e < n:
+                    named[e] = 1
+                rec += N_SE
+            for e in range(n):
+                if not named[e]:
+                    key = names[e]
+                    if key is not None:
+                        del self._endpoints[key]
+                        self._endpoint_keys.remove(key, self._endpoints, names)
+                        names[e] = None
+                        self._endpoint_free.append(e)
+        finally:
+            free(named)
+        return 0
 
     cdef inline int _maybe_sweep(self) except -1:
         """Forget implicit users and endpoints no live session needs, once as
         many were added since the last time as were kept then (amortised O(1)
         per addition). Lock held; called before an operation looks any id up."""
         if self._added_since_sweep >= self._sweep_every:
-            self._sweep()
+            self._sweep_now()
         return 0
 
     def _maybe_sweep_py(self):

@@ -183,6 +183,38 @@ def test_compiled_batch_takes_the_compiled_path_and_equals_the_general_one():
     assert {"placed", "shared", "rejected:full"} <= set(_counts(seen))  # the fleet filled up
 
 
+def test_compiled_batch_of_names_takes_the_compiled_path_and_equals_one_by_one():
+    """``launch_many`` with users and apps as lists or tuples of names (as a broker
+    holds them) and zone names or none takes the compiled path — the general path's
+    kernel call never runs — and gives the decisions, sessions and servers of the
+    same launches one by one, and the rows of the general path; the fleet fills up."""
+    a, b, c = _batch_storm(), _batch_storm(), _batch_storm()
+    general_a, general_b = _general_path_calls(a), _general_path_calls(b)
+    rng = np.random.default_rng(11)
+    t = 1.0
+    seen = []
+    for batch in range(8):
+        n = int(rng.integers(1, 25))
+        names = [f"u{k}" for k in rng.integers(0, 30, size=n)]
+        apps = [("app", "other")[k] for k in rng.integers(0, 2, size=n)]
+        locs = None if batch % 2 else [(None, "Z1", "Z2", "Z3", "nowhere")[k] for k in rng.integers(0, 5, size=n)]
+        users_arg = (names, tuple(names))[batch % 2]
+        apps_arg = (apps, tuple(apps))[(batch // 2) % 2]
+        fast = a.launch_many(users_arg, apps_arg, locations=locs, now=t)
+        general = b.launch_many(names, apps, locations=locs, external=[False] * n, now=t)
+        one_by_one = [c.launch(u, ap, location=None if locs is None else locs[k], now=t)
+                      for k, (u, ap) in enumerate(zip(names, apps))]
+        assert fast.rows.tolist() == general.rows.tolist()
+        assert list(fast) == one_by_one
+        seen += list(fast)
+        t += 7.0
+    assert general_a == [] and len(general_b) == 8  # a never took the general path
+    for x in (b, c):
+        assert a.servers().tolist() == x.servers().tolist()
+        assert a.sessions().tolist() == x.sessions().tolist()
+    assert {"placed", "shared", "rejected:full"} <= set(_counts(seen))
+
+
 @pytest.mark.parametrize(
     "change, error, field",
     [

@@ -388,8 +388,8 @@ class SchedulerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.e is not None and any(u in self.e._users for u in USERS))
     @rule(data=st.data(), n=st.integers(1, 4))
     def launch_many_compiled(self, data, n):
-        """``launch_many`` on user indices or known ids, app indices, zone names or
-        none, and one time: the engine's compiled batch path, against the reference's
+        """``launch_many`` on user indices or known ids (a list or a tuple), app
+        indices or names (a list or a tuple), zone names or none, and one time: the engine's compiled batch path, against the reference's
         launch_many on the names and against the same launches one by one."""
         known = [u for u in USERS if u in self.e._users]
         users = [data.draw(st.sampled_from(known)) for _ in range(n)]
@@ -402,7 +402,8 @@ class SchedulerMachine(RuleBasedStateMachine):
                    for k, (u, a) in enumerate(zip(users, apps))]
         users_idx, apps_idx = self.e.user_indices(users), self.e.app_indices(apps)
         users_arg = data.draw(st.sampled_from([users_idx, users, tuple(users)]), label="users as")
-        ok, be, br = self.both(lambda s: s.launch_many(users_arg, apps_idx, locations=locs, now=now),
+        apps_arg = data.draw(st.sampled_from([apps_idx, apps, tuple(apps)]), label="apps as")
+        ok, be, br = self.both(lambda s: s.launch_many(users_arg, apps_arg, locations=locs, now=now),
                                lambda s: s.launch_many(users, apps, locations=locs, now=now))
         assert ok
         for i, d in enumerate(singles):
