@@ -291,6 +291,29 @@ class Replayer:
             source.close()
         return self
 
+    def apply(self, ops: list, blanks: int = 0) -> Replayer:
+        """Replay ops already decoded: a list of op Structs (a line that could not be
+        decoded as its ``BadLine``, a blank one as ``BLANK``: ``blanks`` of them),
+        numbered on from the lines read so far. The same as :meth:`feed` of the same
+        lines, without a source to set up and read (a service's request: an array of
+        ops, or one)."""
+        started = time.perf_counter()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            try:
+                self.ops += len(ops) - blanks
+                self._process(self.lines + 1, ops)
+            finally:
+                if self._writer is not None:
+                    self._writer.write()
+        finally:
+            self.lines += len(ops)
+            if gc_was_enabled:
+                gc.enable()
+            self.seconds += time.perf_counter() - started
+        return self
+
     def result(self) -> ReplayResult:
         return ReplayResult(
             scheduler=self.scheduler, ops=self.ops, launches=self.launches, outcomes=self.outcomes,
