@@ -249,7 +249,7 @@ class Journal:
                 r.apply(fed, blanks)
             finally:
                 r.explain, r.batch = explained, not explained
-            outputs, records = _outputs_and_records(ops, r.errors, r.decisions, explain)
+            outputs, records = _outputs_and_records(ops, r.errors, r.decisions, explain, blanks)
             r.errors.clear()
             r.decisions.clear()
             ticket = self._writer.append(records) if records else self._writer.durable
@@ -342,36 +342,43 @@ class Journal:
         return False
 
 
-def _outputs_and_records(ops, errors, decisions, explain):
+def _outputs_and_records(ops, errors, decisions, explain, blanks):
     """``(outputs, records)`` of a submit: ``outputs[k]`` the ``LaunchDecision`` or
     ``LineError`` of ``ops[k]`` (None for an op applied without a line), and the
     journal records of the applied ops (each with its decision line, made without
     the explanation), encoded in bulk."""
     n = len(ops)
-    if not errors and len(decisions) == n:  # an array of launches, all applied
-        outputs = list(decisions)
-        applied = ops
-        lines = None
-    else:
+    if errors or blanks:
         outputs = [None] * n
         for e in errors:
             outputs[e.line - 1] = e
         applied = [op for op, out in zip(ops, outputs) if out is None and op is not None]
-        at = [k for k, op in enumerate(ops) if outputs[k] is None and op.__class__ is LaunchOp]
-        for k, d in zip(at, decisions):
-            outputs[k] = d
-        lines = [op.__class__ is LaunchOp for op in applied]
-    if not applied:
-        return outputs, []
+        if not applied:
+            return outputs, []
+    else:
+        outputs = None
+        applied = ops
     launched = decisions
     if explain:
         launched = [d if d.explanation is UNSET else msgspec.structs.replace(d, explanation=UNSET) for d in launched]
     op_lines = _ENCODER.encode_lines(applied).split(b"\n")
-    decision_lines = _ENCODER.encode_lines(launched).split(b"\n") if launched else []
-    if lines is not None:  # b"" for an op without a decision
-        it = iter(decision_lines)
-        decision_lines = [next(it) if launch else b"" for launch in lines]
-    return outputs, rec.encode_many(op_lines[:-1], decision_lines)
+    if not decisions:  # no launch
+        lines = [b""] * len(applied)
+        if outputs is None:
+            outputs = [None] * n
+    else:
+        lines = _ENCODER.encode_lines(launched).split(b"\n")
+        if outputs is None and len(decisions) == n:  # an array of launches, all applied
+            outputs = list(decisions)
+        else:  # decisions to the launches applied; b"" for an op without a decision
+            if outputs is None:
+                outputs = [None] * n
+            at = [k for k, op in enumerate(ops) if outputs[k] is None and op.__class__ is LaunchOp]
+            for k, d in zip(at, decisions):
+                outputs[k] = d
+            it = iter(lines)
+            lines = [next(it) if op.__class__ is LaunchOp else b"" for op in applied]
+    return outputs, rec.encode_many(op_lines[:-1], lines)
 
 
 def in_memory(scheduler=None, clock=time.time) -> Journal:
