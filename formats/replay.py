@@ -254,6 +254,7 @@ class Replayer:
         now = scheduler.now
         self.last_t = -_INF if now is None else now
         self._decide = self._decision_maker()
+        self._session_calls = None  # (scheduler, op class -> its bound session method)
 
     # ------------------------------------------------------------ public
     def feed(self, lines_or_path: TraceInput, progress: Callable[[int, int], None] | None = None) -> Replayer:
@@ -289,6 +290,29 @@ class Replayer:
                 gc.enable()
             self.seconds += time.perf_counter() - started
             source.close()
+        return self
+
+    def apply(self, ops: list, blanks: int = 0) -> Replayer:
+        """Replay ops already decoded: a list of op Structs (a line that could not be
+        decoded as its ``BadLine``, a blank one as ``BLANK``: ``blanks`` of them),
+        numbered on from the lines read so far. The same as :meth:`feed` of the same
+        lines, without a source to set up and read (a service's request: an array of
+        ops, or one)."""
+        started = time.perf_counter()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            try:
+                self.ops += len(ops) - blanks
+                self._process(self.lines + 1, ops)
+            finally:
+                if self._writer is not None:
+                    self._writer.write()
+        finally:
+            self.lines += len(ops)
+            if gc_was_enabled:
+                gc.enable()
+            self.seconds += time.perf_counter() - started
         return self
 
     def result(self) -> ReplayResult:
@@ -370,7 +394,11 @@ class Replayer:
         # dispatch.launch's call written out (a Python call less per launch); explained
         # launches go through _launch
         launch = None if self.explain else s.launch
-        session_call = {cls: getattr(s, name) for cls, name in dispatch.SESSION_METHODS.items()}.get
+        calls = self._session_calls
+        if calls is None or calls[0] is not s:  # the scheduler's session methods, bound once
+            calls = self._session_calls = (s, {cls: getattr(s, name)
+                                               for cls, name in dispatch.SESSION_METHODS.items()}.get)
+        session_call = calls[1]
         session_codes = dispatch.SESSION_OPS
         session_run = s.session_run
         pending = self._writer.pending if self._writer is not None else None

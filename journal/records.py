@@ -24,7 +24,7 @@ import zlib
 
 from usher.errors import UsherError
 
-__all__ = ["JournalError", "encode", "scan", "split"]
+__all__ = ["JournalError", "encode", "encode_many", "scan", "split"]
 
 
 class JournalError(UsherError):
@@ -36,6 +36,13 @@ def encode(op: bytes, decision: bytes = b"") -> bytes:
     """The record of ``op`` (a trace line, JSON bytes) and its ``decision`` line."""
     body = op + b"\t" + decision
     return b"%08x\t%s\n" % (zlib.crc32(body), body)
+
+
+def encode_many(ops, decisions) -> list[bytes]:
+    """The records of the ops ``ops[k]`` and their decision lines ``decisions[k]``
+    (JSON bytes, ``b""`` for none): :func:`encode` of each, in bulk."""
+    crc = zlib.crc32
+    return [b"%08x\t%s\n" % (crc(body), body) for body in map(b"\t".join, zip(ops, decisions))]
 
 
 def split(record: bytes) -> tuple[bytes, bytes] | None:

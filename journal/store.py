@@ -34,7 +34,7 @@ import msgspec
 from msgspec import UNSET
 
 from usher.formats.replay import Replayer
-from usher.formats.trace import OP_DECODER, BadLine, LaunchOp, decode_item
+from usher.formats.trace import BLANK, OP_CLASSES, OP_DECODER, BadLine, LaunchOp, decode_item
 from usher.journal import records as rec
 from usher.journal import snapshot as snap
 from usher.journal.records import JournalError
@@ -45,6 +45,7 @@ __all__ = ["Journal", "open", "in_memory", "recover", "has_state", "SNAPSHOT_FOR
 SNAPSHOT_FORMAT = 1
 _FILE = re.compile(r"^(snapshot|journal)-(\d{16})\.(pickle|log)$")
 _ENCODER = msgspec.json.Encoder()
+_OP_SET = frozenset(OP_CLASSES)
 
 
 def _files(directory):
@@ -241,41 +242,14 @@ class Journal:
         """
         with self._lock:
             r = self.replayer
-            ops, fed = [], []
-            now = None
-            for item in items:
-                if item.__class__ is dict and "t" not in item:
-                    if now is None:
-                        now = max(self.clock(), r.last_t)
-                    item = {**item, "t": now}
-                op = decode_item(OP_DECODER, item)
-                if op.__class__ is BadLine:
-                    ops.append(None)
-                    fed.append(item)
-                else:
-                    ops.append(op)
-                    fed.append(op)
+            ops, fed, blanks = self._decode(items, r)
             r.lines = 0
             explained, r.explain, r.batch = r.explain, bool(explain), not explain
             try:
-                r.feed(fed)
+                r.apply(fed, blanks)
             finally:
                 r.explain, r.batch = explained, not explained
-            outputs: list = [None] * len(fed)
-            for e in r.errors:
-                outputs[e.line - 1] = e
-            decisions = iter(r.decisions)
-            records = []
-            for k, op in enumerate(ops):
-                if outputs[k] is not None or op is None:
-                    continue
-                line = b""
-                if op.__class__ is LaunchOp:
-                    d = outputs[k] = next(decisions)
-                    if d.explanation is not UNSET:
-                        d = msgspec.structs.replace(d, explanation=UNSET)
-                    line = _ENCODER.encode(d)
-                records.append(rec.encode(_ENCODER.encode(op), line))
+            outputs, records = _outputs_and_records(ops, r.errors, r.decisions, explain, blanks)
             r.errors.clear()
             r.decisions.clear()
             ticket = self._writer.append(records) if records else self._writer.durable
@@ -284,6 +258,29 @@ class Journal:
             if self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every:
                 self._snapshot_locked()
         return ops, outputs, ticket
+
+    def _decode(self, items, r):
+        """``(ops, fed, blanks)`` of :meth:`submit`'s items: the op of each (None when
+        it could not be decoded), what the replayer is given for each (the op, or the
+        ``BadLine`` that reports it) and the number of blank lines. Op Structs (a
+        typed body) are taken as they are: the trace format's decoder made them."""
+        ops = items if items.__class__ is list else list(items)
+        if all(map(_OP_SET.__contains__, map(type, ops))):
+            return ops, ops, 0
+        items, ops, fed, blanks = ops, [], [], 0
+        now = None
+        for item in items:
+            if item.__class__ is dict and "t" not in item:
+                if now is None:
+                    now = max(self.clock(), r.last_t)
+                item = {**item, "t": now}
+            op = decode_item(OP_DECODER, item)
+            fed.append(op)
+            if op.__class__ is BadLine or op is BLANK:
+                blanks += op is BLANK
+                op = None
+            ops.append(op)
+        return ops, fed, blanks
 
     def now(self) -> float:
         """The time an operation without ``t`` gets now: the clock's, never earlier
@@ -343,6 +340,45 @@ class Journal:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _outputs_and_records(ops, errors, decisions, explain, blanks):
+    """``(outputs, records)`` of a submit: ``outputs[k]`` the ``LaunchDecision`` or
+    ``LineError`` of ``ops[k]`` (None for an op applied without a line), and the
+    journal records of the applied ops (each with its decision line, made without
+    the explanation), encoded in bulk."""
+    n = len(ops)
+    if errors or blanks:
+        outputs = [None] * n
+        for e in errors:
+            outputs[e.line - 1] = e
+        applied = [op for op, out in zip(ops, outputs) if out is None and op is not None]
+        if not applied:
+            return outputs, []
+    else:
+        outputs = None
+        applied = ops
+    launched = decisions
+    if explain:
+        launched = [d if d.explanation is UNSET else msgspec.structs.replace(d, explanation=UNSET) for d in launched]
+    op_lines = _ENCODER.encode_lines(applied).split(b"\n")
+    if not decisions:  # no launch
+        lines = [b""] * len(applied)
+        if outputs is None:
+            outputs = [None] * n
+    else:
+        lines = _ENCODER.encode_lines(launched).split(b"\n")
+        if outputs is None and len(decisions) == n:  # an array of launches, all applied
+            outputs = list(decisions)
+        else:  # decisions to the launches applied; b"" for an op without a decision
+            if outputs is None:
+                outputs = [None] * n
+            at = [k for k, op in enumerate(ops) if outputs[k] is None and op.__class__ is LaunchOp]
+            for k, d in zip(at, decisions):
+                outputs[k] = d
+            it = iter(lines)
+            lines = [next(it) if op.__class__ is LaunchOp else b"" for op in applied]
+    return outputs, rec.encode_many(op_lines[:-1], lines)
 
 
 def in_memory(scheduler=None, clock=time.time) -> Journal:
