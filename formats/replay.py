@@ -102,10 +102,10 @@ _INF = math.inf
 _FLUSH = 64  # output lines encoded at once (few: encoded while still in the CPU caches)
 _WRITE = 1 << 20  # bytes of encoded output written at once
 _MAX_RUN = 8192  # longest launch / telemetry run given to one batch call
-# Shorter runs go one by one. Measured (600 servers, 3 zones; benchmarks/bench_replay.py):
-# launch_many costs ~45 us per call plus ~1.8 us per row, launch() ~1.6 us, so a launch
-# batch only breaks even on long storms; telemetry_many costs ~7 us per call plus
-# ~0.25 us per row against ~1.0 us for telemetry().
+# Shorter runs go one by one: a batch call has a fixed cost per call and a launch_many
+# row costs more than a launch() call (the row's general-path checks), so a launch batch
+# only pays on long storms; a telemetry batch pays from a few rows
+# (benchmarks/bench_replay.py measures both).
 _MIN_LAUNCH_RUN = 1024
 _MIN_TELEMETRY_RUN = 16
 _MIN_USER_RUN = 16  # a user directory: add_users is all or nothing, so a bad line falls back
