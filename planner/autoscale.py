@@ -143,6 +143,7 @@ class Autoscale:
         order = np.argsort(g, kind="stable")
         bounds = np.searchsorted(g[order], np.arange(n_groups + 1))
         self.members = [order[bounds[k]:bounds[k + 1]] for k in range(n_groups)]
+        self.order, self.bounds = order, bounds.tolist()
         self.group = g
         self.n_groups = n_groups
         self.names = [f"{p}/{z}" for p in view.pool_names for z in view.zone_names]
@@ -255,11 +256,16 @@ class Autoscale:
             self.marked[:] = np.asarray(view.place_last, dtype=bool)
         seats_all = np.asarray(view.max_sessions)
         self._li = np.asarray(view.load_index)
+        # every column once in group order: a group's members are a slice of it
+        o = self.order
+        cols = (power[o], mode[o], sessions[o], pending[o], busy[o], seats_all[o], ready[o], locked[o])
+        self._da, self._mk = self.drain_at[o], self.marked[o]  # kept in step with drain_at / marked
+        bounds = self.bounds
+        dem = demand.tolist()
         for k in range(self.n_groups):
-            idx = self.members[k]
-            if len(idx):
-                self._plan_group(k, idx, now, view, power, mode, sessions, pending, busy, seats_all, ready,
-                                 locked, demand[k], ups, downs, offs, marks)
+            lo, hi = bounds[k], bounds[k + 1]
+            if hi > lo:
+                self._plan_group(k, lo, hi, now, view, *(c[lo:hi] for c in cols), dem[k], ups, downs, offs, marks)
         actions = ups + downs + offs + marks
         if self.keep_log:
             self.log.extend((now, a.kind, a.server, a.reason) for a in actions)
@@ -319,16 +325,15 @@ class Autoscale:
             out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast)  # type: ignore[union-attr]
         return out
 
-    def _plan_group(self, k, idx, now, view, power, mode, sessions, pending, busy, seats_all, ready, locked,
-                    dem, ups, downs, offs, marks):
+    def _plan_group(self, k, lo, hi, now, view, p, md, s, q, b, seats, rd, lk, dem, ups, downs, offs, marks):
+        """Group ``k``: the servers ``self.order[lo:hi]``; ``p, md, s, q, b, seats, rd,
+        lk`` are their power, mode, sessions, pending, busy, seats, ready, locked."""
         gs = self.gs[k]
+        idx = self.order[lo:hi]
+        da = self._da[lo:hi]  # drain_at of the group, updated with it
         slot = gs.schedule.slot(now, view.weekday, view.holiday)
         buf = (gs.buffer_pct if slot is None or slot.buffer_pct is None else slot.buffer_pct) / 100.0
         lead = gs.boot_lead_minutes * 60.0
-        s, q, seats, b = sessions[idx], pending[idx], seats_all[idx], busy[idx]
-        rd = ready[idx]
-        lk = locked[idx]
-        p, md = power[idx], mode[idx]
         held = float(b[~rd].sum())
         f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
         need_up = math.ceil(f_up * (1.0 + buf)) - held
@@ -344,7 +349,7 @@ class Autoscale:
                    f"{n_ready} servers")
             gap, gap_n = need_up - seats_ready, max(min_ready - n_ready, gs.min_powered - n_powered)
             # re-enable drained servers first (most sessions first): no boot needed
-            cand = np.nonzero((p == ON) & (md == DRAIN_MODE) & ~lk & ~np.isnan(self.drain_at[idx]))[0]
+            cand = np.nonzero((p == ON) & (md == DRAIN_MODE) & ~lk & ~np.isnan(da))[0]
             if len(cand):
                 cand = cand[np.argsort(-s[cand], kind="stable")]
                 for j in cand.tolist():
@@ -352,7 +357,7 @@ class Autoscale:
                         break
                     i = int(idx[j])
                     ups.append(Action(ENABLE, i, why))
-                    self.drain_at[i] = np.nan
+                    self.drain_at[i] = da[j] = np.nan
                     gap -= int(seats[j] - s[j])
                     gap_n -= 1
             room = (gs.max_powered - n_powered) if gs.max_powered is not None else len(idx)
@@ -372,16 +377,16 @@ class Autoscale:
             scaling_up = False
             if now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
                 self._scale_down(k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q,
-                                 seats, rd, lk, p, md, downs)
-        self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, powered, offs)
+                                 seats, rd, lk, p, md, downs, da)
+        self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, powered, offs, da)
         if gs.pack != "off":
             free_need = need_up - math.ceil(self._reserve[k] * (1.0 + buf)) - float(b[rd].sum())
-            self._pack(k, idx, now, gs, lead, dem, free_need, b, seats, rd, lk, p, marks)
-        elif gs.place_last_pct > 0 or gs.consolidate_pct > 0 or self.marked[idx].any():
+            self._pack(k, idx, now, gs, lead, dem, free_need, b, seats, rd, lk, p, marks, da, self._mk[lo:hi])
+        elif gs.place_last_pct > 0 or gs.consolidate_pct > 0 or self._mk[lo:hi].any():
             self._place_last(k, idx, gs, scaling_up, s, seats, rd, lk, p, marks)
 
     def _scale_down(self, k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q, seats,
-                    rd, lk, p, md, downs):
+                    rd, lk, p, md, downs, da):
         horizon = lead + gs.cooldown_minutes * 60.0
         f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
         need_dn = math.ceil(f_dn * (1.0 + buf + gs.hysteresis_pct / 100.0)) - held
@@ -410,7 +415,7 @@ class Autoscale:
                 continue
             i = int(idx[j])
             downs.append(Action(DRAIN, i, why))
-            self.drain_at[i] = now
+            self.drain_at[i] = da[j] = now
             self.chosen_sessions[i] = int(s[j])
             surplus -= free
             left -= 1
@@ -449,7 +454,7 @@ class Autoscale:
                 marks.append(Action(PLACE_FIRST, int(idx[j]), why_off))
             self.marked[idx] = want
 
-    def _pack(self, k, idx, now, gs, lead, dem, free_need, b, seats, rd, lk, p, marks):
+    def _pack(self, k, idx, now, gs, lead, dem, free_need, b, seats, rd, lk, p, marks, da, cur):
         """Ramp-down packing: the *keep set* is the fewest servers able to take a
         session, those with the most sessions first, whose free room holds the free
         seats the group needs (``free_need`` = ``need_up`` less the sessions and
@@ -465,8 +470,9 @@ class Autoscale:
         marked server while the planner's own capacity need is met; marked servers
         still take a session when no kept server can (a preference, never a
         refusal). Only servers on, enabled, registered, not excluded and not drained
-        by the planner are ever marked."""
-        cand = rd & (p == ON) & ~lk & np.isnan(self.drain_at[idx])
+        by the planner are ever marked. ``da`` and ``cur`` are the group's ``drain_at``
+        and ``marked`` (views kept in step with them)."""
+        cand = rd & (p == ON) & ~lk & np.isnan(da)
         want = np.zeros(len(idx), dtype=bool)
         falling = True
         if gs.pack == "falling":
@@ -487,7 +493,6 @@ class Autoscale:
                 head = min(max(free_need, 0.0), gs.pack_pct / 100.0 * float(dem)) + gs.pack_margin - boot_room
             keep = int(np.searchsorted(np.cumsum(np.maximum(room, 0.0)), head)) + 1 if head > 0 else 0
             want[c[keep:]] = True
-        cur = self.marked[idx]
         if (want != cur).any():
             why_on = (f"{self.names[k]}: packing: {int((cand & ~want).sum())} fullest servers hold the "
                       f"{max(free_need, 0.0) + gs.pack_margin:,.0f} free seats needed; new sessions last")
@@ -497,6 +502,7 @@ class Autoscale:
             for j in np.nonzero(cur & ~want)[0].tolist():
                 marks.append(Action(PLACE_FIRST, int(idx[j]), why_off))
             self.marked[idx] = want
+            cur[:] = want
 
     @staticmethod
     def _consolidate(gs, cand, s, seats, li) -> np.ndarray:
@@ -515,8 +521,7 @@ class Autoscale:
         want[c[keep:]] = True
         return want
 
-    def _shutdowns(self, k, idx, now, gs, slot, s, q, lk, p, md, powered, offs):
-        drain_at = self.drain_at[idx]
+    def _shutdowns(self, k, idx, now, gs, slot, s, q, lk, p, md, powered, offs, drain_at):
         mine = ~np.isnan(drain_at) & (p == ON) & (md == DRAIN_MODE) & ~lk
         if not mine.any():
             return
