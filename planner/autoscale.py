@@ -262,14 +262,35 @@ class Autoscale:
         self._da, self._mk = self.drain_at[o], self.marked[o]  # kept in step with drain_at / marked
         bounds = self.bounds
         dem = demand.tolist()
+        sums = self._group_sums(power, mode, busy, seats_all, ready, locked)
+        self._cols, self._rooms = cols, {}
         for k in range(self.n_groups):
             lo, hi = bounds[k], bounds[k + 1]
             if hi > lo:
-                self._plan_group(k, lo, hi, now, view, *(c[lo:hi] for c in cols), dem[k], ups, downs, offs, marks)
+                self._plan_group(k, lo, hi, now, view, *(c[lo:hi] for c in cols), dem[k], [x[k] for x in sums],
+                                 ups, downs, offs, marks)
         actions = ups + downs + offs + marks
         if self.keep_log:
             self.log.extend((now, a.kind, a.server, a.reason) for a in actions)
         return actions
+
+    def _group_sums(self, power, mode, busy, seats_all, ready, locked) -> list:
+        """Per group, as lists: held (sessions and pending logons on servers not
+        ready), ready servers, their seats, powered servers, busy on ready servers,
+        seats of ready booting servers, servers drained by the planner (on, draining,
+        not locked). Integer sums, exact in float64."""
+        g, ng = self.group, self.n_groups
+
+        def per_group(mask, w=None):
+            if w is None:
+                return np.bincount(g, weights=mask, minlength=ng).tolist()
+            return np.bincount(g, weights=np.where(mask, w, 0), minlength=ng).tolist()
+
+        on = power == ON
+        mine = ~np.isnan(self.drain_at) & on & (mode == DRAIN_MODE) & ~locked
+        return [per_group(~ready, busy), per_group(ready), per_group(ready, seats_all),
+                per_group(on | (power == BOOTING)), per_group(ready, busy),
+                per_group(ready & (power == BOOTING), seats_all), per_group(mine)]
 
     def _failover(self, view: FleetView, demand: np.ndarray) -> np.ndarray:
         """Failover demand per group: a group whose zone is dark (at least half of
@@ -325,24 +346,22 @@ class Autoscale:
             out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast)  # type: ignore[union-attr]
         return out
 
-    def _plan_group(self, k, lo, hi, now, view, p, md, s, q, b, seats, rd, lk, dem, ups, downs, offs, marks):
+    def _plan_group(self, k, lo, hi, now, view, p, md, s, q, b, seats, rd, lk, dem, sums, ups, downs, offs, marks):
         """Group ``k``: the servers ``self.order[lo:hi]``; ``p, md, s, q, b, seats, rd,
-        lk`` are their power, mode, sessions, pending, busy, seats, ready, locked."""
+        lk`` are their power, mode, sessions, pending, busy, seats, ready, locked;
+        ``sums`` the group's row of :meth:`_group_sums`."""
         gs = self.gs[k]
         idx = self.order[lo:hi]
         da = self._da[lo:hi]  # drain_at of the group, updated with it
         slot = gs.schedule.slot(now, view.weekday, view.holiday)
         buf = (gs.buffer_pct if slot is None or slot.buffer_pct is None else slot.buffer_pct) / 100.0
         lead = gs.boot_lead_minutes * 60.0
-        held = float(b[~rd].sum())
+        held, n_ready, seats_ready, n_powered, busy_ready, boot_room, n_mine = sums
+        n_ready, seats_ready, n_powered = int(n_ready), int(seats_ready), int(n_powered)
         f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
         need_up = math.ceil(f_up * (1.0 + buf)) - held
         min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
-        n_ready = int(rd.sum())
-        seats_ready = int(seats[rd].sum())
         name = self.names[k]
-        powered = (p == ON) | (p == BOOTING)
-        n_powered = int(powered.sum())
         if seats_ready < need_up or n_ready < min_ready or n_powered < gs.min_powered:
             why = (f"{name}: {'forecast' if gs.forecast else 'demand'} {f_up:,.0f} sessions by "
                    f"{_clock(now + lead)} + {buf:.0%} needs {need_up + held:,.0f} seats, {seats_ready:,} ready on "
@@ -378,10 +397,11 @@ class Autoscale:
             if now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
                 self._scale_down(k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q,
                                  seats, rd, lk, p, md, downs, da)
-        self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, powered, offs, da)
+        if n_mine:  # re-enabling only takes servers out of the drained set
+            self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, n_powered, offs, da)
         if gs.pack != "off":
-            free_need = need_up - math.ceil(self._reserve[k] * (1.0 + buf)) - float(b[rd].sum())
-            self._pack(k, idx, now, gs, lead, dem, free_need, b, seats, rd, lk, p, marks, da, self._mk[lo:hi])
+            free_need = need_up - math.ceil(self._reserve[k] * (1.0 + buf)) - busy_ready
+            self._pack(k, idx, lo, hi, now, gs, lead, dem, free_need, rd, lk, p, marks, da, boot_room)
         elif gs.place_last_pct > 0 or gs.consolidate_pct > 0 or self._mk[lo:hi].any():
             self._place_last(k, idx, gs, scaling_up, s, seats, rd, lk, p, marks)
 
@@ -454,7 +474,20 @@ class Autoscale:
                 marks.append(Action(PLACE_FIRST, int(idx[j]), why_off))
             self.marked[idx] = want
 
-    def _pack(self, k, idx, now, gs, lead, dem, free_need, b, seats, rd, lk, p, marks, da, cur):
+    def _room(self, by_load: bool) -> np.ndarray:
+        """Free room of every server in group order (float64, once per call): free
+        seats, capped by the load index with ``by_load``."""
+        room = self._rooms.get(by_load)
+        if room is None:
+            b, seats = self._cols[4], self._cols[5]
+            room = (seats - b).astype(np.float64)
+            if by_load:
+                li = self._li[self.order]
+                room = np.minimum(room, np.floor(seats * np.clip(1.0 - li / FULL_LOAD, 0.0, 1.0)))
+            self._rooms[by_load] = room
+        return room
+
+    def _pack(self, k, idx, lo, hi, now, gs, lead, dem, free_need, rd, lk, p, marks, da, boot_room):
         """Ramp-down packing: the *keep set* is the fewest servers able to take a
         session, those with the most sessions first, whose free room holds the free
         seats the group needs (``free_need`` = ``need_up`` less the sessions and
@@ -470,8 +503,8 @@ class Autoscale:
         marked server while the planner's own capacity need is met; marked servers
         still take a session when no kept server can (a preference, never a
         refusal). Only servers on, enabled, registered, not excluded and not drained
-        by the planner are ever marked. ``da`` and ``cur`` are the group's ``drain_at``
-        and ``marked`` (views kept in step with them)."""
+        by the planner are ever marked. The group is ``self.order[lo:hi]``; ``da``
+        its ``drain_at`` (a view kept in step with it)."""
         cand = rd & (p == ON) & ~lk & np.isnan(da)
         want = np.zeros(len(idx), dtype=bool)
         falling = True
@@ -480,19 +513,17 @@ class Autoscale:
             falling = float(self._peak(now, horizon, gs)[k]) + self._extra[k] <= float(dem)
         c = np.nonzero(cand)[0]
         if len(c) and falling:
-            c = c[np.lexsort((-seats[c], -b[c]))]  # most sessions first, then most seats
-            room = (seats[c] - b[c]).astype(np.float64)
-            if gs.pack_by_load:
-                li = self._li[idx][c]
-                room = np.minimum(room, np.floor(seats[c] * np.clip(1.0 - li / FULL_LOAD, 0.0, 1.0)))
-            # booting servers (enabled) will take sessions too: their seats count first
-            boot_room = float(seats[rd & (p == BOOTING)].sum())
+            c += lo
+            c = c[np.lexsort((-self._cols[5][c], -self._cols[4][c]))] - lo  # most sessions first, then most seats
+            room = self._room(gs.pack_by_load)[lo:hi][c]
+            # booting servers (enabled) will take sessions too: their seats (boot_room) count first
             if gs.pack_pct is None:
                 head = max(free_need, 0.0) + gs.pack_margin - boot_room
             else:
                 head = min(max(free_need, 0.0), gs.pack_pct / 100.0 * float(dem)) + gs.pack_margin - boot_room
             keep = int(np.searchsorted(np.cumsum(np.maximum(room, 0.0)), head)) + 1 if head > 0 else 0
             want[c[keep:]] = True
+        cur = self._mk[lo:hi]
         if (want != cur).any():
             why_on = (f"{self.names[k]}: packing: {int((cand & ~want).sum())} fullest servers hold the "
                       f"{max(free_need, 0.0) + gs.pack_margin:,.0f} free seats needed; new sessions last")
@@ -521,7 +552,7 @@ class Autoscale:
         want[c[keep:]] = True
         return want
 
-    def _shutdowns(self, k, idx, now, gs, slot, s, q, lk, p, md, powered, offs, drain_at):
+    def _shutdowns(self, k, idx, now, gs, slot, s, q, lk, p, md, n_powered, offs, drain_at):
         mine = ~np.isnan(drain_at) & (p == ON) & (md == DRAIN_MODE) & ~lk
         if not mine.any():
             return
@@ -530,7 +561,7 @@ class Autoscale:
         since = drain_at if gs.off_delay_from == "drain" else np.maximum(self.idle_since[idx], drain_at)
         due = np.nonzero(empty & (now - since >= delay))[0]
         keep = max(gs.min_powered, slot.min_on if slot is not None else 0)
-        room = int(powered.sum()) - keep
+        room = n_powered - keep
         if len(due) and room > 0:
             why = (f"{self.names[k]}: drained at {{}} and empty; power-off delay "
                    f"{gs.power_off_delay_minutes:g} min from {gs.off_delay_from}")
