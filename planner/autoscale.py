@@ -144,6 +144,8 @@ class Autoscale:
         bounds = np.searchsorted(g[order], np.arange(n_groups + 1))
         self.members = [order[bounds[k]:bounds[k + 1]] for k in range(n_groups)]
         self.order, self.bounds = order, bounds.tolist()
+        self._starts = bounds[:-1][bounds[1:] > bounds[:-1]]  # where each group with members starts
+        self._filled = np.nonzero(bounds[1:] > bounds[:-1])[0]
         self.group = g
         self.n_groups = n_groups
         self.names = [f"{p}/{z}" for p in view.pool_names for z in view.zone_names]
@@ -262,35 +264,40 @@ class Autoscale:
         self._da, self._mk = self.drain_at[o], self.marked[o]  # kept in step with drain_at / marked
         bounds = self.bounds
         dem = demand.tolist()
-        sums = self._group_sums(power, mode, busy, seats_all, ready, locked)
         self._cols, self._rooms = cols, {}
+        self._key_scale = int(seats_all.max()) + 1 if len(seats_all) else 1  # (busy, seats) as one sort key
+        sums = self._group_sums()
         for k in range(self.n_groups):
             lo, hi = bounds[k], bounds[k + 1]
             if hi > lo:
-                self._plan_group(k, lo, hi, now, view, *(c[lo:hi] for c in cols), dem[k], [x[k] for x in sums],
+                self._plan_group(k, lo, hi, now, view, *(c[lo:hi] for c in cols), dem[k], sums[k],
                                  ups, downs, offs, marks)
         actions = ups + downs + offs + marks
         if self.keep_log:
             self.log.extend((now, a.kind, a.server, a.reason) for a in actions)
         return actions
 
-    def _group_sums(self, power, mode, busy, seats_all, ready, locked) -> list:
-        """Per group, as lists: held (sessions and pending logons on servers not
-        ready), ready servers, their seats, powered servers, busy on ready servers,
-        seats of ready booting servers, servers drained by the planner (on, draining,
-        not locked). Integer sums, exact in float64."""
-        g, ng = self.group, self.n_groups
-
-        def per_group(mask, w=None):
-            if w is None:
-                return np.bincount(g, weights=mask, minlength=ng).tolist()
-            return np.bincount(g, weights=np.where(mask, w, 0), minlength=ng).tolist()
-
-        on = power == ON
-        mine = ~np.isnan(self.drain_at) & on & (mode == DRAIN_MODE) & ~locked
-        return [per_group(~ready, busy), per_group(ready), per_group(ready, seats_all),
-                per_group(on | (power == BOOTING)), per_group(ready, busy),
-                per_group(ready & (power == BOOTING), seats_all), per_group(mine)]
+    def _group_sums(self) -> list:
+        """Per group (a row per group with members, by group), integer sums over its
+        servers: held (sessions and pending logons on servers not ready), ready
+        servers, their seats, powered servers, busy on ready servers, seats of ready
+        booting servers, servers drained by the planner (on, draining, not locked)."""
+        p, md, _s, _q, b, seats, rd, lk = self._cols
+        on, booting = p == ON, p == BOOTING
+        mine = ~np.isnan(self._da) & on & (md == DRAIN_MODE) & ~lk
+        m = np.empty((7, len(p)), dtype=np.int64)
+        np.multiply(b, ~rd, out=m[0])
+        m[1] = rd
+        np.multiply(seats, rd, out=m[2])
+        np.logical_or(on, booting, out=m[3], casting="unsafe")
+        np.multiply(b, rd, out=m[4])
+        np.multiply(seats, rd & booting, out=m[5])
+        m[6] = mine
+        rows = [None] * self.n_groups
+        if len(p):
+            for k, row in zip(self._filled.tolist(), np.add.reduceat(m, self._starts, axis=1).T.tolist()):
+                rows[k] = row
+        return rows
 
     def _failover(self, view: FleetView, demand: np.ndarray) -> np.ndarray:
         """Failover demand per group: a group whose zone is dark (at least half of
@@ -357,7 +364,7 @@ class Autoscale:
         buf = (gs.buffer_pct if slot is None or slot.buffer_pct is None else slot.buffer_pct) / 100.0
         lead = gs.boot_lead_minutes * 60.0
         held, n_ready, seats_ready, n_powered, busy_ready, boot_room, n_mine = sums
-        n_ready, seats_ready, n_powered = int(n_ready), int(seats_ready), int(n_powered)
+        held, busy_ready, boot_room = float(held), float(busy_ready), float(boot_room)
         f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
         need_up = math.ceil(f_up * (1.0 + buf)) - held
         min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
@@ -514,7 +521,8 @@ class Autoscale:
         c = np.nonzero(cand)[0]
         if len(c) and falling:
             c += lo
-            c = c[np.lexsort((-self._cols[5][c], -self._cols[4][c]))] - lo  # most sessions first, then most seats
+            # most sessions first, then most seats (a stable sort on one key, as lexsort)
+            c = c[np.argsort(-(self._cols[4][c] * self._key_scale + self._cols[5][c]), kind="stable")] - lo
             room = self._room(gs.pack_by_load)[lo:hi][c]
             # booting servers (enabled) will take sessions too: their seats (boot_room) count first
             if gs.pack_pct is None:
