@@ -891,10 +891,21 @@ def fleet_ops(sc: Scenario, layout: FleetLayout) -> list[dict]:
 
 def build_scheduler(ops: list[dict]):
     """A ``usher.Scheduler`` configured by applying configuration ops (trace format) in
-    order, through the one op dispatcher (:func:`usher.formats.dispatch.apply_ops`)."""
+    order, through the one op dispatcher (:func:`usher.formats.dispatch.apply_ops`).
+
+    The dicts are decoded to op Structs as one list (one typed conversion of the
+    whole list, the same Structs as one by one); a list that does not decode is
+    applied dict by dict, so the first bad op raises the dispatcher's own error."""
+    import msgspec
+
     import usher
     from usher.formats.dispatch import apply_ops
+    from usher.formats.trace import Op
 
     s = usher.Scheduler()
-    apply_ops(s, ops)
+    try:
+        typed: list = msgspec.convert(ops, list[Op])
+    except msgspec.ValidationError:
+        typed = ops
+    apply_ops(s, typed)
     return s
