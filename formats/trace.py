@@ -303,13 +303,23 @@ def trace_error(exc: BaseException, raw) -> BadLine:
     return BadLine(_line_t(obj), TraceError(field or "line", value, detail))
 
 
+class _OpItem(Struct):
+    """An op as a Struct's field, for :func:`decode_item`."""
+
+    op: Op
+
+
 def decode_item(decoder, item):
     """One line of an iterable (JSON text, a dict or an op Struct) as an op, or a
     :class:`BadLine` / :data:`BLANK`."""
     if isinstance(item, OP_CLASSES):
         return item
     if isinstance(item, dict):
-        try:
+        try:  # through a Struct field: msgspec caches a Struct's types, not a bare Union's
+            return msgspec.convert({"op": item}, _OpItem).op
+        except (msgspec.ValidationError, RecursionError):
+            pass
+        try:  # the error again, its path the item's own
             return msgspec.convert(item, Op)
         except (msgspec.ValidationError, RecursionError) as e:
             return trace_error(e, item)
