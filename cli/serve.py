@@ -129,8 +129,8 @@ def serve_command(fleet, servers, journal_dir, store, advertise, lease_ttl, list
     /v1/servers, /v1/summary, /metrics, /healthz, /readyz, /openapi.json.
     Endpoints, journal and recovery: docs/SERVICE.md."""
     from usher.service.app import create_app
-    from usher.service.http import serve
     from usher.service.decision_log import DecisionLog, configure
+    from usher.service.http import serve
     from usher.service.metrics import Metrics
 
     if servers is not None and fleet is None:
