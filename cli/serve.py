@@ -90,7 +90,10 @@ def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
             log.warning("%s holds a journal: its state is recovered and --fleet is not read", journal_dir)
         if journal_dir is None:
             return journal.in_memory(seed)
-        return journal.open(journal_dir, scheduler=seed, fsync=fsync, snapshot_every=snapshot_every or None)
+        # automatic snapshots written by a forked child: the request that triggers one
+        # does not wait for the pickle (the scheduler is only touched on the event loop)
+        return journal.open(journal_dir, scheduler=seed, fsync=fsync, snapshot_every=snapshot_every or None,
+                            background_snapshots=True)
     except UsherError as e:
         _fail(e)
 

@@ -24,6 +24,7 @@ the file, so that new records follow good ones).
 from __future__ import annotations
 
 import builtins
+import logging
 import math
 import os
 import re
@@ -43,6 +44,7 @@ from usher.journal.writer import JournalWriter
 __all__ = ["Journal", "open", "in_memory", "recover", "has_state", "SNAPSHOT_FORMAT"]
 
 SNAPSHOT_FORMAT = 1
+log = logging.getLogger(__name__)
 _FILE = re.compile(r"^(snapshot|journal)-(\d{16})\.(pickle|log)$")
 _ENCODER = msgspec.json.Encoder()
 _OP_SET = frozenset(OP_CLASSES)
@@ -141,7 +143,7 @@ def _replay(r: Replayer, records, path) -> None:
 
 
 def open(directory, scheduler=None, fsync="batch", snapshot_every=100_000, clock=time.time,
-         on_flush=None, batch_seconds=0.005, batch_records=1000) -> "Journal":
+         on_flush=None, batch_seconds=0.005, batch_records=1000, background_snapshots=False) -> "Journal":
     """Open (or create) a journal directory and recover its state.
 
     Args:
@@ -154,6 +156,9 @@ def open(directory, scheduler=None, fsync="batch", snapshot_every=100_000, clock
         clock: the time (seconds) given to an operation without ``t``; never
             earlier than the last operation's.
         on_flush: ``on_flush(records, write_seconds, fsync_seconds)`` after each group commit.
+        background_snapshots: write the automatic snapshots from a forked child process
+            (POSIX), so that the operation that triggers one waits only for the fork
+            (see :meth:`Journal._snapshot_in_child`); False: written in line.
     """
     os.makedirs(directory, exist_ok=True)
     if scheduler is not None and has_state(directory):
@@ -166,6 +171,7 @@ def open(directory, scheduler=None, fsync="batch", snapshot_every=100_000, clock
             os.fsync(f.fileno())
     j = Journal(directory, found.replayer, found.seq, fsync, snapshot_every, clock, on_flush,
                 batch_seconds, batch_records, segment=found.segment)
+    j.background_snapshots = bool(background_snapshots) and hasattr(os, "fork")
     j.torn_records = found.torn
     if scheduler is not None:
         j.replayer = Replayer(scheduler, keep=True)
@@ -195,6 +201,8 @@ class Journal:
         self.torn_records = 0
         self.last_snapshot = None
         self._since_snapshot = 0
+        self.background_snapshots = False  # automatic snapshots from a forked child (``open``)
+        self._child: int | None = None  # the pid of the child writing a snapshot
         self._writer_args = dict(fsync=fsync, batch_seconds=batch_seconds, batch_records=batch_records,
                                  on_flush=on_flush)
         self._lock = threading.Lock()
@@ -256,7 +264,10 @@ class Journal:
             self.seq += len(records)
             self._since_snapshot += len(records)
             if self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every:
-                self._snapshot_locked()
+                if self.background_snapshots and self.directory is not None:
+                    self._snapshot_in_child()
+                else:
+                    self._snapshot_locked()
         return ops, outputs, ticket
 
     def _decode(self, items, r):
@@ -330,9 +341,75 @@ class Journal:
         return path
 
     def close(self) -> None:
-        """Make every record durable and close the segment."""
+        """Make every record durable, wait for a snapshot being written, close the segment."""
         with self._lock:
             self._writer.close()
+        self.wait_snapshot()
+
+    def wait_snapshot(self) -> None:
+        """Wait until no snapshot is being written by a child process."""
+        reaper = self._reaper
+        if reaper is not None:
+            reaper.join()
+
+    _reaper: threading.Thread | None = None
+
+    def _snapshot_in_child(self) -> None:
+        """The automatic snapshot, written by a forked child (lock held).
+
+        Design: ``fork`` gives the child the state as it is between two operations
+        (copy-on-write: the parent goes on at once). The parent starts the new segment
+        at ``seq`` first, so that whatever happens to the child, the directory holds the
+        previous snapshot and every segment after it (recovery replays them in order);
+        the child writes ``snapshot-<seq>`` atomically and exits, and a reaper thread
+        deletes the older files once the child reports success. The child runs no
+        Python beyond the pickle and the file calls, and leaves with ``os._exit``, so
+        locks held by the parent's other threads at the fork are never needed. While a
+        child is writing, no other is started (the snapshot is taken at a later
+        operation)."""
+        if self._child is not None:
+            return
+        r = self.replayer
+        self._writer.close()
+        seq = self.seq
+        self._writer = JournalWriter(os.path.join(self.directory, _name("journal", seq)), first=seq,
+                                     **self._writer_args)
+        snap.fsync_directory(self.directory)
+        state = dict(format=SNAPSHOT_FORMAT, seq=seq, scheduler=r.scheduler, names=r.names,
+                     creator=r.creator, last_t=r.last_t if math.isfinite(r.last_t) else -math.inf)
+        path = os.path.join(self.directory, _name("snapshot", seq))
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                snap.write_atomic(path, state)
+                code = 0
+            finally:
+                os._exit(code)
+        self._child = pid
+        self._since_snapshot = 0
+        self._reaper = threading.Thread(target=self._reap, args=(pid, seq), name="usher-snapshot", daemon=True)
+        self._reaper.start()
+
+    def _reap(self, pid, seq) -> None:
+        """Wait for the child writing ``snapshot-<seq>``; on success drop the older files."""
+        _, status = os.waitpid(pid, 0)
+        try:
+            if os.waitstatus_to_exitcode(status) != 0:
+                log.warning("the snapshot at record %d was not written (child exit status %d); "
+                            "the journal keeps the previous snapshot and every segment after it",
+                            seq, os.waitstatus_to_exitcode(status))
+                return
+            snapshots, segments = _files(self.directory)
+            for old_seq, old in [*snapshots.items(), *segments.items()]:
+                if old_seq < seq:
+                    try:
+                        os.unlink(old)
+                    except FileNotFoundError:
+                        pass
+            self.last_snapshot = time.time()
+        finally:
+            self._child = None
 
     def __enter__(self):
         return self

@@ -69,11 +69,12 @@ def test_missing_t_takes_the_clock_never_going_back(tmp_path):
     assert msgspec.json.decode(last)["t"] == 10.0
 
 
+@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("every", [None, 1, 37])
-def test_recovery_equals_the_uncrashed_run(tmp_path, every):
+def test_recovery_equals_the_uncrashed_run(tmp_path, every, background):
     ops = PRELUDE + stream(2, 200)
     more = stream(3, 200, t0=5000.0, prefix="m")
-    j = journal.open(tmp_path / "j", snapshot_every=every)
+    j = journal.open(tmp_path / "j", snapshot_every=every, background_snapshots=background)
     j.apply(ops[:120])
     j.apply(ops[120:])
     j.close()
@@ -215,3 +216,41 @@ def test_commit_now_ends_the_batch_window(tmp_path):
     j._writer.wait(ticket, timeout=60)
     assert j._writer.durable >= ticket
     j.close()
+
+
+def test_a_snapshot_written_by_a_child_replaces_the_older_files(tmp_path):
+    ops = PRELUDE + stream(5, 300)
+    j = journal.open(tmp_path / "j", snapshot_every=50, background_snapshots=True)
+    for k in range(0, len(ops), 40):
+        j.apply(ops[k:k + 40])
+        j.wait_snapshot()  # one child at a time here, so that each one's files can be checked
+        snapshots = sorted(f for f in os.listdir(tmp_path / "j") if f.startswith("snapshot-"))
+        segments = sorted(f for f in os.listdir(tmp_path / "j") if f.startswith("journal-"))
+        assert len(snapshots) <= 1  # a new directory has none until the first child's
+        assert not snapshots or int(snapshots[0][9:25]) <= int(segments[0][8:24])
+    assert snapshots and int(snapshots[0][9:25]) > 0  # a child wrote one
+    j.close()
+    assert state_of(journal.open(tmp_path / "j").replayer) == state_of(reference(ops))
+
+
+def test_a_child_that_fails_leaves_the_previous_snapshot_and_every_segment(tmp_path, monkeypatch):
+    ops = PRELUDE + stream(6, 200)
+    j = journal.open(tmp_path / "j", snapshot_every=None)
+    j.apply(ops[:60])
+    j.snapshot()
+    before = sorted(f for f in os.listdir(tmp_path / "j") if f.startswith("snapshot-"))
+
+    def fail(path, obj):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(journal.store.snap, "write_atomic", fail)  # in the child, after the fork
+    j.background_snapshots, j.snapshot_every = True, 10
+    j.apply(ops[60:140])
+    j.wait_snapshot()
+    j.snapshot_every = None
+    j.apply(ops[140:])
+    j.close()
+    files = os.listdir(tmp_path / "j")
+    assert sorted(f for f in files if f.startswith("snapshot-")) == before
+    assert len([f for f in files if f.startswith("journal-")]) == 2  # the one before the fork and the one after
+    assert state_of(journal.open(tmp_path / "j").replayer) == state_of(reference(ops))
