@@ -7,7 +7,9 @@ could not be applied. The format is specified in docs/TRACE_FORMAT.md.
 
 Design: the operations are msgspec Structs, a tagged union on ``op`` with unknown
 fields forbidden; the configuration operations are the fleet files' record layouts
-(``usher.formats.specs``) plus ``t``, so the two formats cannot drift apart. The input
+(``usher.formats.specs``) plus ``t``, so the two formats cannot drift apart. The ops
+a planner issues (power, mode, place_last, image, logoff) carry an optional
+``reason`` (UNSET: left out of the encoded line) that applying them ignores. The input
 is read in blocks of whole lines and each block is decoded at once into Structs; only
 a block holding a bad or blank line is decoded again line by line, so that each error
 names its own line. A line that cannot be decoded becomes a :class:`BadLine` holding
@@ -95,6 +97,7 @@ class PowerOp(Struct, tag="power", **_OPCFG):
     t: float
     server: str
     state: str
+    reason: str | UnsetType = UNSET  # why (a planner's line for an operator): kept, never applied
 
 
 class RegisterOp(Struct, tag="register", **_OPCFG):
@@ -107,18 +110,21 @@ class ModeOp(Struct, tag="mode", **_OPCFG):
     t: float
     server: str
     mode: str
+    reason: str | UnsetType = UNSET
 
 
 class PlaceLastOp(Struct, tag="place_last", **_OPCFG):
     t: float
     servers: list[str]
     flag: bool
+    reason: str | UnsetType = UNSET
 
 
 class ImageOp(Struct, tag="image", **_OPCFG):
     t: float
     server: str
     image: str | None
+    reason: str | UnsetType = UNSET
 
 
 class TelemetryOp(Struct, tag="telemetry", **_OPCFG):
@@ -153,6 +159,7 @@ class DisconnectOp(Struct, tag="disconnect", **_OPCFG):
 class LogoffOp(Struct, tag="logoff", **_OPCFG):
     t: float
     session: Name
+    reason: str | UnsetType = UNSET
 
 
 class CloseAppOp(Struct, tag="close_app", **_OPCFG):

@@ -8,7 +8,8 @@ it folds them into the history (:class:`usher.service.history.History`: launch
 decisions by outcome and reason, logon durations per zone, fleet actions, per bucket
 of operation time), into a ring of the latest decisions (for the search box) and a
 ring of fleet actions (power, mode, image ... ops: the autoscale planner's and the
-rollout's doing as the broker sees it); then it reads the fleet once
+rollout's doing as the broker sees it, with the op's ``reason`` when it gave one:
+why the planner acted); then it reads the fleet once
 (``Scheduler.servers()``), records the gauges in the current bucket and encodes one
 message that every open event stream shares. Nothing is computed per request on
 the launch path, and an idle service does no work.
@@ -16,7 +17,8 @@ the launch path, and an idle service does no work.
 Endpoints (docs/SERVICE.md): ``GET /`` (the page) and ``/static/dashboard.{js,css}``
 (open without the token: they hold no data), ``GET /v1/dashboard/state`` (the
 whole view), ``GET /v1/dashboard/history`` (the buckets), ``GET
-/v1/dashboard/search?q=`` (a user or a server: sessions and latest decisions),
+/v1/dashboard/search?q=`` (a user or a server: sessions, latest decisions and
+fleet actions),
 ``GET /v1/events`` (server-sent events: one ``data:`` line of JSON per turn of the
 sampler). The page (``service/static``) is plain HTML, SVG and canvas with vanilla
 JS: it asks no other host for anything.
@@ -30,6 +32,7 @@ from collections import deque
 from importlib import resources
 
 import msgspec
+from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -174,8 +177,10 @@ class Dashboard:
         else:
             kind, attr = _ACTION_OPS[op.__class__]
             servers, value = [op.server], getattr(op, attr)
+        reason = getattr(op, "reason", UNSET)
+        reason = None if reason is UNSET else reason
         for server in servers:
-            self.actions.append({"t": op.t, "op": kind, "server": server, "value": value})
+            self.actions.append({"t": op.t, "op": kind, "server": server, "value": value, "reason": reason})
         b = self.history.at(op.t)
         if b is not None:
             b.actions += len(servers)
@@ -244,8 +249,9 @@ class Dashboard:
     # ------------------------------------------------------------ the search
     def search(self, q: str, limit: int = 20) -> dict | None:
         """A user or a server named ``q``: its view, its live sessions, its latest
-        decisions (newest first, with explanations when they were asked for); None
-        when nothing is known by that name."""
+        decisions (newest first, with explanations when they were asked for), the
+        latest fleet actions on it (newest first, with their reasons); None when
+        nothing is known by that name."""
         s = self.journal.scheduler
         found: dict = {"query": q, "server": None, "user": None}
         try:
@@ -271,7 +277,8 @@ class Dashboard:
                 if len(recent) >= limit:
                     break
         found["decisions"] = recent
-        if found["server"] is None and found["user"] is None and not recent:
+        found["actions"] = [a for a in reversed(self.actions) if a["server"] == q][:limit]
+        if found["server"] is None and found["user"] is None and not recent and not found["actions"]:
             return None
         return found
 

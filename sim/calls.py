@@ -47,15 +47,18 @@ class EngineCalls:
         self.ops += ops
         return out
 
-    def session(self, fn, op, sid, now):
+    def session(self, fn, op, sid, now, reason=None):
         """A session operation ``fn(sid, now)`` (logon_complete, launch_failed,
-        disconnect, logoff), traced as ``op``."""
+        disconnect, logoff), traced as ``op`` (with ``reason`` when given)."""
         t0 = perf_counter()
         out = fn(sid, now)
         self.seconds += perf_counter() - t0
         self.ops += 1
         if self.append is not None:
-            self.append({"t": now, "op": op, "session": self.session_names[sid]})
+            line = {"t": now, "op": op, "session": self.session_names[sid]}
+            if reason is not None:
+                line["reason"] = reason
+            self.append(line)
         return out
 
     def launch_each(self, launches, now) -> list:
@@ -75,8 +78,8 @@ class EngineCalls:
         self.ops += len(out)
         return out
 
-    def logoff(self, sid, now):
-        return self.session(self.s.logoff, "logoff", sid, now)
+    def logoff(self, sid, now, reason=None):
+        return self.session(self.s.logoff, "logoff", sid, now, reason)
 
     def close_labs(self, sid, now) -> bool:
         """The second app closes in session ``sid``; True when that ended the session."""
@@ -85,32 +88,39 @@ class EngineCalls:
             self.append({"t": now, "op": "close_app", "session": self.session_names[sid], "app": APP_LABS})
         return ended
 
-    def set_power(self, i, state, now):
-        """Power state of server ``i``; returns the sessions lost (powering off)."""
+    def _server_op(self, line, reason):
+        """Trace a server-state op, with the planner's ``reason`` when it gave one."""
+        if reason is not None:
+            line["reason"] = reason
+        self.append(line)
+
+    def set_power(self, i, state, now, reason=None):
+        """Power state of server ``i``; returns the sessions lost (powering off).
+        ``reason``: why (a planner's action), traced with the op."""
         out = self.timed(1, self.s.set_power, int(i), state, now=now)
         if self.append is not None:
-            self.append({"t": now, "op": "power", "server": self.server_names[i], "state": state})
+            self._server_op({"t": now, "op": "power", "server": self.server_names[i], "state": state}, reason)
         return out
 
-    def set_mode(self, i, mode, now):
+    def set_mode(self, i, mode, now, reason=None):
         self.timed(1, self.s.set_mode, int(i), mode, now=now)
         if self.append is not None:
-            self.append({"t": now, "op": "mode", "server": self.server_names[i], "mode": mode})
+            self._server_op({"t": now, "op": "mode", "server": self.server_names[i], "mode": mode}, reason)
 
-    def set_place_last(self, i, flag, now):
+    def set_place_last(self, i, flag, now, reason=None):
         self.timed(1, self.s.set_place_last, int(i), flag, now=now)
         if self.append is not None:
-            self.append({"t": now, "op": "place_last", "servers": [self.server_names[i]], "flag": flag})
+            self._server_op({"t": now, "op": "place_last", "servers": [self.server_names[i]], "flag": flag}, reason)
 
     def set_registered(self, i, registered, now):
         self.timed(1, self.s.set_registered, int(i), registered, now=now)
         if self.append is not None:
             self.append({"t": now, "op": "register", "server": self.server_names[i], "registered": registered})
 
-    def set_image(self, i, image, now):
+    def set_image(self, i, image, now, reason=None):
         self.timed(1, self.s.set_image, int(i), image, now=now)
         if self.append is not None:
-            self.append({"t": now, "op": "image", "server": self.server_names[i], "image": image})
+            self._server_op({"t": now, "op": "image", "server": self.server_names[i], "image": image}, reason)
 
     def telemetry(self, idx, cpu, mem, now, traced):
         """Telemetry of servers ``idx`` (one ``telemetry_many``); ``traced`` (bool per

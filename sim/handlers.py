@@ -234,14 +234,15 @@ def apply_power(d, tick, now, wish):
         st.since[i] = now
 
 
-def _forced_logoff(d, i, tick, now):
-    """Log off every session on server ``i`` (a forced logoff of a drained server):
-    off the books; a user whose main session it was comes back as after a lost one."""
+def _forced_logoff(d, i, tick, now, reason=None):
+    """Log off every session on server ``i`` (a forced logoff of a drained server,
+    traced with the planner's ``reason``): off the books; a user whose main session
+    it was comes back as after a lost one."""
     books = d.books
     sids = [sid for sid, (_, srv) in books.entries.items() if srv == i]
     for sid in sids:
         books.launching.discard(sid)
-        d.calls.logoff(sid, now)
+        d.calls.logoff(sid, now, reason)
     d.state.tally["forced_logoffs"] += len(sids)
     lose_sessions(d, sids, tick, now)
     d.state.tally["lost"] -= len(sids)  # logged off, not lost
@@ -267,27 +268,27 @@ def apply_actions(d, tick, now, actions):
                                                            int(sessions_v[i]), int(pending_v[i]), bool(down[i])):
             tally["refused"] += 1
             continue
-        k = a.kind
+        k, why = a.kind, a.reason or None
         if k == BOOT:
-            calls.set_power(i, "booting", now)
+            calls.set_power(i, "booting", now, why)
             tally["boots"] += 1
             if mode_v[i] != ENABLED:
-                calls.set_mode(i, "enabled", now)
+                calls.set_mode(i, "enabled", now, why)
             servers[tick + pw.boot_seconds].append((S_BOOTED, i))
             st.since[i] = now
         elif k == ENABLE:
-            calls.set_mode(i, "enabled", now)
+            calls.set_mode(i, "enabled", now, why)
         elif k == DRAIN:
-            calls.set_mode(i, "drain", now)
+            calls.set_mode(i, "drain", now, why)
         elif k == SHUTDOWN:
-            calls.set_power(i, "shutting_down", now)
+            calls.set_power(i, "shutting_down", now, why)
             tally["shutdowns"] += 1
             servers[tick + pw.shutdown_seconds].append((S_OFF, i))
             st.since[i] = now
         elif k == LOGOFF:
-            _forced_logoff(d, i, tick, now)
+            _forced_logoff(d, i, tick, now, why)
         elif k == PLACE_LAST or k == PLACE_FIRST:
-            calls.set_place_last(i, k == PLACE_LAST, now)
+            calls.set_place_last(i, k == PLACE_LAST, now, why)
             tally["marks"] += 1
         elif k == REIMAGE:
             st.boot_image[i] = a.image

@@ -163,6 +163,28 @@ def test_search_a_user_a_server_and_nothing(app):
         assert empty.status_code == 422 and empty.json()["field"] == "q"
 
 
+def test_fleet_actions_show_why_and_the_search_shows_a_servers_actions(app):
+    application, j, dash = app
+    why = "P: forecast 12 sessions at 07:40 needs 4 seats, 9 ready <script>alert(1)</script>"
+    ops = [{"t": 5, "op": "mode", "server": "s1", "mode": "drain", "reason": why},
+           {"t": 6, "op": "place_last", "servers": ["s2", "s3"], "flag": True, "reason": "rollout: next wave"},
+           {"t": 7, "op": "power", "server": "s1", "state": "off"},
+           {"t": 8, "op": "image", "server": "s9", "image": "v2", "reason": "not a server: refused"}]
+    with TestClient(application) as c:
+        c.post("/v1/ops", json=PRELUDE)
+        c.post("/v1/ops", json=ops)
+        state = c.get("/v1/dashboard/state").json()
+        found = c.get("/v1/dashboard/search", params={"q": "s1"}).json()
+        other = c.get("/v1/dashboard/search", params={"q": "s3"}).json()
+    got = [(a["op"], a["server"], a["value"], a["reason"]) for a in state["actions"] if a["t"] >= 5]
+    assert got == [("mode", "s1", "drain", why), ("place_last", "s2", True, "rollout: next wave"),
+                   ("place_last", "s3", True, "rollout: next wave"), ("power", "s1", "off", None)]
+    assert [(a["op"], a["reason"]) for a in found["actions"]] == [("power", None), ("mode", why)]  # newest first
+    assert [a["reason"] for a in other["actions"]] == ["rollout: next wave"]
+    js = resources.files("usher.service").joinpath("static", "dashboard.js").read_text()
+    assert "innerHTML" not in js.split("function actionItem")[1].split("\n}")[0]  # the reason is text, not markup
+
+
 def test_the_event_stream_starts_with_the_whole_state():
     j = journal.in_memory(clock=lambda: 0.0)
     dash = Dashboard(j)

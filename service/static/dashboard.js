@@ -286,9 +286,16 @@ function drawRollout(r, buckets) {
   keys("keys-images", series.map(([n, c]) => [n, c]));
 }
 
+// one fleet action as a list item: what was done, then why (text only: never parsed as HTML)
+function actionItem(a, withServer) {
+  const li = el("li", {}, `${fmtTime(a.t)}  ${withServer ? a.server + "  " : ""}${a.op} → ${a.value}`);
+  if (a.reason) li.append(el("span", { class: "reason" }, a.reason));
+  return li;
+}
+
 function drawActions(actions) {
   const ol = $("actions"); ol.textContent = "";
-  for (const a of actions.slice().reverse()) ol.append(el("li", {}, `${fmtTime(a.t)}  ${a.server}  ${a.op} → ${a.value}`));
+  for (const a of actions.slice().reverse()) ol.append(actionItem(a, true));
 }
 
 // ------------------------------------------------------------------ search
@@ -311,6 +318,12 @@ async function search(q) {
       .forEach((v) => tr.append(el("td", {}, String(v)))); st.append(tr);
   }
   box.append(el("h3", {}, `live sessions (${found.sessions.length})`), st);
+  const actions = found.actions || [];
+  if (actions.length) {
+    const ol = el("ol", { class: "actions" });
+    actions.forEach((a) => ol.append(actionItem(a, false)));
+    box.append(el("h3", {}, `latest fleet actions (${actions.length})`), ol);
+  }
   box.append(el("h3", {}, `latest decisions (${found.decisions.length})`));
   for (const d of found.decisions) {
     const det = el("details"), sm = el("summary");
