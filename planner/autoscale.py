@@ -62,10 +62,12 @@ Servers in maintenance mode, excluded by the view (``view.excluded``), or kept
 down by a fault are never touched. Whoever carries the actions out checks each
 one against the server's state at that moment (:func:`usher.planner.power.action_valid`).
 
-The per-group arithmetic is numpy over the group's members: each call gathers
-the fleet's columns once in group order (the order made once per fleet), so a
-group is a slice of them, and its sums come from one ``np.add.reduceat``; a call for 1,400 servers takes well under a millisecond
-(benchmarks/bench_planner.py).
+Each call gathers the fleet's columns once in group order (the order made once
+per fleet), so a group is a slice of them. Python decides each group's scalars
+(the forecast, the seats needed, scale up or down, the keep set's free room);
+one call of :func:`usher.planner.kernels.plan_groups` does every group's array
+steps (candidates, sort orders, cumulative sums) and answers with action codes,
+which become :class:`Action` s with their reasons here (benchmarks/bench_planner.py).
 """
 
 from __future__ import annotations
@@ -367,19 +369,25 @@ class Autoscale:
     def _actions(self, out, counts, kept, whys, da, s) -> list:
         """The kernel's action codes as four lists of :class:`Action` (ups, downs,
         offs, marks), each with its reason (formatted once per group and kind)."""
-        o = self.order
         lists: list[list[Action]] = [[], [], [], []]
-        reasons: dict[tuple, str] = {}
+        reasons: dict[int, str] = {}
         for lst in range(4):
+            rows = out[lst, :counts[lst]]
+            if not len(rows):
+                continue
             dest = lists[lst]
-            for j, code, k in out[lst, :counts[lst]].tolist():
-                if code == kernels.A_SHUTDOWN or code == kernels.A_LOGOFF:
-                    why = self._off_reason(k, code, float(da[j]), int(s[j]))
-                else:
-                    why = reasons.get((k, code))
-                    if why is None:
-                        why = reasons[k, code] = self._reason(k, code, whys[k], kept[k])
-                dest.append(Action(_KINDS[code], int(o[j]), why))
+            pos = rows[:, 0]
+            servers = self.order[pos].tolist()
+            if lst == kernels.OFFS:
+                for i, code, k, at, n in zip(servers, rows[:, 1].tolist(), rows[:, 2].tolist(), da[pos].tolist(),
+                                             s[pos].tolist()):
+                    dest.append(Action(_KINDS[code], i, self._off_reason(k, code, at, n)))
+                continue
+            for i, code, k in zip(servers, rows[:, 1].tolist(), rows[:, 2].tolist()):
+                why = reasons.get(k * 8 + code)
+                if why is None:
+                    why = reasons[k * 8 + code] = self._reason(k, code, whys[k], kept[k])
+                dest.append(Action(_KINDS[code], i, why))
         return lists
 
     def _reason(self, k, code, why, kept) -> str:
