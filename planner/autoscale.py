@@ -274,10 +274,11 @@ class Autoscale:
         bounds = self._bounds
         sums = np.empty((self.n_groups, kernels.N_SUMS), dtype=np.int64)
         kernels.group_sums(p, md, b, seats, rd, lk, da, bounds, sums)
-        par = np.zeros((self.n_groups, len(kernels.P_COLUMNS)))
+        rows = [[0.0] * len(kernels.P_COLUMNS) for _ in range(self.n_groups)]
         dem = demand.tolist()
-        whys = [self._decide(k, now, view, dem[k], row, par[k]) if self.size[k] else None
+        whys = [self._decide(k, now, view, dem[k], row, rows[k]) if self.size[k] else None
                 for k, row in enumerate(sums.tolist())]
+        par = np.array(rows, dtype=np.float64)
         n = len(o)
         out = np.empty((4, n, 3), dtype=np.int64)
         counts = np.zeros(4, dtype=np.int64)
@@ -295,7 +296,7 @@ class Autoscale:
             gs, lo, hi = self.gs[k], self.bounds[k], self.bounds[k + 1]
             if hi > lo and gs.pack == "off" and (gs.place_last_pct > 0 or gs.consolidate_pct > 0 or mk[lo:hi].any()):
                 mine: list[Action] = []
-                self._place_last(k, o[lo:hi], gs, bool(par[k, kernels.P_UP]), s[lo:hi], seats[lo:hi], rd[lo:hi],
+                self._place_last(k, o[lo:hi], gs, bool(rows[k][kernels.P_UP]), s[lo:hi], seats[lo:hi], rd[lo:hi],
                                  lk[lo:hi], p[lo:hi], mine)
                 marks.extend(mine)
         if any(g.pack == "off" for g in self.gs):  # marks in group order
@@ -306,8 +307,8 @@ class Autoscale:
         return actions
 
     def _decide(self, k, now, view, dem, sums, row) -> tuple:
-        """Group ``k``'s scalars: fills its row of the kernel's ``par`` (see
-        :mod:`usher.planner.kernels`) from ``sums`` (its row of ``group_sums``);
+        """Group ``k``'s scalars: fills ``row``, its row of the kernel's ``par`` (see
+        :mod:`usher.planner.kernels`), from ``sums`` (its row of ``group_sums``);
         returns the numbers its reasons quote (scale up, scale down, packing)."""
         gs = self.gs[k]
         slot = gs.schedule.slot(now, view.weekday, view.holiday)
