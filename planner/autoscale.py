@@ -62,10 +62,12 @@ Servers in maintenance mode, excluded by the view (``view.excluded``), or kept
 down by a fault are never touched. Whoever carries the actions out checks each
 one against the server's state at that moment (:func:`usher.planner.power.action_valid`).
 
-The per-group arithmetic is numpy over the group's members: each call gathers
-the fleet's columns once in group order (the order made once per fleet), so a
-group is a slice of them, and its sums come from one ``np.add.reduceat``; a call for 1,400 servers takes well under a millisecond
-(benchmarks/bench_planner.py).
+Each call gathers the fleet's columns once in group order (the order made once
+per fleet), so a group is a slice of them. Python decides each group's scalars
+(the forecast, the seats needed, scale up or down, the keep set's free room);
+one call of :func:`usher.planner.kernels.plan_groups` does every group's array
+steps (candidates, sort orders, cumulative sums) and answers with action codes,
+which become :class:`Action` s with their reasons here (benchmarks/bench_planner.py).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ import math
 
 import numpy as np
 
+from usher.planner import kernels
 from usher.planner.forecast import DemandForecast, day_type
 from usher.planner.power import BOOT, DRAIN, ENABLE, LOGOFF, PLACE_FIRST, PLACE_LAST, SHUTDOWN, Action, FleetView
 from usher.planner.settings import GroupSettings, PlannerSettings
@@ -83,9 +86,12 @@ __all__ = ["Autoscale", "Citrix", "autoscale_settings", "citrix_settings"]
 OFF, BOOTING, ON = 0, 1, 2
 ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 
+#: the action kinds of the kernel's codes (``usher.planner.kernels.A_*``)
+_KINDS = (ENABLE, BOOT, DRAIN, SHUTDOWN, LOGOFF, PLACE_LAST, PLACE_FIRST)
+
 
 #: the load index of a full server
-FULL_LOAD = 10_000.0
+FULL_LOAD = kernels.FULL_LOAD
 
 #: autoscale's default share of ready seats marked place-last (drain-aware placement;
 #: ``pack`` replaces it when on)
@@ -144,7 +150,7 @@ class Autoscale:
         order = np.argsort(g, kind="stable")
         bounds = np.searchsorted(g[order], np.arange(n_groups + 1))
         self.members = [order[bounds[k]:bounds[k + 1]] for k in range(n_groups)]
-        self.order, self.bounds = order, bounds.tolist()
+        self.order, self.bounds, self._bounds = order, bounds.tolist(), bounds.astype(np.int64)
         self._starts = bounds[:-1][bounds[1:] > bounds[:-1]]  # where each group with members starts
         self._filled = np.nonzero(bounds[1:] > bounds[:-1])[0]
         self.group = g
@@ -223,6 +229,7 @@ class Autoscale:
         """The actions for ``view`` at ``now`` (default ``view.now``), in the order
         to carry them out: enables and boots, then drains, logoffs, shutdowns."""
         now = view.now if now is None else float(now)
+        self._now = now
         if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
             self._setup(view)
         power = np.asarray(view.power)
@@ -262,44 +269,153 @@ class Autoscale:
         # every column once in group order: a group's members are a slice of it
         o = self.order
         cols = (power[o], mode[o], sessions[o], pending[o], busy[o], seats_all[o], ready[o], locked[o])
-        self._da, self._mk = self.drain_at[o], self.marked[o]  # kept in step with drain_at / marked
-        bounds = self.bounds
+        da, mk = self.drain_at[o], self.marked[o]  # in group order, updated by the kernel
+        p, md, s, q, b, seats, rd, lk = cols
+        bounds = self._bounds
+        sums = np.empty((self.n_groups, kernels.N_SUMS), dtype=np.int64)
+        kernels.group_sums(p, md, b, seats, rd, lk, da, bounds, sums)
+        rows = [[0.0] * len(kernels.P_COLUMNS) for _ in range(self.n_groups)]
         dem = demand.tolist()
-        self._cols = cols
-        self._rooms: dict[bool, np.ndarray] = {}
-        self._key_scale = int(seats_all.max()) + 1 if len(seats_all) else 1  # (busy, seats) as one sort key
-        sums = self._group_sums()
-        for k in range(self.n_groups):
-            lo, hi = bounds[k], bounds[k + 1]
-            if hi > lo:
-                self._plan_group(k, lo, hi, now, view, [c[lo:hi] for c in cols], dem[k], sums[k],
-                                 ups, downs, offs, marks)
-        actions = ups + downs + offs + marks
+        whys = [self._decide(k, now, view, dem[k], row, rows[k]) if self.size[k] else None
+                for k, row in enumerate(sums.tolist())]
+        par = np.array(rows, dtype=np.float64)
+        n = len(o)
+        out = np.empty((4, n, 3), dtype=np.int64)
+        counts = np.zeros(4, dtype=np.int64)
+        kept = np.zeros(self.n_groups, dtype=np.int64)
+        key_scale = int(seats_all.max()) + 1 if n else 1  # (busy, seats) as one sort key
+        kernels.plan_groups(p, md, s, q, b, seats, rd, lk, self._li[o], da, self.idle_since[o], mk, bounds, par,
+                            now, key_scale, out, counts, kept)
+        self.drain_at[o] = da
+        self.marked[o] = mk
+        lists = self._actions(out, counts, kept, whys, da, s)
+        drained = out[kernels.DOWNS, :counts[kernels.DOWNS], 0]
+        self.chosen_sessions[o[drained]] = s[drained]
+        marks = lists[kernels.MARKS]
+        for k in range(self.n_groups):  # drain-aware placement and consolidation (groups that do not pack)
+            gs, lo, hi = self.gs[k], self.bounds[k], self.bounds[k + 1]
+            if hi > lo and gs.pack == "off" and (gs.place_last_pct > 0 or gs.consolidate_pct > 0 or mk[lo:hi].any()):
+                mine: list[Action] = []
+                self._place_last(k, o[lo:hi], gs, bool(rows[k][kernels.P_UP]), s[lo:hi], seats[lo:hi], rd[lo:hi],
+                                 lk[lo:hi], p[lo:hi], mine)
+                marks.extend(mine)
+        if any(g.pack == "off" for g in self.gs):  # marks in group order
+            marks.sort(key=lambda a: self.group[a.server])
+        actions = lists[kernels.UPS] + lists[kernels.DOWNS] + lists[kernels.OFFS] + marks
         if self.keep_log:
             self.log.extend((now, a.kind, a.server, a.reason) for a in actions)
         return actions
 
-    def _group_sums(self) -> list:
-        """Per group (a row per group with members, by group), integer sums over its
-        servers: held (sessions and pending logons on servers not ready), ready
-        servers, their seats, powered servers, busy on ready servers, seats of ready
-        booting servers, servers drained by the planner (on, draining, not locked)."""
-        p, md, _s, _q, b, seats, rd, lk = self._cols
-        on, booting = p == ON, p == BOOTING
-        mine = ~np.isnan(self._da) & on & (md == DRAIN_MODE) & ~lk
-        m = np.empty((7, len(p)), dtype=np.int64)
-        np.multiply(b, ~rd, out=m[0])
-        m[1] = rd
-        np.multiply(seats, rd, out=m[2])
-        np.logical_or(on, booting, out=m[3], casting="unsafe")
-        np.multiply(b, rd, out=m[4])
-        np.multiply(seats, rd & booting, out=m[5])
-        m[6] = mine
-        rows = [None] * self.n_groups
-        if len(p):
-            for k, row in zip(self._filled.tolist(), np.add.reduceat(m, self._starts, axis=1).T.tolist()):
-                rows[k] = row
-        return rows
+    def _decide(self, k, now, view, dem, sums, row) -> tuple:
+        """Group ``k``'s scalars: fills ``row``, its row of the kernel's ``par`` (see
+        :mod:`usher.planner.kernels`), from ``sums`` (its row of ``group_sums``);
+        returns the numbers its reasons quote (scale up, scale down, packing)."""
+        gs = self.gs[k]
+        slot = gs.schedule.slot(now, view.weekday, view.holiday)
+        buf = (gs.buffer_pct if slot is None or slot.buffer_pct is None else slot.buffer_pct) / 100.0
+        lead = gs.boot_lead_minutes * 60.0
+        held, n_ready, seats_ready, n_powered, busy_ready, boot_room, n_mine = sums
+        held, busy_ready, boot_room = float(held), float(busy_ready), float(boot_room)
+        f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
+        need_up = math.ceil(f_up * (1.0 + buf)) - held
+        min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
+        up = down = pack = None
+        if seats_ready < need_up or n_ready < min_ready or n_powered < gs.min_powered:
+            up = (f_up, lead, buf, need_up + held, seats_ready, n_ready)
+            row[kernels.P_UP] = 1.0
+            row[kernels.P_GAP] = need_up - seats_ready
+            row[kernels.P_GAP_N] = max(min_ready - n_ready, gs.min_powered - n_powered)
+            row[kernels.P_BOOT_ROOM] = ((gs.max_powered - n_powered) if gs.max_powered is not None
+                                        else self.size[k])
+            self.last_up[k] = now
+        elif now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
+            horizon = lead + gs.cooldown_minutes * 60.0
+            f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
+            need_dn = math.ceil(f_dn * (1.0 + buf + gs.hysteresis_pct / 100.0)) - held
+            surplus = seats_ready - need_dn
+            if surplus > 0 and n_ready > min_ready:
+                down = (f_dn, horizon, buf, need_dn + held, seats_ready, surplus)
+                row[kernels.P_DOWN] = 1.0
+                row[kernels.P_SURPLUS] = surplus
+                row[kernels.P_N_READY] = n_ready
+                row[kernels.P_MIN_READY] = min_ready
+                row[kernels.P_DRAIN_MAX] = -1 if gs.drain_max_sessions is None else gs.drain_max_sessions
+                row[kernels.P_FEWEST] = gs.drain_fewest_first
+        if n_mine:  # re-enabling only takes servers out of the drained set
+            row[kernels.P_SHUT] = 1.0
+            row[kernels.P_DELAY] = gs.power_off_delay_minutes * 60.0
+            row[kernels.P_FROM_DRAIN] = gs.off_delay_from == "drain"
+            row[kernels.P_KEEP_POWERED] = max(gs.min_powered, slot.min_on if slot is not None else 0)
+            row[kernels.P_N_POWERED] = n_powered
+            row[kernels.P_LOGOFF_AFTER] = (np.nan if gs.forced_logoff_minutes is None
+                                           else gs.forced_logoff_minutes * 60.0)
+        if gs.pack != "off":
+            free_need = need_up - math.ceil(self._reserve[k] * (1.0 + buf)) - busy_ready
+            falling = True
+            if gs.pack == "falling":
+                horizon = lead + gs.cooldown_minutes * 60.0
+                falling = float(self._peak(now, horizon, gs)[k]) + self._extra[k] <= float(dem)
+            # booting servers (enabled) will take sessions too: their seats (boot_room) count first
+            if gs.pack_pct is None:
+                head = max(free_need, 0.0) + gs.pack_margin - boot_room
+            else:
+                head = min(max(free_need, 0.0), gs.pack_pct / 100.0 * float(dem)) + gs.pack_margin - boot_room
+            row[kernels.P_PACK] = 1.0
+            row[kernels.P_FALLING] = falling
+            row[kernels.P_BY_LOAD] = gs.pack_by_load
+            row[kernels.P_HEAD] = head
+            pack = max(free_need, 0.0) + gs.pack_margin
+        return up, down, pack
+
+    def _actions(self, out, counts, kept, whys, da, s) -> list:
+        """The kernel's action codes as four lists of :class:`Action` (ups, downs,
+        offs, marks), each with its reason (formatted once per group and kind)."""
+        lists: list[list[Action]] = [[], [], [], []]
+        reasons: dict[int, str] = {}
+        for lst in range(4):
+            rows = out[lst, :counts[lst]]
+            if not len(rows):
+                continue
+            dest = lists[lst]
+            pos = rows[:, 0]
+            servers = self.order[pos].tolist()
+            if lst == kernels.OFFS:
+                for i, code, k, at, n in zip(servers, rows[:, 1].tolist(), rows[:, 2].tolist(), da[pos].tolist(),
+                                             s[pos].tolist()):
+                    dest.append(Action(_KINDS[code], i, self._off_reason(k, code, at, n)))
+                continue
+            for i, code, k in zip(servers, rows[:, 1].tolist(), rows[:, 2].tolist()):
+                why = reasons.get(k * 8 + code)
+                if why is None:
+                    why = reasons[k * 8 + code] = self._reason(k, code, whys[k], kept[k])
+                dest.append(Action(_KINDS[code], i, why))
+        return lists
+
+    def _reason(self, k, code, why, kept) -> str:
+        name, gs = self.names[k], self.gs[k]
+        up, down, pack = why
+        if code == kernels.A_ENABLE or code == kernels.A_BOOT:
+            f_up, lead, buf, need, seats_ready, n_ready = up
+            return (f"{name}: {'forecast' if gs.forecast else 'demand'} {f_up:,.0f} sessions by "
+                    f"{_clock(self._now + lead)} + {buf:.0%} needs {need:,.0f} seats, {seats_ready:,} ready on "
+                    f"{n_ready} servers")
+        if code == kernels.A_DRAIN:
+            f_dn, horizon, buf, need, seats_ready, surplus = down
+            return (f"{name}: {'forecast' if gs.forecast else 'demand'} {f_dn:,.0f} sessions until "
+                    f"{_clock(self._now + horizon)} + {buf:.0%} needs {need:,.0f} seats, {seats_ready:,} ready: "
+                    f"surplus {surplus:,}")
+        if code == kernels.A_PLACE_LAST:
+            return (f"{name}: packing: {int(kept)} fullest servers hold the {pack:,.0f} free seats needed; "
+                    f"new sessions last")
+        return f"{name}: packing: kept open for new sessions"
+
+    def _off_reason(self, k, code, drain_at, sessions) -> str:
+        gs = self.gs[k]
+        if code == kernels.A_SHUTDOWN:
+            return (f"{self.names[k]}: drained at {_clock(drain_at)} and empty; power-off delay "
+                    f"{gs.power_off_delay_minutes:g} min from {gs.off_delay_from}")
+        return (f"{self.names[k]}: drained at {_clock(drain_at)}, {sessions} sessions logged off after "
+                f"{gs.forced_logoff_minutes:g} min (warned {gs.logoff_warning_minutes:g} min before)")
 
     def _failover(self, view: FleetView, demand: np.ndarray) -> np.ndarray:
         """Failover demand per group: a group whose zone is dark (at least half of
@@ -355,101 +471,6 @@ class Autoscale:
             out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast)  # type: ignore[union-attr]
         return out
 
-    def _plan_group(self, k, lo, hi, now, view, cols, dem, sums, ups, downs, offs, marks):
-        """Group ``k``: the servers ``self.order[lo:hi]``; ``cols`` their power, mode,
-        sessions, pending, busy, seats, ready, locked; ``sums`` the group's row of
-        :meth:`_group_sums`."""
-        p, md, s, q, b, seats, rd, lk = cols
-        gs = self.gs[k]
-        idx = self.order[lo:hi]
-        da = self._da[lo:hi]  # drain_at of the group, updated with it
-        slot = gs.schedule.slot(now, view.weekday, view.holiday)
-        buf = (gs.buffer_pct if slot is None or slot.buffer_pct is None else slot.buffer_pct) / 100.0
-        lead = gs.boot_lead_minutes * 60.0
-        held, n_ready, seats_ready, n_powered, busy_ready, boot_room, n_mine = sums
-        held, busy_ready, boot_room = float(held), float(busy_ready), float(boot_room)
-        f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
-        need_up = math.ceil(f_up * (1.0 + buf)) - held
-        min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
-        name = self.names[k]
-        if seats_ready < need_up or n_ready < min_ready or n_powered < gs.min_powered:
-            why = (f"{name}: {'forecast' if gs.forecast else 'demand'} {f_up:,.0f} sessions by "
-                   f"{_clock(now + lead)} + {buf:.0%} needs {need_up + held:,.0f} seats, {seats_ready:,} ready on "
-                   f"{n_ready} servers")
-            gap, gap_n = need_up - seats_ready, max(min_ready - n_ready, gs.min_powered - n_powered)
-            # re-enable drained servers first (most sessions first): no boot needed
-            cand = np.nonzero((p == ON) & (md == DRAIN_MODE) & ~lk & ~np.isnan(da))[0]
-            if len(cand):
-                cand = cand[np.argsort(-s[cand], kind="stable")]
-                for j in cand.tolist():
-                    if gap <= 0 and gap_n <= 0:
-                        break
-                    i = int(idx[j])
-                    ups.append(Action(ENABLE, i, why))
-                    self.drain_at[i] = da[j] = np.nan
-                    gap -= int(seats[j] - s[j])
-                    gap_n -= 1
-            room = (gs.max_powered - n_powered) if gs.max_powered is not None else len(idx)
-            cand = np.nonzero((p == OFF) & ~lk)[0]
-            if len(cand) and room > 0 and (gap > 0 or gap_n > 0):
-                cand = cand[np.argsort(-seats[cand], kind="stable")]
-                for j in cand.tolist():
-                    if (gap <= 0 and gap_n <= 0) or room <= 0:
-                        break
-                    ups.append(Action(BOOT, int(idx[j]), why))
-                    gap -= int(seats[j])
-                    gap_n -= 1
-                    room -= 1
-            self.last_up[k] = now
-            scaling_up = True
-        else:
-            scaling_up = False
-            if now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
-                self._scale_down(k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q,
-                                 seats, rd, lk, p, md, downs, da)
-        if n_mine:  # re-enabling only takes servers out of the drained set
-            self._shutdowns(k, idx, now, gs, slot, s, q, lk, p, md, n_powered, offs, da)
-        if gs.pack != "off":
-            free_need = need_up - math.ceil(self._reserve[k] * (1.0 + buf)) - busy_ready
-            self._pack(k, idx, lo, hi, now, gs, lead, dem, free_need, rd, lk, p, marks, da, boot_room)
-        elif gs.place_last_pct > 0 or gs.consolidate_pct > 0 or self._mk[lo:hi].any():
-            self._place_last(k, idx, gs, scaling_up, s, seats, rd, lk, p, marks)
-
-    def _scale_down(self, k, idx, now, gs, slot, buf, lead, dem, held, seats_ready, n_ready, min_ready, s, q, seats,
-                    rd, lk, p, md, downs, da):
-        horizon = lead + gs.cooldown_minutes * 60.0
-        f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
-        need_dn = math.ceil(f_dn * (1.0 + buf + gs.hysteresis_pct / 100.0)) - held
-        surplus = seats_ready - need_dn
-        if surplus <= 0 or n_ready <= min_ready:
-            return
-        ok = rd & (p == ON) & (q == 0) & ~lk
-        if gs.drain_max_sessions is not None:
-            ok &= s <= gs.drain_max_sessions
-        cand = np.nonzero(ok)[0]
-        if not len(cand):
-            return
-        if gs.drain_fewest_first:
-            cand = cand[np.argsort(s[cand], kind="stable")]
-        else:
-            cand = cand[::-1]
-        why = (f"{self.names[k]}: {'forecast' if gs.forecast else 'demand'} {f_dn:,.0f} sessions until "
-               f"{_clock(now + horizon)} + {buf:.0%} needs {need_dn + held:,.0f} seats, {seats_ready:,} ready: "
-               f"surplus {surplus:,}")
-        left = n_ready
-        for j in cand.tolist():
-            free = int(seats[j] - s[j])
-            if free > surplus or left <= min_ready:
-                if gs.drain_fewest_first:
-                    break
-                continue
-            i = int(idx[j])
-            downs.append(Action(DRAIN, i, why))
-            self.drain_at[i] = da[j] = now
-            self.chosen_sessions[i] = int(s[j])
-            surplus -= free
-            left -= 1
-
     def _place_last(self, k, idx, gs, scaling_up, s, seats, rd, lk, p, marks):
         """Drain-aware placement: mark the servers the group would drain next."""
         cur = self.marked[idx]
@@ -484,68 +505,6 @@ class Autoscale:
                 marks.append(Action(PLACE_FIRST, int(idx[j]), why_off))
             self.marked[idx] = want
 
-    def _room(self, by_load: bool) -> np.ndarray:
-        """Free room of every server in group order (float64, once per call): free
-        seats, capped by the load index with ``by_load``."""
-        room = self._rooms.get(by_load)
-        if room is None:
-            b, seats = self._cols[4], self._cols[5]
-            room = (seats - b).astype(np.float64)
-            if by_load:
-                li = self._li[self.order]
-                room = np.minimum(room, np.floor(seats * np.clip(1.0 - li / FULL_LOAD, 0.0, 1.0)))
-            self._rooms[by_load] = room
-        return room
-
-    def _pack(self, k, idx, lo, hi, now, gs, lead, dem, free_need, rd, lk, p, marks, da, boot_room):
-        """Ramp-down packing: the *keep set* is the fewest servers able to take a
-        session, those with the most sessions first, whose free room holds the free
-        seats the group needs (``free_need`` = ``need_up`` less the sessions and
-        pending logons on its ready servers) plus ``pack_margin`` seats; every other
-        such server is marked place-last, so new logons pack onto the keep set and
-        the rest empty by attrition. A server's room is its free seats, capped by
-        its load index when ``pack_by_load`` (a server full by load index takes
-        nothing). With ``pack = "falling"`` the marks are kept only while the
-        forecast over ``[now, now + lead + cooldown]`` does not exceed the demand.
-
-        Safety: the keep set always holds at least ``min(free_need + margin, room of
-        every candidate)`` free seats, so placement never has to fall back on a
-        marked server while the planner's own capacity need is met; marked servers
-        still take a session when no kept server can (a preference, never a
-        refusal). Only servers on, enabled, registered, not excluded and not drained
-        by the planner are ever marked. The group is ``self.order[lo:hi]``; ``da``
-        its ``drain_at`` (a view kept in step with it)."""
-        cand = rd & (p == ON) & ~lk & np.isnan(da)
-        want = np.zeros(len(idx), dtype=bool)
-        falling = True
-        if gs.pack == "falling":
-            horizon = lead + gs.cooldown_minutes * 60.0
-            falling = float(self._peak(now, horizon, gs)[k]) + self._extra[k] <= float(dem)
-        c = np.nonzero(cand)[0]
-        if len(c) and falling:
-            c += lo
-            # most sessions first, then most seats (a stable sort on one key, as lexsort)
-            c = c[np.argsort(-(self._cols[4][c] * self._key_scale + self._cols[5][c]), kind="stable")] - lo
-            room = self._room(gs.pack_by_load)[lo:hi][c]
-            # booting servers (enabled) will take sessions too: their seats (boot_room) count first
-            if gs.pack_pct is None:
-                head = max(free_need, 0.0) + gs.pack_margin - boot_room
-            else:
-                head = min(max(free_need, 0.0), gs.pack_pct / 100.0 * float(dem)) + gs.pack_margin - boot_room
-            keep = int(np.searchsorted(np.cumsum(np.maximum(room, 0.0)), head)) + 1 if head > 0 else 0
-            want[c[keep:]] = True
-        cur = self._mk[lo:hi]
-        if (want != cur).any():
-            why_on = (f"{self.names[k]}: packing: {int((cand & ~want).sum())} fullest servers hold the "
-                      f"{max(free_need, 0.0) + gs.pack_margin:,.0f} free seats needed; new sessions last")
-            why_off = f"{self.names[k]}: packing: kept open for new sessions"
-            for j in np.nonzero(want & ~cur)[0].tolist():
-                marks.append(Action(PLACE_LAST, int(idx[j]), why_on))
-            for j in np.nonzero(cur & ~want)[0].tolist():
-                marks.append(Action(PLACE_FIRST, int(idx[j]), why_off))
-            self.marked[idx] = want
-            cur[:] = want
-
     @staticmethod
     def _consolidate(gs, cand, s, seats, li) -> np.ndarray:
         """Consolidation: the fullest candidates whose free seats hold
@@ -562,29 +521,6 @@ class Autoscale:
         keep = int(np.searchsorted(free, head)) + 1  # the server that reaches the headroom stays open
         want[c[keep:]] = True
         return want
-
-    def _shutdowns(self, k, idx, now, gs, slot, s, q, lk, p, md, n_powered, offs, drain_at):
-        mine = ~np.isnan(drain_at) & (p == ON) & (md == DRAIN_MODE) & ~lk
-        if not mine.any():
-            return
-        delay = gs.power_off_delay_minutes * 60.0
-        empty = mine & (s == 0) & (q == 0)
-        since = drain_at if gs.off_delay_from == "drain" else np.maximum(self.idle_since[idx], drain_at)
-        due = np.nonzero(empty & (now - since >= delay))[0]
-        keep = max(gs.min_powered, slot.min_on if slot is not None else 0)
-        room = n_powered - keep
-        if len(due) and room > 0:
-            why = (f"{self.names[k]}: drained at {{}} and empty; power-off delay "
-                   f"{gs.power_off_delay_minutes:g} min from {gs.off_delay_from}")
-            for j in due[:room].tolist():
-                offs.append(Action(SHUTDOWN, int(idx[j]), why.format(_clock(drain_at[j]))))
-        if gs.forced_logoff_minutes is not None:
-            late = np.nonzero(mine & (s > 0) & (now - drain_at >= gs.forced_logoff_minutes * 60.0))[0]
-            for j in late.tolist():
-                offs.append(Action(LOGOFF, int(idx[j]), f"{self.names[k]}: drained at {_clock(drain_at[j])}, "
-                                   f"{int(s[j])} sessions logged off after {gs.forced_logoff_minutes:g} min "
-                                   f"(warned {gs.logoff_warning_minutes:g} min before)"))
-
 
 class Citrix(Autoscale):
     """A faithful reactive baseline (Citrix Autoscale's behaviour): capacity buffer
