@@ -95,6 +95,7 @@ class DayState:
         actions: the action policy's actions carried out, (now, kind, server, reason).
         boot_image: per server, the image it boots next (None: keeps its image);
             set by a ``reimage`` action, applied when the boot completes.
+        boot_reason: per server, that action's reason (the image op's in the trace).
         image: per server, the image it runs (``Scheduler.set_image`` as well).
         bad_image: an image whose servers fail to register when they boot it
             ([rollout] bad_image), or None.
@@ -126,6 +127,7 @@ class DayState:
     since: np.ndarray | None = None
     actions: list | None = None
     boot_image: list | None = None
+    boot_reason: list | None = None
     image: list | None = None
     bad_image: str | None = None
 
@@ -141,7 +143,7 @@ class DayState:
         return cls(tally=dict.fromkeys(_TALLY, 0), outcomes=[0] * 4, reasons=[0] * n_reasons,
                    on_since=[-math.inf] * n_srv, down=np.zeros(n_srv, dtype=bool),
                    want=np.ones(n_srv, dtype=bool), idle=idle, decisions=dec, since=np.zeros(n_srv), actions=[],
-                   boot_image=[None] * n_srv, image=[FLEET_IMAGE] * n_srv)
+                   boot_image=[None] * n_srv, boot_reason=[None] * n_srv, image=[FLEET_IMAGE] * n_srv)
 
 
 @dataclass

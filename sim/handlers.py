@@ -96,7 +96,7 @@ def server_events(d, evs, tick, now):
                 if img is not None:  # came back on the image set while it was off
                     st.boot_image[i] = None
                     st.image[i] = img
-                    calls.set_image(i, img, now)
+                    calls.set_image(i, img, now, st.boot_reason[i])
                 if st.bad_image is not None:  # a bad image: its servers never register
                     reg = st.image[i] != st.bad_image
                     if bool(d.registered_v[i]) != reg:
@@ -292,6 +292,7 @@ def apply_actions(d, tick, now, actions):
             tally["marks"] += 1
         elif k == REIMAGE:
             st.boot_image[i] = a.image
+            st.boot_reason[i] = why
         if log is not None:
             log.append((now, k, i, a.reason))
 

@@ -1,5 +1,7 @@
 """A day with a rollout exports a trace that replays with no error and the same decisions."""
 
+import json
+
 import pytest
 
 from usher.formats.replay import replay
@@ -19,7 +21,9 @@ def test_a_rollout_day_replays(tmp_path, bad):
     result = simulate_day(scenario, trace=writer, keep_decisions=True)
     writer.close()
     ops = {line.split('"op":')[1].split('"')[1] for line in path.read_text().splitlines()}
-    assert "image" in ops  # the rollout's image changes are in the trace
+    assert "image" in ops  # the rollout's image changes are in the trace, each with the planner's reason
+    image_lines = [json.loads(line) for line in path.read_text().splitlines() if '"op":"image"' in line]
+    assert image_lines and all(isinstance(op.get("reason"), str) and op["reason"] for op in image_lines)
     if bad:
         assert "register" in ops  # a server that fails to register on the bad image
     replayed = replay(str(path))
