@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import re
+import signal
 import threading
 import time
 
@@ -340,17 +341,32 @@ class Journal:
         self.last_snapshot = time.time()
         return path
 
-    def close(self) -> None:
-        """Make every record durable, wait for a snapshot being written, close the segment."""
+    def close(self, snapshot_timeout: float = 120.0) -> None:
+        """Make every record durable, close the segment, and wait (at most
+        ``snapshot_timeout`` seconds) for a snapshot being written by a child; a child
+        still running then is killed (the previous snapshot and every segment after it
+        are still there)."""
         with self._lock:
             self._writer.close()
-        self.wait_snapshot()
+        if not self.wait_snapshot(snapshot_timeout):
+            child = self._child
+            if child is not None:
+                log.warning("the child writing a snapshot (pid %d) did not finish in %.0f s: killed", child,
+                            snapshot_timeout)
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.wait_snapshot()
 
-    def wait_snapshot(self) -> None:
-        """Wait until no snapshot is being written by a child process."""
+    def wait_snapshot(self, timeout: float | None = None) -> bool:
+        """Wait until no snapshot is being written by a child process (at most
+        ``timeout`` seconds); returns whether none is."""
         reaper = self._reaper
         if reaper is not None:
-            reaper.join()
+            reaper.join(timeout)
+            return not reaper.is_alive()
+        return True
 
     _reaper: threading.Thread | None = None
 

@@ -254,3 +254,24 @@ def test_a_child_that_fails_leaves_the_previous_snapshot_and_every_segment(tmp_p
     assert sorted(f for f in files if f.startswith("snapshot-")) == before
     assert len([f for f in files if f.startswith("journal-")]) == 2  # the one before the fork and the one after
     assert state_of(journal.open(tmp_path / "j").replayer) == state_of(reference(ops))
+
+
+def test_close_kills_a_child_that_does_not_finish_its_snapshot(tmp_path, monkeypatch):
+    import time
+
+    ops = PRELUDE + stream(7, 120)
+    j = journal.open(tmp_path / "j", snapshot_every=None)
+    j.apply(ops[:40])
+    j.snapshot()
+
+    def hang(path, obj):
+        time.sleep(600)
+
+    monkeypatch.setattr(journal.store.snap, "write_atomic", hang)  # in the child, after the fork
+    j.background_snapshots, j.snapshot_every = True, 10
+    j.apply(ops[40:])
+    assert j._child is not None
+    started = time.monotonic()
+    j.close(snapshot_timeout=0.5)
+    assert time.monotonic() - started < 30 and j._child is None
+    assert state_of(journal.open(tmp_path / "j").replayer) == state_of(reference(ops))
