@@ -69,14 +69,19 @@ def parse_rollout(text: str) -> dict:
     return {"enabled": True, "image": image, "start": start.strip(), "deadline": end.strip()}
 
 
-def _policies(text: str) -> list[str]:
+def _names(text: str, allowed, kind: str, kinds: str) -> list[str]:
+    """The comma-separated names of ``text``, each one of ``allowed`` (BadParameter otherwise)."""
     out = [p.strip() for p in text.split(",") if p.strip()]
     for p in out:
-        if p not in POLICIES:
-            raise click.BadParameter(f"{p!r}: policies are {', '.join(POLICIES)}")
+        if p not in allowed:
+            raise click.BadParameter(f"{p!r}: {kinds} are {', '.join(allowed)}")
     if not out:
-        raise click.BadParameter("no policy given")
+        raise click.BadParameter(f"no {kind} given")
     return out
+
+
+def _policies(text: str) -> list[str]:
+    return _names(text, POLICIES, "policy", "policies")
 
 
 class _Bar:
@@ -246,13 +251,7 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
 
 
 def _power_list(text: str) -> list[str]:
-    out = [p.strip() for p in text.split(",") if p.strip()]
-    for p in out:
-        if p not in POWER_POLICIES:
-            raise click.BadParameter(f"{p!r}: power policies are {', '.join(POWER_POLICIES)}")
-    if not out:
-        raise click.BadParameter("no power policy given")
-    return out
+    return _names(text, POWER_POLICIES, "power policy", "power policies")
 
 
 def _days(sc, power, settings, bar, trace=None):
