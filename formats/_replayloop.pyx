@@ -23,8 +23,10 @@ their fields and builds their decision lines costs as much again. Here the loop 
 from cpython.object cimport PyObject
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetDefault
-from cpython.list cimport PyList_Append, PyList_GET_SIZE, PyList_GET_ITEM
-from libc.stdint cimport int64_t
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp, memcpy, memset
 
 import types
 
@@ -38,6 +40,7 @@ from usher.formats.trace import (
     TelemetryOp,
     UserOp,
 )
+from usher.validate import MAX_TIME as _MAX_TIME
 
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
@@ -48,11 +51,30 @@ cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
 
+cdef extern from *:
+    """
+    /* The length of o when it is an exact str of at most max ASCII characters held
+       in the compact form (every ASCII str the decoder builds is), its characters in
+       *data; else -1. Two such strs are equal iff their bytes are. */
+    static inline Py_ssize_t replay_inline_text(PyObject* o, const char** data, Py_ssize_t max) {
+        if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_COMPACT_ASCII(o)
+                || PyUnicode_GET_LENGTH(o) > max)
+            return -1;
+        *data = (const char*)PyUnicode_DATA(o);
+        return PyUnicode_GET_LENGTH(o);
+    }
+    """
+    Py_ssize_t replay_inline_text(PyObject* o, const char** data, Py_ssize_t max)
+
 cdef enum:
+    INLINE_TEXT = 15  # NameSlot.text
+    CACHE_SLOTS = 1 << 17  # NameCache: 4 MiB
+    SESSION_RUN = 1024  # longest run of session lines given to one session_ops_many
     T_OBJECT_EX = 16  # a member descriptor's slot of an object reference (structmember.h)
     REASON_BITS = 4  # the outcome tally: (outcome << 4) + reason -> count
     TALLY_SLOTS = 64
 
+cdef double MAX_TIME = _MAX_TIME
 cdef int PLACED = 0
 cdef int REJECTED = 3
 cdef tuple OUTCOME_NAMES = tuple(_OUTCOME_NAMES)
@@ -81,6 +103,7 @@ cdef Py_ssize_t _slot_offset(object cls, str field):
 cdef class _Slots:
     """The slot offsets of an op class's fields (-1: read with getattr)."""
     cdef Py_ssize_t t, id, user, app, location, endpoint, external, session
+    cdef object code  # a session op's SessionOp code (an int), else None
 
     def __init__(self, object cls):
         fields = cls.__struct_fields__
@@ -92,6 +115,7 @@ cdef class _Slots:
         self.endpoint = _slot_offset(cls, "endpoint") if "endpoint" in fields else -1
         self.external = _slot_offset(cls, "external") if "external" in fields else -1
         self.session = _slot_offset(cls, "session") if "session" in fields else -1
+        self.code = SESSION_CLASSES.get(cls)
 
 
 cdef inline object _field(object op, Py_ssize_t offset, str name):
@@ -115,6 +139,87 @@ cdef inline bint _in_order(object last, object t) except -1:
     return bool(last <= t)
 
 
+# One slot of a NameCache: 32 bytes, two to a cache line.
+ctypedef struct NameSlot:
+    uint64_t hash  # the id's hash
+    int64_t sid  # its engine session id; -1: rejected (None in names)
+    uint8_t n_text  # the id's length (0: an empty slot; ids are never empty)
+    char text[INLINE_TEXT]  # its characters
+
+
+cdef class NameCache:
+    """The session ids of the last launches, by launch id: a cache in front of
+    ``Replayer.names`` for the session lines that name them (most name a launch of
+    the last minutes, a few thousand ids among the day's hundreds of thousands).
+
+    A dict probe reads its index, its entry and the stored key: three random reads
+    into a table of every launch id of the trace. This cache is direct-mapped over
+    32-byte slots holding the id's hash, its characters (ids of up to 15 ASCII
+    characters) and its session id, so a hit is one read of a 4 MiB table; a miss
+    (an id whose slot a later launch took, a longer id) asks the dict. Every write
+    to ``names`` by the replay goes through :meth:`put`, so the cache never
+    disagrees with it; a change of the dict's size made by anyone else between two
+    blocks empties the cache (``Replayer.names`` is the replay's record: its
+    entries are not rewritten from outside)."""
+
+    cdef NameSlot* slots
+    cdef Py_ssize_t names_seen  # len(names) when the replay last wrote it
+
+    def __cinit__(self):
+        self.slots = <NameSlot*>calloc(CACHE_SLOTS, sizeof(NameSlot))
+        if self.slots == NULL:
+            raise MemoryError("cannot allocate the replay's session-name cache")
+        self.names_seen = -1
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    cdef void clear(self) noexcept:
+        memset(self.slots, 0, CACHE_SLOTS * sizeof(NameSlot))
+
+    cdef int put(self, object rid, object sid) except -1:
+        """Record ``names[rid] = sid`` (just written)."""
+        cdef const char* text = NULL
+        cdef Py_ssize_t n_text = replay_inline_text(<PyObject*>rid, &text, INLINE_TEXT)
+        cdef int64_t v
+        cdef NameSlot* slot
+        if n_text <= 0:
+            return 0
+        if sid is None:
+            v = -1
+        elif type(sid) is int and 0 <= sid < (1 << 62):
+            v = sid
+        else:
+            return 0
+        cdef uint64_t h = <uint64_t>hash(rid)
+        slot = &self.slots[h & (CACHE_SLOTS - 1)]
+        slot.hash = h
+        slot.sid = v
+        slot.n_text = <uint8_t>n_text
+        memcpy(slot.text, text, n_text)
+        return 0
+
+    cdef object get(self, object name, dict names):
+        """``names.get(name)`` (None also for a name not in it)."""
+        cdef const char* text = NULL
+        cdef Py_ssize_t n_text = replay_inline_text(<PyObject*>name, &text, INLINE_TEXT)
+        cdef NameSlot* slot
+        cdef uint64_t h
+        if n_text > 0:
+            h = <uint64_t>hash(name)
+            slot = &self.slots[h & (CACHE_SLOTS - 1)]
+            if slot.hash == h and slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
+                return None if slot.sid < 0 else slot.sid
+        return names.get(name)
+
+    cdef int follow(self, dict names) except -1:
+        """Empty the cache if ``names`` changed size since the replay last wrote it."""
+        if len(names) != self.names_seen:
+            self.clear()
+            self.names_seen = len(names)
+        return 0
+
+
 cdef class DecisionMaker:
     """``decide(t, rid, oc, rc, sid, server, zone, load_index)``: make, count and
     emit the decision line of launch ``rid`` at ``t`` (outcome code ``oc``, reason
@@ -132,12 +237,14 @@ cdef class DecisionMaker:
     cdef dict names, creator
     cdef list keep, emit
     cdef int64_t tally[TALLY_SLOTS]
+    cdef NameCache cache  # in front of names, for the session lines
 
     def __init__(self, dict names, dict creator, list keep, list emit):
         self.names = names
         self.creator = creator
         self.keep = keep
         self.emit = emit
+        self.cache = NameCache()
 
     def __call__(self, t, rid, int oc, int rc, sid, server, zone, load_index):
         return self.decide(t, rid, oc, rc, sid, server, zone, load_index)
@@ -152,10 +259,12 @@ cdef class DecisionMaker:
             raise IndexError(f"outcome {oc} / reason {rc} out of range")
         if oc == REJECTED:
             self.names[rid] = None
+            self.cache.put(rid, None)
             self.tally[(REJECTED << REASON_BITS) + rc] += 1
             rec = DECISION(t, rid, OUTCOME_NAMES[oc], None, None, None, REASON_NAMES[rc], None)
         else:
             self.names[rid] = sid
+            self.cache.put(rid, sid)
             self.tally[oc << REASON_BITS] += 1
             if oc == PLACED:
                 self.creator[sid] = rid
@@ -163,11 +272,56 @@ cdef class DecisionMaker:
             else:
                 sname = <object>PyDict_SetDefault(self.creator, sid, rid)
             rec = DECISION(t, rid, OUTCOME_NAMES[oc], server, zone, sname, None, load_index)
+        self.cache.names_seen = len(self.names)
         if self.keep is not None:
             self.keep.append(rec)
         if self.emit is not None:
             self.emit.append(rec)
         return rec
+
+
+cdef Py_ssize_t _session_run(object s, list ops, Py_ssize_t i, Py_ssize_t n, NameCache cache,
+                             dict names, object last) except? -1:
+    """Apply the run of session lines (logon_done, disconnect, logoff, launch_failed)
+    from ``ops[i]`` with one ``session_ops_many``, all or nothing: the run ends at the
+    first line that is not one, whose ``t`` is not a float in time order from ``last``
+    and within the time rule, or whose session is not a launch that placed (those go
+    the one-by-one way), or after SESSION_RUN lines. Returns where the run ends, or
+    minus that when it would fail (nothing applied: the caller replays it line by
+    line, which reports the bad line)."""
+    cdef Py_ssize_t j = i
+    cdef double before = PyFloat_AS_DOUBLE(last) if type(last) is float else last
+    cdef double x
+    cdef PyObject* found
+    cdef _Slots slots
+    cdef list codes = [], sids = [], times = []
+    while j < n and j - i < SESSION_RUN:
+        op = <object>PyList_GET_ITEM(ops, j)
+        found = PyDict_GetItem(SESSION_SLOTS, type(op))
+        if found == NULL:
+            break
+        slots = <_Slots>found
+        t = _field(op, slots.t, "t")
+        if type(t) is not float:
+            break
+        x = PyFloat_AS_DOUBLE(t)
+        if not (before <= x <= MAX_TIME):  # NaN fails
+            break
+        sid = cache.get(_field(op, slots.session, "session"), names)
+        if type(sid) is not int or sid < 0:
+            break
+        codes.append(slots.code)
+        sids.append(sid)
+        times.append(t)
+        before = x
+        j += 1
+    if j == i:
+        return i
+    try:
+        s.session_ops_many(codes, sids, times)
+    except Exception:
+        return -j
+    return j
 
 
 def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t max_run,
@@ -185,8 +339,6 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
         calls = r._session_calls = (s, {cls: getattr(s, name)
                                         for cls, name in dispatch.SESSION_METHODS.items()}.get)
     session_call = calls[1]
-    session_codes = dispatch.SESSION_OPS
-    session_run = s.session_run
     writer = r._writer
     cdef list pending = writer.pending if writer is not None else None
     cdef Py_ssize_t n = len(ops), i = 0, j, end
@@ -195,6 +347,7 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
     cdef _Slots slots
     cdef PyObject* found
     cdef _Slots ls = LAUNCH_SLOTS
+    decide.cache.follow(names)
     while i < n:
         op = <object>PyList_GET_ITEM(ops, i)
         cls = type(op)
@@ -233,7 +386,7 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
                 if batch:
                     # the run of session lines from here, up to the first that names
                     # no session or goes back in time, applied with one compiled call
-                    end = session_run(ops, i, names, session_codes, last)
+                    end = _session_run(s, ops, i, n, decide.cache, names, last)
                     if end < 0:  # nothing was applied: the run goes line by line
                         r.last_t = last
                         i = r._by_line(first, ops, i, -end)
