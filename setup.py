@@ -1,4 +1,5 @@
-"""Builds the Cython extension ``usher._engine`` (bindings/_engine.pyx).
+"""Builds the Cython extensions: ``usher._engine`` (bindings/_engine.pyx) and the
+replay's compiled loop ``usher.formats._replayloop`` (formats/_replayloop.pyx).
 
 Everything else (metadata, dependencies, package layout) lives in pyproject.toml.
 
@@ -78,7 +79,8 @@ extensions = [
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2"],
-    )
+    ),
+    Extension("usher.formats._replayloop", ["formats/_replayloop.pyx"], extra_compile_args=["-O2"]),
 ]
 
 setup(

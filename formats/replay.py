@@ -28,9 +28,12 @@ small next to the engine's own cost:
   ``dispatch.SESSION_METHODS``; any other op, and a hot op that fails, goes through
   :func:`usher.formats.dispatch.apply_op` (a failed operation changed nothing, so
   trying it twice is safe). Every decision line, inline, batched or explained, is made
-  by one closure (``Replayer._decision_maker``); the call costs about 2% of a replay's
-  instructions against the line written out in the loop, which is the price of one
-  source for it.
+  by one object (``usher.formats._replayloop.DecisionMaker``).
+- *the loop compiled*: the loop over a block is ``usher.formats._replayloop.process``,
+  a Cython translation of :meth:`Replayer._process_python` (op classes compared by
+  pointer, fields read at their slots); the Python loop stays as its reference (the
+  two are checked against each other on random traces) and runs when
+  ``Replayer.compiled`` is False.
 - *encode in bulk*: decision and error lines are encoded a few dozen at a time with
   ``Encoder.encode_lines`` (while they are still in the CPU caches) and written in
   chunks of a megabyte.
@@ -61,6 +64,8 @@ from msgspec import Struct
 from usher.core.codes import Outcome
 from usher.errors import DuplicateName, InvalidArgument, TimeWentBackwards, UsherError
 from usher.formats import dispatch
+from usher.formats._replayloop import DecisionMaker
+from usher.formats._replayloop import process as _process_compiled
 from usher.formats.trace import (
     BLANK,
     BLOCK_BYTES,
@@ -110,11 +115,9 @@ _MIN_LAUNCH_RUN = 1024
 _MIN_TELEMETRY_RUN = 16
 _MIN_USER_RUN = 16  # a user directory: add_users is all or nothing, so a bad line falls back
 
-_PLACED = int(Outcome.PLACED)
 _REJECTED = int(Outcome.REJECTED)
 _REASON_BITS = 4  # the outcome tally: (outcome << 4) + reason -> count
 _REASON_SLOTS = 1 << _REASON_BITS
-_REJECTED_SLOT = _REJECTED << _REASON_BITS
 _PENDING = object()  # a launch id taken by a launch of the batch being placed
 # exceptions that mean "a value the scheduler cannot take", reported as InvalidArgument
 _VALUE_ERRORS = (OverflowError, ValueError, TypeError)
@@ -225,11 +228,15 @@ class Replayer:
         batch: use ``launch_many`` / ``telemetry_many`` / ``add_users`` for runs (same decisions).
 
     Attributes:
+        compiled: apply blocks with the compiled loop (the default) or the Python one
+            (the same lines and state; a class attribute).
         names: launch id -> engine session id (None when the launch was rejected).
         creator: engine session id -> id of the launch that created the session.
         last_t: ``t`` of the last line applied.
         ops, lines: lines replayed (blank lines not counted) / read.
     """
+
+    compiled = True
 
     def __init__(self, scheduler: Scheduler | None = None, out: IO[Any] | None = None, explain: bool = False,
                  keep: bool = True, batch: bool = True) -> None:
@@ -249,7 +256,6 @@ class Replayer:
         self.errors: list = []
         self.ops = 0
         self.lines = 0  # lines read so far (line numbers go on from one feed to the next)
-        self._tally = [0] * (_REASON_SLOTS * len(OUTCOME_NAMES))
         self.seconds = 0.0
         now = scheduler.now
         self.last_t = -_INF if now is None else now
@@ -323,48 +329,24 @@ class Replayer:
 
     @property
     def outcomes(self) -> dict:
-        return {_tally_key(k): n for k, n in enumerate(self._tally) if n}
+        return {_tally_key(k): n for k, n in enumerate(self._decide.counts()) if n}
 
     @property
     def launches(self) -> int:
-        return sum(self._tally)
+        return sum(self._decide.counts())
 
     def session_id(self, name):
         """The engine session id that a launch id names (None if rejected)."""
         return self.names[name]
 
     # ------------------------------------------------------------ decisions
-    def _decision_maker(self):
+    def _decision_maker(self) -> DecisionMaker:
         """``decide(t, rid, oc, rc, sid, server, zone, load_index)``: make, count and
         emit the decision line of launch ``rid`` at ``t`` (outcome code ``oc``, reason
         code ``rc``, engine session ``sid``) and take ``rid`` as a name of its session;
-        returns the line. The one place a decision line is made (a closure: what it
-        uses is bound once, as it runs for every launch)."""
-        names, creator, tally = self.names, self.creator, self._tally
-        keep = self.decisions.append if self.keep else None
-        emit = self._writer.pending.append if self._writer is not None else None
-
-        def decide(t, rid, oc, rc, sid, server, zone, load_index):
-            if oc == _REJECTED:
-                names[rid] = None
-                tally[_REJECTED_SLOT + rc] += 1
-                rec = LaunchDecision(t, rid, OUTCOME_NAMES[oc], None, None, None, REASON_NAMES[rc], None)
-            else:
-                names[rid] = sid
-                tally[oc << _REASON_BITS] += 1
-                if oc == _PLACED:
-                    creator[sid] = rid
-                    sname = rid
-                else:
-                    sname = creator.setdefault(sid, rid)
-                rec = LaunchDecision(t, rid, OUTCOME_NAMES[oc], server, zone, sname, None, load_index)
-            if keep is not None:
-                keep(rec)
-            if emit is not None:
-                emit(rec)
-            return rec
-
-        return decide
+        returns the line. The one place a decision line is made."""
+        return DecisionMaker(self.names, self.creator, self.decisions if self.keep else None,
+                             self._writer.pending if self._writer is not None else None)
 
     def _launch(self, op):
         """A launch line, one by one (with the explanation when asked)."""
@@ -379,6 +361,15 @@ class Replayer:
 
     # ------------------------------------------------------------ loop
     def _process(self, first, ops):
+        """Apply one block of ops (``ops[k]`` is line ``first + k``): the compiled
+        loop, or :meth:`_process_python` when ``compiled`` is False."""
+        if self.compiled:
+            _process_compiled(self, first, ops if ops.__class__ is list else list(ops),
+                              _MIN_LAUNCH_RUN, _MAX_RUN, _FLUSH)
+        else:
+            self._process_python(first, ops)
+
+    def _process_python(self, first, ops):
         """Apply one block of ops (``ops[k]`` is line ``first + k``).
 
         The hot ops are applied inline, with what they use bound to locals and the

@@ -1,0 +1,426 @@
+# cython: language_level=3
+"""The replay's hot loop, compiled: :func:`process` is ``Replayer._process_python``
+(usher.formats.replay) line for line, and :class:`DecisionMaker` is the one place a
+decision line is made.
+
+Design: a broker day is two thirds launch and session lines, each a few hundred
+nanoseconds of engine work; in the interpreter, the loop that dispatches them, reads
+their fields and builds their decision lines costs as much again. Here the loop is C:
+
+- an op's class is compared by pointer, and its fields are read at their offsets in
+  the op Struct (msgspec keeps each field in a slot described by a member descriptor:
+  its offset is read once, at import; a class whose fields are not plain object slots
+  is read with ``getattr``, the same values);
+- the time of the last line applied is kept in a local, written back to
+  ``Replayer.last_t`` before any call into the Python part of the replay; two float
+  times are compared in C, any other as Python compares them;
+- every call into the scheduler and every cold path (a failed line, a batch) is the
+  Python loop's own call, in the same order, so the two loops give the same lines,
+  the same errors and the same state (tests/test_replay_loop.py checks them against
+  each other on random traces).
+"""
+
+from cpython.object cimport PyObject
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.dict cimport PyDict_GetItem, PyDict_SetDefault
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp, memcpy, memset
+
+import types
+
+from usher.formats import dispatch
+from usher.formats.trace import (
+    BLANK,
+    OUTCOME_NAMES as _OUTCOME_NAMES,
+    REASON_NAMES as _REASON_NAMES,
+    LaunchDecision,
+    LaunchOp,
+    TelemetryOp,
+    UserOp,
+)
+from usher.validate import MAX_TIME as _MAX_TIME
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+        int flags
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef extern from *:
+    """
+    /* The length of o when it is an exact str of at most max ASCII characters held
+       in the compact form (every ASCII str the decoder builds is), its characters in
+       *data; else -1. Two such strs are equal iff their bytes are. */
+    static inline Py_ssize_t replay_inline_text(PyObject* o, const char** data, Py_ssize_t max) {
+        if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_COMPACT_ASCII(o)
+                || PyUnicode_GET_LENGTH(o) > max)
+            return -1;
+        *data = (const char*)PyUnicode_DATA(o);
+        return PyUnicode_GET_LENGTH(o);
+    }
+    """
+    Py_ssize_t replay_inline_text(PyObject* o, const char** data, Py_ssize_t max)
+
+cdef enum:
+    INLINE_TEXT = 15  # NameSlot.text
+    CACHE_SLOTS = 1 << 17  # NameCache: 4 MiB
+    SESSION_RUN = 1024  # longest run of session lines given to one session_ops_many
+    T_OBJECT_EX = 16  # a member descriptor's slot of an object reference (structmember.h)
+    REASON_BITS = 4  # the outcome tally: (outcome << 4) + reason -> count
+    TALLY_SLOTS = 64
+
+cdef double MAX_TIME = _MAX_TIME
+cdef int PLACED = 0
+cdef int REJECTED = 3
+cdef tuple OUTCOME_NAMES = tuple(_OUTCOME_NAMES)
+cdef tuple REASON_NAMES = tuple(_REASON_NAMES)
+cdef object DECISION = LaunchDecision
+cdef object LAUNCH = LaunchOp
+cdef object TELEMETRY = TelemetryOp
+cdef object USER = UserOp
+cdef dict SESSION_CLASSES = dict(dispatch.SESSION_OPS)
+
+
+cdef Py_ssize_t _slot_offset(object cls, str field):
+    """Offset of ``field``'s object slot in an instance of ``cls``, or -1 when it is
+    not a plain member slot (then it is read with getattr)."""
+    for klass in cls.__mro__:
+        d = klass.__dict__.get(field)
+        if d is not None:
+            if type(d) is not types.MemberDescriptorType:
+                return -1
+            if (<PyMemberDescrObject*>d).d_member.type != T_OBJECT_EX:
+                return -1
+            return (<PyMemberDescrObject*>d).d_member.offset
+    return -1
+
+
+cdef class _Slots:
+    """The slot offsets of an op class's fields (-1: read with getattr)."""
+    cdef Py_ssize_t t, id, user, app, location, endpoint, external, session
+    cdef object code  # a session op's SessionOp code (an int), else None
+
+    def __init__(self, object cls):
+        fields = cls.__struct_fields__
+        self.t = _slot_offset(cls, "t")
+        self.id = _slot_offset(cls, "id") if "id" in fields else -1
+        self.user = _slot_offset(cls, "user") if "user" in fields else -1
+        self.app = _slot_offset(cls, "app") if "app" in fields else -1
+        self.location = _slot_offset(cls, "location") if "location" in fields else -1
+        self.endpoint = _slot_offset(cls, "endpoint") if "endpoint" in fields else -1
+        self.external = _slot_offset(cls, "external") if "external" in fields else -1
+        self.session = _slot_offset(cls, "session") if "session" in fields else -1
+        self.code = SESSION_CLASSES.get(cls)
+
+
+cdef inline object _field(object op, Py_ssize_t offset, str name):
+    """``op.<name>``: read at its slot's offset when known and set."""
+    cdef PyObject* value
+    if offset >= 0:
+        value = (<PyObject**>((<char*><PyObject*>op) + offset))[0]
+        if value != NULL:
+            return <object>value
+    return getattr(op, name)
+
+
+cdef _Slots LAUNCH_SLOTS = _Slots(LaunchOp)
+cdef dict SESSION_SLOTS = {cls: _Slots(cls) for cls in SESSION_CLASSES}
+
+
+cdef inline bint _in_order(object last, object t) except -1:
+    """``last <= t`` as Python decides it (a C compare for two floats)."""
+    if type(t) is float and type(last) is float:
+        return PyFloat_AS_DOUBLE(last) <= PyFloat_AS_DOUBLE(t)
+    return bool(last <= t)
+
+
+# One slot of a NameCache: 32 bytes, two to a cache line.
+ctypedef struct NameSlot:
+    uint64_t hash  # the id's hash
+    int64_t sid  # its engine session id; -1: rejected (None in names)
+    uint8_t n_text  # the id's length (0: an empty slot; ids are never empty)
+    char text[INLINE_TEXT]  # its characters
+
+
+cdef class NameCache:
+    """The session ids of the last launches, by launch id: a cache in front of
+    ``Replayer.names`` for the session lines that name them (most name a launch of
+    the last minutes, a few thousand ids among the day's hundreds of thousands).
+
+    A dict probe reads its index, its entry and the stored key: three random reads
+    into a table of every launch id of the trace. This cache is direct-mapped over
+    32-byte slots holding the id's hash, its characters (ids of up to 15 ASCII
+    characters) and its session id, so a hit is one read of a 4 MiB table; a miss
+    (an id whose slot a later launch took, a longer id) asks the dict. Every write
+    to ``names`` by the replay goes through :meth:`put`, so the cache never
+    disagrees with it; a change of the dict's size made by anyone else between two
+    blocks empties the cache (``Replayer.names`` is the replay's record: its
+    entries are not rewritten from outside)."""
+
+    cdef NameSlot* slots
+    cdef Py_ssize_t names_seen  # len(names) when the replay last wrote it
+
+    def __cinit__(self):
+        self.slots = <NameSlot*>calloc(CACHE_SLOTS, sizeof(NameSlot))
+        if self.slots == NULL:
+            raise MemoryError("cannot allocate the replay's session-name cache")
+        self.names_seen = -1
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    cdef void clear(self) noexcept:
+        memset(self.slots, 0, CACHE_SLOTS * sizeof(NameSlot))
+
+    cdef int put(self, object rid, object sid) except -1:
+        """Record ``names[rid] = sid`` (just written)."""
+        cdef const char* text = NULL
+        cdef Py_ssize_t n_text = replay_inline_text(<PyObject*>rid, &text, INLINE_TEXT)
+        cdef int64_t v
+        cdef NameSlot* slot
+        if n_text <= 0:
+            return 0
+        if sid is None:
+            v = -1
+        elif type(sid) is int and 0 <= sid < (1 << 62):
+            v = sid
+        else:
+            return 0
+        cdef uint64_t h = <uint64_t>hash(rid)
+        slot = &self.slots[h & (CACHE_SLOTS - 1)]
+        slot.hash = h
+        slot.sid = v
+        slot.n_text = <uint8_t>n_text
+        memcpy(slot.text, text, n_text)
+        return 0
+
+    cdef object get(self, object name, dict names):
+        """``names.get(name)`` (None also for a name not in it)."""
+        cdef const char* text = NULL
+        cdef Py_ssize_t n_text = replay_inline_text(<PyObject*>name, &text, INLINE_TEXT)
+        cdef NameSlot* slot
+        cdef uint64_t h
+        if n_text > 0:
+            h = <uint64_t>hash(name)
+            slot = &self.slots[h & (CACHE_SLOTS - 1)]
+            if slot.hash == h and slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
+                return None if slot.sid < 0 else slot.sid
+        return names.get(name)
+
+    cdef int follow(self, dict names) except -1:
+        """Empty the cache if ``names`` changed size since the replay last wrote it."""
+        if len(names) != self.names_seen:
+            self.clear()
+            self.names_seen = len(names)
+        return 0
+
+
+cdef class DecisionMaker:
+    """``decide(t, rid, oc, rc, sid, server, zone, load_index)``: make, count and
+    emit the decision line of launch ``rid`` at ``t`` (outcome code ``oc``, reason
+    code ``rc``, engine session ``sid``) and take ``rid`` as a name of its session;
+    returns the line. The one place a decision line is made, for the compiled loop
+    and the Python one alike.
+
+    Args:
+        names: launch id -> engine session id (None: rejected), written here.
+        creator: engine session id -> id of the launch that created the session.
+        keep: a list that keeps every line, or None.
+        emit: the list of lines waiting to be encoded, or None.
+    """
+
+    cdef dict names, creator
+    cdef list keep, emit
+    cdef int64_t tally[TALLY_SLOTS]
+    cdef NameCache cache  # in front of names, for the session lines
+
+    def __init__(self, dict names, dict creator, list keep, list emit):
+        self.names = names
+        self.creator = creator
+        self.keep = keep
+        self.emit = emit
+        self.cache = NameCache()
+
+    def __call__(self, t, rid, int oc, int rc, sid, server, zone, load_index):
+        return self.decide(t, rid, oc, rc, sid, server, zone, load_index)
+
+    def counts(self):
+        """The outcome tally: ``[(outcome << 4) + reason] -> launches``."""
+        return [self.tally[k] for k in range(len(OUTCOME_NAMES) << REASON_BITS)]
+
+    cdef object decide(self, object t, object rid, int oc, int rc, object sid, object server,
+                       object zone, object load_index):
+        if not (0 <= oc < len(OUTCOME_NAMES) and 0 <= rc < (1 << REASON_BITS)):
+            raise IndexError(f"outcome {oc} / reason {rc} out of range")
+        if oc == REJECTED:
+            self.names[rid] = None
+            self.cache.put(rid, None)
+            self.tally[(REJECTED << REASON_BITS) + rc] += 1
+            rec = DECISION(t, rid, OUTCOME_NAMES[oc], None, None, None, REASON_NAMES[rc], None)
+        else:
+            self.names[rid] = sid
+            self.cache.put(rid, sid)
+            self.tally[oc << REASON_BITS] += 1
+            if oc == PLACED:
+                self.creator[sid] = rid
+                sname = rid
+            else:
+                sname = <object>PyDict_SetDefault(self.creator, sid, rid)
+            rec = DECISION(t, rid, OUTCOME_NAMES[oc], server, zone, sname, None, load_index)
+        self.cache.names_seen = len(self.names)
+        if self.keep is not None:
+            self.keep.append(rec)
+        if self.emit is not None:
+            self.emit.append(rec)
+        return rec
+
+
+cdef Py_ssize_t _session_run(object s, list ops, Py_ssize_t i, Py_ssize_t n, NameCache cache,
+                             dict names, object last) except? -1:
+    """Apply the run of session lines (logon_done, disconnect, logoff, launch_failed)
+    from ``ops[i]`` with one ``session_ops_many``, all or nothing: the run ends at the
+    first line that is not one, whose ``t`` is not a float in time order from ``last``
+    and within the time rule, or whose session is not a launch that placed (those go
+    the one-by-one way), or after SESSION_RUN lines. Returns where the run ends, or
+    minus that when it would fail (nothing applied: the caller replays it line by
+    line, which reports the bad line)."""
+    cdef Py_ssize_t j = i
+    cdef double before = PyFloat_AS_DOUBLE(last) if type(last) is float else last
+    cdef double x
+    cdef PyObject* found
+    cdef _Slots slots
+    cdef list codes = [], sids = [], times = []
+    while j < n and j - i < SESSION_RUN:
+        op = <object>PyList_GET_ITEM(ops, j)
+        found = PyDict_GetItem(SESSION_SLOTS, type(op))
+        if found == NULL:
+            break
+        slots = <_Slots>found
+        t = _field(op, slots.t, "t")
+        if type(t) is not float:
+            break
+        x = PyFloat_AS_DOUBLE(t)
+        if not (before <= x <= MAX_TIME):  # NaN fails
+            break
+        sid = cache.get(_field(op, slots.session, "session"), names)
+        if type(sid) is not int or sid < 0:
+            break
+        codes.append(slots.code)
+        sids.append(sid)
+        times.append(t)
+        before = x
+        j += 1
+    if j == i:
+        return i
+    try:
+        s.session_ops_many(codes, sids, times)
+    except Exception:
+        return -j
+    return j
+
+
+def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t max_run,
+            Py_ssize_t flush):
+    """``Replayer._process_python(first, ops)`` compiled (see the module doc), with
+    the replay module's ``_MIN_LAUNCH_RUN``, ``_MAX_RUN`` and ``_FLUSH``."""
+    s = r.scheduler
+    cdef dict names = r.names
+    cdef bint batch = r.batch
+    one = r._one
+    cdef DecisionMaker decide = r._decide
+    launch = None if r.explain else s.launch
+    calls = r._session_calls
+    if calls is None or calls[0] is not s:  # the scheduler's session methods, bound once
+        calls = r._session_calls = (s, {cls: getattr(s, name)
+                                        for cls, name in dispatch.SESSION_METHODS.items()}.get)
+    session_call = calls[1]
+    writer = r._writer
+    cdef list pending = writer.pending if writer is not None else None
+    cdef Py_ssize_t n = len(ops), i = 0, j, end
+    cdef Py_ssize_t scanned = 0  # ops before this index were found to be in a run too short to batch
+    last = r.last_t
+    cdef _Slots slots
+    cdef PyObject* found
+    cdef _Slots ls = LAUNCH_SLOTS
+    decide.cache.follow(names)
+    while i < n:
+        op = <object>PyList_GET_ITEM(ops, i)
+        cls = type(op)
+        if cls is LAUNCH:
+            if batch and i >= scanned:
+                j = i + 1
+                while j < n and type(<object>PyList_GET_ITEM(ops, j)) is LAUNCH:
+                    j += 1
+                if j - i >= min_launch_run:
+                    r.last_t = last
+                    i = r._launch_run(first, ops, i, min(j, i + max_run))
+                    last = r.last_t
+                    continue
+                scanned = j  # a short run: its launches go one by one
+            t = _field(op, ls.t, "t")
+            rid = _field(op, ls.id, "id")
+            if launch is not None and _in_order(last, t) and rid not in names:
+                try:
+                    d = launch(_field(op, ls.user, "user"), _field(op, ls.app, "app"),
+                               _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
+                               _field(op, ls.external, "external"), t)
+                except Exception:
+                    pass
+                else:
+                    decide.decide(t, rid, d.outcome_code, d.reason_code, d.session_id, d.server, d.zone,
+                                  d.load_index)
+                    if pending is not None and PyList_GET_SIZE(pending) >= flush:
+                        writer.write(False)
+                    last = t
+                    i += 1
+                    continue
+        else:
+            found = PyDict_GetItem(SESSION_SLOTS, cls)
+            if found != NULL:
+                slots = <_Slots>found
+                if batch:
+                    # the run of session lines from here, up to the first that names
+                    # no session or goes back in time, applied with one compiled call
+                    end = _session_run(s, ops, i, n, decide.cache, names, last)
+                    if end < 0:  # nothing was applied: the run goes line by line
+                        r.last_t = last
+                        i = r._by_line(first, ops, i, -end)
+                        last = r.last_t
+                        continue
+                    if end > i:
+                        last = _field(<object>PyList_GET_ITEM(ops, end - 1), -1, "t")
+                        i = end
+                        continue
+                t = _field(op, slots.t, "t")
+                sid = names.get(_field(op, slots.session, "session"))
+                if sid is not None and _in_order(last, t):
+                    try:
+                        session_call(cls)(sid, t)
+                    except Exception:
+                        pass
+                    else:
+                        last = t
+                        i += 1
+                        continue
+            elif batch and i >= scanned and (cls is TELEMETRY or cls is USER):
+                r.last_t = last
+                if cls is TELEMETRY:
+                    end, scanned = r._telemetry_run(first, ops, i)
+                else:
+                    end, scanned = r._user_run(first, ops, i)
+                last = r.last_t
+                if end > i:  # the run was applied (or replayed line by line)
+                    i = end
+                    continue
+        r.last_t = last
+        one(first + i, op)
+        last = r.last_t
+        i += 1
+    r.last_t = last
+    if pending is not None and PyList_GET_SIZE(pending) >= flush:
+        writer.write(False)

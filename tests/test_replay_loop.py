@@ -1,0 +1,109 @@
+"""The compiled replay loop (formats/_replayloop.pyx) against the Python loop it
+translates (``Replayer._process_python``): on random traces with lines of every error
+kind (bad JSON, unknown fields, time going back, unknown and rejected sessions,
+duplicate launch ids, ops in-process with odd values), fed whole and in pieces, both
+give the same output bytes, the same errors and the same replay state (``names``,
+``creator``, ``last_t``, ``ops``, ``lines``, outcomes) and scheduler.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import usher
+import usher.formats.replay as replay_module
+from usher.formats.replay import Replayer
+from usher.formats.trace import LaunchOp, LogoffOp, LogonDoneOp
+
+from tests.test_replay import PRELUDE, random_trace
+
+BAD_LINES = [
+    "{not json",
+    '{"t": 5, "op": "launch", "id": "x", "user": "u1"}',  # a field missing
+    '{"t": 5, "op": "logon_done", "session": "r1", "extra": 1}',  # an unknown field
+    '{"t": 1e400, "op": "logoff", "session": "r2"}',
+    '{"t": -3, "op": "logoff", "session": "r3"}',  # back in time
+    '{"t": 9e15, "op": "logon_done", "session": "r4"}',  # beyond the time rule
+    '{"t": 6, "op": "disconnect", "session": 12345}',  # an integer name
+    '{"t": 6, "op": "logoff", "session": "a-launch-id-longer-than-fifteen"}',
+    "",
+    "[]",
+]
+
+
+def _mangle(lines, rng_data):
+    """Insert bad lines at places drawn by hypothesis."""
+    out = list(lines)
+    for pos, k in rng_data:
+        out.insert(min(pos, len(out)), BAD_LINES[k % len(BAD_LINES)])
+    return out
+
+
+def _run(lines, compiled, pieces):
+    out = io.BytesIO()
+    r = Replayer(usher.Scheduler(), out=out, keep=True)
+    r.compiled = compiled
+    step = max(1, len(lines) // pieces)
+    for k in range(0, len(lines), step):
+        r.feed(lines[k:k + step])
+    state = (dict(r.names), dict(r.creator), r.last_t, r.ops, r.lines, r.outcomes, r.launches,
+             [(e.line, e.error, e.message) for e in r.errors])
+    return out.getvalue(), state, r.scheduler.sessions().tolist()
+
+
+@given(seed=st.integers(0, 10_000), pieces=st.integers(1, 5), min_run=st.sampled_from([4, 1024]),
+       bad=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 50)), max_size=12))
+def test_compiled_loop_is_the_python_loop(seed, pieces, min_run, bad):
+    lines = _mangle(random_trace(seed, 300), bad)
+    with pytest.MonkeyPatch.context() as mp:  # short runs batched too
+        mp.setattr(replay_module, "_MIN_LAUNCH_RUN", min_run)
+        mp.setattr(replay_module, "_MIN_TELEMETRY_RUN", 4)
+        compiled = _run(lines, True, pieces)
+        python = _run(lines, False, pieces)
+    assert compiled[0] == python[0]
+    assert compiled[1] == python[1]
+    assert compiled[2] == python[2]
+
+
+def test_in_process_ops_with_odd_values_match():
+    """Ops built in-process (``Replayer.apply``): integer times, integer session
+    names, a name of the cache's size limit and beyond; the same lines both ways."""
+    ops = [LaunchOp(t=1, id="r1", user="u1", app="a"), LaunchOp(t=2.0, id="r" * 15, user="u2", app="a"),
+           LaunchOp(t=2.0, id="s" * 16, user="u2", app="a"), LaunchOp(t=2.5, id=7, user="u1", app="a"),
+           LogonDoneOp(t=3, session="r1"), LogonDoneOp(t=3.0, session="r" * 15),
+           LogonDoneOp(t=3.0, session="s" * 16), LogonDoneOp(t=3.0, session=7),
+           LogoffOp(t=4.0, session="r1"), LogoffOp(t=4.0, session="r1"), LogoffOp(t=3.5, session="r" * 15)]
+    results = []
+    for compiled in (True, False):
+        out = io.BytesIO()
+        r = Replayer(out=out, keep=True)
+        r.compiled = compiled
+        r.feed([json.dumps(o) for o in PRELUDE])
+        r.apply(ops)
+        results.append((out.getvalue(), dict(r.names), dict(r.creator), r.last_t, type(r.last_t), r.ops, r.lines))
+    assert results[0] == results[1]
+    assert b'"error"' in results[0][0]  # the second logoff of r1 failed
+
+
+def test_names_written_from_outside_are_followed():
+    """A replayer restored from a snapshot (``names`` filled in before any line, as the
+    journal does) names the restored sessions through the dict."""
+    first = Replayer(keep=True)
+    first.feed([json.dumps(o) for o in PRELUDE] + [json.dumps({"t": 1, "op": "launch", "id": "r1", "user": "u1",
+                                                              "app": "a"})])
+    first.feed([json.dumps({"t": 2, "op": "logon_done", "session": "r1"})])  # fills the cache
+    restored = Replayer(first.scheduler, keep=True)
+    restored.names.update(first.names)
+    restored.creator.update(first.creator)
+    restored.last_t = first.last_t
+    restored.feed([json.dumps({"t": 3, "op": "logoff", "session": "r1"})])
+    assert not restored.errors
+    restored.feed([json.dumps({"t": 4, "op": "logoff", "session": "r1"})])
+    assert [e.error for e in restored.errors] == ["SessionEnded"]
+    restored.feed([json.dumps({"t": 5, "op": "logoff", "session": "r9"})])
+    assert [e.error for e in restored.errors] == ["SessionEnded", "UnknownSession"]
