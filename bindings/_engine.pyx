@@ -1,12 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled edge of usher: holds the state pointers and calls the numba
-kernels through their C function pointers, without the GIL.
+kernels through their C function pointers.
 
 Design: the kernels (``usher.core.kernels``) are numba ``@cfunc``s — one source
 of truth. This class keeps the header pointer and the function pointers, so a
 launch is: a probe of the user and endpoint tables (``KeyTable``) and a few dict
-lookups, one C call under a lock with the GIL released, and one small
-``Decision`` object. The Python subclass ``usher.Scheduler`` holds configuration
+lookups, one C call under a lock (the GIL kept: see NOGIL_ROWS), and one
+small ``Decision`` object. The Python subclass ``usher.Scheduler`` holds configuration
 and validation of the rare operations; the hot ones live here.
 A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_status``.
 """
