@@ -1,12 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled edge of usher: holds the state pointers and calls the numba
-kernels through their C function pointers, without the GIL.
+kernels through their C function pointers.
 
 Design: the kernels (``usher.core.kernels``) are numba ``@cfunc``s — one source
 of truth. This class keeps the header pointer and the function pointers, so a
 launch is: a probe of the user and endpoint tables (``KeyTable``) and a few dict
-lookups, one C call under a lock with the GIL released, and one small
-``Decision`` object. The Python subclass ``usher.Scheduler`` holds configuration
+lookups, one C call under a lock (the GIL kept: see NOGIL_ROWS), and one
+small ``Decision`` object. The Python subclass ``usher.Scheduler`` holds configuration
 and validation of the rare operations; the hot ones live here.
 A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_status``.
 """
@@ -344,11 +344,22 @@ cdef extern from "Python.h":
     PyInterpreterState* PyInterpreterState_Get()
 
 
+# A kernel call releases the GIL only for a batch of at least NOGIL_ROWS rows, and
+# only when another Python thread exists (other_threads). Handing the GIL over
+# wakes the thread waiting for it (a futex wake-up and a context switch, several
+# microseconds on a loaded machine) and this thread then waits for it to come back:
+# for a single decision's kernel (~0.1 us, a third of the call) two threads
+# handing the GIL to each other at every call were slower together than one
+# thread alone. Kept over a short kernel, the GIL changes hands at the
+# interpreter's switch interval instead, and two threads go as fast as one. No
+# deadlock: a thread waits for the scheduler's mutex without the GIL (_acquire),
+# and one holding the mutex never waits for anything but the GIL.
+cdef Py_ssize_t NOGIL_ROWS = 256
+
+
 cdef inline bint other_threads():
-    """Another Python thread exists in this interpreter (the GIL held). A short
-    kernel releases the GIL only then: its purpose is to let those threads run,
-    and with none, the hand-off is pure cost (20-65 ns a launch). A thread that
-    starts meanwhile needs the GIL to run at all, so it waits at most one kernel."""
+    """Another Python thread exists in this interpreter (the GIL held): a long
+    kernel releases the GIL only then, since with none the hand-off is pure cost."""
     return PyThreadState_Next(PyInterpreterState_ThreadHead(PyInterpreterState_Get())) != NULL
 
 
@@ -1131,21 +1142,14 @@ cdef class Engine:
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
                 self._prepare(1)
             if explain_it:
-                with nogil:
-                    self._advance(self._hdr, t)
+                self._advance(self._hdr, t)
                 explanation = self._explain(ui, ai, loc, ext)
         except BaseException:
             self._release()
             raise
-        if other_threads():
-            with nogil:
-                status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, out)
-                # released before the GIL is taken back: a thread waiting for the
-                # scheduler goes on at once instead of queueing behind this one's GIL
-                pthread_mutex_unlock(self._lock)
-        else:
-            status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, out)
-            pthread_mutex_unlock(self._lock)
+        # the GIL is kept over a single decision's kernel (see NOGIL_ROWS)
+        status = self._launch(self._hdr, ui, ai, loc, ep, ext, t, out)
+        pthread_mutex_unlock(self._lock)
         if status != 0:
             raise_for_status(status, "now", t)
         d = make_decision(out, self._names, explanation)
@@ -1162,7 +1166,12 @@ cdef class Engine:
         cdef int64_t n = users.shape[0], status
         if n == 0:
             return
-        with nogil:
+        if n >= NOGIL_ROWS and other_threads():
+            with nogil:
+                status = self._launch_many(self._hdr, n, <int64_t*>&users[0], <int64_t*>&apps[0],
+                                           <int64_t*>&locations[0], <int64_t*>&endpoints[0],
+                                           <int64_t*>&externals[0], <double*>&nows[0], &out[0, 0])
+        else:
             status = self._launch_many(self._hdr, n, <int64_t*>&users[0], <int64_t*>&apps[0],
                                        <int64_t*>&locations[0], <int64_t*>&endpoints[0],
                                        <int64_t*>&externals[0], <double*>&nows[0], &out[0, 0])
@@ -1262,7 +1271,11 @@ cdef class Engine:
             # candidates there)
             loc = self._locations
             _rows_from_names(locations, self._zones, loc, -1, -2)
-        with nogil:
+        if n >= NOGIL_ROWS and other_threads():
+            with nogil:
+                status = self._launch_many(self._hdr, n, <int64_t*>u, <int64_t*>a, loc,
+                                           self._minus_ones, self._zeros, self._times, o)
+        else:
             status = self._launch_many(self._hdr, n, <int64_t*>u, <int64_t*>a, loc,
                                        self._minus_ones, self._zeros, self._times, o)
         if status != 0:
@@ -1336,13 +1349,8 @@ cdef class Engine:
         except BaseException:
             self._release()
             raise
-        if other_threads():
-            with nogil:
-                status = self._session_op(self._hdr, sid, op, arg, t, out)
-                pthread_mutex_unlock(self._lock)  # before the GIL comes back (see launch)
-        else:
-            status = self._session_op(self._hdr, sid, op, arg, t, out)
-            pthread_mutex_unlock(self._lock)
+        status = self._session_op(self._hdr, sid, op, arg, t, out)  # GIL kept (NOGIL_ROWS)
+        pthread_mutex_unlock(self._lock)
         ended = out[0] == 1
         if status == STATUS_APP_NOT_IN_SESSION:  # the app is the bad value
             raise_for_status(status, "app", self._app_names[arg], f"not running in session {session_text(session)}")
@@ -1474,11 +1482,13 @@ cdef class Engine:
         except BaseException:
             self._release()
             raise
-        if other_threads():
+        if n >= NOGIL_ROWS and other_threads():
             with nogil:
                 status = self._session_ops_many(self._hdr, n, o, o + cap, <double*>(o + 2 * cap),
                                                 o + 3 * cap, bad)
-                pthread_mutex_unlock(self._lock)  # before the GIL comes back (see launch)
+                # released before the GIL is taken back: a thread waiting for the
+                # scheduler goes on at once instead of queueing behind this one's GIL
+                pthread_mutex_unlock(self._lock)
         else:
             status = self._session_ops_many(self._hdr, n, o, o + cap, <double*>(o + 2 * cap), o + 3 * cap, bad)
             pthread_mutex_unlock(self._lock)
@@ -1578,8 +1588,7 @@ cdef class Engine:
         buf = np.zeros(sessions + 1, dtype=np.int64)
         cdef int64_t[::1] b = buf
         cdef int64_t status
-        with nogil:
-            status = self._server_op(self._hdr, server, op, value, t, &b[0])
+        status = self._server_op(self._hdr, server, op, value, t, &b[0])  # GIL kept (NOGIL_ROWS)
         if status != 0:
             raise_for_status(status, "server", self._server_names[server] if 0 <= server < len(self._server_names) else server)
         return [int(x) for x in buf[1 : 1 + b[0]]]
@@ -1601,10 +1610,13 @@ cdef class Engine:
         cdef double* p_custom = <double*>_array_data(custom, cnp.NPY_FLOAT64, n, "custom")
         cdef int64_t bad[2]
         if n == 0:
-            with nogil:
-                status = self._advance(self._hdr, t)
+            status = self._advance(self._hdr, t)
             return
-        with nogil:
+        if n >= NOGIL_ROWS and other_threads():
+            with nogil:
+                status = self._telemetry(self._hdr, n, p_servers, p_cpu, p_mem, p_disk, p_custom,
+                                         mask, t, bad)
+        else:
             status = self._telemetry(self._hdr, n, p_servers, p_cpu, p_mem, p_disk, p_custom,
                                      mask, t, bad)
         if status == 0:
@@ -1648,8 +1660,7 @@ cdef class Engine:
             t = self._time(now)
             if self._dirty:
                 self._relayout()
-            with nogil:
-                status = self._telemetry(self._hdr, 1, idx, c, m, d, x, mask, t, bad)
+            status = self._telemetry(self._hdr, 1, idx, c, m, d, x, mask, t, bad)  # GIL kept (NOGIL_ROWS)
         finally:
             self._release()
         if status == STATUS_INVALID_VALUE:
@@ -1663,8 +1674,6 @@ cdef class Engine:
     def _advance_to(self, now):
         """Move the clock; the caller holds the lock."""
         cdef double t = self._time(now)
-        cdef int64_t status
-        with nogil:
-            status = self._advance(self._hdr, t)
+        cdef int64_t status = self._advance(self._hdr, t)
         if status != 0:
             raise_for_status(status, "now", now)

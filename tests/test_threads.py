@@ -156,3 +156,44 @@ def test_two_add_server_of_one_name_one_wins():
         for t in threads:
             t.join()
         assert wins == [1] and s.server_names().count("dup") == 1
+
+
+_WAITER = r"""
+import threading, time
+import usher
+
+s = usher.Scheduler(seed=3)
+s.add_pool("p")
+s.add_app("a", ["p"])
+s.add_server("s0", "z0", "p")
+started, out = threading.Event(), []
+
+def launcher():
+    started.set()
+    out.append(s.launch("w", "a", now=1.0))
+
+s._lock_acquire()  # the scheduler's lock, held while this thread runs Python code
+try:
+    t = threading.Thread(target=launcher)
+    t.start()
+    started.wait()
+    spins, until = 0, time.monotonic() + 0.2
+    while time.monotonic() < until:  # needs the GIL back from the launcher, again and again
+        spins += 1
+finally:
+    s._lock_release()
+t.join()
+assert spins > 0 and out[0].outcome == usher.Outcome.PLACED, (spins, out)
+print("ok")
+"""
+
+
+def test_a_thread_waiting_for_the_lock_leaves_the_gil_to_its_holder():
+    """A launch that finds the scheduler's lock taken waits for it without the GIL,
+    so the holder, running Python code under the lock, goes on and releases it (a
+    waiter keeping the GIL would hang both: run in a child with a time limit)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WAITER], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -5,6 +5,7 @@ move by a factor of two between runs, while a thread's CPU time leaves out the t
 waited for a core (cache and frequency effects of the neighbours remain).
 
     python benchmarks/tools/paths_cpu.py [known] [oneoff] [pop60k] [list] [object] [unseen]
+                                         [reconnect] [share] [logoff] [threads]
 
 ``known``: single ``launch`` by directory users (500 a round, tight loop); ``oneoff``: by
 users never seen (each created by its launch, one-off ids); ``pop60k``: by unseen users
@@ -12,7 +13,11 @@ drawn from 60,000 ids; ``list`` / ``object``: ``launch_many`` of 2,000 rows name
 Python lists / object arrays of user, app and location names; ``unseen``: ``launch_many``
 of 2,000 users not in the directory. Median and mean of the rounds (ns per decision): the
 mean carries the sweep that forgets the implicit users (once per 4,096 created), the
-median mostly not. Alternate two builds' runs to compare them.
+median mostly not. ``reconnect`` / ``share`` / ``logoff``: single calls on 500 of the
+oldest live sessions a round, tight loop (reconnect: disconnected first, untimed).
+``threads``: wall-clock ratio of two threads launching on two disjoint pools to one thread
+doing both halves (alternating rounds, the median of each; not CPU time). Alternate two
+builds' runs to compare them.
 """
 import itertools
 import sys
@@ -27,6 +32,7 @@ import fleets  # (benchmarks/)
 PLACED = 0
 SINGLE = ("known", "oneoff", "pop60k")
 BATCH = ("list", "object", "unseen")
+SESSION = ("reconnect", "share", "logoff")
 
 
 class Paths:
@@ -105,10 +111,85 @@ class Paths:
         return out
 
 
+    def session(self, kind, n=500, rounds=41):
+        """ns of CPU per single call on a live session (``kind`` in SESSION), per round."""
+        f = self.fleet
+        s, now = f.s, f.now
+        out = []
+        for _ in range(rounds):
+            f.complete_logons()
+            picked = [f.live.popleft() for _ in range(n)]
+            if kind == "logoff":
+                off = s.logoff
+                t0 = time.thread_time()
+                for sid, _u, _app in picked:
+                    off(sid, now)
+                out.append((time.thread_time() - t0) / n * 1e9)
+                f.free.extend(u for _sid, u, _app in picked)
+                reqs = f.draw(n)
+                f.settle(reqs, [s.launch(uid, app, loc, None, False, now) for uid, _u, app, loc in reqs])
+                continue
+            if kind == "reconnect":
+                for sid, _u, _app in picked:
+                    s.disconnect(sid, now=now)
+            want = 1 if kind == "reconnect" else 2
+            users = [f.users[u].encode().decode() for _sid, u, _app in picked]
+            launch = s.launch
+            t0 = time.thread_time()
+            decisions = [launch(uid, app, None, None, False, now) for uid, (_s, _u, app) in zip(users, picked)]
+            out.append((time.thread_time() - t0) / n * 1e9)
+            assert all(d.outcome_code == want and d.session_id == p[0] for d, p in zip(decisions, picked))
+            f.live.extend(picked)
+        return out
+
+    def threads(self, k=1000, rounds=41):
+        """Wall-clock throughput of two threads on two disjoint pools over one thread."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        f = self.fleet
+        s, now = f.s, f.now
+        apps = list(f.apps.values())
+        app_a, app_b = next((a.name, b.name) for a, b in itertools.combinations(apps, 2)
+                            if not set(a.pools) & set(b.pools))
+
+        def work(reqs):
+            launch = s.launch
+            return [launch(uid, app, loc, None, False, now) for uid, _u, app, loc in reqs]
+
+        times = {"one": [], "two": []}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pool.submit(lambda: None).result()
+            for _ in range(rounds):
+                for name in ("one", "two"):
+                    f.complete_logons()
+                    reqs = f.draw(2 * k)
+                    halves = ([(uid, u, app_a, loc) for uid, u, _app, loc in reqs[:k]],
+                              [(uid, u, app_b, loc) for uid, u, _app, loc in reqs[k:]])
+                    t0 = time.perf_counter()
+                    if name == "two":
+                        futures = [pool.submit(work, h) for h in halves]
+                        decisions = [d for fu in futures for d in fu.result()]
+                    else:
+                        decisions = pool.submit(lambda: work(halves[0]) + work(halves[1])).result()
+                    times[name].append(time.perf_counter() - t0)
+                    for d, r in zip(decisions, reqs):
+                        if d.outcome_code == PLACED:
+                            s.logoff(d.session_id, now=now)
+                        f.free.append(r[1])
+        one, two = (float(np.median(times[x])) * 1e6 for x in ("one", "two"))
+        return one / two, one, two
+
+
 def main(kinds):
     paths = Paths()
-    for kind in kinds or SINGLE + BATCH:
-        per_round = paths.single(kind) if kind in SINGLE else paths.batch(kind)
+    for kind in kinds or SINGLE + BATCH + SESSION:
+        if kind == "threads":
+            ratio, one, two = paths.threads()
+            print(f"threads  two threads / one thread: {ratio:.2f}x (wall; a round: one {one:.0f} us, "
+                  f"two {two:.0f} us)", flush=True)
+            continue
+        per_round = (paths.single(kind) if kind in SINGLE else paths.session(kind) if kind in SESSION
+                     else paths.batch(kind))
         print(f"{kind:8s} median {np.median(per_round):7.1f}  mean {np.mean(per_round):7.1f} ns per decision (CPU)",
               flush=True)
 
