@@ -112,6 +112,16 @@ class EngineCalls:
         if self.append is not None:
             self._server_op({"t": now, "op": "place_last", "servers": [self.server_names[i]], "flag": flag}, reason)
 
+    def set_place_last_many(self, servers, flag, now, reasons):
+        """Mark (``flag`` True) or unmark ``servers`` (a list of indices) in one
+        engine call, as one ``set_place_last`` each would; traced one line per
+        server, in order, with its reason (``reasons[k]``, or None)."""
+        self.timed(len(servers), self.s.set_place_last, servers, flag, now=now)
+        if self.append is not None:
+            names = self.server_names
+            for i, why in zip(servers, reasons):
+                self._server_op({"t": now, "op": "place_last", "servers": [names[i]], "flag": flag}, why)
+
     def set_registered(self, i, registered, now):
         self.timed(1, self.s.set_registered, int(i), registered, now=now)
         if self.append is not None:
