@@ -90,6 +90,9 @@ ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 _KINDS = (ENABLE, BOOT, DRAIN, SHUTDOWN, LOGOFF, PLACE_LAST, PLACE_FIRST)
 
 
+#: an absent boolean column (``FleetView.excluded`` / ``registered`` left None) for the kernels
+_NONE = np.zeros(0, dtype=bool)
+
 #: the load index of a full server
 FULL_LOAD = kernels.FULL_LOAD
 
@@ -233,28 +236,19 @@ class Autoscale:
         if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
             self._setup(view)
         power = np.asarray(view.power)
-        mode = np.asarray(view.mode)
-        sessions = np.asarray(view.sessions)
-        pending = np.asarray(view.pending)
-        busy = sessions + pending
-        # bookkeeping: when each server became empty; drained servers that took a session
-        empty = busy == 0
-        self.idle_since[~empty] = np.inf
-        np.minimum(self.idle_since, np.where(empty, now, np.inf), out=self.idle_since)
-        drained = ~np.isnan(self.drain_at)
-        retaken = drained & (sessions > self.chosen_sessions)
-        if retaken.any():
-            self.drain_at[retaken] = now
-            self.chosen_sessions[retaken] = sessions[retaken]
-        gone = drained & ((mode != DRAIN_MODE) | (power == OFF))
-        self.drain_at[gone] = np.nan
-        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
-        if view.excluded is not None:
-            locked = locked | np.asarray(view.excluded, dtype=bool)
-        registered = np.ones(len(power), dtype=bool) if view.registered is None else np.asarray(view.registered, dtype=bool)
-        ready_now = (power == ON) & (mode == ENABLED) & registered & ~locked
-        ready = ready_now | ((power == BOOTING) & (mode == ENABLED) & ~locked)
-        demand = np.bincount(self.group, weights=busy, minlength=self.n_groups)
+        n = len(power)
+        # the bookkeeping (when each server became empty; drained servers that took a
+        # session or left the drain), the demand, and every column once in group
+        # order: a group's members are a slice of them
+        excluded = _NONE if view.excluded is None else np.asarray(view.excluded, dtype=bool)
+        registered = _NONE if view.registered is None else np.asarray(view.registered, dtype=bool)
+        gi, gb, gf = np.empty((7, n), dtype=np.int64), np.empty((2, n), dtype=bool), np.empty((2, n))
+        demand = np.zeros(self.n_groups)
+        seats_all = np.asarray(view.max_sessions)
+        self._li = np.asarray(view.load_index)
+        kernels.gather(power, np.asarray(view.mode), np.asarray(view.sessions), np.asarray(view.pending), seats_all,
+                       self._li, np.asarray(view.down, dtype=bool), excluded, registered, float(now), self.order,
+                       self.group, self.idle_since, self.drain_at, self.chosen_sessions, gi, gb, gf, demand)
         self._extra = self._failover(view, demand)
         self._reserve = self._zone_reserve(demand)
         kind = day_type(view.weekday, view.holiday)
@@ -264,13 +258,11 @@ class Autoscale:
         ups, downs, offs, marks = [], [], [], []  # type: list[Action], list[Action], list[Action], list[Action]
         if view.place_last is not None:
             self.marked[:] = np.asarray(view.place_last, dtype=bool)
-        seats_all = np.asarray(view.max_sessions)
-        self._li = np.asarray(view.load_index)
-        # every column once in group order: a group's members are a slice of it
         o = self.order
-        cols = (power[o], mode[o], sessions[o], pending[o], busy[o], seats_all[o], ready[o], locked[o])
-        da, mk = self.drain_at[o], self.marked[o]  # in group order, updated by the kernel
-        p, md, s, q, b, seats, rd, lk = cols
+        p, md, s, q, b, seats, li = gi
+        rd, lk = gb
+        da, idle = gf  # in group order, da updated by the kernel
+        mk = self.marked[o]
         bounds = self._bounds
         sums = np.empty((self.n_groups, kernels.N_SUMS), dtype=np.int64)
         kernels.group_sums(p, md, b, seats, rd, lk, da, bounds, sums)
@@ -284,7 +276,7 @@ class Autoscale:
         counts = np.zeros(4, dtype=np.int64)
         kept = np.zeros(self.n_groups, dtype=np.int64)
         key_scale = int(seats_all.max()) + 1 if n else 1  # (busy, seats) as one sort key
-        kernels.plan_groups(p, md, s, q, b, seats, rd, lk, self._li[o], da, self.idle_since[o], mk, bounds, par,
+        kernels.plan_groups(p, md, s, q, b, seats, rd, lk, li, da, idle, mk, bounds, par,
                             now, key_scale, out, counts, kept)
         self.drain_at[o] = da
         self.marked[o] = mk
