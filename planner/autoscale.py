@@ -90,6 +90,9 @@ ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
 _KINDS = (ENABLE, BOOT, DRAIN, SHUTDOWN, LOGOFF, PLACE_LAST, PLACE_FIRST)
 
 
+#: an absent boolean column (``FleetView.excluded`` / ``registered`` left None) for the kernels
+_NONE = np.zeros(0, dtype=bool)
+
 #: the load index of a full server
 FULL_LOAD = kernels.FULL_LOAD
 
@@ -168,6 +171,7 @@ class Autoscale:
         self.before_dark = np.zeros(n_groups)
         self.nz = nz
         self._reserve_pct = np.array([g.zone_reserve_pct for g in self.gs])
+        self._reserve_on = bool(self._reserve_pct.any())
         if self.forecast is None or self.forecast.n_groups != n_groups:
             self.forecast = DemandForecast(n_groups)
         self._fleet_key = (n, nz, len(view.pool_names))
@@ -233,44 +237,34 @@ class Autoscale:
         if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
             self._setup(view)
         power = np.asarray(view.power)
-        mode = np.asarray(view.mode)
-        sessions = np.asarray(view.sessions)
-        pending = np.asarray(view.pending)
-        busy = sessions + pending
-        # bookkeeping: when each server became empty; drained servers that took a session
-        empty = busy == 0
-        self.idle_since[~empty] = np.inf
-        np.minimum(self.idle_since, np.where(empty, now, np.inf), out=self.idle_since)
-        drained = ~np.isnan(self.drain_at)
-        retaken = drained & (sessions > self.chosen_sessions)
-        if retaken.any():
-            self.drain_at[retaken] = now
-            self.chosen_sessions[retaken] = sessions[retaken]
-        gone = drained & ((mode != DRAIN_MODE) | (power == OFF))
-        self.drain_at[gone] = np.nan
-        locked = (mode == MAINTENANCE) | np.asarray(view.down, dtype=bool)
-        if view.excluded is not None:
-            locked = locked | np.asarray(view.excluded, dtype=bool)
-        registered = np.ones(len(power), dtype=bool) if view.registered is None else np.asarray(view.registered, dtype=bool)
-        ready_now = (power == ON) & (mode == ENABLED) & registered & ~locked
-        ready = ready_now | ((power == BOOTING) & (mode == ENABLED) & ~locked)
-        demand = np.bincount(self.group, weights=busy, minlength=self.n_groups)
+        n = len(power)
+        # the bookkeeping (when each server became empty; drained servers that took a
+        # session or left the drain), the demand, and every column once in group
+        # order: a group's members are a slice of them
+        excluded = _NONE if view.excluded is None else np.asarray(view.excluded, dtype=bool)
+        registered = _NONE if view.registered is None else np.asarray(view.registered, dtype=bool)
+        gi, gb, gf = np.empty((7, n), dtype=np.int64), np.empty((2, n), dtype=bool), np.empty((2, n))
+        demand = np.zeros(self.n_groups)
+        seats_all = np.asarray(view.max_sessions)
+        self._li = np.asarray(view.load_index)
+        kernels.gather(power, np.asarray(view.mode), np.asarray(view.sessions), np.asarray(view.pending), seats_all,
+                       self._li, np.asarray(view.down, dtype=bool), excluded, registered, float(now), self.order,
+                       self.group, self.idle_since, self.drain_at, self.chosen_sessions, gi, gb, gf, demand)
         self._extra = self._failover(view, demand)
         self._reserve = self._zone_reserve(demand)
+        self._extra_l, self._reserve_l = self._extra.tolist(), self._reserve.tolist()  # floats for _decide
         kind = day_type(view.weekday, view.holiday)
         fc = self.forecast
         fc.observe(now, demand, kind)  # type: ignore[union-attr]  # made by _setup
-        self._peaks: dict[tuple, np.ndarray] = {}
+        self._peaks: dict[tuple, list] = {}
         ups, downs, offs, marks = [], [], [], []  # type: list[Action], list[Action], list[Action], list[Action]
         if view.place_last is not None:
             self.marked[:] = np.asarray(view.place_last, dtype=bool)
-        seats_all = np.asarray(view.max_sessions)
-        self._li = np.asarray(view.load_index)
-        # every column once in group order: a group's members are a slice of it
         o = self.order
-        cols = (power[o], mode[o], sessions[o], pending[o], busy[o], seats_all[o], ready[o], locked[o])
-        da, mk = self.drain_at[o], self.marked[o]  # in group order, updated by the kernel
-        p, md, s, q, b, seats, rd, lk = cols
+        p, md, s, q, b, seats, li = gi
+        rd, lk = gb
+        da, idle = gf  # in group order, da updated by the kernel
+        mk = self.marked[o]
         bounds = self._bounds
         sums = np.empty((self.n_groups, kernels.N_SUMS), dtype=np.int64)
         kernels.group_sums(p, md, b, seats, rd, lk, da, bounds, sums)
@@ -284,7 +278,7 @@ class Autoscale:
         counts = np.zeros(4, dtype=np.int64)
         kept = np.zeros(self.n_groups, dtype=np.int64)
         key_scale = int(seats_all.max()) + 1 if n else 1  # (busy, seats) as one sort key
-        kernels.plan_groups(p, md, s, q, b, seats, rd, lk, self._li[o], da, self.idle_since[o], mk, bounds, par,
+        kernels.plan_groups(p, md, s, q, b, seats, rd, lk, li, da, idle, mk, bounds, par,
                             now, key_scale, out, counts, kept)
         self.drain_at[o] = da
         self.marked[o] = mk
@@ -316,7 +310,8 @@ class Autoscale:
         lead = gs.boot_lead_minutes * 60.0
         held, n_ready, seats_ready, n_powered, busy_ready, boot_room, n_mine = sums
         held, busy_ready, boot_room = float(held), float(busy_ready), float(boot_room)
-        f_up = max(float(self._peak(now, lead, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
+        extra, reserve = self._extra_l[k], self._reserve_l[k]
+        f_up = max(self._peak(now, lead, gs)[k], float(dem)) + extra + reserve
         need_up = math.ceil(f_up * (1.0 + buf)) - held
         min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
         up = down = pack = None
@@ -330,7 +325,7 @@ class Autoscale:
             self.last_up[k] = now
         elif now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
             horizon = lead + gs.cooldown_minutes * 60.0
-            f_dn = max(float(self._peak(now, horizon, gs)[k]), float(dem)) + self._extra[k] + self._reserve[k]
+            f_dn = max(self._peak(now, horizon, gs)[k], float(dem)) + extra + reserve
             need_dn = math.ceil(f_dn * (1.0 + buf + gs.hysteresis_pct / 100.0)) - held
             surplus = seats_ready - need_dn
             if surplus > 0 and n_ready > min_ready:
@@ -350,11 +345,11 @@ class Autoscale:
             row[kernels.P_LOGOFF_AFTER] = (np.nan if gs.forced_logoff_minutes is None
                                            else gs.forced_logoff_minutes * 60.0)
         if gs.pack != "off":
-            free_need = need_up - math.ceil(self._reserve[k] * (1.0 + buf)) - busy_ready
+            free_need = need_up - math.ceil(reserve * (1.0 + buf)) - busy_ready
             falling = True
             if gs.pack == "falling":
                 horizon = lead + gs.cooldown_minutes * 60.0
-                falling = float(self._peak(now, horizon, gs)[k]) + self._extra[k] <= float(dem)
+                falling = self._peak(now, horizon, gs)[k] + extra <= float(dem)
             # booting servers (enabled) will take sessions too: their seats (boot_room) count first
             if gs.pack_pct is None:
                 head = max(free_need, 0.0) + gs.pack_margin - boot_room
@@ -423,8 +418,12 @@ class Autoscale:
         surviving zones of the same pool (split by their demand), for groups whose
         settings ask for it (``failover``)."""
         extra = np.zeros(self.n_groups)
-        down = np.bincount(self.group, weights=np.asarray(view.down, dtype=np.float64), minlength=self.n_groups)
-        dark = down >= 0.5 * np.maximum(self.size, 1)
+        down_v = np.asarray(view.down, dtype=bool)
+        if down_v.any():
+            down = np.bincount(self.group, weights=down_v.astype(np.float64), minlength=self.n_groups)
+            dark = down >= 0.5 * np.maximum(self.size, 1)
+        else:  # nothing down: no group is dark (a dark group has at least one server down)
+            dark = np.zeros(self.n_groups, dtype=bool)
         self._dark = dark
         nz = len(view.zone_names)
         if not dark.any():
@@ -448,7 +447,7 @@ class Autoscale:
         of ``D_y`` (the failover split); the reserve is the largest over ``y``.
         Dark zones neither lose again nor take a share (failover covers them)."""
         pct = self._reserve_pct
-        if not pct.any():
+        if not self._reserve_on:
             return np.zeros(self.n_groups)
         nz = self.nz
         alive = (~self._dark & (self.size > 0)).reshape(-1, nz)
@@ -463,12 +462,13 @@ class Autoscale:
             np.maximum(out, share * d[:, y:y + 1], out=out)
         return out.ravel() * pct / 100.0
 
-    def _peak(self, now, horizon, gs) -> np.ndarray:
-        """The forecast peak of every group over ``[now, now + horizon]`` (once per call)."""
+    def _peak(self, now, horizon, gs) -> list:
+        """The forecast peak of every group over ``[now, now + horizon]`` (once per
+        call), as a list of floats."""
         key = (horizon, gs.trend, gs.forecast)
         out = self._peaks.get(key)
         if out is None:
-            out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast)  # type: ignore[union-attr]
+            out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast).tolist()  # type: ignore[union-attr]
         return out
 
     def _place_last(self, k, idx, gs, scaling_up, s, seats, rd, lk, p, marks):

@@ -22,11 +22,11 @@ from numba import njit
 from usher.core.codes import Mode, Power
 from usher.core.kernels import compile_settings
 
-__all__ = ["group_sums", "plan_groups", "P_COLUMNS", "N_SUMS", "UPS", "DOWNS", "OFFS", "MARKS",
+__all__ = ["gather", "group_sums", "plan_groups", "P_COLUMNS", "N_SUMS", "UPS", "DOWNS", "OFFS", "MARKS",
            "A_ENABLE", "A_BOOT", "A_DRAIN", "A_SHUTDOWN", "A_LOGOFF", "A_PLACE_LAST", "A_PLACE_FIRST"]
 
 OFF, BOOTING, ON = int(Power.OFF), int(Power.BOOTING), int(Power.ON)
-DRAIN_MODE = int(Mode.DRAIN)
+ENABLED, DRAIN_MODE, MAINTENANCE = int(Mode.ENABLED), int(Mode.DRAIN), int(Mode.MAINTENANCE)
 
 #: the load index of a full server
 FULL_LOAD = 10_000.0
@@ -55,6 +55,59 @@ N_SUMS = 7
 
 # the kernels cache where usher's own do, under usher's compile settings
 with compile_settings():
+
+    @njit(cache=True, nogil=True)
+    def gather(power, mode, sessions, pending, seats, li, down, excluded, registered, now, order, group,
+               idle_since, drain_at, chosen, gi, gb, gf, demand):
+        """The planner's bookkeeping and its columns in group order, in one pass each.
+
+        In server order: ``idle_since`` (when the server became empty: ``now`` or
+        earlier while it stays empty, inf while busy); a server the planner drained
+        (``drain_at`` not NaN) that holds more sessions than when chosen is chosen
+        again (``drain_at = now``, ``chosen = sessions``), one no longer draining or
+        off leaves the drained set (``drain_at`` NaN); ``demand[g]`` += sessions +
+        pending logons of each server of group ``g`` (float64, in server order as
+        ``np.bincount`` adds). Then in group order (position ``j`` is server
+        ``order[j]``): ``gi`` (int64, shape (7, n)) = power, mode, sessions,
+        pending, busy, seats, load index; ``gb`` (bool, shape (2, n)) = ready (on
+        and registered, or booting; enabled, not locked), locked (maintenance,
+        down or ``excluded``); ``gf`` (float64, shape (2, n)) = drain_at,
+        idle_since. ``excluded`` / ``registered`` of length 0: none excluded /
+        every server registered."""
+        n = power.shape[0]
+        has_excl = excluded.shape[0] > 0
+        has_reg = registered.shape[0] > 0
+        for i in range(n):
+            busy = sessions[i] + pending[i]
+            if busy == 0:
+                if now < idle_since[i]:
+                    idle_since[i] = now
+            else:
+                idle_since[i] = np.inf
+            if not np.isnan(drain_at[i]):
+                if sessions[i] > chosen[i]:
+                    drain_at[i] = now
+                    chosen[i] = sessions[i]
+                if mode[i] != DRAIN_MODE or power[i] == OFF:
+                    drain_at[i] = np.nan
+            demand[group[i]] += float(busy)
+        for j in range(n):
+            i = order[j]
+            p, md = power[i], mode[i]
+            lk = md == MAINTENANCE or down[i] or (has_excl and excluded[i])
+            enabled = md == ENABLED and not lk
+            rd = enabled and ((p == ON and (not has_reg or registered[i])) or p == BOOTING)
+            gi[0, j] = p
+            gi[1, j] = md
+            gi[2, j] = sessions[i]
+            gi[3, j] = pending[i]
+            gi[4, j] = sessions[i] + pending[i]
+            gi[5, j] = seats[i]
+            gi[6, j] = li[i]
+            gb[0, j] = rd
+            gb[1, j] = lk
+            gf[0, j] = drain_at[i]
+            gf[1, j] = idle_since[i]
 
     @njit(cache=True, nogil=True)
     def group_sums(p, md, b, seats, rd, lk, da, bounds, out):

@@ -61,18 +61,20 @@ class EngineCalls:
             self.append(line)
         return out
 
-    def launch_each(self, launches, now) -> list:
-        """One ``launch()`` per (user, app, location, endpoint, external) row; returns
-        (outcome, reason, server, session, load index) per row. Adds to
-        ``launch_seconds`` too."""
+    def launch_each(self, reqs, now, d, where) -> list:
+        """One ``launch()`` per request (visit, generation, kind) of
+        :mod:`usher.sim.launches`, in order, of the app from the endpoint that
+        ``where(d, visit, kind)`` gives. Returns (app, endpoint, outcome, reason,
+        server, session, load index) per request. Adds to ``launch_seconds`` too."""
         launch = self.s.launch
         out = []
         spent = 0.0
-        for user, app, loc, ep, ext in launches:
+        for v, _, kind in reqs:
+            app, ep = where(d, v, kind)
             t0 = perf_counter()
-            dd = launch(user, app, loc, ep, ext, now)
+            dd = launch(v.uname, app, v.loc, ep, v.ext, now)
             spent += perf_counter() - t0
-            out.append((dd.outcome_code, dd.reason_code, dd.server_index, dd.session_id, dd.load_index_value))
+            out.append((app, ep, dd.outcome_code, dd.reason_code, dd.server_index, dd.session_id, dd.load_index_value))
         self.seconds += spent
         self.launch_seconds += spent
         self.ops += len(out)
@@ -111,6 +113,16 @@ class EngineCalls:
         self.timed(1, self.s.set_place_last, int(i), flag, now=now)
         if self.append is not None:
             self._server_op({"t": now, "op": "place_last", "servers": [self.server_names[i]], "flag": flag}, reason)
+
+    def set_place_last_many(self, servers, flag, now, reasons):
+        """Mark (``flag`` True) or unmark ``servers`` (a list of indices) in one
+        engine call, as one ``set_place_last`` each would; traced one line per
+        server, in order, with its reason (``reasons[k]``, or None)."""
+        self.timed(len(servers), self.s.set_place_last, servers, flag, now=now)
+        if self.append is not None:
+            names = self.server_names
+            for i, why in zip(servers, reasons):
+                self._server_op({"t": now, "op": "place_last", "servers": [names[i]], "flag": flag}, why)
 
     def set_registered(self, i, registered, now):
         self.timed(1, self.s.set_registered, int(i), registered, now=now)

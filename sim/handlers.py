@@ -248,6 +248,35 @@ def _forced_logoff(d, i, tick, now, reason=None):
     d.state.tally["lost"] -= len(sids)  # logged off, not lost
 
 
+def _apply_marks(d, now, actions, j):
+    """The run of place-last (or place-first) actions from ``actions[j]``, all of
+    one kind: each checked as :func:`apply_actions` does (a mark is valid on any
+    server), then carried out in one engine call (a mark changes no state a check
+    reads, so the run's checks equal those made one by one). Returns the index
+    after the run."""
+    kind, n_act = actions[j].kind, len(actions)
+    power_v, mode_v, sessions_v, pending_v, down = d.power_v, d.mode_v, d.sessions_v, d.pending_v, d.state.down
+    n_srv, tally, log = len(power_v), d.state.tally, d.state.actions
+    servers: list[int] = []
+    reasons: list = []
+    while j < n_act and actions[j].kind == kind:
+        a = actions[j]
+        j += 1
+        i = a.server
+        if not (0 <= i < n_srv) or not action_valid(kind, int(power_v[i]), int(mode_v[i]), int(sessions_v[i]),
+                                                    int(pending_v[i]), bool(down[i])):
+            tally["refused"] += 1
+            continue
+        servers.append(int(i))
+        reasons.append(a.reason or None)
+        if log is not None:
+            log.append((now, kind, i, a.reason))
+    if servers:
+        d.calls.set_place_last_many(servers, kind == PLACE_LAST, now, reasons)
+        tally["marks"] += len(servers)
+    return j
+
+
 def apply_actions(d, tick, now, actions):
     """Carry out an action policy's actions, in order, each checked first against
     the server's state now (:func:`usher.planner.power.action_valid`): one that the
@@ -262,9 +291,16 @@ def apply_actions(d, tick, now, actions):
         if warn:
             d.rollout_run.warn(d, warn, now)
             actions = [a for a in actions if a.kind != WARN]
-    for a in actions:
+    n_srv, j, n_act = len(power_v), 0, len(actions)
+    while j < n_act:
+        a = actions[j]
+        k = a.kind
+        if k == PLACE_LAST or k == PLACE_FIRST:  # a run of marks: one engine call
+            j = _apply_marks(d, now, actions, j)
+            continue
+        j += 1
         i = a.server
-        if not (0 <= i < len(power_v)) or not action_valid(a.kind, int(power_v[i]), int(mode_v[i]),
+        if not (0 <= i < n_srv) or not action_valid(a.kind, int(power_v[i]), int(mode_v[i]),
                                                            int(sessions_v[i]), int(pending_v[i]), bool(down[i])):
             tally["refused"] += 1
             continue
@@ -287,9 +323,6 @@ def apply_actions(d, tick, now, actions):
             st.since[i] = now
         elif k == LOGOFF:
             _forced_logoff(d, i, tick, now, why)
-        elif k == PLACE_LAST or k == PLACE_FIRST:
-            calls.set_place_last(i, k == PLACE_LAST, now, why)
-            tally["marks"] += 1
         elif k == REIMAGE:
             st.boot_image[i] = a.image
             st.boot_reason[i] = why

@@ -60,19 +60,7 @@ def decide(d, reqs, now):
         rows = list(zip(apps, eps, b.outcome.tolist(), b.reason.tolist(), b.server.tolist(),
                         b.session.tolist(), b.load_index.tolist()))
     else:
-        ws_name, ws2 = d.ws_name, d.arrivals.ws2
-        apps, eps, todo = [], [], []
-        for v, _, kind in reqs:
-            if kind == L_SECOND:
-                app = APP_LABS
-            else:
-                app = v.app
-                if kind == L_RECONNECT:
-                    v.ep = f"home-{v.user}-2" if v.ext else ws_name(v.h, ws2[v.a])
-            apps.append(app)
-            eps.append(v.ep)
-            todo.append((v.uname, app, v.loc, v.ep, v.ext))
-        rows = [(app, ep, *dec) for app, ep, dec in zip(apps, eps, calls.launch_each(todo, now))]
+        rows = calls.launch_each(reqs, now, d, _app_and_endpoint)
     return rows
 
 

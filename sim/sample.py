@@ -57,6 +57,7 @@ class Sampler:
         self.n_pools = n_pools = len(POOLS)
         cnt = np.bincount(self.pool, minlength=n_pools)
         self.pool_seats = np.bincount(self.pool, weights=lay.server_max, minlength=n_pools) / np.maximum(cnt, 1)
+        self.per_pool = np.zeros(n_pools, dtype=np.int64)
         self.last_lost = [0, 0]
 
     def _telemetry(self, d, now):
@@ -117,7 +118,8 @@ class Sampler:
         dt = min(self.period, d.T - now)
         st.server_hours += m * dt / 3600.0
         st.energy_j += watts * dt
-        per_pool = np.bincount(self.pool, weights=d.sessions_v, minlength=self.n_pools)
+        per_pool = self.per_pool  # int64: the float64 division below converts it exactly
+        n_drain = K.pool_sessions(d.sessions_v, self.pool, d.power_v, d.mode_v, K.ON, K.DRAIN, per_pool)
         st.lower_bound_hours += float(np.ceil(per_pool / self.pool_seats - 1e-9).sum()) * dt / 3600.0
-        st.draining_hours += int(np.count_nonzero((d.power_v == K.ON) & (d.mode_v == K.DRAIN))) * dt / 3600.0
+        st.draining_hours += n_drain * dt / 3600.0
         return o[K.PEND_MAX]

@@ -25,7 +25,7 @@ from usher.core.codes import Mode, Power
 from usher.core.kernels import compile_settings
 
 __all__ = [
-    "pctl", "pctl_index", "kth", "fleet_stats", "powered", "telemetry_rows", "power_moves",
+    "pctl", "pctl_index", "kth", "fleet_stats", "pool_sessions", "powered", "telemetry_rows", "power_moves",
     "STATS_HEAD", "STATS_ZONE",
 ]
 
@@ -158,6 +158,20 @@ with compile_settings():
         out[L_P99] = kth(lis, k99)
         k50 = pctl_index(n_on, 0.50)
         out[L_P50] = np.partition(lis, k50)[k50]
+
+
+    @njit(cache=True, nogil=True)
+    def pool_sessions(sessions, pool, power, mode, on_code, drain_code, out):
+        """Sessions per pool into ``out`` (int64, shape (n_pools,)), as
+        ``np.bincount(pool, weights=sessions)`` (integers); returns how many servers
+        are on and draining."""
+        out[:] = 0
+        n_drain = 0
+        for i in range(sessions.shape[0]):
+            out[pool[i]] += sessions[i]
+            if power[i] == on_code and mode[i] == drain_code:
+                n_drain += 1
+        return n_drain
 
 
     @njit(cache=True, nogil=True)

@@ -197,3 +197,40 @@ def _tiny_toml(tmp_path) -> str:
     path.write_text("[day]\nhours = 2.0\n[fleet]\nservers = 30\nusers = 800\nlicences = 500\n"
                     "[demand]\npeak_sessions = 300\n")
     return str(path)
+
+
+def test_a_run_of_marks_is_carried_out_as_one_mark_at_a_time():
+    """apply_actions carries a run of place-last marks out in one engine call: the
+    engine, the trace lines, the log and the counts are those of one call per mark."""
+    from usher.core import state as st
+    from usher.planner.power import BOOT, PLACE_FIRST, PLACE_LAST, Action
+    from usher.sim.handlers import apply_actions
+
+    traces = []
+    days = []
+    for batched in (True, False):
+        lines: list = []
+        d = Day(TINY.copy().validate())
+        d.calls.append = lines.append  # the trace lines, in the order applied
+        on = np.nonzero(d.power_v == ON)[0].tolist()
+        assert len(on) >= 5
+        off = np.nonzero(d.power_v == OFF)[0].tolist()
+        acts = [Action(PLACE_LAST, on[0], "a"), Action(PLACE_LAST, 10 ** 6, "bad"), Action(PLACE_LAST, on[2], ""),
+                Action(PLACE_FIRST, on[0], "b"), Action(BOOT, off[0], "boot") if off else Action(PLACE_FIRST, on[3], "c"),
+                Action(PLACE_LAST, on[4], "d")]
+        if batched:
+            apply_actions(d, 5, 5.0, acts)
+        else:
+            for a in acts:  # one action per call: no run is longer than one mark
+                apply_actions(d, 5, 5.0, [a])
+        traces.append(lines)
+        days.append(d)
+    a, b = days
+    assert traces[0] == traces[1] and len([x for x in traces[0] if x["op"] == "place_last"]) == 4
+    assert a.state.tally == b.state.tally and a.state.tally["refused"] == 1 and a.state.tally["marks"] == 4
+    assert a.state.actions == b.state.actions and a.calls.ops == b.calls.ops
+    marked = a.s.servers()["place_last"]
+    assert marked.tolist() == b.s.servers()["place_last"].tolist() and marked[on[2]] and marked[on[4]]
+    assert not marked[on[0]]  # marked, then unmarked
+    for f in st.SERVER_INT_FIELDS:
+        np.testing.assert_array_equal(a.s.server_field(f), b.s.server_field(f), err_msg=f)

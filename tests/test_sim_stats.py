@@ -111,3 +111,18 @@ def test_power_moves_match_the_masks():
         np.testing.assert_array_equal(out[2, :nd], np.nonzero(~want & on & (mode == sim.ENABLED))[0])
         drained = np.where(~want & on & (mode == sim.ENABLED), sim.DRAIN, mode)  # after row 2 is applied
         np.testing.assert_array_equal(out[3, :ns], np.nonzero(~want & on & (drained == sim.DRAIN) & (sessions == 0))[0])
+
+
+def test_pool_sessions_match_bincount():
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        n, n_pools = int(rng.integers(1, 200)), int(rng.integers(1, 4))
+        pool = rng.integers(0, n_pools, n)
+        power = rng.choice([sim.OFF, sim.BOOTING, sim.ON, sim.SHUTTING_DOWN], n)
+        mode = rng.choice([sim.ENABLED, sim.DRAIN, 2], n)
+        sessions = rng.integers(0, 31, n)
+        power, mode, sessions = _engine_like(power, mode, sessions)
+        out = np.full(n_pools, -7, dtype=np.int64)
+        n_drain = sim.pool_sessions(sessions, pool, power, mode, sim.ON, sim.DRAIN, out)
+        np.testing.assert_array_equal(out, np.bincount(pool, weights=sessions, minlength=n_pools))
+        assert n_drain == int(np.count_nonzero((power == sim.ON) & (mode == sim.DRAIN)))
