@@ -30,6 +30,8 @@ from libc.string cimport memcmp, memcpy, memset
 
 import types
 
+import numpy as np
+
 from usher.formats import dispatch
 from usher.formats.trace import (
     BLANK,
@@ -75,6 +77,9 @@ cdef enum:
     TALLY_SLOTS = 64
 
 cdef double MAX_TIME = _MAX_TIME
+cdef double INF = float("inf")
+cdef object FRESH = object()  # names[rid] while launch rid is being placed
+cdef object EMPTY = np.empty
 cdef int PLACED = 0
 cdef int REJECTED = 3
 cdef tuple OUTCOME_NAMES = tuple(_OUTCOME_NAMES)
@@ -130,6 +135,14 @@ cdef inline object _field(object op, Py_ssize_t offset, str name):
 
 cdef _Slots LAUNCH_SLOTS = _Slots(LaunchOp)
 cdef dict SESSION_SLOTS = {cls: _Slots(cls) for cls in SESSION_CLASSES}
+
+# a telemetry line's value fields, in telemetry_many's order
+cdef tuple TELEMETRY_FIELDS = ("cpu", "mem", "disk_queue", "custom")
+cdef Py_ssize_t TELEMETRY_T = _slot_offset(TelemetryOp, "t")
+cdef Py_ssize_t TELEMETRY_SERVER = _slot_offset(TelemetryOp, "server")
+cdef Py_ssize_t[4] TELEMETRY_VALUE
+for _k, _name in enumerate(TELEMETRY_FIELDS):
+    TELEMETRY_VALUE[_k] = _slot_offset(TelemetryOp, _name)
 
 
 cdef inline bint _in_order(object last, object t) except -1:
@@ -324,10 +337,92 @@ cdef Py_ssize_t _session_run(object s, list ops, Py_ssize_t i, Py_ssize_t n, Nam
     return j
 
 
+cdef int _telemetry_mask(object op) except -2:
+    """The fields a telemetry line reports (bit k: ``TELEMETRY_FIELDS[k]`` is not
+    None), or -1 when one of them is not a float."""
+    cdef int mask = 0, k
+    for k in range(4):
+        v = _field(op, TELEMETRY_VALUE[k], TELEMETRY_FIELDS[k])
+        if v is not None:
+            if type(v) is not float:
+                return -1
+            mask |= 1 << k
+    return mask
+
+
+cdef object _telemetry_run(r, object s, Py_ssize_t first, list ops, Py_ssize_t i, Py_ssize_t n,
+                           object last, Py_ssize_t max_run, Py_ssize_t min_run):
+    """``Replayer._telemetry_run(first, ops, i)`` with its columns made here: the run
+    of telemetry lines from ``ops[i]`` that report the same fields, applied with one
+    ``telemetry_many`` at the run's last ``t`` when its prefix in time order from
+    ``last`` has at least ``min_run`` lines (the columns are float64 arrays filled
+    from the lines' slots), else that prefix line by line.
+
+    Returns (where to go on, end of the run, the time of the last line applied), or
+    None when a line of the run holds a ``t`` or a value that is not a float (then
+    ``Replayer._telemetry_run`` decides, the same way)."""
+    cdef Py_ssize_t j = i, k = -1, end, m, f
+    cdef int mask = -1, row_mask
+    cdef double before, x
+    cdef double[::1] column
+    if type(last) is not float:
+        return None
+    before = PyFloat_AS_DOUBLE(last)
+    n = min(n, i + max_run)
+    while j < n:  # the run's end; k: the end of its prefix in time order
+        op = <object>PyList_GET_ITEM(ops, j)
+        if type(op) is not TELEMETRY:
+            break
+        row_mask = _telemetry_mask(op)
+        if row_mask < 0:
+            return None
+        if j == i:
+            mask = row_mask
+        elif row_mask != mask:  # a field goes from reported to not, or back
+            break
+        t = _field(op, TELEMETRY_T, "t")
+        if type(t) is not float:
+            return None
+        if k < 0:
+            x = PyFloat_AS_DOUBLE(t)
+            if before <= x < INF:  # NaN fails
+                before = x
+            else:
+                k = j
+        j += 1
+    end = j
+    if k < 0:
+        k = end
+    if end - i < min_run:
+        return i, end, last
+    if k - i >= min_run:
+        servers = [_field(<object>PyList_GET_ITEM(ops, m), TELEMETRY_SERVER, "server") for m in range(i, k)]
+        columns = [None, None, None, None]
+        for f in range(4):
+            if mask & (1 << f):
+                columns[f] = EMPTY(k - i)
+                column = columns[f]
+                for m in range(i, k):
+                    column[m - i] = PyFloat_AS_DOUBLE(
+                        _field(<object>PyList_GET_ITEM(ops, m), TELEMETRY_VALUE[f], TELEMETRY_FIELDS[f]))
+        t = _field(<object>PyList_GET_ITEM(ops, k - 1), TELEMETRY_T, "t")
+        try:
+            s.telemetry_many(servers, cpu=columns[0], mem=columns[1], disk_queue=columns[2],
+                             custom=columns[3], now=t)
+        except Exception:  # nothing was applied: the run goes line by line
+            pass
+        else:
+            return k, k, t
+    r.last_t = last
+    end = r._by_line(first, ops, i, max(k, i + 1))
+    return end, end, r.last_t
+
+
 def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t max_run,
-            Py_ssize_t flush):
+            Py_ssize_t flush, Py_ssize_t min_telemetry_run):
     """``Replayer._process_python(first, ops)`` compiled (see the module doc), with
-    the replay module's ``_MIN_LAUNCH_RUN``, ``_MAX_RUN`` and ``_FLUSH``."""
+    the replay module's ``_MIN_LAUNCH_RUN``, ``_MAX_RUN``, ``_FLUSH`` and
+    ``_MIN_TELEMETRY_RUN``."""
     s = r.scheduler
     cdef dict names = r.names
     cdef bint batch = r.batch
@@ -364,13 +459,18 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
                 scanned = j  # a short run: its launches go one by one
             t = _field(op, ls.t, "t")
             rid = _field(op, ls.id, "id")
-            if launch is not None and _in_order(last, t) and rid not in names:
+            # a fresh launch id is taken in names by the probe that finds it fresh
+            # (decide writes its session id over FRESH; a failed launch gives it back)
+            if (launch is not None and _in_order(last, t)
+                    and <object>PyDict_SetDefault(names, rid, FRESH) is FRESH):
                 try:
                     d = launch(_field(op, ls.user, "user"), _field(op, ls.app, "app"),
                                _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
                                _field(op, ls.external, "external"), t)
-                except Exception:
-                    pass
+                except BaseException as exc:
+                    del names[rid]
+                    if not isinstance(exc, Exception):
+                        raise
                 else:
                     decide.decide(t, rid, d.outcome_code, d.reason_code, d.session_id, d.server, d.zone,
                                   d.load_index)
@@ -410,7 +510,11 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
             elif batch and i >= scanned and (cls is TELEMETRY or cls is USER):
                 r.last_t = last
                 if cls is TELEMETRY:
-                    end, scanned = r._telemetry_run(first, ops, i)
+                    run = _telemetry_run(r, s, first, ops, i, n, last, max_run, min_telemetry_run)
+                    if run is None:  # a value that is not a float: the Python method's columns
+                        end, scanned = r._telemetry_run(first, ops, i)
+                    else:
+                        end, scanned, r.last_t = run
                 else:
                     end, scanned = r._user_run(first, ops, i)
                 last = r.last_t

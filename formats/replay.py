@@ -365,7 +365,7 @@ class Replayer:
         loop, or :meth:`_process_python` when ``compiled`` is False."""
         if self.compiled:
             _process_compiled(self, first, ops if ops.__class__ is list else list(ops),
-                              _MIN_LAUNCH_RUN, _MAX_RUN, _FLUSH)
+                              _MIN_LAUNCH_RUN, _MAX_RUN, _FLUSH, _MIN_TELEMETRY_RUN)
         else:
             self._process_python(first, ops)
 
