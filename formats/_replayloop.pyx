@@ -76,6 +76,7 @@ cdef enum:
     REASON_BITS = 4  # the outcome tally: (outcome << 4) + reason -> count
     TALLY_SLOTS = 64
 
+NAME_CACHE_SLOTS = CACHE_SLOTS
 cdef double MAX_TIME = _MAX_TIME
 cdef double INF = float("inf")
 cdef object FRESH = object()  # names[rid] while launch rid is being placed
@@ -176,19 +177,23 @@ cdef class NameCache:
     entries are not rewritten from outside)."""
 
     cdef NameSlot* slots
+    cdef uint64_t mask  # slots - 1 (a power of two minus one)
     cdef Py_ssize_t names_seen  # len(names) when the replay last wrote it
 
-    def __cinit__(self):
-        self.slots = <NameSlot*>calloc(CACHE_SLOTS, sizeof(NameSlot))
+    def __cinit__(self, Py_ssize_t n_slots=CACHE_SLOTS):
+        if n_slots < 1 or n_slots & (n_slots - 1):
+            raise ValueError(f"the session-name cache's slots must be a power of two, not {n_slots}")
+        self.slots = <NameSlot*>calloc(n_slots, sizeof(NameSlot))
         if self.slots == NULL:
             raise MemoryError("cannot allocate the replay's session-name cache")
+        self.mask = n_slots - 1
         self.names_seen = -1
 
     def __dealloc__(self):
         free(self.slots)
 
     cdef void clear(self) noexcept:
-        memset(self.slots, 0, CACHE_SLOTS * sizeof(NameSlot))
+        memset(self.slots, 0, (self.mask + 1) * sizeof(NameSlot))
 
     cdef int put(self, object rid, object sid) except -1:
         """Record ``names[rid] = sid`` (just written)."""
@@ -205,7 +210,7 @@ cdef class NameCache:
         else:
             return 0
         cdef uint64_t h = <uint64_t>hash(rid)
-        slot = &self.slots[h & (CACHE_SLOTS - 1)]
+        slot = &self.slots[h & self.mask]
         slot.hash = h
         slot.sid = v
         slot.n_text = <uint8_t>n_text
@@ -220,7 +225,7 @@ cdef class NameCache:
         cdef uint64_t h
         if n_text > 0:
             h = <uint64_t>hash(name)
-            slot = &self.slots[h & (CACHE_SLOTS - 1)]
+            slot = &self.slots[h & self.mask]
             if slot.hash == h and slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
                 return None if slot.sid < 0 else slot.sid
         return names.get(name)
@@ -245,6 +250,8 @@ cdef class DecisionMaker:
         creator: engine session id -> id of the launch that created the session.
         keep: a list that keeps every line, or None.
         emit: the list of lines waiting to be encoded, or None.
+        cache_slots: the slots of the session-name cache (a power of two; a tiny
+            cache makes launch ids share slots, for tests).
     """
 
     cdef dict names, creator
@@ -252,12 +259,13 @@ cdef class DecisionMaker:
     cdef int64_t tally[TALLY_SLOTS]
     cdef NameCache cache  # in front of names, for the session lines
 
-    def __init__(self, dict names, dict creator, list keep, list emit):
+    def __init__(self, dict names, dict creator, list keep, list emit,
+                 Py_ssize_t cache_slots=CACHE_SLOTS):
         self.names = names
         self.creator = creator
         self.keep = keep
         self.emit = emit
-        self.cache = NameCache()
+        self.cache = NameCache(cache_slots)
 
     def __call__(self, t, rid, int oc, int rc, sid, server, zone, load_index):
         return self.decide(t, rid, oc, rc, sid, server, zone, load_index)

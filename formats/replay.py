@@ -64,7 +64,7 @@ from msgspec import Struct
 from usher.core.codes import Outcome
 from usher.errors import DuplicateName, InvalidArgument, TimeWentBackwards, UsherError
 from usher.formats import dispatch
-from usher.formats._replayloop import DecisionMaker
+from usher.formats._replayloop import NAME_CACHE_SLOTS, DecisionMaker
 from usher.formats._replayloop import process as _process_compiled
 from usher.formats.trace import (
     BLANK,
@@ -230,6 +230,9 @@ class Replayer:
     Attributes:
         compiled: apply blocks with the compiled loop (the default) or the Python one
             (the same lines and state; a class attribute).
+        name_cache_slots: the slots of the compiled loop's cache of session names
+            (a power of two; a class attribute that tests set tiny, so that launch
+            ids share slots).
         names: launch id -> engine session id (None when the launch was rejected).
         creator: engine session id -> id of the launch that created the session.
         last_t: ``t`` of the last line applied.
@@ -237,6 +240,7 @@ class Replayer:
     """
 
     compiled = True
+    name_cache_slots = NAME_CACHE_SLOTS
 
     def __init__(self, scheduler: Scheduler | None = None, out: IO[Any] | None = None, explain: bool = False,
                  keep: bool = True, batch: bool = True) -> None:
@@ -346,7 +350,8 @@ class Replayer:
         code ``rc``, engine session ``sid``) and take ``rid`` as a name of its session;
         returns the line. The one place a decision line is made."""
         return DecisionMaker(self.names, self.creator, self.decisions if self.keep else None,
-                             self._writer.pending if self._writer is not None else None)
+                             self._writer.pending if self._writer is not None else None,
+                             self.name_cache_slots)
 
     def _launch(self, op):
         """A launch line, one by one (with the explanation when asked)."""
