@@ -14,6 +14,10 @@ their fields and builds their decision lines costs as much again. Here the loop 
 - the time of the last line applied is kept in a local, written back to
   ``Replayer.last_t`` before any call into the Python part of the replay; two float
   times are compared in C, any other as Python compares them;
+- a telemetry run's value columns are float64 arrays filled from the lines' slots
+  (a run holding a value or a time that is not a float is left to the Python
+  method); a launch's fresh id is found and taken in ``names`` by one probe
+  (``PyDict_SetDefault``), given back if the launch fails;
 - every call into the scheduler and every cold path (a failed line, a batch) is the
   Python loop's own call, in the same order, so the two loops give the same lines,
   the same errors and the same state (tests/test_replay_loop.py checks them against

@@ -31,9 +31,11 @@ small next to the engine's own cost:
   by one object (``usher.formats._replayloop.DecisionMaker``).
 - *the loop compiled*: the loop over a block is ``usher.formats._replayloop.process``,
   a Cython translation of :meth:`Replayer._process_python` (op classes compared by
-  pointer, fields read at their slots); the Python loop stays as its reference (the
-  two are checked against each other on random traces) and runs when
-  ``Replayer.compiled`` is False.
+  pointer, fields read at their slots, a telemetry run's columns filled as float64
+  arrays, a fresh launch id found and taken in ``names`` by one probe); the Python
+  loop stays as its reference (the two are checked against each other on random
+  traces, with the compiled loop's cache of session names at its size and tiny) and
+  runs when ``Replayer.compiled`` is False.
 - *encode in bulk*: decision and error lines are encoded a few dozen at a time with
   ``Encoder.encode_lines`` (while they are still in the CPU caches) and written in
   chunks of a megabyte.
