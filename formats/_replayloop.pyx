@@ -14,6 +14,10 @@ their fields and builds their decision lines costs as much again. Here the loop 
 - the time of the last line applied is kept in a local, written back to
   ``Replayer.last_t`` before any call into the Python part of the replay; two float
   times are compared in C, any other as Python compares them;
+- a telemetry run's value columns are float64 arrays filled from the lines' slots
+  (a run holding a value or a time that is not a float is left to the Python
+  method); a launch's fresh id is found and taken in ``names`` by one probe
+  (``PyDict_SetDefault``), given back if the launch fails;
 - every call into the scheduler and every cold path (a failed line, a batch) is the
   Python loop's own call, in the same order, so the two loops give the same lines,
   the same errors and the same state (tests/test_replay_loop.py checks them against
@@ -29,6 +33,8 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset
 
 import types
+
+import numpy as np
 
 from usher.formats import dispatch
 from usher.formats.trace import (
@@ -74,7 +80,11 @@ cdef enum:
     REASON_BITS = 4  # the outcome tally: (outcome << 4) + reason -> count
     TALLY_SLOTS = 64
 
+NAME_CACHE_SLOTS = CACHE_SLOTS
 cdef double MAX_TIME = _MAX_TIME
+cdef double INF = float("inf")
+cdef object FRESH = object()  # names[rid] while launch rid is being placed
+cdef object EMPTY = np.empty
 cdef int PLACED = 0
 cdef int REJECTED = 3
 cdef tuple OUTCOME_NAMES = tuple(_OUTCOME_NAMES)
@@ -131,6 +141,14 @@ cdef inline object _field(object op, Py_ssize_t offset, str name):
 cdef _Slots LAUNCH_SLOTS = _Slots(LaunchOp)
 cdef dict SESSION_SLOTS = {cls: _Slots(cls) for cls in SESSION_CLASSES}
 
+# a telemetry line's value fields, in telemetry_many's order
+cdef tuple TELEMETRY_FIELDS = ("cpu", "mem", "disk_queue", "custom")
+cdef Py_ssize_t TELEMETRY_T = _slot_offset(TelemetryOp, "t")
+cdef Py_ssize_t TELEMETRY_SERVER = _slot_offset(TelemetryOp, "server")
+cdef Py_ssize_t[4] TELEMETRY_VALUE
+for _k, _name in enumerate(TELEMETRY_FIELDS):
+    TELEMETRY_VALUE[_k] = _slot_offset(TelemetryOp, _name)
+
 
 cdef inline bint _in_order(object last, object t) except -1:
     """``last <= t`` as Python decides it (a C compare for two floats)."""
@@ -163,19 +181,23 @@ cdef class NameCache:
     entries are not rewritten from outside)."""
 
     cdef NameSlot* slots
+    cdef uint64_t mask  # slots - 1 (a power of two minus one)
     cdef Py_ssize_t names_seen  # len(names) when the replay last wrote it
 
-    def __cinit__(self):
-        self.slots = <NameSlot*>calloc(CACHE_SLOTS, sizeof(NameSlot))
+    def __cinit__(self, Py_ssize_t n_slots=CACHE_SLOTS):
+        if n_slots < 1 or n_slots & (n_slots - 1):
+            raise ValueError(f"the session-name cache's slots must be a power of two, not {n_slots}")
+        self.slots = <NameSlot*>calloc(n_slots, sizeof(NameSlot))
         if self.slots == NULL:
             raise MemoryError("cannot allocate the replay's session-name cache")
+        self.mask = n_slots - 1
         self.names_seen = -1
 
     def __dealloc__(self):
         free(self.slots)
 
     cdef void clear(self) noexcept:
-        memset(self.slots, 0, CACHE_SLOTS * sizeof(NameSlot))
+        memset(self.slots, 0, (self.mask + 1) * sizeof(NameSlot))
 
     cdef int put(self, object rid, object sid) except -1:
         """Record ``names[rid] = sid`` (just written)."""
@@ -192,7 +214,7 @@ cdef class NameCache:
         else:
             return 0
         cdef uint64_t h = <uint64_t>hash(rid)
-        slot = &self.slots[h & (CACHE_SLOTS - 1)]
+        slot = &self.slots[h & self.mask]
         slot.hash = h
         slot.sid = v
         slot.n_text = <uint8_t>n_text
@@ -207,7 +229,7 @@ cdef class NameCache:
         cdef uint64_t h
         if n_text > 0:
             h = <uint64_t>hash(name)
-            slot = &self.slots[h & (CACHE_SLOTS - 1)]
+            slot = &self.slots[h & self.mask]
             if slot.hash == h and slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
                 return None if slot.sid < 0 else slot.sid
         return names.get(name)
@@ -232,6 +254,8 @@ cdef class DecisionMaker:
         creator: engine session id -> id of the launch that created the session.
         keep: a list that keeps every line, or None.
         emit: the list of lines waiting to be encoded, or None.
+        cache_slots: the slots of the session-name cache (a power of two; a tiny
+            cache makes launch ids share slots, for tests).
     """
 
     cdef dict names, creator
@@ -239,12 +263,13 @@ cdef class DecisionMaker:
     cdef int64_t tally[TALLY_SLOTS]
     cdef NameCache cache  # in front of names, for the session lines
 
-    def __init__(self, dict names, dict creator, list keep, list emit):
+    def __init__(self, dict names, dict creator, list keep, list emit,
+                 Py_ssize_t cache_slots=CACHE_SLOTS):
         self.names = names
         self.creator = creator
         self.keep = keep
         self.emit = emit
-        self.cache = NameCache()
+        self.cache = NameCache(cache_slots)
 
     def __call__(self, t, rid, int oc, int rc, sid, server, zone, load_index):
         return self.decide(t, rid, oc, rc, sid, server, zone, load_index)
@@ -324,10 +349,92 @@ cdef Py_ssize_t _session_run(object s, list ops, Py_ssize_t i, Py_ssize_t n, Nam
     return j
 
 
+cdef int _telemetry_mask(object op) except -2:
+    """The fields a telemetry line reports (bit k: ``TELEMETRY_FIELDS[k]`` is not
+    None), or -1 when one of them is not a float."""
+    cdef int mask = 0, k
+    for k in range(4):
+        v = _field(op, TELEMETRY_VALUE[k], TELEMETRY_FIELDS[k])
+        if v is not None:
+            if type(v) is not float:
+                return -1
+            mask |= 1 << k
+    return mask
+
+
+cdef object _telemetry_run(r, object s, Py_ssize_t first, list ops, Py_ssize_t i, Py_ssize_t n,
+                           object last, Py_ssize_t max_run, Py_ssize_t min_run):
+    """``Replayer._telemetry_run(first, ops, i)`` with its columns made here: the run
+    of telemetry lines from ``ops[i]`` that report the same fields, applied with one
+    ``telemetry_many`` at the run's last ``t`` when its prefix in time order from
+    ``last`` has at least ``min_run`` lines (the columns are float64 arrays filled
+    from the lines' slots), else that prefix line by line.
+
+    Returns (where to go on, end of the run, the time of the last line applied), or
+    None when a line of the run holds a ``t`` or a value that is not a float (then
+    ``Replayer._telemetry_run`` decides, the same way)."""
+    cdef Py_ssize_t j = i, k = -1, end, m, f
+    cdef int mask = -1, row_mask
+    cdef double before, x
+    cdef double[::1] column
+    if type(last) is not float:
+        return None
+    before = PyFloat_AS_DOUBLE(last)
+    n = min(n, i + max_run)
+    while j < n:  # the run's end; k: the end of its prefix in time order
+        op = <object>PyList_GET_ITEM(ops, j)
+        if type(op) is not TELEMETRY:
+            break
+        row_mask = _telemetry_mask(op)
+        if row_mask < 0:
+            return None
+        if j == i:
+            mask = row_mask
+        elif row_mask != mask:  # a field goes from reported to not, or back
+            break
+        t = _field(op, TELEMETRY_T, "t")
+        if type(t) is not float:
+            return None
+        if k < 0:
+            x = PyFloat_AS_DOUBLE(t)
+            if before <= x < INF:  # NaN fails
+                before = x
+            else:
+                k = j
+        j += 1
+    end = j
+    if k < 0:
+        k = end
+    if end - i < min_run:
+        return i, end, last
+    if k - i >= min_run:
+        servers = [_field(<object>PyList_GET_ITEM(ops, m), TELEMETRY_SERVER, "server") for m in range(i, k)]
+        columns = [None, None, None, None]
+        for f in range(4):
+            if mask & (1 << f):
+                columns[f] = EMPTY(k - i)
+                column = columns[f]
+                for m in range(i, k):
+                    column[m - i] = PyFloat_AS_DOUBLE(
+                        _field(<object>PyList_GET_ITEM(ops, m), TELEMETRY_VALUE[f], TELEMETRY_FIELDS[f]))
+        t = _field(<object>PyList_GET_ITEM(ops, k - 1), TELEMETRY_T, "t")
+        try:
+            s.telemetry_many(servers, cpu=columns[0], mem=columns[1], disk_queue=columns[2],
+                             custom=columns[3], now=t)
+        except Exception:  # nothing was applied: the run goes line by line
+            pass
+        else:
+            return k, k, t
+    r.last_t = last
+    end = r._by_line(first, ops, i, max(k, i + 1))
+    return end, end, r.last_t
+
+
 def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t max_run,
-            Py_ssize_t flush):
+            Py_ssize_t flush, Py_ssize_t min_telemetry_run):
     """``Replayer._process_python(first, ops)`` compiled (see the module doc), with
-    the replay module's ``_MIN_LAUNCH_RUN``, ``_MAX_RUN`` and ``_FLUSH``."""
+    the replay module's ``_MIN_LAUNCH_RUN``, ``_MAX_RUN``, ``_FLUSH`` and
+    ``_MIN_TELEMETRY_RUN``."""
     s = r.scheduler
     cdef dict names = r.names
     cdef bint batch = r.batch
@@ -364,13 +471,18 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
                 scanned = j  # a short run: its launches go one by one
             t = _field(op, ls.t, "t")
             rid = _field(op, ls.id, "id")
-            if launch is not None and _in_order(last, t) and rid not in names:
+            # a fresh launch id is taken in names by the probe that finds it fresh
+            # (decide writes its session id over FRESH; a failed launch gives it back)
+            if (launch is not None and _in_order(last, t)
+                    and <object>PyDict_SetDefault(names, rid, FRESH) is FRESH):
                 try:
                     d = launch(_field(op, ls.user, "user"), _field(op, ls.app, "app"),
                                _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
                                _field(op, ls.external, "external"), t)
-                except Exception:
-                    pass
+                except BaseException as exc:
+                    del names[rid]
+                    if not isinstance(exc, Exception):
+                        raise
                 else:
                     decide.decide(t, rid, d.outcome_code, d.reason_code, d.session_id, d.server, d.zone,
                                   d.load_index)
@@ -410,7 +522,11 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
             elif batch and i >= scanned and (cls is TELEMETRY or cls is USER):
                 r.last_t = last
                 if cls is TELEMETRY:
-                    end, scanned = r._telemetry_run(first, ops, i)
+                    run = _telemetry_run(r, s, first, ops, i, n, last, max_run, min_telemetry_run)
+                    if run is None:  # a value that is not a float: the Python method's columns
+                        end, scanned = r._telemetry_run(first, ops, i)
+                    else:
+                        end, scanned, r.last_t = run
                 else:
                     end, scanned = r._user_run(first, ops, i)
                 last = r.last_t

@@ -31,9 +31,11 @@ small next to the engine's own cost:
   by one object (``usher.formats._replayloop.DecisionMaker``).
 - *the loop compiled*: the loop over a block is ``usher.formats._replayloop.process``,
   a Cython translation of :meth:`Replayer._process_python` (op classes compared by
-  pointer, fields read at their slots); the Python loop stays as its reference (the
-  two are checked against each other on random traces) and runs when
-  ``Replayer.compiled`` is False.
+  pointer, fields read at their slots, a telemetry run's columns filled as float64
+  arrays, a fresh launch id found and taken in ``names`` by one probe); the Python
+  loop stays as its reference (the two are checked against each other on random
+  traces, with the compiled loop's cache of session names at its size and tiny) and
+  runs when ``Replayer.compiled`` is False.
 - *encode in bulk*: decision and error lines are encoded a few dozen at a time with
   ``Encoder.encode_lines`` (while they are still in the CPU caches) and written in
   chunks of a megabyte.
@@ -64,7 +66,7 @@ from msgspec import Struct
 from usher.core.codes import Outcome
 from usher.errors import DuplicateName, InvalidArgument, TimeWentBackwards, UsherError
 from usher.formats import dispatch
-from usher.formats._replayloop import DecisionMaker
+from usher.formats._replayloop import NAME_CACHE_SLOTS, DecisionMaker
 from usher.formats._replayloop import process as _process_compiled
 from usher.formats.trace import (
     BLANK,
@@ -230,6 +232,9 @@ class Replayer:
     Attributes:
         compiled: apply blocks with the compiled loop (the default) or the Python one
             (the same lines and state; a class attribute).
+        name_cache_slots: the slots of the compiled loop's cache of session names
+            (a power of two; a class attribute that tests set tiny, so that launch
+            ids share slots).
         names: launch id -> engine session id (None when the launch was rejected).
         creator: engine session id -> id of the launch that created the session.
         last_t: ``t`` of the last line applied.
@@ -237,6 +242,7 @@ class Replayer:
     """
 
     compiled = True
+    name_cache_slots = NAME_CACHE_SLOTS
 
     def __init__(self, scheduler: Scheduler | None = None, out: IO[Any] | None = None, explain: bool = False,
                  keep: bool = True, batch: bool = True) -> None:
@@ -346,7 +352,8 @@ class Replayer:
         code ``rc``, engine session ``sid``) and take ``rid`` as a name of its session;
         returns the line. The one place a decision line is made."""
         return DecisionMaker(self.names, self.creator, self.decisions if self.keep else None,
-                             self._writer.pending if self._writer is not None else None)
+                             self._writer.pending if self._writer is not None else None,
+                             self.name_cache_slots)
 
     def _launch(self, op):
         """A launch line, one by one (with the explanation when asked)."""
@@ -365,7 +372,7 @@ class Replayer:
         loop, or :meth:`_process_python` when ``compiled`` is False."""
         if self.compiled:
             _process_compiled(self, first, ops if ops.__class__ is list else list(ops),
-                              _MIN_LAUNCH_RUN, _MAX_RUN, _FLUSH)
+                              _MIN_LAUNCH_RUN, _MAX_RUN, _FLUSH, _MIN_TELEMETRY_RUN)
         else:
             self._process_python(first, ops)
 

@@ -4,6 +4,11 @@ kind (bad JSON, unknown fields, time going back, unknown and rejected sessions,
 duplicate launch ids, ops in-process with odd values), fed whole and in pieces, both
 give the same output bytes, the same errors and the same replay state (``names``,
 ``creator``, ``last_t``, ``ops``, ``lines``, outcomes) and scheduler.
+
+The compiled loop's cache of session names (``NameCache``) is tried at its own size
+and at a size of one, two and four slots, where launch ids share slots: a session line
+must reach the session of its own launch, never that of the launch that took the
+slot last.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from hypothesis import strategies as st
 
 import usher
 import usher.formats.replay as replay_module
+from usher.errors import SessionEnded
+from usher.formats._replayloop import NAME_CACHE_SLOTS, DecisionMaker
 from usher.formats.replay import Replayer
-from usher.formats.trace import LaunchOp, LogoffOp, LogonDoneOp
+from usher.formats.trace import LaunchOp, LogoffOp, LogonDoneOp, TelemetryOp
 
 from tests.test_replay import PRELUDE, random_trace
 
@@ -57,12 +64,14 @@ def _run(lines, compiled, pieces):
 
 
 @given(seed=st.integers(0, 10_000), pieces=st.integers(1, 5), min_run=st.sampled_from([4, 1024]),
-       bad=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 50)), max_size=12))
-def test_compiled_loop_is_the_python_loop(seed, pieces, min_run, bad):
+       bad=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 50)), max_size=12),
+       slots=st.sampled_from([1, 4, NAME_CACHE_SLOTS]))
+def test_compiled_loop_is_the_python_loop(seed, pieces, min_run, bad, slots):
     lines = _mangle(random_trace(seed, 300), bad)
     with pytest.MonkeyPatch.context() as mp:  # short runs batched too
         mp.setattr(replay_module, "_MIN_LAUNCH_RUN", min_run)
         mp.setattr(replay_module, "_MIN_TELEMETRY_RUN", 4)
+        mp.setattr(Replayer, "name_cache_slots", slots)
         compiled = _run(lines, True, pieces)
         python = _run(lines, False, pieces)
     assert compiled[0] == python[0]
@@ -107,3 +116,88 @@ def test_names_written_from_outside_are_followed():
     assert [e.error for e in restored.errors] == ["SessionEnded"]
     restored.feed([json.dumps({"t": 5, "op": "logoff", "session": "r9"})])
     assert [e.error for e in restored.errors] == ["SessionEnded", "UnknownSession"]
+
+
+FLEET = [
+    {"t": 0, "op": "settings", "enforce_entitlement": False},
+    {"t": 0, "op": "pool", "name": "P"},
+    {"t": 0, "op": "app", "name": "a", "pools": ["P"]},
+    {"t": 0, "op": "server", "name": "s1", "zone": "Z", "pool": "P", "max_sessions": 100},
+]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize("slots", [1, 2, 4, NAME_CACHE_SLOTS])
+def test_session_lines_reach_their_own_session(slots, compiled, monkeypatch):
+    """Ten launches placed, then a session line for each, alone in its run (a
+    telemetry line after each), in an order where the launch that took a slot last
+    is rarely the one named: every line applies, and each session is in the state its
+    own lines made. A cache that answered with another launch's session would end or
+    log on a live session of someone else (no error on that line, the wrong state)."""
+    monkeypatch.setattr(Replayer, "name_cache_slots", slots)
+    ids = [f"r{k}" for k in range(10)]  # one length: in a tiny cache they share slots
+    lines = list(FLEET)
+    lines += [{"t": 1.0, "op": "launch", "id": rid, "user": f"u{k}", "app": "a"} for k, rid in enumerate(ids)]
+    ended = set(ids[0::3])
+    t = 2.0
+    for rid in ids:  # the first ids first: the slots hold the last launches
+        op = "logoff" if rid in ended else "logon_done"
+        lines += [{"t": t, "op": op, "session": rid}, {"t": t, "op": "telemetry", "server": "s1", "cpu": 10.0}]
+        t += 1.0
+    r = Replayer(keep=True)
+    r.compiled = compiled
+    r.feed([json.dumps(o) for o in lines])
+    assert not r.errors, r.errors
+    assert [d.outcome for d in r.decisions] == ["placed"] * len(ids)
+    for rid in ids:
+        if rid in ended:
+            with pytest.raises(SessionEnded):
+                r.scheduler.session(r.names[rid])
+        else:
+            assert r.scheduler.session(r.names[rid])["state"] == "active", rid
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_a_rejected_launch_in_a_shared_slot_names_no_session(slots, monkeypatch):
+    """A rejected launch's id (None in ``names``) takes a slot of a tiny cache as the
+    id of no session; a placed launch taking the slot after it, and a line naming
+    the rejected one, give the Python loop's lines."""
+    monkeypatch.setattr(Replayer, "name_cache_slots", slots)
+    lines = FLEET[:3] + [  # no server yet: the first launch is rejected
+        {"t": 1, "op": "launch", "id": "r0", "user": "u0", "app": "a"},
+        {"t": 1, "op": "server", "name": "s1", "zone": "Z", "pool": "P", "max_sessions": 100},
+        {"t": 2, "op": "launch", "id": "r1", "user": "u1", "app": "a"},
+        {"t": 3, "op": "logon_done", "session": "r0"},
+        {"t": 4, "op": "logon_done", "session": "r1"},
+        {"t": 5, "op": "launch", "id": "r2", "user": "u2", "app": "a"},
+        {"t": 6, "op": "logoff", "session": "r0"},
+        {"t": 7, "op": "logoff", "session": "r1"},
+    ]
+    lines = [json.dumps(o) for o in lines]
+    compiled, python = _run(lines, True, 1), _run(lines, False, 1)
+    assert compiled == python
+    assert [e[1] for e in compiled[1][-1]] == ["UnknownSession", "UnknownSession"]
+
+
+def test_cache_size_must_be_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        DecisionMaker({}, {}, None, None, 3)
+
+
+def test_telemetry_run_with_values_not_floats_matches():
+    """Telemetry ops built in-process with integer values and times (the compiled
+    run leaves those to the Python method), in runs long enough to batch."""
+    ops = [TelemetryOp(t=1.0 + k // 8, server="s1", cpu=10 if k % 5 == 0 else 20.0, mem=30.0) for k in range(40)]
+    ops += [TelemetryOp(t=7 if k == 3 else 7.0, server="s2", cpu=15.0) for k in range(20)]
+    ops += [TelemetryOp(t=8.0, server="s1" if k != 9 else "ghost", cpu=float(k)) for k in range(20)]
+    results = []
+    for compiled in (True, False):
+        out = io.BytesIO()
+        r = Replayer(out=out, keep=True)
+        r.compiled = compiled
+        r.feed([json.dumps(o) for o in PRELUDE])
+        r.apply(ops)
+        results.append((out.getvalue(), r.last_t, type(r.last_t), r.ops, r.lines,
+                        r.scheduler.servers().tolist()))
+    assert results[0] == results[1]
+    assert b"UnknownServer" in results[0][0]
