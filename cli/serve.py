@@ -201,7 +201,7 @@ def _serve_cluster(app, host, port, broker) -> None:
 
     import uvicorn
 
-    from usher.service.http import SWITCH_INTERVAL, uvicorn_options
+    from usher.service.http import SWITCH_INTERVAL, settle_heap, uvicorn_options
 
     class ClusterServer(uvicorn.Server):
         async def serve(self, sockets=None):
@@ -214,4 +214,5 @@ def _serve_cluster(app, host, port, broker) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
     config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=GRACE_SECONDS,
                             **uvicorn_options())
+    settle_heap()
     ClusterServer(config).run()

@@ -62,6 +62,7 @@ PUBLIC_PATHS = ("/", "/static/dashboard.js", "/static/dashboard.css")
 STREAM_SECONDS = 20.0
 KEEPALIVE_SECONDS = 10.0
 MAX_LAUNCHED = 1_000_000  # launches waiting for their logon_done, tracked for logon durations
+FOLD_SLICE = 64  # requests folded by the sampler between two turns of the event loop
 _ACTION_OPS = {PowerOp: ("power", "state"), ModeOp: ("mode", "mode"), ImageOp: ("image", "image"),
                RegisterOp: ("register", "registered"), RemoveServerOp: ("remove_server", "force")}
 _STATIC = {"dashboard.js": "application/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8",
@@ -107,6 +108,7 @@ class Dashboard:
         self._layout_key: tuple = ()
         self._newest: float | None = None  # the newest bucket at the last turn
         self.version = 0  # turns that produced a new state
+        self._folded = False  # requests were folded since the last state was made
 
     # ------------------------------------------------------------ the sink
     def on_applied(self, ops, outputs, request_id=None, seconds=None) -> None:
@@ -125,7 +127,14 @@ class Dashboard:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            self.turn()
+            # fold what came in a slice at a time, letting requests in between: a
+            # turn after a busy second must not stop the event loop for its length
+            while self._pending:
+                batches, self._pending = self._pending, []
+                for k in range(0, len(batches), FOLD_SLICE):
+                    self._fold_batches(batches[k:k + FOLD_SLICE])
+                    await asyncio.sleep(0)
+            self.turn(force=self._core is None or self._folded)
 
     # ------------------------------------------------------------ the sampler
     def turn(self, force: bool = False) -> bool:
@@ -135,26 +144,52 @@ class Dashboard:
         if not self._pending and not force and self._core is not None:
             return False
         batches, self._pending = self._pending, []
-        for ops, outputs in batches:
-            self._fold(ops, outputs)
+        self._fold_batches(batches)
+        self._folded = False
         self._snapshot()
         old, self._turned = self._turned, asyncio.Event()
         old.set()
         return True
 
+    def _fold_batches(self, batches) -> None:
+        """Fold requests' ``(ops, outputs)`` in order. Only the launch decisions that
+        stay in the ring (its ``maxlen`` newest) are made into records: the ring ends
+        as if every decision had been appended."""
+        if not batches:
+            return
+        self._folded = True
+        for ops, outputs in batches:
+            self._fold(ops, outputs)
+        wanted = self.decisions.maxlen
+        newest: list = []
+        for ops, outputs in reversed(batches):
+            for k in range(len(outputs) - 1, -1, -1):
+                out = outputs[k]
+                if out.__class__ is LaunchDecision:
+                    newest.append(decision_record(ops[k], out))
+                    if wanted is not None and len(newest) >= wanted:
+                        break
+            if wanted is not None and len(newest) >= wanted:
+                break
+        self.decisions.extend(reversed(newest))
+
     def _fold(self, ops, outputs) -> None:
+        """Fold one request into the history and the launches awaiting their logon
+        (the ring of decisions: :meth:`_fold_batches`)."""
         history, launched = self.history, self._launched
+        bucket_t = bucket = None  # the ops of a request mostly share their t: one look-up
         for op, out in zip(ops, outputs):
             cls = out.__class__
             if cls is LaunchDecision:
-                b = history.at(out.t)
-                if b is not None:
-                    b.outcomes[out.outcome] += 1
+                t = out.t
+                if t != bucket_t:
+                    bucket_t, bucket = t, history.at(t)
+                if bucket is not None:
+                    bucket.outcomes[out.outcome] += 1
                     if out.reason:
-                        b.rejected[out.reason] += 1
+                        bucket.rejected[out.reason] += 1
                 if out.outcome == "placed":
-                    launched[out.id] = (out.t, out.zone)
-                self.decisions.append(decision_record(op, out))
+                    launched[out.id] = (t, out.zone)
                 continue
             if out is not None:  # an error line: the op changed nothing
                 continue
