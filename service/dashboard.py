@@ -62,7 +62,7 @@ PUBLIC_PATHS = ("/", "/static/dashboard.js", "/static/dashboard.css")
 STREAM_SECONDS = 20.0
 KEEPALIVE_SECONDS = 10.0
 MAX_LAUNCHED = 1_000_000  # launches waiting for their logon_done, tracked for logon durations
-FOLD_SLICE = 64  # requests folded by the sampler between two turns of the event loop
+FOLD_SLICE = 1000  # operations folded by the sampler between two turns of the event loop (at least a request)
 _ACTION_OPS = {PowerOp: ("power", "state"), ModeOp: ("mode", "mode"), ImageOp: ("image", "image"),
                RegisterOp: ("register", "registered"), RemoveServerOp: ("remove_server", "force")}
 _STATIC = {"dashboard.js": "application/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8",
@@ -131,9 +131,13 @@ class Dashboard:
             # turn after a busy second must not stop the event loop for its length
             while self._pending:
                 batches, self._pending = self._pending, []
-                for k in range(0, len(batches), FOLD_SLICE):
-                    self._fold_batches(batches[k:k + FOLD_SLICE])
-                    await asyncio.sleep(0)
+                start = ops = 0
+                for k, (request_ops, _) in enumerate(batches):
+                    ops += len(request_ops)
+                    if ops >= FOLD_SLICE or k == len(batches) - 1:
+                        self._fold_batches(batches[start:k + 1])
+                        start, ops = k + 1, 0
+                        await asyncio.sleep(0)
             self.turn(force=self._core is None or self._folded)
 
     # ------------------------------------------------------------ the sampler

@@ -63,7 +63,7 @@ def test_a_turn_folds_like_a_plain_loop(size, ring):
 
 
 def test_the_sampler_folds_in_slices_between_turns_of_the_loop(monkeypatch):
-    monkeypatch.setattr(dashboard_module, "FOLD_SLICE", 4)
+    monkeypatch.setattr(dashboard_module, "FOLD_SLICE", 10)
     requests = _requests(5, 500, 3)
     dash = Dashboard(journal.in_memory(clock=lambda: 0.0), interval=0.01, decisions=9)
     ticks = []
