@@ -45,6 +45,7 @@ from usher.journal.writer import JournalWriter
 __all__ = ["Journal", "open", "in_memory", "recover", "has_state", "SNAPSHOT_FORMAT"]
 
 SNAPSHOT_FORMAT = 1
+SNAPSHOT_NICE = 10  # added to the niceness of the child that writes an automatic snapshot
 log = logging.getLogger(__name__)
 _FILE = re.compile(r"^(snapshot|journal)-(\d{16})\.(pickle|log)$")
 _ENCODER = msgspec.json.Encoder()
@@ -382,7 +383,9 @@ class Journal:
         Python beyond the pickle and the file calls, and leaves with ``os._exit``, so
         locks held by the parent's other threads at the fork are never needed. While a
         child is writing, no other is started (the snapshot is taken at a later
-        operation)."""
+        operation). The child runs at a lower priority (:data:`SNAPSHOT_NICE`): on
+        a machine with few cores its pickle takes a core only when the serving
+        process does not want it."""
         if self._child is not None:
             return
         r = self.replayer
@@ -398,6 +401,7 @@ class Journal:
         if pid == 0:  # the child
             code = 1
             try:
+                os.nice(SNAPSHOT_NICE)  # background work: the serving process goes first for a core
                 snap.write_atomic(path, state)
                 code = 0
             finally:
