@@ -12,7 +12,11 @@ rollout's doing as the broker sees it, with the op's ``reason`` when it gave one
 why the planner acted); then it reads the fleet once
 (``Scheduler.servers()``), records the gauges in the current bucket and encodes one
 message that every open event stream shares. Nothing is computed per request on
-the launch path, and an idle service does no work.
+the launch path, and an idle service does no work. The sampler shares the event
+loop with the requests, so it takes it in short steps: it folds :data:`FOLD_SLICE`
+operations at a time and yields between slices and between reading the fleet and
+encoding the state; of the decisions folded, only those that stay in the ring are
+made into records.
 
 Endpoints (docs/SERVICE.md): ``GET /`` (the page) and ``/static/dashboard.{js,css}``
 (open without the token: they hold no data), ``GET /v1/dashboard/state`` (the
@@ -138,7 +142,12 @@ class Dashboard:
                         self._fold_batches(batches[start:k + 1])
                         start, ops = k + 1, 0
                         await asyncio.sleep(0)
-            self.turn(force=self._core is None or self._folded)
+            if self._core is None or self._folded:
+                read = self._read()  # the fleet, then (a turn of the loop later) the state made of it
+                await asyncio.sleep(0)
+                self._folded = False
+                self._make(*read)
+                self._signal()
 
     # ------------------------------------------------------------ the sampler
     def turn(self, force: bool = False) -> bool:
@@ -150,10 +159,14 @@ class Dashboard:
         batches, self._pending = self._pending, []
         self._fold_batches(batches)
         self._folded = False
-        self._snapshot()
+        self._make(*self._read())
+        self._signal()
+        return True
+
+    def _signal(self) -> None:
+        """Wake the event streams waiting for a new state."""
         old, self._turned = self._turned, asyncio.Event()
         old.set()
-        return True
 
     def _fold_batches(self, batches) -> None:
         """Fold requests' ``(ops, outputs)`` in order. Only the launch decisions that
@@ -239,13 +252,19 @@ class Dashboard:
             self._pool_of[server] = pool
         return pool
 
-    def _snapshot(self) -> None:
+    def _read(self) -> tuple:
+        """``(rows, summary, now)``: the fleet (``Scheduler.servers()``) and its summary,
+        read together."""
         s = self.journal.scheduler
         rows = s.servers()
-        summary = fleet_summary(s, rows)
+        return rows, fleet_summary(s, rows), s.now
+
+    def _make(self, rows, summary, now) -> None:
+        """The state (and the event every stream sends) of what :meth:`_read` gave;
+        the gauges go into the bucket of ``now``."""
         layout, columns = fleet_grid(rows)
         on = summary["servers"]["by_power"].get("on", 0)
-        b = self.history.at(s.now) if s.now is not None else None
+        b = self.history.at(now) if now is not None else None
         if b is not None:
             b.gauges = {"sessions": summary["sessions"], "licences": summary["licences"]["in_use"],
                         "pending": summary["pending"], "servers_on": on, "servers": summary["servers"]["total"],
