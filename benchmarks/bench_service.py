@@ -123,6 +123,8 @@ def run_client(url, mode, apps, seconds, prefix, server_pid=None, **options) -> 
     commits = journal_counters(url) if server_pid else None
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     result = json.loads(out.stdout)
+    if set(result["statuses"]) != {"200"}:  # a figure of failed requests measures nothing
+        raise RuntimeError(f"{mode}: requests answered other than 200: {result['statuses']}")
     if server_pid:
         n = result.get("requests") or 2 * result["launches"] // result["batch"]
         result["server_cpu_us_per_request"] = (cpu_seconds(server_pid) - before) / n * 1e6

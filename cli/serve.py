@@ -76,7 +76,7 @@ def make_clock(kind, last_t):
     return lambda: base + (time.monotonic() - started)
 
 
-def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
+def _open_state(fleet, servers, journal_dir, fsync, snapshot_every, snapshot_share):
     from usher import journal
     from usher.errors import UsherError
     from usher.scheduler import Scheduler
@@ -93,7 +93,7 @@ def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
         # automatic snapshots written by a forked child: the request that triggers one
         # does not wait for the pickle (the scheduler is only touched on the event loop)
         return journal.open(journal_dir, scheduler=seed, fsync=fsync, snapshot_every=snapshot_every or None,
-                            background_snapshots=True)
+                            background_snapshots=True, snapshot_share=snapshot_share)
     except UsherError as e:
         _fail(e)
 
@@ -118,6 +118,11 @@ def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
                    "monotonic-from-zero (seconds since the state began; for clients sending small explicit t).")
 @click.option("--snapshot-every", type=click.IntRange(min=0), default=100_000, show_default=True,
               help="Records between snapshots (0: never).")
+@click.option("--snapshot-share", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=0.1,
+              show_default=True,
+              help="The largest share of the time snapshots take: after one that took D seconds the next "
+                   "waits D*(1/share-1) seconds (1: no limit; under a heavy load snapshots then come less "
+                   "often than --snapshot-every).")
 @click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the bearer token.")
 @click.option("--token-env", default="USHER_TOKEN", show_default=True,
               help="Environment variable holding the bearer token (when there is no --token-file).")
@@ -126,8 +131,8 @@ def _open_state(fleet, servers, journal_dir, fsync, snapshot_every):
 @click.option("--log-decisions/--no-log-decisions", default=True, show_default=True,
               help="One JSON line per decision on stdout (logger usher.decisions).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Write the decision log to this file instead.")
-def serve_command(fleet, servers, journal_dir, store, advertise, lease_ttl, listen, fsync, clock, snapshot_every, token_file, token_env, max_body,
-                  log_decisions, log_file):
+def serve_command(fleet, servers, journal_dir, store, advertise, lease_ttl, listen, fsync, clock, snapshot_every,
+                  snapshot_share, token_file, token_env, max_body, log_decisions, log_file):
     """Serve the scheduler over HTTP: POST /v1/ops, GET /v1/sessions/ID,
     /v1/servers, /v1/summary, /metrics, /healthz, /readyz, /openapi.json.
     Endpoints, journal and recovery: docs/SERVICE.md."""
@@ -150,7 +155,7 @@ def serve_command(fleet, servers, journal_dir, store, advertise, lease_ttl, list
         broker = _open_broker(store, advertise or f"http://{listen}", fleet, servers, lease_ttl, snapshot_every)
         state = broker.journal
     else:
-        state = _open_state(fleet, servers, journal_dir, fsync, snapshot_every)
+        state = _open_state(fleet, servers, journal_dir, fsync, snapshot_every, snapshot_share)
     state.clock = make_clock(clock, state.replayer.last_t)
     metrics = Metrics(state)
     state.set_on_flush(metrics.on_flush)
@@ -201,7 +206,7 @@ def _serve_cluster(app, host, port, broker) -> None:
 
     import uvicorn
 
-    from usher.service.http import SWITCH_INTERVAL, uvicorn_options
+    from usher.service.http import SWITCH_INTERVAL, settle_heap, uvicorn_options
 
     class ClusterServer(uvicorn.Server):
         async def serve(self, sockets=None):
@@ -214,4 +219,5 @@ def _serve_cluster(app, host, port, broker) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
     config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=GRACE_SECONDS,
                             **uvicorn_options())
+    settle_heap()
     ClusterServer(config).run()

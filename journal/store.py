@@ -35,6 +35,7 @@ import time
 import msgspec
 from msgspec import UNSET
 
+from usher.errors import InvalidArgument
 from usher.formats.replay import Replayer
 from usher.formats.trace import BLANK, OP_CLASSES, OP_DECODER, BadLine, LaunchOp, decode_item
 from usher.journal import records as rec
@@ -45,6 +46,7 @@ from usher.journal.writer import JournalWriter
 __all__ = ["Journal", "open", "in_memory", "recover", "has_state", "SNAPSHOT_FORMAT"]
 
 SNAPSHOT_FORMAT = 1
+SNAPSHOT_NICE = 10  # added to the niceness of the child that writes an automatic snapshot
 log = logging.getLogger(__name__)
 _FILE = re.compile(r"^(snapshot|journal)-(\d{16})\.(pickle|log)$")
 _ENCODER = msgspec.json.Encoder()
@@ -144,7 +146,8 @@ def _replay(r: Replayer, records, path) -> None:
 
 
 def open(directory, scheduler=None, fsync="batch", snapshot_every=100_000, clock=time.time,
-         on_flush=None, batch_seconds=0.005, batch_records=1000, background_snapshots=False) -> "Journal":
+         on_flush=None, batch_seconds=0.005, batch_records=1000, background_snapshots=False,
+         snapshot_share=None) -> "Journal":
     """Open (or create) a journal directory and recover its state.
 
     Args:
@@ -160,7 +163,16 @@ def open(directory, scheduler=None, fsync="batch", snapshot_every=100_000, clock
         background_snapshots: write the automatic snapshots from a forked child process
             (POSIX), so that the operation that triggers one waits only for the fork
             (see :meth:`Journal._snapshot_in_child`); False: written in line.
+        snapshot_share: the largest share of the time that automatic snapshots take
+            (0 < share <= 1; None: no limit). After a snapshot that took ``D`` seconds
+            the next automatic one waits until ``D * (1 / share - 1)`` seconds have
+            passed since it ended; records keep counting, and it is taken at the first
+            operation after that. Under a heavy load snapshots then come less often than
+            every ``snapshot_every`` records (recovery replays more), never more often
+            than the share allows.
     """
+    if snapshot_share is not None and not 0 < snapshot_share <= 1:
+        raise InvalidArgument("snapshot_share", snapshot_share, "must be > 0 and <= 1")
     os.makedirs(directory, exist_ok=True)
     if scheduler is not None and has_state(directory):
         raise JournalError("directory", os.fspath(directory), "already holds a journal: open it without a scheduler")
@@ -173,6 +185,7 @@ def open(directory, scheduler=None, fsync="batch", snapshot_every=100_000, clock
     j = Journal(directory, found.replayer, found.seq, fsync, snapshot_every, clock, on_flush,
                 batch_seconds, batch_records, segment=found.segment)
     j.background_snapshots = bool(background_snapshots) and hasattr(os, "fork")
+    j.snapshot_share = snapshot_share
     j.torn_records = found.torn
     if scheduler is not None:
         j.replayer = Replayer(scheduler, keep=True)
@@ -203,6 +216,10 @@ class Journal:
         self.last_snapshot = None
         self._since_snapshot = 0
         self.background_snapshots = False  # automatic snapshots from a forked child (``open``)
+        self.snapshot_share: float | None = None  # the largest share of the time snapshots take (``open``)
+        self._snapshot_seconds = 0.0  # how long the latest snapshot took
+        self._snapshot_ended = -math.inf  # when it ended (``_monotonic``)
+        self._monotonic = time.monotonic
         self._child: int | None = None  # the pid of the child writing a snapshot
         self._writer_args = dict(fsync=fsync, batch_seconds=batch_seconds, batch_records=batch_records,
                                  on_flush=on_flush)
@@ -264,12 +281,20 @@ class Journal:
             ticket = self._writer.append(records) if records else self._writer.durable
             self.seq += len(records)
             self._since_snapshot += len(records)
-            if self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every:
+            if self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every \
+                    and self._snapshot_due():
                 if self.background_snapshots and self.directory is not None:
                     self._snapshot_in_child()
                 else:
                     self._snapshot_locked()
         return ops, outputs, ticket
+
+    def _snapshot_due(self) -> bool:
+        """Whether an automatic snapshot may start now (``snapshot_share``)."""
+        share = self.snapshot_share
+        if share is None:
+            return True
+        return self._monotonic() >= self._snapshot_ended + self._snapshot_seconds * (1.0 / share - 1.0)
 
     def _decode(self, items, r):
         """``(ops, fed, blanks)`` of :meth:`submit`'s items: the op of each (None when
@@ -324,6 +349,7 @@ class Journal:
             return self._snapshot_locked()
 
     def _snapshot_locked(self) -> str:
+        started = self._monotonic()
         r = self.replayer
         self._writer.close()
         state = dict(format=SNAPSHOT_FORMAT, seq=self.seq, scheduler=r.scheduler, names=r.names,
@@ -339,6 +365,8 @@ class Journal:
                 os.unlink(old)
         self._since_snapshot = 0
         self.last_snapshot = time.time()
+        self._snapshot_ended = self._monotonic()
+        self._snapshot_seconds = self._snapshot_ended - started
         return path
 
     def close(self, snapshot_timeout: float = 120.0) -> None:
@@ -382,9 +410,12 @@ class Journal:
         Python beyond the pickle and the file calls, and leaves with ``os._exit``, so
         locks held by the parent's other threads at the fork are never needed. While a
         child is writing, no other is started (the snapshot is taken at a later
-        operation)."""
+        operation). The child runs at a lower priority (:data:`SNAPSHOT_NICE`): on
+        a machine with few cores its pickle takes a core only when the serving
+        process does not want it."""
         if self._child is not None:
             return
+        started = self._monotonic()
         r = self.replayer
         self._writer.close()
         seq = self.seq
@@ -398,18 +429,23 @@ class Journal:
         if pid == 0:  # the child
             code = 1
             try:
+                os.nice(SNAPSHOT_NICE)  # background work: the serving process goes first for a core
                 snap.write_atomic(path, state)
                 code = 0
             finally:
                 os._exit(code)
         self._child = pid
         self._since_snapshot = 0
-        self._reaper = threading.Thread(target=self._reap, args=(pid, seq), name="usher-snapshot", daemon=True)
+        self._reaper = threading.Thread(target=self._reap, args=(pid, seq, started), name="usher-snapshot",
+                                        daemon=True)
         self._reaper.start()
 
-    def _reap(self, pid, seq) -> None:
-        """Wait for the child writing ``snapshot-<seq>``; on success drop the older files."""
+    def _reap(self, pid, seq, started) -> None:
+        """Wait for the child writing ``snapshot-<seq>`` (started at ``started``); on
+        success drop the older files."""
         _, status = os.waitpid(pid, 0)
+        self._snapshot_ended = self._monotonic()
+        self._snapshot_seconds = self._snapshot_ended - started
         try:
             if os.waitstatus_to_exitcode(status) != 0:
                 log.warning("the snapshot at record %d was not written (child exit status %d); "

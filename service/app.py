@@ -7,7 +7,9 @@ ASGI handler (:meth:`Service.ops_asgi`: its own token check, body limit and erro
 answers) that decodes the body straight into op Structs, applies them through the
 journal (``usher.journal.Journal.submit``: apply, append the records to the journal's
 buffer), ends the group-commit window once per turn of the event loop (the requests
-that arrived together share one fsync) and awaits their durability before it answers.
+that arrived together share one fsync; a request of :data:`COMMIT_AT_ONCE` operations
+or more ends it at once, its records being a group by themselves), makes its answer
+while the journal writes and fsyncs, and awaits their durability before it sends it.
 Metrics and the decision log are sinks fed after each answer (``sinks``), never
 computed inside a handler. Errors are answered as ``{"error", "field", "message"}``
 (400 for a body that is not JSON, 401 without the token, 404 for an unknown name, 413
@@ -45,6 +47,7 @@ from usher.service.openapi import openapi_document
 __all__ = ["create_app", "MAX_BODY"]
 
 MAX_BODY = 8 << 20  # bytes of a request body (an array of ~40,000 launches)
+COMMIT_AT_ONCE = 100  # operations in one request that end the group-commit window at once
 NDJSON = "application/x-ndjson"
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*)\s*[=:]")
 _ENCODER = msgspec.json.Encoder()
@@ -224,9 +227,13 @@ class Service:
                 return await _send(send, 422, _problem_body("InvalidArgument", "body",
                                                             "must be a JSON object (an op) or an array of ops"))
         ops, outputs, ticket = self.journal.submit(items, explain=explain)
-        if not self._commit_due:  # end the group once this turn of the loop has run
+        if len(ops) >= COMMIT_AT_ONCE:  # a group of its own: written while its answer is made
+            self.journal.commit_now()
+        elif not self._commit_due:  # end the group once this turn of the loop has run
             self._commit_due = True
             asyncio.get_running_loop().call_soon(self._commit)
+        # the answer is made while the journal writes and fsyncs (sent only once durable)
+        answer = self._answer(request_id, single, outputs)
         try:
             await self.journal.wait_async(ticket)
         except UsherError:
@@ -244,24 +251,27 @@ class Service:
         seconds = time.perf_counter() - started
         scope["usher.answered"] = True
         try:
-            await self._answer(send, request_id, single, outputs)
-        finally:  # after the answer (off the client's wait), and even if the client has gone
+            await _send(send, *answer)
+            # let the loop send the answer first (a coalescing transport writes at the
+            # end of the turn): the sinks run after it has left, off the client's wait
+            await asyncio.sleep(0)
+        finally:  # even if the client has gone
             for sink in self.sinks:
                 sink.on_applied(ops, outputs, request_id, seconds)
 
     @staticmethod
-    async def _answer(send, request_id, single, outputs) -> None:
-        """The answer of applied operations: a single op's error as 422, else their lines."""
+    def _answer(request_id, single, outputs) -> tuple:
+        """``(status, body, headers, content_type)`` of the answer to applied
+        operations (:func:`_send`'s arguments): a single op's error as 422, else their lines."""
         extra = [(b"x-request-id", request_id.encode("latin-1"))]
         if single and outputs[0].__class__ is LineError:
             line = outputs[0]
-            await _send(send, 422, _problem_body(line.error, _field_of(line.message), line.message), extra)
-            return
+            return 422, _problem_body(line.error, _field_of(line.message), line.message), extra, _JSON_TYPE
         lines = [o for o in outputs if o is not None]
         errors = sum(1 for o in lines if o.__class__ is LineError)
         extra.append((b"x-usher-applied", str(len(outputs) - errors).encode()))
         extra.append((b"x-usher-errors", str(errors).encode()))
-        await _send(send, 200, _ENCODER.encode_lines(lines) if lines else b"", extra, _NDJSON_TYPE)
+        return 200, _ENCODER.encode_lines(lines) if lines else b"", extra, _NDJSON_TYPE
 
     # ------------------------------------------------------------ views
     async def session(self, request: Request):

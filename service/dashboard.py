@@ -12,7 +12,11 @@ rollout's doing as the broker sees it, with the op's ``reason`` when it gave one
 why the planner acted); then it reads the fleet once
 (``Scheduler.servers()``), records the gauges in the current bucket and encodes one
 message that every open event stream shares. Nothing is computed per request on
-the launch path, and an idle service does no work.
+the launch path, and an idle service does no work. The sampler shares the event
+loop with the requests, so it takes it in short steps: it folds :data:`FOLD_SLICE`
+operations at a time and yields between slices and between reading the fleet and
+encoding the state; of the decisions folded, only those that stay in the ring are
+made into records.
 
 Endpoints (docs/SERVICE.md): ``GET /`` (the page) and ``/static/dashboard.{js,css}``
 (open without the token: they hold no data), ``GET /v1/dashboard/state`` (the
@@ -62,6 +66,7 @@ PUBLIC_PATHS = ("/", "/static/dashboard.js", "/static/dashboard.css")
 STREAM_SECONDS = 20.0
 KEEPALIVE_SECONDS = 10.0
 MAX_LAUNCHED = 1_000_000  # launches waiting for their logon_done, tracked for logon durations
+FOLD_SLICE = 1000  # operations folded by the sampler between two turns of the event loop (at least a request)
 _ACTION_OPS = {PowerOp: ("power", "state"), ModeOp: ("mode", "mode"), ImageOp: ("image", "image"),
                RegisterOp: ("register", "registered"), RemoveServerOp: ("remove_server", "force")}
 _STATIC = {"dashboard.js": "application/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8",
@@ -107,6 +112,7 @@ class Dashboard:
         self._layout_key: tuple = ()
         self._newest: float | None = None  # the newest bucket at the last turn
         self.version = 0  # turns that produced a new state
+        self._folded = False  # requests were folded since the last state was made
 
     # ------------------------------------------------------------ the sink
     def on_applied(self, ops, outputs, request_id=None, seconds=None) -> None:
@@ -125,7 +131,23 @@ class Dashboard:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            self.turn()
+            # fold what came in a slice at a time, letting requests in between: a
+            # turn after a busy second must not stop the event loop for its length
+            while self._pending:
+                batches, self._pending = self._pending, []
+                start = ops = 0
+                for k, (request_ops, _) in enumerate(batches):
+                    ops += len(request_ops)
+                    if ops >= FOLD_SLICE or k == len(batches) - 1:
+                        self._fold_batches(batches[start:k + 1])
+                        start, ops = k + 1, 0
+                        await asyncio.sleep(0)
+            if self._core is None or self._folded:
+                read = self._read()  # the fleet, then (a turn of the loop later) the state made of it
+                await asyncio.sleep(0)
+                self._folded = False
+                self._make(*read)
+                self._signal()
 
     # ------------------------------------------------------------ the sampler
     def turn(self, force: bool = False) -> bool:
@@ -135,26 +157,56 @@ class Dashboard:
         if not self._pending and not force and self._core is not None:
             return False
         batches, self._pending = self._pending, []
-        for ops, outputs in batches:
-            self._fold(ops, outputs)
-        self._snapshot()
-        old, self._turned = self._turned, asyncio.Event()
-        old.set()
+        self._fold_batches(batches)
+        self._folded = False
+        self._make(*self._read())
+        self._signal()
         return True
 
+    def _signal(self) -> None:
+        """Wake the event streams waiting for a new state."""
+        old, self._turned = self._turned, asyncio.Event()
+        old.set()
+
+    def _fold_batches(self, batches) -> None:
+        """Fold requests' ``(ops, outputs)`` in order. Only the launch decisions that
+        stay in the ring (its ``maxlen`` newest) are made into records: the ring ends
+        as if every decision had been appended."""
+        if not batches:
+            return
+        self._folded = True
+        for ops, outputs in batches:
+            self._fold(ops, outputs)
+        wanted = self.decisions.maxlen
+        newest: list = []
+        for ops, outputs in reversed(batches):
+            for k in range(len(outputs) - 1, -1, -1):
+                out = outputs[k]
+                if out.__class__ is LaunchDecision:
+                    newest.append(decision_record(ops[k], out))
+                    if wanted is not None and len(newest) >= wanted:
+                        break
+            if wanted is not None and len(newest) >= wanted:
+                break
+        self.decisions.extend(reversed(newest))
+
     def _fold(self, ops, outputs) -> None:
+        """Fold one request into the history and the launches awaiting their logon
+        (the ring of decisions: :meth:`_fold_batches`)."""
         history, launched = self.history, self._launched
+        bucket_t = bucket = None  # the ops of a request mostly share their t: one look-up
         for op, out in zip(ops, outputs):
             cls = out.__class__
             if cls is LaunchDecision:
-                b = history.at(out.t)
-                if b is not None:
-                    b.outcomes[out.outcome] += 1
+                t = out.t
+                if t != bucket_t:
+                    bucket_t, bucket = t, history.at(t)
+                if bucket is not None:
+                    bucket.outcomes[out.outcome] += 1
                     if out.reason:
-                        b.rejected[out.reason] += 1
+                        bucket.rejected[out.reason] += 1
                 if out.outcome == "placed":
-                    launched[out.id] = (out.t, out.zone)
-                self.decisions.append(decision_record(op, out))
+                    launched[out.id] = (t, out.zone)
                 continue
             if out is not None:  # an error line: the op changed nothing
                 continue
@@ -200,13 +252,19 @@ class Dashboard:
             self._pool_of[server] = pool
         return pool
 
-    def _snapshot(self) -> None:
+    def _read(self) -> tuple:
+        """``(rows, summary, now)``: the fleet (``Scheduler.servers()``) and its summary,
+        read together."""
         s = self.journal.scheduler
         rows = s.servers()
-        summary = fleet_summary(s, rows)
+        return rows, fleet_summary(s, rows), s.now
+
+    def _make(self, rows, summary, now) -> None:
+        """The state (and the event every stream sends) of what :meth:`_read` gave;
+        the gauges go into the bucket of ``now``."""
         layout, columns = fleet_grid(rows)
         on = summary["servers"]["by_power"].get("on", 0)
-        b = self.history.at(s.now) if s.now is not None else None
+        b = self.history.at(now) if now is not None else None
         if b is not None:
             b.gauges = {"sessions": summary["sessions"], "licences": summary["licences"]["in_use"],
                         "pending": summary["pending"], "servers_on": on, "servers": summary["servers"]["total"],

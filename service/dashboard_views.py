@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 from msgspec import UNSET
 
 __all__ = ["fleet_summary", "fleet_grid", "rollout_progress", "decision_record", "jsonable",
@@ -40,30 +41,40 @@ def _column(rows, name, default):
 
 def fleet_summary(scheduler, rows) -> dict:
     """The numbers of ``GET /v1/summary`` (without ``journal``) from ``rows``
-    (``scheduler.servers()``), and ``pending``: pending logons in all."""
-    pools: dict = {}
-    zones: dict = {}
-    for pool, zone, sessions, pending in zip(rows["pool"].tolist(), rows["zone"].tolist(),
-                                             rows["sessions"].tolist(), rows["pending"].tolist()):
-        for table, key in ((pools, str(pool)), (zones, str(zone))):
-            e = table.setdefault(key, {"servers": 0, "sessions": 0, "pending_logons": 0})
-            e["servers"] += 1
-            e["sessions"] += int(sessions)
-            e["pending_logons"] += int(pending)
+    (``scheduler.servers()``), and ``pending``: pending logons in all. Pools and
+    zones come in the order of their first server; counted with numpy, not row by row
+    (the dashboard reads this every second on the event loop)."""
+    sessions, pending = rows["sessions"], rows["pending"]
+    images = Counter(rows["image"].tolist())
+    if None in images:
+        images[""] = images.get("", 0) + images.pop(None)
     return {
         "sessions": scheduler.live_sessions,
         "licences": {"in_use": scheduler.licences_in_use, "cap": scheduler.licence_cap},
-        "pending": int(rows["pending"].sum()) if len(rows) else 0,
+        "pending": int(pending.sum()) if len(rows) else 0,
         "servers": {
             "total": len(rows),
-            "by_power": dict(Counter(str(p) for p in rows["power"])),
-            "by_mode": dict(Counter(str(m) for m in rows["mode"])),
-            "by_image": dict(Counter("" if i is None else str(i) for i in rows["image"])),
+            "by_power": dict(Counter(map(str, rows["power"].tolist()))),
+            "by_mode": dict(Counter(map(str, rows["mode"].tolist()))),
+            "by_image": {str(k): n for k, n in images.items()},
         },
-        "pools": pools,
-        "zones": zones,
+        "pools": _per_group(rows["pool"].tolist(), sessions, pending),
+        "zones": _per_group(rows["zone"].tolist(), sessions, pending),
         "now": scheduler.now,
     }
+
+
+def _per_group(keys: list, sessions, pending) -> dict:
+    """``{str(key): {"servers", "sessions", "pending_logons"}}`` over the servers of
+    each key (``keys[k]`` the key of server ``k``), in the order keys first appear."""
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    group = np.fromiter(map(index.__getitem__, keys), np.intp, len(keys))
+    n = len(index)
+    servers = np.bincount(group, minlength=n).tolist()
+    live = np.bincount(group, weights=sessions, minlength=n).tolist()
+    waiting = np.bincount(group, weights=pending, minlength=n).tolist()
+    return {str(k): {"servers": servers[i], "sessions": int(live[i]), "pending_logons": int(waiting[i])}
+            for k, i in index.items()}
 
 
 def fleet_grid(rows) -> tuple[dict, dict]:

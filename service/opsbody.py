@@ -32,8 +32,10 @@ def _twin(cls):
         else:
             fields.append((f.name, f.type))
     cfg = cls.__struct_config__
+    # gc=False as the real op Structs: decoded from JSON they hold no cycle, and a
+    # thousand tracked objects per body would start collections on the request path
     return msgspec.defstruct(cls.__name__, fields, kw_only=True, forbid_unknown_fields=True,
-                             tag_field=cfg.tag_field, tag=cfg.tag)
+                             tag_field=cfg.tag_field, tag=cfg.tag, gc=False)
 
 
 def _build():

@@ -1,0 +1,86 @@
+"""The dashboard's sampler folds requests the way a plain loop over every decision
+would: the same history tallies, the same ring of the latest decisions (only the
+decisions that stay in the ring are made into records), whether a turn folds
+everything at once or the sampler folds slice by slice between turns of the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+import usher.journal as journal
+from journal_workload import PRELUDE, stream
+from usher.formats.trace import LaunchDecision
+from usher.service import dashboard as dashboard_module
+from usher.service.dashboard import Dashboard
+from usher.service.dashboard_views import decision_record
+
+
+def _requests(seed, n, size):
+    """``(ops, outputs)`` of requests of ``size`` ops (the last shorter), errors included."""
+    j = journal.in_memory(clock=lambda: 0.0)
+    j.submit(PRELUDE)
+    items = stream(seed, n)
+    items[n // 2] = {"t": items[n // 2]["t"], "op": "logoff", "session": "no-such-launch"}  # an error line
+    out = []
+    for k in range(0, n, size):
+        ops, outputs, _ = j.submit(items[k:k + size])
+        out.append((ops, outputs))
+    return out
+
+
+def _plain(requests, ring):
+    """What folding every decision one by one gives: outcome tallies and the ring."""
+    outcomes, records = Counter(), []
+    for ops, outputs in requests:
+        for op, o in zip(ops, outputs):
+            if o.__class__ is LaunchDecision:
+                outcomes[o.outcome] += 1
+                records.append(decision_record(op, o))
+    return outcomes, records[-ring:]
+
+
+def _tallies(dash):
+    total = Counter()
+    for b in dash.history.buckets():
+        total.update(b.outcomes)
+    return total
+
+
+@pytest.mark.parametrize("size,ring", [(1, 7), (13, 7), (13, 10_000), (400, 3)])
+def test_a_turn_folds_like_a_plain_loop(size, ring):
+    requests = _requests(3, 600, size)
+    dash = Dashboard(journal.in_memory(clock=lambda: 0.0), decisions=ring)
+    for ops, outputs in requests:
+        dash.on_applied(ops, outputs)  # outside an event loop: only kept
+    assert dash.turn()
+    outcomes, records = _plain(requests, ring)
+    assert sum(outcomes.values()) > min(ring, 100)
+    assert _tallies(dash) == outcomes
+    assert list(dash.decisions) == records
+
+
+def test_the_sampler_folds_in_slices_between_turns_of_the_loop(monkeypatch):
+    monkeypatch.setattr(dashboard_module, "FOLD_SLICE", 10)
+    requests = _requests(5, 500, 3)
+    dash = Dashboard(journal.in_memory(clock=lambda: 0.0), interval=0.01, decisions=9)
+    ticks = []
+
+    async def main():
+        async def ticker():  # runs between the sampler's slices
+            while dash.version == 0:
+                ticks.append(len(dash.decisions))
+                await asyncio.sleep(0)
+
+        for ops, outputs in requests:
+            dash.on_applied(ops, outputs)  # in the loop: starts the sampler
+        await asyncio.gather(ticker(), asyncio.wait_for(dash._turned.wait(), 10))
+        dash._task.cancel()
+
+    asyncio.run(main())
+    outcomes, records = _plain(requests, 9)
+    assert _tallies(dash) == outcomes
+    assert list(dash.decisions) == records
+    assert len(set(ticks)) > 2  # the loop ran while the sampler was folding
