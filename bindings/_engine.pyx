@@ -880,8 +880,10 @@ cdef class Engine:
                 self._user_room(u + 1)  # the tables (and _user_kind) reallocated
             names.append(user)
             self._user_apps.append(NO_APPS)
+            ix = u
         else:
-            u = self._user_free.pop()
+            ix = self._user_free.pop()  # the int object the dict takes as the value
+            u = ix
             names[u] = user
             self._user_apps[u] = NO_APPS
             words = self._hdr[H_ENT_WORDS]
@@ -893,7 +895,7 @@ cdef class Engine:
             rec[f] = -1  # state.NONE
         rec[US_N_SESSIONS] = 0
         (<uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self._user_kind))[u] = USER_IMPLICIT
-        self._users[user] = u
+        self._users[user] = ix
         self._user_keys.add(user, u, self._users, names, appended)
         self._added_since_sweep += 1
         return u
@@ -927,13 +929,15 @@ cdef class Engine:
         user dict and the key table, its index goes to the free list. Lock held;
         ``kind`` is ``_user_kind``'s data."""
         cdef list names = self._user_names
+        cdef list apps = self._user_apps
         key = names[u]
-        del self._users[key]
+        ix = self._users.pop(key)  # the int object of u: the free list keeps it
         self._user_keys.remove(key, self._users, names)
         names[u] = None
-        self._user_apps[u] = NO_APPS
+        if <PyObject*>PyList_GET_ITEM(apps, u) != <PyObject*>NO_APPS:  # an implicit user's already
+            apps[u] = NO_APPS
         kind[u] = USER_FREE
-        self._user_free.append(u)
+        self._user_free.append(ix if type(ix) is int else u)
         return 0
 
     def _forget_user(self, Py_ssize_t u):
