@@ -453,6 +453,23 @@ cdef Py_ssize_t _rows_from_names(values, dict table, int64_t* out, int64_t if_no
     return first_missing
 
 
+cdef int _rows_from_strs(values, dict table, int64_t* out, int64_t if_none,
+                         int64_t if_missing) except -1:
+    """_rows_from_names for a list or tuple of exact strs and Nones (checked by
+    _first_not_str): their items read in place, no iterator."""
+    cdef Py_ssize_t k, n = len(values)
+    cdef PyObject** items = PySequence_Fast_ITEMS(values)
+    cdef PyObject* none = <PyObject*>None
+    cdef PyObject* found
+    for k in range(n):
+        if items[k] == none:
+            out[k] = if_none
+        else:
+            found = PyDict_GetItemWithError(table, <object>items[k])
+            out[k] = if_missing if found == NULL else <object>found
+    return 0
+
+
 def first_bad_time(const double[::1] t):
     """Row of the first time that is not finite or earlier than the row before,
     or -1 (batch validation)."""
@@ -1303,7 +1320,7 @@ cdef class Engine:
             # as the general path reads them: a zone name no server uses is -2 (no
             # candidates there)
             loc = self._locations
-            _rows_from_names(locations, self._zones, loc, -1, -2)
+            _rows_from_strs(locations, self._zones, loc, -1, -2)
         self._prepare(n)
         return self._launch_rows(n, u, loc, t)
 
@@ -1311,7 +1328,7 @@ cdef class Engine:
         """The app column of a compiled batch (names or indices) into ``_app_rows``;
         False when one is not an app (the general path names it)."""
         if app_names:  # each a known app (-1 for one that is not)
-            _rows_from_names(apps, self._apps, self._app_rows, -1, -1)
+            _rows_from_strs(apps, self._apps, self._app_rows, -1, -1)
         else:
             memcpy(self._app_rows, cnp.PyArray_DATA(<cnp.ndarray>apps), n * sizeof(int64_t))
         return _all_below(self._app_rows, n, len(self._app_names))
