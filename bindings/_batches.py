@@ -89,9 +89,9 @@ class _Batches(_Host):
             if now is None:
                 now = _v.time("now", self._clock())  # read once, under the lock, whichever path decides
             if endpoints is None and external is None:
-                # user indices or known ids, app indices, zone names or None, one time:
-                # the compiled path (None: not that shape, a user to add, or a value to
-                # refuse, which the path below names)
+                # user indices or ids, app indices or names, zone names or None (lists,
+                # tuples or object arrays), one time: the compiled path (None: not that
+                # shape, or a value to refuse, which the path below names)
                 rows = self._launch_compiled(users, apps, now, locations)
                 if rows is not None:
                     return Decisions(rows, self._names)

@@ -42,6 +42,17 @@ ctypedef struct KeySlot:
 
 cdef extern from *:
     """
+    /* o is an exact str of at least one character. */
+    static inline int usher_nonempty_exact_str(PyObject* o) {
+        return PyUnicode_CheckExact(o) && PyUnicode_GET_LENGTH(o) > 0;
+    }
+    """
+    bint usher_nonempty_exact_str(PyObject* o) noexcept
+    PyObject** PySequence_Fast_ITEMS(object o)
+
+
+cdef extern from *:
+    """
     /* The length of o when it is an exact str of at most max ASCII characters
        held in the compact form (every ASCII str built by the interpreter is),
        with its characters in *data; else -1. Two such strs are equal iff their
@@ -340,6 +351,47 @@ def first_not_id(values, bint allow_none=False):
     return -1
 
 
+cdef inline bint _object_vector(values):
+    """``values`` is a 1-D ndarray of objects (a batch's names, read as a list)."""
+    return (type(values) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>values) == cnp.NPY_OBJECT
+            and cnp.PyArray_NDIM(<cnp.ndarray>values) == 1)
+
+
+cdef inline bint _int64_vector(values):
+    """``values`` is a C-contiguous 1-D int64 ndarray (a batch's indices)."""
+    return (type(values) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>values) == cnp.NPY_INT64
+            and cnp.PyArray_NDIM(<cnp.ndarray>values) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>values))
+
+
+cdef Py_ssize_t _first_not_str(values, bint allow_none):
+    """Row of the first value of a list or tuple that is not a non-empty exact
+    str (None passes with ``allow_none``), or -1. Stricter than first_not_id (a
+    str subclass fails here: its hash and == may run Python code, so the batch
+    takes the general path); one type test per row, no Python code run."""
+    cdef Py_ssize_t k, n = len(values)
+    cdef PyObject* v
+    cdef PyObject* none = <PyObject*>None
+    cdef PyObject** items = PySequence_Fast_ITEMS(values)
+    for k in range(n):
+        v = items[k]
+        if v == none:
+            if not allow_none:
+                return k
+        elif not usher_nonempty_exact_str(v):
+            return k
+    return -1
+
+
+cdef inline bint _all_below(const int64_t* x, Py_ssize_t n, int64_t hi) noexcept:
+    """Every ``x[k]`` in ``[0, hi)`` (branch-free: an all-good batch runs to the end)."""
+    cdef bint ok = True
+    cdef Py_ssize_t k
+    for k in range(n):
+        ok &= (x[k] >= 0) & (x[k] < hi)
+    return ok
+
+
 cdef extern from "Python.h":
     PyInterpreterState* PyInterpreterState_Get()
 
@@ -399,6 +451,23 @@ cdef Py_ssize_t _rows_from_names(values, dict table, int64_t* out, int64_t if_no
                 out[k] = <object>found
         k += 1
     return first_missing
+
+
+cdef int _rows_from_strs(values, dict table, int64_t* out, int64_t if_none,
+                         int64_t if_missing) except -1:
+    """_rows_from_names for a list or tuple of exact strs and Nones (checked by
+    _first_not_str): their items read in place, no iterator."""
+    cdef Py_ssize_t k, n = len(values)
+    cdef PyObject** items = PySequence_Fast_ITEMS(values)
+    cdef PyObject* none = <PyObject*>None
+    cdef PyObject* found
+    for k in range(n):
+        if items[k] == none:
+            out[k] = if_none
+        else:
+            found = PyDict_GetItemWithError(table, <object>items[k])
+            out[k] = if_missing if found == NULL else <object>found
+    return 0
 
 
 def first_bad_time(const double[::1] t):
@@ -828,8 +897,10 @@ cdef class Engine:
                 self._user_room(u + 1)  # the tables (and _user_kind) reallocated
             names.append(user)
             self._user_apps.append(NO_APPS)
+            ix = u
         else:
-            u = self._user_free.pop()
+            ix = self._user_free.pop()  # the int object the dict takes as the value
+            u = ix
             names[u] = user
             self._user_apps[u] = NO_APPS
             words = self._hdr[H_ENT_WORDS]
@@ -841,7 +912,7 @@ cdef class Engine:
             rec[f] = -1  # state.NONE
         rec[US_N_SESSIONS] = 0
         (<uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self._user_kind))[u] = USER_IMPLICIT
-        self._users[user] = u
+        self._users[user] = ix
         self._user_keys.add(user, u, self._users, names, appended)
         self._added_since_sweep += 1
         return u
@@ -875,13 +946,15 @@ cdef class Engine:
         user dict and the key table, its index goes to the free list. Lock held;
         ``kind`` is ``_user_kind``'s data."""
         cdef list names = self._user_names
+        cdef list apps = self._user_apps
         key = names[u]
-        del self._users[key]
+        ix = self._users.pop(key)  # the int object of u: the free list keeps it
         self._user_keys.remove(key, self._users, names)
         names[u] = None
-        self._user_apps[u] = NO_APPS
+        if <PyObject*>PyList_GET_ITEM(apps, u) != <PyObject*>NO_APPS:  # an implicit user's already
+            apps[u] = NO_APPS
         kind[u] = USER_FREE
-        self._user_free.append(u)
+        self._user_free.append(ix if type(ix) is int else u)
         return 0
 
     def _forget_user(self, Py_ssize_t u):
@@ -1180,39 +1253,40 @@ cdef class Engine:
 
     def _launch_compiled(self, users, apps, now, locations=None):
         """(Lock held: the caller, ``Scheduler.launch_many``, holds it over both
-        paths and reads the clock under it.) ``launch_many`` for the batch shape of a storm replayed by a broker or a
-        simulator: ``users`` as a C-contiguous 1-D int64 ndarray of indices
-        (``user_indices``) or a list or tuple of known user ids, ``apps`` as such an
-        array of app indices (``app_indices``) or a list or tuple of app names, locations as None or a list or tuple
-        of n zone names (None entries allowed), no endpoints or external flags, one
-        time for every row (a float or an int). Returns the (n, N_D) decision rows,
-        or None when the batch has another shape, names a user not added yet, or
-        holds any value that would be refused: the caller then takes the general
-        path, which checks everything again, adds new users or raises the error
-        (naming the field and the row). So this path holds no rule of its own: it
-        only checks that the general path would take the batch as is, then calls
-        the same kernel on the same rows. It skips the Python-level work of the
-        general path (a dozen calls, three fill arrays, a float array of times): a
-        2,000-row batch spends about 5 µs here instead of 40."""
+        paths and reads the clock under it.) ``launch_many`` for the batch shape of
+        a storm replayed by a broker or a simulator: ``users`` as a C-contiguous 1-D
+        int64 ndarray of indices (``user_indices``) or a list, tuple or 1-D object
+        ndarray of user ids (exact strs), ``apps`` as such an array of app indices
+        (``app_indices``) or a list, tuple or object ndarray of app names,
+        locations as None or such a sequence of n zone names (None entries
+        allowed), no endpoints or external flags, one time for every row (a float
+        or an int). Returns the (n, N_D) decision rows, or None when the batch has
+        another shape or holds any value that would be refused: the caller then
+        takes the general path, which checks everything again and raises the
+        error (naming the field and the row). So this path holds no rule of its
+        own: it checks that the general path would take the batch as is, then
+        does what it does — the sweep, users not seen yet created (as
+        ``_user_rows_into`` does, in row order), the same kernel on the same
+        rows — without its Python-level work (a dozen calls, fill arrays, a
+        float array of times)."""
         cdef bint by_id = type(users) is list or type(users) is tuple
         cdef bint app_names = type(apps) is list or type(apps) is tuple
-        if (not by_id and type(users) is not _ndarray) or (not app_names and type(apps) is not _ndarray):
+        cdef Py_ssize_t n
+        cdef double t
+        if not by_id and _object_vector(users):
+            users, by_id = (<cnp.ndarray>users).tolist(), True
+        if not app_names and _object_vector(apps):
+            apps, app_names = (<cnp.ndarray>apps).tolist(), True
+        if (not by_id and not _int64_vector(users)) or (not app_names and not _int64_vector(apps)):
             return None
-        if not by_id and (cnp.PyArray_TYPE(<cnp.ndarray>users) != cnp.NPY_INT64
-                          or cnp.PyArray_NDIM(<cnp.ndarray>users) != 1
-                          or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>users)):
-            return None
-        if not app_names and (cnp.PyArray_TYPE(<cnp.ndarray>apps) != cnp.NPY_INT64
-                              or cnp.PyArray_NDIM(<cnp.ndarray>apps) != 1
-                              or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>apps)):
-            return None
-        cdef Py_ssize_t n = len(users) if by_id else cnp.PyArray_DIM(<cnp.ndarray>users, 0), k
+        n = len(users) if by_id else cnp.PyArray_DIM(<cnp.ndarray>users, 0)
         if n == 0 or (len(apps) if app_names else cnp.PyArray_DIM(<cnp.ndarray>apps, 0)) != n:
             return None
-        if locations is not None and ((type(locations) is not list and type(locations) is not tuple)
-                                      or len(locations) != n):
-            return None
-        cdef double t
+        if locations is not None:
+            if _object_vector(locations):
+                locations = (<cnp.ndarray>locations).tolist()
+            if (type(locations) is not list and type(locations) is not tuple) or len(locations) != n:
+                return None
         if type(now) is float or type(now) is int:  # the caller has read the clock for None
             try:
                 t = now
@@ -1222,84 +1296,89 @@ cdef class Engine:
             return None
         if not (-MAX_TIME <= t <= MAX_TIME):  # not finite, or outside the time rule
             return None
-        if locations is not None and first_not_id(locations, True) >= 0:
-            return None
-        if app_names and first_not_id(apps) >= 0:
-            return None
-        cdef const int64_t* u = NULL
-        cdef const int64_t* a
-        cdef int64_t n_users = len(self._user_names), n_apps = len(self._app_names)
-        cdef bint ok = True
-        if app_names:  # each a known app (-1 for one that is not: refused below)
-            self._fill_rows(n, t)
-            try:
-                _rows_from_names(apps, self._apps, self._app_rows, -1, -1)
-            except Exception:  # a str subclass's == raised: the general path says so
-                return None
-            a = self._app_rows
-        else:
-            a = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>apps)
-        for k in range(n):  # branch-free: the common all-good batch runs to the end
-            ok &= (a[k] >= 0) & (a[k] < n_apps)
-        if not by_id:
-            u = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>users)
-            for k in range(n):
-                ok &= (u[k] >= 0) & (u[k] < n_users)
-        if not ok:
-            return None
-        out = _np_empty((n, N_D), dtype=_np_int64)
-        cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out)
-        cdef int64_t status
         if t < self._clk[CK_NOW]:  # the general path raises TimeWentBackwards
             return None
-        if not by_id and self._user_free and not self._all_users_live(u, n):
-            return None  # an index of a user forgotten: the general path names it
-        self._prepare(n)
+        if (locations is not None and _first_not_str(locations, True) >= 0) or \
+                (app_names and _first_not_str(apps, False) >= 0) or \
+                (by_id and _first_not_str(users, False) >= 0):
+            return None
         self._fill_rows(n, t)
+        if not self._compiled_apps(apps, app_names, n):
+            return None
+        cdef const int64_t* u
         if by_id:
-            # known ids only: an id not added yet goes to the general path, which adds it
-            try:
-                ok = self._known_user_rows(users, n, self._user_rows)
-            except Exception:  # its == raised: the general path says so
-                ok = False
-            if not ok:
-                return None
+            self._maybe_sweep()  # before any id is looked up, as on the general path
+            self._user_rows_of(users, n, self._user_rows)
             u = self._user_rows
+        else:
+            u = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>users)
+            if not _all_below(u, n, len(self._user_names)) or (
+                    self._user_free and not self._all_users_live(u, n)):
+                return None  # not a user index, or one forgotten: the general path names it
         cdef int64_t* loc = self._minus_ones
         if locations is not None:
             # as the general path reads them: a zone name no server uses is -2 (no
             # candidates there)
             loc = self._locations
-            _rows_from_names(locations, self._zones, loc, -1, -2)
+            _rows_from_strs(locations, self._zones, loc, -1, -2)
+        self._prepare(n)
+        return self._launch_rows(n, u, loc, t)
+
+    cdef bint _compiled_apps(self, apps, bint app_names, Py_ssize_t n) except -1:
+        """The app column of a compiled batch (names or indices) into ``_app_rows``;
+        False when one is not an app (the general path names it)."""
+        if app_names:  # each a known app (-1 for one that is not)
+            _rows_from_strs(apps, self._apps, self._app_rows, -1, -1)
+        else:
+            memcpy(self._app_rows, cnp.PyArray_DATA(<cnp.ndarray>apps), n * sizeof(int64_t))
+        return _all_below(self._app_rows, n, len(self._app_names))
+
+    cdef object _launch_rows(self, Py_ssize_t n, const int64_t* u, int64_t* loc, double t):
+        """The kernel over the rows of a compiled batch (lock held, capacity
+        prepared): ``u`` and ``loc`` given, the apps in ``_app_rows``."""
+        cdef int64_t status
+        out = _np_empty((n, N_D), dtype=_np_int64)
+        cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out)
         if n >= NOGIL_ROWS and other_threads():
             with nogil:
-                status = self._launch_many(self._hdr, n, <int64_t*>u, <int64_t*>a, loc,
+                status = self._launch_many(self._hdr, n, <int64_t*>u, self._app_rows, loc,
                                            self._minus_ones, self._zeros, self._times, o)
         else:
-            status = self._launch_many(self._hdr, n, <int64_t*>u, <int64_t*>a, loc,
+            status = self._launch_many(self._hdr, n, <int64_t*>u, self._app_rows, loc,
                                        self._minus_ones, self._zeros, self._times, o)
         if status != 0:
             raise_for_status(status, "now", t)
         return out
 
-    cdef bint _known_user_rows(self, users, Py_ssize_t n, int64_t* out) except -1:
-        """The index of each id of ``users`` (a list or tuple) into ``out``, as
-        ``_user_rows_into`` finds them (the key table, the slots of the rows
-        KEY_AHEAD further on requested before their turn); False at the first id
-        that is not a known user (nothing is added). Lock held."""
-        cdef Py_ssize_t k
+    cdef int _user_rows_of(self, users, Py_ssize_t n, int64_t* out) except -1:
+        """The index of each id of ``users`` (a list or tuple of n non-empty exact
+        strs) into ``out``, as ``_user_rows_into`` finds them: one pass over the
+        key table (the slots of the rows KEY_AHEAD further on requested before
+        their turn; no Python code runs), then the ids not found created in row
+        order (an id twice in the batch is created once), or -1 when entitlement
+        is enforced. Lock held, after the sweep."""
+        cdef Py_ssize_t k, missing = 0
         cdef int64_t ui
         cdef KeyTable keys = self._user_keys
+        cdef dict d = self._users
+        cdef list names = self._user_names
+        cdef PyObject** items = PySequence_Fast_ITEMS(users)
         for k in range(min(KEY_AHEAD, n)):
-            keys.prefetch(users[k])
+            keys.prefetch(<object>items[k])
         for k in range(n):
             if k + KEY_AHEAD < n:
-                keys.prefetch(users[k + KEY_AHEAD])
-            ui = keys.find(users[k], self._users, self._user_names)
-            if ui < 0:
-                return False
+                keys.prefetch(<object>items[k + KEY_AHEAD])
+            ui = keys.find(<object>items[k], d, names)
             out[k] = ui
-        return True
+            missing += ui < 0
+        if missing == 0:
+            return 0
+        for k in range(n):  # creating a user may run Python code (a table grown): users[k]
+            if out[k] < 0:
+                user = users[k]
+                ui = keys.find(user, d, names)  # an earlier row may have created it
+                out[k] = self._unknown_user(user) if ui < 0 else ui
+        return 0
 
     cdef int _fill_rows(self, Py_ssize_t n, double t) except -1:
         """The columns of a compiled batch: n locations and endpoints of -1 (none),

@@ -252,8 +252,8 @@ def test_compiled_batch_refused_by_the_general_path(change, error, field):
 
 
 def test_compiled_batch_of_other_shapes_takes_the_general_path():
-    """int32 indices, a numpy time, a list of times, locations as an array, an empty
-    batch: the general path decides them, with the same result as the compiled path
+    """int32 indices, a numpy time, a list of times, a strided index array, str
+    subclasses as names, an empty batch: the general path decides them, with the same result as the compiled path
     on int64 arrays."""
     ref = _batch_storm()
     locs = ["Z2", None, "Z1"]
@@ -265,7 +265,8 @@ def test_compiled_batch_of_other_shapes_takes_the_general_path():
         (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), np.float64(6.0), locs),
         (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), [6.0, 6.0, 6.0], locs),
         (np.array([1, 9, 2, 9, 3], dtype=np.int64)[::2], np.array([0, 1, 0], dtype=np.int64), 6, locs),
-        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), 6.0, np.array(locs)),
+        (np.array([1, 2, 3], dtype=np.int64), np.array([0, 1, 0], dtype=np.int64), 6.0,
+         [None if z is None else _Zone(z) for z in locs]),
     ]:
         s = _batch_storm()
         calls = _general_path_calls(s)
@@ -277,20 +278,58 @@ def test_compiled_batch_of_other_shapes_takes_the_general_path():
     assert len(s.launch_many(np.array([], dtype=np.int64), np.array([], dtype=np.int64), now=6.0)) == 0
 
 
-def test_compiled_batch_with_new_user_ids_takes_the_general_path():
-    """A batch of user ids naming a user not added yet: the compiled path declines it
-    (it adds no user) and the general path decides it — the new user added when
-    entitlement is not enforced, refused as not entitled when it is — with the same
-    result as one by one."""
+class _Zone(str):
+    """A str subclass: its hash and == may run Python code, so a batch naming one
+    takes the general path."""
+
+
+def test_compiled_batch_with_new_user_ids_creates_them_as_one_by_one():
+    """A batch of user ids naming users not added yet (one twice) takes the compiled
+    path, which creates them in row order — or refuses them as not entitled when
+    entitlement is enforced — with the decisions, user indices and tables of the
+    same launches one by one and of the general path."""
     for enforce in (False, True):
-        a, b = _batch_storm(enforce=enforce), _batch_storm(enforce=enforce)
-        calls = _general_path_calls(a)
-        ids = ["u1", "newcomer", "u2"]
-        got = a.launch_many(ids, np.array([0, 0, 0], dtype=np.int64), now=6.0)
+        a, b, c = (_batch_storm(enforce=enforce) for _ in range(3))
+        calls, general = _general_path_calls(a), _general_path_calls(c)
+        ids = ["u1", "newcomer", "u2", "second", "newcomer"]
+        got = a.launch_many(ids, ["app"] * 5, now=6.0)
         want = [b.launch(u, "app", now=6.0) for u in ids]
-        assert calls == [3] and list(got) == want
+        forced = c.launch_many(ids, ["app"] * 5, external=[False] * 5, now=6.0)
+        assert calls == [] and general == [5]
+        assert list(got) == want and got.rows.tolist() == forced.rows.tolist()
         assert ("newcomer" in a.user_ids) == (not enforce)
         assert (want[1].reason == Reason.NOT_ENTITLED) == enforce
+        for x in (b, c):
+            assert a.user_ids == x.user_ids
+            assert a.sessions().tolist() == x.sessions().tolist()
+
+
+def test_compiled_batch_of_object_arrays_equals_the_lists():
+    """Users, apps and locations as 1-D object arrays take the compiled path and
+    decide as the same lists; a bad name in one is refused naming its row, and
+    nothing is applied."""
+    a, b = _batch_storm(), _batch_storm()
+    calls = _general_path_calls(a)
+    ids, apps, locs = ["u1", "fresh", "u2"], ["app", "other", "app"], ["Z2", None, "nowhere"]
+    got = a.launch_many(*(np.array(x, dtype=object) for x in (ids, apps)),
+                        locations=np.array(locs, dtype=object), now=6.0)
+    want = b.launch_many(ids, apps, locations=locs, now=6.0)
+    assert calls == [] and got.rows.tolist() == want.rows.tolist()
+    before = (a.servers().tolist(), a.sessions().tolist(), a.user_ids)
+    for bad, error, field in [
+        (dict(users=np.array(["u1", ""], dtype=object)), usher.InvalidArgument, "users[1]"),
+        (dict(apps=np.array(["app", "nope"], dtype=object)), usher.UnknownApp, "apps[1]"),
+        (dict(locations=np.array([None, 3], dtype=object)), usher.InvalidArgument, "locations[1]"),
+        (dict(users=np.array(["new1", "new2"], dtype=object), apps=np.array(["app", 7], dtype=object)),
+         usher.InvalidArgument, "apps[1]"),
+    ]:
+        args = dict(users=np.array(["u1", "u2"], dtype=object), apps=np.array(["app", "app"], dtype=object),
+                    locations=None)
+        args.update(bad)
+        with pytest.raises(error) as e:
+            a.launch_many(args["users"], args["apps"], locations=args["locations"], now=7.0)
+        assert e.value.field == field
+        assert (a.servers().tolist(), a.sessions().tolist(), a.user_ids) == before
 
 
 def test_compiled_batch_reads_the_clock_once():
