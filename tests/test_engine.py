@@ -521,9 +521,9 @@ def test_tree_rows_start_on_cache_lines():
 
 
 def test_gil_kept_only_without_other_threads():
-    """A launch releases the GIL around its kernel when another Python thread
-    exists (so that thread runs meanwhile) and keeps it when none does; both
-    ways decide alike."""
+    """A launch decides alike with and without another Python thread in the
+    interpreter (its kernel keeps the GIL either way; a batch of NOGIL_ROWS or
+    more releases it only when another thread exists)."""
     from usher import _engine
 
     before = _engine._other_threads()
