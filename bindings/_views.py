@@ -34,6 +34,28 @@ from usher.errors import (
 )
 
 
+def _names_by_code(enum_cls) -> np.ndarray:
+    """``str(member)`` at the index of each member's code (codes run from 0)."""
+    names = np.array([str(m) for m in sorted(enum_cls)])
+    assert [int(m) for m in sorted(enum_cls)] == list(range(len(names)))
+    return names
+
+
+_POWER_NAMES, _MODE_NAMES = _names_by_code(Power), _names_by_code(Mode)
+
+
+def _objects(names: list) -> np.ndarray:
+    """A list of names as a 1-D object array (for indexing by a column of codes)."""
+    a = np.empty(len(names), dtype=object)
+    a[:] = names
+    return a
+
+
+def _pick(values: list, idx: np.ndarray, every: bool) -> list:
+    """``values`` at the indices ``idx`` (all of them, in order, when ``every``)."""
+    return values[: len(idx)] if every else [values[i] for i in idx.tolist()]
+
+
 class _Views(_Host):
     """Explanations, read-only views, names and configurations."""
 
@@ -143,31 +165,41 @@ class _Views(_Host):
     )
 
     def servers(self) -> np.ndarray:
-        """One record per present server (a copy), in index order."""
+        """One record per present server (a copy), in index order.
+
+        Built a column at a time: names, zones, pools and images by index into
+        their lists, power and mode by index into their names, and one frozenset
+        per distinct tag set (shared by the rows that carry it)."""
         with self._locked():
             if self._dirty:
                 self._relayout()
             n = int(self._header[st.H_N_SERVERS])
             srv, srvf = self._t["server_i"], self._t["server_f"]
-            idx = np.nonzero(srv[st.SV_PRESENT, :n] != 0)[0]
+            present = srv[st.SV_PRESENT, :n] != 0
+            every = bool(present.all())
+            idx = np.arange(n) if every else np.nonzero(present)[0]
+            rows = slice(0, n) if every else idx
             out = np.zeros(len(idx), dtype=self.SERVER_DTYPE)
             out["index"] = idx
-            out["name"] = [self._server_names[i] for i in idx]
-            out["zone"] = [self._zone_names[z] for z in srv[st.SV_ZONE, idx]]
-            out["pool"] = [self._pool_names[p] for p in srv[st.SV_POOL, idx]]
-            out["tags"] = [frozenset(self._server_tagsets[i]) for i in idx]
-            out["image"] = [self._server_images[i] for i in idx]
+            out["name"] = _pick(self._server_names, idx, every)
+            out["zone"] = _objects(self._zone_names)[srv[st.SV_ZONE, rows]]
+            out["pool"] = _objects(self._pool_names)[srv[st.SV_POOL, rows]]
+            tagsets = _pick(self._server_tagsets, idx, every)
+            frozen = {t: frozenset(t) for t in set(tagsets)}
+            out["tags"] = [frozen[t] for t in tagsets]
+            out["image"] = _pick(self._server_images, idx, every)
             for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks", "logons"):
-                out[f] = srv[st.SERVER_INT_FIELDS.index(f), idx]
-            out["registered"] = srv[st.SV_REGISTERED, idx] != 0
-            out["sinbinned"] = srv[st.SV_SINBIN, idx] != 0
-            out["place_last"] = (srv[st.SV_KEY_BITS, idx] & st.PLACE_LAST_BIT) != 0
-            out["slow"] = (srv[st.SV_KEY_BITS, idx] & st.SLOW_BIT) != 0
-            out["logon_ewma"] = srvf[st.SF_LOGON_EWMA, idx]
-            out["power"] = [str(Power(v)) for v in srv[st.SV_POWER, idx]]
-            out["mode"] = [str(Mode(v)) for v in srv[st.SV_MODE, idx]]
+                out[f] = srv[st.SERVER_INT_FIELDS.index(f), rows]
+            out["registered"] = srv[st.SV_REGISTERED, rows] != 0
+            out["sinbinned"] = srv[st.SV_SINBIN, rows] != 0
+            bits = srv[st.SV_KEY_BITS, rows]
+            out["place_last"] = (bits & st.PLACE_LAST_BIT) != 0
+            out["slow"] = (bits & st.SLOW_BIT) != 0
+            out["logon_ewma"] = srvf[st.SF_LOGON_EWMA, rows]
+            out["power"] = _POWER_NAMES[srv[st.SV_POWER, rows]]
+            out["mode"] = _MODE_NAMES[srv[st.SV_MODE, rows]]
             for f in st.SERVER_FLOAT_FIELDS[:4]:
-                out[f] = srvf[st.SERVER_FLOAT_FIELDS.index(f), idx]
+                out[f] = srvf[st.SERVER_FLOAT_FIELDS.index(f), rows]
             return out
 
     def server(self, name: str | int) -> dict[str, Any]:
