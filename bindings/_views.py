@@ -51,6 +51,18 @@ def _objects(names: list) -> np.ndarray:
     return a
 
 
+def _frozensets(tagsets: list) -> np.ndarray:
+    """An object array of ``frozenset(t)`` for each tuple ``t`` of ``tagsets``, one
+    frozenset per distinct tuple (indexed into place: an array of sets is not
+    read back as a sequence)."""
+    position: dict = {}
+    codes = np.fromiter((position.setdefault(t, len(position)) for t in tagsets), np.intp, len(tagsets))
+    sets = np.empty(len(position), dtype=object)
+    for t, j in position.items():
+        sets[j] = frozenset(t)
+    return sets[codes]
+
+
 def _pick(values: list, idx: np.ndarray, every: bool) -> list:
     """``values`` at the indices ``idx`` (all of them, in order, when ``every``)."""
     return values[: len(idx)] if every else [values[i] for i in idx.tolist()]
@@ -184,9 +196,7 @@ class _Views(_Host):
             out["name"] = _pick(self._server_names, idx, every)
             out["zone"] = _objects(self._zone_names)[srv[st.SV_ZONE, rows]]
             out["pool"] = _objects(self._pool_names)[srv[st.SV_POOL, rows]]
-            tagsets = _pick(self._server_tagsets, idx, every)
-            frozen = {t: frozenset(t) for t in set(tagsets)}
-            out["tags"] = [frozen[t] for t in tagsets]
+            out["tags"] = _frozensets(_pick(self._server_tagsets, idx, every))
             out["image"] = _pick(self._server_images, idx, every)
             for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks", "logons"):
                 out[f] = srv[st.SERVER_INT_FIELDS.index(f), rows]
