@@ -177,47 +177,52 @@ class _Views(_Host):
     )
 
     def servers(self) -> np.ndarray:
-        """One record per present server (a copy), in index order.
-
-        Built a column at a time: names, zones, pools and images by index into
-        their lists, power and mode by index into their names, and one frozenset
-        per distinct tag set (shared by the rows that carry it)."""
+        """One record per present server (a copy), in index order."""
         with self._locked():
             if self._dirty:
                 self._relayout()
             n = int(self._header[st.H_N_SERVERS])
-            srv, srvf = self._t["server_i"], self._t["server_f"]
-            present = srv[st.SV_PRESENT, :n] != 0
+            present = self._t["server_i"][st.SV_PRESENT, :n] != 0
             every = bool(present.all())
-            idx = np.arange(n) if every else np.nonzero(present)[0]
-            rows = slice(0, n) if every else idx
-            out = np.zeros(len(idx), dtype=self.SERVER_DTYPE)
-            out["index"] = idx
-            out["name"] = _pick(self._server_names, idx, every)
-            out["zone"] = _objects(self._zone_names)[srv[st.SV_ZONE, rows]]
-            out["pool"] = _objects(self._pool_names)[srv[st.SV_POOL, rows]]
-            out["tags"] = _frozensets(_pick(self._server_tagsets, idx, every))
-            out["image"] = _pick(self._server_images, idx, every)
-            for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks", "logons"):
-                out[f] = srv[st.SERVER_INT_FIELDS.index(f), rows]
-            out["registered"] = srv[st.SV_REGISTERED, rows] != 0
-            out["sinbinned"] = srv[st.SV_SINBIN, rows] != 0
-            bits = srv[st.SV_KEY_BITS, rows]
-            out["place_last"] = (bits & st.PLACE_LAST_BIT) != 0
-            out["slow"] = (bits & st.SLOW_BIT) != 0
-            out["logon_ewma"] = srvf[st.SF_LOGON_EWMA, rows]
-            out["power"] = _POWER_NAMES[srv[st.SV_POWER, rows]]
-            out["mode"] = _MODE_NAMES[srv[st.SV_MODE, rows]]
-            for f in st.SERVER_FLOAT_FIELDS[:4]:
-                out[f] = srvf[st.SERVER_FLOAT_FIELDS.index(f), rows]
-            return out
+            return self._server_rows(np.arange(n) if every else np.nonzero(present)[0], every)
+
+    def _server_rows(self, idx: np.ndarray, every: bool) -> np.ndarray:
+        """The ``servers()`` records of the servers ``idx`` (``every``: all of them,
+        0 .. n-1), built a column at a time: names, zones, pools and images by
+        index into their lists, power and mode by index into their names, and one
+        frozenset per distinct tag set (shared by the rows that carry it). Lock
+        held, layout current."""
+        srv, srvf = self._t["server_i"], self._t["server_f"]
+        rows = slice(0, len(idx)) if every else idx
+        out = np.zeros(len(idx), dtype=self.SERVER_DTYPE)
+        out["index"] = idx
+        out["name"] = _pick(self._server_names, idx, every)
+        out["zone"] = _objects(self._zone_names)[srv[st.SV_ZONE, rows]]
+        out["pool"] = _objects(self._pool_names)[srv[st.SV_POOL, rows]]
+        out["tags"] = _frozensets(_pick(self._server_tagsets, idx, every))
+        out["image"] = _pick(self._server_images, idx, every)
+        for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks", "logons"):
+            out[f] = srv[st.SERVER_INT_FIELDS.index(f), rows]
+        out["registered"] = srv[st.SV_REGISTERED, rows] != 0
+        out["sinbinned"] = srv[st.SV_SINBIN, rows] != 0
+        bits = srv[st.SV_KEY_BITS, rows]
+        out["place_last"] = (bits & st.PLACE_LAST_BIT) != 0
+        out["slow"] = (bits & st.SLOW_BIT) != 0
+        out["logon_ewma"] = srvf[st.SF_LOGON_EWMA, rows]
+        out["power"] = _POWER_NAMES[srv[st.SV_POWER, rows]]
+        out["mode"] = _MODE_NAMES[srv[st.SV_MODE, rows]]
+        for f in st.SERVER_FLOAT_FIELDS[:4]:
+            out[f] = srvf[st.SERVER_FLOAT_FIELDS.index(f), rows]
+        return out
 
     def server(self, name: str | int) -> dict[str, Any]:
-        """One server's state as a dict."""
-        i = self._server_index(name)
-        rows = self.servers()
-        row = rows[rows["index"] == i][0]
-        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
+        """One server's state as a dict (its ``servers()`` record)."""
+        with self._locked():
+            i = self._server_index(name)
+            if self._dirty:
+                self._relayout()
+            row = self._server_rows(np.array([i]), False)[0]
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in row.dtype.names}  # type: ignore[union-attr]  # a structured dtype
 
     SESSION_DTYPE = np.dtype(
         [("id", "i8"), ("user", "O"), ("server", "O"), ("pool", "O"), ("state", "U12"),

@@ -338,3 +338,20 @@ def test_servers_of_every_server_and_of_none():
         s.add_server(f"s{k}", f"z{k % 3}", "p", tags=[f"t{k % 2}"], power=power, mode=mode)
     _same_rows(s.servers(), _servers_reference(s))
     assert s.servers()["power"].tolist() == [str(p) for p in list(Power) * 3]
+
+
+def test_server_is_its_servers_record():
+    s = _fleet()
+    rows = s.servers()
+    for key in ["s0", "s2", 7, np.int64(3), "s6"]:
+        got = s.server(key)
+        k = key if not isinstance(key, str) else int(key[1:])
+        want = rows[rows["index"] == k][0]
+        assert list(got) == list(rows.dtype.names)
+        assert got == {f: (want[f].item() if hasattr(want[f], "item") else want[f]) for f in rows.dtype.names}
+        assert [type(v) for v in got.values()] == [type(want[f].item() if hasattr(want[f], "item") else want[f])
+                                                   for f in rows.dtype.names]
+    for bad, error in [("s5", usher.UnknownServer), (5, usher.UnknownServer), (None, usher.InvalidArgument)]:
+        with pytest.raises(error) as e:
+            s.server(bad)
+        assert e.value.field == "server"
