@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 import usher
 from usher.service.dashboard_views import (
     FLAG_PLACE_LAST,
@@ -53,7 +52,7 @@ def _grid_reference(rows):
 def test_grid_and_summary_are_the_row_by_row_counts(n):
     s = _fleet(n)
     rows = s.servers()
-    layout, columns = fleet_grid(rows)
+    _, columns = fleet_grid(rows)
     want = _grid_reference(rows)
     for k in ("power", "mode", "flags"):
         assert columns[k] == want[k], k
@@ -74,7 +73,7 @@ def test_grid_reads_enum_members_and_unknown_names():
         other[f] = rows[f]
     other["power"] = [usher.Power.ON if p == "on" else p for p in rows["power"].tolist()]
     other["mode"][0] = "unknown"
-    layout, columns = fleet_grid(other)
+    _, columns = fleet_grid(other)
     assert columns["power"] == _grid_reference(rows)["power"]
     assert columns["mode"][0] == -1 and columns["mode"][1:] == _grid_reference(rows)["mode"][1:]
     # fields the table lacks: not slow, not place-last, registered
