@@ -15,9 +15,10 @@ import math
 
 import numpy as np
 import pytest
-import usher
 from hypothesis import given, settings
 from hypothesis import strategies as hst
+
+import usher
 from usher import validate as _v
 from usher.core import kernels as _kernels
 from usher.core import state as st
