@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 import usher
 from usher.service.dashboard_views import (
     FLAG_PLACE_LAST,
