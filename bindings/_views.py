@@ -42,6 +42,7 @@ def _names_by_code(enum_cls) -> np.ndarray:
 
 
 _POWER_NAMES, _MODE_NAMES = _names_by_code(Power), _names_by_code(Mode)
+_SESSION_STATE_NAMES = _names_by_code(SessionState)
 
 
 def _objects(names: list) -> np.ndarray:
@@ -49,6 +50,22 @@ def _objects(names: list) -> np.ndarray:
     a = np.empty(len(names), dtype=object)
     a[:] = names
     return a
+
+
+def _names_at(names: list, codes: np.ndarray):
+    """``names[c]`` for each of ``codes``: by one index into an
+    object array, or one by one when the codes are few beside the names (a single
+    session of a million users)."""
+    if 8 * len(codes) < len(names):
+        return [names[c] for c in codes.tolist()]
+    return _objects(names)[codes]
+
+
+def _optional_names_at(names: list, codes: np.ndarray):
+    """``_names_at`` where a code of -1 stands for None."""
+    if 8 * len(codes) < len(names):
+        return [None if c < 0 else names[c] for c in codes.tolist()]
+    return _objects([*names, None])[codes]
 
 
 def _frozensets(tagsets: list) -> np.ndarray:
@@ -197,8 +214,8 @@ class _Views(_Host):
         out = np.zeros(len(idx), dtype=self.SERVER_DTYPE)
         out["index"] = idx
         out["name"] = _pick(self._server_names, idx, every)
-        out["zone"] = _objects(self._zone_names)[srv[st.SV_ZONE, rows]]
-        out["pool"] = _objects(self._pool_names)[srv[st.SV_POOL, rows]]
+        out["zone"] = _names_at(self._zone_names, srv[st.SV_ZONE, rows])
+        out["pool"] = _names_at(self._pool_names, srv[st.SV_POOL, rows])
         out["tags"] = _frozensets(_pick(self._server_tagsets, idx, every))
         out["image"] = _pick(self._server_images, idx, every)
         for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks", "logons"):
@@ -229,9 +246,6 @@ class _Views(_Host):
          ("endpoint", "O"), ("apps", "O"), ("t_launch", "f8"), ("t_state", "f8"), ("pending", "?")]
     )
 
-    def _endpoint_name(self, e):
-        return None if e < 0 else self._endpoint_names[e]
-
     def _session_apps(self, slot) -> tuple:
         ses, inst = self._t["session_i"], self._t["instance"]
         apps = []
@@ -244,36 +258,40 @@ class _Views(_Host):
     def sessions(self) -> np.ndarray:
         """One record per live session (a copy), in slot order."""
         with self._locked():
-            ses, sesf = self._t["session_i"], self._t["session_f"]
-            live = ses[st.SE_STATE] != SessionState.FREE
-            idx = np.nonzero(live)[0]
-            out = np.zeros(len(idx), dtype=self.SESSION_DTYPE)
-            out["id"] = (ses[st.SE_GEN, idx] << 32) | idx
-            out["user"] = [self._user_names[u] for u in ses[st.SE_USER, idx]]
-            out["server"] = [self._server_names[i] for i in ses[st.SE_SERVER, idx]]
-            out["pool"] = [self._pool_names[p] for p in ses[st.SE_POOL, idx]]
-            out["state"] = [str(SessionState(v)) for v in ses[st.SE_STATE, idx]]
-            out["endpoint"] = [self._endpoint_name(e) for e in ses[st.SE_ENDPOINT, idx]]
-            out["apps"] = [self._session_apps(x) for x in idx]
-            out["t_launch"] = sesf[st.SEF_T_LAUNCH, idx]
-            out["t_state"] = sesf[st.SEF_T_STATE, idx]
-            out["pending"] = ses[st.SE_PENDING, idx] != 0
-            return out
+            return self._session_rows(np.nonzero(self._t["session_i"][st.SE_STATE] != SessionState.FREE)[0])
+
+    def _session_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The ``sessions()`` records of the session slots ``idx``: names and states
+        by index into their lists a column at a time, the apps of each session from
+        its instance list. Lock held."""
+        ses, sesf = self._t["session_i"], self._t["session_f"]
+        out = np.zeros(len(idx), dtype=self.SESSION_DTYPE)
+        out["id"] = (ses[st.SE_GEN, idx] << 32) | idx
+        out["user"] = _names_at(self._user_names, ses[st.SE_USER, idx])
+        out["server"] = _names_at(self._server_names, ses[st.SE_SERVER, idx])
+        out["pool"] = _names_at(self._pool_names, ses[st.SE_POOL, idx])
+        out["state"] = _SESSION_STATE_NAMES[ses[st.SE_STATE, idx]]
+        out["endpoint"] = _optional_names_at(self._endpoint_names, ses[st.SE_ENDPOINT, idx])
+        out["apps"] = [self._session_apps(x) for x in idx.tolist()]
+        out["t_launch"] = sesf[st.SEF_T_LAUNCH, idx]
+        out["t_state"] = sesf[st.SEF_T_STATE, idx]
+        out["pending"] = ses[st.SE_PENDING, idx] != 0
+        return out
 
     def session(self, id: int) -> dict[str, Any]:
         """One live session as a dict (UnknownSession / SessionEnded otherwise)."""
         sid = _v.session_id("session", id)
         slot, gen = sid & _SLOT_MASK, sid >> 32
-        ses = self._t["session_i"]
-        if slot >= ses.shape[1] or gen < 1 or gen > ses[st.SE_GEN, slot] or (
-            gen == ses[st.SE_GEN, slot] and ses[st.SE_STATE, slot] == SessionState.FREE
-        ):
-            raise_for_status(1, "session", id)
-        if gen < ses[st.SE_GEN, slot]:
-            raise_for_status(2, "session", id)
-        rows = self.sessions()
-        row = rows[rows["id"] == sid][0]
-        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
+        with self._locked():
+            ses = self._t["session_i"]
+            if slot >= ses.shape[1] or gen < 1 or gen > ses[st.SE_GEN, slot] or (
+                gen == ses[st.SE_GEN, slot] and ses[st.SE_STATE, slot] == SessionState.FREE
+            ):
+                raise_for_status(1, "session", id)
+            if gen < ses[st.SE_GEN, slot]:
+                raise_for_status(2, "session", id)
+            row = self._session_rows(np.array([slot]))[0]
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in row.dtype.names}  # type: ignore[union-attr]  # a structured dtype
 
     # ------------------------------------------------------------ names
     @property

@@ -355,3 +355,48 @@ def test_server_is_its_servers_record():
         with pytest.raises(error) as e:
             s.server(bad)
         assert e.value.field == "server"
+
+
+def _sessions_reference(s) -> np.ndarray:
+    """``sessions()`` row by row."""
+    ses, sesf = s._t["session_i"], s._t["session_f"]
+    idx = np.nonzero(ses[st.SE_STATE] != 0)[0]
+    out = np.zeros(len(idx), dtype=s.SESSION_DTYPE)
+    out["id"] = (ses[st.SE_GEN, idx] << 32) | idx
+    out["user"] = [s._user_names[u] for u in ses[st.SE_USER, idx]]
+    out["server"] = [s._server_names[i] for i in ses[st.SE_SERVER, idx]]
+    out["pool"] = [s._pool_names[p] for p in ses[st.SE_POOL, idx]]
+    out["state"] = [str(usher.SessionState(v)) for v in ses[st.SE_STATE, idx]]
+    out["endpoint"] = [None if e < 0 else s._endpoint_names[e] for e in ses[st.SE_ENDPOINT, idx]]
+    out["apps"] = [s._session_apps(x) for x in idx]
+    out["t_launch"] = sesf[st.SEF_T_LAUNCH, idx]
+    out["t_state"] = sesf[st.SEF_T_STATE, idx]
+    out["pending"] = ses[st.SE_PENDING, idx] != 0
+    return out
+
+
+def test_sessions_and_session_are_the_row_by_row_view():
+    s = _fleet()
+    s.add_app("b", ["p"])
+    d = s.launch("u1", "b", endpoint="pc-7", now=40.0)
+    s.launch("v1", "a", endpoint="pc-8", now=41.0)
+    s.logon_complete(d.session, now=42.0)
+    s.disconnect(d.session, now=43.0)
+    for k in range(40):  # more endpoints and users than sessions of one record: both ways of naming
+        s.add_user(f"w{k}")
+        s.launch(f"x{k}", "b", endpoint=f"pc-{100 + k}", now=43.0)
+    rows = s.sessions()
+    _same_rows(rows, _sessions_reference(s))
+    assert set(rows["state"].tolist()) >= {"launching", "disconnected"}
+    assert {"pc-7", None} <= set(rows["endpoint"].tolist())
+    for row in rows:
+        one = s.session(int(row["id"]))
+        assert list(one) == list(rows.dtype.names)
+        assert one == {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}
+    ended = int(rows["id"][0])
+    s.logoff(ended, now=44.0)
+    with pytest.raises(usher.SessionEnded):
+        s.session(ended)
+    with pytest.raises(usher.UnknownSession):
+        s.session(2**40 + 5)
+    _same_rows(s.sessions(), _sessions_reference(s))
