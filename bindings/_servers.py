@@ -36,6 +36,41 @@ from usher.errors import (
 )
 
 
+_FLOAT64 = np.dtype(np.float64)
+
+
+def _column(field, values, n):
+    """``_telemetry_column(field, values, n)``: a contiguous 1-D float64 ndarray of
+    length n is that column as it is (what the general check returns for it);
+    anything else through the general check."""
+    if (type(values) is np.ndarray and values.dtype == _FLOAT64 and values.ndim == 1
+            and values.shape[0] == n and values.flags.c_contiguous):
+        return values
+    return _telemetry_column(field, values, n)
+
+
+def _enum_codes(enum_cls) -> dict[str, int]:
+    """``{lower-case member name: code}``: the names ``parse_enum`` reads most."""
+    return {m.name.lower(): int(m) for m in enum_cls}
+
+
+_POWER_CODES, _MODE_CODES = _enum_codes(Power), _enum_codes(Mode)
+_POWER_OFF = int(Power.OFF)
+
+
+def _code(codes: dict[str, int], enum_cls, field: str, value) -> int:
+    """``int(parse_enum(enum_cls, field, value))``: a member, or its lower-case
+    name, without the general parse; any other value (and every error) through
+    ``parse_enum``."""
+    if type(value) is str:
+        code = codes.get(value)
+        if code is not None:
+            return code
+    elif type(value) is enum_cls:
+        return value._value_
+    return int(parse_enum(enum_cls, field, value))
+
+
 class _Servers(_Host):
     """Servers: add, power, registration, mode, place-last, image, removal, telemetry."""
 
@@ -113,21 +148,42 @@ class _Servers(_Host):
 
             raise TimeWentBackwards("now", now, f"earlier than the previous operation ({self._clockv[st.CK_NOW]})")
 
-    def _server_change(self, server, op, value, now):
-        if now is not None:
+    def _present_index(self, server) -> int:
+        """``_server_index(server)``, with a name (a ``str``) or an ``int`` index of a
+        present server resolved inline; anything else (and every error) through
+        ``_server_index``. Lock held."""
+        if type(server) is str:
+            i = self._servers.get(server)
+            if i is not None:
+                return i
+        elif type(server) is int:
+            names = self._server_names
+            if 0 <= server < len(names) and self._servers.get(names[server]) == server:
+                return server
+        return self._server_index(server)
+
+    def _server_change(self, server, op, value, now, sessions=False):
+        """One server-state kernel call: ``now`` checked, then under the lock the
+        server (an unknown one is the error), the layout, the kernel (which checks
+        the clock). ``sessions``: the call may end the server's sessions (sizes
+        the buffer of their ids). Returns the ended sessions' ids."""
+        if now is not None and not (type(now) is float and -_v.MAX_TIME <= now <= _v.MAX_TIME):
             now = _v.time("now", now)
-        with self._locked():
-            i = self._server_index(server)
+        self._lock_acquire()
+        try:
+            i = self._present_index(server)
             if self._dirty:
                 self._relayout()
-            sessions = int(self._t["server_i"][st.SV_SESSIONS, i])
-            return self._server_call(i, op, value, now, sessions)
+            n = int(self._t["server_i"][st.SV_SESSIONS, i]) if sessions else 0
+            return self._server_call(i, op, value, now, n)
+        finally:
+            self._lock_release()
 
     def set_power(self, server: str | int, state: str | Power, now: float | None = None) -> list[int]:
         """Set the power state. Powering off ends every session on the server;
         returns the ids of those lost sessions."""
-        state = parse_enum(Power, "state", state)
-        return self._server_change(server, _kernels.OP_POWER, int(state), now)
+        code = _code(_POWER_CODES, Power, "state", state)
+        return self._server_change(server, _kernels.OP_POWER, code, now, code == _POWER_OFF)
 
     def set_registered(self, server: str | int, registered: bool, now: float | None = None) -> None:
         """An unregistered server keeps its sessions but takes no new session
@@ -138,8 +194,7 @@ class _Servers(_Host):
     def set_mode(self, server: str | int, mode: str | Mode, now: float | None = None) -> None:
         """``enabled``, ``drain`` (no new sessions, reconnects allowed) or
         ``maintenance`` (reconnects only where the pool allows them)."""
-        mode = parse_enum(Mode, "mode", mode)
-        self._server_change(server, _kernels.OP_MODE, int(mode), now)
+        self._server_change(server, _kernels.OP_MODE, _code(_MODE_CODES, Mode, "mode", mode), now)
 
     def set_place_last(self, servers: str | int | Iterable[str | int], flag: bool, now: float | None = None) -> None:
         """Mark (``flag`` True) or unmark servers *place-last*: within a pool and a
@@ -151,20 +206,50 @@ class _Servers(_Host):
         if isinstance(servers, (str, int, np.integer)) and not isinstance(servers, (bool, np.bool_)):
             servers = [servers]
         else:
-            servers = list(_v.sequence("servers", servers))
+            servers = _v.sequence("servers", servers)
         flag = _v.flag("flag", flag)
         if now is not None:
             now = _v.time("now", now)
-        with self._locked():
-            idx = [self._server_index(x, "servers") for x in servers]
+        self._lock_acquire()
+        try:  # every server resolved (the first bad one is the error) before any change
+            idx = self._marked_indices(servers)
             if now is not None:
                 self._time_check(now)
             if self._dirty:
                 self._relayout()
             if not idx:
                 self._advance_to(now)
+            call, op, value = self._server_call, _kernels.OP_PLACE_LAST, int(flag)
             for i in idx:
-                self._server_call(i, _kernels.OP_PLACE_LAST, int(flag), now, 0)
+                call(i, op, value, now, 0)
+        finally:
+            self._lock_release()
+
+    def _marked_indices(self, servers) -> list[int]:
+        """The indices of ``set_place_last``'s servers, in order, in one pass: names
+        by one dict probe each, Python ints by one range and presence test each;
+        a value of any other kind, and the first bad one, through
+        ``_server_index`` (field ``servers``, as one by one). Lock held."""
+        n_names, names, get = len(self._server_names), self._server_names, self._servers.get
+        if isinstance(servers, np.ndarray) and servers.dtype.kind in "iu":
+            srv = self._t["server_i"]
+            n = int(self._header[st.H_N_SERVERS])
+            inside = (servers >= 0) & (servers < n)
+            if inside.all() and srv[st.SV_PRESENT, servers].all():
+                return servers.tolist()  # present servers (SV_PRESENT: as the names say)
+        out = []
+        for x in servers:
+            if type(x) is int:
+                if 0 <= x < n_names and get(names[x]) == x:
+                    out.append(x)
+                    continue
+            elif type(x) is str:
+                i = get(x)
+                if i is not None:
+                    out.append(i)
+                    continue
+            out.append(self._server_index(x, "servers"))
+        return out
 
     def set_image(self, server: str | int, image: str | None, now: float | None = None) -> None:
         """The image the server runs (a name, or None): set when it comes back from
@@ -214,10 +299,10 @@ class _Servers(_Host):
             idx = self._server_indices(servers)
             n = idx.shape[0]
             zeros = _ZEROS if n <= _ZEROS.shape[0] else np.zeros(n)
-            c_cpu = zeros if cpu is None else _telemetry_column("cpu", cpu, n)
-            c_mem = zeros if mem is None else _telemetry_column("mem", mem, n)
-            c_disk = zeros if disk_queue is None else _telemetry_column("disk_queue", disk_queue, n)
-            c_custom = zeros if custom is None else _telemetry_column("custom", custom, n)
+            c_cpu = zeros if cpu is None else _column("cpu", cpu, n)
+            c_mem = zeros if mem is None else _column("mem", mem, n)
+            c_disk = zeros if disk_queue is None else _column("disk_queue", disk_queue, n)
+            c_custom = zeros if custom is None else _column("custom", custom, n)
             mask = ((cpu is not None) * _kernels.T_CPU | (mem is not None) * _kernels.T_MEM
                     | (disk_queue is not None) * _kernels.T_DISK_QUEUE | (custom is not None) * _kernels.T_CUSTOM)
             if self._dirty:
@@ -226,15 +311,37 @@ class _Servers(_Host):
         finally:
             self._lock_release()
 
+    def server_indices(self, servers: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Indices of present servers named by ``servers`` (names), as an int64
+        array (for ``telemetry_many`` and the server operations; a server keeps its
+        index until it is removed). An unknown server raises UnknownServer naming
+        ``servers[k]``; a value that is not a name, InvalidArgument."""
+        servers = _v.sequence("servers", servers)
+        k = _engine.first_not_id(servers)
+        if k >= 0:
+            raise InvalidArgument(f"servers[{k}]", servers[k], "must be a non-empty string")
+        self._lock_acquire()
+        try:
+            return self._server_indices(servers)
+        finally:
+            self._lock_release()
+
     def _server_indices(self, servers) -> np.ndarray:
         """Server indices of a batch (names, or an integer array; the kernel
-        checks each index is a present server). Lock held."""
-        if isinstance(servers, np.ndarray) and servers.dtype.kind in "iu":
-            return _v.index_array("servers", servers)
-        get = self._servers.get
-        if _engine.first_not_id(servers) < 0:  # names: one dict probe each
-            out = [get(name) for name in servers]
-            if None not in out:
-                return np.array(out, dtype=np.int64)
+        checks each index is a present server). Lock held.
+
+        Names: one compiled pass of type tests and one of dict probes
+        (``_engine.first_not_id``, ``_engine.rows_from_names``); a batch with a
+        value that is not a known name (an unknown or empty name, an index, None)
+        goes row by row through ``_server_index``, which names the first bad row."""
+        if isinstance(servers, np.ndarray):
+            if servers.dtype.kind in "iu":
+                return _v.index_array("servers", servers)
+            if servers.dtype == object:
+                servers = servers.tolist()  # the same objects, read faster
+        if _engine.first_not_id(servers) < 0:  # names (non-empty strs) only
+            out = np.empty(len(servers), dtype=np.int64)
+            if _engine.rows_from_names(servers, self._servers, out, -1, -1) < 0:
+                return out
         return np.array([self._server_index(x, f"servers[{k}]") for k, x in enumerate(servers)],
                         dtype=np.int64)

@@ -34,6 +34,57 @@ from usher.errors import (
 )
 
 
+def _names_by_code(enum_cls) -> np.ndarray:
+    """``str(member)`` at the index of each member's code (codes run from 0)."""
+    names = np.array([str(m) for m in sorted(enum_cls)])
+    assert [int(m) for m in sorted(enum_cls)] == list(range(len(names)))
+    return names
+
+
+_POWER_NAMES, _MODE_NAMES = _names_by_code(Power), _names_by_code(Mode)
+_SESSION_STATE_NAMES = _names_by_code(SessionState)
+
+
+def _objects(names: list) -> np.ndarray:
+    """A list of names as a 1-D object array (for indexing by a column of codes)."""
+    a = np.empty(len(names), dtype=object)
+    a[:] = names
+    return a
+
+
+def _names_at(names: list, codes: np.ndarray):
+    """``names[c]`` for each of ``codes``: by one index into an
+    object array, or one by one when the codes are few beside the names (a single
+    session of a million users)."""
+    if 8 * len(codes) < len(names):
+        return [names[c] for c in codes.tolist()]
+    return _objects(names)[codes]
+
+
+def _optional_names_at(names: list, codes: np.ndarray):
+    """``_names_at`` where a code of -1 stands for None."""
+    if 8 * len(codes) < len(names):
+        return [None if c < 0 else names[c] for c in codes.tolist()]
+    return _objects([*names, None])[codes]
+
+
+def _frozensets(tagsets: list) -> np.ndarray:
+    """An object array of ``frozenset(t)`` for each tuple ``t`` of ``tagsets``, one
+    frozenset per distinct tuple (indexed into place: an array of sets is not
+    read back as a sequence)."""
+    position: dict = {}
+    codes = np.fromiter((position.setdefault(t, len(position)) for t in tagsets), np.intp, len(tagsets))
+    sets = np.empty(len(position), dtype=object)
+    for t, j in position.items():
+        sets[j] = frozenset(t)
+    return sets[codes]
+
+
+def _pick(values: list, idx: np.ndarray, every: bool) -> list:
+    """``values`` at the indices ``idx`` (all of them, in order, when ``every``)."""
+    return values[: len(idx)] if every else [values[i] for i in idx.tolist()]
+
+
 class _Views(_Host):
     """Explanations, read-only views, names and configurations."""
 
@@ -148,42 +199,52 @@ class _Views(_Host):
             if self._dirty:
                 self._relayout()
             n = int(self._header[st.H_N_SERVERS])
-            srv, srvf = self._t["server_i"], self._t["server_f"]
-            idx = np.nonzero(srv[st.SV_PRESENT, :n] != 0)[0]
-            out = np.zeros(len(idx), dtype=self.SERVER_DTYPE)
-            out["index"] = idx
-            out["name"] = [self._server_names[i] for i in idx]
-            out["zone"] = [self._zone_names[z] for z in srv[st.SV_ZONE, idx]]
-            out["pool"] = [self._pool_names[p] for p in srv[st.SV_POOL, idx]]
-            out["tags"] = [frozenset(self._server_tagsets[i]) for i in idx]
-            out["image"] = [self._server_images[i] for i in idx]
-            for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks", "logons"):
-                out[f] = srv[st.SERVER_INT_FIELDS.index(f), idx]
-            out["registered"] = srv[st.SV_REGISTERED, idx] != 0
-            out["sinbinned"] = srv[st.SV_SINBIN, idx] != 0
-            out["place_last"] = (srv[st.SV_KEY_BITS, idx] & st.PLACE_LAST_BIT) != 0
-            out["slow"] = (srv[st.SV_KEY_BITS, idx] & st.SLOW_BIT) != 0
-            out["logon_ewma"] = srvf[st.SF_LOGON_EWMA, idx]
-            out["power"] = [str(Power(v)) for v in srv[st.SV_POWER, idx]]
-            out["mode"] = [str(Mode(v)) for v in srv[st.SV_MODE, idx]]
-            for f in st.SERVER_FLOAT_FIELDS[:4]:
-                out[f] = srvf[st.SERVER_FLOAT_FIELDS.index(f), idx]
-            return out
+            present = self._t["server_i"][st.SV_PRESENT, :n] != 0
+            every = bool(present.all())
+            return self._server_rows(np.arange(n) if every else np.nonzero(present)[0], every)
+
+    def _server_rows(self, idx: np.ndarray, every: bool) -> np.ndarray:
+        """The ``servers()`` records of the servers ``idx`` (``every``: all of them,
+        0 .. n-1), built a column at a time: names, zones, pools and images by
+        index into their lists, power and mode by index into their names, and one
+        frozenset per distinct tag set (shared by the rows that carry it). Lock
+        held, layout current."""
+        srv, srvf = self._t["server_i"], self._t["server_f"]
+        rows = slice(0, len(idx)) if every else idx
+        out = np.zeros(len(idx), dtype=self.SERVER_DTYPE)
+        out["index"] = idx
+        out["name"] = _pick(self._server_names, idx, every)
+        out["zone"] = _names_at(self._zone_names, srv[st.SV_ZONE, rows])
+        out["pool"] = _names_at(self._pool_names, srv[st.SV_POOL, rows])
+        out["tags"] = _frozensets(_pick(self._server_tagsets, idx, every))
+        out["image"] = _pick(self._server_images, idx, every)
+        for f in ("max_sessions", "weight", "sessions", "pending", "load_index", "picks", "logons"):
+            out[f] = srv[st.SERVER_INT_FIELDS.index(f), rows]
+        out["registered"] = srv[st.SV_REGISTERED, rows] != 0
+        out["sinbinned"] = srv[st.SV_SINBIN, rows] != 0
+        bits = srv[st.SV_KEY_BITS, rows]
+        out["place_last"] = (bits & st.PLACE_LAST_BIT) != 0
+        out["slow"] = (bits & st.SLOW_BIT) != 0
+        out["logon_ewma"] = srvf[st.SF_LOGON_EWMA, rows]
+        out["power"] = _POWER_NAMES[srv[st.SV_POWER, rows]]
+        out["mode"] = _MODE_NAMES[srv[st.SV_MODE, rows]]
+        for f in st.SERVER_FLOAT_FIELDS[:4]:
+            out[f] = srvf[st.SERVER_FLOAT_FIELDS.index(f), rows]
+        return out
 
     def server(self, name: str | int) -> dict[str, Any]:
-        """One server's state as a dict."""
-        i = self._server_index(name)
-        rows = self.servers()
-        row = rows[rows["index"] == i][0]
-        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
+        """One server's state as a dict (its ``servers()`` record)."""
+        with self._locked():
+            i = self._server_index(name)
+            if self._dirty:
+                self._relayout()
+            row = self._server_rows(np.array([i]), False)[0]
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in row.dtype.names}  # type: ignore[union-attr]  # a structured dtype
 
     SESSION_DTYPE = np.dtype(
         [("id", "i8"), ("user", "O"), ("server", "O"), ("pool", "O"), ("state", "U12"),
          ("endpoint", "O"), ("apps", "O"), ("t_launch", "f8"), ("t_state", "f8"), ("pending", "?")]
     )
-
-    def _endpoint_name(self, e):
-        return None if e < 0 else self._endpoint_names[e]
 
     def _session_apps(self, slot) -> tuple:
         ses, inst = self._t["session_i"], self._t["instance"]
@@ -197,36 +258,40 @@ class _Views(_Host):
     def sessions(self) -> np.ndarray:
         """One record per live session (a copy), in slot order."""
         with self._locked():
-            ses, sesf = self._t["session_i"], self._t["session_f"]
-            live = ses[st.SE_STATE] != SessionState.FREE
-            idx = np.nonzero(live)[0]
-            out = np.zeros(len(idx), dtype=self.SESSION_DTYPE)
-            out["id"] = (ses[st.SE_GEN, idx] << 32) | idx
-            out["user"] = [self._user_names[u] for u in ses[st.SE_USER, idx]]
-            out["server"] = [self._server_names[i] for i in ses[st.SE_SERVER, idx]]
-            out["pool"] = [self._pool_names[p] for p in ses[st.SE_POOL, idx]]
-            out["state"] = [str(SessionState(v)) for v in ses[st.SE_STATE, idx]]
-            out["endpoint"] = [self._endpoint_name(e) for e in ses[st.SE_ENDPOINT, idx]]
-            out["apps"] = [self._session_apps(x) for x in idx]
-            out["t_launch"] = sesf[st.SEF_T_LAUNCH, idx]
-            out["t_state"] = sesf[st.SEF_T_STATE, idx]
-            out["pending"] = ses[st.SE_PENDING, idx] != 0
-            return out
+            return self._session_rows(np.nonzero(self._t["session_i"][st.SE_STATE] != SessionState.FREE)[0])
+
+    def _session_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The ``sessions()`` records of the session slots ``idx``: names and states
+        by index into their lists a column at a time, the apps of each session from
+        its instance list. Lock held."""
+        ses, sesf = self._t["session_i"], self._t["session_f"]
+        out = np.zeros(len(idx), dtype=self.SESSION_DTYPE)
+        out["id"] = (ses[st.SE_GEN, idx] << 32) | idx
+        out["user"] = _names_at(self._user_names, ses[st.SE_USER, idx])
+        out["server"] = _names_at(self._server_names, ses[st.SE_SERVER, idx])
+        out["pool"] = _names_at(self._pool_names, ses[st.SE_POOL, idx])
+        out["state"] = _SESSION_STATE_NAMES[ses[st.SE_STATE, idx]]
+        out["endpoint"] = _optional_names_at(self._endpoint_names, ses[st.SE_ENDPOINT, idx])
+        out["apps"] = [self._session_apps(x) for x in idx.tolist()]
+        out["t_launch"] = sesf[st.SEF_T_LAUNCH, idx]
+        out["t_state"] = sesf[st.SEF_T_STATE, idx]
+        out["pending"] = ses[st.SE_PENDING, idx] != 0
+        return out
 
     def session(self, id: int) -> dict[str, Any]:
         """One live session as a dict (UnknownSession / SessionEnded otherwise)."""
         sid = _v.session_id("session", id)
         slot, gen = sid & _SLOT_MASK, sid >> 32
-        ses = self._t["session_i"]
-        if slot >= ses.shape[1] or gen < 1 or gen > ses[st.SE_GEN, slot] or (
-            gen == ses[st.SE_GEN, slot] and ses[st.SE_STATE, slot] == SessionState.FREE
-        ):
-            raise_for_status(1, "session", id)
-        if gen < ses[st.SE_GEN, slot]:
-            raise_for_status(2, "session", id)
-        rows = self.sessions()
-        row = rows[rows["id"] == sid][0]
-        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in rows.dtype.names}  # type: ignore[union-attr]  # a structured dtype
+        with self._locked():
+            ses = self._t["session_i"]
+            if slot >= ses.shape[1] or gen < 1 or gen > ses[st.SE_GEN, slot] or (
+                gen == ses[st.SE_GEN, slot] and ses[st.SE_STATE, slot] == SessionState.FREE
+            ):
+                raise_for_status(1, "session", id)
+            if gen < ses[st.SE_GEN, slot]:
+                raise_for_status(2, "session", id)
+            row = self._session_rows(np.array([slot]))[0]
+        return {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in row.dtype.names}  # type: ignore[union-attr]  # a structured dtype
 
     # ------------------------------------------------------------ names
     @property

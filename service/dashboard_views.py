@@ -32,11 +32,35 @@ MODE_CODES = ("enabled", "drain", "maintenance")
 FLAG_SINBIN, FLAG_SLOW, FLAG_PLACE_LAST, FLAG_UNREGISTERED = 1, 2, 4, 8
 
 
-def _column(rows, name, default):
-    """``rows[name]`` as a list, or ``default`` per row when the table has no such field."""
+def _strings(values: np.ndarray) -> np.ndarray:
+    """A column as an array of ``str`` (a column of enum members as their names)."""
+    return values if values.dtype.kind == "U" else np.array([str(v) for v in values.tolist()], dtype=str)
+
+
+def _flag(rows, name, default) -> np.ndarray:
+    """``rows[name]`` as a bool array, or ``default`` per row when the table has no
+    such field."""
     if name in (rows.dtype.names or ()):
-        return rows[name].tolist()
-    return [default] * len(rows)
+        return rows[name].astype(bool)
+    return np.full(len(rows), default, dtype=bool)
+
+
+def _codes(values: np.ndarray, names: tuple) -> list:
+    """For each of ``values`` (a column of strings), its index in ``names``, or -1."""
+    codes = np.full(len(values), -1, dtype=np.int64)
+    values = _strings(values)
+    for k, name in enumerate(names):
+        codes[values == name] = k
+    return codes.tolist()
+
+
+def _counts(values: np.ndarray) -> dict:
+    """``dict(Counter(map(str, values.tolist())))`` of a column of strings (the
+    values in the order they first appear), counted with numpy."""
+    if not len(values):
+        return {}
+    distinct, first, counts = np.unique(_strings(values), return_index=True, return_counts=True)
+    return {str(distinct[k]): int(counts[k]) for k in np.argsort(first).tolist()}
 
 
 def fleet_summary(scheduler, rows) -> dict:
@@ -54,8 +78,8 @@ def fleet_summary(scheduler, rows) -> dict:
         "pending": int(pending.sum()) if len(rows) else 0,
         "servers": {
             "total": len(rows),
-            "by_power": dict(Counter(map(str, rows["power"].tolist()))),
-            "by_mode": dict(Counter(map(str, rows["mode"].tolist()))),
+            "by_power": _counts(rows["power"]),
+            "by_mode": _counts(rows["mode"]),
             "by_image": {str(k): n for k, n in images.items()},
         },
         "pools": _per_group(rows["pool"].tolist(), sessions, pending),
@@ -88,24 +112,20 @@ def fleet_grid(rows) -> tuple[dict, dict]:
     """
     layout = {"name": [str(n) for n in rows["name"].tolist()], "zone": [str(z) for z in rows["zone"].tolist()],
               "pool": [str(p) for p in rows["pool"].tolist()]}
-    power = {p: i for i, p in enumerate(POWER_CODES)}
-    mode = {m: i for i, m in enumerate(MODE_CODES)}
     images: dict = {}
     image_col = [-1 if i is None else images.setdefault(str(i), len(images)) for i in rows["image"].tolist()]
-    flags = []
-    for sinbin, slow, last, registered in zip(_column(rows, "sinbinned", False), _column(rows, "slow", False),
-                                              _column(rows, "place_last", False), _column(rows, "registered", True)):
-        flags.append((FLAG_SINBIN if sinbin else 0) | (FLAG_SLOW if slow else 0)
-                     | (FLAG_PLACE_LAST if last else 0) | (0 if registered else FLAG_UNREGISTERED))
+    flags = ((_flag(rows, "sinbinned", False) * FLAG_SINBIN) | (_flag(rows, "slow", False) * FLAG_SLOW)
+             | (_flag(rows, "place_last", False) * FLAG_PLACE_LAST)
+             | (~_flag(rows, "registered", True) * FLAG_UNREGISTERED))
     columns = {
         "load_index": rows["load_index"].tolist(),
         "sessions": rows["sessions"].tolist(),
         "max_sessions": rows["max_sessions"].tolist(),
         "pending": rows["pending"].tolist(),
-        "power": [power.get(str(p), -1) for p in rows["power"].tolist()],
-        "mode": [mode.get(str(m), -1) for m in rows["mode"].tolist()],
+        "power": _codes(rows["power"], POWER_CODES),
+        "mode": _codes(rows["mode"], MODE_CODES),
         "image": image_col,
-        "flags": flags,
+        "flags": flags.astype(np.int64).tolist(),
         "images": list(images),
     }
     return layout, columns
