@@ -622,3 +622,96 @@ def new_visits(d, tick, list reqs):
         reqs.append((v, 0, L_NEW))
     st.requested += n_new
     st.next_arrival = start + c
+
+
+# ---------------------------------------------------------------- the tick loop
+cdef _track_peaks(d, st, list placed, tick, now):
+    """The running peaks after the tick's launches. The most pending logons on a
+    server: only a placed launch adds one (docs/SEMANTICS.md), so only those
+    servers can top the peak (each sample checks that no other server ever did)."""
+    cdef Py_ssize_t k
+    if st.pend_full_scan:
+        pending_v = d.pending_v
+        pm = int(np.maximum.reduce(pending_v)) if len(pending_v) else 0
+    elif placed:
+        mv = d.pending_mv
+        pm = mv[placed[0]]
+        for k in range(1, len(placed)):
+            x = mv[placed[k]]
+            if x > pm:
+                pm = x
+    else:
+        pm = 0
+    if pm > st.pend_peak:
+        st.pend_peak, st.pend_peak_t, st.pend_peak_srv = pm, now, int(d.pending_v.argmax())
+    hdr = d.hdr
+    live = hdr[d.H_LIVE]
+    if live > st.peak:
+        st.peak, st.peak_t = live, tick
+    lic = hdr[d.H_HOLD]
+    if lic > st.lic_peak:
+        st.lic_peak = lic
+
+
+def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_batch):
+    """The loop of :meth:`usher.sim.day.Day.run`: each tick dispatches its events to
+    the handlers, in order (server events, session events, the power policy every
+    ``interval`` from ``next_policy``, the launches and the running peaks, the
+    sample); at tick 0 of a settled warm start the launches go in batches of
+    ``settle_batch``, logons completed in between."""
+    from usher.sim.handlers import apply_actions, apply_power, server_events
+
+    T, st, cal = d.T, d.state, d.cal
+    sampler = d.sampler
+    period, sample = sampler.period, sampler.sample
+    progress = d.progress
+    prog_every = max(1, T // 200)
+    next_prog = 0 if progress is not None else T
+    next_sample = 0
+    srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
+    cdef list counts = d.arrivals.counts
+    cdef bint tracing = d.trace is not None
+    cdef bint settled = d.settled
+    cdef Py_ssize_t t, j, n_ticks = T
+    cdef list kept
+    for t in range(n_ticks):
+        tick = <object>t  # a Python int, as the handlers and the calendar keys take it
+        now = float(tick)
+        evs = srv_pop(tick, None)
+        if evs:
+            server_events(d, evs, tick, now)
+        evs = sess_pop(tick, None)
+        if evs:
+            session_events(d, evs, tick, now)
+        if tick >= next_policy:
+            if acts:
+                apply_actions(d, tick, now, policy.plan(d.view(now), now))
+            else:
+                apply_power(d, tick, now, policy.plan(d.view(now)) if t else st.want)
+            next_policy = tick + interval
+        reqs = launch_pop(tick, None)
+        if reqs:
+            kept = []
+            for r in reqs:
+                if (<Visit>(<tuple>r)[0]).gen == (<tuple>r)[1]:
+                    kept.append(r)
+            reqs = kept
+        if counts[t]:
+            if reqs is None:
+                reqs = []
+            new_visits(d, tick, reqs)
+        if reqs:
+            if t == 0 and settled:  # warm start in small batches, logons completed in between
+                for j in range(0, len(reqs), settle_batch):
+                    _track_peaks(d, st, launches(d, reqs[j:j + settle_batch], tick, now), tick, now)
+            else:
+                _track_peaks(d, st, launches(d, reqs, tick, now), tick, now)
+        if tick == next_sample:
+            if sample(d, now) > st.pend_peak and not st.pend_full_scan:
+                st.pend_full_scan = True  # pending grew without a placement: scan every tick
+            next_sample = tick + period
+            if tracing:
+                d.trace.maybe_flush()
+        if tick == next_prog:
+            progress(tick, T)
+            next_prog = tick + prog_every
