@@ -653,14 +653,15 @@ cdef _track_peaks(d, st, list placed, tick, now):
         st.lic_peak = lic
 
 
-def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_batch):
+def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_batch, server_events, apply_actions,
+              apply_power):
     """The loop of :meth:`usher.sim.day.Day.run`: each tick dispatches its events to
-    the handlers, in order (server events, session events, the power policy every
-    ``interval`` from ``next_policy``, the launches and the running peaks, the
-    sample); at tick 0 of a settled warm start the launches go in batches of
-    ``settle_batch``, logons completed in between."""
-    from usher.sim.handlers import apply_actions, apply_power, server_events
-
+    the handlers, in order (``server_events``, the session events, the power policy
+    every ``interval`` from ``next_policy`` through ``apply_actions`` or
+    ``apply_power``, the launches and the running peaks, the sample); at tick 0 of a
+    settled warm start the launches go in batches of ``settle_batch``, logons
+    completed in between. The Python handlers are given by the caller (the day
+    module's names, as it calls them)."""
     T, st, cal = d.T, d.state, d.cal
     sampler = d.sampler
     period, sample = sampler.period, sampler.sample

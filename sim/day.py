@@ -55,7 +55,7 @@ from usher.sim.calls import EngineCalls
 from usher.sim.demand import Arrivals, fault_schedule, presample
 from usher.sim.slow import slow_logons
 from usher.sim._events import run_ticks
-from usher.sim.handlers import apply_actions
+from usher.sim.handlers import apply_actions, apply_power, server_events
 from usher.sim.kpis import day_kpis
 from usher.sim.sample import Sampler
 from usher.sim.scenario import APP_LABS, APP_PACS, APP_RECORD, FLEET_IMAGE, POOLS, Scenario, build_scheduler, \
@@ -332,7 +332,7 @@ class Day:
         # sessions are in (its first call at the first interval)
         interval = policy.interval_seconds
         next_policy = interval if acts else 0
-        run_ticks(self, policy, acts, interval, next_policy, _SETTLE_BATCH)
+        run_ticks(self, policy, acts, interval, next_policy, _SETTLE_BATCH, server_events, apply_actions, apply_power)
         wall = time.perf_counter() - t_start
         if self.progress is not None:
             self.progress(T, T)
