@@ -281,7 +281,12 @@ cpdef tuple app_and_endpoint(d, Visit v, kind):
     if kind == C_L_SECOND:
         return APP_LABS, v.ep
     if kind == C_L_RECONNECT:
-        v.ep = f"home-{v.user}-2" if v.ext else d.ws_name(v.h, d.arrivals.ws2[v.a])
+        if v.ext:
+            v.ep = f"home-{v.user}-2"
+        else:
+            w = d.arrivals.ws2[v.a]
+            ep = d.endpoints.get(v.h * d.W + w)  # Day.ws_name's cache, read first
+            v.ep = ep if ep is not None else d.ws_name(v.h, w)
     return v.app, v.ep
 
 
