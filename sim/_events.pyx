@@ -258,20 +258,56 @@ cdef class EngineCalls:
                 append({"t": now, "op": "telemetry", "server": names[i], "cpu": c, "mem": m})
 
 
+
+# ---------------------------------------------------------------- what the handlers read
+@cython.final
+cdef class DayRefs:
+    """What the compiled handlers read of a :class:`usher.sim.day.Day` on every
+    event, taken once when the day is built: the day replaces none of it (its
+    state's counters and lists, the books, the engine calls, the calendar queues
+    and the presampled columns are the same objects all day, changed in place)."""
+
+    cdef readonly object state, s, cal_sessions, cal_launches, slow, rollout_run, sessions, T, fresh_s
+    cdef readonly dict tally, endpoints
+    cdef readonly list idle, warm, on_since, outcomes, reasons
+    cdef readonly list logon, second, t_second, close, t_close, disc, t_disc, rec, t_rec
+    cdef readonly list counts, hosp, kind, pick, app, locname, end, ext, ws, fail, user_names
+    cdef readonly object launch_batch_min
+    cdef readonly int64_t W
+    cdef readonly Books books
+    cdef readonly EngineCalls calls
+    cdef readonly bint naming
+
+    def __init__(self, d):
+        st, arr = d.state, d.arrivals
+        self.state, self.tally, self.idle, self.warm, self.on_since = st, st.tally, st.idle, st.warm, st.on_since
+        self.outcomes, self.reasons = st.outcomes, st.reasons
+        self.books, self.calls, self.s = d.books, d.calls, d.s
+        self.cal_sessions, self.cal_launches = d.cal.sessions, d.cal.launches
+        self.logon, self.second, self.t_second, self.close, self.t_close = (
+            arr.logon, arr.second, arr.t_second, arr.close, arr.t_close)
+        self.disc, self.t_disc, self.rec, self.t_rec = arr.disc, arr.t_disc, arr.rec, arr.t_rec
+        self.slow, self.rollout_run, self.sessions = d.slow, d.rollout_run, d.sc.sessions
+        self.T, self.fresh_s, self.endpoints, self.naming = d.T, d.fresh_s, d.endpoints, d.naming
+        self.counts, self.hosp, self.kind, self.pick, self.app = arr.counts, arr.hosp, arr.kind, arr.pick, arr.app
+        self.locname, self.end, self.ext, self.ws, self.fail = arr.locname, arr.end, arr.ext, arr.ws, arr.fail
+        self.user_names, self.W = d.user_names, d.W
+        self.launch_batch_min = d.sc.day.launch_batch_min
+
+
 # ---------------------------------------------------------------- shared consequences
 cpdef finish_visit(d, Visit v, now):
     """The visit is given up: its extra sessions logged off, the user idle again."""
-    cdef Books books = d.books
-    cdef EngineCalls calls
+    cdef DayRefs r = d.refs
+    cdef Books books = r.books
     if v.extras:
-        calls = d.calls
         for sid in v.extras:
             if sid in books.entries:
-                calls.logoff(sid, now)
+                r.calls.logoff(sid, now)
                 books.unbook(sid)
     v.extras = []
     v.gen += 1
-    d.state.idle[v.h][v.role].append(v.user)
+    r.idle[v.h][v.role].append(v.user)
 
 
 # ---------------------------------------------------------------- launches
@@ -285,7 +321,7 @@ cpdef tuple app_and_endpoint(d, Visit v, kind):
             v.ep = f"home-{v.user}-2"
         else:
             w = d.arrivals.ws2[v.a]
-            ep = d.endpoints.get(v.h * d.W + w)  # Day.ws_name's cache, read first
+            ep = (<DayRefs>d.refs).endpoints.get(v.h * d.W + w)  # Day.ws_name's cache, read first
             v.ep = ep if ep is not None else d.ws_name(v.h, w)
     return v.app, v.ep
 
@@ -293,19 +329,20 @@ cpdef tuple app_and_endpoint(d, Visit v, kind):
 def decide(d, list reqs, now):
     """The engine's decisions for ``reqs`` (list of (visit, generation, kind)), in
     order: a list of (app, endpoint, outcome, reason, server, session, load index)."""
-    cdef EngineCalls calls = d.calls
+    cdef DayRefs r = d.refs
+    cdef EngineCalls calls = r.calls
     cdef Visit v
     cdef double t_in
-    if len(reqs) >= d.sc.day.launch_batch_min:
+    if len(reqs) >= r.launch_batch_min:
         apps, eps = [], []
-        for r in reqs:
-            app, ep = app_and_endpoint(d, <Visit>(<tuple>r)[0], (<tuple>r)[2])
+        for q in reqs:
+            app, ep = app_and_endpoint(d, <Visit>(<tuple>q)[0], (<tuple>q)[2])
             apps.append(app)
             eps.append(ep)
-        users = d.user_idx[[(<Visit>(<tuple>r)[0]).user for r in reqs]]
+        users = d.user_idx[[(<Visit>(<tuple>q)[0]).user for q in reqs]]
         a_i = np.array([d.app_idx[a] for a in apps], dtype=np.int64)
-        locs = [(<Visit>(<tuple>r)[0]).loc for r in reqs]
-        ext = np.array([(<Visit>(<tuple>r)[0]).ext for r in reqs])
+        locs = [(<Visit>(<tuple>q)[0]).loc for q in reqs]
+        ext = np.array([(<Visit>(<tuple>q)[0]).ext for q in reqs])
         t_in = calls.seconds
         b = calls.timed(len(reqs), d.s.launch_many, users, a_i, locations=locs, endpoints=eps, external=ext,
                         now=now)
@@ -332,73 +369,71 @@ cdef list _name_launches(d, list reqs, list rows, now):
     return names
 
 
-cdef object _logon_tick(d, Visit v, tick, sid, srv, now):
-    lg = d.arrivals.logon[v.a]
-    slow = d.slow
+cdef object _logon_tick(DayRefs r, Visit v, tick, sid, srv, now):
+    lg = r.logon[v.a]
+    slow = r.slow
     if slow is not None:
         lg = slow.logon_length(sid, srv, lg, now)
     return tick + (lg if lg > 1 else 1)
 
 
-cdef _schedule_visit(d, Visit v, sid, tick, srv, now):
+cdef _schedule_visit(DayRefs r, Visit v, sid, tick, srv, now):
     """The events of a freshly placed main session: its logon (or failure), and on
     the first placement the second app, its closing, the disconnect, the reconnect;
     the visit's end."""
-    arr, cal = d.arrivals, d.cal
-    sess, lq = cal.sessions, cal.launches
+    sess, lq = r.cal_sessions, r.cal_launches
     g = v.gen
-    a = v.a
+    cdef Py_ssize_t a = v.a
     if v.fail:
         v.fail = False
-        sess[tick + d.sc.sessions.failure_detect_seconds].append((E_FAIL, v, g, sid))
+        sess[tick + r.sessions.failure_detect_seconds].append((E_FAIL, v, g, sid))
     else:
-        lg = arr.logon[a]
+        lg = r.logon[a]
         if v.first:
             if lg == 0:
-                d.state.warm.append(sid)
+                r.warm.append(sid)
             else:
-                sess[_logon_tick(d, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
+                sess[_logon_tick(r, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
             end = v.end
-            if arr.second[a] and arr.t_second[a] < end:
-                lq[arr.t_second[a]].append((v, g, L_SECOND))
-                if arr.close[a] and arr.t_close[a] < end:
-                    sess[arr.t_close[a]].append((E_CLOSE, v, g, sid))
-            if arr.disc[a] and arr.t_disc[a] < end:
-                sess[arr.t_disc[a]].append((E_DISCONNECT, v, g, sid))
-                if arr.rec[a]:
-                    lq[arr.t_rec[a]].append((v, g, L_RECONNECT))
+            if r.second[a] and r.t_second[a] < end:
+                lq[r.t_second[a]].append((v, g, L_SECOND))
+                if r.close[a] and r.t_close[a] < end:
+                    sess[r.t_close[a]].append((E_CLOSE, v, g, sid))
+            if r.disc[a] and r.t_disc[a] < end:
+                sess[r.t_disc[a]].append((E_DISCONNECT, v, g, sid))
+                if r.rec[a]:
+                    lq[r.t_rec[a]].append((v, g, L_RECONNECT))
         else:
-            sess[_logon_tick(d, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
-        if v.end < d.T:
+            sess[_logon_tick(r, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
+        if v.end < r.T:
             sess[v.end].append((E_END, v, g, sid))
 
 
 cpdef on_new(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
     """A visit's first launch, a retry, or a come-back after a lost session."""
-    st = d.state
+    cdef DayRefs r = d.refs
     if oc == C_PLACED:
         placed.append(srv)
-        if now - st.on_since[srv] < d.fresh_s:
-            st.tally["fresh"] += 1
+        if now - r.on_since[srv] < r.fresh_s:
+            r.tally["fresh"] += 1
         v.sid = sid
-        (<Books>d.books).book(sid, v, srv, rname)
+        r.books.book(sid, v, srv, rname)
         v.gen += 1
-        rollout_run = d.rollout_run
-        if rollout_run is not None:  # the rollout's health check counts launches
-            rollout_run.placed(d, v, srv)
-        _schedule_visit(d, v, sid, tick, srv, now)
+        if r.rollout_run is not None:  # the rollout's health check counts launches
+            r.rollout_run.placed(d, v, srv)
+        _schedule_visit(r, v, sid, tick, srv, now)
         v.first = False
     elif oc == C_REJECTED:
-        ss = d.sc.sessions
-        if v.tries < ss.max_retries and tick + ss.retry_after_seconds < min(v.end, d.T):
+        ss = r.sessions
+        if v.tries < ss.max_retries and tick + ss.retry_after_seconds < min(v.end, r.T):
             v.tries += 1
-            st.tally["retried"] += 1
-            d.cal.launches[tick + ss.retry_after_seconds].append((v, v.gen, L_NEW))
+            r.tally["retried"] += 1
+            r.cal_launches[tick + ss.retry_after_seconds].append((v, v.gen, L_NEW))
         else:
-            st.tally["denied"] += 1
+            r.tally["denied"] += 1
             finish_visit(d, v, now)
     else:  # the user already had a session: not in this model's books
-        st.tally["unexpected"] += 1
+        r.tally["unexpected"] += 1
         finish_visit(d, v, now)
 
 
@@ -410,7 +445,7 @@ cpdef on_second(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
         placed.append(srv)
         (<Books>d.books).book(sid, v, srv, rname)
         v.extras.append(sid)
-        d.cal.sessions[_logon_tick(d, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
+        d.cal.sessions[_logon_tick(<DayRefs>d.refs, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
     elif oc != C_SHARED and oc != C_REJECTED:
         d.state.tally["unexpected"] += 1
 
@@ -429,7 +464,7 @@ cpdef on_reconnect(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
             books.unbook(old)
         v.sid = sid
         books.book(sid, v, srv, rname)
-        d.cal.sessions[_logon_tick(d, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
+        d.cal.sessions[_logon_tick(<DayRefs>d.refs, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
     elif oc == C_REJECTED:
         d.state.tally["reconnect_missed"] += 1
 
@@ -438,13 +473,14 @@ def launches(d, list reqs, tick, now):
     """Decide the tick's launches, trace them, apply their consequences in order;
     then the warm-start logons and the peaks. Returns the servers given a new
     session (the only way a server's pending logons grow)."""
-    st = d.state
+    cdef DayRefs r = d.refs
+    st = r.state
     cdef list rows = decide(d, reqs, now)
-    cdef list names = _name_launches(d, reqs, rows, now) if d.naming else None
+    cdef list names = _name_launches(d, reqs, rows, now) if r.naming else None
     cdef list placed = []
-    cdef list oc_n = st.outcomes, rc_n = st.reasons
+    cdef list oc_n = r.outcomes, rc_n = r.reasons
     dec = st.decisions
-    cdef Books books = d.books
+    cdef Books books = r.books
     cdef EngineCalls calls
     cdef Py_ssize_t j
     cdef int64_t kind
@@ -475,10 +511,10 @@ def launches(d, list reqs, tick, now):
             on_reconnect(d, v, oc, srv, sid, rname, tick, now, placed)
         else:
             raise KeyError(kind)
-    warm = st.warm
+    warm = r.warm
     if warm:  # warm start: the sessions open at midnight are established
-        calls = d.calls
-        logon_complete, launching = d.s.logon_complete, books.launching
+        calls = r.calls
+        logon_complete, launching = r.s.logon_complete, books.launching
         for sid in warm:
             launching.discard(sid)
             calls.session(logon_complete, "logon_done", sid, now)
@@ -489,8 +525,9 @@ def launches(d, list reqs, tick, now):
 # ---------------------------------------------------------------- session events
 cdef _visit_over(d, Visit v, now):
     """E_END: the visit's sessions are logged off, the user is idle again."""
-    cdef Books books = d.books
-    cdef EngineCalls calls = d.calls
+    cdef DayRefs r = d.refs
+    cdef Books books = r.books
+    cdef EngineCalls calls = r.calls
     x = v.sid
     if x in books.entries:
         calls.logoff(x, now)
@@ -503,7 +540,7 @@ cdef _visit_over(d, Visit v, now):
         v.extras = []
     v.sid = -1
     v.gen += 1
-    d.state.idle[v.h][v.role].append(v.user)
+    r.idle[v.h][v.role].append(v.user)
 
 
 cdef _launch_failed(d, Visit v, sid, tick, now):
@@ -535,12 +572,13 @@ def session_events(d, list evs, tick, now):
     """Logons that complete or fail, disconnects, second apps that close, visits
     that end; in the order scheduled. An event of an older visit generation, or
     of a session no longer on the books, is stale and skipped."""
-    cdef Books books = d.books
-    cdef EngineCalls calls = d.calls
-    s = d.s
+    cdef DayRefs r = d.refs
+    cdef Books books = r.books
+    cdef EngineCalls calls = r.calls
+    s = r.s
     cdef dict entries = books.entries
     cdef set launching = books.launching
-    slow = d.slow
+    slow = r.slow
     cdef int64_t kind, g
     cdef Visit v
     cdef tuple e
@@ -581,17 +619,18 @@ def new_visits(d, tick, list reqs):
     """The tick's arrivals: each takes an idle user of its hospital (an imaging user
     for an imaging visit; a clinical visit falls back to an imaging user) and
     becomes a visit whose first launch joins ``reqs``. No idle user: counted, dropped."""
-    st, arr = d.state, d.arrivals
-    c = arr.counts[tick]
+    cdef DayRefs r = d.refs
+    st = r.state
+    c = r.counts[tick]
     if not c:
         return
-    cdef list a_hosp = arr.hosp, a_kind = arr.kind, a_pick = arr.pick, a_app = arr.app
-    cdef list a_locname = arr.locname, a_end = arr.end, a_ext = arr.ext, a_ws = arr.ws, a_fail = arr.fail
-    cdef list idle = st.idle, user_names = d.user_names
-    tally = st.tally
-    cdef dict endpoints = d.endpoints
+    cdef list a_hosp = r.hosp, a_kind = r.kind, a_pick = r.pick, a_app = r.app
+    cdef list a_locname = r.locname, a_end = r.end, a_ext = r.ext, a_ws = r.ws, a_fail = r.fail
+    cdef list idle = r.idle, user_names = r.user_names
+    tally = r.tally
+    cdef dict endpoints = r.endpoints
     ws_name = d.ws_name
-    cdef int64_t W = d.W
+    cdef int64_t W = r.W
     cdef Py_ssize_t start = st.next_arrival, a, j, n_new = 0
     cdef int64_t h, kind, role, w
     cdef list lists, pool
@@ -675,7 +714,7 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
     next_prog = 0 if progress is not None else T
     next_sample = 0
     srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
-    cdef list counts = d.arrivals.counts
+    cdef list counts = (<DayRefs>d.refs).counts
     cdef bint tracing = d.trace is not None
     cdef bint settled = d.settled
     cdef Py_ssize_t t, j, n_ticks = T

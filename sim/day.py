@@ -54,7 +54,7 @@ from usher.sim.calendar import Calendar
 from usher.sim.calls import EngineCalls
 from usher.sim.demand import Arrivals, fault_schedule, presample
 from usher.sim.slow import slow_logons
-from usher.sim._events import run_ticks
+from usher.sim._events import DayRefs, run_ticks
 from usher.sim.handlers import apply_actions, apply_power, server_events
 from usher.sim.kpis import day_kpis
 from usher.sim.sample import Sampler
@@ -279,6 +279,7 @@ class Day:
         self.sampler = Sampler(self, trace.telemetry if trace is not None else None)
         self.series_sink, self.kpi_sink = SeriesSink(), KpiSink()
         self.sinks: list[MetricSink] = [self.series_sink, self.kpi_sink, *sinks]
+        self.refs = DayRefs(self)  # what the compiled handlers read on every event, taken once
 
     def _engine_views(self):
         """The engine's server columns as live read-only views (no copy), and its
