@@ -135,12 +135,14 @@ cdef class EngineCalls:
     """
 
     cdef public object s, trace, append, server_names
+    cdef object _logoff  # s.logoff, bound once
     cdef public dict session_names
     cdef public double seconds, launch_seconds
     cdef public int64_t ops
 
     def __init__(self, s, trace, server_names, session_names: dict):
         self.s = s
+        self._logoff = s.logoff
         self.trace = trace
         self.append = trace.append if trace is not None else None
         self.server_names = server_names
@@ -194,7 +196,7 @@ cdef class EngineCalls:
         return out
 
     cpdef logoff(self, sid, now, reason=None):
-        return self.session(self.s.logoff, "logoff", sid, now, reason)
+        return self.session(self._logoff, "logoff", sid, now, reason)
 
     def close_labs(self, sid, now) -> bool:
         """The second app closes in session ``sid``; True when that ended the session."""
@@ -272,7 +274,7 @@ cdef class DayRefs:
     cdef readonly list idle, warm, on_since, outcomes, reasons
     cdef readonly list logon, second, t_second, close, t_close, disc, t_disc, rec, t_rec
     cdef readonly list counts, hosp, kind, pick, app, locname, end, ext, ws, fail, user_names
-    cdef readonly object launch_batch_min
+    cdef readonly object launch_batch_min, logon_complete, disconnect
     cdef readonly int64_t W
     cdef readonly Books books
     cdef readonly EngineCalls calls
@@ -293,6 +295,7 @@ cdef class DayRefs:
         self.locname, self.end, self.ext, self.ws, self.fail = arr.locname, arr.end, arr.ext, arr.ws, arr.fail
         self.user_names, self.W = d.user_names, d.W
         self.launch_batch_min = d.sc.day.launch_batch_min
+        self.logon_complete, self.disconnect = d.s.logon_complete, d.s.disconnect
 
 
 # ---------------------------------------------------------------- shared consequences
@@ -575,7 +578,6 @@ def session_events(d, list evs, tick, now):
     cdef DayRefs r = d.refs
     cdef Books books = r.books
     cdef EngineCalls calls = r.calls
-    s = r.s
     cdef dict entries = books.entries
     cdef set launching = books.launching
     slow = r.slow
@@ -591,7 +593,7 @@ def session_events(d, list evs, tick, now):
             if sid not in entries or sid not in launching:
                 continue
             launching.discard(sid)
-            calls.session(s.logon_complete, "logon_done", sid, now)
+            calls.session(r.logon_complete, "logon_done", sid, now)
             if slow is not None:
                 slow.logon_done(sid, now)
         elif kind == C_E_END:
@@ -600,7 +602,7 @@ def session_events(d, list evs, tick, now):
             continue
         elif kind == C_E_DISCONNECT:
             launching.discard(sid)  # a later logon event finds it disconnected
-            calls.session(s.disconnect, "disconnect", sid, now)
+            calls.session(r.disconnect, "disconnect", sid, now)
         elif kind == C_E_CLOSE:
             x = v.labs  # where the second app runs (none if it was refused)
             if x < 0 or x not in entries:
