@@ -1,5 +1,6 @@
-"""Builds the Cython extensions: ``usher._engine`` (bindings/_engine.pyx) and the
-replay's compiled loop ``usher.formats._replayloop`` (formats/_replayloop.pyx).
+"""Builds the Cython extensions: ``usher._engine`` (bindings/_engine.pyx), the
+replay's compiled loop ``usher.formats._replayloop`` (formats/_replayloop.pyx) and
+the simulated day's per-event code ``usher.sim._events`` (sim/_events.pyx).
 
 Everything else (metadata, dependencies, package layout) lives in pyproject.toml.
 
@@ -81,6 +82,7 @@ extensions = [
         extra_compile_args=["-O2"],
     ),
     Extension("usher.formats._replayloop", ["formats/_replayloop.pyx"], extra_compile_args=["-O2"]),
+    Extension("usher.sim._events", ["sim/_events.pyx"], extra_compile_args=["-O2"]),
 ]
 
 setup(

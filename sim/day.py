@@ -28,8 +28,12 @@ the same decisions.
 Speed: the engine's server columns are read through live read-only views taken
 once (``server_field`` is a view, and the simulator never adds a server; each
 sample checks that the table did not move); the header (live sessions, licence
-holders) through a memoryview of Python ints. The cyclic garbage collector is
-paused during the day (its ~10^6 events and visits hold no cycles).
+holders) through a memoryview of Python ints. The loop, the launches, the
+session events and the new visits are compiled (sim/_events.pyx, the same steps
+in the same order); the server events, the power policy and the samples, once
+per interval or per event of a few hundred a day, are Python. The cyclic
+garbage collector is paused during the day (its ~10^6 events and visits hold no
+cycles).
 """
 
 from __future__ import annotations
@@ -50,9 +54,9 @@ from usher.sim.calendar import Calendar
 from usher.sim.calls import EngineCalls
 from usher.sim.demand import Arrivals, fault_schedule, presample
 from usher.sim.slow import slow_logons
-from usher.sim.handlers import apply_actions, apply_power, new_visits, server_events, session_events
+from usher.sim._events import DayRefs, run_ticks
+from usher.sim.handlers import apply_actions, apply_power, server_events
 from usher.sim.kpis import day_kpis
-from usher.sim.launches import launches
 from usher.sim.sample import Sampler
 from usher.sim.scenario import APP_LABS, APP_PACS, APP_RECORD, FLEET_IMAGE, POOLS, Scenario, build_scheduler, \
     fleet_layout, fleet_ops, rollout_settings
@@ -275,6 +279,7 @@ class Day:
         self.sampler = Sampler(self, trace.telemetry if trace is not None else None)
         self.series_sink, self.kpi_sink = SeriesSink(), KpiSink()
         self.sinks: list[MetricSink] = [self.series_sink, self.kpi_sink, *sinks]
+        self.refs = DayRefs(self)  # what the compiled handlers read on every event, taken once
 
     def _engine_views(self):
         """The engine's server columns as live read-only views (no copy), and its
@@ -308,31 +313,12 @@ class Day:
                          weekday=self.weekday, holiday=self.holiday, day_index=self.day_index,
                          registered=self.registered_v, image=self.state.image)
 
-    def track_peaks(self, placed, tick, now):
-        """The running peaks after the tick's launches. The most pending logons on a
-        server: only a placed launch adds one (docs/SEMANTICS.md), so only those
-        servers can top the peak (each sample checks that no other server ever did)."""
-        st = self.state
-        if st.pend_full_scan:
-            pm = int(np.maximum.reduce(self.pending_v)) if len(self.pending_v) else 0
-        elif placed:
-            pm = max(map(self.pending_mv.__getitem__, placed))
-        else:
-            pm = 0
-        if pm > st.pend_peak:
-            st.pend_peak, st.pend_peak_t, st.pend_peak_srv = pm, now, int(self.pending_v.argmax())
-        hdr = self.hdr
-        live = hdr[self.H_LIVE]
-        if live > st.peak:
-            st.peak, st.peak_t = live, tick
-        lic = hdr[self.H_HOLD]
-        if lic > st.lic_peak:
-            st.lic_peak = lic
-
     # ------------------------------------------------------------ the loop
     def run(self) -> DayResult:
-        """The loop: each tick dispatches its events to the handlers, in order."""
-        T, st, cal = self.T, self.state, self.cal
+        """The day: the power policy's first call, then the loop
+        (:func:`usher.sim._events.run_ticks`, compiled): each tick dispatches its
+        events to the handlers, in order."""
+        T, st = self.T, self.state
         for sink in self.sinks:
             sink.open(self.sc.fleet.zones, self.sampler.n_samples)
         t_start = time.perf_counter()
@@ -347,53 +333,10 @@ class Day:
         # sessions are in (its first call at the first interval)
         interval = policy.interval_seconds
         next_policy = interval if acts else 0
-        next_sample, period, sample = 0, self.sampler.period, self.sampler.sample
-        progress = self.progress
-        prog_every = max(1, T // 200)
-        next_prog = 0 if progress is not None else T
-        srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
-        counts = self.arrivals.counts
-        tracing = self.trace is not None
-        settled = self.settled
-        for tick in range(T):
-            now = float(tick)
-            evs = srv_pop(tick, None)
-            if evs:
-                server_events(self, evs, tick, now)
-            evs = sess_pop(tick, None)
-            if evs:
-                session_events(self, evs, tick, now)
-            if tick >= next_policy:
-                if acts:
-                    apply_actions(self, tick, now, policy.plan(self.view(now), now))
-                else:
-                    apply_power(self, tick, now, policy.plan(self.view(now)) if tick else st.want)
-                next_policy = tick + interval
-            reqs = launch_pop(tick, None)
-            if reqs:
-                reqs = [r for r in reqs if r[0].gen == r[1]]
-            if counts[tick]:
-                if reqs is None:
-                    reqs = []
-                new_visits(self, tick, reqs)
-            if reqs:
-                if tick == 0 and settled:  # warm start in small batches, logons completed in between
-                    for j in range(0, len(reqs), _SETTLE_BATCH):
-                        self.track_peaks(launches(self, reqs[j:j + _SETTLE_BATCH], tick, now), tick, now)
-                else:
-                    self.track_peaks(launches(self, reqs, tick, now), tick, now)
-            if tick == next_sample:
-                if sample(self, now) > st.pend_peak and not st.pend_full_scan:
-                    st.pend_full_scan = True  # pending grew without a placement: scan every tick
-                next_sample = tick + period
-                if tracing:
-                    self.trace.maybe_flush()
-            if tick == next_prog:
-                progress(tick, T)
-                next_prog = tick + prog_every
+        run_ticks(self, policy, acts, interval, next_policy, _SETTLE_BATCH, server_events, apply_actions, apply_power)
         wall = time.perf_counter() - t_start
-        if progress is not None:
-            progress(T, T)
+        if self.progress is not None:
+            self.progress(T, T)
         return self._finish(wall)
 
     def _finish(self, wall) -> DayResult:

@@ -5,8 +5,10 @@ through :class:`usher.sim.calls.EngineCalls`, the books, the calendar, the
 presampled arrivals and the mutable :class:`usher.sim.day.DayState`), the tick
 and ``now``, and acts; none keeps state of its own, so a handler can be run alone
 on a small day with a chosen tick (tests/test_sim_handlers.py). Handlers schedule
-follow-ups by appending to the calendar's buckets. The hot ones bind what they
-read to locals first: they run ~10^5 times a day.
+follow-ups by appending to the calendar's buckets. The hot ones (the session
+events, the new visits, :func:`finish_visit`; the launches of
+:mod:`usher.sim.launches`) run ~10^5-10^6 times a day and are compiled
+(sim/_events.pyx); this module holds the rest and names them.
 """
 
 from __future__ import annotations
@@ -15,12 +17,8 @@ import math
 
 import numpy as np
 
-from usher.sim.books import Visit
-from usher.sim.calendar import (
-    E_CLOSE, E_DISCONNECT, E_END, E_FAIL, E_LOGON, L_NEW, L_RECONNECT, L_SECOND,
-    S_BOOTED, S_CRASH, S_OFF, S_RECOVER, S_ZONE_DARK,
-)
-from usher.sim.demand import K_IMAGING
+from usher.sim._events import finish_visit, new_visits, session_events
+from usher.sim.calendar import L_NEW, S_BOOTED, S_CRASH, S_OFF, S_RECOVER, S_ZONE_DARK
 from usher.planner.power import (
     BOOT, DRAIN, ENABLE, LOGOFF, PLACE_FIRST, PLACE_LAST, REIMAGE, SHUTDOWN, action_valid,
 )
@@ -32,18 +30,6 @@ __all__ = ["server_events", "session_events", "apply_power", "apply_actions", "n
 
 
 # ---------------------------------------------------------------- shared consequences
-def finish_visit(d, v, now):
-    """The visit is given up: its extra sessions logged off, the user idle again."""
-    books = d.books
-    for sid in v.extras:
-        if sid in books.entries:
-            d.calls.logoff(sid, now)
-            books.unbook(sid)
-    v.extras = []
-    v.gen += 1
-    d.state.idle[v.h][v.role].append(v.user)
-
-
 def lose_sessions(d, lost, tick, now):
     """Sessions the engine reports lost (server off): off the books; a user whose
     main session was lost comes back after ``comeback`` seconds if the visit lasts."""
@@ -128,81 +114,7 @@ def server_events(d, evs, tick, now):
 
 
 # ---------------------------------------------------------------- 2. session events
-def _visit_over(d, v, now):
-    """E_END: the visit's sessions are logged off, the user is idle again."""
-    books, calls = d.books, d.calls
-    x = v.sid
-    if x in books.entries:
-        calls.logoff(x, now)
-        books.unbook(x)
-    if v.extras:  # rare: second sessions of the visit
-        for x in v.extras:
-            if x in books.entries:
-                calls.logoff(x, now)
-                books.unbook(x)
-        v.extras = []
-    v.sid = -1
-    v.gen += 1
-    d.state.idle[v.h][v.role].append(v.user)
-
-
-def _launch_failed(d, v, sid, tick, now):
-    """E_FAIL: the logon failed; retried after ``retry_after_seconds`` while tries
-    and the visit last, else the visit is given up (denied)."""
-    st, ss = d.state, d.sc.sessions
-    if d.rollout_run is not None:  # the rollout's health check counts failed launches
-        entry = d.books.entries.get(sid)
-        if entry is not None:
-            d.rollout_run.failed(entry[1])
-    d.books.launching.discard(sid)
-    d.calls.session(d.s.launch_failed, "launch_failed", sid, now)
-    d.books.unbook(sid)
-    st.tally["failed"] += 1
-    v.sid = -1
-    if v.tries < ss.max_retries and tick + ss.retry_after_seconds < min(v.end, d.T):
-        v.tries += 1
-        st.tally["retried"] += 1
-        v.gen += 1
-        d.cal.launches[tick + ss.retry_after_seconds].append((v, v.gen, L_NEW))
-    else:
-        st.tally["denied"] += 1
-        finish_visit(d, v, now)
-
-
-def session_events(d, evs, tick, now):
-    """Logons that complete or fail, disconnects, second apps that close, visits
-    that end; in the order scheduled. An event of an older visit generation, or
-    of a session no longer on the books, is stale and skipped."""
-    books, calls, s, mode_v = d.books, d.calls, d.s, d.mode_v
-    entries, launching = books.entries, books.launching
-    for kind, v, g, sid in evs:
-        if v.gen != g:
-            continue
-        if kind == E_LOGON:
-            if sid not in entries or sid not in launching:
-                continue
-            launching.discard(sid)
-            calls.session(s.logon_complete, "logon_done", sid, now)
-            if d.slow is not None:
-                d.slow.logon_done(sid, now)
-        elif kind == E_END:
-            _visit_over(d, v, now)
-        elif sid not in entries:
-            continue
-        elif kind == E_DISCONNECT:
-            launching.discard(sid)  # a later logon event finds it disconnected
-            calls.session(s.disconnect, "disconnect", sid, now)
-        elif kind == E_CLOSE:
-            x = v.labs  # where the second app runs (none if it was refused)
-            if x < 0 or x not in entries:
-                continue
-            v.labs = -1
-            if calls.close_labs(x, now):
-                books.unbook(x)
-        elif sid not in launching:  # E_FAIL after a disconnect: it came up after all
-            continue
-        else:  # E_FAIL
-            _launch_failed(d, v, sid, tick, now)
+# session_events: compiled (sim/_events.pyx)
 
 
 # ---------------------------------------------------------------- 3. power
@@ -331,46 +243,4 @@ def apply_actions(d, tick, now, actions):
 
 
 # ---------------------------------------------------------------- 4. new visits
-def new_visits(d, tick, reqs):
-    """The tick's arrivals: each takes an idle user of its hospital (an imaging user
-    for an imaging visit; a clinical visit falls back to an imaging user) and
-    becomes a visit whose first launch joins ``reqs``. No idle user: counted, dropped."""
-    st, arr = d.state, d.arrivals
-    c = arr.counts[tick]
-    if not c:
-        return
-    a_hosp, a_kind, a_pick, a_app, a_locname, a_end, a_ext, a_ws, a_fail = (
-        arr.hosp, arr.kind, arr.pick, arr.app, arr.locname, arr.end, arr.ext, arr.ws, arr.fail)
-    idle, user_names, tally = st.idle, d.user_names, st.tally
-    ep_get, ws_name, W = d.endpoints.get, d.ws_name, d.W
-    start = st.next_arrival
-    for a in range(start, start + c):
-        h = a_hosp[a]
-        kind = a_kind[a]
-        lists = idle[h]
-        role = 1 if kind == K_IMAGING else 0
-        pool = lists[role]
-        if not pool and kind != K_IMAGING:
-            role = 1
-            pool = lists[1]
-        if not pool:
-            tally["no_user"] += 1
-            continue
-        j = int(a_pick[a] * len(pool))
-        u = pool[j]
-        pool[j] = pool[-1]
-        pool.pop()
-        v = Visit()
-        v.a, v.user, v.uname, v.kind, v.h, v.role = a, u, user_names[u], kind, h, role
-        v.app, v.loc, v.end = a_app[a], a_locname[a], a_end[a]
-        if a_ext[a]:
-            v.ext, v.ep = True, f"home-{u}"
-        else:
-            w = a_ws[a]
-            ep = ep_get(h * W + w)
-            v.ext, v.ep = False, ep if ep is not None else ws_name(h, w)
-        v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, a_fail[a], [], True
-        v.labs = -1  # the session the second app runs in, once it does
-        st.requested += 1
-        reqs.append((v, 0, L_NEW))
-    st.next_arrival = start + c
+# new_visits: compiled (sim/_events.pyx)

@@ -20,6 +20,7 @@ from usher.sim.scenario import POOLS
 __all__ = ["Sampler"]
 
 _NAN = math.nan
+_add_reduce = np.add.reduce
 _EMPTY_ZONE = (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, _NAN)
 
 
@@ -70,7 +71,7 @@ class Sampler:
         n_boot = K.telemetry_rows(idx, power, d.sessions_v, d.pending_v, self.imaging_factor, self.coef,
                                   self.normal(2 * m), K.BOOTING, self.watts_model, cpu, mem, self.watts)
         d.calls.telemetry(idx, cpu, mem, now, self.traced)
-        return m, n_boot, float(self.watts[:m].sum())  # numpy's pairwise sum
+        return m, n_boot, float(_add_reduce(self.watts[:m]))  # numpy's pairwise sum (what .sum() calls)
 
     def _statistics(self, o):
         """Fleet statistics and zone rows from the kernel's row ``o`` (a list)."""
