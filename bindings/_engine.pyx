@@ -1660,17 +1660,75 @@ cdef class Engine:
 
     # ------------------------------------------------------------- servers
     def _server_call(self, int64_t server, int64_t op, int64_t value, object now, int64_t sessions):
-        """Kernel call for power/registered/mode/evict; returns ended session ids.
-        The caller holds the lock."""
+        """Kernel call for power/registered/mode/place-last/evict on one server;
+        returns the ids of the sessions it ended (a list, empty when none).
+        ``sessions``: the server's session count when the call may end them
+        (power off, evict; sizes the buffer of their ids), else 0. The caller
+        holds the lock."""
         cdef double t = self._time(now)
-        import numpy as np
-        buf = np.zeros(sessions + 1, dtype=np.int64)
-        cdef int64_t[::1] b = buf
-        cdef int64_t status
-        status = self._server_op(self._hdr, server, op, value, t, &b[0])  # GIL kept (NOGIL_ROWS)
-        if status != 0:
-            raise_for_status(status, "server", self._server_names[server] if 0 <= server < len(self._server_names) else server)
-        return [int(x) for x in buf[1 : 1 + b[0]]]
+        cdef int64_t one[1]
+        cdef int64_t* out = one
+        cdef int64_t status, k
+        cdef Py_ssize_t room = self._ended_room(server, op, value, sessions)
+        if room > 1:
+            out = <int64_t*>malloc(room * sizeof(int64_t))
+            if out == NULL:
+                raise MemoryError("cannot allocate the ids of a server's sessions")
+        try:
+            out[0] = 0
+            status = self._server_op(self._hdr, server, op, value, t, out)  # GIL kept (NOGIL_ROWS)
+            if status != 0:
+                raise_for_status(status, "server", self._server_names[server] if 0 <= server < len(self._server_names) else server)
+            return [out[k] for k in range(1, 1 + out[0])]
+        finally:
+            if out != one:
+                free(out)
+
+    cdef Py_ssize_t _ended_room(self, int64_t server, int64_t op, int64_t value, int64_t sessions):
+        """Words of the buffer a server call writes: 1 (the count), plus one id a
+        session it may end (power off, evict: at least the server's own count,
+        read from its record, so a caller's stale count cannot overrun it)."""
+        cdef const int64_t* rec
+        if not (op == SERVER_OP_EVICT or (op == SERVER_OP_POWER and value == POWER_OFF)):
+            return 1
+        if 0 <= server < self._hdr[H_N_SERVERS]:
+            rec = <const int64_t*><uintptr_t>self._hdr[H_SERVER_I_ADDR] + server * N_SV
+            if rec[SV_SESSIONS] > sessions:
+                sessions = rec[SV_SESSIONS]
+        return 1 + max(sessions, 0)
+
+    def _server_calls(self, const int64_t[::1] idx, int64_t op, int64_t value, object now):
+        """``_server_call(i, op, value, now, 0)`` for each index of ``idx``, in
+        order, under one reading of the time: all or nothing. Every index is
+        checked (a present server) and the time (not before the clock) before any
+        change; an empty ``idx`` moves the clock only. ``op`` is one that ends no
+        session (place-last, mode, registered, power other than off). Raises
+        naming ``servers[k]`` (``server`` for one) or ``now``. The caller holds
+        the lock and has laid the servers out."""
+        cdef Py_ssize_t n = idx.shape[0], k
+        cdef int64_t one[1]
+        cdef int64_t status = 0, i, n_servers = self._hdr[H_N_SERVERS]
+        cdef const int64_t* srv = <const int64_t*><uintptr_t>self._hdr[H_SERVER_I_ADDR]
+        if op == SERVER_OP_EVICT or (op == SERVER_OP_POWER and value == POWER_OFF) or not (
+                SERVER_OP_POWER <= op <= SERVER_MARK_PLACE_LAST):
+            raise InvalidArgument("op", op, "must be a server operation that ends no session")
+        for k in range(n):  # the servers first (the first bad one is the error), then the time
+            i = idx[k]
+            if i < 0 or i >= n_servers or srv[i * N_SV + SV_PRESENT] == 0:
+                raise_for_status(STATUS_UNKNOWN_SERVER, f"servers[{k}]" if n > 1 else "server", i)
+        cdef double t = self._time(now)
+        if n == 0:
+            status = self._advance(self._hdr, t)
+        k = 0
+        while status == 0 and k < n:
+            status = self._server_op(self._hdr, idx[k], op, value, t, one)  # GIL kept (NOGIL_ROWS)
+            k += 1
+        if status == 0:
+            return
+        # the checks above leave the kernel nothing to refuse (k: the row after the refused one)
+        if status == STATUS_TIME_WENT_BACKWARDS or n == 0:
+            raise_for_status(status, "now", now)
+        raise_for_status(status, f"servers[{k - 1}]" if n > 1 else "server", idx[k - 1])
 
     def _telemetry_arrays(self, servers, cpu, mem, disk_queue, custom, int64_t mask, now,
                           str field="servers"):

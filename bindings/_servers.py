@@ -217,11 +217,7 @@ class _Servers(_Host):
                 self._time_check(now)
             if self._dirty:
                 self._relayout()
-            if not idx:
-                self._advance_to(now)
-            call, op, value = self._server_call, _kernels.OP_PLACE_LAST, int(flag)
-            for i in idx:
-                call(i, op, value, now, 0)
+            self._server_calls(np.array(idx, dtype=np.int64), _kernels.OP_PLACE_LAST, int(flag), now)
         finally:
             self._lock_release()
 
