@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""The replay's hot loop, compiled: :func:`process` is ``Replayer._process_python``
-(usher.formats.replay) line for line, and :class:`DecisionMaker` is the one place a
+"""The replay's hot loop, compiled: :func:`process` is the loop of
+``usher.formats.replay.Replayer`` (its plain-Python reference, checked against it on
+random traces, is tests/replay_reference.py), and :class:`DecisionMaker` is the one place a
 decision line is made.
 
 Design: a broker day is two thirds launch and session lines, each a few hundred
@@ -432,7 +433,7 @@ cdef object _telemetry_run(r, object s, Py_ssize_t first, list ops, Py_ssize_t i
 
 def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t max_run,
             Py_ssize_t flush, Py_ssize_t min_telemetry_run):
-    """``Replayer._process_python(first, ops)`` compiled (see the module doc), with
+    """``Replayer._process(first, ops)``: the block's ops applied (see the module doc), with
     the replay module's ``_MIN_LAUNCH_RUN``, ``_MAX_RUN``, ``_FLUSH`` and
     ``_MIN_TELEMETRY_RUN``."""
     s = r.scheduler

@@ -30,12 +30,11 @@ small next to the engine's own cost:
   trying it twice is safe). Every decision line, inline, batched or explained, is made
   by one object (``usher.formats._replayloop.DecisionMaker``).
 - *the loop compiled*: the loop over a block is ``usher.formats._replayloop.process``,
-  a Cython translation of :meth:`Replayer._process_python` (op classes compared by
-  pointer, fields read at their slots, a telemetry run's columns filled as float64
-  arrays, a fresh launch id found and taken in ``names`` by one probe); the Python
-  loop stays as its reference (the two are checked against each other on random
-  traces, with the compiled loop's cache of session names at its size and tiny) and
-  runs when ``Replayer.compiled`` is False.
+  in Cython (op classes compared by pointer, fields read at their slots, a telemetry
+  run's columns filled as float64 arrays, a fresh launch id found and taken in
+  ``names`` by one probe). The loop is written once here; its plain-Python reference
+  (tests/replay_reference.py) is checked against it on random traces, with the
+  compiled loop's cache of session names at its size and tiny.
 - *encode in bulk*: decision and error lines are encoded a few dozen at a time with
   ``Encoder.encode_lines`` (while they are still in the CPU caches) and written in
   chunks of a megabyte.
@@ -230,8 +229,6 @@ class Replayer:
         batch: use ``launch_many`` / ``telemetry_many`` / ``add_users`` for runs (same decisions).
 
     Attributes:
-        compiled: apply blocks with the compiled loop (the default) or the Python one
-            (the same lines and state; a class attribute).
         name_cache_slots: the slots of the compiled loop's cache of session names
             (a power of two; a class attribute that tests set tiny, so that launch
             ids share slots).
@@ -241,7 +238,6 @@ class Replayer:
         ops, lines: lines replayed (blank lines not counted) / read.
     """
 
-    compiled = True
     name_cache_slots = NAME_CACHE_SLOTS
 
     def __init__(self, scheduler: Scheduler | None = None, out: IO[Any] | None = None, explain: bool = False,
@@ -368,114 +364,12 @@ class Replayer:
 
     # ------------------------------------------------------------ loop
     def _process(self, first, ops):
-        """Apply one block of ops (``ops[k]`` is line ``first + k``): the compiled
-        loop, or :meth:`_process_python` when ``compiled`` is False."""
-        if self.compiled:
-            _process_compiled(self, first, ops if ops.__class__ is list else list(ops),
-                              _MIN_LAUNCH_RUN, _MAX_RUN, _FLUSH, _MIN_TELEMETRY_RUN)
-        else:
-            self._process_python(first, ops)
-
-    def _process_python(self, first, ops):
-        """Apply one block of ops (``ops[k]`` is line ``first + k``).
-
-        The hot ops are applied inline, with what they use bound to locals and the
-        time of the last line applied kept in a local (``self.last_t`` is written back
-        before any call that reads it). Inline, the replay makes its own checks (time
-        order, fresh launch id, known session) and leaves the rest to the engine (a
-        time that is not finite, an unknown app...); a failure goes to :meth:`_one`."""
-        s = self.scheduler
-        names = self.names
-        batch = self.batch
-        one = self._one
-        decide = self._decide
-        # dispatch.launch's call written out (a Python call less per launch); explained
-        # launches go through _launch
-        launch = None if self.explain else s.launch
-        calls = self._session_calls
-        if calls is None or calls[0] is not s:  # the scheduler's session methods, bound once
-            calls = self._session_calls = (s, {cls: getattr(s, name)
-                                               for cls, name in dispatch.SESSION_METHODS.items()}.get)
-        session_call = calls[1]
-        session_codes = dispatch.SESSION_OPS
-        session_run = s.session_run
-        pending = self._writer.pending if self._writer is not None else None
-        n = len(ops)
-        i = 0
-        scanned = 0  # ops before this index were found to be in a run too short to batch
-        last = self.last_t
-        while i < n:
-            op = ops[i]
-            cls = op.__class__
-            if cls is LaunchOp:
-                if batch and i >= scanned:
-                    j = i + 1
-                    while j < n and ops[j].__class__ is LaunchOp:
-                        j += 1
-                    if j - i >= _MIN_LAUNCH_RUN:
-                        self.last_t = last
-                        i = self._launch_run(first, ops, i, min(j, i + _MAX_RUN))
-                        last = self.last_t
-                        continue
-                    scanned = j  # a short run: its launches go one by one
-                t = op.t
-                rid = op.id
-                if launch is not None and last <= t and rid not in names:
-                    try:
-                        d = launch(op.user, op.app, op.location, op.endpoint, op.external, t)
-                    except Exception:
-                        pass
-                    else:
-                        decide(t, rid, d.outcome_code, d.reason_code, d.session_id, d.server, d.zone,
-                               d.load_index)
-                        if pending is not None and len(pending) >= _FLUSH:
-                            self._writer.write(False)
-                        last = t
-                        i += 1
-                        continue
-            else:
-                call = session_call(cls)
-                if call is not None:
-                    if batch:
-                        # the run of session lines from here, up to the first that names
-                        # no session or goes back in time, applied with one compiled call
-                        end = session_run(ops, i, names, session_codes, last)
-                        if end < 0:  # nothing was applied: the run goes line by line
-                            self.last_t = last
-                            i = self._by_line(first, ops, i, -end)
-                            last = self.last_t
-                            continue
-                        if end > i:
-                            last = ops[end - 1].t
-                            i = end
-                            continue
-                    t = op.t
-                    sid = names.get(op.session)
-                    if sid is not None and last <= t:
-                        try:
-                            call(sid, t)
-                            last = t
-                            i += 1
-                            continue
-                        except Exception:
-                            pass
-                elif batch and i >= scanned and (cls is TelemetryOp or cls is UserOp):
-                    self.last_t = last
-                    if cls is TelemetryOp:
-                        end, scanned = self._telemetry_run(first, ops, i)
-                    else:
-                        end, scanned = self._user_run(first, ops, i)
-                    last = self.last_t
-                    if end > i:  # the run was applied (or replayed line by line)
-                        i = end
-                        continue
-            self.last_t = last
-            one(first + i, op)
-            last = self.last_t
-            i += 1
-        self.last_t = last
-        if pending is not None and len(pending) >= _FLUSH:
-            self._writer.write(False)
+        """Apply one block of ops (``ops[k]`` is line ``first + k``) with the compiled
+        loop (``usher.formats._replayloop.process``: the hot ops inline, the replay's
+        own checks — time order, fresh launch id, known session — made there, the rest
+        left to the engine; a failure goes to :meth:`_one`)."""
+        _process_compiled(self, first, ops if ops.__class__ is list else list(ops),
+                          _MIN_LAUNCH_RUN, _MAX_RUN, _FLUSH, _MIN_TELEMETRY_RUN)
 
     def _one(self, lineno, op):
         """Apply one op; a failure becomes an error line and changes nothing."""

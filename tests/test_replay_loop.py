@@ -1,5 +1,5 @@
 """The compiled replay loop (formats/_replayloop.pyx) against the Python loop it
-translates (``Replayer._process_python``): on random traces with lines of every error
+translates (tests/replay_reference.py): on random traces with lines of every error
 kind (bad JSON, unknown fields, time going back, unknown and rejected sessions,
 duplicate launch ids, ops in-process with odd values), fed whole and in pieces, both
 give the same output bytes, the same errors and the same replay state (``names``,
@@ -27,6 +27,7 @@ from usher.formats._replayloop import NAME_CACHE_SLOTS, DecisionMaker
 from usher.formats.replay import Replayer
 from usher.formats.trace import LaunchOp, LogoffOp, LogonDoneOp, TelemetryOp
 
+from tests.replay_reference import PythonLoopReplayer
 from tests.test_replay import PRELUDE, random_trace
 
 BAD_LINES = [
@@ -53,8 +54,7 @@ def _mangle(lines, rng_data):
 
 def _run(lines, compiled, pieces):
     out = io.BytesIO()
-    r = Replayer(usher.Scheduler(), out=out, keep=True)
-    r.compiled = compiled
+    r = (Replayer if compiled else PythonLoopReplayer)(usher.Scheduler(), out=out, keep=True)
     step = max(1, len(lines) // pieces)
     for k in range(0, len(lines), step):
         r.feed(lines[k:k + step])
@@ -90,8 +90,7 @@ def test_in_process_ops_with_odd_values_match():
     results = []
     for compiled in (True, False):
         out = io.BytesIO()
-        r = Replayer(out=out, keep=True)
-        r.compiled = compiled
+        r = (Replayer if compiled else PythonLoopReplayer)(out=out, keep=True)
         r.feed([json.dumps(o) for o in PRELUDE])
         r.apply(ops)
         results.append((out.getvalue(), dict(r.names), dict(r.creator), r.last_t, type(r.last_t), r.ops, r.lines))
@@ -144,8 +143,7 @@ def test_session_lines_reach_their_own_session(slots, compiled, monkeypatch):
         op = "logoff" if rid in ended else "logon_done"
         lines += [{"t": t, "op": op, "session": rid}, {"t": t, "op": "telemetry", "server": "s1", "cpu": 10.0}]
         t += 1.0
-    r = Replayer(keep=True)
-    r.compiled = compiled
+    r = (Replayer if compiled else PythonLoopReplayer)(keep=True)
     r.feed([json.dumps(o) for o in lines])
     assert not r.errors, r.errors
     assert [d.outcome for d in r.decisions] == ["placed"] * len(ids)
@@ -193,8 +191,7 @@ def test_telemetry_run_with_values_not_floats_matches():
     results = []
     for compiled in (True, False):
         out = io.BytesIO()
-        r = Replayer(out=out, keep=True)
-        r.compiled = compiled
+        r = (Replayer if compiled else PythonLoopReplayer)(out=out, keep=True)
         r.feed([json.dumps(o) for o in PRELUDE])
         r.apply(ops)
         results.append((out.getvalue(), r.last_t, type(r.last_t), r.ops, r.lines,
