@@ -63,6 +63,19 @@ def _run(lines, compiled, pieces):
     return out.getvalue(), state, r.scheduler.sessions().tolist()
 
 
+def _applied_both(ops):
+    """The prelude fed, then ``ops`` applied in-process, by the compiled loop and by
+    the Python reference: [(output bytes, replayer)] in that order."""
+    done = []
+    for cls in (Replayer, PythonLoopReplayer):
+        out = io.BytesIO()
+        r = cls(out=out, keep=True)
+        r.feed([json.dumps(o) for o in PRELUDE])
+        r.apply(ops)
+        done.append((out.getvalue(), r))
+    return done
+
+
 @given(seed=st.integers(0, 10_000), pieces=st.integers(1, 5), min_run=st.sampled_from([4, 1024]),
        bad=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 50)), max_size=12),
        slots=st.sampled_from([1, 4, NAME_CACHE_SLOTS]))
@@ -87,13 +100,8 @@ def test_in_process_ops_with_odd_values_match():
            LogonDoneOp(t=3, session="r1"), LogonDoneOp(t=3.0, session="r" * 15),
            LogonDoneOp(t=3.0, session="s" * 16), LogonDoneOp(t=3.0, session=7),
            LogoffOp(t=4.0, session="r1"), LogoffOp(t=4.0, session="r1"), LogoffOp(t=3.5, session="r" * 15)]
-    results = []
-    for compiled in (True, False):
-        out = io.BytesIO()
-        r = (Replayer if compiled else PythonLoopReplayer)(out=out, keep=True)
-        r.feed([json.dumps(o) for o in PRELUDE])
-        r.apply(ops)
-        results.append((out.getvalue(), dict(r.names), dict(r.creator), r.last_t, type(r.last_t), r.ops, r.lines))
+    results = [(out, dict(r.names), dict(r.creator), r.last_t, type(r.last_t), r.ops, r.lines)
+               for out, r in _applied_both(ops)]
     assert results[0] == results[1]
     assert b'"error"' in results[0][0]  # the second logoff of r1 failed
 
@@ -188,13 +196,7 @@ def test_telemetry_run_with_values_not_floats_matches():
     ops = [TelemetryOp(t=1.0 + k // 8, server="s1", cpu=10 if k % 5 == 0 else 20.0, mem=30.0) for k in range(40)]
     ops += [TelemetryOp(t=7 if k == 3 else 7.0, server="s2", cpu=15.0) for k in range(20)]
     ops += [TelemetryOp(t=8.0, server="s1" if k != 9 else "ghost", cpu=float(k)) for k in range(20)]
-    results = []
-    for compiled in (True, False):
-        out = io.BytesIO()
-        r = (Replayer if compiled else PythonLoopReplayer)(out=out, keep=True)
-        r.feed([json.dumps(o) for o in PRELUDE])
-        r.apply(ops)
-        results.append((out.getvalue(), r.last_t, type(r.last_t), r.ops, r.lines,
-                        r.scheduler.servers().tolist()))
+    results = [(out, r.last_t, type(r.last_t), r.ops, r.lines, r.scheduler.servers().tolist())
+               for out, r in _applied_both(ops)]
     assert results[0] == results[1]
     assert b"UnknownServer" in results[0][0]
