@@ -103,9 +103,10 @@ def _on_cluster(cluster, plain, plan, jobs, progress):
             n = min(jobs or os.cpu_count() or 1, len(plan))
             local = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                              dashboard_address=":0")  # HTTP on a free port
-            client = distributed.Client(local)
+            client = distributed.Client(local, set_as_default=False)
         else:
-            client = distributed.Client(cluster, timeout=CONNECT_SECONDS)
+            _reachable(cluster)
+            client = distributed.Client(cluster, timeout=CONNECT_SECONDS, set_as_default=False)
     except (OSError, ValueError, TypeError) as exc:
         if local is not None:
             local.close()
@@ -118,6 +119,20 @@ def _on_cluster(cluster, plain, plan, jobs, progress):
             local.close()
 
 
+def _reachable(cluster):
+    """Raise ValueError or OSError unless ``cluster`` is an address Dask can dial
+    and something listens there, before any ``distributed.Client`` exists: a
+    Client that fails while starting leaves its event-loop thread and a
+    finaliser that closes it through that loop behind, so a bad address is
+    refused here, by parsing it and one TCP connection, with nothing to clean up."""
+    import socket
+
+    from distributed.comm.addressing import get_address_host_port
+
+    host, port = get_address_host_port(cluster)  # ValueError: not an address
+    socket.create_connection((host, port), timeout=CONNECT_SECONDS).close()  # OSError: nobody there
+
+
 def _submit(client, cluster, plain, plan, progress):
     import distributed
 
@@ -128,7 +143,7 @@ def _submit(client, cluster, plain, plan, progress):
     out = []
     t0 = time.perf_counter()
     futures = [client.submit(run_one, plain, p, sd, key=f"usher-day-{p}-{sd}-{run}") for p, sd in plan]
-    for f in distributed.as_completed(futures):
+    for f in distributed.as_completed(futures, loop=client.loop):
         out.append(f.result())
         f.release()
         if progress:

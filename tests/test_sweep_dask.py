@@ -149,6 +149,25 @@ def test_a_bad_cluster_address_is_one_line_naming_it(address):
     assert r.exit_code == 2 and f"cluster={address!r}" in r.output
 
 
+def test_an_address_where_nothing_listens_is_refused_without_a_client():
+    """Nothing listens on the port: refused by the probe, within the connect time,
+    and no Dask client (nor its event-loop thread) is left behind."""
+    import socket
+    import threading
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"  # free once closed
+    before = {t.ident for t in threading.enumerate()}
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError) as info:
+        sweep(TINY, [1], ["horizontal"], cluster=address)
+    assert time.monotonic() - t0 < 10
+    assert info.value.field == "cluster" and info.value.value == address
+    assert "no Dask scheduler there" in str(info.value)
+    assert {t.ident for t in threading.enumerate() if t.is_alive()} <= before
+
+
 def test_cluster_needs_a_sweep():
     r = CliRunner().invoke(main, ["simulate", "--no-progress", "--cluster", "local"])
     assert r.exit_code == 2 and "--sweep" in r.output
