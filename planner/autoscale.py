@@ -76,6 +76,7 @@ import math
 
 import numpy as np
 
+from usher.errors import InvalidArgument
 from usher.planner import kernels
 from usher.planner.forecast import DemandForecast, day_type
 from usher.planner.power import BOOT, DRAIN, ENABLE, LOGOFF, PLACE_FIRST, PLACE_LAST, SHUTDOWN, Action, FleetView
@@ -92,6 +93,23 @@ _KINDS = (ENABLE, BOOT, DRAIN, SHUTDOWN, LOGOFF, PLACE_LAST, PLACE_FIRST)
 
 #: an absent boolean column (``FleetView.excluded`` / ``registered`` left None) for the kernels
 _NONE = np.zeros(0, dtype=bool)
+#: the columns of a FleetView the compiled bookkeeping reads (kernels.gather), one
+#: entry per server; the optional ones may be None
+_COLUMNS = ("power", "mode", "sessions", "pending", "load_index", "max_sessions", "zone", "pool", "down")
+_OPTIONAL_COLUMNS = ("excluded", "registered")
+
+
+def _check_columns(view: FleetView) -> None:
+    """InvalidArgument unless every column has one 1-D entry per server: the
+    compiled pass reads them unchecked, so a short one would be read past its end."""
+    n = len(view.power)
+    for name in _COLUMNS + _OPTIONAL_COLUMNS:
+        col = getattr(view, name)
+        if col is None and name in _OPTIONAL_COLUMNS:
+            continue
+        shape = np.shape(col)
+        if shape != (n,):
+            raise InvalidArgument(f"view.{name}", shape, f"must have one entry per server: shape ({n},)")
 
 #: the load index of a full server
 FULL_LOAD = kernels.FULL_LOAD
@@ -232,6 +250,7 @@ class Autoscale:
     def plan(self, view: FleetView, now: float | None = None) -> list:
         """The actions for ``view`` at ``now`` (default ``view.now``), in the order
         to carry them out: enables and boots, then drains, logoffs, shutdowns."""
+        _check_columns(view)
         now = view.now if now is None else float(now)
         self._now = now
         if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):

@@ -209,3 +209,26 @@ def test_consolidation_marks_the_emptiest_and_keeps_headroom_open():
     marked = {a.server for a in actions if a.kind == PLACE_LAST}
     # headroom 10 % of 76 sessions = 7.6 free seats: the 3 fullest (1 + 2 + 3 = 6) and the 4th stay open
     assert marked == set(range(4, n))
+
+
+@pytest.mark.parametrize("column", ["excluded", "registered", "sessions", "down", "pool"])
+def test_a_column_of_the_wrong_length_is_refused_naming_it(column):
+    """The compiled bookkeeping reads every column unchecked: one shorter than the
+    fleet is an error naming it, before the planner's state moves."""
+    from dataclasses import replace
+
+    from usher.errors import InvalidArgument
+
+    view = _two_zones(False, 16)
+    pol = Autoscale(PlannerSettings(GroupSettings(buffer_pct=0.0, forecast=False, trend=False)))
+    pol.plan(view, 36_000.0)
+    before = (pol.idle_since.copy(), pol.drain_at.copy(), pol._now)
+    base = getattr(view, column)
+    short = (np.ones(20, bool) if base is None else base)[:5]
+    with pytest.raises(InvalidArgument) as info:
+        pol.plan(replace(view, **{column: short}), 36_060.0)
+    assert info.value.field == f"view.{column}" and info.value.value == (5,)
+    after = (pol.idle_since, pol.drain_at, pol._now)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1], equal_nan=True)
+    assert before[2] == after[2]
+    assert isinstance(pol.plan(view, 36_060.0), list)  # the right view still plans
