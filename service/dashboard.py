@@ -15,8 +15,8 @@ message that every open event stream shares. Nothing is computed per request on
 the launch path, and an idle service does no work. The sampler shares the event
 loop with the requests, so it takes it in short steps: it folds :data:`FOLD_SLICE`
 operations at a time and yields between slices and between reading the fleet and
-encoding the state; of the decisions folded, only those that stay in the ring are
-made into records.
+encoding the state; the ring keeps each decision with its op, and only the
+decisions a search finds are made into records.
 
 Endpoints (docs/SERVICE.md): ``GET /`` (the page) and ``/static/dashboard.{js,css}``
 (open without the token: they hold no data), ``GET /v1/dashboard/state`` (the
@@ -57,7 +57,7 @@ from usher.formats.trace import (
 from usher.service.dashboard_views import decision_record, fleet_grid, fleet_summary, jsonable, rollout_progress
 from usher.service.history import History
 
-__all__ = ["Dashboard", "PUBLIC_PATHS", "STREAM_SECONDS"]
+__all__ = ["Dashboard", "DecisionRing", "PUBLIC_PATHS", "STREAM_SECONDS"]
 
 #: paths served without the bearer token (the page and its script: no data in them)
 PUBLIC_PATHS = ("/", "/static/dashboard.js", "/static/dashboard.css")
@@ -78,6 +78,32 @@ def _static(name: str) -> bytes:
     return resources.files("usher.service").joinpath("static", name).read_bytes()
 
 
+class DecisionRing:
+    """The latest ``maxlen`` launch decisions, oldest first, read as records
+    (``dashboard_views.decision_record``: a dict each). Kept as ``(op, decision)``
+    pairs (``pairs``, a deque): the sampler folds every decision of every request,
+    the page reads a few."""
+
+    def __init__(self, maxlen: int | None):
+        self.pairs: deque = deque(maxlen=maxlen)
+
+    @property
+    def maxlen(self) -> int | None:
+        return self.pairs.maxlen
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, k: int) -> dict:
+        return decision_record(*self.pairs[k])
+
+    def __iter__(self):
+        return (decision_record(op, out) for op, out in self.pairs)
+
+    def __reversed__(self):
+        return (decision_record(op, out) for op, out in reversed(self.pairs))
+
+
 class Dashboard:
     """The dashboard over one journal: a sink of the service and its endpoints.
 
@@ -86,7 +112,8 @@ class Dashboard:
             is read by the sampler.
         interval: seconds between the sampler's turns (the page's refresh).
         history: where the buckets go (default: 360 buckets of 60 s of operation time).
-        decisions: how many of the latest launch decisions are kept for the search.
+        decisions: how many of the latest launch decisions are kept for the search
+            (:class:`DecisionRing`).
         actions: how many of the latest fleet actions are kept.
     """
 
@@ -96,7 +123,7 @@ class Dashboard:
         self.stream_seconds = float(stream_seconds)  # an event stream's length; the page reconnects
         self.interval = float(interval)
         self.history = history if history is not None else History()
-        self.decisions: deque = deque(maxlen=decisions)
+        self.decisions = DecisionRing(decisions)
         self.actions: deque = deque(maxlen=actions)
         self._pending: list = []  # (ops, outputs) of the requests since the sampler's last turn
         self._launched: dict = {}  # launch id -> (t, zone) until its logon_done
@@ -169,35 +196,27 @@ class Dashboard:
         old.set()
 
     def _fold_batches(self, batches) -> None:
-        """Fold requests' ``(ops, outputs)`` in order. Only the launch decisions that
-        stay in the ring (its ``maxlen`` newest) are made into records: the ring ends
-        as if every decision had been appended."""
+        """Fold requests' ``(ops, outputs)`` in order: the history, and the ring of
+        the latest launch decisions (:class:`DecisionRing`: kept as they are, made
+        into records only when read)."""
         if not batches:
             return
         self._folded = True
+        ring = self.decisions.pairs
         for ops, outputs in batches:
-            self._fold(ops, outputs)
-        wanted = self.decisions.maxlen
-        newest: list = []
-        for ops, outputs in reversed(batches):
-            for k in range(len(outputs) - 1, -1, -1):
-                out = outputs[k]
-                if out.__class__ is LaunchDecision:
-                    newest.append(decision_record(ops[k], out))
-                    if wanted is not None and len(newest) >= wanted:
-                        break
-            if wanted is not None and len(newest) >= wanted:
-                break
-        self.decisions.extend(reversed(newest))
+            ring.extend(self._fold(ops, outputs))
 
-    def _fold(self, ops, outputs) -> None:
-        """Fold one request into the history and the launches awaiting their logon
-        (the ring of decisions: :meth:`_fold_batches`)."""
+    def _fold(self, ops, outputs) -> list:
+        """Fold one request into the history and the launches awaiting their logon;
+        returns its ``(op, decision)`` pairs of launches, in order."""
         history, launched = self.history, self._launched
         bucket_t = bucket = None  # the ops of a request mostly share their t: one look-up
-        for op, out in zip(ops, outputs):
+        pairs: list = []
+        for pair in zip(ops, outputs):
+            op, out = pair
             cls = out.__class__
             if cls is LaunchDecision:
+                pairs.append(pair)
                 t = out.t
                 if t != bucket_t:
                     bucket_t, bucket = t, history.at(t)
@@ -222,6 +241,7 @@ class Dashboard:
                 self._action(op)
         while len(launched) > MAX_LAUNCHED:
             del launched[next(iter(launched))]
+        return pairs
 
     def _action(self, op) -> None:
         if op.__class__ is PlaceLastOp:
@@ -329,9 +349,9 @@ class Dashboard:
              "pending": bool(r["pending"])}
             for r in rows[mask]]
         recent = []
-        for d in reversed(self.decisions):
-            if d["user"] == q or d["server"] == q:
-                recent.append(d)
+        for op, out in reversed(self.decisions.pairs):
+            if op.user == q or out.server == q:
+                recent.append(decision_record(op, out))
                 if len(recent) >= limit:
                     break
         found["decisions"] = recent
