@@ -14,9 +14,9 @@ why the planner acted); then it reads the fleet once
 message that every open event stream shares. Nothing is computed per request on
 the launch path, and an idle service does no work. The sampler shares the event
 loop with the requests, so it takes it in short steps: it folds :data:`FOLD_SLICE`
-operations at a time and yields between slices and between reading the fleet and
-encoding the state; the ring keeps each decision with its op, and only the
-decisions a search finds are made into records.
+operations (at most :data:`FOLD_REQUESTS` requests) at a time and yields between
+slices and between reading the fleet and encoding the state; the ring keeps each
+decision with its op, and only the decisions a search finds are made into records.
 
 Endpoints (docs/SERVICE.md): ``GET /`` (the page) and ``/static/dashboard.{js,css}``
 (open without the token: they hold no data), ``GET /v1/dashboard/state`` (the
@@ -67,6 +67,7 @@ STREAM_SECONDS = 20.0
 KEEPALIVE_SECONDS = 10.0
 MAX_LAUNCHED = 1_000_000  # launches waiting for their logon_done, tracked for logon durations
 FOLD_SLICE = 1000  # operations folded by the sampler between two turns of the event loop (at least a request)
+FOLD_REQUESTS = 100  # and at most this many requests (single-op requests cost more per op)
 _ACTION_OPS = {PowerOp: ("power", "state"), ModeOp: ("mode", "mode"), ImageOp: ("image", "image"),
                RegisterOp: ("register", "registered"), RemoveServerOp: ("remove_server", "force")}
 _STATIC = {"dashboard.js": "application/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8",
@@ -165,7 +166,7 @@ class Dashboard:
                 start = ops = 0
                 for k, (request_ops, _) in enumerate(batches):
                     ops += len(request_ops)
-                    if ops >= FOLD_SLICE or k == len(batches) - 1:
+                    if ops >= FOLD_SLICE or k - start + 1 >= FOLD_REQUESTS or k == len(batches) - 1:
                         self._fold_batches(batches[start:k + 1])
                         start, ops = k + 1, 0
                         await asyncio.sleep(0)
