@@ -1,22 +1,25 @@
 """The operators' live view of ``usher serve``: the page at ``/`` and the JSON it reads.
 
 Design: the dashboard is one more sink of the service, like the metrics and the
-decision log. ``on_applied`` — called after each ``POST /v1/ops`` — only appends
-the request's ops and outputs to a list (O(1)); a sampler task on the same event
-loop wakes every ``interval`` seconds, and only when ops came in since its last turn:
-it folds them into the history (:class:`usher.service.history.History`: launch
+decision log. ``on_applied`` (called after each ``POST /v1/ops``, once its answer has
+left) only appends the request's ops and outputs to a list (O(1)) and, in an event
+loop, has them folded at the loop's next turn (while the client reads its answer,
+with the request's objects still in the CPU caches, not while a later request
+waits): into the history (:class:`usher.service.history.History`: launch
 decisions by outcome and reason, logon durations per zone, fleet actions, per bucket
 of operation time), into a ring of the latest decisions (for the search box) and a
 ring of fleet actions (power, mode, image ... ops: the autoscale planner's and the
 rollout's doing as the broker sees it, with the op's ``reason`` when it gave one:
-why the planner acted); then it reads the fleet once
-(``Scheduler.servers()``), records the gauges in the current bucket and encodes one
-message that every open event stream shares. Nothing is computed per request on
-the launch path, and an idle service does no work. The sampler shares the event
-loop with the requests, so it takes it in short steps: it folds :data:`FOLD_SLICE`
-operations (at most :data:`FOLD_REQUESTS` requests) at a time and yields between
-slices and between reading the fleet and encoding the state; the ring keeps each
-decision with its op, and only the decisions a search finds are made into records.
+why the planner acted). A sampler task on the same event loop wakes every
+``interval`` seconds, and only when ops came in since its last turn: it reads the
+fleet once (``Scheduler.servers()``), records the gauges in the current bucket and
+encodes one message that every open event stream shares. Nothing is computed per
+request on the launch path, and an idle service does no work. The folding shares
+the event loop with the requests, so it takes it in short steps: :data:`FOLD_SLICE`
+operations (at most :data:`FOLD_REQUESTS` requests) at a time, in the order the
+requests came, yielding between slices (the sampler too, between reading the fleet
+and encoding the state); the ring keeps each decision with its op, and only the
+decisions a search finds are made into records.
 
 Endpoints (docs/SERVICE.md): ``GET /`` (the page) and ``/static/dashboard.{js,css}``
 (open without the token: they hold no data), ``GET /v1/dashboard/state`` (the
@@ -141,13 +144,22 @@ class Dashboard:
         self._newest: float | None = None  # the newest bucket at the last turn
         self.version = 0  # turns that produced a new state
         self._folded = False  # requests were folded since the last state was made
+        self._fold_due = False  # a fold of the waiting requests is scheduled on the event loop
 
     # ------------------------------------------------------------ the sink
     def on_applied(self, ops, outputs, request_id=None, seconds=None) -> None:
-        """One applied request (``Journal.submit``'s ops and outputs): kept for the sampler."""
+        """One applied request (``Journal.submit``'s ops and outputs): kept, and folded
+        at the event loop's next turn (the request's answer has left by then)."""
         self._pending.append((ops, outputs))
         if self._task is None:
             self._start()
+        if not self._fold_due:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # fed outside an event loop: a turn folds it in
+                return
+            self._fold_due = True
+            loop.call_soon(self._fold_soon)
 
     def _start(self) -> None:
         try:
@@ -156,20 +168,37 @@ class Dashboard:
             return
         self._task = loop.create_task(self._run())
 
+    def _fold_soon(self) -> None:
+        """Fold a slice of what waits; again at the next turn while more waits."""
+        self._fold_slice()
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._fold_soon)
+        else:
+            self._fold_due = False
+
+    def _fold_slice(self) -> None:
+        """Fold the oldest requests waiting: :data:`FOLD_SLICE` operations (at least one
+        request) or :data:`FOLD_REQUESTS` requests, whichever comes first; the order of
+        the requests is kept whoever folds them."""
+        pending = self._pending
+        k = ops = 0
+        while k < len(pending) and k < FOLD_REQUESTS and (ops < FOLD_SLICE or k == 0):
+            ops += len(pending[k][0])
+            k += 1
+        if ops > FOLD_SLICE and k > 1:  # the last request would overfill the slice: the next one folds it
+            k -= 1
+        batches = pending[:k]
+        del pending[:k]
+        self._fold_batches(batches)
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            # fold what came in a slice at a time, letting requests in between: a
-            # turn after a busy second must not stop the event loop for its length
+            # what the turns after each request left (requests fed outside the loop),
+            # a slice at a time, letting requests in between
             while self._pending:
-                batches, self._pending = self._pending, []
-                start = ops = 0
-                for k, (request_ops, _) in enumerate(batches):
-                    ops += len(request_ops)
-                    if ops >= FOLD_SLICE or k - start + 1 >= FOLD_REQUESTS or k == len(batches) - 1:
-                        self._fold_batches(batches[start:k + 1])
-                        start, ops = k + 1, 0
-                        await asyncio.sleep(0)
+                self._fold_slice()
+                await asyncio.sleep(0)
             if self._core is None or self._folded:
                 read = self._read()  # the fleet, then (a turn of the loop later) the state made of it
                 await asyncio.sleep(0)
