@@ -144,7 +144,7 @@ class Dashboard:
         self._newest: float | None = None  # the newest bucket at the last turn
         self.version = 0  # turns that produced a new state
         self._folded = False  # requests were folded since the last state was made
-        self._fold_due = False  # a fold of the waiting requests is scheduled on the event loop
+        self._fold_due: asyncio.AbstractEventLoop | None = None  # the loop a fold of the waiting requests is due on
 
     # ------------------------------------------------------------ the sink
     def on_applied(self, ops, outputs, request_id=None, seconds=None) -> None:
@@ -153,12 +153,12 @@ class Dashboard:
         self._pending.append((ops, outputs))
         if self._task is None:
             self._start()
-        if not self._fold_due:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # fed outside an event loop: a turn folds it in
-                return
-            self._fold_due = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # fed outside an event loop: a turn folds it in
+            return
+        if self._fold_due is not loop:  # none scheduled on this loop (one that closed may hold one)
+            self._fold_due = loop
             loop.call_soon(self._fold_soon)
 
     def _start(self) -> None:
@@ -174,7 +174,7 @@ class Dashboard:
         if self._pending:
             asyncio.get_running_loop().call_soon(self._fold_soon)
         else:
-            self._fold_due = False
+            self._fold_due = None
 
     def _fold_slice(self) -> None:
         """Fold the oldest requests waiting: :data:`FOLD_SLICE` operations (at least one
@@ -211,7 +211,7 @@ class Dashboard:
         """Fold the requests since the last turn into the history and the rings, read
         the fleet and encode the state; only when ops came in (or ``force``).
         Returns whether a new state was made."""
-        if not self._pending and not force and self._core is not None:
+        if not self._pending and not self._folded and not force and self._core is not None:
             return False
         batches, self._pending = self._pending, []
         self._fold_batches(batches)

@@ -93,3 +93,32 @@ def test_requests_are_folded_in_slices_between_turns_of_the_loop(monkeypatch, fe
     assert _tallies(dash) == outcomes
     assert list(dash.decisions) == records
     assert len(set(ticks)) > 10 and min(ticks) == 0  # the loop ran between slices until all was folded
+
+
+def test_a_turn_after_the_loop_folded_the_requests_makes_a_new_state():
+    """Requests folded at the loop's turns (not by the sampler) still make the next
+    ``turn`` read the fleet again: the state counts them."""
+    requests = _requests(7, 200, 20)
+    dash = Dashboard(journal.in_memory(clock=lambda: 0.0), interval=3600.0)
+
+    async def main():
+        for ops, outputs in requests[:3]:
+            dash.on_applied(ops, outputs)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not dash._pending  # folded at the loop's turn
+        first = dash.turn()
+        assert not dash.turn()  # nothing new
+        for ops, outputs in requests[3:]:
+            dash.on_applied(ops, outputs)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not dash._pending
+        again = dash.turn()
+        dash._task.cancel()
+        return first, again
+
+    first, again = asyncio.run(main())
+    assert first and again
+    outcomes, _ = _plain(requests, 10)
+    assert _tallies(dash) == outcomes
