@@ -200,9 +200,9 @@ class Dashboard:
                 self._fold_slice()
                 await asyncio.sleep(0)
             if self._core is None or self._folded:
+                self._folded = False  # (a fold during the turn of the loop below makes the next state)
                 read = self._read()  # the fleet, then (a turn of the loop later) the state made of it
                 await asyncio.sleep(0)
-                self._folded = False
                 self._make(*read)
                 self._signal()
 
