@@ -214,6 +214,9 @@ class Journal:
         self.clock = clock
         self.torn_records = 0
         self.last_snapshot = None
+        # (ticket, the decision lines) of the latest submit whose every item gave a
+        # launch decision, unexplained: its answer as replay writes it, encoded once
+        self.answer_lines: tuple[int, bytes] | None = None
         self._since_snapshot = 0
         self.background_snapshots = False  # automatic snapshots from a forked child (``open``)
         self.snapshot_share: float | None = None  # the largest share of the time snapshots take (``open``)
@@ -264,9 +267,13 @@ class Journal:
             decoded), ``outputs[k]`` the ``LaunchDecision`` or ``LineError`` of item
             ``k`` (None for an operation applied without a decision line: line
             numbers count the items from 1), and the writer's ticket: the records are
-            durable once ``wait(ticket)`` returns.
+            durable once ``wait(ticket)`` returns. When every item gave a launch
+            decision (and ``explain`` is false), ``answer_lines`` is then ``(ticket,
+            lines)``: the decision lines as one ``encode_lines`` bytes (the journal's
+            own encoding of them), else None.
         """
         with self._lock:
+            self.answer_lines = None
             r = self.replayer
             ops, fed, blanks = self._decode(items, r)
             r.lines = 0
@@ -275,10 +282,11 @@ class Journal:
                 r.apply(fed, blanks)
             finally:
                 r.explain, r.batch = explained, not explained
-            outputs, records = _outputs_and_records(ops, r.errors, r.decisions, explain, blanks)
+            outputs, records, lines = _outputs_and_records(ops, r.errors, r.decisions, explain, blanks)
             r.errors.clear()
             r.decisions.clear()
             ticket = self._writer.append(records) if records else self._writer.durable
+            self.answer_lines = None if lines is None else (ticket, lines)
             self.seq += len(records)
             self._since_snapshot += len(records)
             if self.snapshot_every is not None and self._since_snapshot >= self.snapshot_every \
@@ -472,10 +480,11 @@ class Journal:
 
 
 def _outputs_and_records(ops, errors, decisions, explain, blanks):
-    """``(outputs, records)`` of a submit: ``outputs[k]`` the ``LaunchDecision`` or
-    ``LineError`` of ``ops[k]`` (None for an op applied without a line), and the
+    """``(outputs, records, answer)`` of a submit: ``outputs[k]`` the ``LaunchDecision``
+    or ``LineError`` of ``ops[k]`` (None for an op applied without a line), the
     journal records of the applied ops (each with its decision line, made without
-    the explanation), encoded in bulk."""
+    the explanation), encoded in bulk, and the decision lines as one bytes when
+    every op gave a launch decision and none was explained (else None)."""
     n = len(ops)
     if errors or blanks:
         outputs = [None] * n
@@ -483,7 +492,7 @@ def _outputs_and_records(ops, errors, decisions, explain, blanks):
             outputs[e.line - 1] = e
         applied = [op for op, out in zip(ops, outputs) if out is None and op is not None]
         if not applied:
-            return outputs, []
+            return outputs, [], None
     else:
         outputs = None
         applied = ops
@@ -491,14 +500,17 @@ def _outputs_and_records(ops, errors, decisions, explain, blanks):
     if explain:
         launched = [d if d.explanation is UNSET else msgspec.structs.replace(d, explanation=UNSET) for d in launched]
     op_lines = _ENCODER.encode_lines(applied).split(b"\n")
+    answer = None
     if not decisions:  # no launch
         lines = [b""] * len(applied)
         if outputs is None:
             outputs = [None] * n
     else:
-        lines = _ENCODER.encode_lines(launched).split(b"\n")
+        encoded = _ENCODER.encode_lines(launched)
+        lines = encoded.split(b"\n")
         if outputs is None and len(decisions) == n:  # an array of launches, all applied
             outputs = list(decisions)
+            answer = None if explain else encoded
         else:  # decisions to the launches applied; b"" for an op without a decision
             if outputs is None:
                 outputs = [None] * n
@@ -507,7 +519,7 @@ def _outputs_and_records(ops, errors, decisions, explain, blanks):
                 outputs[k] = d
             it = iter(lines)
             lines = [next(it) if op.__class__ is LaunchOp else b"" for op in applied]
-    return outputs, rec.encode_many(op_lines[:-1], lines)
+    return outputs, rec.encode_many(op_lines[:-1], lines), answer
 
 
 def in_memory(scheduler=None, clock=time.time) -> Journal:

@@ -233,7 +233,8 @@ class Service:
             self._commit_due = True
             asyncio.get_running_loop().call_soon(self._commit)
         # the answer is made while the journal writes and fsyncs (sent only once durable)
-        answer = self._answer(request_id, single, outputs)
+        lines = getattr(self.journal, "answer_lines", None)  # the journal's encoding of the decision lines, when it is the answer
+        answer = self._answer(request_id, single, outputs, lines[1] if lines and lines[0] == ticket else None)
         try:
             await self.journal.wait_async(ticket)
         except UsherError:
@@ -260,10 +261,16 @@ class Service:
                 sink.on_applied(ops, outputs, request_id, seconds)
 
     @staticmethod
-    def _answer(request_id, single, outputs) -> tuple:
+    def _answer(request_id, single, outputs, encoded=None) -> tuple:
         """``(status, body, headers, content_type)`` of the answer to applied
-        operations (:func:`_send`'s arguments): a single op's error as 422, else their lines."""
+        operations (:func:`_send`'s arguments): a single op's error as 422, else their
+        lines; ``encoded``: those lines already encoded, every output being a launch
+        decision (``Journal.answer_lines``)."""
         extra = [(b"x-request-id", request_id.encode("latin-1"))]
+        if encoded is not None:
+            extra.append((b"x-usher-applied", str(len(outputs)).encode()))
+            extra.append((b"x-usher-errors", b"0"))
+            return 200, encoded, extra, _NDJSON_TYPE
         if single and outputs[0].__class__ is LineError:
             line = outputs[0]
             return 422, _problem_body(line.error, _field_of(line.message), line.message), extra, _JSON_TYPE

@@ -1,22 +1,25 @@
 """The operators' live view of ``usher serve``: the page at ``/`` and the JSON it reads.
 
 Design: the dashboard is one more sink of the service, like the metrics and the
-decision log. ``on_applied`` — called after each ``POST /v1/ops`` — only appends
-the request's ops and outputs to a list (O(1)); a sampler task on the same event
-loop wakes every ``interval`` seconds, and only when ops came in since its last turn:
-it folds them into the history (:class:`usher.service.history.History`: launch
+decision log. ``on_applied`` (called after each ``POST /v1/ops``, once its answer has
+left) only appends the request's ops and outputs to a list (O(1)) and, in an event
+loop, has them folded at the loop's next turn (while the client reads its answer,
+with the request's objects still in the CPU caches, not while a later request
+waits): into the history (:class:`usher.service.history.History`: launch
 decisions by outcome and reason, logon durations per zone, fleet actions, per bucket
 of operation time), into a ring of the latest decisions (for the search box) and a
 ring of fleet actions (power, mode, image ... ops: the autoscale planner's and the
 rollout's doing as the broker sees it, with the op's ``reason`` when it gave one:
-why the planner acted); then it reads the fleet once
-(``Scheduler.servers()``), records the gauges in the current bucket and encodes one
-message that every open event stream shares. Nothing is computed per request on
-the launch path, and an idle service does no work. The sampler shares the event
-loop with the requests, so it takes it in short steps: it folds :data:`FOLD_SLICE`
-operations at a time and yields between slices and between reading the fleet and
-encoding the state; of the decisions folded, only those that stay in the ring are
-made into records.
+why the planner acted). A sampler task on the same event loop wakes every
+``interval`` seconds, and only when ops came in since its last turn: it reads the
+fleet once (``Scheduler.servers()``), records the gauges in the current bucket and
+encodes one message that every open event stream shares. Nothing is computed per
+request on the launch path, and an idle service does no work. The folding shares
+the event loop with the requests, so it takes it in short steps: :data:`FOLD_SLICE`
+operations (at most :data:`FOLD_REQUESTS` requests) at a time, in the order the
+requests came, yielding between slices (the sampler too, between reading the fleet
+and encoding the state); the ring keeps each decision with its op, and only the
+decisions a search finds are made into records.
 
 Endpoints (docs/SERVICE.md): ``GET /`` (the page) and ``/static/dashboard.{js,css}``
 (open without the token: they hold no data), ``GET /v1/dashboard/state`` (the
@@ -57,7 +60,7 @@ from usher.formats.trace import (
 from usher.service.dashboard_views import decision_record, fleet_grid, fleet_summary, jsonable, rollout_progress
 from usher.service.history import History
 
-__all__ = ["Dashboard", "PUBLIC_PATHS", "STREAM_SECONDS"]
+__all__ = ["Dashboard", "DecisionRing", "PUBLIC_PATHS", "STREAM_SECONDS"]
 
 #: paths served without the bearer token (the page and its script: no data in them)
 PUBLIC_PATHS = ("/", "/static/dashboard.js", "/static/dashboard.css")
@@ -67,6 +70,7 @@ STREAM_SECONDS = 20.0
 KEEPALIVE_SECONDS = 10.0
 MAX_LAUNCHED = 1_000_000  # launches waiting for their logon_done, tracked for logon durations
 FOLD_SLICE = 1000  # operations folded by the sampler between two turns of the event loop (at least a request)
+FOLD_REQUESTS = 100  # and at most this many requests (single-op requests cost more per op)
 _ACTION_OPS = {PowerOp: ("power", "state"), ModeOp: ("mode", "mode"), ImageOp: ("image", "image"),
                RegisterOp: ("register", "registered"), RemoveServerOp: ("remove_server", "force")}
 _STATIC = {"dashboard.js": "application/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8",
@@ -78,6 +82,32 @@ def _static(name: str) -> bytes:
     return resources.files("usher.service").joinpath("static", name).read_bytes()
 
 
+class DecisionRing:
+    """The latest ``maxlen`` launch decisions, oldest first, read as records
+    (``dashboard_views.decision_record``: a dict each). Kept as ``(op, decision)``
+    pairs (``pairs``, a deque): the sampler folds every decision of every request,
+    the page reads a few."""
+
+    def __init__(self, maxlen: int | None):
+        self.pairs: deque = deque(maxlen=maxlen)
+
+    @property
+    def maxlen(self) -> int | None:
+        return self.pairs.maxlen
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, k: int) -> dict:
+        return decision_record(*self.pairs[k])
+
+    def __iter__(self):
+        return (decision_record(op, out) for op, out in self.pairs)
+
+    def __reversed__(self):
+        return (decision_record(op, out) for op, out in reversed(self.pairs))
+
+
 class Dashboard:
     """The dashboard over one journal: a sink of the service and its endpoints.
 
@@ -86,7 +116,8 @@ class Dashboard:
             is read by the sampler.
         interval: seconds between the sampler's turns (the page's refresh).
         history: where the buckets go (default: 360 buckets of 60 s of operation time).
-        decisions: how many of the latest launch decisions are kept for the search.
+        decisions: how many of the latest launch decisions are kept for the search
+            (:class:`DecisionRing`).
         actions: how many of the latest fleet actions are kept.
     """
 
@@ -96,7 +127,7 @@ class Dashboard:
         self.stream_seconds = float(stream_seconds)  # an event stream's length; the page reconnects
         self.interval = float(interval)
         self.history = history if history is not None else History()
-        self.decisions: deque = deque(maxlen=decisions)
+        self.decisions = DecisionRing(decisions)
         self.actions: deque = deque(maxlen=actions)
         self._pending: list = []  # (ops, outputs) of the requests since the sampler's last turn
         self._launched: dict = {}  # launch id -> (t, zone) until its logon_done
@@ -113,13 +144,22 @@ class Dashboard:
         self._newest: float | None = None  # the newest bucket at the last turn
         self.version = 0  # turns that produced a new state
         self._folded = False  # requests were folded since the last state was made
+        self._fold_due: asyncio.AbstractEventLoop | None = None  # the loop a fold of the waiting requests is due on
 
     # ------------------------------------------------------------ the sink
     def on_applied(self, ops, outputs, request_id=None, seconds=None) -> None:
-        """One applied request (``Journal.submit``'s ops and outputs): kept for the sampler."""
+        """One applied request (``Journal.submit``'s ops and outputs): kept, and folded
+        at the event loop's next turn (the request's answer has left by then)."""
         self._pending.append((ops, outputs))
         if self._task is None:
             self._start()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # fed outside an event loop: a turn folds it in
+            return
+        if self._fold_due is not loop:  # none scheduled on this loop (one that closed may hold one)
+            self._fold_due = loop
+            loop.call_soon(self._fold_soon)
 
     def _start(self) -> None:
         try:
@@ -128,24 +168,41 @@ class Dashboard:
             return
         self._task = loop.create_task(self._run())
 
+    def _fold_soon(self) -> None:
+        """Fold a slice of what waits; again at the next turn while more waits."""
+        self._fold_slice()
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._fold_soon)
+        else:
+            self._fold_due = None
+
+    def _fold_slice(self) -> None:
+        """Fold the oldest requests waiting: :data:`FOLD_SLICE` operations (at least one
+        request) or :data:`FOLD_REQUESTS` requests, whichever comes first; the order of
+        the requests is kept whoever folds them."""
+        pending = self._pending
+        k = ops = 0
+        while k < len(pending) and k < FOLD_REQUESTS and (ops < FOLD_SLICE or k == 0):
+            ops += len(pending[k][0])
+            k += 1
+        if ops > FOLD_SLICE and k > 1:  # the last request would overfill the slice: the next one folds it
+            k -= 1
+        batches = pending[:k]
+        del pending[:k]
+        self._fold_batches(batches)
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            # fold what came in a slice at a time, letting requests in between: a
-            # turn after a busy second must not stop the event loop for its length
+            # what the turns after each request left (requests fed outside the loop),
+            # a slice at a time, letting requests in between
             while self._pending:
-                batches, self._pending = self._pending, []
-                start = ops = 0
-                for k, (request_ops, _) in enumerate(batches):
-                    ops += len(request_ops)
-                    if ops >= FOLD_SLICE or k == len(batches) - 1:
-                        self._fold_batches(batches[start:k + 1])
-                        start, ops = k + 1, 0
-                        await asyncio.sleep(0)
+                self._fold_slice()
+                await asyncio.sleep(0)
             if self._core is None or self._folded:
+                self._folded = False  # (a fold during the turn of the loop below makes the next state)
                 read = self._read()  # the fleet, then (a turn of the loop later) the state made of it
                 await asyncio.sleep(0)
-                self._folded = False
                 self._make(*read)
                 self._signal()
 
@@ -154,7 +211,7 @@ class Dashboard:
         """Fold the requests since the last turn into the history and the rings, read
         the fleet and encode the state; only when ops came in (or ``force``).
         Returns whether a new state was made."""
-        if not self._pending and not force and self._core is not None:
+        if not self._pending and not self._folded and not force and self._core is not None:
             return False
         batches, self._pending = self._pending, []
         self._fold_batches(batches)
@@ -169,35 +226,27 @@ class Dashboard:
         old.set()
 
     def _fold_batches(self, batches) -> None:
-        """Fold requests' ``(ops, outputs)`` in order. Only the launch decisions that
-        stay in the ring (its ``maxlen`` newest) are made into records: the ring ends
-        as if every decision had been appended."""
+        """Fold requests' ``(ops, outputs)`` in order: the history, and the ring of
+        the latest launch decisions (:class:`DecisionRing`: kept as they are, made
+        into records only when read)."""
         if not batches:
             return
         self._folded = True
+        ring = self.decisions.pairs
         for ops, outputs in batches:
-            self._fold(ops, outputs)
-        wanted = self.decisions.maxlen
-        newest: list = []
-        for ops, outputs in reversed(batches):
-            for k in range(len(outputs) - 1, -1, -1):
-                out = outputs[k]
-                if out.__class__ is LaunchDecision:
-                    newest.append(decision_record(ops[k], out))
-                    if wanted is not None and len(newest) >= wanted:
-                        break
-            if wanted is not None and len(newest) >= wanted:
-                break
-        self.decisions.extend(reversed(newest))
+            ring.extend(self._fold(ops, outputs))
 
-    def _fold(self, ops, outputs) -> None:
-        """Fold one request into the history and the launches awaiting their logon
-        (the ring of decisions: :meth:`_fold_batches`)."""
+    def _fold(self, ops, outputs) -> list:
+        """Fold one request into the history and the launches awaiting their logon;
+        returns its ``(op, decision)`` pairs of launches, in order."""
         history, launched = self.history, self._launched
         bucket_t = bucket = None  # the ops of a request mostly share their t: one look-up
-        for op, out in zip(ops, outputs):
+        pairs: list = []
+        for pair in zip(ops, outputs):
+            op, out = pair
             cls = out.__class__
             if cls is LaunchDecision:
+                pairs.append(pair)
                 t = out.t
                 if t != bucket_t:
                     bucket_t, bucket = t, history.at(t)
@@ -222,6 +271,7 @@ class Dashboard:
                 self._action(op)
         while len(launched) > MAX_LAUNCHED:
             del launched[next(iter(launched))]
+        return pairs
 
     def _action(self, op) -> None:
         if op.__class__ is PlaceLastOp:
@@ -329,9 +379,9 @@ class Dashboard:
              "pending": bool(r["pending"])}
             for r in rows[mask]]
         recent = []
-        for d in reversed(self.decisions):
-            if d["user"] == q or d["server"] == q:
-                recent.append(d)
+        for op, out in reversed(self.decisions.pairs):
+            if op.user == q or out.server == q:
+                recent.append(decision_record(op, out))
                 if len(recent) >= limit:
                     break
         found["decisions"] = recent

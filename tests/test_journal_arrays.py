@@ -16,7 +16,7 @@ import pytest
 
 import usher.journal as journal
 from journal_workload import PRELUDE, state_of, stream
-from usher.formats.trace import LineError, as_op
+from usher.formats.trace import LaunchDecision, LineError, as_op
 from usher.service import opsbody
 
 
@@ -70,8 +70,15 @@ def run(directory, ops, bounds, explain, as_items):
     with journal.open(directory, fsync="off", snapshot_every=None) as j:
         for a, b in bounds:
             items = [as_items(op) for op in ops[a:b]]
-            outputs = j.apply(items, explain=explain)
+            _, outputs, ticket = j.submit(items, explain=explain)
+            j.wait(ticket)
             assert len(outputs) == b - a
+            every_launch = all(o.__class__ is LaunchDecision for o in outputs)
+            if j.answer_lines is None:  # the answer is then encoded by the service itself
+                assert explain or not every_launch
+            else:  # the journal's encoding of the decision lines is exactly the answer
+                assert every_launch and not explain
+                assert j.answer_lines == (ticket, msgspec.json.Encoder().encode_lines(outputs))
             for k, o in enumerate(outputs):
                 assert o.__class__ is not LineError or o.line == k + 1
                 out.append(None if o is None else msgspec.json.encode(without_line(o)))

@@ -231,3 +231,44 @@ def test_typed_body_decoding_equals_the_general_way():
     for bad in (b'{"op":"launch","id":"a","user":"u","app":"x","t":null}', b'[{"op":"frobnicate"}]',
                 b'{"op":"launch","id":"a","user":"u","app":"x","colour":1}', b"[1]", b"{"):
         assert opsbody.decode(bad, lambda: 0.0) is None, bad
+
+
+def test_op_first_bodies_decode_in_one_pass_as_in_two(monkeypatch):
+    """A compact body with ``"op"`` first in every op is stamped with the server's time
+    in its text; it must decode exactly as the same ops written otherwise (spaces
+    after the braces, which the two-pass way reads), an op's own ``t`` winning."""
+    from usher.service import opsbody
+
+    from usher.formats.trace import OP_DECODER, BadLine, decode_item
+
+    items = [op for op in PRELUDE + stream(5, 200, t0=100.0, prefix="o")
+             if not isinstance(decode_item(OP_DECODER, op), BadLine)]  # well-formed ops only
+    items = [{"op": op["op"], **{k: v for k, v in op.items() if k != "op" and (k != "t" or n % 3 == 0)}}
+             for n, op in enumerate(items)]
+    compact = msgspec.json.encode(items)
+    spaced = compact.replace(b'{"op":', b'{ "op":')
+    assert compact.count(b'{"op":') == len(items) and b'{"op":' not in spaced
+    calls = []
+
+    def now():
+        calls.append(1)
+        return 42.25
+
+    two_pass = opsbody.decode(spaced, lambda: 42.25)
+    loose = opsbody._DECODERS[0]
+
+    class NotCalled:
+        def decode(self, body):
+            raise AssertionError("a compact op-first body took the two-pass way")
+
+    monkeypatch.setattr(opsbody, "_DECODERS", (NotCalled(), *opsbody._DECODERS[1:]))
+    typed, single = opsbody.decode(compact, now)
+    assert opsbody.decode(msgspec.json.encode(items[-1]), lambda: 42.25) == ([typed[-1]], True)
+    monkeypatch.setattr(opsbody, "_DECODERS", (loose, *opsbody._DECODERS[1:]))
+    assert not single and len(calls) == 1
+    assert (typed, single) == two_pass
+    assert {op.t for n, op in enumerate(typed) if n % 3} == {42.25}
+    assert [op.t for n, op in enumerate(typed) if n % 3 == 0] == [op["t"] for n, op in enumerate(items) if n % 3 == 0]
+    for bad in (b'{"op":"launch","id":"a","user":"u","app":"x","t":null}', b'[{"op":"launch","id":{"op":1}}]',
+                b'[{"op":"logoff","session":"s"},{"op":"frobnicate"}]', b'{"op":"launch","id":"a"} x'):
+        assert opsbody.decode(bad, lambda: 0.0) is None, bad

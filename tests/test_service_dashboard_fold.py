@@ -62,20 +62,29 @@ def test_a_turn_folds_like_a_plain_loop(size, ring):
     assert list(dash.decisions) == records
 
 
-def test_the_sampler_folds_in_slices_between_turns_of_the_loop(monkeypatch):
+@pytest.mark.parametrize("fed", ["in the loop", "outside the loop"])
+def test_requests_are_folded_in_slices_between_turns_of_the_loop(monkeypatch, fed):
+    """Fed in the event loop, requests are folded at its next turns, a slice at a time;
+    fed outside it (no loop to schedule on), by the sampler's turn, also in slices."""
     monkeypatch.setattr(dashboard_module, "FOLD_SLICE", 10)
     requests = _requests(5, 500, 3)
     dash = Dashboard(journal.in_memory(clock=lambda: 0.0), interval=0.01, decisions=9)
     ticks = []
+    if fed == "outside the loop":
+        for ops, outputs in requests:
+            dash.on_applied(ops, outputs)  # only kept: no loop to fold them in
 
     async def main():
-        async def ticker():  # runs between the sampler's slices
+        async def ticker():  # runs between the slices
             while dash.version == 0:
-                ticks.append(len(dash.decisions))
+                ticks.append(len(dash._pending))
                 await asyncio.sleep(0)
 
-        for ops, outputs in requests:
-            dash.on_applied(ops, outputs)  # in the loop: starts the sampler
+        if fed == "in the loop":
+            for ops, outputs in requests:
+                dash.on_applied(ops, outputs)
+        else:
+            dash._start()
         await asyncio.gather(ticker(), asyncio.wait_for(dash._turned.wait(), 10))
         dash._task.cancel()
 
@@ -83,4 +92,33 @@ def test_the_sampler_folds_in_slices_between_turns_of_the_loop(monkeypatch):
     outcomes, records = _plain(requests, 9)
     assert _tallies(dash) == outcomes
     assert list(dash.decisions) == records
-    assert len(set(ticks)) > 2  # the loop ran while the sampler was folding
+    assert len(set(ticks)) > 10 and min(ticks) == 0  # the loop ran between slices until all was folded
+
+
+def test_a_turn_after_the_loop_folded_the_requests_makes_a_new_state():
+    """Requests folded at the loop's turns (not by the sampler) still make the next
+    ``turn`` read the fleet again: the state counts them."""
+    requests = _requests(7, 200, 20)
+    dash = Dashboard(journal.in_memory(clock=lambda: 0.0), interval=3600.0)
+
+    async def main():
+        for ops, outputs in requests[:3]:
+            dash.on_applied(ops, outputs)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not dash._pending  # folded at the loop's turn
+        first = dash.turn()
+        assert not dash.turn()  # nothing new
+        for ops, outputs in requests[3:]:
+            dash.on_applied(ops, outputs)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not dash._pending
+        again = dash.turn()
+        dash._task.cancel()
+        return first, again
+
+    first, again = asyncio.run(main())
+    assert first and again
+    outcomes, _ = _plain(requests, 10)
+    assert _tallies(dash) == outcomes
