@@ -35,7 +35,7 @@ import time
 import msgspec
 from msgspec import UNSET
 
-from usher.errors import InvalidArgument
+from usher import validate
 from usher.formats.replay import Replayer
 from usher.formats.trace import BLANK, OP_CLASSES, OP_DECODER, BadLine, LaunchOp, decode_item
 from usher.journal import records as rec
@@ -171,8 +171,8 @@ def open(directory, scheduler=None, fsync="batch", snapshot_every=100_000, clock
             every ``snapshot_every`` records (recovery replays more), never more often
             than the share allows.
     """
-    if snapshot_share is not None and not 0 < snapshot_share <= 1:
-        raise InvalidArgument("snapshot_share", snapshot_share, "must be > 0 and <= 1")
+    if snapshot_share is not None:
+        snapshot_share = validate.real("snapshot_share", snapshot_share, 0.0, 1.0, lo_open=True)
     os.makedirs(directory, exist_ok=True)
     if scheduler is not None and has_state(directory):
         raise JournalError("directory", os.fspath(directory), "already holds a journal: open it without a scheduler")

@@ -78,7 +78,7 @@ def test_a_child_snapshot_reports_how_long_it_took(tmp_path):
     assert state_of(journal.open(tmp_path / "j").replayer) == state_of(reference(ops))
 
 
-@pytest.mark.parametrize("share", [0, -0.5, 1.5])
+@pytest.mark.parametrize("share", [0, -0.5, 1.5, float("nan"), "0.5", [0.5], True])
 def test_a_share_out_of_range_is_refused_before_anything_is_written(tmp_path, share):
     with pytest.raises(InvalidArgument) as e:
         journal.open(tmp_path / "j", snapshot_share=share)
