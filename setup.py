@@ -1,6 +1,7 @@
 """Builds the Cython extensions: ``usher._engine`` (bindings/_engine.pyx), the
-replay's compiled loop ``usher.formats._replayloop`` (formats/_replayloop.pyx) and
-the simulated day's per-event code ``usher.sim._events`` (sim/_events.pyx).
+replay's compiled loop ``usher.formats._replayloop`` (formats/_replayloop.pyx),
+the simulated day's per-event code ``usher.sim._events`` (sim/_events.pyx) and the
+journal's record framing ``usher.journal._frame`` (journal/_frame.pyx).
 
 Everything else (metadata, dependencies, package layout) lives in pyproject.toml.
 
@@ -83,6 +84,8 @@ extensions = [
     ),
     Extension("usher.formats._replayloop", ["formats/_replayloop.pyx"], extra_compile_args=["-O2"]),
     Extension("usher.sim._events", ["sim/_events.pyx"], extra_compile_args=["-O2"]),
+    # zlib.h and libz: the zlib1g-dev package (libpython3-dev depends on it)
+    Extension("usher.journal._frame", ["journal/_frame.pyx"], libraries=["z"], extra_compile_args=["-O2"]),
 ]
 
 setup(

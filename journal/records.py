@@ -23,8 +23,9 @@ from __future__ import annotations
 import zlib
 
 from usher.errors import UsherError
+from usher.journal import _frame
 
-__all__ = ["JournalError", "encode", "encode_many", "scan", "split"]
+__all__ = ["JournalError", "encode", "encode_many", "encode_texts", "scan", "split"]
 
 
 class JournalError(UsherError):
@@ -40,9 +41,20 @@ def encode(op: bytes, decision: bytes = b"") -> bytes:
 
 def encode_many(ops, decisions) -> list[bytes]:
     """The records of the ops ``ops[k]`` and their decision lines ``decisions[k]``
-    (JSON bytes, ``b""`` for none): :func:`encode` of each, in bulk."""
+    (JSON bytes, ``b""`` for none): :func:`encode` of each, in bulk. Lists of bytes
+    are framed by the compiled ``usher.journal._frame`` (the same bytes, one object
+    written in place a record); anything else here."""
+    if type(ops) is list and type(decisions) is list:
+        return _frame.encode_many(ops, decisions)
     crc = zlib.crc32
     return [b"%08x\t%s\n" % (crc(body), body) for body in map(b"\t".join, zip(ops, decisions))]
+
+
+def encode_texts(ops: bytes, decisions: bytes) -> list[bytes]:
+    """:func:`encode_many` of the lines of two texts (each line ended by a line feed,
+    as many in each): the op lines of a request and their decision lines, framed
+    without splitting them first."""
+    return _frame.encode_texts(ops, decisions)
 
 
 def split(record: bytes) -> tuple[bytes, bytes] | None:
