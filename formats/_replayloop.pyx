@@ -29,6 +29,7 @@ from cpython.object cimport PyObject
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetDefault
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset
@@ -37,6 +38,8 @@ import types
 
 import numpy as np
 
+from usher import _engine
+from usher.core import layout
 from usher.formats import dispatch
 from usher.formats.trace import (
     BLANK,
@@ -95,6 +98,23 @@ cdef object LAUNCH = LaunchOp
 cdef object TELEMETRY = TelemetryOp
 cdef object USER = UserOp
 cdef dict SESSION_CLASSES = dict(dispatch.SESSION_OPS)
+
+# The engine's launch that writes its decision into a row (DECISION_FIELDS) instead of
+# a Decision: ``launch_row(s, user, app, location, endpoint, external, now, row)`` is
+# ``s.launch(...)`` (usher._engine.LAUNCH_ROW), used when ``s.launch`` is the engine's own.
+ctypedef int (*launch_row_fn)(object, object, object, object, object, object, object,
+                              int64_t*) except -1
+cdef launch_row_fn launch_row = <launch_row_fn>PyCapsule_GetPointer(
+    _engine.LAUNCH_ROW, b"usher._engine.launch_row")
+cdef object ENGINE = _engine.Engine
+cdef object ENGINE_LAUNCH = _engine.Engine.launch
+cdef enum:
+    ROW_MAX = 16  # room for a decision row
+if layout.N_D > ROW_MAX:
+    raise ImportError(f"a decision row has {layout.N_D} fields; the replay's row holds {ROW_MAX}")
+cdef Py_ssize_t D_OUTCOME = layout.D_OUTCOME, D_REASON = layout.D_REASON
+cdef Py_ssize_t D_SERVER = layout.D_SERVER, D_ZONE = layout.D_ZONE
+cdef Py_ssize_t D_SESSION = layout.D_SESSION, D_LOAD_INDEX = layout.D_LOAD_INDEX
 
 
 cdef Py_ssize_t _slot_offset(object cls, str field):
@@ -243,6 +263,15 @@ cdef class NameCache:
         return 0
 
 
+cdef inline object _name_at(list names, int64_t k):
+    """``names[k]`` (None for -1), as ``usher.Decision`` reads a name."""
+    if k < 0:
+        return None
+    if k >= PyList_GET_SIZE(names):
+        raise IndexError(f"name index {k} out of range")
+    return <object>PyList_GET_ITEM(names, k)
+
+
 cdef class DecisionMaker:
     """``decide(t, rid, oc, rc, sid, server, zone, load_index)``: make, count and
     emit the decision line of launch ``rid`` at ``t`` (outcome code ``oc``, reason
@@ -278,6 +307,15 @@ cdef class DecisionMaker:
     def counts(self):
         """The outcome tally: ``[(outcome << 4) + reason] -> launches``."""
         return [self.tally[k] for k in range(len(OUTCOME_NAMES) << REASON_BITS)]
+
+    cdef object decide_row(self, object t, object rid, const int64_t* row, list servers, list zones):
+        """:meth:`decide` of the decision in ``row`` (DECISION_FIELDS: what a
+        ``usher.Decision`` reads), its server and zone named from the scheduler's
+        name lists ``servers`` and ``zones``."""
+        return self.decide(t, rid, row[D_OUTCOME], row[D_REASON],
+                           None if row[D_SESSION] < 0 else row[D_SESSION],
+                           _name_at(servers, row[D_SERVER]), _name_at(zones, row[D_ZONE]),
+                           None if row[D_LOAD_INDEX] < 0 else row[D_LOAD_INDEX])
 
     cdef object decide(self, object t, object rid, int oc, int rc, object sid, object server,
                        object zone, object load_index):
@@ -442,6 +480,13 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
     one = r._one
     cdef DecisionMaker decide = r._decide
     launch = None if r.explain else s.launch
+    # the engine's own launch: its decision written into a row, the line made from it
+    cdef bint by_row = (launch is not None and isinstance(s, ENGINE)
+                        and getattr(type(s), "launch", None) is ENGINE_LAUNCH)
+    cdef list servers = None, zones = None
+    cdef int64_t row[ROW_MAX]
+    if by_row:
+        servers, zones = s._names[0], s._names[1]
     calls = r._session_calls
     if calls is None or calls[0] is not s:  # the scheduler's session methods, bound once
         calls = r._session_calls = (s, {cls: getattr(s, name)
@@ -477,16 +522,24 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
             if (launch is not None and _in_order(last, t)
                     and <object>PyDict_SetDefault(names, rid, FRESH) is FRESH):
                 try:
-                    d = launch(_field(op, ls.user, "user"), _field(op, ls.app, "app"),
-                               _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
-                               _field(op, ls.external, "external"), t)
+                    if by_row:
+                        launch_row(s, _field(op, ls.user, "user"), _field(op, ls.app, "app"),
+                                   _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
+                                   _field(op, ls.external, "external"), t, row)
+                    else:
+                        d = launch(_field(op, ls.user, "user"), _field(op, ls.app, "app"),
+                                   _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
+                                   _field(op, ls.external, "external"), t)
                 except BaseException as exc:
                     del names[rid]
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    decide.decide(t, rid, d.outcome_code, d.reason_code, d.session_id, d.server, d.zone,
-                                  d.load_index)
+                    if by_row:
+                        decide.decide_row(t, rid, row, servers, zones)
+                    else:
+                        decide.decide(t, rid, d.outcome_code, d.reason_code, d.session_id, d.server,
+                                      d.zone, d.load_index)
                     if pending is not None and PyList_GET_SIZE(pending) >= flush:
                         writer.write(False)
                     last = t
