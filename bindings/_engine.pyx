@@ -1846,3 +1846,48 @@ cdef int launch_row(object engine, object user, object app, object location, obj
 
 
 LAUNCH_ROW = PyCapsule_New(<void*><launch_row_fn>launch_row, b"usher._engine.launch_row", NULL)
+
+
+# ``session_rows(s, n, ops, sessions, times)``: ``s.session_ops_many(ops[:n],
+# sessions[:n], times[:n])`` of C rows, for the replay's runs of session lines (no
+# Python list or int per row). Rows that break a value's rule, or a run the kernel
+# refuses (nothing applied), go to the public call, which raises the row's error.
+ctypedef int (*session_rows_fn)(object, Py_ssize_t, const int64_t*, const int64_t*,
+                                const double*) except -1
+
+
+cdef int session_rows(object engine, Py_ssize_t n, const int64_t* ops, const int64_t* sessions,
+                      const double* times) except -1:
+    cdef Engine s = <Engine?>engine
+    cdef Py_ssize_t k
+    cdef int64_t* rows
+    cdef int64_t bad[2]
+    for k in range(n):
+        if not (0 <= ops[k] <= SESSION_OP_LAUNCH_FAILED and sessions[k] >= 0
+                and -MAX_TIME <= times[k] <= MAX_TIME):  # NaN fails
+            return _session_rows_public(s, n, ops, sessions, times)
+    if n == 0:
+        return 0
+    s._acquire()
+    try:  # the rows are copied into the block under the lock (another thread's call uses it too)
+        s._sop_room(n)
+        rows = s._sop_rows
+        memcpy(rows, ops, n * sizeof(int64_t))
+        memcpy(rows + s._sop_cap, sessions, n * sizeof(int64_t))
+        memcpy(rows + 2 * s._sop_cap, times, n * sizeof(double))
+    except BaseException:
+        s._release()
+        raise
+    if s._session_rows(n, bad) != 0:  # nothing was applied
+        return _session_rows_public(s, n, ops, sessions, times)
+    return 0
+
+
+cdef int _session_rows_public(Engine s, Py_ssize_t n, const int64_t* ops, const int64_t* sessions,
+                              const double* times) except -1:
+    s.session_ops_many([ops[k] for k in range(n)], [sessions[k] for k in range(n)],
+                       [times[k] for k in range(n)])
+    return 0
+
+
+SESSION_ROWS = PyCapsule_New(<void*><session_rows_fn>session_rows, b"usher._engine.session_rows", NULL)

@@ -140,8 +140,16 @@ ctypedef int (*launch_row_fn)(object, object, object, object, object, object, ob
                               int64_t*) except -1
 cdef launch_row_fn launch_row = <launch_row_fn>PyCapsule_GetPointer(
     _engine.LAUNCH_ROW, b"usher._engine.launch_row")
+# and its session_ops_many of C rows: ``session_rows(s, n, ops, sessions, times)``
+# (usher._engine.SESSION_ROWS), used when ``s.session_ops_many`` is the engine's own
+ctypedef int (*session_rows_fn)(object, Py_ssize_t, const int64_t*, const int64_t*,
+                                const double*) except -1
+cdef session_rows_fn session_rows = <session_rows_fn>PyCapsule_GetPointer(
+    _engine.SESSION_ROWS, b"usher._engine.session_rows")
 cdef object ENGINE = _engine.Engine
+cdef object MAX_SESSION_ID = 2**63 - 1  # an engine session id: an int64 >= 0
 cdef object ENGINE_LAUNCH = _engine.Engine.launch
+cdef object ENGINE_SESSION_OPS = _engine.Engine.session_ops_many
 cdef enum:
     ROW_MAX = 16  # room for a decision row
 if layout.N_D > ROW_MAX:
@@ -169,6 +177,7 @@ cdef class _Slots:
     """The slot offsets of an op class's fields (-1: read with getattr)."""
     cdef Py_ssize_t t, id, user, app, location, endpoint, external, session
     cdef object code  # a session op's SessionOp code (an int), else None
+    cdef int64_t op_code  # that code, or -1
 
     def __init__(self, object cls):
         fields = cls.__struct_fields__
@@ -181,6 +190,7 @@ cdef class _Slots:
         self.external = _slot_offset(cls, "external") if "external" in fields else -1
         self.session = _slot_offset(cls, "session") if "session" in fields else -1
         self.code = SESSION_CLASSES.get(cls)
+        self.op_code = -1 if self.code is None else self.code
 
 
 cdef inline object _field(object op, Py_ssize_t offset, str name):
@@ -285,8 +295,9 @@ cdef class NameCache:
             h = PyObject_Hash(name)  # an exact str: never fails
             replay_prefetch(&self.slots[<uint64_t>h & self.mask])
 
-    cdef object get(self, object name, dict names):
-        """``names.get(name)`` (None also for a name not in it)."""
+    cdef int64_t session_of(self, object name, dict names) except -2:
+        """``names.get(name)`` as an engine session id, or -1 when it is not one (a
+        rejected launch, a name not in ``names``, a value not an int)."""
         cdef const char* text = NULL
         cdef Py_ssize_t n_text = replay_inline_text(<PyObject*>name, &text, INLINE_TEXT)
         cdef NameSlot* slot
@@ -295,8 +306,11 @@ cdef class NameCache:
             h = <uint64_t>hash(name)
             slot = &self.slots[h & self.mask]
             if slot.hash == h and slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
-                return None if slot.sid < 0 else slot.sid
-        return names.get(name)
+                return slot.sid
+        sid = names.get(name)
+        if type(sid) is not int or not 0 <= sid <= MAX_SESSION_ID:
+            return -1
+        return sid
 
     cdef int follow(self, dict names) except -1:
         """Empty the cache if ``names`` changed size since the replay last wrote it."""
@@ -387,21 +401,26 @@ cdef class DecisionMaker:
         return rec
 
 
-cdef Py_ssize_t _session_run(object s, list ops, Py_ssize_t i, Py_ssize_t n, NameCache cache,
-                             dict names, object last) except? -1:
+cdef Py_ssize_t _session_run(object s, bint by_rows, list ops, Py_ssize_t i, Py_ssize_t n,
+                             NameCache cache, dict names, object last) except? -1:
     """Apply the run of session lines (logon_done, disconnect, logoff, launch_failed)
     from ``ops[i]`` with one ``session_ops_many``, all or nothing: the run ends at the
     first line that is not one, whose ``t`` is not a float in time order from ``last``
     and within the time rule, or whose session is not a launch that placed (those go
     the one-by-one way), or after SESSION_RUN lines. Returns where the run ends, or
     minus that when it would fail (nothing applied: the caller replays it line by
-    line, which reports the bad line)."""
+    line, which reports the bad line). ``by_rows``: the run goes to the engine as C
+    rows (``session_rows``), else as lists to ``s.session_ops_many``."""
     cdef Py_ssize_t j = i
     cdef double before = PyFloat_AS_DOUBLE(last) if type(last) is float else last
     cdef double x
     cdef PyObject* found
     cdef _Slots slots
-    cdef list codes = [], sids = [], times = []
+    cdef int64_t codes[SESSION_RUN]
+    cdef int64_t sids[SESSION_RUN]
+    cdef double times[SESSION_RUN]
+    cdef int64_t sid
+    cdef Py_ssize_t k
     while j < n and j - i < SESSION_RUN:  # the run's cache slots requested first
         op = <object>PyList_GET_ITEM(ops, j)
         found = PyDict_GetItem(SESSION_SLOTS, type(op))
@@ -422,18 +441,22 @@ cdef Py_ssize_t _session_run(object s, list ops, Py_ssize_t i, Py_ssize_t n, Nam
         x = PyFloat_AS_DOUBLE(t)
         if not (before <= x <= MAX_TIME):  # NaN fails
             break
-        sid = cache.get(_field(op, slots.session, "session"), names)
-        if type(sid) is not int or sid < 0:
+        sid = cache.session_of(_field(op, slots.session, "session"), names)
+        if sid < 0:
             break
-        codes.append(slots.code)
-        sids.append(sid)
-        times.append(t)
+        codes[j - i] = slots.op_code
+        sids[j - i] = sid
+        times[j - i] = x
         before = x
         j += 1
     if j == i:
         return i
     try:
-        s.session_ops_many(codes, sids, times)
+        if by_rows:
+            session_rows(s, j - i, codes, sids, times)
+        else:
+            s.session_ops_many([codes[k] for k in range(j - i)], [sids[k] for k in range(j - i)],
+                               [times[k] for k in range(j - i)])
     except Exception:
         return -j
     return j
@@ -538,6 +561,8 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
     cdef int64_t row[ROW_MAX]
     if by_row:
         servers, zones = s._names[0], s._names[1]
+    cdef bint by_rows = (isinstance(s, ENGINE)
+                         and getattr(type(s), "session_ops_many", None) is ENGINE_SESSION_OPS)
     calls = r._session_calls
     if calls is None or calls[0] is not s:  # the scheduler's session methods, bound once
         calls = r._session_calls = (s, {cls: getattr(s, name)
@@ -603,7 +628,7 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
                 if batch:
                     # the run of session lines from here, up to the first that names
                     # no session or goes back in time, applied with one compiled call
-                    end = _session_run(s, ops, i, n, decide.cache, names, last)
+                    end = _session_run(s, by_rows, ops, i, n, decide.cache, names, last)
                     if end < 0:  # nothing was applied: the run goes line by line
                         r.last_t = last
                         i = r._by_line(first, ops, i, -end)
