@@ -19,10 +19,26 @@ their fields and builds their decision lines costs as much again. Here the loop 
   (a run holding a value or a time that is not a float is left to the Python
   method); a launch's fresh id is found and taken in ``names`` by one probe
   (``PyDict_SetDefault``), given back if the launch fails;
-- every call into the scheduler and every cold path (a failed line, a batch) is the
-  Python loop's own call, in the same order, so the two loops give the same lines,
-  the same errors and the same state (tests/test_replay_loop.py checks them against
-  each other on random traces).
+- a launch and a run of session lines reach the engine through its C entries
+  (``usher._engine.LAUNCH_ROW`` and ``SESSION_ROWS``, capsules of C function
+  pointers taken once at import): the launch writes its decision into a row of
+  ``DECISION_FIELDS`` (the row a ``usher.Decision`` is made from) and the decision
+  line is made from the row, with no Decision object; the session run's ops, ids and
+  times go as C arrays, with no list or int per line. Each is the public call to its
+  last check (a run the kernel refuses goes to ``session_ops_many`` itself, which
+  raises the row's error), and each is used only when the scheduler's ``launch`` /
+  ``session_ops_many`` is the engine's own (a subclass's own method is called as is);
+- every other call into the scheduler and every cold path (a failed line, a batch)
+  is the Python loop's own call, in the same order, so the two loops give the same
+  lines, the same errors and the same state (tests/test_replay_loop.py checks them
+  against each other on random traces).
+
+The engine's entries are capsules rather than a ``cimport`` of ``Engine``: a shared
+``.pxd`` would move every C declaration of the engine's classes out of
+``_engine.pyx`` and make this module's build depend on them; a capsule holds one
+function pointer whose signature is declared on both sides (below and at the end of
+``bindings/_engine.pyx``), and the decision row's field indices are read from
+``usher.core.layout`` at import, the one place they are declared.
 """
 
 from cpython.object cimport PyObject, PyObject_Hash
