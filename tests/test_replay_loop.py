@@ -226,7 +226,14 @@ def test_a_scheduler_with_its_own_methods_is_called(scheduler_class, seed, bad):
     engine's C rows only when the scheduler's ``launch`` / ``session_ops_many`` are
     the engine's; a subclass's own methods are called, with the same output, errors,
     replay state and scheduler as the plain scheduler and the Python loop."""
-    lines = _mangle(random_trace(seed, 300), bad)
+    # a launch that places and a session line naming it, at the end: whatever the
+    # random lines did, the loop reaches both methods
+    tail = [{"t": 1e9, "op": "licences", "cap": None}, {"t": 1e9, "op": "pool", "name": "PX"}, {"t": 1e9, "op": "app", "name": "ax", "pools": ["PX"]},
+            {"t": 1e9, "op": "server", "name": "sx", "zone": "ZX", "pool": "PX"},
+            {"t": 1e9, "op": "user", "id": "ux", "apps": ["ax"]},
+            {"t": 1e9, "op": "launch", "id": "rx", "user": "ux", "app": "ax"},
+            {"t": 1e9 + 1, "op": "logon_done", "session": "rx"}]
+    lines = _mangle(random_trace(seed, 300), bad) + [json.dumps(o) for o in tail]
     results = []
     for cls, replayer in ((scheduler_class, Replayer), (usher.Scheduler, Replayer),
                           (usher.Scheduler, PythonLoopReplayer)):
@@ -236,5 +243,6 @@ def test_a_scheduler_with_its_own_methods_is_called(scheduler_class, seed, bad):
         results.append((out.getvalue(), dict(r.names), dict(r.creator), r.last_t, r.outcomes,
                         [(e.line, e.error, e.message) for e in r.errors], r.scheduler.sessions().tolist()))
         if cls is scheduler_class:  # every launch decided (or run applied) by its own method
+            assert r.names["rx"] is not None
             assert getattr(r.scheduler, "calls", 0) >= (r.launches if cls is _OwnLaunch else 1)
     assert results[0] == results[1] == results[2]
