@@ -10,9 +10,11 @@ configuration. Every line applies (the test checks: no error, something placed).
 
 Target: >= 1,000,000 ops/s (benchmarks/README.md has the current figures). The replay adds
 msgspec decoding, dispatch and building and encoding the decision lines to the engine's
-own calls. The loop is compiled (formats/_replayloop.pyx); runs of session lines go
-through session_ops_many, telemetry runs through telemetry_many (their columns filled
-as arrays in the compiled loop); only runs of >= 1024 launches are batched.
+own calls. The loop is compiled (formats/_replayloop.pyx): a launch reaches the engine
+through its row-writing C entry (the decision line made from the row, no Decision
+object), runs of session lines go to the engine's session_ops_many kernel as C arrays,
+telemetry runs through telemetry_many (their columns filled as arrays in the compiled
+loop); only runs of >= 1024 launches are batched.
 
 Run:
     NUMBA_CACHE_DIR=/tmp/numba_cache pytest benchmarks/bench_replay.py --benchmark-only

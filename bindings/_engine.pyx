@@ -22,6 +22,7 @@ from cpython.list cimport PyList_GET_ITEM
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.exc cimport PyErr_Clear
+from cpython.pycapsule cimport PyCapsule_New
 
 cdef extern from "Python.h":
     # PyObject_Hash without Cython's error check: the caller clears the error itself
@@ -1148,11 +1149,23 @@ cdef class Engine:
     cdef object _launch_one(self, object user, int64_t ui, object app, object location,
                             object endpoint, object external, double t, object explain):
         """The body of launch (``ui`` = -1: look ``user`` up, adding a new one) and
-        launch_by_index (``ui`` checked). ``t`` is NaN for "read the clock" (under
-        the lock). Every argument is checked by the rules of ``usher.validate``
-        before the lock: ids are strs (a type test each; emptiness only matters
-        for an id about to be added, as no empty id is ever known), ``external``
-        and ``explain`` are bools."""
+        launch_by_index (``ui`` checked): ``_launch_row``'s row made a Decision."""
+        cdef int64_t out[N_D]  # this call's decision row: nothing shared once the lock is gone
+        explanation = self._launch_row(user, ui, app, location, endpoint, external, t, explain, out)
+        d = make_decision(out, self._names, explanation)
+        if explanation is not None:
+            explanation._attach(d)
+        return d
+
+    cdef object _launch_row(self, object user, int64_t ui, object app, object location,
+                            object endpoint, object external, double t, object explain,
+                            int64_t* out):
+        """The decision of a launch written into ``out[N_D]`` (the one row a Decision
+        is made from); returns its explanation (None unless ``explain``). ``t`` is
+        NaN for "read the clock" (under the lock). Every argument is checked by the
+        rules of ``usher.validate`` before the lock: ids are strs (a type test each;
+        emptiness only matters for an id about to be added, as no empty id is ever
+        known), ``external`` and ``explain`` are bools."""
         if ui < 0 and not isinstance(user, str):
             raise InvalidArgument("user", user, "must be a non-empty string")
         if not isinstance(app, str):
@@ -1180,7 +1193,6 @@ cdef class Engine:
         cdef bint explain_it = explain is True or (explain is not False and _v.flag("explain", explain))
         cdef int64_t ep, status
         cdef bint by_id = ui < 0
-        cdef int64_t out[N_D]  # this call's decision row: nothing shared once the lock is gone
         explanation = None
         self._acquire()
         try:
@@ -1225,10 +1237,7 @@ cdef class Engine:
         pthread_mutex_unlock(self._lock)
         if status != 0:
             raise_for_status(status, "now", t)
-        d = make_decision(out, self._names, explanation)
-        if explanation is not None:
-            explanation._attach(d)
-        return d
+        return explanation
 
     def _launch_arrays(self, const int64_t[::1] users, const int64_t[::1] apps,
                        const int64_t[::1] locations, const int64_t[::1] endpoints,
@@ -1814,3 +1823,71 @@ cdef class Engine:
         cdef int64_t status = self._advance(self._hdr, t)
         if status != 0:
             raise_for_status(status, "now", now)
+
+
+# ----------------------------------------------------------------- the replay's launch
+# ``usher.formats._replayloop`` places a trace's launches through this C entry: the
+# decision written into the caller's row (DECISION_FIELDS) instead of a Decision, the
+# decision line made straight from it. Taken once through the capsule LAUNCH_ROW
+# (no C declarations of Engine shared at build time); ``launch_row(s, ...)`` is
+# ``s.launch(user, app, location, endpoint, external, now)`` to the last check, with
+# the row in place of the Decision made from it.
+ctypedef int (*launch_row_fn)(object, object, object, object, object, object, object,
+                              int64_t*) except -1
+
+
+cdef int launch_row(object engine, object user, object app, object location, object endpoint,
+                    object external, object now, int64_t* out) except -1:
+    cdef Engine s = <Engine?>engine
+    cdef double t = s._given_time(now)
+    s._user_keys.prefetch(user)  # as launch() does
+    s._launch_row(user, -1, app, location, endpoint, external, t, False, out)
+    return 0
+
+
+LAUNCH_ROW = PyCapsule_New(<void*><launch_row_fn>launch_row, b"usher._engine.launch_row", NULL)
+
+
+# ``session_rows(s, n, ops, sessions, times)``: ``s.session_ops_many(ops[:n],
+# sessions[:n], times[:n])`` of C rows, for the replay's runs of session lines (no
+# Python list or int per row). Rows that break a value's rule, or a run the kernel
+# refuses (nothing applied), go to the public call, which raises the row's error.
+ctypedef int (*session_rows_fn)(object, Py_ssize_t, const int64_t*, const int64_t*,
+                                const double*) except -1
+
+
+cdef int session_rows(object engine, Py_ssize_t n, const int64_t* ops, const int64_t* sessions,
+                      const double* times) except -1:
+    cdef Engine s = <Engine?>engine
+    cdef Py_ssize_t k
+    cdef int64_t* rows
+    cdef int64_t bad[2]
+    for k in range(n):
+        if not (0 <= ops[k] <= SESSION_OP_LAUNCH_FAILED and sessions[k] >= 0
+                and -MAX_TIME <= times[k] <= MAX_TIME):  # NaN fails
+            return _session_rows_public(s, n, ops, sessions, times)
+    if n == 0:
+        return 0
+    s._acquire()
+    try:  # the rows are copied into the block under the lock (another thread's call uses it too)
+        s._sop_room(n)
+        rows = s._sop_rows
+        memcpy(rows, ops, n * sizeof(int64_t))
+        memcpy(rows + s._sop_cap, sessions, n * sizeof(int64_t))
+        memcpy(rows + 2 * s._sop_cap, times, n * sizeof(double))
+    except BaseException:
+        s._release()
+        raise
+    if s._session_rows(n, bad) != 0:  # nothing was applied
+        return _session_rows_public(s, n, ops, sessions, times)
+    return 0
+
+
+cdef int _session_rows_public(Engine s, Py_ssize_t n, const int64_t* ops, const int64_t* sessions,
+                              const double* times) except -1:
+    s.session_ops_many([ops[k] for k in range(n)], [sessions[k] for k in range(n)],
+                       [times[k] for k in range(n)])
+    return 0
+
+
+SESSION_ROWS = PyCapsule_New(<void*><session_rows_fn>session_rows, b"usher._engine.session_rows", NULL)

@@ -19,24 +19,43 @@ their fields and builds their decision lines costs as much again. Here the loop 
   (a run holding a value or a time that is not a float is left to the Python
   method); a launch's fresh id is found and taken in ``names`` by one probe
   (``PyDict_SetDefault``), given back if the launch fails;
-- every call into the scheduler and every cold path (a failed line, a batch) is the
-  Python loop's own call, in the same order, so the two loops give the same lines,
-  the same errors and the same state (tests/test_replay_loop.py checks them against
-  each other on random traces).
+- a launch and a run of session lines reach the engine through its C entries
+  (``usher._engine.LAUNCH_ROW`` and ``SESSION_ROWS``, capsules of C function
+  pointers taken once at import): the launch writes its decision into a row of
+  ``DECISION_FIELDS`` (the row a ``usher.Decision`` is made from) and the decision
+  line is made from the row, with no Decision object; the session run's ops, ids and
+  times go as C arrays, with no list or int per line. Each is the public call to its
+  last check (a run the kernel refuses goes to ``session_ops_many`` itself, which
+  raises the row's error), and each is used only when the scheduler's ``launch`` /
+  ``session_ops_many`` is the engine's own (a subclass's own method is called as is);
+- every other call into the scheduler and every cold path (a failed line, a batch)
+  is the Python loop's own call, in the same order, so the two loops give the same
+  lines, the same errors and the same state (tests/test_replay_loop.py checks them
+  against each other on random traces).
+
+The engine's entries are capsules rather than a ``cimport`` of ``Engine``: a shared
+``.pxd`` would move every C declaration of the engine's classes out of
+``_engine.pyx`` and make this module's build depend on them; a capsule holds one
+function pointer whose signature is declared on both sides (below and at the end of
+``bindings/_engine.pyx``), and the decision row's field indices are read from
+``usher.core.layout`` at import, the one place they are declared.
 """
 
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyObject_Hash
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetDefault
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport free
 from libc.string cimport memcmp, memcpy, memset
 
 import types
 
 import numpy as np
 
+from usher import _engine
+from usher.core import layout
 from usher.formats import dispatch
 from usher.formats.trace import (
     BLANK,
@@ -73,6 +92,40 @@ cdef extern from *:
     """
     Py_ssize_t replay_inline_text(PyObject* o, const char** data, Py_ssize_t max)
 
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <string.h>
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
+    /* Zeroed memory for a NameCache's slots (released with free()): 2 MiB-aligned
+       and asking for transparent huge pages when it is that large, so that a probe
+       is one cache miss, not a miss and a page-table walk. */
+    static void* replay_table_alloc(size_t nbytes) {
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        const size_t huge = (size_t)2 << 20;
+        if (nbytes >= huge) {
+            void* p = NULL;
+            if (posix_memalign(&p, huge, nbytes) != 0)
+                return NULL;
+            (void)madvise(p, nbytes, MADV_HUGEPAGE);  /* a hint: no error is fatal */
+            memset(p, 0, nbytes);
+            return p;
+        }
+    #endif
+        return calloc(nbytes, 1);
+    }
+    /* A hint to bring the cache line at p in (no fault, no effect on results). */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define replay_prefetch(p) __builtin_prefetch((const void*)(p))
+    #else
+    #define replay_prefetch(p) ((void)(p))
+    #endif
+    """
+    void* replay_table_alloc(size_t nbytes)
+    void replay_prefetch(const void* p)
+
 cdef enum:
     INLINE_TEXT = 15  # NameSlot.text
     CACHE_SLOTS = 1 << 17  # NameCache: 4 MiB
@@ -96,6 +149,31 @@ cdef object TELEMETRY = TelemetryOp
 cdef object USER = UserOp
 cdef dict SESSION_CLASSES = dict(dispatch.SESSION_OPS)
 
+# The engine's launch that writes its decision into a row (DECISION_FIELDS) instead of
+# a Decision: ``launch_row(s, user, app, location, endpoint, external, now, row)`` is
+# ``s.launch(...)`` (usher._engine.LAUNCH_ROW), used when ``s.launch`` is the engine's own.
+ctypedef int (*launch_row_fn)(object, object, object, object, object, object, object,
+                              int64_t*) except -1
+cdef launch_row_fn launch_row = <launch_row_fn>PyCapsule_GetPointer(
+    _engine.LAUNCH_ROW, b"usher._engine.launch_row")
+# and its session_ops_many of C rows: ``session_rows(s, n, ops, sessions, times)``
+# (usher._engine.SESSION_ROWS), used when ``s.session_ops_many`` is the engine's own
+ctypedef int (*session_rows_fn)(object, Py_ssize_t, const int64_t*, const int64_t*,
+                                const double*) except -1
+cdef session_rows_fn session_rows = <session_rows_fn>PyCapsule_GetPointer(
+    _engine.SESSION_ROWS, b"usher._engine.session_rows")
+cdef object ENGINE = _engine.Engine
+cdef object MAX_SESSION_ID = 2**63 - 1  # an engine session id: an int64 >= 0
+cdef object ENGINE_LAUNCH = _engine.Engine.launch
+cdef object ENGINE_SESSION_OPS = _engine.Engine.session_ops_many
+cdef enum:
+    ROW_MAX = 16  # room for a decision row
+if layout.N_D > ROW_MAX:
+    raise ImportError(f"a decision row has {layout.N_D} fields; the replay's row holds {ROW_MAX}")
+cdef Py_ssize_t D_OUTCOME = layout.D_OUTCOME, D_REASON = layout.D_REASON
+cdef Py_ssize_t D_SERVER = layout.D_SERVER, D_ZONE = layout.D_ZONE
+cdef Py_ssize_t D_SESSION = layout.D_SESSION, D_LOAD_INDEX = layout.D_LOAD_INDEX
+
 
 cdef Py_ssize_t _slot_offset(object cls, str field):
     """Offset of ``field``'s object slot in an instance of ``cls``, or -1 when it is
@@ -115,6 +193,7 @@ cdef class _Slots:
     """The slot offsets of an op class's fields (-1: read with getattr)."""
     cdef Py_ssize_t t, id, user, app, location, endpoint, external, session
     cdef object code  # a session op's SessionOp code (an int), else None
+    cdef int64_t op_code  # that code, or -1
 
     def __init__(self, object cls):
         fields = cls.__struct_fields__
@@ -127,6 +206,7 @@ cdef class _Slots:
         self.external = _slot_offset(cls, "external") if "external" in fields else -1
         self.session = _slot_offset(cls, "session") if "session" in fields else -1
         self.code = SESSION_CLASSES.get(cls)
+        self.op_code = -1 if self.code is None else self.code
 
 
 cdef inline object _field(object op, Py_ssize_t offset, str name):
@@ -188,7 +268,7 @@ cdef class NameCache:
     def __cinit__(self, Py_ssize_t n_slots=CACHE_SLOTS):
         if n_slots < 1 or n_slots & (n_slots - 1):
             raise ValueError(f"the session-name cache's slots must be a power of two, not {n_slots}")
-        self.slots = <NameSlot*>calloc(n_slots, sizeof(NameSlot))
+        self.slots = <NameSlot*>replay_table_alloc(n_slots * sizeof(NameSlot))
         if self.slots == NULL:
             raise MemoryError("cannot allocate the replay's session-name cache")
         self.mask = n_slots - 1
@@ -222,8 +302,18 @@ cdef class NameCache:
         memcpy(slot.text, text, n_text)
         return 0
 
-    cdef object get(self, object name, dict names):
-        """``names.get(name)`` (None also for a name not in it)."""
+    cdef void prefetch(self, object name) noexcept:
+        """Start reading the slot of ``name`` (its hash is computed and kept by the
+        str), so that :meth:`get` a few lines later finds it in the CPU caches."""
+        cdef const char* text = NULL
+        cdef Py_hash_t h
+        if replay_inline_text(<PyObject*>name, &text, INLINE_TEXT) > 0:
+            h = PyObject_Hash(name)  # an exact str: never fails
+            replay_prefetch(&self.slots[<uint64_t>h & self.mask])
+
+    cdef int64_t session_of(self, object name, dict names) except -2:
+        """``names.get(name)`` as an engine session id, or -1 when it is not one (a
+        rejected launch, a name not in ``names``, a value not an int)."""
         cdef const char* text = NULL
         cdef Py_ssize_t n_text = replay_inline_text(<PyObject*>name, &text, INLINE_TEXT)
         cdef NameSlot* slot
@@ -232,8 +322,11 @@ cdef class NameCache:
             h = <uint64_t>hash(name)
             slot = &self.slots[h & self.mask]
             if slot.hash == h and slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
-                return None if slot.sid < 0 else slot.sid
-        return names.get(name)
+                return slot.sid
+        sid = names.get(name)
+        if type(sid) is not int or not 0 <= sid <= MAX_SESSION_ID:
+            return -1
+        return sid
 
     cdef int follow(self, dict names) except -1:
         """Empty the cache if ``names`` changed size since the replay last wrote it."""
@@ -241,6 +334,15 @@ cdef class NameCache:
             self.clear()
             self.names_seen = len(names)
         return 0
+
+
+cdef inline object _name_at(list names, int64_t k):
+    """``names[k]`` (None for -1), as ``usher.Decision`` reads a name."""
+    if k < 0:
+        return None
+    if k >= PyList_GET_SIZE(names):
+        raise IndexError(f"name index {k} out of range")
+    return <object>PyList_GET_ITEM(names, k)
 
 
 cdef class DecisionMaker:
@@ -279,6 +381,15 @@ cdef class DecisionMaker:
         """The outcome tally: ``[(outcome << 4) + reason] -> launches``."""
         return [self.tally[k] for k in range(len(OUTCOME_NAMES) << REASON_BITS)]
 
+    cdef object decide_row(self, object t, object rid, const int64_t* row, list servers, list zones):
+        """:meth:`decide` of the decision in ``row`` (DECISION_FIELDS: what a
+        ``usher.Decision`` reads), its server and zone named from the scheduler's
+        name lists ``servers`` and ``zones``."""
+        return self.decide(t, rid, row[D_OUTCOME], row[D_REASON],
+                           None if row[D_SESSION] < 0 else row[D_SESSION],
+                           _name_at(servers, row[D_SERVER]), _name_at(zones, row[D_ZONE]),
+                           None if row[D_LOAD_INDEX] < 0 else row[D_LOAD_INDEX])
+
     cdef object decide(self, object t, object rid, int oc, int rc, object sid, object server,
                        object zone, object load_index):
         if not (0 <= oc < len(OUTCOME_NAMES) and 0 <= rc < (1 << REASON_BITS)):
@@ -306,21 +417,34 @@ cdef class DecisionMaker:
         return rec
 
 
-cdef Py_ssize_t _session_run(object s, list ops, Py_ssize_t i, Py_ssize_t n, NameCache cache,
-                             dict names, object last) except? -1:
+cdef Py_ssize_t _session_run(object s, bint by_rows, list ops, Py_ssize_t i, Py_ssize_t n,
+                             NameCache cache, dict names, object last) except? -1:
     """Apply the run of session lines (logon_done, disconnect, logoff, launch_failed)
     from ``ops[i]`` with one ``session_ops_many``, all or nothing: the run ends at the
     first line that is not one, whose ``t`` is not a float in time order from ``last``
     and within the time rule, or whose session is not a launch that placed (those go
     the one-by-one way), or after SESSION_RUN lines. Returns where the run ends, or
     minus that when it would fail (nothing applied: the caller replays it line by
-    line, which reports the bad line)."""
+    line, which reports the bad line). ``by_rows``: the run goes to the engine as C
+    rows (``session_rows``), else as lists to ``s.session_ops_many``."""
     cdef Py_ssize_t j = i
     cdef double before = PyFloat_AS_DOUBLE(last) if type(last) is float else last
     cdef double x
     cdef PyObject* found
     cdef _Slots slots
-    cdef list codes = [], sids = [], times = []
+    cdef int64_t codes[SESSION_RUN]
+    cdef int64_t sids[SESSION_RUN]
+    cdef double times[SESSION_RUN]
+    cdef int64_t sid
+    cdef Py_ssize_t k
+    while j < n and j - i < SESSION_RUN:  # the run's cache slots requested first
+        op = <object>PyList_GET_ITEM(ops, j)
+        found = PyDict_GetItem(SESSION_SLOTS, type(op))
+        if found == NULL:
+            break
+        cache.prefetch(_field(op, (<_Slots>found).session, "session"))
+        j += 1
+    j = i
     while j < n and j - i < SESSION_RUN:
         op = <object>PyList_GET_ITEM(ops, j)
         found = PyDict_GetItem(SESSION_SLOTS, type(op))
@@ -333,18 +457,22 @@ cdef Py_ssize_t _session_run(object s, list ops, Py_ssize_t i, Py_ssize_t n, Nam
         x = PyFloat_AS_DOUBLE(t)
         if not (before <= x <= MAX_TIME):  # NaN fails
             break
-        sid = cache.get(_field(op, slots.session, "session"), names)
-        if type(sid) is not int or sid < 0:
+        sid = cache.session_of(_field(op, slots.session, "session"), names)
+        if sid < 0:
             break
-        codes.append(slots.code)
-        sids.append(sid)
-        times.append(t)
+        codes[j - i] = slots.op_code
+        sids[j - i] = sid
+        times[j - i] = x
         before = x
         j += 1
     if j == i:
         return i
     try:
-        s.session_ops_many(codes, sids, times)
+        if by_rows:
+            session_rows(s, j - i, codes, sids, times)
+        else:
+            s.session_ops_many([codes[k] for k in range(j - i)], [sids[k] for k in range(j - i)],
+                               [times[k] for k in range(j - i)])
     except Exception:
         return -j
     return j
@@ -442,6 +570,15 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
     one = r._one
     cdef DecisionMaker decide = r._decide
     launch = None if r.explain else s.launch
+    # the engine's own launch: its decision written into a row, the line made from it
+    cdef bint by_row = (launch is not None and isinstance(s, ENGINE)
+                        and getattr(type(s), "launch", None) is ENGINE_LAUNCH)
+    cdef list servers = None, zones = None
+    cdef int64_t row[ROW_MAX]
+    if by_row:
+        servers, zones = s._names[0], s._names[1]
+    cdef bint by_rows = (isinstance(s, ENGINE)
+                         and getattr(type(s), "session_ops_many", None) is ENGINE_SESSION_OPS)
     calls = r._session_calls
     if calls is None or calls[0] is not s:  # the scheduler's session methods, bound once
         calls = r._session_calls = (s, {cls: getattr(s, name)
@@ -477,16 +614,24 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
             if (launch is not None and _in_order(last, t)
                     and <object>PyDict_SetDefault(names, rid, FRESH) is FRESH):
                 try:
-                    d = launch(_field(op, ls.user, "user"), _field(op, ls.app, "app"),
-                               _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
-                               _field(op, ls.external, "external"), t)
+                    if by_row:
+                        launch_row(s, _field(op, ls.user, "user"), _field(op, ls.app, "app"),
+                                   _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
+                                   _field(op, ls.external, "external"), t, row)
+                    else:
+                        d = launch(_field(op, ls.user, "user"), _field(op, ls.app, "app"),
+                                   _field(op, ls.location, "location"), _field(op, ls.endpoint, "endpoint"),
+                                   _field(op, ls.external, "external"), t)
                 except BaseException as exc:
                     del names[rid]
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    decide.decide(t, rid, d.outcome_code, d.reason_code, d.session_id, d.server, d.zone,
-                                  d.load_index)
+                    if by_row:
+                        decide.decide_row(t, rid, row, servers, zones)
+                    else:
+                        decide.decide(t, rid, d.outcome_code, d.reason_code, d.session_id, d.server,
+                                      d.zone, d.load_index)
                     if pending is not None and PyList_GET_SIZE(pending) >= flush:
                         writer.write(False)
                     last = t
@@ -499,7 +644,7 @@ def process(r, Py_ssize_t first, list ops, Py_ssize_t min_launch_run, Py_ssize_t
                 if batch:
                     # the run of session lines from here, up to the first that names
                     # no session or goes back in time, applied with one compiled call
-                    end = _session_run(s, ops, i, n, decide.cache, names, last)
+                    end = _session_run(s, by_rows, ops, i, n, decide.cache, names, last)
                     if end < 0:  # nothing was applied: the run goes line by line
                         r.last_t = last
                         i = r._by_line(first, ops, i, -end)

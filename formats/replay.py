@@ -32,7 +32,9 @@ small next to the engine's own cost:
 - *the loop compiled*: the loop over a block is ``usher.formats._replayloop.process``,
   in Cython (op classes compared by pointer, fields read at their slots, a telemetry
   run's columns filled as float64 arrays, a fresh launch id found and taken in
-  ``names`` by one probe). The loop is written once here; its plain-Python reference
+  ``names`` by one probe, a launch's decision written by the engine into a C row and
+  its line made from the row, a session run given to the engine as C arrays). The
+  loop is written once here; its plain-Python reference
   (tests/replay_reference.py) is checked against it on random traces, with the
   compiled loop's cache of session names at its size and tiny.
 - *encode in bulk*: decision and error lines are encoded a few dozen at a time with

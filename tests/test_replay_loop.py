@@ -200,3 +200,49 @@ def test_telemetry_run_with_values_not_floats_matches():
                for out, r in _applied_both(ops)]
     assert results[0] == results[1]
     assert b"UnknownServer" in results[0][0]
+
+
+class _OwnLaunch(usher.Scheduler):
+    """A scheduler whose ``launch`` is its own (a broker's wrapper): the replay calls it,
+    not the engine's row-writing launch."""
+
+    def launch(self, *args, **kwargs):
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().launch(*args, **kwargs)
+
+
+class _OwnSessionOps(usher.Scheduler):
+    """A scheduler whose ``session_ops_many`` is its own: the replay gives it lists."""
+
+    def session_ops_many(self, ops, sessions, now=None):
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().session_ops_many(ops, sessions, now)
+
+
+@pytest.mark.parametrize("scheduler_class", [_OwnLaunch, _OwnSessionOps])
+@given(seed=st.integers(0, 10_000), bad=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 50)), max_size=8))
+def test_a_scheduler_with_its_own_methods_is_called(scheduler_class, seed, bad):
+    """The compiled loop places launches and applies runs of session lines through the
+    engine's C rows only when the scheduler's ``launch`` / ``session_ops_many`` are
+    the engine's; a subclass's own methods are called, with the same output, errors,
+    replay state and scheduler as the plain scheduler and the Python loop."""
+    # a launch that places and a session line naming it, at the end: whatever the
+    # random lines did, the loop reaches both methods
+    tail = [{"t": 1e9, "op": "licences", "cap": None}, {"t": 1e9, "op": "pool", "name": "PX"}, {"t": 1e9, "op": "app", "name": "ax", "pools": ["PX"]},
+            {"t": 1e9, "op": "server", "name": "sx", "zone": "ZX", "pool": "PX"},
+            {"t": 1e9, "op": "user", "id": "ux", "apps": ["ax"]},
+            {"t": 1e9, "op": "launch", "id": "rx", "user": "ux", "app": "ax"},
+            {"t": 1e9 + 1, "op": "logon_done", "session": "rx"}]
+    lines = _mangle(random_trace(seed, 300), bad) + [json.dumps(o) for o in tail]
+    results = []
+    for cls, replayer in ((scheduler_class, Replayer), (usher.Scheduler, Replayer),
+                          (usher.Scheduler, PythonLoopReplayer)):
+        out = io.BytesIO()
+        r = replayer(cls(), out=out, keep=True)
+        r.feed(lines)
+        results.append((out.getvalue(), dict(r.names), dict(r.creator), r.last_t, r.outcomes,
+                        [(e.line, e.error, e.message) for e in r.errors], r.scheduler.sessions().tolist()))
+        if cls is scheduler_class:  # every launch decided (or run applied) by its own method
+            assert r.names["rx"] is not None
+            assert getattr(r.scheduler, "calls", 0) >= (r.launches if cls is _OwnLaunch else 1)
+    assert results[0] == results[1] == results[2]
