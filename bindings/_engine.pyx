@@ -1320,7 +1320,10 @@ cdef class Engine:
             self._user_rows_of(users, n, self._user_rows)
             u = self._user_rows
         else:
-            u = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>users)
+            # copied, then checked: the kernel may run without the GIL, and another
+            # thread could write the caller's array between the check and the kernel
+            memcpy(self._user_rows, cnp.PyArray_DATA(<cnp.ndarray>users), n * sizeof(int64_t))
+            u = self._user_rows
             if not _all_below(u, n, len(self._user_names)) or (
                     self._user_free and not self._all_users_live(u, n)):
                 return None  # not a user index, or one forgotten: the general path names it
@@ -1678,6 +1681,8 @@ cdef class Engine:
         cdef int64_t one[1]
         cdef int64_t* out = one
         cdef int64_t status, k
+        if not (SERVER_OP_POWER <= op <= SERVER_MARK_PLACE_LAST):  # the buffer is sized by op
+            raise InvalidArgument("op", op, "must be a server operation")
         cdef Py_ssize_t room = self._ended_room(server, op, value, sessions)
         if room > 1:
             out = <int64_t*>malloc(room * sizeof(int64_t))

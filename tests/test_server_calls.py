@@ -157,3 +157,14 @@ def test_power_off_returns_every_ended_session(sessions):
     got = _locked(s, s._server_call, i, _kernels.OP_POWER, 0, 30.0, n)
     assert sorted(got) == want and all(type(x) is int for x in got)
     assert _locked(s, s._server_call, i, _kernels.OP_MODE, 1, 30.0, 0) == []
+
+
+@pytest.mark.parametrize("op", [-1, 99])
+def test_a_server_call_of_no_known_operation_is_refused(op):
+    """The buffer of ended sessions is sized by the operation: one the kernel does
+    not know is refused before the kernel runs, and nothing changes."""
+    s = _fleet()
+    before = _state(s)
+    with pytest.raises(InvalidArgument) as info:
+        _locked(s, s._server_call, 0, op, 0, 30.0, 0)
+    assert info.value.field == "op" and _state(s) == before
