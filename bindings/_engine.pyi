@@ -17,6 +17,7 @@ SWEEP_FLOOR: int
 # C entries of the replay loop (PyCapsule objects): see formats/_replayloop.pyx
 LAUNCH_ROW: object
 SESSION_ROWS: object
+TELEMETRY_ROWS: object
 
 def _stale_constants() -> list[str]: ...
 def _other_threads() -> bool: ...

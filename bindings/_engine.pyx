@@ -19,6 +19,7 @@ from libc.string cimport memcmp, memcpy
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.exc cimport PyErr_Clear
@@ -1763,13 +1764,7 @@ cdef class Engine:
         if n == 0:
             status = self._advance(self._hdr, t)
             return
-        if n >= NOGIL_ROWS and other_threads():
-            with nogil:
-                status = self._telemetry(self._hdr, n, p_servers, p_cpu, p_mem, p_disk, p_custom,
-                                         mask, t, bad)
-        else:
-            status = self._telemetry(self._hdr, n, p_servers, p_cpu, p_mem, p_disk, p_custom,
-                                     mask, t, bad)
+        status = self._telemetry_rows(n, p_servers, p_cpu, p_mem, p_disk, p_custom, mask, t, bad)
         if status == 0:
             return
         k = bad[0]
@@ -1781,6 +1776,21 @@ cdef class Engine:
                             TELEMETRY_FIELD_CUSTOM: ("custom", custom)}[bad[1]]
             raise_for_status(status, f"{name}[{k}]" if n > 1 else name, column[k])
         raise_for_status(status, "now", now)
+
+    cdef inline int64_t _telemetry_rows(self, int64_t n, int64_t* servers, double* cpu, double* mem,
+                                        double* disk, double* custom, int64_t mask, double t,
+                                        int64_t* bad) noexcept:
+        """The telemetry kernel on ``n`` rows (n > 0; lock held, layout current):
+        every row checked before any is written; its status (``bad``: the refused
+        row and field). The GIL is released for a long batch when another thread
+        exists."""
+        cdef int64_t status
+        if n >= NOGIL_ROWS and other_threads():
+            with nogil:
+                status = self._telemetry(self._hdr, n, servers, cpu, mem, disk, custom, mask, t, bad)
+        else:
+            status = self._telemetry(self._hdr, n, servers, cpu, mem, disk, custom, mask, t, bad)
+        return status
 
     def telemetry(self, server, cpu=None, mem=None, disk_queue=None, custom=None, now=None):
         """Report a server's load inputs (cpu, mem in %, disk queue length,
@@ -1896,3 +1906,73 @@ cdef int _session_rows_public(Engine s, Py_ssize_t n, const int64_t* ops, const 
 
 
 SESSION_ROWS = PyCapsule_New(<void*><session_rows_fn>session_rows, b"usher._engine.session_rows", NULL)
+
+
+# ``telemetry_rows(s, servers, cpu, mem, disk_queue, custom, now)``: ``s.telemetry_many(
+# servers, cpu, mem, disk_queue, custom, now)`` for the replay's runs of telemetry lines:
+# ``servers`` a list of names, each column None (not reported) or a C-contiguous float64
+# ndarray of one value per server, ``now`` a float. The names are looked up in one pass
+# and the kernel checks every row before it writes any (the public call's rules); a run
+# with a name that is not a known server's exact str, a column or a time outside the
+# fast path's shape, or a row the kernel refuses (nothing applied) goes to the public
+# call, which raises the row's error.
+ctypedef int (*telemetry_rows_fn)(object, list, object, object, object, object, object) except -1
+
+
+cdef int telemetry_rows(object engine, list servers, object cpu, object mem, object disk_queue,
+                        object custom, object now) except -1:
+    cdef Engine s = <Engine?>engine
+    cdef Py_ssize_t n = len(servers), f
+    cdef int64_t mask = 0, status = 0
+    cdef int64_t bad[2]
+    cdef int64_t* idx
+    cdef double* cols[4]
+    cdef double t
+    cdef tuple columns = (cpu, mem, disk_queue, custom)
+    cdef tuple bits = (TELEMETRY_FIELD_CPU, TELEMETRY_FIELD_MEM, TELEMETRY_FIELD_DISK_QUEUE,
+                       TELEMETRY_FIELD_CUSTOM)
+    if n == 0 or type(now) is not float or _first_not_str(servers, False) >= 0:
+        return _telemetry_rows_public(s, servers, columns, now)
+    for f in range(4):
+        column = columns[f]
+        if column is None:
+            cols[f] = <double*><char*>_EMPTY
+        elif (type(column) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>column) == cnp.NPY_FLOAT64
+                and cnp.PyArray_NDIM(<cnp.ndarray>column) == 1
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>column)
+                and cnp.PyArray_DIM(<cnp.ndarray>column, 0) == n):
+            cols[f] = <double*>cnp.PyArray_DATA(<cnp.ndarray>column)
+            mask |= <int64_t>bits[f]
+        else:
+            return _telemetry_rows_public(s, servers, columns, now)
+    idx = <int64_t*>malloc(n * sizeof(int64_t))
+    if idx == NULL:
+        raise MemoryError("cannot allocate a telemetry run's server indices")
+    try:
+        s._acquire()
+        try:  # an unknown server (index -1) is refused by the kernel, as the time that went back
+            _rows_from_strs(servers, s._servers, idx, -1, -1)
+            t = PyFloat_AS_DOUBLE(now)
+            if -MAX_TIME <= t <= MAX_TIME and t >= s._clk[CK_NOW]:  # NaN fails
+                if s._dirty:
+                    s._relayout()
+                status = s._telemetry_rows(n, idx, cols[0], cols[1], cols[2], cols[3], mask, t, bad)
+            else:
+                status = -1
+        finally:
+            s._release()
+    finally:
+        free(idx)
+    if status != 0:  # nothing was applied: the public call raises the row's error
+        return _telemetry_rows_public(s, servers, columns, now)
+    return 0
+
+
+cdef int _telemetry_rows_public(Engine s, list servers, tuple columns, object now) except -1:
+    s.telemetry_many(servers, cpu=columns[0], mem=columns[1], disk_queue=columns[2],
+                     custom=columns[3], now=now)
+    return 0
+
+
+TELEMETRY_ROWS = PyCapsule_New(<void*><telemetry_rows_fn>telemetry_rows, b"usher._engine.telemetry_rows",
+                               NULL)
