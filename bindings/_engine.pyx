@@ -14,8 +14,8 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uintptr_t
 from libc.math cimport isinf, isnan
-from libc.stdlib cimport calloc, malloc, free
-from libc.string cimport memcmp, memcpy
+from libc.stdlib cimport calloc, malloc, realloc, free
+from libc.string cimport memcmp, memcpy, memset
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
@@ -183,6 +183,10 @@ cdef frozenset NO_APPS = frozenset()  # the apps of an implicit user (Scheduler.
 SWEEP_FLOOR = 4096
 cdef Py_ssize_t _SWEEP_FLOOR = SWEEP_FLOOR
 cdef Py_ssize_t SWEEP_SHARE = 4
+# an endpoint no live session names is forgotten once it went unused over this many
+# sweeps (Engine._sweep_endpoints)
+ENDPOINT_IDLE_SWEEPS = 3
+cdef uint8_t _ENDPOINT_IDLE_SWEEPS = ENDPOINT_IDLE_SWEEPS
 
 cdef bytes _EMPTY = b"\0" * 8  # what an empty array's pointer points at (never read)
 
@@ -727,6 +731,9 @@ cdef class Engine:
     cdef public object _user_kind  # uint8 per user index: USER_DIRECTORY, USER_IMPLICIT, USER_FREE
     cdef public Py_ssize_t _added_since_sweep, _sweep_every  # implicit users and endpoints (see _sweep)
     cdef Py_ssize_t _endpoints_kept  # endpoints the last sweep kept (-1: none yet in this object)
+    cdef Py_ssize_t _endpoints_named  # endpoints a live session named at the last sweep
+    cdef uint8_t* _endpoint_idle  # by endpoint index: sweeps since it was last looked up or named
+    cdef Py_ssize_t _endpoint_idle_cap
     cdef public object _names
     cdef public bint _dirty
     cdef public object _clock
@@ -756,6 +763,7 @@ cdef class Engine:
             free(self._lock)
         free(self._minus_ones)  # the fill columns' block (see _fill_rows)
         free(self._sop_rows)
+        free(self._endpoint_idle)
 
     def _bind(self, header_array, clock_array, kernels):
         """Attach the header and clock arrays (never reallocated) and the
@@ -937,7 +945,25 @@ cdef class Engine:
             self._endpoints[endpoint] = idx
             self._endpoint_keys.add(endpoint, idx, self._endpoints, self._endpoint_names, appended)
             self._added_since_sweep += 1
+        self._mark_endpoint(idx)
         return idx
+
+    cdef inline int _mark_endpoint(self, int64_t e) except -1:
+        """Endpoint index ``e`` was looked up: not idle (lock held)."""
+        if e < self._endpoint_idle_cap:
+            self._endpoint_idle[e] = 0
+            return 0
+        return self._endpoint_idle_room(e)
+
+    cdef int _endpoint_idle_room(self, int64_t e) except -1:
+        """Grow the endpoints' idle counts to hold index ``e`` (every new one 0)."""
+        cdef Py_ssize_t cap = max(2 * self._endpoint_idle_cap, e + 1, 1024)
+        cdef uint8_t* idle = <uint8_t*>realloc(self._endpoint_idle, cap)
+        if idle == NULL:
+            raise MemoryError("cannot allocate the endpoints' idle counts")
+        memset(idle + self._endpoint_idle_cap, 0, cap - self._endpoint_idle_cap)
+        self._endpoint_idle, self._endpoint_idle_cap = idle, cap
+        return 0
 
     def _user_key_added(self, key, int64_t index, bint appended):
         """The user key table follows ``_users[key] = index`` (lock held)."""
@@ -1010,22 +1036,39 @@ cdef class Engine:
             free(victims)
         if len(self._endpoints) != self._endpoints_kept:  # endpoints were added since
             scanned += self._hdr[H_SESSION_CAP]
-            self._sweep_endpoints()
+            self._endpoints_named = self._sweep_endpoints()
             self._endpoints_kept = len(self._endpoints)
         self._added_since_sweep = 0
-        self._sweep_every = max(_SWEEP_FLOOR, kept + len(self._endpoints), scanned // SWEEP_SHARE)
+        # the endpoints kept for being used lately are not counted: each sweep would
+        # wait for more additions than the last, and one-off endpoints pile up
+        # (kept: at most ENDPOINT_IDLE_SWEEPS + 1 sweeps' additions beyond the named)
+        self._sweep_every = max(_SWEEP_FLOOR, kept + self._endpoints_named, scanned // SWEEP_SHARE)
         return 0
 
-    cdef int _sweep_endpoints(self) except -1:
-        """Forget the endpoints no live session names (``_sweep_now``'s part):
-        one pass over the session records, reading the state and endpoint
-        fields of each (lock held)."""
+    cdef Py_ssize_t _sweep_endpoints(self) except -1:
+        """Forget the endpoints no live session names and no operation looked up
+        over the last ENDPOINT_IDLE_SWEEPS sweeps (``_sweep_now``'s part): one
+        pass over the session records, reading the state and endpoint fields of
+        each (lock held); each endpoint's idle count (set to 0 when it is looked
+        up, ``_mark_endpoint``) goes up by one, or to 0 when a live session names
+        it. An endpoint a user comes back from (a broker's day: the same desk
+        after a logoff, hours later) keeps its index instead of being forgotten
+        and added again; a one-off endpoint goes at the ENDPOINT_IDLE_SWEEPS + 1-th
+        sweep after its last use. Decisions
+        compare endpoint indices only for equality between an endpoint and the
+        ones live sessions name, which keep theirs either way, so which endpoints
+        are kept changes no decision. Returns how many endpoints live sessions
+        name."""
         cdef list names = self._endpoint_names
-        cdef Py_ssize_t n = len(names), cap = self._hdr[H_SESSION_CAP], i, e
+        cdef Py_ssize_t n = len(names), cap = self._hdr[H_SESSION_CAP], i, e, n_named = 0
         cdef const int64_t* rec = <const int64_t*><uintptr_t>self._hdr[H_SESSION_I_ADDR]
         cdef uint8_t* named
+        cdef uint8_t* idle
         if n == 0:
             return 0
+        if n > self._endpoint_idle_cap:
+            self._endpoint_idle_room(n - 1)
+        idle = self._endpoint_idle
         named = <uint8_t*>calloc(n, 1)
         if named == NULL:
             raise MemoryError("cannot allocate the sweep's endpoint marks")
@@ -1036,16 +1079,22 @@ cdef class Engine:
                     named[e] = 1
                 rec += N_SE
             for e in range(n):
-                if not named[e]:
+                if named[e]:
+                    n_named += 1
+                    idle[e] = 0
+                elif idle[e] < _ENDPOINT_IDLE_SWEEPS:
+                    idle[e] += 1
+                else:
                     key = names[e]
                     if key is not None:
                         del self._endpoints[key]
                         self._endpoint_keys.remove(key, self._endpoints, names)
                         names[e] = None
                         self._endpoint_free.append(e)
+                    idle[e] = 0
         finally:
             free(named)
-        return 0
+        return n_named
 
     cdef inline int _maybe_sweep(self) except -1:
         """Forget implicit users and endpoints no live session needs, once as
@@ -1098,6 +1147,8 @@ cdef class Engine:
                 e = self._endpoint_keys.find(endpoint, self._endpoints, self._endpoint_names)
                 if e < 0:
                     e = self._endpoint_index(endpoint)
+                else:
+                    self._mark_endpoint(e)
             out[k] = e
             k += 1
 
@@ -1225,6 +1276,8 @@ cdef class Engine:
                 ui = self._unknown_user(user)  # find() looked in the table and the dict
             if ep < 0 and endpoint is not None:
                 ep = self._endpoint_index(endpoint)
+            elif ep >= 0:
+                self._mark_endpoint(ep)
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
                 self._prepare(1)
             if explain_it:
