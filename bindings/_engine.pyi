@@ -14,9 +14,11 @@ from usher.decisions import Explanation
 #: the codes and layout indices this module was compiled with (name -> value)
 COMPILED_CONSTANTS: dict[str, int]
 SWEEP_FLOOR: int
+ENDPOINT_IDLE_SWEEPS: int
 # C entries of the replay loop (PyCapsule objects): see formats/_replayloop.pyx
 LAUNCH_ROW: object
 SESSION_ROWS: object
+TELEMETRY_ROWS: object
 
 def _stale_constants() -> list[str]: ...
 def _other_threads() -> bool: ...

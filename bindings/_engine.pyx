@@ -14,11 +14,12 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uintptr_t
 from libc.math cimport isinf, isnan
-from libc.stdlib cimport calloc, malloc, free
-from libc.string cimport memcmp, memcpy
+from libc.stdlib cimport calloc, malloc, realloc, free
+from libc.string cimport memcmp, memcpy, memset
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.exc cimport PyErr_Clear
@@ -182,6 +183,10 @@ cdef frozenset NO_APPS = frozenset()  # the apps of an implicit user (Scheduler.
 SWEEP_FLOOR = 4096
 cdef Py_ssize_t _SWEEP_FLOOR = SWEEP_FLOOR
 cdef Py_ssize_t SWEEP_SHARE = 4
+# an endpoint no live session names is forgotten once it went unused over this many
+# sweeps (Engine._sweep_endpoints)
+ENDPOINT_IDLE_SWEEPS = 3
+cdef uint8_t _ENDPOINT_IDLE_SWEEPS = ENDPOINT_IDLE_SWEEPS
 
 cdef bytes _EMPTY = b"\0" * 8  # what an empty array's pointer points at (never read)
 
@@ -726,6 +731,9 @@ cdef class Engine:
     cdef public object _user_kind  # uint8 per user index: USER_DIRECTORY, USER_IMPLICIT, USER_FREE
     cdef public Py_ssize_t _added_since_sweep, _sweep_every  # implicit users and endpoints (see _sweep)
     cdef Py_ssize_t _endpoints_kept  # endpoints the last sweep kept (-1: none yet in this object)
+    cdef Py_ssize_t _endpoints_named  # endpoints a live session named at the last sweep
+    cdef uint8_t* _endpoint_idle  # by endpoint index: sweeps since it was last looked up or named
+    cdef Py_ssize_t _endpoint_idle_cap
     cdef public object _names
     cdef public bint _dirty
     cdef public object _clock
@@ -755,6 +763,7 @@ cdef class Engine:
             free(self._lock)
         free(self._minus_ones)  # the fill columns' block (see _fill_rows)
         free(self._sop_rows)
+        free(self._endpoint_idle)
 
     def _bind(self, header_array, clock_array, kernels):
         """Attach the header and clock arrays (never reallocated) and the
@@ -936,7 +945,25 @@ cdef class Engine:
             self._endpoints[endpoint] = idx
             self._endpoint_keys.add(endpoint, idx, self._endpoints, self._endpoint_names, appended)
             self._added_since_sweep += 1
+        self._mark_endpoint(idx)
         return idx
+
+    cdef inline int _mark_endpoint(self, int64_t e) except -1:
+        """Endpoint index ``e`` was looked up: not idle (lock held)."""
+        if e < self._endpoint_idle_cap:
+            self._endpoint_idle[e] = 0
+            return 0
+        return self._endpoint_idle_room(e)
+
+    cdef int _endpoint_idle_room(self, int64_t e) except -1:
+        """Grow the endpoints' idle counts to hold index ``e`` (every new one 0)."""
+        cdef Py_ssize_t cap = max(2 * self._endpoint_idle_cap, e + 1, 1024)
+        cdef uint8_t* idle = <uint8_t*>realloc(self._endpoint_idle, cap)
+        if idle == NULL:
+            raise MemoryError("cannot allocate the endpoints' idle counts")
+        memset(idle + self._endpoint_idle_cap, 0, cap - self._endpoint_idle_cap)
+        self._endpoint_idle, self._endpoint_idle_cap = idle, cap
+        return 0
 
     def _user_key_added(self, key, int64_t index, bint appended):
         """The user key table follows ``_users[key] = index`` (lock held)."""
@@ -1009,22 +1036,39 @@ cdef class Engine:
             free(victims)
         if len(self._endpoints) != self._endpoints_kept:  # endpoints were added since
             scanned += self._hdr[H_SESSION_CAP]
-            self._sweep_endpoints()
+            self._endpoints_named = self._sweep_endpoints()
             self._endpoints_kept = len(self._endpoints)
         self._added_since_sweep = 0
-        self._sweep_every = max(_SWEEP_FLOOR, kept + len(self._endpoints), scanned // SWEEP_SHARE)
+        # the endpoints kept for being used lately are not counted: each sweep would
+        # wait for more additions than the last, and one-off endpoints pile up
+        # (kept: at most ENDPOINT_IDLE_SWEEPS + 1 sweeps' additions beyond the named)
+        self._sweep_every = max(_SWEEP_FLOOR, kept + self._endpoints_named, scanned // SWEEP_SHARE)
         return 0
 
-    cdef int _sweep_endpoints(self) except -1:
-        """Forget the endpoints no live session names (``_sweep_now``'s part):
-        one pass over the session records, reading the state and endpoint
-        fields of each (lock held)."""
+    cdef Py_ssize_t _sweep_endpoints(self) except -1:
+        """Forget the endpoints no live session names and no operation looked up
+        over the last ENDPOINT_IDLE_SWEEPS sweeps (``_sweep_now``'s part): one
+        pass over the session records, reading the state and endpoint fields of
+        each (lock held); each endpoint's idle count (set to 0 when it is looked
+        up, ``_mark_endpoint``) goes up by one, or to 0 when a live session names
+        it. An endpoint a user comes back from (a broker's day: the same desk
+        after a logoff, hours later) keeps its index instead of being forgotten
+        and added again; a one-off endpoint goes at the ENDPOINT_IDLE_SWEEPS + 1-th
+        sweep after its last use. Decisions
+        compare endpoint indices only for equality between an endpoint and the
+        ones live sessions name, which keep theirs either way, so which endpoints
+        are kept changes no decision. Returns how many endpoints live sessions
+        name."""
         cdef list names = self._endpoint_names
-        cdef Py_ssize_t n = len(names), cap = self._hdr[H_SESSION_CAP], i, e
+        cdef Py_ssize_t n = len(names), cap = self._hdr[H_SESSION_CAP], i, e, n_named = 0
         cdef const int64_t* rec = <const int64_t*><uintptr_t>self._hdr[H_SESSION_I_ADDR]
         cdef uint8_t* named
+        cdef uint8_t* idle
         if n == 0:
             return 0
+        if n > self._endpoint_idle_cap:
+            self._endpoint_idle_room(n - 1)
+        idle = self._endpoint_idle
         named = <uint8_t*>calloc(n, 1)
         if named == NULL:
             raise MemoryError("cannot allocate the sweep's endpoint marks")
@@ -1035,16 +1079,22 @@ cdef class Engine:
                     named[e] = 1
                 rec += N_SE
             for e in range(n):
-                if not named[e]:
+                if named[e]:
+                    n_named += 1
+                    idle[e] = 0
+                elif idle[e] < _ENDPOINT_IDLE_SWEEPS:
+                    idle[e] += 1
+                else:
                     key = names[e]
                     if key is not None:
                         del self._endpoints[key]
                         self._endpoint_keys.remove(key, self._endpoints, names)
                         names[e] = None
                         self._endpoint_free.append(e)
+                    idle[e] = 0
         finally:
             free(named)
-        return 0
+        return n_named
 
     cdef inline int _maybe_sweep(self) except -1:
         """Forget implicit users and endpoints no live session needs, once as
@@ -1097,6 +1147,8 @@ cdef class Engine:
                 e = self._endpoint_keys.find(endpoint, self._endpoints, self._endpoint_names)
                 if e < 0:
                     e = self._endpoint_index(endpoint)
+                else:
+                    self._mark_endpoint(e)
             out[k] = e
             k += 1
 
@@ -1224,6 +1276,8 @@ cdef class Engine:
                 ui = self._unknown_user(user)  # find() looked in the table and the dict
             if ep < 0 and endpoint is not None:
                 ep = self._endpoint_index(endpoint)
+            elif ep >= 0:
+                self._mark_endpoint(ep)
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
                 self._prepare(1)
             if explain_it:
@@ -1763,13 +1817,7 @@ cdef class Engine:
         if n == 0:
             status = self._advance(self._hdr, t)
             return
-        if n >= NOGIL_ROWS and other_threads():
-            with nogil:
-                status = self._telemetry(self._hdr, n, p_servers, p_cpu, p_mem, p_disk, p_custom,
-                                         mask, t, bad)
-        else:
-            status = self._telemetry(self._hdr, n, p_servers, p_cpu, p_mem, p_disk, p_custom,
-                                     mask, t, bad)
+        status = self._telemetry_rows(n, p_servers, p_cpu, p_mem, p_disk, p_custom, mask, t, bad)
         if status == 0:
             return
         k = bad[0]
@@ -1781,6 +1829,21 @@ cdef class Engine:
                             TELEMETRY_FIELD_CUSTOM: ("custom", custom)}[bad[1]]
             raise_for_status(status, f"{name}[{k}]" if n > 1 else name, column[k])
         raise_for_status(status, "now", now)
+
+    cdef inline int64_t _telemetry_rows(self, int64_t n, int64_t* servers, double* cpu, double* mem,
+                                        double* disk, double* custom, int64_t mask, double t,
+                                        int64_t* bad) noexcept:
+        """The telemetry kernel on ``n`` rows (n > 0; lock held, layout current):
+        every row checked before any is written; its status (``bad``: the refused
+        row and field). The GIL is released for a long batch when another thread
+        exists."""
+        cdef int64_t status
+        if n >= NOGIL_ROWS and other_threads():
+            with nogil:
+                status = self._telemetry(self._hdr, n, servers, cpu, mem, disk, custom, mask, t, bad)
+        else:
+            status = self._telemetry(self._hdr, n, servers, cpu, mem, disk, custom, mask, t, bad)
+        return status
 
     def telemetry(self, server, cpu=None, mem=None, disk_queue=None, custom=None, now=None):
         """Report a server's load inputs (cpu, mem in %, disk queue length,
@@ -1896,3 +1959,73 @@ cdef int _session_rows_public(Engine s, Py_ssize_t n, const int64_t* ops, const 
 
 
 SESSION_ROWS = PyCapsule_New(<void*><session_rows_fn>session_rows, b"usher._engine.session_rows", NULL)
+
+
+# ``telemetry_rows(s, servers, cpu, mem, disk_queue, custom, now)``: ``s.telemetry_many(
+# servers, cpu, mem, disk_queue, custom, now)`` for the replay's runs of telemetry lines:
+# ``servers`` a list of names, each column None (not reported) or a C-contiguous float64
+# ndarray of one value per server, ``now`` a float. The names are looked up in one pass
+# and the kernel checks every row before it writes any (the public call's rules); a run
+# with a name that is not a known server's exact str, a column or a time outside the
+# fast path's shape, or a row the kernel refuses (nothing applied) goes to the public
+# call, which raises the row's error.
+ctypedef int (*telemetry_rows_fn)(object, list, object, object, object, object, object) except -1
+
+
+cdef int telemetry_rows(object engine, list servers, object cpu, object mem, object disk_queue,
+                        object custom, object now) except -1:
+    cdef Engine s = <Engine?>engine
+    cdef Py_ssize_t n = len(servers), f
+    cdef int64_t mask = 0, status = 0
+    cdef int64_t bad[2]
+    cdef int64_t* idx
+    cdef double* cols[4]
+    cdef double t
+    cdef tuple columns = (cpu, mem, disk_queue, custom)
+    cdef tuple bits = (TELEMETRY_FIELD_CPU, TELEMETRY_FIELD_MEM, TELEMETRY_FIELD_DISK_QUEUE,
+                       TELEMETRY_FIELD_CUSTOM)
+    if n == 0 or type(now) is not float or _first_not_str(servers, False) >= 0:
+        return _telemetry_rows_public(s, servers, columns, now)
+    for f in range(4):
+        column = columns[f]
+        if column is None:
+            cols[f] = <double*><char*>_EMPTY
+        elif (type(column) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>column) == cnp.NPY_FLOAT64
+                and cnp.PyArray_NDIM(<cnp.ndarray>column) == 1
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>column)
+                and cnp.PyArray_DIM(<cnp.ndarray>column, 0) == n):
+            cols[f] = <double*>cnp.PyArray_DATA(<cnp.ndarray>column)
+            mask |= <int64_t>bits[f]
+        else:
+            return _telemetry_rows_public(s, servers, columns, now)
+    idx = <int64_t*>malloc(n * sizeof(int64_t))
+    if idx == NULL:
+        raise MemoryError("cannot allocate a telemetry run's server indices")
+    try:
+        s._acquire()
+        try:  # an unknown server (index -1) is refused by the kernel, as the time that went back
+            _rows_from_strs(servers, s._servers, idx, -1, -1)
+            t = PyFloat_AS_DOUBLE(now)
+            if -MAX_TIME <= t <= MAX_TIME and t >= s._clk[CK_NOW]:  # NaN fails
+                if s._dirty:
+                    s._relayout()
+                status = s._telemetry_rows(n, idx, cols[0], cols[1], cols[2], cols[3], mask, t, bad)
+            else:
+                status = -1
+        finally:
+            s._release()
+    finally:
+        free(idx)
+    if status != 0:  # nothing was applied: the public call raises the row's error
+        return _telemetry_rows_public(s, servers, columns, now)
+    return 0
+
+
+cdef int _telemetry_rows_public(Engine s, list servers, tuple columns, object now) except -1:
+    s.telemetry_many(servers, cpu=columns[0], mem=columns[1], disk_queue=columns[2],
+                     custom=columns[3], now=now)
+    return 0
+
+
+TELEMETRY_ROWS = PyCapsule_New(<void*><telemetry_rows_fn>telemetry_rows, b"usher._engine.telemetry_rows",
+                               NULL)

@@ -19,15 +19,17 @@ their fields and builds their decision lines costs as much again. Here the loop 
   (a run holding a value or a time that is not a float is left to the Python
   method); a launch's fresh id is found and taken in ``names`` by one probe
   (``PyDict_SetDefault``), given back if the launch fails;
-- a launch and a run of session lines reach the engine through its C entries
-  (``usher._engine.LAUNCH_ROW`` and ``SESSION_ROWS``, capsules of C function
-  pointers taken once at import): the launch writes its decision into a row of
+- a launch, a run of session lines and a run of telemetry lines reach the engine
+  through its C entries (``usher._engine.LAUNCH_ROW``, ``SESSION_ROWS`` and
+  ``TELEMETRY_ROWS``, capsules of C function pointers taken once at import): the launch writes its decision into a row of
   ``DECISION_FIELDS`` (the row a ``usher.Decision`` is made from) and the decision
   line is made from the row, with no Decision object; the session run's ops, ids and
   times go as C arrays, with no list or int per line. Each is the public call to its
   last check (a run the kernel refuses goes to ``session_ops_many`` itself, which
-  raises the row's error), and each is used only when the scheduler's ``launch`` /
-  ``session_ops_many`` is the engine's own (a subclass's own method is called as is);
+  raises the row's error; a telemetry run the kernel refuses goes to ``telemetry_many``
+  the same way), and each is used only when the scheduler's ``launch`` /
+  ``session_ops_many`` / ``telemetry_many`` is its own (a subclass's own method is
+  called as is);
 - every other call into the scheduler and every cold path (a failed line, a batch)
   is the Python loop's own call, in the same order, so the two loops give the same
   lines, the same errors and the same state (tests/test_replay_loop.py checks them
@@ -54,7 +56,7 @@ import types
 
 import numpy as np
 
-from usher import _engine
+from usher import _engine, _servers
 from usher.core import layout
 from usher.formats import dispatch
 from usher.formats.trace import (
@@ -162,10 +164,17 @@ ctypedef int (*session_rows_fn)(object, Py_ssize_t, const int64_t*, const int64_
                                 const double*) except -1
 cdef session_rows_fn session_rows = <session_rows_fn>PyCapsule_GetPointer(
     _engine.SESSION_ROWS, b"usher._engine.session_rows")
+# and its telemetry_many of a run's name list and float64 columns: ``telemetry_rows(s,
+# servers, cpu, mem, disk_queue, custom, now)`` (usher._engine.TELEMETRY_ROWS), used when
+# ``s.telemetry_many`` is the scheduler's own
+ctypedef int (*telemetry_rows_fn)(object, list, object, object, object, object, object) except -1
+cdef telemetry_rows_fn telemetry_rows = <telemetry_rows_fn>PyCapsule_GetPointer(
+    _engine.TELEMETRY_ROWS, b"usher._engine.telemetry_rows")
 cdef object ENGINE = _engine.Engine
 cdef object MAX_SESSION_ID = 2**63 - 1  # an engine session id: an int64 >= 0
 cdef object ENGINE_LAUNCH = _engine.Engine.launch
 cdef object ENGINE_SESSION_OPS = _engine.Engine.session_ops_many
+cdef object SCHEDULER_TELEMETRY_MANY = _servers._Servers.telemetry_many
 cdef enum:
     ROW_MAX = 16  # room for a decision row
 if layout.N_D > ROW_MAX:
@@ -548,8 +557,12 @@ cdef object _telemetry_run(r, object s, Py_ssize_t first, list ops, Py_ssize_t i
                         _field(<object>PyList_GET_ITEM(ops, m), TELEMETRY_VALUE[f], TELEMETRY_FIELDS[f]))
         t = _field(<object>PyList_GET_ITEM(ops, k - 1), TELEMETRY_T, "t")
         try:
-            s.telemetry_many(servers, cpu=columns[0], mem=columns[1], disk_queue=columns[2],
-                             custom=columns[3], now=t)
+            if (isinstance(s, ENGINE)
+                    and getattr(type(s), "telemetry_many", None) is SCHEDULER_TELEMETRY_MANY):
+                telemetry_rows(s, servers, columns[0], columns[1], columns[2], columns[3], t)
+            else:
+                s.telemetry_many(servers, cpu=columns[0], mem=columns[1], disk_queue=columns[2],
+                                 custom=columns[3], now=t)
         except Exception:  # nothing was applied: the run goes line by line
             pass
         else:

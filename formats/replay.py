@@ -33,7 +33,9 @@ small next to the engine's own cost:
   in Cython (op classes compared by pointer, fields read at their slots, a telemetry
   run's columns filled as float64 arrays, a fresh launch id found and taken in
   ``names`` by one probe, a launch's decision written by the engine into a C row and
-  its line made from the row, a session run given to the engine as C arrays). The
+  its line made from the row, a session run given to the engine as C arrays, a
+  telemetry run's names and columns given to the engine's C entry, which looks the
+  servers up and calls the kernel under one lock with ``telemetry_many``'s rules). The
   loop is written once here; its plain-Python reference
   (tests/replay_reference.py) is checked against it on random traces, with the
   compiled loop's cache of session names at its size and tiny.

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import usher
+from usher import _engine
 
 N = 10**7 if os.environ.get("USHER_TEST_PROFILE") == "thorough" else 10**6
 LIVE = 500  # sessions kept open at any time
@@ -58,7 +59,10 @@ def test_rss_stays_flat_over_one_off_users_and_endpoints():
     assert after - before < 6.0, (before, after)
     # what is kept is bounded by the live sessions (plus one sweep's worth)
     assert len(s._users) <= 2 * max(usher.scheduler.SWEEP_FLOOR, LIVE) + LIVE
-    assert len(s._endpoints) <= 2 * max(usher.scheduler.SWEEP_FLOOR, LIVE) + LIVE
+    # endpoints: those live sessions name, and those looked up over the last
+    # ENDPOINT_IDLE_SWEEPS + 1 sweep intervals (each at most a sweep's additions)
+    interval = max(usher.scheduler.SWEEP_FLOOR, 2 * LIVE)
+    assert len(s._endpoints) <= (_engine.ENDPOINT_IDLE_SWEEPS + 1) * interval + LIVE
     assert s.live_sessions == LIVE
 
 
@@ -107,3 +111,38 @@ def test_remove_user_forgets_a_directory_user_without_sessions():
     s.add_user("d3")
     assert s.user_indices(["d3"])[0] in (0, 1)
     assert s.launch("d3", "a", now=4.0).placed
+
+
+def test_an_endpoint_used_again_keeps_its_index_and_an_idle_one_goes():
+    """An endpoint no live session names is kept while it is looked up at least once
+    every ENDPOINT_IDLE_SWEEPS sweeps (a desk its user comes back to), with its index;
+    one left idle over more sweeps is forgotten; decisions do not change (a
+    reconnection to the same endpoint still finds its session)."""
+    s = _scheduler()
+    s.add_pool("same", session_reconnection="same_endpoint")
+    s.add_app("b", ["same"])
+    s.add_server("t0", "z", "same", max_sessions=10**5)
+    d = s.launch("regular", "a", endpoint="desk", now=0.0)
+    s.logoff(d.session_id, now=0.0)
+    index = s._endpoints["desk"]
+    ring = [None] * LIVE
+    idle_sweeps = _engine.ENDPOINT_IDLE_SWEEPS
+    step = usher.scheduler.SWEEP_FLOOR  # each launch adds a user and an endpoint: two sweeps
+    k = 0
+    for _ in range(3 * idle_sweeps):
+        _churn(s, k, k + step, ring)
+        k += step
+        d = s.launch("regular", "a", endpoint="desk", now=float(k))  # used at every sweep
+        assert s._endpoints["desk"] == index
+        s.logoff(d.session_id, now=float(k))
+    # left idle: forgotten after ENDPOINT_IDLE_SWEEPS + 1 sweeps
+    _churn(s, k, k + step * (idle_sweeps + 1), ring)
+    k += step * (idle_sweeps + 1)
+    assert "desk" not in s._endpoints
+    # a disconnected session on a same-endpoint pool reconnects from its endpoint only
+    d = s.launch("roamer", "b", endpoint="pc-r", now=float(k))
+    s.disconnect(d.session_id, now=float(k))
+    _churn(s, k, k + step, ring)
+    k += step
+    assert s.launch("roamer", "b", endpoint="pc-other", now=float(k)).outcome != usher.Outcome.RECONNECTED
+    assert s.launch("roamer", "b", endpoint="pc-r", now=float(k)).outcome == usher.Outcome.RECONNECTED

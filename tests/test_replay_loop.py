@@ -202,6 +202,23 @@ def test_telemetry_run_with_values_not_floats_matches():
     assert b"UnknownServer" in results[0][0]
 
 
+def test_telemetry_runs_through_the_engine_entry_match():
+    """Float telemetry runs long enough to batch (the engine's C entry): a good run, a
+    run naming an unknown server, one with a value out of range and one going back in
+    time: the same output, errors, replay state and servers as the Python loop."""
+    ops = [TelemetryOp(t=2.0, server="s1" if k % 2 else "s2", cpu=float(k), mem=40.0) for k in range(30)]
+    ops += [TelemetryOp(t=3.0, server="s1" if k != 11 else "ghost", cpu=1.0) for k in range(20)]
+    ops += [TelemetryOp(t=4.0, server="s2", cpu=500.0 if k == 7 else 2.0) for k in range(20)]
+    ops += [TelemetryOp(t=5.0 if k < 17 else 4.5, server="s1", custom=9.0) for k in range(20)]
+    results = [(out, r.last_t, r.ops, r.lines, [(e.line, e.error) for e in r.errors], r.scheduler.servers().tolist())
+               for out, r in _applied_both(ops)]
+    assert results[0] == results[1]
+    errors = [e for _, e in results[0][4]]
+    assert "UnknownServer" in errors and "InvalidArgument" in errors and "TimeWentBackwards" in errors
+    s = _applied_both(ops[:30])[0][1].scheduler
+    assert s.server_field("cpu")[s.server_indices(["s1", "s2"])].tolist() == [29.0, 28.0]
+
+
 class _OwnLaunch(usher.Scheduler):
     """A scheduler whose ``launch`` is its own (a broker's wrapper): the replay calls it,
     not the engine's row-writing launch."""
@@ -219,12 +236,21 @@ class _OwnSessionOps(usher.Scheduler):
         return super().session_ops_many(ops, sessions, now)
 
 
-@pytest.mark.parametrize("scheduler_class", [_OwnLaunch, _OwnSessionOps])
+class _OwnTelemetry(usher.Scheduler):
+    """A scheduler whose ``telemetry_many`` is its own: the replay calls it, not the
+    engine's C entry."""
+
+    def telemetry_many(self, *args, **kwargs):
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().telemetry_many(*args, **kwargs)
+
+
+@pytest.mark.parametrize("scheduler_class", [_OwnLaunch, _OwnSessionOps, _OwnTelemetry])
 @given(seed=st.integers(0, 10_000), bad=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 50)), max_size=8))
 def test_a_scheduler_with_its_own_methods_is_called(scheduler_class, seed, bad):
-    """The compiled loop places launches and applies runs of session lines through the
-    engine's C rows only when the scheduler's ``launch`` / ``session_ops_many`` are
-    the engine's; a subclass's own methods are called, with the same output, errors,
+    """The compiled loop places launches and applies runs of session and telemetry
+    lines through the engine's C entries only when the scheduler's ``launch`` /
+    ``session_ops_many`` / ``telemetry_many`` are its own; a subclass's own methods are called, with the same output, errors,
     replay state and scheduler as the plain scheduler and the Python loop."""
     # a launch that places and a session line naming it, at the end: whatever the
     # random lines did, the loop reaches both methods
@@ -233,6 +259,7 @@ def test_a_scheduler_with_its_own_methods_is_called(scheduler_class, seed, bad):
             {"t": 1e9, "op": "user", "id": "ux", "apps": ["ax"]},
             {"t": 1e9, "op": "launch", "id": "rx", "user": "ux", "app": "ax"},
             {"t": 1e9 + 1, "op": "logon_done", "session": "rx"}]
+    tail += [{"t": 1e9 + 2, "op": "telemetry", "server": "sx", "cpu": float(k)} for k in range(40)]
     lines = _mangle(random_trace(seed, 300), bad) + [json.dumps(o) for o in tail]
     results = []
     for cls, replayer in ((scheduler_class, Replayer), (usher.Scheduler, Replayer),

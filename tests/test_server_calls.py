@@ -168,3 +168,64 @@ def test_a_server_call_of_no_known_operation_is_refused(op):
     with pytest.raises(InvalidArgument) as info:
         _locked(s, s._server_call, 0, op, 0, 30.0, 0)
     assert info.value.field == "op" and _state(s) == before
+
+
+# ----------------------------------------------------------------- telemetry_rows
+# the replay's C entry for a run of telemetry lines (usher._engine.TELEMETRY_ROWS),
+# called here through ctypes: ``telemetry_rows(s, servers, cpu, mem, disk_queue, custom,
+# now)`` must be ``s.telemetry_many(servers, cpu, mem, disk_queue, custom, now)``
+
+def _telemetry_rows():
+    import ctypes
+
+    from usher import _engine
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    fn = ctypes.PYFUNCTYPE(ctypes.c_int, *[ctypes.py_object] * 7)
+    return fn(get(_engine.TELEMETRY_ROWS, b"usher._engine.telemetry_rows"))
+
+
+TELEMETRY_ROWS = _telemetry_rows()
+_NAMES = [f"s{k}" for k in range(N_SERVERS)] + ["ghost", "", None, 3]
+_VALUES = [0.0, 12.5, 55.0, 99.0, 100.0, -1.0, 101.0, float("nan"), float("inf"), 5000.0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=hst.lists(hst.tuples(hst.sampled_from(_NAMES), hst.lists(hst.sampled_from(_VALUES),
+                                                                     min_size=4, max_size=4)),
+                      min_size=0, max_size=12),
+       mask=hst.lists(hst.booleans(), min_size=4, max_size=4),
+       good=hst.booleans(), now=hst.sampled_from([25.0, 20.0, 10.0, float("nan"), 1e300]))
+def test_telemetry_rows_is_telemetry_many(rows, mask, good, now):
+    """The same state after a good run, the same error (class, field, value) after
+    a bad one, and the state unchanged by an error: one source of the rules."""
+    if good:  # mostly-valid runs: known servers, values in every range
+        rows = [(f"s{k % N_SERVERS}", [float(k % 90)] * 4) for k, _ in enumerate(rows) if k % N_SERVERS != 5]
+    servers = [name for name, _ in rows]
+    columns = [np.array([v[f] for _, v in rows], dtype=np.float64) if mask[f] else None for f in range(4)]
+    entry, public = _fleet(), _fleet()
+    before = _state(entry)
+    got = _outcome(lambda: TELEMETRY_ROWS(entry, list(servers), *columns, now) or None)
+    want = _outcome(lambda: public.telemetry_many(list(servers), cpu=columns[0], mem=columns[1],
+                                                  disk_queue=columns[2], custom=columns[3], now=now))
+    assert repr(got) == repr(want)  # a NaN value compares by its repr
+    assert _state(entry) == _state(public)
+    if got[1] is not None:
+        assert _state(entry) == before
+
+
+def test_telemetry_rows_applies_a_good_run():
+    """A run of known servers is applied (the test above could pass on errors only)."""
+    s = _fleet()
+    servers = ["s0", "s1", "s2", "s3"]
+    cpu = np.array([10.0, 20.0, 30.0, 40.0])
+    assert TELEMETRY_ROWS(s, servers, cpu, None, None, None, 30.0) == 0
+    assert s.server_field("cpu")[:4].tolist() == cpu.tolist()
+    with pytest.raises(UnknownServer):
+        TELEMETRY_ROWS(s, ["s0", "s5"], np.array([1.0, 2.0]), None, None, None, 31.0)
+    assert s.server_field("cpu")[0] == 10.0
+    with pytest.raises(TimeWentBackwards):
+        TELEMETRY_ROWS(s, ["s0"], np.array([1.0]), None, None, None, 29.0)
+    with pytest.raises(InvalidArgument):
+        TELEMETRY_ROWS(s, ["s0", "s1"], np.array([1.0, 200.0]), None, None, None, 32.0)
+    assert s.server_field("cpu")[:2].tolist() == [10.0, 20.0]
