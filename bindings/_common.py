@@ -80,8 +80,8 @@ def _telemetry_column(field, values, n):
 #: what a user index holds (``Scheduler._user_kind``; the same codes in _engine.pyx)
 USER_DIRECTORY, USER_IMPLICIT, USER_FREE = 0, 1, 2
 #: the sweep (``Engine._sweep``) runs once this many implicit users and endpoints
-#: were added, or as many as it kept the time before, or a quarter of the records
-#: it read, whichever is more
+#: were added, or as many as it kept the time before (the users, and the endpoints
+#: live sessions name), or a quarter of the records it read, whichever is more
 SWEEP_FLOOR: int = _engine.SWEEP_FLOOR
 
 
