@@ -78,11 +78,13 @@ extensions = [
     Extension(
         "usher._engine",
         ["bindings/_engine.pyx"],
-        include_dirs=[numpy.get_include()],
+        include_dirs=[numpy.get_include(), "bindings"],  # bindings/usher_alloc.h
+        depends=["bindings/usher_alloc.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2"],
     ),
-    Extension("usher.formats._replayloop", ["formats/_replayloop.pyx"], extra_compile_args=["-O2"]),
+    Extension("usher.formats._replayloop", ["formats/_replayloop.pyx"], include_dirs=["bindings"],
+              depends=["bindings/usher_alloc.h"], extra_compile_args=["-O2"]),
     Extension("usher.sim._events", ["sim/_events.pyx"], extra_compile_args=["-O2"]),
     # zlib.h and libz: the zlib1g-dev package (libpython3-dev depends on it)
     Extension("usher.journal._frame", ["journal/_frame.pyx"], libraries=["z"], extra_compile_args=["-O2"]),

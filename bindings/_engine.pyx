@@ -74,33 +74,7 @@ cdef enum:
     NO_TEXT = 255
 
 
-cdef extern from *:
-    """
-    #include <stdlib.h>
-    #include <string.h>
-    #if defined(__linux__)
-    #include <sys/mman.h>
-    #endif
-    /* Zeroed memory for a KeyTable's slots (released with free()). A table of
-       2 MiB or more is 2 MiB-aligned and asks for transparent huge pages:
-       a probe into the 128 MB table of a million users then costs one cache
-       miss instead of a cache miss plus a page-table walk (a 4 KiB page TLB
-       covers a few MB; in a virtual machine a walk is itself several misses). */
-    static void* usher_table_alloc(size_t nbytes) {
-    #if defined(__linux__) && defined(MADV_HUGEPAGE)
-        const size_t huge = (size_t)2 << 20;
-        if (nbytes >= huge) {
-            void* p = NULL;
-            if (posix_memalign(&p, huge, nbytes) != 0)
-                return NULL;
-            (void)madvise(p, nbytes, MADV_HUGEPAGE);  /* a hint: no error is fatal */
-            memset(p, 0, nbytes);
-            return p;
-        }
-    #endif
-        return calloc(nbytes, 1);
-    }
-    """
+cdef extern from "usher_alloc.h":  # bindings/usher_alloc.h: zeroed, huge-page-hinted table memory
     void* usher_table_alloc(size_t nbytes) nogil
 
 

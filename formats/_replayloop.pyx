@@ -96,28 +96,6 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    #include <stdlib.h>
-    #include <string.h>
-    #if defined(__linux__)
-    #include <sys/mman.h>
-    #endif
-    /* Zeroed memory for a NameCache's slots (released with free()): 2 MiB-aligned
-       and asking for transparent huge pages when it is that large, so that a probe
-       is one cache miss, not a miss and a page-table walk. */
-    static void* replay_table_alloc(size_t nbytes) {
-    #if defined(__linux__) && defined(MADV_HUGEPAGE)
-        const size_t huge = (size_t)2 << 20;
-        if (nbytes >= huge) {
-            void* p = NULL;
-            if (posix_memalign(&p, huge, nbytes) != 0)
-                return NULL;
-            (void)madvise(p, nbytes, MADV_HUGEPAGE);  /* a hint: no error is fatal */
-            memset(p, 0, nbytes);
-            return p;
-        }
-    #endif
-        return calloc(nbytes, 1);
-    }
     /* A hint to bring the cache line at p in (no fault, no effect on results). */
     #if defined(__GNUC__) || defined(__clang__)
     #define replay_prefetch(p) __builtin_prefetch((const void*)(p))
@@ -125,8 +103,11 @@ cdef extern from *:
     #define replay_prefetch(p) ((void)(p))
     #endif
     """
-    void* replay_table_alloc(size_t nbytes)
     void replay_prefetch(const void* p)
+
+
+cdef extern from "usher_alloc.h":  # bindings/usher_alloc.h: zeroed, huge-page-hinted table memory
+    void* usher_table_alloc(size_t nbytes)
 
 cdef enum:
     INLINE_TEXT = 15  # NameSlot.text
@@ -277,7 +258,7 @@ cdef class NameCache:
     def __cinit__(self, Py_ssize_t n_slots=CACHE_SLOTS):
         if n_slots < 1 or n_slots & (n_slots - 1):
             raise ValueError(f"the session-name cache's slots must be a power of two, not {n_slots}")
-        self.slots = <NameSlot*>replay_table_alloc(n_slots * sizeof(NameSlot))
+        self.slots = <NameSlot*>usher_table_alloc(n_slots * sizeof(NameSlot))
         if self.slots == NULL:
             raise MemoryError("cannot allocate the replay's session-name cache")
         self.mask = n_slots - 1
