@@ -119,8 +119,6 @@ class PgWriter(Tickets):
                     self._fail(e if isinstance(e, store.NotLeader) else
                                store.NotLeader("store", None, f"the journal append failed: {type(e).__name__}: {e}"))
                     return
-                self._done(first + len(records))
-                if self.on_flush is not None:
-                    self.on_flush(len(records), time.perf_counter() - started, None)
+                self._flushed(first + len(records), len(records), time.perf_counter() - started, None)
             if closed:
                 return

@@ -26,11 +26,15 @@ Policies (``fsync``):
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
+from typing import Any
 
 from usher.errors import InvalidArgument
+
+_log = logging.getLogger("usher.journal")
 
 __all__ = ["JournalWriter", "FSYNC_POLICIES"]
 
@@ -47,6 +51,18 @@ class Tickets:
     _durable: int
     _waiters: list
     _error: BaseException | None
+    on_flush: Any
+
+    def _flushed(self, ticket, records, write_seconds, fsync_seconds):
+        """A group of ``records`` is durable up to ``ticket``: ``on_flush`` first, so a
+        client that has its answer finds its group counted (metrics), then the
+        acknowledgements. An error of ``on_flush`` is logged and stops nothing."""
+        if self.on_flush is not None:
+            try:
+                self.on_flush(records, write_seconds, fsync_seconds)
+            except Exception:  # noqa: BLE001 - the metrics never stop acknowledgements
+                _log.exception("journal: on_flush failed")
+        self._done(ticket)
 
     def _done(self, ticket):
         with self._cond:
@@ -208,9 +224,8 @@ class JournalWriter(Tickets):
                 except BaseException as e:  # a full disk: no ticket past here is ever acknowledged
                     self._fail(e)
                     return
-                self._done(ticket)
-                if self.on_flush is not None:
-                    self.on_flush(len(records), written - started, synced - written if self.fsync != "off" else None)
+                self._flushed(ticket, len(records), written - started,
+                              synced - written if self.fsync != "off" else None)
             if closed:
                 return
 

@@ -275,3 +275,31 @@ def test_close_kills_a_child_that_does_not_finish_its_snapshot(tmp_path, monkeyp
     j.close(snapshot_timeout=0.5)
     assert time.monotonic() - started < 30 and j._child is None
     assert state_of(journal.open(tmp_path / "j").replayer) == state_of(reference(ops))
+
+
+def test_a_group_is_counted_before_it_is_acknowledged_and_a_failing_count_stops_nothing(tmp_path, caplog):
+    """``on_flush`` (the metrics) runs before the group's waiters are woken, so a client
+    that has its answer finds its records counted; an error in it is logged and the
+    writer goes on acknowledging."""
+    from usher.journal.writer import JournalWriter
+
+    counted, calls = [], []
+
+    def on_flush(records, write_s, fsync_s):
+        calls.append(records)
+        if len(calls) == 1:
+            raise RuntimeError("metrics broke")
+        counted.append(records)
+
+    w = JournalWriter(str(tmp_path / "seg"), fsync="batch", on_flush=on_flush)
+    try:
+        with caplog.at_level("ERROR", logger="usher.journal"):
+            first = w.append([records.encode(b'{"op":"logoff","t":1.0,"session":"a"}')])
+            w.wait(first, timeout=10)
+            assert calls == [1]  # counted (and failed) before the wait returned
+            second = w.append([records.encode(b'{"op":"logoff","t":2.0,"session":"b"}')] * 3)
+            w.wait(second, timeout=10)
+            assert counted == [3] and w.durable >= second
+        assert "on_flush failed" in caplog.text
+    finally:
+        w.close()
