@@ -500,7 +500,6 @@ def _outputs_and_records(ops, errors, decisions, explain, blanks):
     if explain:
         launched = [d if d.explanation is UNSET else msgspec.structs.replace(d, explanation=UNSET) for d in launched]
     op_text = _ENCODER.encode_lines(applied)
-    answer = None
     if not decisions:  # no launch
         lines = [b""] * len(applied)
         if outputs is None:
@@ -508,19 +507,16 @@ def _outputs_and_records(ops, errors, decisions, explain, blanks):
     else:
         encoded = _ENCODER.encode_lines(launched)
         if outputs is None and len(decisions) == n:  # an array of launches, all applied
-            outputs = list(decisions)
-            answer = None if explain else encoded
-            return outputs, rec.encode_texts(op_text, encoded), answer
-        else:  # decisions to the launches applied; b"" for an op without a decision
-            lines = encoded.split(b"\n")
-            if outputs is None:
-                outputs = [None] * n
-            at = [k for k, op in enumerate(ops) if outputs[k] is None and op.__class__ is LaunchOp]
-            for k, d in zip(at, decisions):
-                outputs[k] = d
-            it = iter(lines)
-            lines = [next(it) if op.__class__ is LaunchOp else b"" for op in applied]
-    return outputs, rec.encode_many(op_text.split(b"\n")[:-1], lines), answer
+            return list(decisions), rec.encode_texts(op_text, encoded), None if explain else encoded
+        # decisions to the launches applied; b"" for an op without a decision
+        if outputs is None:
+            outputs = [None] * n
+        at = [k for k, op in enumerate(ops) if outputs[k] is None and op.__class__ is LaunchOp]
+        for k, d in zip(at, decisions):
+            outputs[k] = d
+        it = iter(encoded.split(b"\n"))
+        lines = [next(it) if op.__class__ is LaunchOp else b"" for op in applied]
+    return outputs, rec.encode_many(op_text.split(b"\n")[:-1], lines), None
 
 
 def in_memory(scheduler=None, clock=time.time) -> Journal:
