@@ -195,6 +195,8 @@ class Autoscale:
         self._reserve_pct = np.array([g.zone_reserve_pct for g in self.gs])
         self._reserve_on = bool(self._reserve_pct.any())
         self._failover_on = np.array([g.failover for g in self.gs], dtype=bool)
+        self._no_group, self._no_demand = np.zeros(n_groups, dtype=bool), np.zeros(n_groups)  # read only
+        self._no_group.flags.writeable = self._no_demand.flags.writeable = False
         if self.forecast is None or self.forecast.n_groups != n_groups:
             self.forecast = DemandForecast(n_groups)
         self._numbers(n)
@@ -227,6 +229,7 @@ class Autoscale:
                        gs.pack_by_load, up, dn, sched)
         self._gset = gset
         self._peak_keys = list(keys)
+        self._windows = tuple(np.array([key[c] for key in keys], dtype=float if c == 0 else bool) for c in range(3))
         self._peak_rows = np.zeros((len(keys), n_groups))
         self._schedules = schedules
         self._slots = np.zeros((len(schedules), 2))
@@ -318,8 +321,7 @@ class Autoscale:
         dx[2] = self._reserve = self._zone_reserve(demand)
         fc = self.forecast
         fc.observe(now, demand, day_type(view.weekday, view.holiday))  # type: ignore[union-attr]  # made by _setup
-        for r, (horizon, trend, seasonal) in enumerate(self._peak_keys):
-            self._peak_rows[r] = fc.peak(now, horizon, trend, seasonal)  # type: ignore[union-attr]
+        fc.peaks(now, *self._windows, self._peak_rows)  # type: ignore[union-attr]
         slots = self._slots
         for r, schedule in enumerate(self._schedules):
             slot = schedule.slot(now, view.weekday, view.holiday)
@@ -410,13 +412,14 @@ class Autoscale:
         its servers down) has its demand from before the outage counted against the
         surviving zones of the same pool (split by their demand), for groups whose
         settings ask for it (``failover``)."""
-        extra = np.zeros(self.n_groups)
         down_v = np.asarray(view.down, dtype=bool)
-        if down_v.any():
-            down = np.bincount(self.group, weights=down_v.astype(np.float64), minlength=self.n_groups)
-            dark = down >= 0.5 * np.maximum(self.size, 1)
-        else:  # nothing down: no group is dark (a dark group has at least one server down)
-            dark = np.zeros(self.n_groups, dtype=bool)
+        if not np.count_nonzero(down_v):  # nothing down: no group is dark (a dark group has a server down)
+            self._dark = self._no_group
+            self.before_dark[:] = demand
+            return self._no_demand
+        extra = np.zeros(self.n_groups)
+        down = np.bincount(self.group, weights=down_v.astype(np.float64), minlength=self.n_groups)
+        dark = down >= 0.5 * np.maximum(self.size, 1)
         self._dark = dark
         nz = len(view.zone_names)
         if not dark.any():
@@ -440,7 +443,7 @@ class Autoscale:
         Dark zones neither lose again nor take a share (failover covers them)."""
         pct = self._reserve_pct
         if not self._reserve_on:
-            return np.zeros(self.n_groups)
+            return self._no_demand
         nz = self.nz
         alive = (~self._dark & (self.size > 0)).reshape(-1, nz)
         d = demand.reshape(-1, nz) * alive
