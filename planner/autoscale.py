@@ -316,7 +316,8 @@ class Autoscale:
         kernels.gather(np.asarray(view.power), np.asarray(view.mode), np.asarray(view.sessions),
                        np.asarray(view.pending), np.asarray(view.max_sessions), self._li,
                        np.asarray(view.down, dtype=bool), excluded, registered, float(now), self.order, self.group,
-                       self.idle_since, self.drain_at, self.chosen_sessions, gi, gb, gf, demand)
+                       self.idle_since, self.drain_at, self.chosen_sessions, gi, gb, gf, demand,
+                       self._sums)
         dx[1] = self._extra = self._failover(view, demand)
         dx[2] = self._reserve = self._zone_reserve(demand)
         fc = self.forecast

@@ -86,56 +86,76 @@ with compile_settings():
 
     @njit(cache=True, nogil=True)
     def gather(power, mode, sessions, pending, seats, li, down, excluded, registered, now, order, group,
-               idle_since, drain_at, chosen, gi, gb, gf, demand):
-        """The planner's bookkeeping and its columns in group order, in one pass each.
+               idle_since, drain_at, chosen, gi, gb, gf, demand, sums):
+        """The planner's bookkeeping, its columns in group order and the groups'
+        sums, in one pass in group order (position ``j`` is server ``order[j]``;
+        ``order`` lists each group's servers in ascending index).
 
-        In server order: ``idle_since`` (when the server became empty: ``now`` or
+        Per server: ``idle_since`` (when the server became empty: ``now`` or
         earlier while it stays empty, inf while busy); a server the planner drained
         (``drain_at`` not NaN) that holds more sessions than when chosen is chosen
         again (``drain_at = now``, ``chosen = sessions``), one no longer draining or
         off leaves the drained set (``drain_at`` NaN); ``demand[g]`` += sessions +
         pending logons of each server of group ``g`` (float64, in server order as
-        ``np.bincount`` adds). Then in group order (position ``j`` is server
-        ``order[j]``): ``gi`` (int64, shape (7, n)) = power, mode, sessions,
-        pending, busy, seats, load index; ``gb`` (bool, shape (2, n)) = ready (on
-        and registered, or booting; enabled, not locked), locked (maintenance,
-        down or ``excluded``); ``gf`` (float64, shape (2, n)) = drain_at,
-        idle_since. ``excluded`` / ``registered`` of length 0: none excluded /
-        every server registered."""
+        ``np.bincount`` adds: a group's servers come in ascending index). In group
+        order: ``gi`` (int64, shape (7, n)) = power, mode, sessions, pending, busy,
+        seats, load index; ``gb`` (bool, shape (2, n)) = ready (on and registered,
+        or booting; enabled, not locked), locked (maintenance, down or
+        ``excluded``); ``gf`` (float64, shape (2, n)) = drain_at, idle_since; and
+        ``sums`` (int64, shape (n_groups, N_SUMS)), :func:`group_sums` of the
+        gathered columns. ``excluded`` / ``registered`` of length 0: none excluded
+        / every server registered."""
         n = power.shape[0]
         has_excl = excluded.shape[0] > 0
         has_reg = registered.shape[0] > 0
-        for i in range(n):
-            busy = sessions[i] + pending[i]
+        sums[:] = 0
+        for j in range(n):
+            i = order[j]
+            p, md, si = power[i], mode[i], sessions[i]
+            busy = si + pending[i]
             if busy == 0:
                 if now < idle_since[i]:
                     idle_since[i] = now
             else:
                 idle_since[i] = np.inf
-            if not np.isnan(drain_at[i]):
-                if sessions[i] > chosen[i]:
-                    drain_at[i] = now
-                    chosen[i] = sessions[i]
-                if mode[i] != DRAIN_MODE or power[i] == OFF:
-                    drain_at[i] = np.nan
-            demand[group[i]] += float(busy)
-        for j in range(n):
-            i = order[j]
-            p, md = power[i], mode[i]
+            da = drain_at[i]
+            if not np.isnan(da):
+                if si > chosen[i]:
+                    da = now
+                    chosen[i] = si
+                if md != DRAIN_MODE or p == OFF:
+                    da = np.nan
+                drain_at[i] = da
+            g = group[i]
+            demand[g] += float(busy)
             lk = md == MAINTENANCE or down[i] or (has_excl and excluded[i])
             enabled = md == ENABLED and not lk
             rd = enabled and ((p == ON and (not has_reg or registered[i])) or p == BOOTING)
             gi[0, j] = p
             gi[1, j] = md
-            gi[2, j] = sessions[i]
+            gi[2, j] = si
             gi[3, j] = pending[i]
-            gi[4, j] = sessions[i] + pending[i]
+            gi[4, j] = busy
             gi[5, j] = seats[i]
             gi[6, j] = li[i]
             gb[0, j] = rd
             gb[1, j] = lk
-            gf[0, j] = drain_at[i]
+            gf[0, j] = da
             gf[1, j] = idle_since[i]
+            # group_sums: held, ready servers, their seats, powered, busy on ready, booting seats, drained
+            on = p == ON
+            if rd:
+                sums[g, 1] += 1
+                sums[g, 2] += seats[i]
+                sums[g, 4] += busy
+                if p == BOOTING:
+                    sums[g, 5] += seats[i]
+            else:
+                sums[g, 0] += busy
+            if on or p == BOOTING:
+                sums[g, 3] += 1
+            if on and md == DRAIN_MODE and not lk and not np.isnan(da):
+                sums[g, 6] += 1
 
     @njit(cache=True, nogil=True)
     def group_sums(p, md, b, seats, rd, lk, da, bounds, out):
@@ -454,9 +474,9 @@ with compile_settings():
     @njit(cache=True, nogil=True)
     def plan_call(gi, gb, gf, order, drain_at, marked, chosen, bounds, gset, slots, peaks, dx, last_up, now, sums,
                   par, whys, out, counts, kept):
-        """One planner call after :func:`gather`: :func:`group_sums`,
-        :func:`decide_groups` and :func:`plan_groups` on the gathered columns
-        (``gi``, ``gb``, ``gf``), with the planner's place-last marks (``marked``,
+        """One planner call after :func:`gather`: :func:`decide_groups` and
+        :func:`plan_groups` on the gathered columns (``gi``, ``gb``, ``gf``) and
+        sums, with the planner's place-last marks (``marked``,
         server order) read in group order; then ``drain_at`` and ``marked`` (server
         order) take the kernel's updates, and each server chosen to drain records
         its sessions (``chosen``). ``kept`` is zeroed first."""
@@ -472,7 +492,6 @@ with compile_settings():
                 mk[j] = marked[order[j]]
                 top = max(top, seats[j])
             key_scale = top + 1  # (busy, seats) as one sort key
-        group_sums(p, md, b, seats, rd, lk, da, bounds, sums)
         decide_groups(sums, gset, slots, peaks, dx, bounds, now, last_up, par, whys)
         kept[:] = 0
         plan_groups(p, md, s, q, b, seats, rd, lk, li, da, idle, mk, bounds, par, now, key_scale, out, counts, kept)

@@ -46,7 +46,8 @@ class ReferenceAutoscale(Autoscale):
         self._li = np.asarray(view.load_index)
         kernels.gather(power, np.asarray(view.mode), np.asarray(view.sessions), np.asarray(view.pending), seats_all,
                        self._li, np.asarray(view.down, dtype=bool), excluded, registered, float(now), self.order,
-                       self.group, self.idle_since, self.drain_at, self.chosen_sessions, gi, gb, gf, demand)
+                       self.group, self.idle_since, self.drain_at, self.chosen_sessions, gi, gb, gf, demand,
+                       np.empty((self.n_groups, kernels.N_SUMS), dtype=np.int64))
         self._extra = self._failover(view, demand)
         self._reserve = self._zone_reserve(demand)
         self._extra_l, self._reserve_l = self._extra.tolist(), self._reserve.tolist()  # floats for _decide
