@@ -63,11 +63,17 @@ down by a fault are never touched. Whoever carries the actions out checks each
 one against the server's state at that moment (:func:`usher.planner.power.action_valid`).
 
 Each call gathers the fleet's columns once in group order (the order made once
-per fleet), so a group is a slice of them. Python decides each group's scalars
-(the forecast, the seats needed, scale up or down, the keep set's free room);
-one call of :func:`usher.planner.kernels.plan_groups` does every group's array
-steps (candidates, sort orders, cumulative sums) and answers with action codes,
-which become :class:`Action` s with their reasons here (benchmarks/bench_planner.py).
+per fleet), so a group is a slice of them, with the groups' sums in the same pass
+(:func:`usher.planner.kernels.gather`). The groups' settings are numbers made once
+per fleet (``kernels.G_COLUMNS``); each call looks up the slot of each distinct
+schedule and the forecast peak of each distinct window once, and one call of
+:func:`usher.planner.kernels.plan_call` decides every group's scalars (the seats
+needed, scale up or down, the keep set's free room) and does every group's array
+steps (candidates, sort orders, cumulative sums), answering with action codes and
+the numbers the reasons quote; only the actions made become :class:`Action` s,
+their reasons formatted once per group and kind. ``tests/planner_reference.py``
+keeps the same decisions written group by group in Python, the reference the
+compiled ones are tested against (benchmarks/bench_planner.py).
 """
 
 from __future__ import annotations
@@ -181,6 +187,7 @@ class Autoscale:
         self.group = g
         self.n_groups = n_groups
         self.names = [f"{p}/{z}" for p in view.pool_names for z in view.zone_names]
+        self._kept_open = [f"{name}: packing: kept open for new sessions" for name in self.names]
         self.gs: list[GroupSettings] = [self.settings.for_group(p, z) for p in view.pool_names
                                         for z in view.zone_names]
         n = len(g)
@@ -229,7 +236,8 @@ class Autoscale:
                        gs.pack_by_load, up, dn, sched)
         self._gset = gset
         self._peak_keys = list(keys)
-        self._windows = tuple(np.array([key[c] for key in keys], dtype=float if c == 0 else bool) for c in range(3))
+        self._windows = (np.array([key[0] for key in keys], dtype=np.float64),  # horizon, trend, seasonal
+                         np.array([key[1] for key in keys], dtype=bool), np.array([key[2] for key in keys], dtype=bool))
         self._peak_rows = np.zeros((len(keys), n_groups))
         self._schedules = schedules
         self._slots = np.zeros((len(schedules), 2))
@@ -322,7 +330,8 @@ class Autoscale:
         dx[2] = self._reserve = self._zone_reserve(demand)
         fc = self.forecast
         fc.observe(now, demand, day_type(view.weekday, view.holiday))  # type: ignore[union-attr]  # made by _setup
-        fc.peaks(now, *self._windows, self._peak_rows)  # type: ignore[union-attr]
+        horizons, trends, seasonal = self._windows
+        fc.peaks(now, horizons, trends, seasonal, self._peak_rows)  # type: ignore[union-attr]
         slots = self._slots
         for r, schedule in enumerate(self._schedules):
             slot = schedule.slot(now, view.weekday, view.holiday)
@@ -383,6 +392,8 @@ class Autoscale:
     def _reason(self, k, code, kept) -> str:
         """The reason of group ``k``'s actions of kind ``code``, from its row of
         the kernel's ``whys``."""
+        if code == kernels.A_PLACE_FIRST:
+            return self._kept_open[k]
         name, gs = self.names[k], self.gs[k]
         w = self._whys[k].tolist()
         if code == kernels.A_ENABLE or code == kernels.A_BOOT:
@@ -395,10 +406,8 @@ class Autoscale:
                     f"{_clock(self._now + w[kernels.W_HORIZON])} + {w[kernels.W_BUF]:.0%} needs "
                     f"{w[kernels.W_NEED_DN]:,.0f} seats, {int(w[kernels.W_SEATS_READY]):,} ready: "
                     f"surplus {w[kernels.W_SURPLUS]:,}")
-        if code == kernels.A_PLACE_LAST:
-            return (f"{name}: packing: {kept} fullest servers hold the {w[kernels.W_PACK]:,.0f} free seats needed; "
-                    f"new sessions last")
-        return f"{name}: packing: kept open for new sessions"
+        return (f"{name}: packing: {kept} fullest servers hold the {w[kernels.W_PACK]:,.0f} free seats needed; "
+                f"new sessions last")  # A_PLACE_LAST
 
     def _off_reason(self, k, code, drain_at, sessions) -> str:
         gs = self.gs[k]

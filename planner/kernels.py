@@ -1,15 +1,21 @@
 """The autoscale planner's per-group arithmetic: small numba kernels.
 
-Design: :class:`usher.planner.autoscale.Autoscale` decides each group's scalars
-in Python (the forecast, the seats needed, whether it scales up or down, the keep
-set's free room) and hands them to :func:`plan_groups` as one row of ``par`` per
-group (columns ``P_*``). The kernel does every array step of every group in one
-call — the enable / boot / drain candidates and their sort orders, the shutdowns
-and forced logoffs, the keep set (free room, sort, cumulative sums) — and answers
-with action codes (``A_*``) at positions in the planner's group order; the caller
-turns them into :class:`usher.planner.power.Action` s with their reasons. The
-float arithmetic is numpy's (same operations in the same order, stable sorts),
-so a seed plans the same day bit for bit.
+Design: :class:`usher.planner.autoscale.Autoscale` hands the kernels the fleet's
+columns, its groups' settings as numbers (``gset``, columns ``G_*``, made once per
+fleet), the slot of each schedule and the forecast peak of each window at this
+call. :func:`gather` does the bookkeeping and lays the columns out in group order
+with each group's sums; :func:`plan_call` decides each group's scalars
+(:func:`decide_groups`: the seats needed, whether it scales up or down, the keep
+set's free room, one row of ``par`` per group, columns ``P_*``, and the numbers
+its reasons quote, ``whys``, columns ``W_*``), then does every array step of
+every group (:func:`plan_groups`: the enable / boot / drain candidates and their
+sort orders, the shutdowns and forced logoffs, the keep set: free room, sort,
+cumulative sums) and answers with action codes (``A_*``) at positions in the
+planner's group order; the caller turns them into
+:class:`usher.planner.power.Action` s with their reasons. The float arithmetic is
+Python's and numpy's (same operations in the same order, Python's ``max`` / ``min``
+on ties, stable sorts), so a seed plans the same day bit for bit; the plain-Python
+decisions are kept in tests/planner_reference.py as the reference.
 
 All columns are in the planner's group order (a group is ``bounds[k]:bounds[k+1]``).
 """
