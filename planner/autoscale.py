@@ -63,11 +63,17 @@ down by a fault are never touched. Whoever carries the actions out checks each
 one against the server's state at that moment (:func:`usher.planner.power.action_valid`).
 
 Each call gathers the fleet's columns once in group order (the order made once
-per fleet), so a group is a slice of them. Python decides each group's scalars
-(the forecast, the seats needed, scale up or down, the keep set's free room);
-one call of :func:`usher.planner.kernels.plan_groups` does every group's array
-steps (candidates, sort orders, cumulative sums) and answers with action codes,
-which become :class:`Action` s with their reasons here (benchmarks/bench_planner.py).
+per fleet), so a group is a slice of them, with the groups' sums in the same pass
+(:func:`usher.planner.kernels.gather`). The groups' settings are numbers made once
+per fleet (``kernels.G_COLUMNS``); each call looks up the slot of each distinct
+schedule and the forecast peak of each distinct window once, and one call of
+:func:`usher.planner.kernels.plan_call` decides every group's scalars (the seats
+needed, scale up or down, the keep set's free room) and does every group's array
+steps (candidates, sort orders, cumulative sums), answering with action codes and
+the numbers the reasons quote; only the actions made become :class:`Action` s,
+their reasons formatted once per group and kind. ``tests/planner_reference.py``
+keeps the same decisions written group by group in Python, the reference the
+compiled ones are tested against (benchmarks/bench_planner.py).
 """
 
 from __future__ import annotations
@@ -80,12 +86,15 @@ from usher.errors import InvalidArgument
 from usher.planner import kernels
 from usher.planner.forecast import DemandForecast, day_type
 from usher.planner.power import BOOT, DRAIN, ENABLE, LOGOFF, PLACE_FIRST, PLACE_LAST, SHUTDOWN, Action, FleetView
-from usher.planner.settings import GroupSettings, PlannerSettings
+from usher.planner.settings import GroupSettings, PlannerSettings, Schedule
 
 __all__ = ["Autoscale", "Citrix", "autoscale_settings", "citrix_settings"]
 
 OFF, BOOTING, ON = 0, 1, 2
 ENABLED, DRAIN_MODE, MAINTENANCE = 0, 1, 2
+
+#: the ``pack`` settings' codes (``usher.planner.kernels.PACK_*``)
+_PACKS = {"off": kernels.PACK_OFF, "always": kernels.PACK_ALWAYS, "falling": kernels.PACK_FALLING}
 
 #: the action kinds of the kernel's codes (``usher.planner.kernels.A_*``)
 _KINDS = (ENABLE, BOOT, DRAIN, SHUTDOWN, LOGOFF, PLACE_LAST, PLACE_FIRST)
@@ -107,7 +116,7 @@ def _check_columns(view: FleetView) -> None:
         col = getattr(view, name)
         if col is None and name in _OPTIONAL_COLUMNS:
             continue
-        shape = np.shape(col)
+        shape = col.shape if type(col) is np.ndarray else np.shape(col)
         if shape != (n,):
             raise InvalidArgument(f"view.{name}", shape, f"must have one entry per server: shape ({n},)")
 
@@ -172,11 +181,13 @@ class Autoscale:
         bounds = np.searchsorted(g[order], np.arange(n_groups + 1))
         self.members = [order[bounds[k]:bounds[k + 1]] for k in range(n_groups)]
         self.order, self.bounds, self._bounds = order, bounds.tolist(), bounds.astype(np.int64)
+        self._order_list = order.tolist()
         self._starts = bounds[:-1][bounds[1:] > bounds[:-1]]  # where each group with members starts
         self._filled = np.nonzero(bounds[1:] > bounds[:-1])[0]
         self.group = g
         self.n_groups = n_groups
         self.names = [f"{p}/{z}" for p in view.pool_names for z in view.zone_names]
+        self._kept_open = [f"{name}: packing: kept open for new sessions" for name in self.names]
         self.gs: list[GroupSettings] = [self.settings.for_group(p, z) for p in view.pool_names
                                         for z in view.zone_names]
         n = len(g)
@@ -190,9 +201,55 @@ class Autoscale:
         self.nz = nz
         self._reserve_pct = np.array([g.zone_reserve_pct for g in self.gs])
         self._reserve_on = bool(self._reserve_pct.any())
+        self._failover_on = np.array([g.failover for g in self.gs], dtype=bool)
+        self._no_group, self._no_demand = np.zeros(n_groups, dtype=bool), np.zeros(n_groups)  # read only
+        self._no_group.flags.writeable = self._no_demand.flags.writeable = False
         if self.forecast is None or self.forecast.n_groups != n_groups:
             self.forecast = DemandForecast(n_groups)
+        self._numbers(n)
         self._fleet_key = (n, nz, len(view.pool_names))
+
+    def _numbers(self, n: int) -> None:
+        """The groups' settings as numbers for the kernels (``kernels.G_COLUMNS``):
+        the distinct forecast windows (``_peak_keys``, one row of ``_peak_rows``
+        each) and schedules (``_schedules``, one row of ``_slots`` each) that the
+        groups use; the buffers every call reuses."""
+        n_groups = self.n_groups
+        keys: dict[tuple, int] = {}
+        schedules: list[Schedule] = []
+        rows: dict[int, int] = {}  # schedules by identity (one row each)
+        gset = np.zeros((n_groups, len(kernels.G_COLUMNS)))
+        for k, gs in enumerate(self.gs):
+            lead = gs.boot_lead_minutes * 60.0
+            up = keys.setdefault((lead, gs.trend, gs.forecast), len(keys))
+            sched = rows.get(id(gs.schedule))
+            if sched is None:
+                sched = rows[id(gs.schedule)] = len(schedules)
+                schedules.append(gs.schedule)
+            dn = keys.setdefault((lead + gs.cooldown_minutes * 60.0, gs.trend, gs.forecast), len(keys))
+            gset[k] = (gs.buffer_pct, lead, gs.min_ready, gs.min_powered,
+                       -1 if gs.max_powered is None else gs.max_powered, gs.cooldown_minutes * 60.0,
+                       gs.hysteresis_pct, -1 if gs.drain_max_sessions is None else gs.drain_max_sessions,
+                       gs.drain_fewest_first, gs.power_off_delay_minutes * 60.0, gs.off_delay_from == "drain",
+                       np.nan if gs.forced_logoff_minutes is None else gs.forced_logoff_minutes * 60.0,
+                       _PACKS[gs.pack], np.nan if gs.pack_pct is None else gs.pack_pct, gs.pack_margin,
+                       gs.pack_by_load, up, dn, sched)
+        self._gset = gset
+        self._peak_keys = list(keys)
+        self._windows = (np.array([key[0] for key in keys], dtype=np.float64),  # horizon, trend, seasonal
+                         np.array([key[1] for key in keys], dtype=bool), np.array([key[2] for key in keys], dtype=bool))
+        self._peak_rows = np.zeros((len(keys), n_groups))
+        self._schedules = schedules
+        self._slots = np.zeros((len(schedules), 2))
+        self._unpacked = [k for k, gs in enumerate(self.gs) if gs.pack == "off" and self.size[k]]
+        self._gi, self._gb, self._gf = np.empty((7, n), dtype=np.int64), np.empty((2, n), dtype=bool), np.empty((2, n))
+        self._dx = np.zeros((3, n_groups))  # demand, failover demand, zone reserve
+        self._sums = np.empty((n_groups, kernels.N_SUMS), dtype=np.int64)
+        self._par = np.zeros((n_groups, len(kernels.P_COLUMNS)))
+        self._whys = np.zeros((n_groups, len(kernels.W_COLUMNS)))
+        self._out = np.empty((4, n, 3), dtype=np.int64)
+        self._counts = np.zeros(4, dtype=np.int64)
+        self._kept = np.zeros(n_groups, dtype=np.int64)
 
     def new_day(self, view: FleetView | None = None):
         """Close the day: the forecast learns it; clocks restart at 00:00."""
@@ -255,173 +312,102 @@ class Autoscale:
         self._now = now
         if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
             self._setup(view)
-        power = np.asarray(view.power)
-        n = len(power)
         # the bookkeeping (when each server became empty; drained servers that took a
         # session or left the drain), the demand, and every column once in group
         # order: a group's members are a slice of them
         excluded = _NONE if view.excluded is None else np.asarray(view.excluded, dtype=bool)
         registered = _NONE if view.registered is None else np.asarray(view.registered, dtype=bool)
-        gi, gb, gf = np.empty((7, n), dtype=np.int64), np.empty((2, n), dtype=bool), np.empty((2, n))
-        demand = np.zeros(self.n_groups)
-        seats_all = np.asarray(view.max_sessions)
+        gi, gb, gf, dx = self._gi, self._gb, self._gf, self._dx
+        demand = dx[0]
+        demand[:] = 0.0
         self._li = np.asarray(view.load_index)
-        kernels.gather(power, np.asarray(view.mode), np.asarray(view.sessions), np.asarray(view.pending), seats_all,
-                       self._li, np.asarray(view.down, dtype=bool), excluded, registered, float(now), self.order,
-                       self.group, self.idle_since, self.drain_at, self.chosen_sessions, gi, gb, gf, demand)
-        self._extra = self._failover(view, demand)
-        self._reserve = self._zone_reserve(demand)
-        self._extra_l, self._reserve_l = self._extra.tolist(), self._reserve.tolist()  # floats for _decide
-        kind = day_type(view.weekday, view.holiday)
+        kernels.gather(np.asarray(view.power), np.asarray(view.mode), np.asarray(view.sessions),
+                       np.asarray(view.pending), np.asarray(view.max_sessions), self._li,
+                       np.asarray(view.down, dtype=bool), excluded, registered, float(now), self.order, self.group,
+                       self.idle_since, self.drain_at, self.chosen_sessions, gi, gb, gf, demand,
+                       self._sums)
+        dx[1] = self._extra = self._failover(view, demand)
+        dx[2] = self._reserve = self._zone_reserve(demand)
         fc = self.forecast
-        fc.observe(now, demand, kind)  # type: ignore[union-attr]  # made by _setup
-        self._peaks: dict[tuple, list] = {}
-        ups, downs, offs, marks = [], [], [], []  # type: list[Action], list[Action], list[Action], list[Action]
+        fc.observe(now, demand, day_type(view.weekday, view.holiday))  # type: ignore[union-attr]  # made by _setup
+        horizons, trends, seasonal = self._windows
+        fc.peaks(now, horizons, trends, seasonal, self._peak_rows)  # type: ignore[union-attr]
+        slots = self._slots
+        for r, schedule in enumerate(self._schedules):
+            slot = schedule.slot(now, view.weekday, view.holiday)
+            slots[r, 0] = 0 if slot is None else slot.min_on
+            slots[r, 1] = np.nan if slot is None or slot.buffer_pct is None else slot.buffer_pct
         if view.place_last is not None:
             self.marked[:] = np.asarray(view.place_last, dtype=bool)
-        o = self.order
-        p, md, s, q, b, seats, li = gi
-        rd, lk = gb
-        da, idle = gf  # in group order, da updated by the kernel
-        mk = self.marked[o]
-        bounds = self._bounds
-        sums = np.empty((self.n_groups, kernels.N_SUMS), dtype=np.int64)
-        kernels.group_sums(p, md, b, seats, rd, lk, da, bounds, sums)
-        rows = [[0.0] * len(kernels.P_COLUMNS) for _ in range(self.n_groups)]
-        dem = demand.tolist()
-        whys = [self._decide(k, now, view, dem[k], row, rows[k]) if self.size[k] else None
-                for k, row in enumerate(sums.tolist())]
-        par = np.array(rows, dtype=np.float64)
-        n = len(o)
-        out = np.empty((4, n, 3), dtype=np.int64)
-        counts = np.zeros(4, dtype=np.int64)
-        kept = np.zeros(self.n_groups, dtype=np.int64)
-        key_scale = int(seats_all.max()) + 1 if n else 1  # (busy, seats) as one sort key
-        kernels.plan_groups(p, md, s, q, b, seats, rd, lk, li, da, idle, mk, bounds, par,
-                            now, key_scale, out, counts, kept)
-        self.drain_at[o] = da
-        self.marked[o] = mk
-        lists = self._actions(out, counts, kept, whys, da, s)
-        drained = out[kernels.DOWNS, :counts[kernels.DOWNS], 0]
-        self.chosen_sessions[o[drained]] = s[drained]
-        marks = lists[kernels.MARKS]
-        for k in range(self.n_groups):  # drain-aware placement and consolidation (groups that do not pack)
-            gs, lo, hi = self.gs[k], self.bounds[k], self.bounds[k + 1]
-            if hi > lo and gs.pack == "off" and (gs.place_last_pct > 0 or gs.consolidate_pct > 0 or mk[lo:hi].any()):
-                mine: list[Action] = []
-                self._place_last(k, o[lo:hi], gs, bool(rows[k][kernels.P_UP]), s[lo:hi], seats[lo:hi], rd[lo:hi],
-                                 lk[lo:hi], p[lo:hi], mine)
-                marks.extend(mine)
-        if any(g.pack == "off" for g in self.gs):  # marks in group order
-            marks.sort(key=lambda a: self.group[a.server])
-        actions = lists[kernels.UPS] + lists[kernels.DOWNS] + lists[kernels.OFFS] + marks
+        out, counts, kept = self._out, self._counts, self._kept
+        kernels.plan_call(gi, gb, gf, self.order, self.drain_at, self.marked, self.chosen_sessions, self._bounds,
+                          self._gset, slots, self._peak_rows, dx, self.last_up, now, self._sums, self._par, self._whys,
+                          out, counts, kept)
+        lists = self._actions(out, counts, kept)
+        if self._unpacked:
+            self._place_lasts(lists[kernels.MARKS])
+        actions = lists[kernels.UPS] + lists[kernels.DOWNS] + lists[kernels.OFFS] + lists[kernels.MARKS]
         if self.keep_log:
             self.log.extend((now, a.kind, a.server, a.reason) for a in actions)
         return actions
 
-    def _decide(self, k, now, view, dem, sums, row) -> tuple:
-        """Group ``k``'s scalars: fills ``row``, its row of the kernel's ``par`` (see
-        :mod:`usher.planner.kernels`), from ``sums`` (its row of ``group_sums``);
-        returns the numbers its reasons quote (scale up, scale down, packing)."""
-        gs = self.gs[k]
-        slot = gs.schedule.slot(now, view.weekday, view.holiday)
-        buf = (gs.buffer_pct if slot is None or slot.buffer_pct is None else slot.buffer_pct) / 100.0
-        lead = gs.boot_lead_minutes * 60.0
-        held, n_ready, seats_ready, n_powered, busy_ready, boot_room, n_mine = sums
-        held, busy_ready, boot_room = float(held), float(busy_ready), float(boot_room)
-        extra, reserve = self._extra_l[k], self._reserve_l[k]
-        f_up = max(self._peak(now, lead, gs)[k], float(dem)) + extra + reserve
-        need_up = math.ceil(f_up * (1.0 + buf)) - held
-        min_ready = max(slot.min_on if slot is not None else 0, gs.min_ready)
-        up = down = pack = None
-        if seats_ready < need_up or n_ready < min_ready or n_powered < gs.min_powered:
-            up = (f_up, lead, buf, need_up + held, seats_ready, n_ready)
-            row[kernels.P_UP] = 1.0
-            row[kernels.P_GAP] = need_up - seats_ready
-            row[kernels.P_GAP_N] = max(min_ready - n_ready, gs.min_powered - n_powered)
-            row[kernels.P_BOOT_ROOM] = ((gs.max_powered - n_powered) if gs.max_powered is not None
-                                        else self.size[k])
-            self.last_up[k] = now
-        elif now - self.last_up[k] >= gs.cooldown_minutes * 60.0:
-            horizon = lead + gs.cooldown_minutes * 60.0
-            f_dn = max(self._peak(now, horizon, gs)[k], float(dem)) + extra + reserve
-            need_dn = math.ceil(f_dn * (1.0 + buf + gs.hysteresis_pct / 100.0)) - held
-            surplus = seats_ready - need_dn
-            if surplus > 0 and n_ready > min_ready:
-                down = (f_dn, horizon, buf, need_dn + held, seats_ready, surplus)
-                row[kernels.P_DOWN] = 1.0
-                row[kernels.P_SURPLUS] = surplus
-                row[kernels.P_N_READY] = n_ready
-                row[kernels.P_MIN_READY] = min_ready
-                row[kernels.P_DRAIN_MAX] = -1 if gs.drain_max_sessions is None else gs.drain_max_sessions
-                row[kernels.P_FEWEST] = gs.drain_fewest_first
-        if n_mine:  # re-enabling only takes servers out of the drained set
-            row[kernels.P_SHUT] = 1.0
-            row[kernels.P_DELAY] = gs.power_off_delay_minutes * 60.0
-            row[kernels.P_FROM_DRAIN] = gs.off_delay_from == "drain"
-            row[kernels.P_KEEP_POWERED] = max(gs.min_powered, slot.min_on if slot is not None else 0)
-            row[kernels.P_N_POWERED] = n_powered
-            row[kernels.P_LOGOFF_AFTER] = (np.nan if gs.forced_logoff_minutes is None
-                                           else gs.forced_logoff_minutes * 60.0)
-        if gs.pack != "off":
-            free_need = need_up - math.ceil(reserve * (1.0 + buf)) - busy_ready
-            falling = True
-            if gs.pack == "falling":
-                horizon = lead + gs.cooldown_minutes * 60.0
-                falling = self._peak(now, horizon, gs)[k] + extra <= float(dem)
-            # booting servers (enabled) will take sessions too: their seats (boot_room) count first
-            if gs.pack_pct is None:
-                head = max(free_need, 0.0) + gs.pack_margin - boot_room
-            else:
-                head = min(max(free_need, 0.0), gs.pack_pct / 100.0 * float(dem)) + gs.pack_margin - boot_room
-            row[kernels.P_PACK] = 1.0
-            row[kernels.P_FALLING] = falling
-            row[kernels.P_BY_LOAD] = gs.pack_by_load
-            row[kernels.P_HEAD] = head
-            pack = max(free_need, 0.0) + gs.pack_margin
-        return up, down, pack
+    def _place_lasts(self, marks: list) -> None:
+        """Drain-aware placement and consolidation of the groups that do not pack,
+        their marks after the packing groups' ones, all in group order."""
+        p, s, seats = self._gi[0], self._gi[2], self._gi[5]
+        rd, lk = self._gb
+        o = self.order
+        for k in self._unpacked:
+            gs, lo, hi = self.gs[k], self.bounds[k], self.bounds[k + 1]
+            if gs.place_last_pct > 0 or gs.consolidate_pct > 0 or self.marked[o[lo:hi]].any():
+                mine: list[Action] = []
+                self._place_last(k, o[lo:hi], gs, bool(self._par[k, kernels.P_UP]), s[lo:hi], seats[lo:hi],
+                                 rd[lo:hi], lk[lo:hi], p[lo:hi], mine)
+                marks.extend(mine)
+        marks.sort(key=lambda a: self.group[a.server])
 
-    def _actions(self, out, counts, kept, whys, da, s) -> list:
+    def _actions(self, out, counts, kept) -> list:
         """The kernel's action codes as four lists of :class:`Action` (ups, downs,
         offs, marks), each with its reason (formatted once per group and kind)."""
         lists: list[list[Action]] = [[], [], [], []]
         reasons: dict[int, str] = {}
+        servers = self._order_list
         for lst in range(4):
-            rows = out[lst, :counts[lst]]
-            if not len(rows):
+            c = int(counts[lst])
+            if not c:
                 continue
             dest = lists[lst]
-            pos = rows[:, 0]
-            servers = self.order[pos].tolist()
             if lst == kernels.OFFS:
-                for i, code, k, at, n in zip(servers, rows[:, 1].tolist(), rows[:, 2].tolist(), da[pos].tolist(),
-                                             s[pos].tolist()):
-                    dest.append(Action(_KINDS[code], i, self._off_reason(k, code, at, n)))
+                da, s = self._gf[0], self._gi[2]
+                for j, code, k in out[lst, :c].tolist():
+                    dest.append(Action(_KINDS[code], servers[j], self._off_reason(k, code, float(da[j]), int(s[j]))))
                 continue
-            for i, code, k in zip(servers, rows[:, 1].tolist(), rows[:, 2].tolist()):
+            for j, code, k in out[lst, :c].tolist():
                 why = reasons.get(k * 8 + code)
                 if why is None:
-                    why = reasons[k * 8 + code] = self._reason(k, code, whys[k], kept[k])
-                dest.append(Action(_KINDS[code], i, why))
+                    why = reasons[k * 8 + code] = self._reason(k, code, int(kept[k]))
+                dest.append(Action(_KINDS[code], servers[j], why))
         return lists
 
-    def _reason(self, k, code, why, kept) -> str:
+    def _reason(self, k, code, kept) -> str:
+        """The reason of group ``k``'s actions of kind ``code``, from its row of
+        the kernel's ``whys``."""
+        if code == kernels.A_PLACE_FIRST:
+            return self._kept_open[k]
         name, gs = self.names[k], self.gs[k]
-        up, down, pack = why
+        w = self._whys[k].tolist()
         if code == kernels.A_ENABLE or code == kernels.A_BOOT:
-            f_up, lead, buf, need, seats_ready, n_ready = up
-            return (f"{name}: {'forecast' if gs.forecast else 'demand'} {f_up:,.0f} sessions by "
-                    f"{_clock(self._now + lead)} + {buf:.0%} needs {need:,.0f} seats, {seats_ready:,} ready on "
-                    f"{n_ready} servers")
+            return (f"{name}: {'forecast' if gs.forecast else 'demand'} {w[kernels.W_F_UP]:,.0f} sessions by "
+                    f"{_clock(self._now + w[kernels.W_LEAD])} + {w[kernels.W_BUF]:.0%} needs "
+                    f"{w[kernels.W_NEED_UP]:,.0f} seats, {int(w[kernels.W_SEATS_READY]):,} ready on "
+                    f"{int(w[kernels.W_N_READY])} servers")
         if code == kernels.A_DRAIN:
-            f_dn, horizon, buf, need, seats_ready, surplus = down
-            return (f"{name}: {'forecast' if gs.forecast else 'demand'} {f_dn:,.0f} sessions until "
-                    f"{_clock(self._now + horizon)} + {buf:.0%} needs {need:,.0f} seats, {seats_ready:,} ready: "
-                    f"surplus {surplus:,}")
-        if code == kernels.A_PLACE_LAST:
-            return (f"{name}: packing: {int(kept)} fullest servers hold the {pack:,.0f} free seats needed; "
-                    f"new sessions last")
-        return f"{name}: packing: kept open for new sessions"
+            return (f"{name}: {'forecast' if gs.forecast else 'demand'} {w[kernels.W_F_DN]:,.0f} sessions until "
+                    f"{_clock(self._now + w[kernels.W_HORIZON])} + {w[kernels.W_BUF]:.0%} needs "
+                    f"{w[kernels.W_NEED_DN]:,.0f} seats, {int(w[kernels.W_SEATS_READY]):,} ready: "
+                    f"surplus {w[kernels.W_SURPLUS]:,}")
+        return (f"{name}: packing: {kept} fullest servers hold the {w[kernels.W_PACK]:,.0f} free seats needed; "
+                f"new sessions last")  # A_PLACE_LAST
 
     def _off_reason(self, k, code, drain_at, sessions) -> str:
         gs = self.gs[k]
@@ -436,13 +422,14 @@ class Autoscale:
         its servers down) has its demand from before the outage counted against the
         surviving zones of the same pool (split by their demand), for groups whose
         settings ask for it (``failover``)."""
-        extra = np.zeros(self.n_groups)
         down_v = np.asarray(view.down, dtype=bool)
-        if down_v.any():
-            down = np.bincount(self.group, weights=down_v.astype(np.float64), minlength=self.n_groups)
-            dark = down >= 0.5 * np.maximum(self.size, 1)
-        else:  # nothing down: no group is dark (a dark group has at least one server down)
-            dark = np.zeros(self.n_groups, dtype=bool)
+        if not np.count_nonzero(down_v):  # nothing down: no group is dark (a dark group has a server down)
+            self._dark = self._no_group
+            self.before_dark[:] = demand
+            return self._no_demand
+        extra = np.zeros(self.n_groups)
+        down = np.bincount(self.group, weights=down_v.astype(np.float64), minlength=self.n_groups)
+        dark = down >= 0.5 * np.maximum(self.size, 1)
         self._dark = dark
         nz = len(view.zone_names)
         if not dark.any():
@@ -456,8 +443,7 @@ class Autoscale:
         tot = w.sum(axis=1, keepdims=True)
         share = np.divide(w, tot, out=np.zeros_like(w), where=tot > 0)
         extra = (share * lost[:, None]).ravel()
-        on = np.array([g.failover for g in self.gs])
-        return np.where(on, extra, 0.0)
+        return np.where(self._failover_on, extra, 0.0)
 
     def _zone_reserve(self, demand: np.ndarray) -> np.ndarray:
         """Seats each group holds against the loss of another zone of its pool (N+1
@@ -467,7 +453,7 @@ class Autoscale:
         Dark zones neither lose again nor take a share (failover covers them)."""
         pct = self._reserve_pct
         if not self._reserve_on:
-            return np.zeros(self.n_groups)
+            return self._no_demand
         nz = self.nz
         alive = (~self._dark & (self.size > 0)).reshape(-1, nz)
         d = demand.reshape(-1, nz) * alive
@@ -480,15 +466,6 @@ class Autoscale:
             share = np.divide(wy, tot, out=np.zeros_like(wy), where=tot > 0)
             np.maximum(out, share * d[:, y:y + 1], out=out)
         return out.ravel() * pct / 100.0
-
-    def _peak(self, now, horizon, gs) -> list:
-        """The forecast peak of every group over ``[now, now + horizon]`` (once per
-        call), as a list of floats."""
-        key = (horizon, gs.trend, gs.forecast)
-        out = self._peaks.get(key)
-        if out is None:
-            out = self._peaks[key] = self.forecast.peak(now, horizon, gs.trend, gs.forecast).tolist()  # type: ignore[union-attr]
-        return out
 
     def _place_last(self, k, idx, gs, scaling_up, s, seats, rd, lk, p, marks):
         """Drain-aware placement: mark the servers the group would drain next."""

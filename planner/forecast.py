@@ -31,6 +31,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
+
+from usher.core.kernels import compile_settings
 
 __all__ = ["DemandForecast", "day_type"]
 
@@ -42,6 +45,52 @@ def day_type(weekday: int, holiday: bool) -> str:
     if holiday:
         return "holiday"
     return "weekend" if weekday >= 5 else "weekday"
+
+
+# the kernels cache where usher's own do, under usher's compile settings
+with compile_settings():
+
+    @njit(cache=True, nogil=True)
+    def _observe(demand, level, trend, ratio, day_sum, profile, a_trend, dt, a_ratio, lo, hi):
+        """:meth:`DemandForecast.observe`'s arithmetic, group by group, in place:
+        the day's sum, the trend (when ``dt`` > 0), the level, the ratio (when
+        ``profile``, the profile's row at now, is not empty); numpy's expressions
+        element by element (``np.clip`` is ``min(max(r, lo), hi)``)."""
+        for k in range(demand.shape[0]):
+            d = float(demand[k])
+            day_sum[k] += d
+            if dt > 0:
+                trend[k] += a_trend * ((d - level[k]) / dt - trend[k])
+            level[k] = d
+            if profile.shape[0]:
+                r = (d + 10.0) / (profile[k] + 10.0)
+                ratio[k] += a_ratio * (min(max(r, lo), hi) - ratio[k])
+
+    @njit(cache=True, nogil=True)
+    def _peaks(level, trend, ratio, profile, horizons, trends, seasonal, b0, b1, n_bins, out):
+        """:meth:`DemandForecast.peak` for each window ``r`` (row ``r`` of ``out``):
+        horizon ``horizons[r]``, trend and seasonal flags, the profile's bins
+        ``b0[r]`` to ``b1[r]`` (modulo ``n_bins``); ``np.maximum`` keeps its first
+        argument on a tie."""
+        for r in range(horizons.shape[0]):
+            h = horizons[r]
+            for k in range(level.shape[0]):
+                x = level[k]
+                if trends[r]:
+                    y = level[k] + max(trend[k], 0.0) * h
+                    x = x if x >= y else y
+                if seasonal[r] and profile.shape[0]:
+                    m = profile[b0[r] % n_bins, k]
+                    for b in range(b0[r] + 1, b1[r] + 1):
+                        v = profile[b % n_bins, k]
+                        m = m if m >= v else v
+                    y = ratio[k] * m
+                    x = x if x >= y else y
+                out[r, k] = x
+
+
+#: no profile yet (the kernels' argument for None)
+_NO_PROFILE, _NO_ROW = np.zeros((0, 0)), np.zeros(0)
 
 
 class DemandForecast:
@@ -75,19 +124,16 @@ class DemandForecast:
         self.kind = kind
         t = now % DAY_SECONDS
         b = min(int(t // self.bin), self.n_bins - 1)
-        self.day_sum[b] += demand
         self.day_n[b] += 1
+        dt = a_trend = 0.0
         if self.last_t is not None and now > self.last_t:
             dt = now - self.last_t
-            a = 1.0 - math.exp(-dt / self.trend_tau)
-            self.trend += a * ((demand - self.level) / dt - self.trend)
-        self.level = demand.astype(np.float64)
+            a_trend = 1.0 - math.exp(-dt / self.trend_tau)
         self.last_t = now
         p = self.profile(kind)
-        if p is not None:
-            r = (demand + 10.0) / (p[b] + 10.0)
-            a = 1.0 - math.exp(-60.0 / self.ratio_tau)
-            self.ratio += a * (np.clip(r, *self.ratio_clip) - self.ratio)
+        _observe(demand, self.level, self.trend, self.ratio, self.day_sum[b], _NO_ROW if p is None else p[b],
+                 a_trend, dt, 1.0 - math.exp(-60.0 / self.ratio_tau), float(self.ratio_clip[0]),
+                 float(self.ratio_clip[1]))
 
     def close_day(self):
         """Blend the day seen into its day type's profile; start a new day."""
@@ -119,3 +165,15 @@ class DemandForecast:
             bins = np.arange(b0, b1 + 1) % self.n_bins
             np.maximum(out, self.ratio * p[bins].max(axis=0), out=out)
         return out
+
+    def peaks(self, now: float, horizons: np.ndarray, trends: np.ndarray, seasonal: np.ndarray,
+              out: np.ndarray) -> None:
+        """:meth:`peak` for several windows at once: row ``r`` of ``out`` (float64,
+        shape (len(horizons), n_groups)) over ``[now, now + horizons[r]]``, with the
+        trend when ``trends[r]`` and the profile when ``seasonal[r]`` (bool arrays)."""
+        p = self.profile(self.kind)
+        t = now % DAY_SECONDS
+        b0 = int(t // self.bin)
+        b1 = [int((t + h) // self.bin) + 1 for h in horizons.tolist()]
+        _peaks(self.level, self.trend, self.ratio, _NO_PROFILE if p is None else p, horizons, trends, seasonal,
+               np.full(len(b1), b0, dtype=np.int64), np.array(b1, dtype=np.int64), self.n_bins, out)

@@ -1,4 +1,5 @@
-"""planner.kernels.gather against the numpy expressions it replaces."""
+"""planner.kernels.gather against the numpy expressions it replaces, and its
+groups' sums against kernels.group_sums; the counting sort against a stable sort."""
 
 from __future__ import annotations
 
@@ -58,12 +59,30 @@ def test_gather_matches_numpy():
                             group, *ref_state, n_groups)
         gi, gb, gf = np.empty((7, n), dtype=np.int64), np.empty((2, n), dtype=bool), np.empty((2, n))
         demand = np.zeros(n_groups)
+        sums = np.full((n_groups, kernels.N_SUMS), -1, dtype=np.int64)
         kernels.gather(power, mode, sessions, pending, seats, li, down, empty if excluded is None else excluded,
                        empty if registered is None else registered, now, order, group, idle, drain_at, chosen,
-                       gi, gb, gf, demand)
+                       gi, gb, gf, demand, sums)
+        bounds = np.searchsorted(group[order], np.arange(n_groups + 1)).astype(np.int64)
+        want_sums = np.zeros_like(sums)
+        kernels.group_sums(ref[0][0], ref[0][1], ref[0][4], ref[0][5], ref[1][0], ref[1][1], ref[2][0], bounds,
+                           want_sums)
+        np.testing.assert_array_equal(sums, want_sums)
         np.testing.assert_array_equal(gi, ref[0])
         np.testing.assert_array_equal(gb, ref[1])
         np.testing.assert_array_equal(gf, ref[2])
         np.testing.assert_array_equal(demand, ref[3])
         for got, want in zip((idle, drain_at, chosen), ref_state):
             np.testing.assert_array_equal(got, want)
+
+
+def test_sorted_is_a_stable_sort():
+    """Small key spans (the counting sort) and wide ones (the merge sort)."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        m = int(rng.integers(0, 60))
+        span = int(rng.choice([1, 3, 30, 1_000, 10**9]))
+        key = np.concatenate([rng.integers(-span, span + 1, m), rng.integers(0, 5, 7)]).astype(np.int64)
+        cand = rng.permutation(len(key)).astype(np.int64) * 3
+        got = kernels._sorted(cand, key, m)
+        np.testing.assert_array_equal(got, cand[:m][np.argsort(key[:m], kind="stable")])
