@@ -20,7 +20,6 @@ from usher.sim.scenario import POOLS
 __all__ = ["Sampler"]
 
 _NAN = math.nan
-_add_reduce = np.add.reduce
 _EMPTY_ZONE = (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, _NAN)
 
 
@@ -46,6 +45,7 @@ class Sampler:
                                     dtype=np.float64)
         self.idx = np.zeros(n_srv, dtype=np.int64)
         self.cpu, self.mem, self.watts = np.zeros(n_srv), np.zeros(n_srv), np.zeros(n_srv)
+        self.noise = np.zeros(2 * n_srv)
         self.zone = np.ascontiguousarray(lay.server_zone, dtype=np.int64)
         self.main = np.ascontiguousarray(lay.server_pool == 0, dtype=np.bool_)  # imbalance: patient-record pool
         self.max_sessions = np.ascontiguousarray(lay.server_max, dtype=np.int64)
@@ -58,20 +58,19 @@ class Sampler:
         self.n_pools = n_pools = len(POOLS)
         cnt = np.bincount(self.pool, minlength=n_pools)
         self.pool_seats = np.bincount(self.pool, weights=lay.server_max, minlength=n_pools) / np.maximum(cnt, 1)
-        self.per_pool = np.zeros(n_pools, dtype=np.int64)
         self.last_lost = [0, 0]
 
-    def _telemetry(self, d, now):
-        """Telemetry of the powered servers; returns (powered, booting, watts)."""
-        power = d.power_v
-        m = K.powered(power, K.OFF, self.idx)
+    def _telemetry(self, d, now, m):
+        """Telemetry of the ``m`` powered servers (``self.idx[:m]``): ``2 m`` normals
+        (cpu, then memory), the rows, one engine call; returns (booting, watts)."""
         if not m:
-            return 0, 0, 0.0
+            return 0, 0.0
         idx, cpu, mem = self.idx[:m], self.cpu[:m], self.mem[:m]
-        n_boot = K.telemetry_rows(idx, power, d.sessions_v, d.pending_v, self.imaging_factor, self.coef,
-                                  self.normal(2 * m), K.BOOTING, self.watts_model, cpu, mem, self.watts)
+        noise = self.normal(out=self.noise[:2 * m])  # the draws of normal(2 * m), into a buffer
+        n_boot, watts = K.telemetry_rows(idx, d.power_v, d.sessions_v, d.pending_v, self.imaging_factor, self.coef,
+                                         noise, K.BOOTING, self.watts_model, cpu, mem, self.watts)
         d.calls.telemetry(idx, cpu, mem, now, self.traced)
-        return m, n_boot, float(_add_reduce(self.watts[:m]))  # numpy's pairwise sum (what .sum() calls)
+        return n_boot, watts
 
     def _statistics(self, o):
         """Fleet statistics and zone rows from the kernel's row ``o`` (a list)."""
@@ -99,7 +98,8 @@ class Sampler:
         any server (the loop checks its running peak against it)."""
         d.check_views()
         st = d.state
-        m, n_boot, watts = self._telemetry(d, now)
+        m, n_drain, lb_servers = K.scan_fleet(d.power_v, d.sessions_v, d.mode_v, self.pool, self.pool_seats, self.idx)
+        n_boot, watts = self._telemetry(d, now, m)
         K.fleet_stats(d.power_v, d.sessions_v, d.li_v, d.pending_v, self.zone, self.main, self.max_sessions,
                       self.nz, K.ON, self.out)
         o = self.out.tolist()
@@ -119,8 +119,6 @@ class Sampler:
         dt = min(self.period, d.T - now)
         st.server_hours += m * dt / 3600.0
         st.energy_j += watts * dt
-        per_pool = self.per_pool  # int64: the float64 division below converts it exactly
-        n_drain = K.pool_sessions(d.sessions_v, self.pool, d.power_v, d.mode_v, K.ON, K.DRAIN, per_pool)
-        st.lower_bound_hours += float(np.ceil(per_pool / self.pool_seats - 1e-9).sum()) * dt / 3600.0
+        st.lower_bound_hours += lb_servers * dt / 3600.0
         st.draining_hours += n_drain * dt / 3600.0
         return o[K.PEND_MAX]

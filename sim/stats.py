@@ -25,7 +25,8 @@ from usher.core.codes import Mode, Power
 from usher.core.kernels import compile_settings
 
 __all__ = [
-    "pctl", "pctl_index", "kth", "fleet_stats", "pool_sessions", "powered", "telemetry_rows", "power_moves",
+    "pctl", "pctl_index", "kth", "fleet_stats", "pool_sessions", "powered", "scan_fleet", "pairwise_sum",
+    "telemetry_rows", "power_moves",
     "STATS_HEAD", "STATS_ZONE",
 ]
 
@@ -186,13 +187,111 @@ with compile_settings():
 
 
     @njit(cache=True, nogil=True)
+    def scan_fleet(power, sessions, mode, pool, pool_seats, idx):
+        """The scan at the start of a sample: the indices of the servers that are
+        not off into ``idx`` (as :func:`powered`), how many are on and draining, and
+        the server-hours lower bound's server count
+        ``float(np.ceil(sessions_per_pool / pool_seats - 1e-9).sum())`` (sessions
+        per pool as :func:`pool_sessions`; ``pool_seats`` float64 of shape
+        (n_pools,); summed as numpy does, :func:`pairwise_sum`). Returns (powered, on and draining, lower-bound servers)."""
+        per_pool = np.zeros(pool_seats.shape[0], np.int64)
+        m = 0
+        n_drain = 0
+        for i in range(power.shape[0]):
+            p = power[i]
+            per_pool[pool[i]] += sessions[i]
+            if p != OFF:
+                idx[m] = i
+                m += 1
+                if p == ON and mode[i] == DRAIN:
+                    n_drain += 1
+        lb = np.ceil(per_pool / pool_seats - 1e-9)
+        servers = pairwise_sum(lb, 0, lb.shape[0])
+        return m, n_drain, servers
+
+
+    @njit(cache=True, nogil=True)
+    def pairwise_sum(a, lo, n):
+        """``np.add.reduce(a[lo:lo + n])`` for float64, bit for bit: the reduction
+        starts from add's identity 0.0 and adds numpy's pairwise sum of the values
+        (:func:`_pairwise`), so no values give 0.0 and negative zeros give 0.0."""
+        return 0.0 + _pairwise(a, lo, n)
+
+
+    @njit(cache=True, nogil=True)
+    def _pairwise(a, lo, n):
+        """numpy's pairwise summation of ``a[lo:lo + n]`` (float64;
+        numpy/_core/src/umath/loops_utils.h.src): up to 128 values one block
+        (:func:`_pairwise_block`); above, the two halves (the first a multiple of 8
+        long) summed the same way, then added. The recursion runs on an explicit
+        stack (numba's cache does not keep recursive functions)."""
+        if n <= 128:
+            return _pairwise_block(a, lo, n)
+        s_lo = np.empty(64, np.int64)  # the open halvings: start, length, first half
+        s_n = np.empty(64, np.int64)
+        s_half = np.empty(64, np.int64)
+        s_left = np.empty(64, np.float64)  # the first half's sum, once known
+        s_right = np.zeros(64, np.bool_)  # summing the second half
+        top = -1
+        lo_k, n_k = lo, n
+        while True:
+            while n_k > 128:  # down the first halves to a block
+                n2 = n_k // 2
+                n2 -= n2 % 8
+                top += 1
+                s_lo[top], s_n[top], s_half[top], s_right[top] = lo_k, n_k, n2, False
+                n_k = n2
+            v = _pairwise_block(a, lo_k, n_k)
+            while top >= 0 and s_right[top]:  # second halves done: first + second
+                v = s_left[top] + v
+                top -= 1
+            if top < 0:
+                return v
+            s_left[top], s_right[top] = v, True  # a first half done: on to its second
+            lo_k, n_k = s_lo[top] + s_half[top], s_n[top] - s_half[top]
+
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _pairwise_block(a, lo, n):
+        """numpy's pairwise sum of at most 128 values: below 8 a running sum from
+        -0.0; else eight running sums over strides of 8, combined as
+        ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the remainder added
+        in order."""
+        if n < 8:
+            res = -0.0
+            for i in range(lo, lo + n):
+                res += a[i]
+            return res
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        end = lo + n - n % 8
+        i = lo + 8
+        while i < end:
+            r0 += a[i]
+            r1 += a[i + 1]
+            r2 += a[i + 2]
+            r3 += a[i + 3]
+            r4 += a[i + 4]
+            r5 += a[i + 5]
+            r6 += a[i + 6]
+            r7 += a[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < lo + n:
+            res += a[i]
+            i += 1
+        return res
+
+
+    @njit(cache=True, nogil=True)
     def telemetry_rows(idx, power, sessions, pending, factor, coef, noise, boot_code, w, cpu, mem, watts):
         """The telemetry of the powered servers ``idx``, element by element as numpy does
         it (same operations in the same order, no fused multiply-add):
         ``round(clip(idle + per_session * sessions * factor + per_logon * pending
         + noise_sd * noise, 0, 100), 1)`` for cpu (``coef[0:4]``, normals ``noise[:m]``),
         likewise for mem (``coef[4:8]``, factor 1, ``noise[m:]``); and each server's
-        watts (booting, or idle + span * cpu / 100). Returns how many are booting."""
+        watts (booting, or idle + span * cpu / 100). Returns how many are booting
+        and the fleet's watts, ``np.add.reduce(watts[:m])`` (:func:`pairwise_sum`)."""
         m = idx.shape[0]
         c_idle, c_ps, c_pl, c_sd, m_base, m_ps, m_pl, m_sd = (
             coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7])
@@ -216,7 +315,7 @@ with compile_settings():
                 n_boot += 1
             else:
                 watts[k] = w_idle + w_span * c / 100.0
-        return n_boot
+        return n_boot, pairwise_sum(watts, 0, m)
 
 
     @njit(cache=True, nogil=True)
