@@ -6,9 +6,13 @@ same day bit for bit; tests/test_sim_stats.py checks them against numpy. They ru
 once per sample (``day.sample_seconds``) or per power interval over every server:
 a few microseconds each instead of a dozen numpy temporaries.
 
-:func:`fleet_stats` fills one int64 row whose layout is given by the ``N_ON`` ...
+A sample's statistics are one int64 row whose layout is given by the ``N_ON`` ...
 ``PEND_MAX`` indices, then ``STATS_ZONE`` values per zone from ``STATS_HEAD``
-(``Z_N`` ... ``Z_M_MAX``, the ``M`` values over the patient-record pool only).
+(``Z_N`` ... ``Z_M_MAX``, the ``M`` values over the patient-record pool only):
+:func:`scan_fleet` fills what the telemetry does not change (before it), and
+:func:`fleet_stats` the load-index values (after it), from the servers that are on
+as the scan grouped them by zone. The engine's server columns are strided views of
+its server records, so each kernel reads a record's fields in one visit.
 
 The kernels cache where the engine's do (never next to the installed module, where
 a folder left by an uninstall would shadow a later editable install).
@@ -25,9 +29,8 @@ from usher.core.codes import Mode, Power
 from usher.core.kernels import compile_settings
 
 __all__ = [
-    "pctl", "pctl_index", "kth", "fleet_stats", "pool_sessions", "powered", "scan_fleet", "pairwise_sum",
-    "telemetry_rows", "power_moves",
-    "STATS_HEAD", "STATS_ZONE",
+    "pctl", "pctl_index", "kth", "scan_fleet", "fleet_stats", "pairwise_sum", "telemetry_rows", "power_moves",
+    "STATS_HEAD", "STATS_ZONE", "F_ZONE", "F_POOL", "F_MAIN", "F_MAX",
 ]
 
 OFF, BOOTING, ON, SHUTTING_DOWN = int(Power.OFF), int(Power.BOOTING), int(Power.ON), int(Power.SHUTTING_DOWN)
@@ -46,6 +49,8 @@ def pctl(sorted_values, q):
  PEND_MAX) = range(12)
 (Z_N, Z_S_SUM, Z_S_MAX, Z_S_P99, Z_L_SUM, Z_L_P99, Z_L_MAX, Z_M_N, Z_M_SUM, Z_M_MAX) = range(10)
 STATS_HEAD, STATS_ZONE = 12, 10
+#: rows of the per-server table that :func:`scan_fleet` and :func:`fleet_stats` read
+F_ZONE, F_POOL, F_MAIN, F_MAX = range(4)
 
 
 # the kernels cache where usher's own do, under usher's compile settings
@@ -84,130 +89,128 @@ with compile_settings():
 
 
     @njit(cache=True, nogil=True)
-    def fleet_stats(power, sessions, li, pending, zone, main, max_sessions, nz, on_code, out):
-        """Integer statistics of one KPI sample: counts, sums, maxima and the order
-        statistics (as ``pctl`` on the sorted values) of the servers that are on, fleet-wide
-        and per zone. Integers only, so exactly what sorting and summing in numpy gives."""
+    def scan_fleet(power, sessions, mode, pending, fleet, pool_seats, work, out):
+        """The part of a KPI sample that the telemetry does not change, in one pass over
+        the servers and one over those powered.
+
+        ``fleet``: int64 of shape (4, n), the rows ``F_ZONE``, ``F_POOL``, ``F_MAIN``
+        (1: the patient-record pool), ``F_MAX`` (max sessions). ``pool_seats``: float64
+        of shape (n_pools,), the mean seats per server of each pool. ``work``: int64 of
+        shape (2 n + nz + 1,), filled with the indices of the servers that are not off
+        (``[0, n)``, ascending), those of the servers that are on grouped by zone
+        (``[n, 2 n)``, ascending in each zone) and the groups' bounds (``[2 n, 2 n +
+        nz + 1)``), for :func:`fleet_stats`. ``out``: the sample's row (``N_ON`` ...
+        ``PEND_MAX``, then ``Z_*`` per zone), filled but for the load-index values.
+
+        Integers only, so exactly the sums, maxima and order statistics (``pctl`` on
+        the sorted values) that numpy gives. Returns (servers powered, servers on and
+        draining, the server-hours lower bound's servers
+        ``float(np.ceil(np.bincount(pool, weights=sessions) / pool_seats - 1e-9).sum())``)."""
         n = power.shape[0]
+        nz = (out.shape[0] - STATS_HEAD) // STATS_ZONE
+        zone, pool, mx = fleet[F_ZONE], fleet[F_POOL], fleet[F_MAX]
+        idx, on_idx, start = work[:n], work[n:2 * n], work[2 * n:2 * n + nz + 1]
+        per_pool = np.zeros(pool_seats.shape[0], np.int64)
+        start[:] = 0
         out[:] = 0
-        cnt = np.zeros(nz, np.int64)
-        pend_max = 0
+        m = n_drain = pend_sum = pend_max = pend_on = cap = 0
         for i in range(n):
-            p = pending[i]
-            out[PEND_SUM] += p
-            if p > pend_max:
-                pend_max = p
-            if power[i] == on_code:
-                cnt[zone[i]] += 1
-        out[PEND_MAX] = pend_max
-        n_on = 0
+            p = power[i]
+            q = pending[i]
+            per_pool[pool[i]] += sessions[i]
+            pend_sum += q
+            if q > pend_max:
+                pend_max = q
+            if p != OFF:
+                idx[m] = i
+                m += 1
+                if p == ON:
+                    start[zone[i] + 1] += 1
+                    if q > pend_on:
+                        pend_on = q
+                    cap += mx[i]
+                    if mode[i] == DRAIN:
+                        n_drain += 1
+        lb = np.ceil(per_pool / pool_seats - 1e-9)
+        servers = pairwise_sum(lb, 0, lb.shape[0])
         for z in range(nz):
-            n_on += cnt[z]
-        out[N_ON] = n_on
+            start[z + 1] += start[z]
+        n_on = start[nz]
+        out[N_ON], out[PEND_SUM], out[PEND_MAX], out[PEND_MAX_ON], out[CAPACITY] = n_on, pend_sum, pend_max, pend_on, cap
         if n_on == 0:
-            return
-        start = np.zeros(nz + 1, np.int64)
-        for z in range(nz):
-            start[z + 1] = start[z] + cnt[z]
+            return m, n_drain, servers
         fill = start[:nz].copy()
         ses = np.empty(n_on, np.int64)  # grouped by zone
-        lis = np.empty(n_on, np.int64)
-        pend_on = 0
-        cap = 0
-        for i in range(n):
-            if power[i] == on_code:
+        for k in range(m):
+            i = idx[k]
+            if power[i] == ON:
                 z = zone[i]
-                k = fill[z]
-                fill[z] = k + 1
-                s = sessions[i]
-                x = li[i]
-                ses[k] = s
-                lis[k] = x
-                if pending[i] > pend_on:
-                    pend_on = pending[i]
-                cap += max_sessions[i]
-                b = STATS_HEAD + STATS_ZONE * z
-                out[b + Z_S_SUM] += s
-                out[b + Z_L_SUM] += x
-                if k == start[z] or s > out[b + Z_S_MAX]:
-                    out[b + Z_S_MAX] = s
-                if k == start[z] or x > out[b + Z_L_MAX]:
-                    out[b + Z_L_MAX] = x
-                if main[i]:
-                    out[b + Z_M_N] += 1
-                    out[b + Z_M_SUM] += x
-                    if out[b + Z_M_N] == 1 or x > out[b + Z_M_MAX]:
-                        out[b + Z_M_MAX] = x
-        out[PEND_MAX_ON] = pend_on
-        out[CAPACITY] = cap
+                j = fill[z]
+                fill[z] = j + 1
+                on_idx[j] = i
+                ses[j] = sessions[i]
+        s_all, s_top = 0, 0
         for z in range(nz):
             a, e = start[z], start[z + 1]
             b = STATS_HEAD + STATS_ZONE * z
             out[b + Z_N] = e - a
-            if e > a:
-                k99 = pctl_index(e - a, 0.99)
-                out[b + Z_S_P99] = kth(ses[a:e], k99)
-                out[b + Z_L_P99] = kth(lis[a:e], k99)
-                out[S_SUM] += out[b + Z_S_SUM]
-                out[L_SUM] += out[b + Z_L_SUM]
-                if out[b + Z_S_MAX] > out[S_MAX]:
-                    out[S_MAX] = out[b + Z_S_MAX]
-                if out[b + Z_L_MAX] > out[L_MAX]:
-                    out[L_MAX] = out[b + Z_L_MAX]
-        k99 = pctl_index(n_on, 0.99)
-        out[S_P99] = kth(ses, k99)
-        out[L_P99] = kth(lis, k99)
+            if e == a:
+                continue
+            s_sum, s_max = 0, ses[a]
+            for k in range(a, e):
+                s = ses[k]
+                s_sum += s
+                if s > s_max:
+                    s_max = s
+            out[b + Z_S_SUM], out[b + Z_S_MAX], out[b + Z_S_P99] = s_sum, s_max, kth(ses[a:e], pctl_index(e - a, 0.99))
+            s_all += s_sum
+            if s_max > s_top:
+                s_top = s_max
+        out[S_SUM], out[S_MAX], out[S_P99] = s_all, s_top, kth(ses, pctl_index(n_on, 0.99))
+        return m, n_drain, servers
+
+
+    @njit(cache=True, nogil=True)
+    def fleet_stats(li, fleet, work, out):
+        """The load-index values of the sample's row ``out`` (after the telemetry: the
+        engine's load indexes), over the servers that are on as :func:`scan_fleet`
+        grouped them in ``work``: fleet-wide median, 99th percentile, maximum and sum;
+        per zone 99th percentile, maximum and sum, and over the patient-record pool's
+        servers (``fleet[F_MAIN]``) count, sum and maximum. Integers only."""
+        n = fleet.shape[1]
+        nz = (out.shape[0] - STATS_HEAD) // STATS_ZONE
+        n_on = out[N_ON]
+        if n_on == 0:
+            return
+        main, on_idx, start = fleet[F_MAIN], work[n:2 * n], work[2 * n:2 * n + nz + 1]
+        lis = np.empty(n_on, np.int64)  # grouped by zone
+        l_all, l_top = 0, 0
+        for z in range(nz):
+            a, e = start[z], start[z + 1]
+            if e == a:
+                continue
+            b = STATS_HEAD + STATS_ZONE * z
+            l_sum, l_max, m_n, m_sum, m_max = 0, li[on_idx[a]], 0, 0, 0
+            for k in range(a, e):
+                i = on_idx[k]
+                x = li[i]
+                lis[k] = x
+                l_sum += x
+                if x > l_max:
+                    l_max = x
+                if main[i]:
+                    if m_n == 0 or x > m_max:
+                        m_max = x
+                    m_n += 1
+                    m_sum += x
+            out[b + Z_L_SUM], out[b + Z_L_MAX], out[b + Z_L_P99] = l_sum, l_max, kth(lis[a:e], pctl_index(e - a, 0.99))
+            out[b + Z_M_N], out[b + Z_M_SUM], out[b + Z_M_MAX] = m_n, m_sum, m_max
+            l_all += l_sum
+            if l_max > l_top:
+                l_top = l_max
+        out[L_SUM], out[L_MAX], out[L_P99] = l_all, l_top, kth(lis, pctl_index(n_on, 0.99))
         k50 = pctl_index(n_on, 0.50)
         out[L_P50] = np.partition(lis, k50)[k50]
-
-
-    @njit(cache=True, nogil=True)
-    def pool_sessions(sessions, pool, power, mode, on_code, drain_code, out):
-        """Sessions per pool into ``out`` (int64, shape (n_pools,)), as
-        ``np.bincount(pool, weights=sessions)`` (integers); returns how many servers
-        are on and draining."""
-        out[:] = 0
-        n_drain = 0
-        for i in range(sessions.shape[0]):
-            out[pool[i]] += sessions[i]
-            if power[i] == on_code and mode[i] == drain_code:
-                n_drain += 1
-        return n_drain
-
-
-    @njit(cache=True, nogil=True)
-    def powered(power, off_code, idx):
-        """Indices of the servers that are not off, into ``idx``; returns how many."""
-        m = 0
-        for i in range(power.shape[0]):
-            if power[i] != off_code:
-                idx[m] = i
-                m += 1
-        return m
-
-
-    @njit(cache=True, nogil=True)
-    def scan_fleet(power, sessions, mode, pool, pool_seats, idx):
-        """The scan at the start of a sample: the indices of the servers that are
-        not off into ``idx`` (as :func:`powered`), how many are on and draining, and
-        the server-hours lower bound's server count
-        ``float(np.ceil(sessions_per_pool / pool_seats - 1e-9).sum())`` (sessions
-        per pool as :func:`pool_sessions`; ``pool_seats`` float64 of shape
-        (n_pools,); summed as numpy does, :func:`pairwise_sum`). Returns (powered, on and draining, lower-bound servers)."""
-        per_pool = np.zeros(pool_seats.shape[0], np.int64)
-        m = 0
-        n_drain = 0
-        for i in range(power.shape[0]):
-            p = power[i]
-            per_pool[pool[i]] += sessions[i]
-            if p != OFF:
-                idx[m] = i
-                m += 1
-                if p == ON and mode[i] == DRAIN:
-                    n_drain += 1
-        lb = np.ceil(per_pool / pool_seats - 1e-9)
-        servers = pairwise_sum(lb, 0, lb.shape[0])
-        return m, n_drain, servers
 
 
     @njit(cache=True, nogil=True)
