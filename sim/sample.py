@@ -28,6 +28,7 @@ __all__ = ["Sampler"]
 _NAN = math.nan
 _EMPTY_ZONE = (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, _NAN)
 _NO_STATS = (0, 0, 0, 0, 0, 0, 0, 0)
+_NOISE_SAMPLES = 8  # samples' worth of normals drawn at a time (at most 2 per server each)
 
 
 class Sampler:
@@ -51,10 +52,12 @@ class Sampler:
         self.watts_model = np.array([pw.watts_booting, pw.watts_idle, pw.watts_busy - pw.watts_idle],
                                     dtype=np.float64)
         self.work = np.zeros(2 * n_srv + nz + 1, dtype=np.int64)  # see stats.scan_fleet
-        self.idx = self.work[:n_srv]  # the powered servers' indices, ascending
-        self.cpu, self.mem, self.watts = np.zeros(n_srv), np.zeros(n_srv), np.zeros(n_srv)
-        self.noise = np.zeros(2 * n_srv)
-        self.fleet = np.zeros((4, n_srv), dtype=np.int64)  # rows stats.F_ZONE, F_POOL, F_MAIN, F_MAX
+        self.tele = np.zeros((3, n_srv))  # cpu, memory, watts of the powered servers
+        # the generator's normals, drawn _NOISE_SAMPLES samples' worth at a time and
+        # used in order (the stream of one normal(2 m) call per sample, see _normals)
+        self.noise = np.zeros(_NOISE_SAMPLES * 2 * n_srv)
+        self.noise_at = self.noise.shape[0]
+        self.fleet = np.zeros((4, n_srv), dtype=np.int32)  # rows stats.F_ZONE, F_POOL, F_MAIN, F_MAX
         self.fleet[K.F_ZONE] = lay.server_zone
         self.fleet[K.F_POOL] = lay.server_pool
         self.fleet[K.F_MAIN] = lay.server_pool == 0  # imbalance: patient-record pool
@@ -69,18 +72,24 @@ class Sampler:
         cnt = np.bincount(pool, minlength=n_pools)
         self.pool_seats = np.bincount(pool, weights=lay.server_max, minlength=n_pools) / np.maximum(cnt, 1)
         self.last_lost = [0, 0]
+        self.model = np.concatenate([self.coef, self.watts_model, self.pool_seats])  # see stats.scan_fleet
+        self.n_srv = n_srv
 
-    def _telemetry(self, d, now, m):
-        """Telemetry of the ``m`` powered servers (``self.idx[:m]``): ``2 m`` normals
-        (cpu, then memory), the rows, one engine call; returns (booting, watts)."""
-        if not m:
-            return 0, 0.0
-        idx, cpu, mem = self.idx[:m], self.cpu[:m], self.mem[:m]
-        noise = self.normal(out=self.noise[:2 * m])  # the draws of normal(2 * m), into a buffer
-        n_boot, watts = K.telemetry_rows(idx, d.power_v, d.sessions_v, d.pending_v, self.imaging_factor, self.coef,
-                                         noise, K.BOOTING, self.watts_model, cpu, mem, self.watts)
-        d.calls.telemetry(idx, cpu, mem, now, self.traced)
-        return n_boot, watts
+    def _normals(self):
+        """The generator's next normals, at least ``2 n`` of them, as a view of the
+        buffer (the caller moves ``noise_at`` past those it used). Drawing a block
+        at once gives the same stream as one ``normal(k)`` call per sample:
+        ``Generator.standard_normal`` fills element by element from the bit
+        generator (``random_standard_normal_fill``) and keeps nothing between calls,
+        so draws split anywhere concatenate to the same values
+        (tests/test_sim_sample.py checks it)."""
+        buf, at = self.noise, self.noise_at
+        if buf.shape[0] - at < 2 * self.n_srv:
+            left = buf.shape[0] - at
+            buf[:left] = buf[at:]
+            self.normal(out=buf[left:])
+            self.noise_at = at = 0
+        return buf[at:]
 
     def _statistics(self, o):
         """Fleet statistics and zone rows from the kernels' row ``o`` (a list)."""
@@ -105,9 +114,13 @@ class Sampler:
         any server (the loop checks its running peak against it)."""
         d.check_views()
         st = d.state
-        m, n_drain, lb_servers = K.scan_fleet(d.power_v, d.sessions_v, d.mode_v, d.pending_v, self.fleet,
-                                              self.pool_seats, self.work, self.out)
-        n_boot, watts = self._telemetry(d, now, m)
+        m, n_boot, watts, n_drain, lb_servers = K.scan_fleet(
+            d.power_v, d.sessions_v, d.mode_v, d.pending_v, self.fleet, self.imaging_factor, self.model,
+            self._normals(), self.work, self.out, self.tele)
+        if m:  # the telemetry of the powered servers, one engine call
+            self.noise_at += 2 * m
+            tele = self.tele
+            d.calls.telemetry(self.work[:m], tele[0, :m], tele[1, :m], now, self.traced)
         K.fleet_stats(d.li_v, self.fleet, self.work, self.out)
         o = self.out.tolist()
         stats, zrow = self._statistics(o)

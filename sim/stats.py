@@ -89,13 +89,19 @@ with compile_settings():
 
 
     @njit(cache=True, nogil=True)
-    def scan_fleet(power, sessions, mode, pending, fleet, pool_seats, work, out):
-        """The part of a KPI sample that the telemetry does not change, in one pass over
-        the servers and one over those powered.
+    def scan_fleet(power, sessions, mode, pending, fleet, factor, model, noise, work, out, tele):
+        """The part of a KPI sample that the telemetry does not change, and the
+        telemetry rows, in one pass over the servers and one over those powered.
 
-        ``fleet``: int64 of shape (4, n), the rows ``F_ZONE``, ``F_POOL``, ``F_MAIN``
-        (1: the patient-record pool), ``F_MAX`` (max sessions). ``pool_seats``: float64
-        of shape (n_pools,), the mean seats per server of each pool. ``work``: int64 of
+        ``fleet``: int32 of shape (4, n), the rows ``F_ZONE``, ``F_POOL``, ``F_MAIN``
+        (1: the patient-record pool), ``F_MAX`` (max sessions). ``factor``: float64 of
+        shape (n,), the cpu factor per session. ``model``: float64, the telemetry
+        coefficients (``[0:8]``, see :func:`telemetry_rows`), the watts model
+        (``[8:11]``) and each pool's mean seats per server (``[11:]``). ``noise``:
+        float64, at least ``2 n`` standard normals for the telemetry (cpu then memory,
+        ``2 m`` of them used for ``m`` powered servers). ``tele``: float64 of shape
+        (3, n), filled with the cpu, memory and watts of the powered servers (rows of
+        :func:`telemetry_rows`). ``work``: int64 of
         shape (2 n + nz + 1,), filled with the indices of the servers that are not off
         (``[0, n)``, ascending), those of the servers that are on grouped by zone
         (``[n, 2 n)``, ascending in each zone) and the groups' bounds (``[2 n, 2 n +
@@ -103,13 +109,15 @@ with compile_settings():
         ``PEND_MAX``, then ``Z_*`` per zone), filled but for the load-index values.
 
         Integers only, so exactly the sums, maxima and order statistics (``pctl`` on
-        the sorted values) that numpy gives. Returns (servers powered, servers on and
-        draining, the server-hours lower bound's servers
-        ``float(np.ceil(np.bincount(pool, weights=sessions) / pool_seats - 1e-9).sum())``)."""
+        the sorted values) that numpy gives. Returns (servers powered ``m``, of them
+        booting, fleet watts, servers on and draining, the server-hours lower bound's
+        servers ``float(np.ceil(np.bincount(pool, weights=sessions) / pool_seats -
+        1e-9).sum())``)."""
         n = power.shape[0]
         nz = (out.shape[0] - STATS_HEAD) // STATS_ZONE
         zone, pool, mx = fleet[F_ZONE], fleet[F_POOL], fleet[F_MAX]
         idx, on_idx, start = work[:n], work[n:2 * n], work[2 * n:2 * n + nz + 1]
+        pool_seats = model[11:]
         per_pool = np.zeros(pool_seats.shape[0], np.int64)
         start[:] = 0
         out[:] = 0
@@ -135,10 +143,14 @@ with compile_settings():
         servers = pairwise_sum(lb, 0, lb.shape[0])
         for z in range(nz):
             start[z + 1] += start[z]
+        n_boot, watts = 0, 0.0
+        if m:
+            n_boot, watts = telemetry_rows(idx[:m], power, sessions, pending, factor, model[0:8], noise[:2 * m],
+                                           BOOTING, model[8:11], tele[0], tele[1], tele[2])
         n_on = start[nz]
         out[N_ON], out[PEND_SUM], out[PEND_MAX], out[PEND_MAX_ON], out[CAPACITY] = n_on, pend_sum, pend_max, pend_on, cap
         if n_on == 0:
-            return m, n_drain, servers
+            return m, n_boot, watts, n_drain, servers
         fill = start[:nz].copy()
         ses = np.empty(n_on, np.int64)  # grouped by zone
         for k in range(m):
@@ -167,7 +179,7 @@ with compile_settings():
             if s_max > s_top:
                 s_top = s_max
         out[S_SUM], out[S_MAX], out[S_P99] = s_all, s_top, kth(ses, pctl_index(n_on, 0.99))
-        return m, n_drain, servers
+        return m, n_boot, watts, n_drain, servers
 
 
     @njit(cache=True, nogil=True)
