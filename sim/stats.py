@@ -51,6 +51,8 @@ def pctl(sorted_values, q):
 STATS_HEAD, STATS_ZONE = 12, 10
 #: rows of the per-server table that :func:`scan_fleet` and :func:`fleet_stats` read
 F_ZONE, F_POOL, F_MAIN, F_MAX = range(4)
+#: buckets of the counts that give order statistics of small integers (sessions; load indexes in two levels)
+BINS = 128
 
 
 # the kernels cache where usher's own do, under usher's compile settings
@@ -86,6 +88,90 @@ with compile_settings():
                     j += 1
                 buf[j - 1] = x
         return buf[0]
+
+
+    @njit(cache=True, nogil=True)
+    def _select(hist, k):
+        """The ``k``-th smallest (from 0) of the values that ``hist`` counts
+        (``hist[v]``: how many are ``v``); ``k`` below their number."""
+        c = 0
+        for v in range(hist.shape[0]):
+            c += hist[v]
+            if c > k:
+                return v
+        return hist.shape[0] - 1
+
+
+    @njit(cache=True, nogil=True)
+    def _bucket(hist, k):
+        """The bucket of the ``k``-th smallest counted value and how many lie below it."""
+        c = 0
+        for v in range(hist.shape[0]):
+            if c + hist[v] > k:
+                return v, c
+            c += hist[v]
+        return hist.shape[0] - 1, c
+
+
+    @njit(cache=True, nogil=True)
+    def _session_stats(ses, start, nz, out):
+        """Per zone and fleet-wide sum, maximum and 99th percentile (as :func:`kth`) of
+        ``ses``, the sessions of the servers that are on grouped by zone (bounds
+        ``start``), into ``out``. The percentiles from counts of each value where
+        every value is in [0, BINS) (sessions are a few dozen a server), else by
+        :func:`kth`."""
+        hist = np.zeros(BINS, np.int64)
+        total = np.zeros(BINS, np.int64)
+        counted = True
+        s_all, s_top = 0, 0
+        for z in range(nz):
+            a, e = start[z], start[z + 1]
+            b = STATS_HEAD + STATS_ZONE * z
+            out[b + Z_N] = e - a
+            if e == a:
+                continue
+            hist[:] = 0
+            ok = True
+            s_sum, s_max = 0, ses[a]
+            for k in range(a, e):
+                s = ses[k]
+                s_sum += s
+                if s > s_max:
+                    s_max = s
+                if s >= 0 and s < BINS:
+                    hist[s] += 1
+                else:
+                    ok = False
+            k99 = pctl_index(e - a, 0.99)
+            out[b + Z_S_SUM], out[b + Z_S_MAX] = s_sum, s_max
+            out[b + Z_S_P99] = _select(hist, k99) if ok else kth(ses[a:e], k99)
+            total += hist
+            counted &= ok
+            s_all += s_sum
+            if s_max > s_top:
+                s_top = s_max
+        k99 = pctl_index(ses.shape[0], 0.99)
+        out[S_SUM], out[S_MAX] = s_all, s_top
+        out[S_P99] = _select(total, k99) if counted else kth(ses, k99)
+
+
+    @njit(cache=True, nogil=True)
+    def _two_ranks(values, hi, k1, k2):
+        """``values[k1]`` and ``values[k2]`` once sorted, for values in [0, BINS²)
+        whose high parts (``x // BINS``) ``hi`` counts: the bucket of each rank, then
+        the low parts counted in that bucket."""
+        b1, c1 = _bucket(hi, k1)
+        b2, c2 = _bucket(hi, k2)
+        lo1 = np.zeros(BINS, np.int64)
+        lo2 = np.zeros(BINS, np.int64)
+        for k in range(values.shape[0]):
+            x = values[k]
+            h = x // BINS
+            if h == b1:
+                lo1[x % BINS] += 1
+            if h == b2:
+                lo2[x % BINS] += 1
+        return b1 * BINS + _select(lo1, k1 - c1), b2 * BINS + _select(lo2, k2 - c2)
 
 
     @njit(cache=True, nogil=True)
@@ -161,24 +247,7 @@ with compile_settings():
                 fill[z] = j + 1
                 on_idx[j] = i
                 ses[j] = sessions[i]
-        s_all, s_top = 0, 0
-        for z in range(nz):
-            a, e = start[z], start[z + 1]
-            b = STATS_HEAD + STATS_ZONE * z
-            out[b + Z_N] = e - a
-            if e == a:
-                continue
-            s_sum, s_max = 0, ses[a]
-            for k in range(a, e):
-                s = ses[k]
-                s_sum += s
-                if s > s_max:
-                    s_max = s
-            out[b + Z_S_SUM], out[b + Z_S_MAX], out[b + Z_S_P99] = s_sum, s_max, kth(ses[a:e], pctl_index(e - a, 0.99))
-            s_all += s_sum
-            if s_max > s_top:
-                s_top = s_max
-        out[S_SUM], out[S_MAX], out[S_P99] = s_all, s_top, kth(ses, pctl_index(n_on, 0.99))
+        _session_stats(ses, start, nz, out)
         return m, n_boot, watts, n_drain, servers
 
 
@@ -188,7 +257,9 @@ with compile_settings():
         engine's load indexes), over the servers that are on as :func:`scan_fleet`
         grouped them in ``work``: fleet-wide median, 99th percentile, maximum and sum;
         per zone 99th percentile, maximum and sum, and over the patient-record pool's
-        servers (``fleet[F_MAIN]``) count, sum and maximum. Integers only."""
+        servers (``fleet[F_MAIN]``) count, sum and maximum. Integers only; the
+        fleet-wide order statistics from counts (:func:`_two_ranks`) where every load
+        index is in [0, BINS²), else by :func:`kth` and a partition."""
         n = fleet.shape[1]
         nz = (out.shape[0] - STATS_HEAD) // STATS_ZONE
         n_on = out[N_ON]
@@ -196,6 +267,8 @@ with compile_settings():
             return
         main, on_idx, start = fleet[F_MAIN], work[n:2 * n], work[2 * n:2 * n + nz + 1]
         lis = np.empty(n_on, np.int64)  # grouped by zone
+        hi = np.zeros(BINS, np.int64)  # how many load indexes x // BINS counts, while all are in [0, BINS²)
+        counted = True
         l_all, l_top = 0, 0
         for z in range(nz):
             a, e = start[z], start[z + 1]
@@ -210,6 +283,10 @@ with compile_settings():
                 l_sum += x
                 if x > l_max:
                     l_max = x
+                if x >= 0 and x < BINS * BINS:
+                    hi[x // BINS] += 1
+                else:
+                    counted = False
                 if main[i]:
                     if m_n == 0 or x > m_max:
                         m_max = x
@@ -220,9 +297,12 @@ with compile_settings():
             l_all += l_sum
             if l_max > l_top:
                 l_top = l_max
-        out[L_SUM], out[L_MAX], out[L_P99] = l_all, l_top, kth(lis, pctl_index(n_on, 0.99))
-        k50 = pctl_index(n_on, 0.50)
-        out[L_P50] = np.partition(lis, k50)[k50]
+        out[L_SUM], out[L_MAX] = l_all, l_top
+        k99, k50 = pctl_index(n_on, 0.99), pctl_index(n_on, 0.50)
+        if counted:  # load indexes are 0..10000: two passes of counts
+            out[L_P99], out[L_P50] = _two_ranks(lis, hi, k99, k50)
+        else:
+            out[L_P99], out[L_P50] = kth(lis, k99), np.partition(lis, k50)[k50]
 
 
     @njit(cache=True, nogil=True)

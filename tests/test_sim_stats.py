@@ -52,7 +52,9 @@ _WATTS = np.array([300.0, 180.0, 240.0])
 
 def _fleet(rng, trial):
     """A random fleet: powered, booting, off and shutting-down servers in 1 to 4
-    zones; every 10th with no server on, every 7th with its last zone empty."""
+    zones; every 10th with nothing powered, every 10th (from 5) with nothing on,
+    every 7th with its last zone empty, every 6th with sessions and load indexes
+    beyond the ranges the kernels count."""
     n = int(rng.integers(1, 300))
     nz = int(rng.integers(1, 5))
     zone = rng.integers(0, nz, n)
@@ -63,7 +65,12 @@ def _fleet(rng, trial):
         power[:] = sim.OFF  # nothing powered
     elif trial % 10 == 5:
         power = np.where(power == sim.ON, sim.BOOTING, power)  # powered, none on
-    return dict(n=n, nz=nz, zone=zone, power=power, sessions=rng.integers(0, 31, n), li=rng.integers(0, 10_001, n),
+    wide = trial % 6 == 4  # values beyond the counted ranges: the kth and partition paths
+    sessions = rng.integers(0, 400 if wide else 31, n)
+    li = rng.integers(0, 10_001, n)
+    if wide:
+        li[rng.random(n) < 0.05] = 20_000
+    return dict(n=n, nz=nz, zone=zone, power=power, sessions=sessions, li=li,
                 pending=rng.integers(0, 4, n), mode=rng.choice([sim.ENABLED, sim.DRAIN, 2], n),
                 pool=rng.integers(0, 3, n), main=rng.random(n) < 0.8, mx=rng.integers(12, 31, n),
                 factor=np.where(rng.random(n) < 0.1, 1.8, 1.0), noise=rng.standard_normal(2 * n + 5) * 10)
