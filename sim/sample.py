@@ -1,15 +1,15 @@
 """The sample handler: telemetry for every powered server, then one KPI sample.
 
-Design: every ``day.sample_seconds`` the handler scans the fleet once
-(:func:`usher.sim.stats.scan_fleet`: the powered servers, the statistics that the
-telemetry does not change), draws the telemetry of the powered servers (cpu
-normals, then memory normals, from a generator seeded by ``day.seed``; rows and
-watts by :func:`usher.sim.stats.telemetry_rows`), sends it in one
-``telemetry_many`` call, then reads the load indexes it gave
-(:func:`usher.sim.stats.fleet_stats`) and hands one row
-(:data:`usher.sim.sinks.SERIES_COLUMNS`) and one row per zone to the day's sinks.
-Three compiled calls and one engine call per sample: the engine's server columns
-are strided views of its records, and each pass over them is the cost that counts.
+Design: every ``day.sample_seconds`` the handler makes two compiled calls and one
+engine call. :func:`usher.sim.stats.scan_fleet` finds the powered servers, the
+statistics that the telemetry does not change, and the telemetry rows and watts
+(cpu normals, then memory normals, ``2 m`` for ``m`` powered servers, from a
+generator seeded by ``day.seed``: drawn in blocks, the same stream as one draw per
+sample, see :meth:`Sampler._normals`); one ``telemetry_many`` call sends the rows;
+:func:`usher.sim.stats.fleet_stats` reads the load indexes it gave. One row
+(:data:`usher.sim.sinks.SERIES_COLUMNS`) and one row per zone go to the day's
+sinks. The engine's server columns are strided views of its records: each pass
+over them, and each call, is the cost that counts.
 """
 
 from __future__ import annotations
