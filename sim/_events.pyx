@@ -251,8 +251,12 @@ cdef class EngineCalls:
 
     def telemetry(self, idx, cpu, mem, now, traced):
         """Telemetry of servers ``idx`` (one ``telemetry_many``); ``traced`` (bool per
-        server) says which rows go to the trace."""
-        self.timed(len(idx), self.s.telemetry_many, idx, cpu=cpu, mem=mem, now=now)
+        server) says which rows go to the trace. Timed and counted as ``timed`` does,
+        the engine called with its arguments in place."""
+        cdef double t0 = _clock()
+        self.s.telemetry_many(idx, cpu, mem, None, None, now)
+        self.seconds += _clock() - t0
+        self.ops += len(idx)
         if self.append is not None:
             append, names = self.append, self.server_names
             sel = traced[idx]

@@ -1,15 +1,21 @@
 """The sample handler: telemetry for every powered server, then one KPI sample.
 
-Design: every ``day.sample_seconds`` the handler draws the telemetry of the
-powered servers (cpu normals, then memory normals, from a generator seeded by
-``day.seed``), sends it in one ``telemetry_many`` call, computes the fleet and
-zone statistics with the kernels of :mod:`usher.sim.stats` and hands one row
-(:data:`usher.sim.sinks.SERIES_COLUMNS`) and one row per zone to the day's sinks.
+Design: every ``day.sample_seconds`` the handler makes two compiled calls and one
+engine call. :func:`usher.sim.stats.scan_fleet` finds the powered servers, the
+statistics that the telemetry does not change, and the telemetry rows and watts
+(cpu normals, then memory normals, ``2 m`` for ``m`` powered servers, from a
+generator seeded by ``day.seed``: drawn in blocks, the same stream as one draw per
+sample, see :meth:`Sampler._normals`); one ``telemetry_many`` call sends the rows;
+:func:`usher.sim.stats.fleet_stats` reads the load indexes it gave. One row
+(:data:`usher.sim.sinks.SERIES_COLUMNS`) and one row per zone go to the day's
+sinks. The engine's server columns are strided views of its records: each pass
+over them, and each call, is the cost that counts.
 """
 
 from __future__ import annotations
 
 import math
+from operator import itemgetter, sub
 
 import numpy as np
 
@@ -20,8 +26,9 @@ from usher.sim.scenario import POOLS
 __all__ = ["Sampler"]
 
 _NAN = math.nan
-_add_reduce = np.add.reduce
 _EMPTY_ZONE = (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, _NAN)
+_NO_STATS = (0, 0, 0, 0, 0, 0, 0, 0)
+_NOISE_SAMPLES = 8  # samples' worth of normals drawn at a time (at most 2 per server each)
 
 
 class Sampler:
@@ -44,51 +51,59 @@ class Sampler:
                               tel.mem_base, tel.mem_per_session, tel.mem_per_logon, tel.mem_noise], dtype=np.float64)
         self.watts_model = np.array([pw.watts_booting, pw.watts_idle, pw.watts_busy - pw.watts_idle],
                                     dtype=np.float64)
-        self.idx = np.zeros(n_srv, dtype=np.int64)
-        self.cpu, self.mem, self.watts = np.zeros(n_srv), np.zeros(n_srv), np.zeros(n_srv)
-        self.zone = np.ascontiguousarray(lay.server_zone, dtype=np.int64)
-        self.main = np.ascontiguousarray(lay.server_pool == 0, dtype=np.bool_)  # imbalance: patient-record pool
-        self.max_sessions = np.ascontiguousarray(lay.server_max, dtype=np.int64)
+        self.work = np.zeros(2 * n_srv + nz + 1, dtype=np.int64)  # see stats.scan_fleet
+        self.tele = np.zeros((3, n_srv))  # cpu, memory, watts of the powered servers
+        # the generator's normals, drawn _NOISE_SAMPLES samples' worth at a time and
+        # used in order (the stream of one normal(2 m) call per sample, see _normals)
+        self.noise = np.zeros(_NOISE_SAMPLES * 2 * n_srv)
+        self.noise_at = self.noise.shape[0]
+        self.fleet = np.zeros((4, n_srv), dtype=np.int32)  # rows stats.F_ZONE, F_POOL, F_MAIN, F_MAX
+        self.fleet[K.F_ZONE] = lay.server_zone
+        self.fleet[K.F_POOL] = lay.server_pool
+        self.fleet[K.F_MAIN] = lay.server_pool == 0  # imbalance: patient-record pool
+        self.fleet[K.F_MAX] = lay.server_max
         self.out = np.zeros(K.STATS_HEAD + K.STATS_ZONE * nz, dtype=np.int64)
         self.zone_base = [K.STATS_HEAD + K.STATS_ZONE * z for z in range(nz)]
-        self.reason_cols = [4 + int(r) for r in Reason if r != Reason.NONE]
+        self.reason_deltas = itemgetter(*[4 + int(r) for r in Reason if r != Reason.NONE])
         self.last_counts = [0] * (4 + len(Reason))
         # the server-hours lower bound: per pool, sessions / mean seats per server
-        self.pool = np.ascontiguousarray(lay.server_pool, dtype=np.int64)
-        self.n_pools = n_pools = len(POOLS)
-        cnt = np.bincount(self.pool, minlength=n_pools)
-        self.pool_seats = np.bincount(self.pool, weights=lay.server_max, minlength=n_pools) / np.maximum(cnt, 1)
-        self.per_pool = np.zeros(n_pools, dtype=np.int64)
+        pool = np.asarray(lay.server_pool, dtype=np.int64)
+        n_pools = len(POOLS)
+        cnt = np.bincount(pool, minlength=n_pools)
+        self.pool_seats = np.bincount(pool, weights=lay.server_max, minlength=n_pools) / np.maximum(cnt, 1)
         self.last_lost = [0, 0]
+        self.model = np.concatenate([self.coef, self.watts_model, self.pool_seats])  # see stats.scan_fleet
+        self.n_srv = n_srv
 
-    def _telemetry(self, d, now):
-        """Telemetry of the powered servers; returns (powered, booting, watts)."""
-        power = d.power_v
-        m = K.powered(power, K.OFF, self.idx)
-        if not m:
-            return 0, 0, 0.0
-        idx, cpu, mem = self.idx[:m], self.cpu[:m], self.mem[:m]
-        n_boot = K.telemetry_rows(idx, power, d.sessions_v, d.pending_v, self.imaging_factor, self.coef,
-                                  self.normal(2 * m), K.BOOTING, self.watts_model, cpu, mem, self.watts)
-        d.calls.telemetry(idx, cpu, mem, now, self.traced)
-        return m, n_boot, float(_add_reduce(self.watts[:m]))  # numpy's pairwise sum (what .sum() calls)
+    def _normals(self):
+        """The generator's next normals, at least ``2 n`` of them, as a view of the
+        buffer (the caller moves ``noise_at`` past those it used). Drawing a block
+        at once gives the same stream as one ``normal(k)`` call per sample:
+        ``Generator.standard_normal`` fills element by element from the bit
+        generator (``random_standard_normal_fill``) and keeps nothing between calls,
+        so draws split anywhere concatenate to the same values
+        (tests/test_sim_sample.py checks it)."""
+        buf, at = self.noise, self.noise_at
+        if buf.shape[0] - at < 2 * self.n_srv:
+            left = buf.shape[0] - at
+            buf[:left] = buf[at:]
+            self.normal(out=buf[left:])
+            self.noise_at = at = 0
+        return buf[at:]
 
     def _statistics(self, o):
-        """Fleet statistics and zone rows from the kernel's row ``o`` (a list)."""
-        n_on = o[K.N_ON]
+        """Fleet statistics and zone rows from the kernels' row ``o`` (a list)."""
+        n_on, _, pend_max_on, _, s_max, s_p99, s_sum, l_p50, l_p99, l_max, l_sum, _ = o[:K.STATS_HEAD]
         if not n_on:
-            return (0, 0, 0, 0, 0, 0, 0, 0), [_EMPTY_ZONE] * self.nz
-        stats = (o[K.S_MAX], o[K.S_P99], o[K.S_SUM] / n_on, o[K.L_P50], o[K.L_P99], o[K.L_MAX],
-                 o[K.L_SUM] / n_on, o[K.PEND_MAX_ON])
+            return _NO_STATS, [_EMPTY_ZONE] * self.nz
+        stats = (s_max, s_p99, s_sum / n_on, l_p50, l_p99, l_max, l_sum / n_on, pend_max_on)
         zrow = []
         for b in self.zone_base:
-            n_z = o[b + K.Z_N]
+            n_z, zs_sum, zs_max, zs_p99, zl_sum, zl_p99, zl_max, m_n, m_sum, m_max = o[b:b + K.STATS_ZONE]
             if n_z:
-                m_n = o[b + K.Z_M_N]
-                rmean = o[b + K.Z_M_SUM] / m_n if m_n else 0.0
-                zrow.append((n_z, o[b + K.Z_S_SUM], o[b + K.Z_S_SUM] / n_z, o[b + K.Z_S_MAX], o[b + K.Z_S_P99],
-                             o[b + K.Z_L_SUM] / n_z, o[b + K.Z_L_P99], o[b + K.Z_L_MAX],
-                             o[b + K.Z_M_MAX] / rmean if rmean > 0 else _NAN))
+                rmean = m_sum / m_n if m_n else 0.0
+                zrow.append((n_z, zs_sum, zs_sum / n_z, zs_max, zs_p99, zl_sum / n_z, zl_p99, zl_max,
+                             m_max / rmean if rmean > 0 else _NAN))
             else:
                 zrow.append(_EMPTY_ZONE)
         return stats, zrow
@@ -99,28 +114,31 @@ class Sampler:
         any server (the loop checks its running peak against it)."""
         d.check_views()
         st = d.state
-        m, n_boot, watts = self._telemetry(d, now)
-        K.fleet_stats(d.power_v, d.sessions_v, d.li_v, d.pending_v, self.zone, self.main, self.max_sessions,
-                      self.nz, K.ON, self.out)
+        m, n_boot, watts, n_drain, lb_servers = K.scan_fleet(
+            d.power_v, d.sessions_v, d.mode_v, d.pending_v, self.fleet, self.imaging_factor, self.model,
+            self._normals(), self.work, self.out, self.tele)
+        if m:  # the telemetry of the powered servers, one engine call
+            self.noise_at += 2 * m
+            tele = self.tele
+            d.calls.telemetry(self.work[:m], tele[0, :m], tele[1, :m], now, self.traced)
+        K.fleet_stats(d.li_v, self.fleet, self.work, self.out)
         o = self.out.tolist()
         stats, zrow = self._statistics(o)
         cnt = st.outcomes + st.reasons
-        dl = [x - y for x, y in zip(cnt, self.last_counts)]
-        self.last_counts[:] = cnt
+        dl = list(map(sub, cnt, self.last_counts))
+        self.last_counts = cnt
         lost, failed = st.tally["lost"], st.tally["failed"]
-        hdr = d.hdr
+        hdr, last_lost, target = d.hdr, self.last_lost, d.arrivals.target
+        d0, d1, d2, d3 = dl[0], dl[1], dl[2], dl[3]
         row = (now, hdr[d.H_LIVE], o[K.PEND_SUM], hdr[d.H_HOLD], o[K.N_ON], n_boot, m, o[K.CAPACITY],
-               dl[0] + dl[1] + dl[2] + dl[3], dl[0], dl[1], dl[2], dl[3],
-               *[dl[r] for r in self.reason_cols], lost - self.last_lost[0], failed - self.last_lost[1],
-               *stats, watts, d.arrivals.target[min(int(now), len(d.arrivals.target) - 1)])
+               d0 + d1 + d2 + d3, d0, d1, d2, d3, *self.reason_deltas(dl), lost - last_lost[0], failed - last_lost[1],
+               *stats, watts, target[min(int(now), len(target) - 1)])
         for sink in d.sinks:
             sink.sample(row, zrow)
-        self.last_lost[0], self.last_lost[1] = lost, failed
+        last_lost[0], last_lost[1] = lost, failed
         dt = min(self.period, d.T - now)
         st.server_hours += m * dt / 3600.0
         st.energy_j += watts * dt
-        per_pool = self.per_pool  # int64: the float64 division below converts it exactly
-        n_drain = K.pool_sessions(d.sessions_v, self.pool, d.power_v, d.mode_v, K.ON, K.DRAIN, per_pool)
-        st.lower_bound_hours += float(np.ceil(per_pool / self.pool_seats - 1e-9).sum()) * dt / 3600.0
+        st.lower_bound_hours += lb_servers * dt / 3600.0
         st.draining_hours += n_drain * dt / 3600.0
         return o[K.PEND_MAX]
