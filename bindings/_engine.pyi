@@ -170,6 +170,15 @@ class Engine:
     # servers and the clock
     def _server_call(self, server: int, op: int, value: int, now: float | None, sessions: int) -> list[int]: ...
     def _server_calls(self, idx: npt.NDArray[np.int64], op: int, value: int, now: float | None) -> None: ...
+    def _telemetry_indexed(
+        self,
+        servers: object,
+        cpu: object,
+        mem: object,
+        disk_queue: object,
+        custom: object,
+        now: object,
+    ) -> bool: ...
     def _telemetry_arrays(
         self,
         servers: npt.NDArray[np.int64],

@@ -331,6 +331,16 @@ def first_not_id(values, bint allow_none=False):
     return -1
 
 
+cdef inline bint _native_vector(values, int typenum, Py_ssize_t n):
+    """``values`` is a C-contiguous 1-D ndarray of ``typenum`` in the machine's
+    byte order, of n items (any length for n < 0): its data read as C values."""
+    return (type(values) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>values) == typenum
+            and cnp.PyArray_NDIM(<cnp.ndarray>values) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>values)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>values)
+            and (n < 0 or cnp.PyArray_DIM(<cnp.ndarray>values, 0) == n))
+
+
 cdef inline bint _object_vector(values):
     """``values`` is a 1-D ndarray of objects (a batch's names, read as a list)."""
     return (type(values) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>values) == cnp.NPY_OBJECT
@@ -339,9 +349,27 @@ cdef inline bint _object_vector(values):
 
 cdef inline bint _int64_vector(values):
     """``values`` is a C-contiguous 1-D int64 ndarray (a batch's indices)."""
-    return (type(values) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>values) == cnp.NPY_INT64
-            and cnp.PyArray_NDIM(<cnp.ndarray>values) == 1
-            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>values))
+    return _native_vector(values, cnp.NPY_INT64, -1)
+
+
+cdef bint _telemetry_columns(tuple columns, Py_ssize_t n, double** cols, int64_t* mask):
+    """The four telemetry columns (cpu, mem, disk_queue, custom) of a run of n rows
+    as data pointers and their mask: each None (not reported, never read) or a
+    native float64 vector of n values. False for any other shape."""
+    cdef Py_ssize_t f
+    cdef tuple bits = (TELEMETRY_FIELD_CPU, TELEMETRY_FIELD_MEM, TELEMETRY_FIELD_DISK_QUEUE,
+                       TELEMETRY_FIELD_CUSTOM)
+    mask[0] = 0
+    for f in range(4):
+        column = columns[f]
+        if column is None:
+            cols[f] = <double*><char*>_EMPTY
+        elif _native_vector(column, cnp.NPY_FLOAT64, n):
+            cols[f] = <double*>cnp.PyArray_DATA(<cnp.ndarray>column)
+            mask[0] |= <int64_t>bits[f]
+        else:
+            return False
+    return True
 
 
 cdef Py_ssize_t _first_not_str(values, bint allow_none):
@@ -1804,6 +1832,34 @@ cdef class Engine:
             raise_for_status(status, f"{name}[{k}]" if n > 1 else name, column[k])
         raise_for_status(status, "now", now)
 
+    def _telemetry_indexed(self, servers, cpu, mem, disk_queue, custom, now):
+        """``telemetry_many`` for the shape of a caller that keeps server indices
+        (``server_indices``): ``servers`` a C-contiguous 1-D int64 ndarray of n > 0
+        rows, each column None or a C-contiguous 1-D float64 ndarray of n values,
+        ``now`` None or a float. Applies the rows and returns True; returns False,
+        with nothing changed, for any other shape or for rows the kernel refuses
+        (it checks every row before it writes any), so that the general path
+        raises the error it names."""
+        cdef int64_t n, mask = 0, status
+        cdef int64_t bad[2]
+        cdef double* cols[4]
+        cdef double t
+        if not _native_vector(servers, cnp.NPY_INT64, -1) or (now is not None and type(now) is not float):
+            return False
+        n = cnp.PyArray_DIM(<cnp.ndarray>servers, 0)
+        if n == 0 or not _telemetry_columns((cpu, mem, disk_queue, custom), n, cols, &mask):
+            return False
+        self._acquire()
+        try:
+            t = self._time(now)  # the general path's checks of now: InvalidArgument, TimeWentBackwards
+            if self._dirty:
+                self._relayout()
+            status = self._telemetry_rows(n, <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>servers), cols[0], cols[1],
+                                          cols[2], cols[3], mask, t, bad)
+        finally:
+            self._release()
+        return status == 0
+
     cdef inline int64_t _telemetry_rows(self, int64_t n, int64_t* servers, double* cpu, double* mem,
                                         double* disk, double* custom, int64_t mask, double t,
                                         int64_t* bad) noexcept:
@@ -1956,22 +2012,9 @@ cdef int telemetry_rows(object engine, list servers, object cpu, object mem, obj
     cdef double* cols[4]
     cdef double t
     cdef tuple columns = (cpu, mem, disk_queue, custom)
-    cdef tuple bits = (TELEMETRY_FIELD_CPU, TELEMETRY_FIELD_MEM, TELEMETRY_FIELD_DISK_QUEUE,
-                       TELEMETRY_FIELD_CUSTOM)
-    if n == 0 or type(now) is not float or _first_not_str(servers, False) >= 0:
+    if (n == 0 or type(now) is not float or _first_not_str(servers, False) >= 0
+            or not _telemetry_columns(columns, n, cols, &mask)):
         return _telemetry_rows_public(s, servers, columns, now)
-    for f in range(4):
-        column = columns[f]
-        if column is None:
-            cols[f] = <double*><char*>_EMPTY
-        elif (type(column) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>column) == cnp.NPY_FLOAT64
-                and cnp.PyArray_NDIM(<cnp.ndarray>column) == 1
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>column)
-                and cnp.PyArray_DIM(<cnp.ndarray>column, 0) == n):
-            cols[f] = <double*>cnp.PyArray_DATA(<cnp.ndarray>column)
-            mask |= <int64_t>bits[f]
-        else:
-            return _telemetry_rows_public(s, servers, columns, now)
     idx = <int64_t*>malloc(n * sizeof(int64_t))
     if idx == NULL:
         raise MemoryError("cannot allocate a telemetry run's server indices")

@@ -287,6 +287,8 @@ class _Servers(_Host):
         """Telemetry for many servers at once (arrays of equal length; a field
         left None is unchanged everywhere). Every row is checked before any is
         applied: one bad row applies nothing."""
+        if self._telemetry_indexed(servers, cpu, mem, disk_queue, custom, now):
+            return  # indices and float64 columns as they are: the kernel checks every row
         servers = _v.sequence("servers", servers)
         if now is not None:
             now = _v.time("now", now)

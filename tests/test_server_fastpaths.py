@@ -248,7 +248,9 @@ def test_set_place_last_lists_all_or_nothing(servers, flag):
 
 # ---------------------------------------------------------------- telemetry_many
 def _telemetry_reference(s, servers, cpu=None, mem=None, now=None):
-    """telemetry_many with the servers resolved one by one (``_server_index``)."""
+    """telemetry_many with the servers resolved one by one (``_server_index``), and
+    index arrays through the general path (the indexed shape's entry turned off)."""
+    s._telemetry_indexed = lambda *a: False
     if not (isinstance(servers, np.ndarray) and servers.dtype.kind in "iu"):
         servers = _v.sequence("servers", servers)
         with s._locked():
@@ -274,6 +276,42 @@ TELEMETRY_SERVERS = [
 def test_telemetry_many_is_the_general_path(servers, cpu):
     _both(lambda s, *a, **k: s.telemetry_many(*a, **k), _telemetry_reference, servers, cpu=cpu,
           mem=[1.0, 2.0, 3.0] if cpu is None else None, now=30.0)
+
+
+_F8 = np.dtype(np.float64)
+_BAD_INDEX = [5, 8, -1]  # removed, beyond the table, negative
+_BAD_VALUE = [-1.0, 100.5, 1e300, math.nan, math.inf]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=hst.lists(hst.tuples(hst.sampled_from([0, 1, 2, 3, 4, 6, 7]), hst.floats(0.0, 100.0),
+                                 hst.floats(0.0, 100.0)), min_size=1, max_size=12),
+       columns=hst.sampled_from(["cpu", "mem", "both"]),
+       layout=hst.sampled_from(["native", "swapped", "strided", "indices swapped"]),
+       fault=hst.sampled_from([None, None, None, "index", "value", "now"]),
+       pick=hst.integers(0, 99), now=hst.sampled_from([30.0, 20.0, None]))
+def test_telemetry_many_indexed_is_the_general_path(rows, columns, layout, fault, pick, now):
+    """Index arrays with float64 columns (the indexed entry, whatever the layout
+    of the arrays: the entry takes native contiguous ones only) against the
+    general path: the same state, or the same error with nothing changed."""
+    idx = np.array([r[0] for r in rows], dtype=np.int64)
+    cpu = np.array([r[1] for r in rows]) if columns != "mem" else None
+    mem = np.array([r[2] for r in rows]) if columns != "cpu" else None
+    k = pick % len(rows)
+    if fault == "index":
+        idx[k] = _BAD_INDEX[pick % 3]
+    elif fault == "value":
+        (cpu if cpu is not None else mem)[k] = _BAD_VALUE[pick % 5]
+    elif fault == "now":
+        now = [19.0, math.nan, 30][pick % 3]  # earlier than the clock, not a time, an int
+    if layout == "swapped":
+        cpu = None if cpu is None else cpu.astype(_F8.newbyteorder())
+        mem = None if mem is None else mem.astype(_F8.newbyteorder())
+    elif layout == "strided":
+        cpu = None if cpu is None else np.repeat(cpu, 2)[::2]
+    elif layout == "indices swapped":
+        idx = idx.astype(np.dtype(np.int64).newbyteorder())
+    _both(lambda s, *a, **k: s.telemetry_many(*a, **k), _telemetry_reference, idx, cpu=cpu, mem=mem, now=now)
 
 
 def test_telemetry_many_by_name_equals_by_index_and_one_by_one():
