@@ -53,7 +53,12 @@ one zone, with its own :class:`usher.planner.settings.GroupSettings`) alone:
    ``pack_margin`` seats, at most the group's free-seat need); every other such
    server is marked place-last, so new logons pack onto servers that stay on
    anyway and the rest empty by attrition. The marks stay while the group scales
-   up (booted servers join the keep set's room first).
+   up (booted servers join the keep set's room first). With ``pack_hold`` (the
+   default) the keep set is sticky: its members stay while they can take a
+   session; it grows by the fullest marked servers while its room is short and
+   sheds its emptiest members only while the rest still hold the room (a whole
+   server surplus), so a server near the boundary is not marked and unmarked
+   minute after minute as sessions come and go.
 9. **zone reserve** (``zone_reserve_pct``, off by default): N+1 over zones, each
    group also holds that share of the demand it would take over if another zone
    of its pool went dark.
@@ -233,7 +238,7 @@ class Autoscale:
                        gs.drain_fewest_first, gs.power_off_delay_minutes * 60.0, gs.off_delay_from == "drain",
                        np.nan if gs.forced_logoff_minutes is None else gs.forced_logoff_minutes * 60.0,
                        _PACKS[gs.pack], np.nan if gs.pack_pct is None else gs.pack_pct, gs.pack_margin,
-                       gs.pack_by_load, up, dn, sched)
+                       gs.pack_by_load, gs.pack_hold, up, dn, sched)
         self._gset = gset
         self._peak_keys = list(keys)
         self._windows = (np.array([key[0] for key in keys], dtype=np.float64),  # horizon, trend, seasonal
@@ -406,8 +411,8 @@ class Autoscale:
                     f"{_clock(self._now + w[kernels.W_HORIZON])} + {w[kernels.W_BUF]:.0%} needs "
                     f"{w[kernels.W_NEED_DN]:,.0f} seats, {int(w[kernels.W_SEATS_READY]):,} ready: "
                     f"surplus {w[kernels.W_SURPLUS]:,}")
-        return (f"{name}: packing: {kept} fullest servers hold the {w[kernels.W_PACK]:,.0f} free seats needed; "
-                f"new sessions last")  # A_PLACE_LAST
+        return (f"{name}: packing: {kept} {'kept' if gs.pack_hold else 'fullest'} servers hold the "
+                f"{w[kernels.W_PACK]:,.0f} free seats needed; new sessions last")  # A_PLACE_LAST
 
     def _off_reason(self, k, code, drain_at, sessions) -> str:
         gs = self.gs[k]

@@ -48,13 +48,14 @@ UPS, DOWNS, OFFS, MARKS = range(4)
 #: sessions a drained server may hold or -1, fewest first); shut down (flag, delay
 #: in seconds, counted from the drain, servers kept powered, powered servers,
 #: forced logoff after seconds or NaN); pack (flag, forecast falling, room capped
-#: by load index, the keep set's free room)
+#: by load index, sticky keep set, the keep set's free room, seats of the ready
+#: booting servers)
 P_COLUMNS = ("up", "gap", "gap_n", "boot_room", "down", "surplus", "n_ready", "min_ready", "drain_max",
              "fewest_first", "shut", "delay", "from_drain", "keep_powered", "n_powered", "logoff_after",
-             "pack", "falling", "by_load", "head")
+             "pack", "falling", "by_load", "hold", "head", "boot_seats")
 (P_UP, P_GAP, P_GAP_N, P_BOOT_ROOM, P_DOWN, P_SURPLUS, P_N_READY, P_MIN_READY, P_DRAIN_MAX, P_FEWEST,
  P_SHUT, P_DELAY, P_FROM_DRAIN, P_KEEP_POWERED, P_N_POWERED, P_LOGOFF_AFTER,
- P_PACK, P_FALLING, P_BY_LOAD, P_HEAD) = range(len(P_COLUMNS))
+ P_PACK, P_FALLING, P_BY_LOAD, P_HOLD, P_HEAD, P_BOOT_SEATS) = range(len(P_COLUMNS))
 
 #: columns of :func:`group_sums`' rows
 N_SUMS = 7
@@ -67,14 +68,14 @@ PACK_OFF, PACK_ALWAYS, PACK_FALLING = range(3)
 #: min_powered, max_powered (-1: none), cooldown in seconds, hysteresis in %,
 #: drain_max_sessions (-1: any), drain fewest first, power-off delay in seconds,
 #: delay counted from the drain, forced logoff after seconds (NaN: never), pack
-#: (``PACK_*``), pack_pct (NaN: none), pack_margin, pack_by_load, the row of
+#: (``PACK_*``), pack_pct (NaN: none), pack_margin, pack_by_load, pack_hold, the row of
 #: ``peaks`` over the boot lead and over the boot lead plus the cooldown, the row
 #: of ``slots`` (the group's schedule)
 G_COLUMNS = ("buffer_pct", "lead", "min_ready", "min_powered", "max_powered", "cooldown", "hysteresis_pct",
              "drain_max", "fewest_first", "delay", "from_drain", "logoff_after", "pack", "pack_pct", "pack_margin",
-             "by_load", "peak_up", "peak_dn", "schedule")
+             "by_load", "hold", "peak_up", "peak_dn", "schedule")
 (G_BUFFER, G_LEAD, G_MIN_READY, G_MIN_POWERED, G_MAX_POWERED, G_COOLDOWN, G_HYSTERESIS, G_DRAIN_MAX, G_FEWEST,
- G_DELAY, G_FROM_DRAIN, G_LOGOFF_AFTER, G_PACK, G_PACK_PCT, G_PACK_MARGIN, G_BY_LOAD, G_PEAK_UP, G_PEAK_DN,
+ G_DELAY, G_FROM_DRAIN, G_LOGOFF_AFTER, G_PACK, G_PACK_PCT, G_PACK_MARGIN, G_BY_LOAD, G_HOLD, G_PEAK_UP, G_PEAK_DN,
  G_SCHEDULE) = range(len(G_COLUMNS))
 
 #: columns of a group's row of ``whys``, the numbers its reasons quote: scale up
@@ -252,7 +253,9 @@ with compile_settings():
             row[P_PACK] = 1.0
             row[P_FALLING] = falling
             row[P_BY_LOAD] = g[G_BY_LOAD]
+            row[P_HOLD] = g[G_HOLD]
             row[P_HEAD] = head
+            row[P_BOOT_SEATS] = boot_room
             why[W_PACK] = _pymax(free_need, 0.0) + g[G_PACK_MARGIN]
 
     @njit(cache=True, nogil=True)
@@ -400,52 +403,102 @@ with compile_settings():
                     _emit(out, counts, OFFS, j, A_LOGOFF, k)
 
     @njit(cache=True, nogil=True)
+    def _room(seats, b, li, by_load):
+        """A server's free room: its free seats, capped by its load index with
+        ``by_load`` (``floor(seats * clip(1 - li / FULL_LOAD, 0, 1))``), at least 0."""
+        room = float(seats - b)
+        if by_load:
+            x = 1.0 - li / FULL_LOAD
+            x = min(max(x, 0.0), 1.0)
+            room = min(room, np.floor(seats * x))
+        return max(room, 0.0)
+
+    @njit(cache=True, nogil=True)
     def _pack(k, lo, hi, p, b, seats, rd, lk, li, da, mk, key_scale, row, cand, key, want, out, counts):
-        """Ramp-down packing: the keep set is the fewest candidates (ready, on, not
-        locked, not drained by the planner), most sessions first then most seats,
-        whose room (free seats, capped by the load index with ``by_load``: ``floor(
-        seats * clip(1 - li / FULL_LOAD, 0, 1))``) sums to ``head``, the server that
-        reaches it included; every other candidate is wanted place-last. Emits the
-        marks that change (new marks, then cleared ones, each by position) and
-        returns how many candidates are kept."""
+        """Ramp-down packing: choose the keep set among the candidates (ready, on,
+        not locked, not drained by the planner), sorted most sessions first then
+        most seats (stable); every other candidate is wanted place-last. A
+        server's room is :func:`_room`; ``head`` (``P_HEAD``) the room the keep
+        set holds, less the seats of the ready booting servers (``P_BOOT_SEATS``).
+
+        Afresh (``hold`` 0): the fewest candidates in that order whose room sums
+        to ``head``, the server that reaches it included (none when ``head`` <= 0);
+        every non-candidate is unmarked.
+
+        Sticky (``hold`` 1): the keep set is the unmarked candidates. Grow: while
+        its room is below ``head``, the fullest marked candidates join it. Shrink:
+        then its emptiest members leave it one at a time while the room of the
+        rest reaches ``head + boot seats + the leaving server's seats``: a server
+        leaves only when a whole server is surplus, and a boot (whose seats count
+        in ``head`` while it boots) never marks one. A ready booting server is
+        unmarked (its seats are the keep set's room); every other non-candidate
+        keeps its mark as it is (it takes no session, so its mark is moot until
+        it is a candidate again, and no action is spent on it). The result is a
+        fixed point: the same call on the marks it leaves changes none.
+
+        With ``falling`` 0 (``pack = "falling"`` while the forecast rises) every
+        mark is cleared. Emits the marks that change (new marks, then cleared
+        ones, each by position) and returns how many candidates are kept."""
+        falling, hold = row[P_FALLING] > 0, row[P_HOLD] > 0
         m = 0
         for j in range(lo, hi):
-            want[j] = False
+            # sticky: a mark stays unless changed below, but on a booting server (its seats are the keep set's)
+            want[j] = hold and falling and mk[j] and not (rd[j] and p[j] == BOOTING)
             if rd[j] and p[j] == ON and not lk[j] and np.isnan(da[j]):
                 cand[m], key[m] = j, -(b[j] * key_scale + seats[j])
                 m += 1
-        n_cand = m
-        if m and row[P_FALLING] > 0:
+        kept = m
+        if m and falling:
             c = _sorted(cand, key, m)
             head = row[P_HEAD]
-            keep = 0
-            if head > 0:
-                by_load = row[P_BY_LOAD] > 0
-                total = 0.0
-                keep = m + 1
-                for t in range(m):  # np.searchsorted(np.cumsum(max(room, 0)), head) + 1
+            by_load = row[P_BY_LOAD] > 0
+            if hold:
+                have = 0.0
+                for t in range(m):
                     j = c[t]
-                    room = float(seats[j] - b[j])
-                    if by_load:
-                        x = 1.0 - li[j] / FULL_LOAD
-                        x = min(max(x, 0.0), 1.0)
-                        room = min(room, np.floor(seats[j] * x))
-                    total += max(room, 0.0)
-                    if total >= head:
-                        keep = t + 1
+                    if not want[j]:
+                        have += _room(seats[j], b[j], li[j], by_load)
+                if have < head:  # grow: the fullest marked first
+                    for t in range(m):
+                        if have >= head:
+                            break
+                        j = c[t]
+                        if want[j]:
+                            want[j] = False
+                            have += _room(seats[j], b[j], li[j], by_load)
+                need_all = head + row[P_BOOT_SEATS]  # the room needed, booting servers aside
+                for t in range(m - 1, -1, -1):  # shrink: the emptiest kept first
+                    j = c[t]
+                    if want[j]:
+                        continue
+                    room = _room(seats[j], b[j], li[j], by_load)
+                    if have - room < need_all + seats[j]:
                         break
-            for t in range(keep, m):
-                want[c[t]] = True
+                    want[j] = True
+                    have -= room
+            else:
+                keep = 0
+                if head > 0:
+                    total = 0.0
+                    keep = m + 1
+                    for t in range(m):  # np.searchsorted(np.cumsum(room), head) + 1
+                        total += _room(seats[c[t]], b[c[t]], li[c[t]], by_load)
+                        if total >= head:
+                            keep = t + 1
+                            break
+                for t in range(keep, m):
+                    want[c[t]] = True
+            for t in range(m):
+                if want[c[t]]:
+                    kept -= 1
         for j in range(lo, hi):
-            if want[j]:
-                n_cand -= 1
-                if not mk[j]:
-                    _emit(out, counts, MARKS, j, A_PLACE_LAST, k)
+            if want[j] and not mk[j]:
+                _emit(out, counts, MARKS, j, A_PLACE_LAST, k)
         for j in range(lo, hi):
             if mk[j] and not want[j]:
                 _emit(out, counts, MARKS, j, A_PLACE_FIRST, k)
             mk[j] = want[j]
-        return n_cand
+        return kept
 
     @njit(cache=True, nogil=True)
     def plan_groups(p, md, s, q, b, seats, rd, lk, li, da, idle, mk, bounds, par, now, key_scale, out, counts,

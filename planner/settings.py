@@ -146,6 +146,12 @@ class GroupSettings:
         pack_margin: free seats the keep set holds beyond that.
         pack_by_load: a server's free room is capped by its load index (a server
             full by load index takes nothing).
+        pack_hold: a sticky keep set: its members (the candidates not marked
+            place-last) stay kept while they remain candidates; it grows by the
+            fullest marked servers while its room is below the need and shrinks
+            by its emptiest members only while the rest still hold it (a whole
+            server surplus). False: the keep set is chosen afresh every call (the
+            fullest candidates whose room reaches the need).
         initial_keep_pct: with ``pack``, the share (in %) of a group's powered seats
             kept open when the planner takes a fleet over before its sessions are
             placed and its forecast has no history (``Autoscale.initial``).
@@ -176,6 +182,7 @@ class GroupSettings:
     pack_margin: int = 30
     pack_pct: float | None = None
     pack_by_load: bool = True
+    pack_hold: bool = True
     initial_keep_pct: float = 25.0
     schedule: Schedule = field(default_factory=Schedule)
 
@@ -210,7 +217,8 @@ class GroupSettings:
         fl = self.forced_logoff_minutes
         if fl is not None and (isinstance(fl, bool) or not isinstance(fl, (int, float)) or fl < 0):
             bad("forced_logoff_minutes", "must be a number >= 0 or absent (off)")
-        for key in ("forecast", "trend", "drain_fewest_first", "failover", "pack_by_load"):
+        for key in ("forecast", "trend", "drain_fewest_first", "failover", "pack_by_load",
+                    "pack_hold"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, "must be true or false")
         return self

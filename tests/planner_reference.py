@@ -4,10 +4,11 @@ planner's compiled decisions are tested against (tests/test_planner_decide.py).
 :class:`ReferenceAutoscale` is :class:`usher.planner.autoscale.Autoscale` with
 ``plan`` written group by group: ``_decide`` reads each group's settings, its
 schedule slot and its forecast peaks one group at a time and fills that group's
-row of the kernel's ``par``; the reasons' numbers are made for every group. The
-bookkeeping, the failover and zone reserve, the kernels' array steps
-(``kernels.group_sums``, ``kernels.plan_groups``), drain-aware placement and
-consolidation are the planner's own.
+row of the kernel's ``par``; the reasons' numbers are made for every group; and
+``_pack`` chooses each packing group's keep set from prefixes of the candidates
+in sorted order. The bookkeeping, the failover and zone reserve, the kernels'
+other array steps (``kernels.group_sums``, ``kernels.plan_groups`` with packing
+off), drain-aware placement and consolidation are the planner's own.
 """
 
 from __future__ import annotations
@@ -76,14 +77,20 @@ class ReferenceAutoscale(Autoscale):
         counts = np.zeros(4, dtype=np.int64)
         kept = np.zeros(self.n_groups, dtype=np.int64)
         key_scale = int(seats_all.max()) + 1 if n else 1  # (busy, seats) as one sort key
-        kernels.plan_groups(p, md, s, q, b, seats, rd, lk, li, da, idle, mk, bounds, par,
+        no_pack = par.copy()
+        no_pack[:, kernels.P_PACK] = 0.0  # packing below, in Python
+        kernels.plan_groups(p, md, s, q, b, seats, rd, lk, li, da, idle, mk, bounds, no_pack,
                             now, key_scale, out, counts, kept)
         self.drain_at[o] = da
-        self.marked[o] = mk
         lists = self._actions(out, counts, kept, whys, da, s)
         drained = out[kernels.DOWNS, :counts[kernels.DOWNS], 0]
         self.chosen_sessions[o[drained]] = s[drained]
         marks = lists[kernels.MARKS]
+        cols = (p.tolist(), b.tolist(), seats.tolist(), rd.tolist(), lk.tolist(), li.tolist(), da.tolist())
+        for k in range(self.n_groups):
+            if rows[k][kernels.P_PACK]:
+                marks.extend(self._pack(k, rows[k], whys[k], cols, mk))
+        self.marked[o] = mk
         for k in range(self.n_groups):  # drain-aware placement and consolidation (groups that do not pack)
             gs, lo, hi = self.gs[k], self.bounds[k], self.bounds[k + 1]
             if hi > lo and gs.pack == "off" and (gs.place_last_pct > 0 or gs.consolidate_pct > 0 or mk[lo:hi].any()):
@@ -156,7 +163,9 @@ class ReferenceAutoscale(Autoscale):
             row[kernels.P_PACK] = 1.0
             row[kernels.P_FALLING] = falling
             row[kernels.P_BY_LOAD] = gs.pack_by_load
+            row[kernels.P_HOLD] = gs.pack_hold
             row[kernels.P_HEAD] = head
+            row[kernels.P_BOOT_SEATS] = boot_room
             pack = max(free_need, 0.0) + gs.pack_margin
         return up, down, pack
 
@@ -198,9 +207,65 @@ class ReferenceAutoscale(Autoscale):
                     f"{_clock(self._now + horizon)} + {buf:.0%} needs {need:,.0f} seats, {seats_ready:,} ready: "
                     f"surplus {surplus:,}")
         if code == kernels.A_PLACE_LAST:
-            return (f"{name}: packing: {int(kept)} fullest servers hold the {pack:,.0f} free seats needed; "
-                    f"new sessions last")
+            return (f"{name}: packing: {int(kept)} {'kept' if gs.pack_hold else 'fullest'} servers hold the "
+                    f"{pack:,.0f} free seats needed; new sessions last")
         return f"{name}: packing: kept open for new sessions"
+
+    def _pack(self, k, row, why, cols, mk) -> list:
+        """Group ``k``'s keep set (ramp-down packing) and its mark changes, in
+        Python. Candidates are ranked by (most busy, most seats), stable.
+
+        Afresh: the shortest prefix of the ranked candidates whose room reaches
+        ``head`` (all of them when none does). Sticky (``pack_hold``): the
+        unmarked candidates, joined when their room is short of ``head`` by the
+        shortest prefix of the ranked marked ones that makes it up; then its last
+        ranked member is dropped while the room of the others reaches ``head`` +
+        the booting seats + the dropped server's seats. Non-candidates: unmarked
+        afresh; sticky, a ready booting server is unmarked and any other keeps
+        its mark. ``mk`` (group order) takes the new marks."""
+        p, b, seats, rd, lk, li, da = cols
+        lo, hi = self.bounds[k], self.bounds[k + 1]
+        by_load, head, hold = bool(row[kernels.P_BY_LOAD]), row[kernels.P_HEAD], bool(row[kernels.P_HOLD])
+        falling = bool(row[kernels.P_FALLING])
+
+        def room(j):
+            free = float(seats[j] - b[j])
+            if by_load:
+                free = min(free, math.floor(seats[j] * min(max(1.0 - li[j] / kernels.FULL_LOAD, 0.0), 1.0)))
+            return max(free, 0.0)
+
+        def prefix(servers, base):
+            total = base
+            for n, j in enumerate(servers):
+                if total >= head:
+                    return servers[:n]
+                total += room(j)
+            return servers
+
+        pos = range(lo, hi)
+        cand = [j for j in pos if rd[j] and p[j] == kernels.ON and not lk[j] and math.isnan(da[j])]
+        ranked = sorted(cand, key=lambda j: (-b[j], -seats[j]))
+        if not falling:
+            want = set()
+        elif not hold:
+            want = set(cand) - set(prefix(ranked, 0.0))
+        else:
+            keep = [j for j in ranked if not mk[j]]
+            have = sum(room(j) for j in keep)
+            if have < head:
+                joined = set(keep) | set(prefix([j for j in ranked if mk[j]], have))
+                keep = [j for j in ranked if j in joined]
+            while keep and sum(room(j) for j in keep[:-1]) >= head + row[kernels.P_BOOT_SEATS] + seats[keep[-1]]:
+                keep.pop()
+            others = {j for j in pos if mk[j] and j not in cand and not (rd[j] and p[j] == kernels.BOOTING)}
+            want = (set(cand) - set(keep)) | others
+        changes = ([(j, kernels.A_PLACE_LAST) for j in pos if j in want and not mk[j]]
+                   + [(j, kernels.A_PLACE_FIRST) for j in pos if mk[j] and j not in want])
+        for j in pos:
+            mk[j] = j in want
+        reasons = {kernels.A_PLACE_LAST: self._reason(k, kernels.A_PLACE_LAST, why, len(set(cand) - want)),
+                   kernels.A_PLACE_FIRST: self._reason(k, kernels.A_PLACE_FIRST, why, 0)}
+        return [Action(_KINDS[code], int(self.order[j]), reasons[code]) for j, code in changes]
 
     def _peak(self, now, horizon, gs) -> list:
         """The forecast peak of every group over ``[now, now + horizon]`` (once per

@@ -4,6 +4,8 @@ call answers the same actions (kind, server, reason text) in the same order."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -47,12 +49,13 @@ def _group_settings(rng) -> GroupSettings:
         zone_reserve_pct=float(rng.choice([0.0, 0.0, 50.0, 100.0])),
         pack=str(rng.choice(["off", "always", "falling"])), pack_margin=int(rng.integers(0, 12)),
         pack_pct=None if rng.random() < 0.4 else float(rng.choice([0.0, 1.0, 25.0])),
-        pack_by_load=bool(rng.random() < 0.7), schedule=_schedule(rng))
+        pack_by_load=bool(rng.random() < 0.7), pack_hold=bool(rng.random() < 0.6), schedule=_schedule(rng))
 
 
 def _settings(rng, pool_names, zone_names) -> PlannerSettings:
     """Defaults, some pools and some groups with their own settings."""
-    pools = {p: {"pack": str(rng.choice(["off", "always", "falling"])), "buffer_pct": float(rng.integers(0, 20)),
+    pools = {p: {"pack": str(rng.choice(["off", "always", "falling"])), "pack_hold": bool(rng.random() < 0.5),
+                 "buffer_pct": float(rng.integers(0, 20)),
                  "cooldown_minutes": float(rng.choice([0.0, 5.0]))}
              for p in pool_names if rng.random() < 0.5}
     groups = {f"{p}/{z}": {"min_ready": int(rng.integers(0, 3)), "forecast": bool(rng.random() < 0.5),
@@ -155,10 +158,17 @@ def test_compiled_plan_equals_reference(seed):
             fleet.drift()
 
 
-@pytest.mark.parametrize("cls,make", [(Autoscale, autoscale_settings), (Citrix, citrix_settings)])
+def _afresh_settings() -> PlannerSettings:
+    """Autoscale's settings with the keep set chosen afresh every call."""
+    return PlannerSettings(dataclasses.replace(autoscale_settings().default, pack_hold=False))
+
+
+@pytest.mark.parametrize("cls,make", [(Autoscale, autoscale_settings), (Autoscale, _afresh_settings),
+                                      (Citrix, citrix_settings)])
 def test_default_settings_plan_equals_reference(cls, make):
-    """The shipped settings (autoscale's, Citrix's) on a larger fleet over a day of
-    calls every 20 minutes, the forecast learning from a first day."""
+    """The shipped settings (autoscale's, with and without the sticky keep set;
+    Citrix's) on a larger fleet over a day of calls every 20 minutes, the
+    forecast learning from a first day."""
     rng = np.random.default_rng(11)
     fleet = _Fleet(rng)
     while len(fleet.power) < 30:
