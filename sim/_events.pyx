@@ -19,8 +19,12 @@ stay Python objects, so their arithmetic is Python's.
 """
 
 cimport cython
+from cpython.dict cimport PyDict_GetItem
+from cpython.list cimport PyList_Append, PyList_CheckExact
+from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t
+from libc.stdio cimport snprintf
 from libc.stdlib cimport free, realloc
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -87,6 +91,27 @@ cdef inline double _clock() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef extern from "Python.h":
+    object PyUnicode_DecodeASCII(const char* s, Py_ssize_t size, const char* errors)
+
+
+cdef object _workstation(dict endpoints, int64_t W, int64_t h, int64_t w):
+    """The endpoint name of workstation ``w`` of hospital ``h``
+    (:meth:`usher.sim.day.Day.ws_name`: ``f"ws-{h:02d}-{w:04d}"``, made once, kept
+    in ``endpoints`` under ``h * W + w``)."""
+    key = h * W + w
+    cdef PyObject* hit = PyDict_GetItem(endpoints, key)
+    if hit != NULL:
+        return <object>hit
+    if h < 0 or w < 0:  # not a name this format makes: the day's own method
+        return None
+    cdef char buf[64]
+    cdef int n = snprintf(buf, sizeof(buf), "ws-%02lld-%04lld", <long long>h, <long long>w)
+    name = PyUnicode_DecodeASCII(buf, n, NULL)
+    endpoints[key] = name
+    return name
 
 
 # ---------------------------------------------------------------- the visit and the books
@@ -461,6 +486,8 @@ cdef class DayRefs:
     cdef readonly list counts, hosp, kind, pick, app, locname, end, ext, ws, fail, user_names
     cdef readonly object launch_batch_min, logon_complete, disconnect
     cdef readonly int64_t W
+    # the columns a placement schedules from, as int64 (presampled, never changed)
+    cdef const int64_t[:] c_logon, c_second, c_t_second, c_close, c_t_close, c_disc, c_t_disc, c_rec, c_t_rec
     cdef readonly Books books
     cdef readonly EngineCalls calls
     cdef readonly bint naming
@@ -481,6 +508,12 @@ cdef class DayRefs:
         self.user_names, self.W = d.user_names, d.W
         self.launch_batch_min = d.sc.day.launch_batch_min
         self.logon_complete, self.disconnect = d.s.logon_complete, d.s.disconnect
+        i64 = np.int64
+        self.c_logon, self.c_second = np.asarray(arr.logon, dtype=i64), np.asarray(arr.second, dtype=i64)
+        self.c_t_second, self.c_close = np.asarray(arr.t_second, dtype=i64), np.asarray(arr.close, dtype=i64)
+        self.c_t_close, self.c_disc = np.asarray(arr.t_close, dtype=i64), np.asarray(arr.disc, dtype=i64)
+        self.c_t_disc, self.c_rec = np.asarray(arr.t_disc, dtype=i64), np.asarray(arr.rec, dtype=i64)
+        self.c_t_rec = np.asarray(arr.t_rec, dtype=i64)
 
 
 # ---------------------------------------------------------------- shared consequences
@@ -509,7 +542,7 @@ cpdef tuple app_and_endpoint(d, Visit v, kind):
             v.ep = f"home-{v.user}-2"
         else:
             w = d.arrivals.ws2[v.a]
-            ep = (<DayRefs>d.refs).endpoints.get(v.h * d.W + w)  # Day.ws_name's cache, read first
+            ep = _workstation((<DayRefs>d.refs).endpoints, d.W, v.h, w)  # Day.ws_name's, in C
             v.ep = ep if ep is not None else d.ws_name(v.h, w)
     return v.app, v.ep
 
@@ -581,44 +614,56 @@ cdef list _name_launches(d, list reqs, list apps, list eps, now):
     return names
 
 
-cdef object _logon_tick(DayRefs r, Visit v, tick, sid, srv, now):
-    lg = r.logon[v.a]
+cdef int _at(object queue, int64_t tick, item) except -1:
+    """``queue[tick].append(item)``: the calendar's bucket of ``tick`` (a dict of
+    lists, missing buckets made by the queue's own default)."""
+    key = tick
+    cdef PyObject* bucket = PyDict_GetItem(queue, key)
+    if bucket != NULL and PyList_CheckExact(<object>bucket):
+        return PyList_Append(<object>bucket, item)
+    queue[key].append(item)
+    return 0
+
+
+cdef int64_t _logon_tick(DayRefs r, Visit v, int64_t tick, sid, srv, now) except? -1:
+    cdef int64_t lg = r.c_logon[v.a]
     slow = r.slow
     if slow is not None:
         lg = slow.logon_length(sid, srv, lg, now)
     return tick + (lg if lg > 1 else 1)
 
 
-cdef _schedule_visit(DayRefs r, Visit v, sid, tick, srv, now):
+cdef int _schedule_visit(DayRefs r, Visit v, sid, int64_t tick, srv, now) except -1:
     """The events of a freshly placed main session: its logon (or failure), and on
     the first placement the second app, its closing, the disconnect, the reconnect;
     the visit's end."""
     sess, lq = r.cal_sessions, r.cal_launches
     g = v.gen
     cdef Py_ssize_t a = v.a
+    cdef int64_t end
     if v.fail:
         v.fail = False
-        sess[tick + r.sessions.failure_detect_seconds].append((E_FAIL, v, g, sid))
+        sess[<object>tick + r.sessions.failure_detect_seconds].append((E_FAIL, v, g, sid))
     else:
-        lg = r.logon[a]
         if v.first:
-            if lg == 0:
+            if r.c_logon[a] == 0:
                 r.warm.append(sid)
             else:
-                sess[_logon_tick(r, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
+                _at(sess, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, g, sid))
             end = v.end
-            if r.second[a] and r.t_second[a] < end:
-                lq[r.t_second[a]].append((v, g, L_SECOND))
-                if r.close[a] and r.t_close[a] < end:
-                    sess[r.t_close[a]].append((E_CLOSE, v, g, sid))
-            if r.disc[a] and r.t_disc[a] < end:
-                sess[r.t_disc[a]].append((E_DISCONNECT, v, g, sid))
-                if r.rec[a]:
-                    lq[r.t_rec[a]].append((v, g, L_RECONNECT))
+            if r.c_second[a] and r.c_t_second[a] < end:
+                _at(lq, r.c_t_second[a], (v, g, L_SECOND))
+                if r.c_close[a] and r.c_t_close[a] < end:
+                    _at(sess, r.c_t_close[a], (E_CLOSE, v, g, sid))
+            if r.c_disc[a] and r.c_t_disc[a] < end:
+                _at(sess, r.c_t_disc[a], (E_DISCONNECT, v, g, sid))
+                if r.c_rec[a]:
+                    _at(lq, r.c_t_rec[a], (v, g, L_RECONNECT))
         else:
-            sess[_logon_tick(r, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
+            _at(sess, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, g, sid))
         if v.end < r.T:
-            sess[v.end].append((E_END, v, g, sid))
+            _at(sess, v.end, (E_END, v, g, sid))
+    return 0
 
 
 cdef int _on_new(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick, now, list placed) except -1:
@@ -655,7 +700,7 @@ cdef int _on_second(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick, no
         placed.append(srv)
         r.books.book(sid, v, srv, rname)
         v.extras.append(sid)
-        r.cal_sessions[_logon_tick(r, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
+        _at(r.cal_sessions, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, v.gen, sid))
     elif oc != C_SHARED and oc != C_REJECTED:
         r.tally["unexpected"] += 1
     return 0
@@ -673,7 +718,7 @@ cdef int _on_reconnect(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick,
             books.unbook(old)
         v.sid = sid
         books.book(sid, v, srv, rname)
-        r.cal_sessions[_logon_tick(r, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
+        _at(r.cal_sessions, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, v.gen, sid))
     elif oc == C_REJECTED:
         r.tally["reconnect_missed"] += 1
     return 0
@@ -904,7 +949,7 @@ def new_visits(d, tick, list reqs):
             v.ext, v.ep = True, f"home-{u}"
         else:
             w = a_ws[a]
-            ep = endpoints.get(h * W + w)
+            ep = _workstation(endpoints, W, h, w)  # Day.ws_name's, in C
             v.ext, v.ep = False, ep if ep is not None else ws_name(h, w)
         v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, a_fail[a], [], True
         v.labs = -1  # the session the second app runs in, once it does
