@@ -1001,8 +1001,8 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
     sampler = d.sampler
     period, sample = sampler.period, sampler.sample
     progress = d.progress
-    prog_every = max(1, T // 200)
-    next_prog = 0 if progress is not None else T
+    cdef int64_t prog_every = max(1, T // 200)
+    cdef int64_t next_prog = 0 if progress is not None else T
     next_sample = 0
     srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
     cdef list counts = (<DayRefs>d.refs).counts
@@ -1010,6 +1010,9 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
     cdef bint settled = d.settled
     cdef Py_ssize_t t, j, n_ticks = T
     cdef list kept
+    # the sample's clock in C when its period is an int (else Python's comparisons)
+    cdef bint c_sample = type(period) is int
+    cdef int64_t c_next_sample = 0, c_period = period if c_sample else 0
     for t in range(n_ticks):
         tick = <object>t  # a Python int, as the handlers and the calendar keys take it
         now = float(tick)
@@ -1042,12 +1045,15 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
                     _track_peaks(d, st, launches(d, reqs[j:j + settle_batch], tick, now), tick, now)
             else:
                 _track_peaks(d, st, launches(d, reqs, tick, now), tick, now)
-        if tick == next_sample:
+        if (t == c_next_sample) if c_sample else (tick == next_sample):
             if sample(d, now) > st.pend_peak and not st.pend_full_scan:
                 st.pend_full_scan = True  # pending grew without a placement: scan every tick
-            next_sample = tick + period
+            if c_sample:
+                c_next_sample = t + c_period
+            else:
+                next_sample = tick + period
             if tracing:
                 d.trace.maybe_flush()
-        if tick == next_prog:
+        if t == next_prog:
             progress(tick, T)
-            next_prog = tick + prog_every
+            next_prog = t + prog_every
