@@ -14,8 +14,19 @@ fields are read without a dictionary, and the engine's time is read with
 ``clock_gettime(CLOCK_MONOTONIC)`` (what ``time.perf_counter`` reads). Indexing
 keeps Python's checks (bounds, negative indices), so a bad index raises as the
 Python did. Settings
-and values whose type the scenario chooses (retry delays, logon lengths, times)
-stay Python objects, so their arithmetic is Python's.
+and values whose type the scenario chooses (retry delays, times) stay Python
+objects, so their arithmetic is Python's; the presampled columns a placement
+schedules from (int64 by construction) are read as int64.
+
+The engine is reached through its C entries while the scheduler's methods are
+the engine's own (a subclass's override is called as before): a launch through
+``LAUNCH_ROW`` writes its decision into a C row (no ``Decision``); the session
+operations of one call of a hot handler (:func:`session_events`,
+:func:`launches`) are gathered into a run applied through ``SESSION_ROWS``
+before the handler returns or any other engine call (nothing between reads the
+engine); a run the engine refuses applies nothing and goes one row at a time
+through the public calls, so the state and the error are those of the calls
+one by one.
 """
 
 cimport cython
