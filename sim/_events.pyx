@@ -14,17 +14,37 @@ fields are read without a dictionary, and the engine's time is read with
 ``clock_gettime(CLOCK_MONOTONIC)`` (what ``time.perf_counter`` reads). Indexing
 keeps Python's checks (bounds, negative indices), so a bad index raises as the
 Python did. Settings
-and values whose type the scenario chooses (retry delays, logon lengths, times)
-stay Python objects, so their arithmetic is Python's.
+and values whose type the scenario chooses (retry delays, times) stay Python
+objects, so their arithmetic is Python's; the presampled columns a placement
+schedules from (int64 by construction) are read as int64.
+
+The engine is reached through its C entries while the scheduler's methods are
+the engine's own (a subclass's override is called as before): a launch through
+``LAUNCH_ROW`` writes its decision into a C row (no ``Decision``); the session
+operations of one call of a hot handler (:func:`session_events`,
+:func:`launches`) are gathered into a run applied through ``SESSION_ROWS``
+before the handler returns or any other engine call (nothing between reads the
+engine); a run the engine refuses applies nothing and goes one row at a time
+through the public calls, so the state and the error are those of the calls
+one by one.
 """
 
 cimport cython
+from cpython.dict cimport PyDict_GetItem
+from cpython.list cimport PyList_Append, PyList_CheckExact
+from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t
+from libc.stdio cimport snprintf
+from libc.stdlib cimport free, realloc
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import numpy as np
 
-from usher.core.codes import Outcome
+from usher import _engine
+from usher.core import layout as _layout
+from usher.core.codes import Outcome, SessionOp
+from usher.errors import UsherError
 from usher.sim import calendar as _cal
 from usher.sim.demand import K_IMAGING as _K_IMAGING
 from usher.sim.scenario import APP_LABS
@@ -41,12 +61,68 @@ cdef object L_NEW = _cal.L_NEW, L_SECOND = _cal.L_SECOND, L_RECONNECT = _cal.L_R
 cdef object E_LOGON = _cal.E_LOGON, E_FAIL = _cal.E_FAIL, E_DISCONNECT = _cal.E_DISCONNECT
 cdef object E_CLOSE = _cal.E_CLOSE, E_END = _cal.E_END
 
+# The engine's C entries (bindings/_engine.pyx, as formats/_replayloop.pyx takes them):
+# ``launch_row(s, user, app, location, endpoint, external, now, row)`` is
+# ``s.launch(...)`` with the decision written into ``row`` (layout.D_*) instead of a
+# Decision; ``session_rows(s, n, ops, sessions, times)`` is ``s.session_ops_many`` of C
+# rows (a run it refuses goes to the public call, nothing applied). Used only while the
+# scheduler's own methods are the engine's (a subclass's override is called as before).
+ctypedef int (*launch_row_fn)(object, object, object, object, object, object, object,
+                              int64_t*) except -1
+ctypedef int (*session_rows_fn)(object, Py_ssize_t, const int64_t*, const int64_t*,
+                                const double*) except -1
+cdef launch_row_fn launch_row = <launch_row_fn>PyCapsule_GetPointer(
+    _engine.LAUNCH_ROW, b"usher._engine.launch_row")
+cdef session_rows_fn session_rows = <session_rows_fn>PyCapsule_GetPointer(
+    _engine.SESSION_ROWS, b"usher._engine.session_rows")
+cdef Py_ssize_t D_OUTCOME = _layout.D_OUTCOME, D_REASON = _layout.D_REASON, D_SERVER = _layout.D_SERVER
+cdef Py_ssize_t D_SESSION = _layout.D_SESSION, D_LOAD_INDEX = _layout.D_LOAD_INDEX
+cdef enum:
+    ROW_MAX = 16  # room for a decision row
+    N_ROW = 5  # a launch's row here: outcome, reason, server, session, load index
+if _layout.N_D > ROW_MAX:
+    raise ImportError(f"a decision row has {_layout.N_D} fields; the day's row holds {ROW_MAX}")
+cdef int64_t OP_LOGON = SessionOp.LOGON_COMPLETE, OP_DISCONNECT = SessionOp.DISCONNECT
+cdef int64_t OP_LOGOFF = SessionOp.LOGOFF, OP_FAILED = SessionOp.LAUNCH_FAILED
+#: the engine's own methods: a scheduler whose method is one of these is reached
+#: through the C entries
+cdef tuple ENGINE_SESSION_METHODS = (
+    ("logon_complete", _engine.Engine.logon_complete), ("disconnect", _engine.Engine.disconnect),
+    ("logoff", _engine.Engine.logoff), ("launch_failed", _engine.Engine.launch_failed),
+    ("session_ops_many", _engine.Engine.session_ops_many))
+
+
+cdef bint _own(s, str name, method):
+    """``s.name`` is ``method``, the engine's own (not a subclass's, nor set on ``s``)."""
+    return getattr(type(s), name, None) is method and name not in getattr(s, "__dict__", ())
+
 
 cdef inline double _clock() noexcept nogil:
     """``time.perf_counter()``: the monotonic clock, in seconds."""
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef extern from "Python.h":
+    object PyUnicode_DecodeASCII(const char* s, Py_ssize_t size, const char* errors)
+
+
+cdef object _workstation(dict endpoints, int64_t W, int64_t h, int64_t w):
+    """The endpoint name of workstation ``w`` of hospital ``h``
+    (:meth:`usher.sim.day.Day.ws_name`: ``f"ws-{h:02d}-{w:04d}"``, made once, kept
+    in ``endpoints`` under ``h * W + w``)."""
+    key = h * W + w
+    cdef PyObject* hit = PyDict_GetItem(endpoints, key)
+    if hit != NULL:
+        return <object>hit
+    if h < 0 or w < 0:  # not a name this format makes: the day's own method
+        return None
+    cdef char buf[64]
+    cdef int n = snprintf(buf, sizeof(buf), "ws-%02lld-%04lld", <long long>h, <long long>w)
+    name = PyUnicode_DecodeASCII(buf, n, NULL)
+    endpoints[key] = name
+    return name
 
 
 # ---------------------------------------------------------------- the visit and the books
@@ -139,6 +215,15 @@ cdef class EngineCalls:
     cdef public dict session_names
     cdef public double seconds, launch_seconds
     cdef public int64_t ops
+    cdef bint _row_launch  # s.launch is the engine's own: LAUNCH_ROW
+    cdef bint _row_sessions  # so are its session calls: runs through SESSION_ROWS
+    cdef bint _batching  # session ops are gathered into the run (see _sop)
+    cdef int64_t* _rows  # the launches' rows, N_ROW per launch
+    cdef Py_ssize_t _rows_cap
+    cdef int64_t* _run_ops  # the run of session ops not yet applied: op, session, time
+    cdef int64_t* _run_sids
+    cdef double* _run_times
+    cdef Py_ssize_t _run_n, _run_cap
 
     def __init__(self, s, trace, server_names, session_names: dict):
         self.s = s
@@ -150,9 +235,108 @@ cdef class EngineCalls:
         self.seconds = 0.0
         self.launch_seconds = 0.0
         self.ops = 0
+        self._row_launch = isinstance(s, _engine.Engine) and _own(s, "launch", _engine.Engine.launch)
+        self._row_sessions = isinstance(s, _engine.Engine) and all(
+            _own(s, name, m) for name, m in ENGINE_SESSION_METHODS)
 
+    def __dealloc__(self):
+        free(self._rows)
+        free(self._run_ops)
+        free(self._run_sids)
+        free(self._run_times)
+
+    cdef int64_t* _room(self, Py_ssize_t n) except NULL:
+        """Room for ``n`` launches' rows (kept between calls)."""
+        cdef void* p
+        if n > self._rows_cap or self._rows == NULL:
+            n = max(n, 2 * self._rows_cap, 64)
+            p = realloc(self._rows, n * N_ROW * sizeof(int64_t))
+            if p == NULL:
+                raise MemoryError("cannot allocate the launches' rows")
+            self._rows, self._rows_cap = <int64_t*>p, n
+        return self._rows
+
+    # ------------------------------------------------------------ the run of session ops
+    # Inside a handler of the day's hot events (session_events, launches) the session
+    # operations are gathered into a run and applied by one engine call
+    # (session_ops_many of C rows: the same as one call each when every row succeeds)
+    # before the handler returns and before any other engine call. Nothing between
+    # reads the engine. A run the engine refuses applies nothing: its rows then go one
+    # by one through the public calls, which apply the rows before the bad one and
+    # raise its error, as the calls one by one did.
+    cdef bint _begin(self):
+        """Start gathering (when the engine's own session calls are used); True
+        when this call started it (the caller ends it)."""
+        if self._batching or not self._row_sessions:
+            return False
+        self._batching = True
+        return True
+
+    cdef int _end(self) except -1:
+        self._batching = False
+        return self._flush()
+
+    cdef int _flush(self) except -1:
+        """Apply the run, timed as one engine call."""
+        cdef Py_ssize_t n = self._run_n, k
+        if n == 0:
+            return 0
+        self._run_n = 0
+        cdef double t0 = _clock()
+        try:
+            session_rows(self.s, n, self._run_ops, self._run_sids, self._run_times)
+        except UsherError:
+            s = self.s
+            calls = {OP_LOGON: s.logon_complete, OP_DISCONNECT: s.disconnect, OP_LOGOFF: s.logoff,
+                     OP_FAILED: s.launch_failed}
+            for k in range(n):
+                calls[self._run_ops[k]](self._run_sids[k], self._run_times[k])
+        finally:
+            self.seconds += _clock() - t0
+        return 0
+
+    cdef int _sop(self, int64_t op, fn, str name, sid, now) except -1:
+        """The session operation ``fn(sid, now)`` (``op`` its SessionOp code), traced
+        as ``name``: into the run while gathering, else applied now."""
+        cdef int64_t x = -1
+        cdef Py_ssize_t n = self._run_n
+        cdef void* p
+        if self._batching and type(sid) is int and type(now) is float:
+            try:
+                x = sid
+            except OverflowError:
+                x = -1
+        if x < 0:  # not gathering, or a value the public call checks
+            self.session(fn, name, sid, now)
+            return 0
+        if n == self._run_cap:
+            self._run_cap = max(64, 2 * n)
+            p = realloc(self._run_ops, self._run_cap * sizeof(int64_t))
+            if p == NULL:
+                raise MemoryError("cannot allocate a run of session ops")
+            self._run_ops = <int64_t*>p
+            p = realloc(self._run_sids, self._run_cap * sizeof(int64_t))
+            if p == NULL:
+                raise MemoryError("cannot allocate a run of session ops")
+            self._run_sids = <int64_t*>p
+            p = realloc(self._run_times, self._run_cap * sizeof(double))
+            if p == NULL:
+                raise MemoryError("cannot allocate a run of session ops")
+            self._run_times = <double*>p
+        self._run_ops[n] = op
+        self._run_sids[n] = x
+        self._run_times[n] = <double>now
+        self._run_n = n + 1
+        self.ops += 1
+        if self.append is not None:
+            self.append({"t": now, "op": name, "session": self.session_names[sid]})
+        return 0
+
+    # ------------------------------------------------------------ the calls
     def timed(self, ops, fn, *args, **kw):
         """``fn(*args, **kw)``, its time added to ``seconds``, ``ops`` operations counted."""
+        if self._run_n:
+            self._flush()
         cdef double t0 = _clock()
         out = fn(*args, **kw)
         self.seconds += _clock() - t0
@@ -162,6 +346,8 @@ cdef class EngineCalls:
     cpdef session(self, fn, op, sid, now, reason=None):
         """A session operation ``fn(sid, now)`` (logon_complete, launch_failed,
         disconnect, logoff), traced as ``op`` (with ``reason`` when given)."""
+        if self._run_n:
+            self._flush()
         cdef double t0 = _clock()
         out = fn(sid, now)
         self.seconds += _clock() - t0
@@ -173,29 +359,58 @@ cdef class EngineCalls:
             self.append(line)
         return out
 
+    cdef int _launch_rows(self, list reqs, now, d, list apps, list eps, int64_t* out) except -1:
+        """One ``launch()`` per request, in order: the app and endpoint of each into
+        ``apps`` and ``eps``, its (outcome, reason, server, session, load index) into
+        ``out[N_ROW * k:]``. Adds to ``seconds`` and ``launch_seconds``."""
+        if self._run_n:
+            self._flush()
+        s = self.s
+        launch = None if self._row_launch else s.launch
+        cdef double spent = 0.0, t0
+        cdef int64_t row[ROW_MAX]
+        cdef int64_t* o
+        cdef Visit v
+        cdef Py_ssize_t k, n = len(reqs)
+        cdef tuple q
+        for k in range(n):
+            q = <tuple>reqs[k]
+            v = <Visit>q[0]
+            app, ep = app_and_endpoint(d, v, q[2])
+            apps.append(app)
+            eps.append(ep)
+            o = out + N_ROW * k
+            if launch is None:
+                t0 = _clock()
+                launch_row(s, v.uname, app, v.loc, ep, v.ext, now, row)
+                spent += _clock() - t0
+                o[0], o[1], o[2], o[3], o[4] = (row[D_OUTCOME], row[D_REASON], row[D_SERVER], row[D_SESSION],
+                                                row[D_LOAD_INDEX])
+            else:
+                t0 = _clock()
+                dd = launch(v.uname, app, v.loc, ep, v.ext, now)
+                spent += _clock() - t0
+                o[0], o[1], o[2], o[3], o[4] = (dd.outcome_code, dd.reason_code, dd.server_index, dd.session_id,
+                                                dd.load_index_value)
+        self.seconds += spent
+        self.launch_seconds += spent
+        self.ops += n
+        return 0
+
     cpdef list launch_each(self, list reqs, now, d):
         """One ``launch()`` per request (visit, generation, kind) of
         :mod:`usher.sim.launches`, in order, of the app from the endpoint of
         :func:`app_and_endpoint`. Returns (app, endpoint, outcome, reason, server,
         session, load index) per request. Adds to ``launch_seconds`` too."""
-        launch = self.s.launch
-        cdef list out = []
-        cdef double spent = 0.0, t0
-        cdef Visit v
-        for r in reqs:
-            v = <Visit>(<tuple>r)[0]
-            app, ep = app_and_endpoint(d, v, (<tuple>r)[2])
-            t0 = _clock()
-            dd = launch(v.uname, app, v.loc, ep, v.ext, now)
-            spent += _clock() - t0
-            out.append((app, ep, dd.outcome_code, dd.reason_code, dd.server_index, dd.session_id,
-                        dd.load_index_value))
-        self.seconds += spent
-        self.launch_seconds += spent
-        self.ops += len(out)
-        return out
+        cdef list apps = [], eps = []
+        cdef int64_t* rows = self._room(len(reqs))
+        self._launch_rows(reqs, now, d, apps, eps, rows)
+        return _row_tuples(apps, eps, rows)
 
     cpdef logoff(self, sid, now, reason=None):
+        if self._batching and reason is None:
+            self._sop(OP_LOGOFF, self._logoff, "logoff", sid, now)
+            return None
         return self.session(self._logoff, "logoff", sid, now, reason)
 
     def close_labs(self, sid, now) -> bool:
@@ -253,6 +468,8 @@ cdef class EngineCalls:
         """Telemetry of servers ``idx`` (one ``telemetry_many``); ``traced`` (bool per
         server) says which rows go to the trace. Timed and counted as ``timed`` does,
         the engine called with its arguments in place."""
+        if self._run_n:
+            self._flush()
         cdef double t0 = _clock()
         self.s.telemetry_many(idx, cpu, mem, None, None, now)
         self.seconds += _clock() - t0
@@ -280,6 +497,8 @@ cdef class DayRefs:
     cdef readonly list counts, hosp, kind, pick, app, locname, end, ext, ws, fail, user_names
     cdef readonly object launch_batch_min, logon_complete, disconnect
     cdef readonly int64_t W
+    # the columns a placement schedules from, as int64 (presampled, never changed)
+    cdef const int64_t[:] c_logon, c_second, c_t_second, c_close, c_t_close, c_disc, c_t_disc, c_rec, c_t_rec
     cdef readonly Books books
     cdef readonly EngineCalls calls
     cdef readonly bint naming
@@ -300,6 +519,12 @@ cdef class DayRefs:
         self.user_names, self.W = d.user_names, d.W
         self.launch_batch_min = d.sc.day.launch_batch_min
         self.logon_complete, self.disconnect = d.s.logon_complete, d.s.disconnect
+        i64 = np.int64
+        self.c_logon, self.c_second = np.asarray(arr.logon, dtype=i64), np.asarray(arr.second, dtype=i64)
+        self.c_t_second, self.c_close = np.asarray(arr.t_second, dtype=i64), np.asarray(arr.close, dtype=i64)
+        self.c_t_close, self.c_disc = np.asarray(arr.t_close, dtype=i64), np.asarray(arr.disc, dtype=i64)
+        self.c_t_disc, self.c_rec = np.asarray(arr.t_disc, dtype=i64), np.asarray(arr.rec, dtype=i64)
+        self.c_t_rec = np.asarray(arr.t_rec, dtype=i64)
 
 
 # ---------------------------------------------------------------- shared consequences
@@ -328,97 +553,131 @@ cpdef tuple app_and_endpoint(d, Visit v, kind):
             v.ep = f"home-{v.user}-2"
         else:
             w = d.arrivals.ws2[v.a]
-            ep = (<DayRefs>d.refs).endpoints.get(v.h * d.W + w)  # Day.ws_name's cache, read first
+            ep = _workstation((<DayRefs>d.refs).endpoints, d.W, v.h, w)  # Day.ws_name's, in C
             v.ep = ep if ep is not None else d.ws_name(v.h, w)
     return v.app, v.ep
+
+
+cdef list _row_tuples(list apps, list eps, const int64_t* rows):
+    """(app, endpoint, outcome, reason, server, session, load index) per launch."""
+    cdef Py_ssize_t k
+    cdef const int64_t* o
+    cdef list out = []
+    for k in range(len(apps)):
+        o = rows + N_ROW * k
+        out.append((apps[k], eps[k], o[0], o[1], o[2], o[3], o[4]))
+    return out
+
+
+cdef int _decide(d, DayRefs r, list reqs, now, list apps, list eps, int64_t* out) except -1:
+    """The engine's decisions for ``reqs`` (list of (visit, generation, kind)), in
+    order: the app and endpoint of each into ``apps`` and ``eps``, its (outcome,
+    reason, server, session, load index) into ``out[N_ROW * k:]``."""
+    cdef EngineCalls calls = r.calls
+    cdef double t_in
+    cdef Py_ssize_t k, n = len(reqs)
+    cdef const int64_t[:] col
+    if n < r.launch_batch_min:
+        return calls._launch_rows(reqs, now, d, apps, eps, out)
+    for q in reqs:
+        app, ep = app_and_endpoint(d, <Visit>(<tuple>q)[0], (<tuple>q)[2])
+        apps.append(app)
+        eps.append(ep)
+    users = d.user_idx[[(<Visit>(<tuple>q)[0]).user for q in reqs]]
+    a_i = np.array([d.app_idx[a] for a in apps], dtype=np.int64)
+    locs = [(<Visit>(<tuple>q)[0]).loc for q in reqs]
+    ext = np.array([(<Visit>(<tuple>q)[0]).ext for q in reqs])
+    t_in = calls.seconds
+    b = calls.timed(n, d.s.launch_many, users, a_i, locations=locs, endpoints=eps, external=ext, now=now)
+    calls.launch_seconds += calls.seconds - t_in
+    for j, field in enumerate((b.outcome, b.reason, b.server, b.session, b.load_index)):
+        col = np.asarray(field, dtype=np.int64)
+        for k in range(n):
+            out[N_ROW * k + j] = col[k]
+    return 0
 
 
 def decide(d, list reqs, now):
     """The engine's decisions for ``reqs`` (list of (visit, generation, kind)), in
     order: a list of (app, endpoint, outcome, reason, server, session, load index)."""
     cdef DayRefs r = d.refs
-    cdef EngineCalls calls = r.calls
-    cdef Visit v
-    cdef double t_in
-    if len(reqs) >= r.launch_batch_min:
-        apps, eps = [], []
-        for q in reqs:
-            app, ep = app_and_endpoint(d, <Visit>(<tuple>q)[0], (<tuple>q)[2])
-            apps.append(app)
-            eps.append(ep)
-        users = d.user_idx[[(<Visit>(<tuple>q)[0]).user for q in reqs]]
-        a_i = np.array([d.app_idx[a] for a in apps], dtype=np.int64)
-        locs = [(<Visit>(<tuple>q)[0]).loc for q in reqs]
-        ext = np.array([(<Visit>(<tuple>q)[0]).ext for q in reqs])
-        t_in = calls.seconds
-        b = calls.timed(len(reqs), d.s.launch_many, users, a_i, locations=locs, endpoints=eps, external=ext,
-                        now=now)
-        calls.launch_seconds += calls.seconds - t_in
-        return list(zip(apps, eps, b.outcome.tolist(), b.reason.tolist(), b.server.tolist(),
-                        b.session.tolist(), b.load_index.tolist()))
-    return calls.launch_each(reqs, now, d)
+    cdef list apps = [], eps = []
+    cdef int64_t* rows = r.calls._room(len(reqs))
+    _decide(d, r, reqs, now, apps, eps, rows)
+    return _row_tuples(apps, eps, rows)
 
 
-cdef list _name_launches(d, list reqs, list rows, now):
+cdef list _name_launches(d, list reqs, list apps, list eps, now):
     """Launch ids (``r1``, ``r2``, ...) of the tick's launches, written to the trace."""
     st = d.state
     append = (<EngineCalls>d.calls).append
     cdef list names = []
     cdef Visit v
-    for r, row in zip(reqs, rows):
-        v = <Visit>(<tuple>r)[0]
+    cdef Py_ssize_t k
+    for k in range(len(reqs)):
+        v = <Visit>(<tuple>reqs[k])[0]
         st.rid += 1
         rname = f"r{st.rid}"
         names.append(rname)
         if append is not None:
-            append({"t": now, "op": "launch", "id": rname, "user": v.uname, "app": (<tuple>row)[0],
-                    "location": v.loc, "endpoint": (<tuple>row)[1], "external": v.ext})
+            append({"t": now, "op": "launch", "id": rname, "user": v.uname, "app": apps[k],
+                    "location": v.loc, "endpoint": eps[k], "external": v.ext})
     return names
 
 
-cdef object _logon_tick(DayRefs r, Visit v, tick, sid, srv, now):
-    lg = r.logon[v.a]
+cdef int _at(object queue, int64_t tick, item) except -1:
+    """``queue[tick].append(item)``: the calendar's bucket of ``tick`` (a dict of
+    lists, missing buckets made by the queue's own default)."""
+    key = tick
+    cdef PyObject* bucket = PyDict_GetItem(queue, key)
+    if bucket != NULL and PyList_CheckExact(<object>bucket):
+        return PyList_Append(<object>bucket, item)
+    queue[key].append(item)
+    return 0
+
+
+cdef int64_t _logon_tick(DayRefs r, Visit v, int64_t tick, sid, srv, now) except? -1:
+    cdef int64_t lg = r.c_logon[v.a]
     slow = r.slow
     if slow is not None:
         lg = slow.logon_length(sid, srv, lg, now)
     return tick + (lg if lg > 1 else 1)
 
 
-cdef _schedule_visit(DayRefs r, Visit v, sid, tick, srv, now):
+cdef int _schedule_visit(DayRefs r, Visit v, sid, int64_t tick, srv, now) except -1:
     """The events of a freshly placed main session: its logon (or failure), and on
     the first placement the second app, its closing, the disconnect, the reconnect;
     the visit's end."""
     sess, lq = r.cal_sessions, r.cal_launches
     g = v.gen
     cdef Py_ssize_t a = v.a
+    cdef int64_t end
     if v.fail:
         v.fail = False
-        sess[tick + r.sessions.failure_detect_seconds].append((E_FAIL, v, g, sid))
+        sess[<object>tick + r.sessions.failure_detect_seconds].append((E_FAIL, v, g, sid))
     else:
-        lg = r.logon[a]
         if v.first:
-            if lg == 0:
+            if r.c_logon[a] == 0:
                 r.warm.append(sid)
             else:
-                sess[_logon_tick(r, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
+                _at(sess, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, g, sid))
             end = v.end
-            if r.second[a] and r.t_second[a] < end:
-                lq[r.t_second[a]].append((v, g, L_SECOND))
-                if r.close[a] and r.t_close[a] < end:
-                    sess[r.t_close[a]].append((E_CLOSE, v, g, sid))
-            if r.disc[a] and r.t_disc[a] < end:
-                sess[r.t_disc[a]].append((E_DISCONNECT, v, g, sid))
-                if r.rec[a]:
-                    lq[r.t_rec[a]].append((v, g, L_RECONNECT))
+            if r.c_second[a] and r.c_t_second[a] < end:
+                _at(lq, r.c_t_second[a], (v, g, L_SECOND))
+                if r.c_close[a] and r.c_t_close[a] < end:
+                    _at(sess, r.c_t_close[a], (E_CLOSE, v, g, sid))
+            if r.c_disc[a] and r.c_t_disc[a] < end:
+                _at(sess, r.c_t_disc[a], (E_DISCONNECT, v, g, sid))
+                if r.c_rec[a]:
+                    _at(lq, r.c_t_rec[a], (v, g, L_RECONNECT))
         else:
-            sess[_logon_tick(r, v, tick, sid, srv, now)].append((E_LOGON, v, g, sid))
+            _at(sess, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, g, sid))
         if v.end < r.T:
-            sess[v.end].append((E_END, v, g, sid))
+            _at(sess, v.end, (E_END, v, g, sid))
+    return 0
 
 
-cpdef on_new(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
-    """A visit's first launch, a retry, or a come-back after a lost session."""
-    cdef DayRefs r = d.refs
+cdef int _on_new(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick, now, list placed) except -1:
     if oc == C_PLACED:
         placed.append(srv)
         if now - r.on_since[srv] < r.fresh_s:
@@ -442,90 +701,115 @@ cpdef on_new(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
     else:  # the user already had a session: not in this model's books
         r.tally["unexpected"] += 1
         finish_visit(d, v, now)
+    return 0
 
 
-cpdef on_second(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
-    """The second app (lab results): shared into the session, or a new one."""
+cdef int _on_second(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick, now, list placed) except -1:
     if oc != C_REJECTED:
         v.labs = sid
     if oc == C_PLACED:  # not shared: a second session of the visit
         placed.append(srv)
-        (<Books>d.books).book(sid, v, srv, rname)
+        r.books.book(sid, v, srv, rname)
         v.extras.append(sid)
-        d.cal.sessions[_logon_tick(<DayRefs>d.refs, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
+        _at(r.cal_sessions, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, v.gen, sid))
     elif oc != C_SHARED and oc != C_REJECTED:
-        d.state.tally["unexpected"] += 1
+        r.tally["unexpected"] += 1
+    return 0
 
 
-cpdef on_reconnect(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
-    """A reconnect after a disconnect: resumed, or (placed) a new session that
-    replaces the old one, which is logged off."""
+cdef int _on_reconnect(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick, now, list placed) except -1:
     cdef Books books
     if oc == C_PLACED:  # the old session could not be resumed
         placed.append(srv)
-        d.state.tally["reconnect_missed"] += 1
-        books = d.books
+        r.tally["reconnect_missed"] += 1
+        books = r.books
         old = v.sid
         if old in books.entries:
-            (<EngineCalls>d.calls).logoff(old, now)
+            r.calls.logoff(old, now)
             books.unbook(old)
         v.sid = sid
         books.book(sid, v, srv, rname)
-        d.cal.sessions[_logon_tick(<DayRefs>d.refs, v, tick, sid, srv, now)].append((E_LOGON, v, v.gen, sid))
+        _at(r.cal_sessions, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, v.gen, sid))
     elif oc == C_REJECTED:
-        d.state.tally["reconnect_missed"] += 1
+        r.tally["reconnect_missed"] += 1
+    return 0
+
+
+def on_new(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
+    """A visit's first launch, a retry, or a come-back after a lost session."""
+    _on_new(d, d.refs, v, oc, srv, sid, rname, tick, now, placed)
+
+
+def on_second(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
+    """The second app (lab results): shared into the session, or a new one."""
+    _on_second(d, d.refs, v, oc, srv, sid, rname, tick, now, placed)
+
+
+def on_reconnect(d, Visit v, oc, srv, sid, rname, tick, now, list placed):
+    """A reconnect after a disconnect: resumed, or (placed) a new session that
+    replaces the old one, which is logged off."""
+    _on_reconnect(d, d.refs, v, oc, srv, sid, rname, tick, now, placed)
 
 
 def launches(d, list reqs, tick, now):
     """Decide the tick's launches, trace them, apply their consequences in order;
     then the warm-start logons and the peaks. Returns the servers given a new
-    session (the only way a server's pending logons grow)."""
+    session (the only way a server's pending logons grow). The session ops of the
+    consequences go to the engine as one run (:class:`EngineCalls`)."""
     cdef DayRefs r = d.refs
-    st = r.state
-    cdef list rows = decide(d, reqs, now)
-    cdef list names = _name_launches(d, reqs, rows, now) if r.naming else None
+    cdef EngineCalls calls = r.calls
+    cdef Py_ssize_t j, n = len(reqs)
+    cdef list apps = [], eps = []
+    cdef int64_t* rows = calls._room(n)
+    _decide(d, r, reqs, now, apps, eps, rows)
+    cdef list names = _name_launches(d, reqs, apps, eps, now) if r.naming else None
     cdef list placed = []
     cdef list oc_n = r.outcomes, rc_n = r.reasons
-    dec = st.decisions
+    dec = r.state.decisions
     cdef Books books = r.books
-    cdef EngineCalls calls
-    cdef Py_ssize_t j
-    cdef int64_t kind
-    cdef tuple row
+    cdef int64_t kind, oc, rc
+    cdef const int64_t* o
+    cdef tuple q
     cdef Visit v
-    for j in range(len(reqs)):
-        v = <Visit>(<tuple>reqs[j])[0]
-        kind = (<tuple>reqs[j])[2]
-        row = <tuple>rows[j]
-        oc, rc, srv, sid, li = row[2], row[3], row[4], row[5], row[6]
-        oc_n[oc] += 1
-        rc_n[rc] += 1
-        rname = None
-        if names is not None:
-            rname = names[j]
-            if dec is not None:
-                dec["id"].append(rname)
-                dec["outcome"].append(oc)
-                dec["reason"].append(rc)
-                dec["server"].append(srv)
-                dec["load_index"].append(li)
-                dec["session"].append(rname if oc == C_PLACED else books.names.get(sid))
-        if kind == C_L_NEW:
-            on_new(d, v, oc, srv, sid, rname, tick, now, placed)
-        elif kind == C_L_SECOND:
-            on_second(d, v, oc, srv, sid, rname, tick, now, placed)
-        elif kind == C_L_RECONNECT:
-            on_reconnect(d, v, oc, srv, sid, rname, tick, now, placed)
-        else:
-            raise KeyError(kind)
-    warm = r.warm
-    if warm:  # warm start: the sessions open at midnight are established
-        calls = r.calls
-        logon_complete, launching = r.s.logon_complete, books.launching
-        for sid in warm:
-            launching.discard(sid)
-            calls.session(logon_complete, "logon_done", sid, now)
-        warm.clear()
+    cdef bint gathering = calls._begin()
+    try:
+        for j in range(n):
+            q = <tuple>reqs[j]
+            v = <Visit>q[0]
+            kind = q[2]
+            o = rows + N_ROW * j
+            oc, rc = o[0], o[1]
+            srv, sid = o[2], o[3]
+            oc_n[oc] += 1
+            rc_n[rc] += 1
+            rname = None
+            if names is not None:
+                rname = names[j]
+                if dec is not None:
+                    dec["id"].append(rname)
+                    dec["outcome"].append(oc)
+                    dec["reason"].append(rc)
+                    dec["server"].append(srv)
+                    dec["load_index"].append(o[4])
+                    dec["session"].append(rname if oc == C_PLACED else books.names.get(sid))
+            if kind == C_L_NEW:
+                _on_new(d, r, v, oc, srv, sid, rname, tick, now, placed)
+            elif kind == C_L_SECOND:
+                _on_second(d, r, v, oc, srv, sid, rname, tick, now, placed)
+            elif kind == C_L_RECONNECT:
+                _on_reconnect(d, r, v, oc, srv, sid, rname, tick, now, placed)
+            else:
+                raise KeyError(kind)
+        warm = r.warm
+        if warm:  # warm start: the sessions open at midnight are established
+            logon_complete, launching = r.logon_complete, books.launching
+            for sid in warm:
+                launching.discard(sid)
+                calls._sop(OP_LOGON, logon_complete, "logon_done", sid, now)
+            warm.clear()
+    finally:
+        if gathering:
+            calls._end()
     return placed
 
 
@@ -561,7 +845,7 @@ cdef _launch_failed(d, Visit v, sid, tick, now):
         if entry is not None:
             rollout_run.failed((<tuple>entry)[1])
     books.launching.discard(sid)
-    (<EngineCalls>d.calls).session(d.s.launch_failed, "launch_failed", sid, now)
+    (<EngineCalls>d.calls)._sop(OP_FAILED, d.s.launch_failed, "launch_failed", sid, now)
     books.unbook(sid)
     st.tally["failed"] += 1
     v.sid = -1
@@ -578,8 +862,19 @@ cdef _launch_failed(d, Visit v, sid, tick, now):
 def session_events(d, list evs, tick, now):
     """Logons that complete or fail, disconnects, second apps that close, visits
     that end; in the order scheduled. An event of an older visit generation, or
-    of a session no longer on the books, is stale and skipped."""
+    of a session no longer on the books, is stale and skipped. The session ops go
+    to the engine as one run (:class:`EngineCalls`)."""
     cdef DayRefs r = d.refs
+    cdef EngineCalls calls = r.calls
+    cdef bint gathering = calls._begin()
+    try:
+        _session_events(d, r, evs, tick, now)
+    finally:
+        if gathering:
+            calls._end()
+
+
+cdef int _session_events(d, DayRefs r, list evs, tick, now) except -1:
     cdef Books books = r.books
     cdef EngineCalls calls = r.calls
     cdef dict entries = books.entries
@@ -597,7 +892,7 @@ def session_events(d, list evs, tick, now):
             if sid not in entries or sid not in launching:
                 continue
             launching.discard(sid)
-            calls.session(r.logon_complete, "logon_done", sid, now)
+            calls._sop(OP_LOGON, r.logon_complete, "logon_done", sid, now)
             if slow is not None:
                 slow.logon_done(sid, now)
         elif kind == C_E_END:
@@ -606,7 +901,7 @@ def session_events(d, list evs, tick, now):
             continue
         elif kind == C_E_DISCONNECT:
             launching.discard(sid)  # a later logon event finds it disconnected
-            calls.session(r.disconnect, "disconnect", sid, now)
+            calls._sop(OP_DISCONNECT, r.disconnect, "disconnect", sid, now)
         elif kind == C_E_CLOSE:
             x = v.labs  # where the second app runs (none if it was refused)
             if x < 0 or x not in entries:
@@ -618,6 +913,7 @@ def session_events(d, list evs, tick, now):
             continue
         else:  # E_FAIL
             _launch_failed(d, v, sid, tick, now)
+    return 0
 
 
 # ---------------------------------------------------------------- new visits
@@ -664,7 +960,7 @@ def new_visits(d, tick, list reqs):
             v.ext, v.ep = True, f"home-{u}"
         else:
             w = a_ws[a]
-            ep = endpoints.get(h * W + w)
+            ep = _workstation(endpoints, W, h, w)  # Day.ws_name's, in C
             v.ext, v.ep = False, ep if ep is not None else ws_name(h, w)
         v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, a_fail[a], [], True
         v.labs = -1  # the session the second app runs in, once it does
@@ -716,8 +1012,8 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
     sampler = d.sampler
     period, sample = sampler.period, sampler.sample
     progress = d.progress
-    prog_every = max(1, T // 200)
-    next_prog = 0 if progress is not None else T
+    cdef int64_t prog_every = max(1, T // 200)
+    cdef int64_t next_prog = 0 if progress is not None else T
     next_sample = 0
     srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
     cdef list counts = (<DayRefs>d.refs).counts
@@ -725,6 +1021,9 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
     cdef bint settled = d.settled
     cdef Py_ssize_t t, j, n_ticks = T
     cdef list kept
+    # the sample's clock in C when its period is an int (else Python's comparisons)
+    cdef bint c_sample = type(period) is int
+    cdef int64_t c_next_sample = 0, c_period = period if c_sample else 0
     for t in range(n_ticks):
         tick = <object>t  # a Python int, as the handlers and the calendar keys take it
         now = float(tick)
@@ -757,12 +1056,15 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
                     _track_peaks(d, st, launches(d, reqs[j:j + settle_batch], tick, now), tick, now)
             else:
                 _track_peaks(d, st, launches(d, reqs, tick, now), tick, now)
-        if tick == next_sample:
+        if (t == c_next_sample) if c_sample else (tick == next_sample):
             if sample(d, now) > st.pend_peak and not st.pend_full_scan:
                 st.pend_full_scan = True  # pending grew without a placement: scan every tick
-            next_sample = tick + period
+            if c_sample:
+                c_next_sample = t + c_period
+            else:
+                next_sample = tick + period
             if tracing:
                 d.trace.maybe_flush()
-        if tick == next_prog:
+        if t == next_prog:
             progress(tick, T)
-            next_prog = tick + prog_every
+            next_prog = t + prog_every
