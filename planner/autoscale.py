@@ -309,14 +309,20 @@ class Autoscale:
         return out
 
     # ------------------------------------------------------------ plan
-    def plan(self, view: FleetView, now: float | None = None) -> list:
-        """The actions for ``view`` at ``now`` (default ``view.now``), in the order
-        to carry them out: enables and boots, then drains, logoffs, shutdowns."""
+    def _begin(self, view: FleetView, now: float | None) -> float:
+        """A call's start: the view's columns checked, the time of the call (default
+        ``view.now``) kept, the per-fleet setup made again when the fleet's shape changed."""
         _check_columns(view)
         now = view.now if now is None else float(now)
         self._now = now
         if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
             self._setup(view)
+        return now
+
+    def plan(self, view: FleetView, now: float | None = None) -> list:
+        """The actions for ``view`` at ``now`` (default ``view.now``), in the order
+        to carry them out: enables and boots, then drains, logoffs, shutdowns."""
+        now = self._begin(view, now)
         # the bookkeeping (when each server became empty; drained servers that took a
         # session or left the drain), the demand, and every column once in group
         # order: a group's members are a slice of them

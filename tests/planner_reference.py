@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from usher.planner import kernels
-from usher.planner.autoscale import _KINDS, _NONE, Autoscale, _check_columns, _clock
+from usher.planner.autoscale import _KINDS, _NONE, Autoscale, _clock
 from usher.planner.forecast import day_type
 from usher.planner.power import Action, FleetView
 
@@ -29,11 +29,7 @@ class ReferenceAutoscale(Autoscale):
     def plan(self, view: FleetView, now: float | None = None) -> list:
         """The actions for ``view`` at ``now`` (default ``view.now``), in the order
         to carry them out: enables and boots, then drains, logoffs, shutdowns."""
-        _check_columns(view)
-        now = view.now if now is None else float(now)
-        self._now = now
-        if self._fleet_key != (len(view.pool), len(view.zone_names), len(view.pool_names)):
-            self._setup(view)
+        now = self._begin(view, now)
         power = np.asarray(view.power)
         n = len(power)
         # the bookkeeping (when each server became empty; drained servers that took a
