@@ -108,21 +108,31 @@ cdef extern from "Python.h":
     object PyUnicode_DecodeASCII(const char* s, Py_ssize_t size, const char* errors)
 
 
-cdef object _workstation(dict endpoints, int64_t W, int64_t h, int64_t w):
-    """The endpoint name of workstation ``w`` of hospital ``h``
-    (:meth:`usher.sim.day.Day.ws_name`: ``f"ws-{h:02d}-{w:04d}"``, made once, kept
-    in ``endpoints`` under ``h * W + w``)."""
+cpdef str workstation(dict endpoints, int64_t W, int64_t h, int64_t w):
+    """The endpoint name of workstation ``w`` of hospital ``h``: ``f"ws-{h:02d}-{w:04d}"``,
+    made once and kept in ``endpoints`` under ``h * W + w`` (the day's
+    :meth:`usher.sim.day.Day.ws_name`)."""
     key = h * W + w
     cdef PyObject* hit = PyDict_GetItem(endpoints, key)
     if hit != NULL:
-        return <object>hit
-    if h < 0 or w < 0:  # not a name this format makes: the day's own method
-        return None
+        return <str>hit
     cdef char buf[64]
-    cdef int n = snprintf(buf, sizeof(buf), "ws-%02lld-%04lld", <long long>h, <long long>w)
-    name = PyUnicode_DecodeASCII(buf, n, NULL)
+    cdef int n
+    if h >= 0 and w >= 0:
+        n = snprintf(buf, sizeof(buf), "ws-%02lld-%04lld", <long long>h, <long long>w)
+        name = PyUnicode_DecodeASCII(buf, n, NULL)
+    else:  # Python's padding of a negative number
+        name = f"ws-{h:02d}-{w:04d}"
     endpoints[key] = name
     return name
+
+
+cdef void* _grown(void* block, size_t size) except NULL:
+    """``block`` reallocated to ``size`` bytes (its contents kept)."""
+    cdef void* p = realloc(block, size)
+    if p == NULL:
+        raise MemoryError("cannot allocate a run of session ops")
+    return p
 
 
 # ---------------------------------------------------------------- the visit and the books
@@ -300,7 +310,6 @@ cdef class EngineCalls:
         as ``name``: into the run while gathering, else applied now."""
         cdef int64_t x = -1
         cdef Py_ssize_t n = self._run_n
-        cdef void* p
         if self._batching and type(sid) is int and type(now) is float:
             try:
                 x = sid
@@ -311,18 +320,9 @@ cdef class EngineCalls:
             return 0
         if n == self._run_cap:
             self._run_cap = max(64, 2 * n)
-            p = realloc(self._run_ops, self._run_cap * sizeof(int64_t))
-            if p == NULL:
-                raise MemoryError("cannot allocate a run of session ops")
-            self._run_ops = <int64_t*>p
-            p = realloc(self._run_sids, self._run_cap * sizeof(int64_t))
-            if p == NULL:
-                raise MemoryError("cannot allocate a run of session ops")
-            self._run_sids = <int64_t*>p
-            p = realloc(self._run_times, self._run_cap * sizeof(double))
-            if p == NULL:
-                raise MemoryError("cannot allocate a run of session ops")
-            self._run_times = <double*>p
+            self._run_ops = <int64_t*>_grown(self._run_ops, self._run_cap * sizeof(int64_t))
+            self._run_sids = <int64_t*>_grown(self._run_sids, self._run_cap * sizeof(int64_t))
+            self._run_times = <double*>_grown(self._run_times, self._run_cap * sizeof(double))
         self._run_ops[n] = op
         self._run_sids[n] = x
         self._run_times[n] = <double>now
@@ -553,8 +553,7 @@ cpdef tuple app_and_endpoint(d, Visit v, kind):
             v.ep = f"home-{v.user}-2"
         else:
             w = d.arrivals.ws2[v.a]
-            ep = _workstation((<DayRefs>d.refs).endpoints, d.W, v.h, w)  # Day.ws_name's, in C
-            v.ep = ep if ep is not None else d.ws_name(v.h, w)
+            v.ep = workstation((<DayRefs>d.refs).endpoints, d.W, v.h, w)
     return v.app, v.ep
 
 
@@ -931,7 +930,6 @@ def new_visits(d, tick, list reqs):
     cdef list idle = r.idle, user_names = r.user_names
     tally = r.tally
     cdef dict endpoints = r.endpoints
-    ws_name = d.ws_name
     cdef int64_t W = r.W
     cdef Py_ssize_t start = st.next_arrival, a, j, n_new = 0
     cdef int64_t h, kind, role, w
@@ -960,8 +958,7 @@ def new_visits(d, tick, list reqs):
             v.ext, v.ep = True, f"home-{u}"
         else:
             w = a_ws[a]
-            ep = _workstation(endpoints, W, h, w)  # Day.ws_name's, in C
-            v.ext, v.ep = False, ep if ep is not None else ws_name(h, w)
+            v.ext, v.ep = False, workstation(endpoints, W, h, w)
         v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, a_fail[a], [], True
         v.labs = -1  # the session the second app runs in, once it does
         n_new += 1

@@ -54,7 +54,7 @@ from usher.sim.calendar import Calendar
 from usher.sim.calls import EngineCalls
 from usher.sim.demand import Arrivals, fault_schedule, presample
 from usher.sim.slow import slow_logons
-from usher.sim._events import DayRefs, run_ticks
+from usher.sim._events import DayRefs, run_ticks, workstation
 from usher.sim.handlers import apply_actions, apply_power, server_events
 from usher.sim.kpis import day_kpis
 from usher.sim.sample import Sampler
@@ -299,11 +299,7 @@ class Day:
 
     def ws_name(self, h, w):
         """The endpoint name of workstation ``w`` of hospital ``h`` (made once)."""
-        key = h * self.W + w
-        name = self.endpoints.get(key)
-        if name is None:
-            name = self.endpoints[key] = f"ws-{h:02d}-{w:04d}"
-        return name
+        return workstation(self.endpoints, self.W, h, w)
 
     def view(self, now: float) -> FleetView:
         lay = self.layout
