@@ -28,7 +28,7 @@ from numba import njit
 from usher.core.codes import Mode, Power
 from usher.core.kernels import compile_settings
 
-__all__ = ["gather", "group_sums", "decide_groups", "plan_groups", "plan_call", "P_COLUMNS", "G_COLUMNS",
+__all__ = ["gather", "decide_groups", "plan_groups", "plan_call", "P_COLUMNS", "G_COLUMNS",
            "W_COLUMNS", "N_SUMS", "UPS", "DOWNS", "OFFS", "MARKS", "A_ENABLE", "A_BOOT", "A_DRAIN", "A_SHUTDOWN",
            "A_LOGOFF", "A_PLACE_LAST", "A_PLACE_FIRST", "PACK_OFF", "PACK_ALWAYS", "PACK_FALLING"]
 
@@ -57,7 +57,7 @@ P_COLUMNS = ("up", "gap", "gap_n", "boot_room", "down", "surplus", "n_ready", "m
  P_SHUT, P_DELAY, P_FROM_DRAIN, P_KEEP_POWERED, P_N_POWERED, P_LOGOFF_AFTER,
  P_PACK, P_FALLING, P_BY_LOAD, P_HOLD, P_HEAD, P_BOOT_SEATS) = range(len(P_COLUMNS))
 
-#: columns of :func:`group_sums`' rows
+#: columns of the groups' sums (:func:`gather`)
 N_SUMS = 7
 
 #: ``pack`` settings as codes (column ``G_PACK``)
@@ -109,8 +109,11 @@ with compile_settings():
         seats, load index; ``gb`` (bool, shape (2, n)) = ready (on and registered,
         or booting; enabled, not locked), locked (maintenance, down or
         ``excluded``); ``gf`` (float64, shape (2, n)) = drain_at, idle_since; and
-        ``sums`` (int64, shape (n_groups, N_SUMS)), :func:`group_sums` of the
-        gathered columns. ``excluded`` / ``registered`` of length 0: none excluded
+        ``sums`` (int64, shape (n_groups, N_SUMS)), per group: held (sessions
+        and pending logons on servers not ready), ready servers, their seats,
+        powered servers (on or booting), busy on ready servers, seats of ready
+        booting servers, servers drained by the planner (``drain_at`` not NaN, on,
+        draining, not locked). ``excluded`` / ``registered`` of length 0: none excluded
         / every server registered."""
         n = power.shape[0]
         has_excl = excluded.shape[0] > 0
@@ -149,7 +152,7 @@ with compile_settings():
             gb[1, j] = lk
             gf[0, j] = da
             gf[1, j] = idle_since[i]
-            # group_sums: held, ready servers, their seats, powered, busy on ready, booting seats, drained
+            # the sums: held, ready servers, their seats, powered, busy on ready, booting seats, drained
             on = p == ON
             if rd:
                 sums[g, 1] += 1
@@ -163,32 +166,6 @@ with compile_settings():
                 sums[g, 3] += 1
             if on and md == DRAIN_MODE and not lk and not np.isnan(da):
                 sums[g, 6] += 1
-
-    @njit(cache=True, nogil=True)
-    def group_sums(p, md, b, seats, rd, lk, da, bounds, out):
-        """Per group ``k`` (row ``k`` of ``out``, int64, shape (n_groups, N_SUMS)),
-        integer sums over its servers: held (sessions and pending logons on servers
-        not ready), ready servers, their seats, powered servers (on or booting), busy
-        on ready servers, seats of ready booting servers, servers drained by the
-        planner (``da`` not NaN, on, draining, not locked)."""
-        for k in range(bounds.shape[0] - 1):
-            held = n_ready = seats_ready = n_powered = busy_ready = boot_room = n_mine = 0
-            for j in range(bounds[k], bounds[k + 1]):
-                on = p[j] == ON
-                if rd[j]:
-                    n_ready += 1
-                    seats_ready += seats[j]
-                    busy_ready += b[j]
-                    if p[j] == BOOTING:
-                        boot_room += seats[j]
-                else:
-                    held += b[j]
-                if on or p[j] == BOOTING:
-                    n_powered += 1
-                if on and md[j] == DRAIN_MODE and not lk[j] and not np.isnan(da[j]):
-                    n_mine += 1
-            out[k, 0], out[k, 1], out[k, 2], out[k, 3] = held, n_ready, seats_ready, n_powered
-            out[k, 4], out[k, 5], out[k, 6] = busy_ready, boot_room, n_mine
 
     @njit(cache=True, nogil=True)
     def _pymax(a, b):

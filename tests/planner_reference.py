@@ -7,7 +7,7 @@ schedule slot and its forecast peaks one group at a time and fills that group's
 row of the kernel's ``par``; the reasons' numbers are made for every group; and
 ``_pack`` chooses each packing group's keep set from prefixes of the candidates
 in sorted order. The bookkeeping, the failover and zone reserve, the kernels'
-other array steps (``kernels.group_sums``, ``kernels.plan_groups`` with packing
+other array steps (:func:`group_sums` below, ``kernels.plan_groups`` with packing
 off), drain-aware placement and consolidation are the planner's own.
 """
 
@@ -21,6 +21,20 @@ from usher.planner import kernels
 from usher.planner.autoscale import _KINDS, _NONE, Autoscale, _clock
 from usher.planner.forecast import day_type
 from usher.planner.power import Action, FleetView
+
+
+def group_sums(p, md, b, seats, rd, lk, da, bounds, out) -> None:
+    """Per group ``k`` (row ``k`` of ``out``), the sums ``kernels.gather`` makes, in
+    numpy: held (busy on servers not ready), ready servers, their seats, powered
+    (on or booting), busy on ready servers, seats of ready booting servers,
+    servers drained by the planner (``da`` not NaN, on, draining, not locked)."""
+    on, booting = p == kernels.ON, p == kernels.BOOTING
+    mine = on & (md == kernels.DRAIN_MODE) & ~lk & ~np.isnan(da)
+    for k in range(len(bounds) - 1):
+        g = slice(bounds[k], bounds[k + 1])
+        r = rd[g]
+        out[k] = (b[g][~r].sum(), r.sum(), seats[g][r].sum(), (on[g] | booting[g]).sum(), b[g][r].sum(),
+                  seats[g][r & booting[g]].sum(), mine[g].sum())
 
 
 class ReferenceAutoscale(Autoscale):
@@ -62,7 +76,7 @@ class ReferenceAutoscale(Autoscale):
         mk = self.marked[o]
         bounds = self._bounds
         sums = np.empty((self.n_groups, kernels.N_SUMS), dtype=np.int64)
-        kernels.group_sums(p, md, b, seats, rd, lk, da, bounds, sums)
+        group_sums(p, md, b, seats, rd, lk, da, bounds, sums)
         rows = [[0.0] * len(kernels.P_COLUMNS) for _ in range(self.n_groups)]
         dem = demand.tolist()
         whys = [self._decide(k, now, view, dem[k], row, rows[k]) if self.size[k] else None
