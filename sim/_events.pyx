@@ -33,6 +33,7 @@ cimport cython
 from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_Append, PyList_CheckExact
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t
 from libc.stdio cimport snprintf
@@ -58,8 +59,6 @@ cdef int64_t C_E_LOGON = _cal.E_LOGON, C_E_FAIL = _cal.E_FAIL, C_E_DISCONNECT = 
 cdef int64_t C_E_CLOSE = _cal.E_CLOSE, C_E_END = _cal.E_END
 cdef int64_t C_K_IMAGING = _K_IMAGING
 cdef object L_NEW = _cal.L_NEW, L_SECOND = _cal.L_SECOND, L_RECONNECT = _cal.L_RECONNECT
-cdef object E_LOGON = _cal.E_LOGON, E_FAIL = _cal.E_FAIL, E_DISCONNECT = _cal.E_DISCONNECT
-cdef object E_CLOSE = _cal.E_CLOSE, E_END = _cal.E_END
 
 # The engine's C entries (bindings/_engine.pyx, as formats/_replayloop.pyx takes them):
 # ``launch_row(s, user, app, location, endpoint, external, now, row)`` is
@@ -134,6 +133,129 @@ cdef void* _grown(void* block, size_t size) except NULL:
         raise MemoryError("cannot allocate a run of session ops")
     return p
 
+
+# ---------------------------------------------------------------- the session events' queue
+cdef struct SItem:
+    PyObject* visit  # a reference held while the item is queued
+    PyObject* sid  # likewise
+    int64_t gen, kind
+    int64_t next  # the next item of the same tick, or of the free list; -1 none
+
+
+@cython.final
+cdef class SessionQueue:
+    """The calendar queue of the session events: per tick of the day, the items
+    ``(kind, visit, generation, session)`` in the order scheduled, kept as C
+    records in one pool (a FIFO list per tick, freed slots reused) rather than a
+    tuple each in a dict of lists. A tick outside the day (``< 0`` or ``>= T``)
+    is never run: its items are not kept. A tick's items are taken off all at
+    once when it runs (:meth:`take`): items scheduled for it while it runs make a
+    new list that is never run, as a bucket made for a tick already run."""
+
+    cdef SItem* items
+    cdef Py_ssize_t cap, used, free, n_live  # slots: made, first free one (-1 none), holding an item
+    cdef int64_t* head
+    cdef int64_t* tail
+    cdef readonly int64_t T
+
+    def __cinit__(self, int64_t T):
+        if T < 0:
+            raise ValueError(f"T must be >= 0, got {T}")
+        self.T = T
+        self.free = -1
+        self.head = <int64_t*>_grown(NULL, (T + 1) * sizeof(int64_t))
+        self.tail = <int64_t*>_grown(NULL, (T + 1) * sizeof(int64_t))
+        cdef int64_t t
+        for t in range(T + 1):
+            self.head[t] = -1
+            self.tail[t] = -1
+
+    def __dealloc__(self):
+        cdef int64_t t, k
+        if self.head != NULL:
+            for t in range(self.T):
+                k = self.head[t]
+                while k >= 0:
+                    Py_XDECREF(self.items[k].visit)
+                    Py_XDECREF(self.items[k].sid)
+                    k = self.items[k].next
+        free(self.items)
+        free(self.head)
+        free(self.tail)
+
+    cdef int add(self, int64_t tick, int64_t kind, visit, int64_t gen, sid) except -1:
+        """Schedule ``(kind, visit, gen, sid)`` at ``tick`` (after the items already there)."""
+        cdef Py_ssize_t k
+        if tick < 0 or tick >= self.T:
+            return 0
+        k = self.free
+        if k < 0:  # a new slot
+            k = self.used
+            self.used += 1
+            if k == self.cap:
+                self.cap = max(1024, 2 * self.cap)
+                self.items = <SItem*>_grown(self.items, self.cap * sizeof(SItem))
+        else:
+            self.free = self.items[k].next
+        Py_INCREF(visit)
+        Py_INCREF(sid)
+        self.items[k].visit = <PyObject*>visit
+        self.items[k].sid = <PyObject*>sid
+        self.items[k].gen = gen
+        self.items[k].kind = kind
+        self.items[k].next = -1
+        if self.tail[tick] >= 0:
+            self.items[self.tail[tick]].next = k
+        else:
+            self.head[tick] = k
+        self.tail[tick] = k
+        self.n_live += 1
+        return 0
+
+    def schedule(self, tick, item):
+        """``item`` = ``(kind, visit, generation, session)`` at ``tick``."""
+        kind, visit, gen, sid = item
+        self.add(tick, kind, visit, gen, sid)
+
+    cdef inline bint due(self, int64_t tick) noexcept:
+        return 0 <= tick < self.T and self.head[tick] >= 0
+
+    cdef inline int64_t detach(self, int64_t tick) noexcept:
+        """The first item of ``tick``'s list (-1 none); the list is off the queue,
+        its items then taken one by one with :meth:`release`."""
+        cdef int64_t k = self.head[tick]
+        self.head[tick] = self.tail[tick] = -1
+        return k
+
+    cdef inline int64_t release(self, int64_t k, SItem* out) noexcept:
+        """Item ``k`` copied into ``out`` (its references now the caller's) and its
+        slot freed; returns the next item of its tick (-1 none)."""
+        cdef SItem* it = &self.items[k]
+        out[0] = it[0]
+        cdef int64_t nxt = it.next
+        it.visit = it.sid = NULL
+        it.next = self.free
+        self.free = k
+        self.n_live -= 1
+        return nxt
+
+    def take(self, int64_t tick) -> list:
+        """The items of ``tick``, in order (a list of tuples), off the queue."""
+        cdef list out = []
+        if tick < 0 or tick >= self.T:
+            return out
+        cdef int64_t k = self.detach(tick)
+        cdef SItem x
+        while k >= 0:
+            k = self.release(k, &x)
+            out.append((x.kind, <object>x.visit, x.gen, <object>x.sid))
+            Py_DECREF(<object>x.visit)
+            Py_DECREF(<object>x.sid)
+        return out
+
+    def __len__(self):
+        """Items still scheduled."""
+        return self.n_live
 
 # ---------------------------------------------------------------- the visit and the books
 @cython.final
@@ -490,7 +612,7 @@ cdef class DayRefs:
     state's counters and lists, the books, the engine calls, the calendar queues
     and the presampled columns are the same objects all day, changed in place)."""
 
-    cdef readonly object state, s, cal_sessions, cal_launches, slow, rollout_run, sessions, T, fresh_s
+    cdef readonly object state, s, cal_launches, slow, rollout_run, sessions, T, fresh_s
     cdef readonly dict tally, endpoints
     cdef readonly list idle, warm, on_since, outcomes, reasons
     cdef readonly list logon, second, t_second, close, t_close, disc, t_disc, rec, t_rec
@@ -501,6 +623,7 @@ cdef class DayRefs:
     cdef const int64_t[:] c_logon, c_second, c_t_second, c_close, c_t_close, c_disc, c_t_disc, c_rec, c_t_rec
     cdef readonly Books books
     cdef readonly EngineCalls calls
+    cdef readonly SessionQueue sq
     cdef readonly bint naming
 
     def __init__(self, d):
@@ -508,7 +631,7 @@ cdef class DayRefs:
         self.state, self.tally, self.idle, self.warm, self.on_since = st, st.tally, st.idle, st.warm, st.on_since
         self.outcomes, self.reasons = st.outcomes, st.reasons
         self.books, self.calls, self.s = d.books, d.calls, d.s
-        self.cal_sessions, self.cal_launches = d.cal.sessions, d.cal.launches
+        self.sq, self.cal_launches = d.cal.sessions, d.cal.launches
         self.logon, self.second, self.t_second, self.close, self.t_close = (
             arr.logon, arr.second, arr.t_second, arr.close, arr.t_close)
         self.disc, self.t_disc, self.rec, self.t_rec = arr.disc, arr.t_disc, arr.rec, arr.t_rec
@@ -647,32 +770,33 @@ cdef int _schedule_visit(DayRefs r, Visit v, sid, int64_t tick, srv, now) except
     """The events of a freshly placed main session: its logon (or failure), and on
     the first placement the second app, its closing, the disconnect, the reconnect;
     the visit's end."""
-    sess, lq = r.cal_sessions, r.cal_launches
-    g = v.gen
+    cdef SessionQueue sess = r.sq
+    lq = r.cal_launches
+    cdef int64_t g = v.gen
     cdef Py_ssize_t a = v.a
     cdef int64_t end
     if v.fail:
         v.fail = False
-        sess[<object>tick + r.sessions.failure_detect_seconds].append((E_FAIL, v, g, sid))
+        sess.add(tick + r.sessions.failure_detect_seconds, C_E_FAIL, v, g, sid)
     else:
         if v.first:
             if r.c_logon[a] == 0:
                 r.warm.append(sid)
             else:
-                _at(sess, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, g, sid))
+                sess.add(_logon_tick(r, v, tick, sid, srv, now), C_E_LOGON, v, g, sid)
             end = v.end
             if r.c_second[a] and r.c_t_second[a] < end:
                 _at(lq, r.c_t_second[a], (v, g, L_SECOND))
                 if r.c_close[a] and r.c_t_close[a] < end:
-                    _at(sess, r.c_t_close[a], (E_CLOSE, v, g, sid))
+                    sess.add(r.c_t_close[a], C_E_CLOSE, v, g, sid)
             if r.c_disc[a] and r.c_t_disc[a] < end:
-                _at(sess, r.c_t_disc[a], (E_DISCONNECT, v, g, sid))
+                sess.add(r.c_t_disc[a], C_E_DISCONNECT, v, g, sid)
                 if r.c_rec[a]:
                     _at(lq, r.c_t_rec[a], (v, g, L_RECONNECT))
         else:
-            _at(sess, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, g, sid))
+            sess.add(_logon_tick(r, v, tick, sid, srv, now), C_E_LOGON, v, g, sid)
         if v.end < r.T:
-            _at(sess, v.end, (E_END, v, g, sid))
+            sess.add(v.end, C_E_END, v, g, sid)
     return 0
 
 
@@ -710,7 +834,7 @@ cdef int _on_second(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick, no
         placed.append(srv)
         r.books.book(sid, v, srv, rname)
         v.extras.append(sid)
-        _at(r.cal_sessions, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, v.gen, sid))
+        r.sq.add(_logon_tick(r, v, tick, sid, srv, now), C_E_LOGON, v, v.gen, sid)
     elif oc != C_SHARED and oc != C_REJECTED:
         r.tally["unexpected"] += 1
     return 0
@@ -728,7 +852,7 @@ cdef int _on_reconnect(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick,
             books.unbook(old)
         v.sid = sid
         books.book(sid, v, srv, rname)
-        _at(r.cal_sessions, _logon_tick(r, v, tick, sid, srv, now), (E_LOGON, v, v.gen, sid))
+        r.sq.add(_logon_tick(r, v, tick, sid, srv, now), C_E_LOGON, v, v.gen, sid)
     elif oc == C_REJECTED:
         r.tally["reconnect_missed"] += 1
     return 0
@@ -860,58 +984,79 @@ cdef _launch_failed(d, Visit v, sid, tick, now):
 
 def session_events(d, list evs, tick, now):
     """Logons that complete or fail, disconnects, second apps that close, visits
-    that end; in the order scheduled. An event of an older visit generation, or
-    of a session no longer on the books, is stale and skipped. The session ops go
-    to the engine as one run (:class:`EngineCalls`)."""
+    that end: the items ``(kind, visit, generation, session)`` of ``evs``, in
+    order (:func:`_session_event`). The session ops go to the engine as one run
+    (:class:`EngineCalls`)."""
     cdef DayRefs r = d.refs
     cdef EngineCalls calls = r.calls
     cdef bint gathering = calls._begin()
+    cdef tuple e
     try:
-        _session_events(d, r, evs, tick, now)
+        for ev in evs:
+            e = <tuple>ev
+            _session_event(d, r, e[0], <Visit>e[1], e[2], e[3], tick, now)
     finally:
         if gathering:
             calls._end()
 
 
-cdef int _session_events(d, DayRefs r, list evs, tick, now) except -1:
-    cdef Books books = r.books
+cdef int _due_session_events(d, DayRefs r, int64_t t, tick, now) except -1:
+    """:func:`session_events` of the items the session queue holds for tick ``t``."""
     cdef EngineCalls calls = r.calls
-    cdef dict entries = books.entries
-    cdef set launching = books.launching
-    slow = r.slow
-    cdef int64_t kind, g
+    cdef SessionQueue q = r.sq
+    cdef bint gathering = calls._begin()
+    cdef int64_t k = q.detach(t)
+    cdef SItem x
     cdef Visit v
-    cdef tuple e
-    for ev in evs:
-        e = <tuple>ev
-        kind, v, g, sid = e[0], <Visit>e[1], e[2], e[3]
-        if v.gen != g:
-            continue
-        if kind == C_E_LOGON:
-            if sid not in entries or sid not in launching:
-                continue
-            launching.discard(sid)
-            calls._sop(OP_LOGON, r.logon_complete, "logon_done", sid, now)
-            if slow is not None:
-                slow.logon_done(sid, now)
-        elif kind == C_E_END:
-            _visit_over(d, v, now)
-        elif sid not in entries:
-            continue
-        elif kind == C_E_DISCONNECT:
-            launching.discard(sid)  # a later logon event finds it disconnected
-            calls._sop(OP_DISCONNECT, r.disconnect, "disconnect", sid, now)
-        elif kind == C_E_CLOSE:
-            x = v.labs  # where the second app runs (none if it was refused)
-            if x < 0 or x not in entries:
-                continue
-            v.labs = -1
-            if calls.close_labs(x, now):
-                books.unbook(x)
-        elif sid not in launching:  # E_FAIL after a disconnect: it came up after all
-            continue
-        else:  # E_FAIL
-            _launch_failed(d, v, sid, tick, now)
+    try:
+        while k >= 0:
+            k = q.release(k, &x)
+            v, sid = <Visit>x.visit, <object>x.sid  # the queue's references, now ours
+            Py_DECREF(v)
+            Py_DECREF(sid)
+            _session_event(d, r, x.kind, v, x.gen, sid, tick, now)
+    finally:
+        while k >= 0:  # an error: the tick's other items are dropped
+            k = q.release(k, &x)
+            Py_DECREF(<object>x.visit)
+            Py_DECREF(<object>x.sid)
+        if gathering:
+            calls._end()
+    return 0
+
+
+cdef int _session_event(d, DayRefs r, int64_t kind, Visit v, int64_t g, sid, tick, now) except -1:
+    """One session event. An event of an older visit generation, or of a session
+    no longer on the books, is stale and skipped."""
+    if v.gen != g:
+        return 0
+    cdef dict entries = r.books.entries
+    cdef set launching = r.books.launching
+    if kind == C_E_LOGON:
+        if sid not in entries or sid not in launching:
+            return 0
+        launching.discard(sid)
+        r.calls._sop(OP_LOGON, r.logon_complete, "logon_done", sid, now)
+        if r.slow is not None:
+            r.slow.logon_done(sid, now)
+    elif kind == C_E_END:
+        _visit_over(d, v, now)
+    elif sid not in entries:
+        return 0
+    elif kind == C_E_DISCONNECT:
+        launching.discard(sid)  # a later logon event finds it disconnected
+        r.calls._sop(OP_DISCONNECT, r.disconnect, "disconnect", sid, now)
+    elif kind == C_E_CLOSE:
+        x = v.labs  # where the second app runs (none if it was refused)
+        if x < 0 or x not in entries:
+            return 0
+        v.labs = -1
+        if r.calls.close_labs(x, now):
+            r.books.unbook(x)
+    elif sid not in launching:  # E_FAIL after a disconnect: it came up after all
+        return 0
+    else:  # E_FAIL
+        _launch_failed(d, v, sid, tick, now)
     return 0
 
 
@@ -1012,8 +1157,10 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
     cdef int64_t prog_every = max(1, T // 200)
     cdef int64_t next_prog = 0 if progress is not None else T
     next_sample = 0
-    srv_pop, sess_pop, launch_pop = cal.servers.pop, cal.sessions.pop, cal.launches.pop
-    cdef list counts = (<DayRefs>d.refs).counts
+    srv_pop, launch_pop = cal.servers.pop, cal.launches.pop
+    cdef DayRefs refs = d.refs
+    cdef SessionQueue sq = refs.sq
+    cdef list counts = refs.counts
     cdef bint tracing = d.trace is not None
     cdef bint settled = d.settled
     cdef Py_ssize_t t, j, n_ticks = T
@@ -1027,9 +1174,8 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
         evs = srv_pop(tick, None)
         if evs:
             server_events(d, evs, tick, now)
-        evs = sess_pop(tick, None)
-        if evs:
-            session_events(d, evs, tick, now)
+        if sq.due(t):
+            _due_session_events(d, refs, t, tick, now)
         if tick >= next_policy:
             if acts:
                 apply_actions(d, tick, now, policy.plan(d.view(now), now))

@@ -1,9 +1,12 @@
 """The day's calendar: what happens at which 1-second tick, by kind of event.
 
-Design: a calendar queue — per kind, a dict from tick to a list of items in the
+Design: a calendar queue — per kind, a bucket per tick holding its items in the
 order they were scheduled — which is cheaper than a heap for ~10^5-10^6 events on
-a fixed grid. The loop pops a tick's bucket when it runs that tick; a bucket made
-for a tick already run is never run.
+a fixed grid. The loop takes a tick's bucket when it runs that tick; a bucket made
+for a tick already run (or outside the day) is never run. Server events and
+launches are dicts from tick to a list; the session events, the most numerous,
+are a :class:`usher.sim._events.SessionQueue` of C records (one bucket per tick
+of the day), which the compiled handlers fill and the compiled loop takes.
 
 Items:
 
@@ -32,14 +35,18 @@ S_BOOTED, S_OFF, S_CRASH, S_ZONE_DARK, S_RECOVER = 0, 1, 2, 3, 4
 
 
 class Calendar:
-    """Three calendar queues: ``servers``, ``sessions`` and ``launches`` (dicts
-    tick -> list, appended to directly by the handlers)."""
+    """Three calendar queues of a day of ``T`` ticks: ``servers`` and ``launches``
+    (dicts tick -> list, appended to directly by the handlers) and ``sessions``
+    (a :class:`usher.sim._events.SessionQueue`: ``schedule(tick, item)``,
+    ``take(tick)``)."""
 
     __slots__ = ("servers", "sessions", "launches")
 
-    def __init__(self):
+    def __init__(self, T: int):
+        from usher.sim._events import SessionQueue  # it reads this module's constants
+
         self.servers: defaultdict = defaultdict(list)
-        self.sessions: defaultdict = defaultdict(list)
+        self.sessions = SessionQueue(T)
         self.launches: defaultdict = defaultdict(list)
 
     def at_server(self, tick: int, item: tuple):
@@ -47,4 +54,4 @@ class Calendar:
 
     def pending(self) -> int:
         """Items still scheduled (all kinds)."""
-        return sum(len(b) for q in (self.servers, self.sessions, self.launches) for b in q.values())
+        return len(self.sessions) + sum(len(b) for q in (self.servers, self.launches) for b in q.values())

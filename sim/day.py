@@ -257,7 +257,7 @@ class Day:
         self.naming = trace is not None or keep_decisions
         self.books = Books(len(lay.server_names), self.naming)
         self.calls = EngineCalls(s, trace, lay.server_names, self.books.names)
-        self.cal = Calendar()
+        self.cal = Calendar(self.T)
         self.arrivals: Arrivals = presample(sc, lay, np.random.default_rng([sc.day.seed, 23]))
         events, self.fault_windows = fault_schedule(sc, lay, np.random.default_rng([sc.day.seed, 29]))
         #: the slow_server fault's servers and logon counts (None: neither it nor the slow rule is on)

@@ -4,11 +4,17 @@ traced engine calls, Python's index checks)."""
 
 from __future__ import annotations
 
+import sys
+from collections import defaultdict
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usher.sim.books import Books, Visit
-from usher.sim.calendar import L_NEW
+from usher.sim._events import SessionQueue
+from usher.sim.calendar import E_END, E_FAIL, E_LOGON, L_NEW
 from usher.sim.day import Day
 from usher.sim.handlers import new_visits
 from usher.sim.launches import launches
@@ -67,3 +73,61 @@ def test_a_bad_arrival_index_raises_as_python_does():
     d.arrivals.pick[d.state.next_arrival] = 1.0
     with pytest.raises(IndexError):
         new_visits(d, tick, [])
+
+
+# ---------------------------------------------------------------- the session events' queue
+def test_session_queue_keeps_each_ticks_items_in_order():
+    q = SessionQueue(10)
+    v, w = Visit(), Visit()
+    sid = 1 << 40  # not a cached int: the queue holds its own reference
+    q.schedule(3, (E_LOGON, v, 0, sid))
+    q.schedule(5, (E_END, w, 2, 7))
+    q.schedule(3, (E_END, v, 1, 8))
+    q.schedule(10, (E_END, v, 1, 9))  # outside the day: never run, not kept
+    q.schedule(-1, (E_END, v, 1, 9))
+    assert len(q) == 3
+    assert q.take(3) == [(E_LOGON, v, 0, sid), (E_END, v, 1, 8)]
+    assert q.take(3) == [] and len(q) == 1
+    q.schedule(3, (E_FAIL, w, 4, 6))  # a bucket for a tick already taken is a new one
+    assert q.take(5) == [(E_END, w, 2, 7)] and q.take(3) == [(E_FAIL, w, 4, 6)] and len(q) == 0
+    assert q.take(10) == [] and q.take(-3) == []
+    with pytest.raises(ValueError):
+        q.schedule(1, (E_END, v, 0))
+    with pytest.raises(ValueError, match="T must be"):
+        SessionQueue(-1)
+
+
+def test_session_queue_holds_and_releases_references():
+    v, sid = Visit(), 10 ** 30 + 1
+    before = sys.getrefcount(v), sys.getrefcount(sid)
+    q = SessionQueue(100)
+    for t in range(50):
+        q.schedule(t % 7, (E_LOGON, v, t, sid))
+    assert sys.getrefcount(v) == before[0] + 50 and sys.getrefcount(sid) == before[1] + 50
+    taken = q.take(3)
+    del taken
+    assert sys.getrefcount(v) == before[0] + 50 - 7
+    del q  # the items left are released
+    assert (sys.getrefcount(v), sys.getrefcount(sid)) == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(-3, 40), st.integers(0, 4), st.integers(0, 9)),
+                max_size=300))
+def test_session_queue_is_a_dict_of_lists(ops):
+    """Against the dict of lists it replaces: schedules and takes interleaved, slots
+    reused; a tick outside ``[0, T)`` is never taken."""
+    T = 32
+    q, ref = SessionQueue(T), defaultdict(list)
+    visits = [Visit() for _ in range(3)]
+    for take, tick, kind, sid in ops:
+        if take:
+            assert q.take(tick) == (ref.pop(tick, []) if 0 <= tick < T else [])
+        else:
+            item = (kind, visits[sid % 3], sid // 3, sid)
+            q.schedule(tick, item)
+            if 0 <= tick < T:
+                ref[tick].append(item)
+        assert len(q) == sum(map(len, ref.values()))
+    for tick in range(T):
+        assert q.take(tick) == ref.pop(tick, [])
