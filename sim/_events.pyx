@@ -58,7 +58,7 @@ cdef int64_t C_L_NEW = _cal.L_NEW, C_L_SECOND = _cal.L_SECOND, C_L_RECONNECT = _
 cdef int64_t C_E_LOGON = _cal.E_LOGON, C_E_FAIL = _cal.E_FAIL, C_E_DISCONNECT = _cal.E_DISCONNECT
 cdef int64_t C_E_CLOSE = _cal.E_CLOSE, C_E_END = _cal.E_END
 cdef int64_t C_K_IMAGING = _K_IMAGING
-cdef object L_NEW = _cal.L_NEW, L_SECOND = _cal.L_SECOND, L_RECONNECT = _cal.L_RECONNECT
+cdef object L_NEW = _cal.L_NEW
 
 # The engine's C entries (bindings/_engine.pyx, as formats/_replayloop.pyx takes them):
 # ``launch_row(s, user, app, location, endpoint, external, now, row)`` is
@@ -134,23 +134,23 @@ cdef void* _grown(void* block, size_t size) except NULL:
     return p
 
 
-# ---------------------------------------------------------------- the session events' queue
+# ---------------------------------------------------------------- the calendar's queues
 cdef struct SItem:
     PyObject* visit  # a reference held while the item is queued
-    PyObject* sid  # likewise
+    PyObject* sid  # likewise (None in a launch)
     int64_t gen, kind
     int64_t next  # the next item of the same tick, or of the free list; -1 none
 
 
-@cython.final
-cdef class SessionQueue:
-    """The calendar queue of the session events: per tick of the day, the items
-    ``(kind, visit, generation, session)`` in the order scheduled, kept as C
-    records in one pool (a FIFO list per tick, freed slots reused) rather than a
-    tuple each in a dict of lists. A tick outside the day (``< 0`` or ``>= T``)
-    is never run: its items are not kept. A tick's items are taken off all at
-    once when it runs (:meth:`take`): items scheduled for it while it runs make a
-    new list that is never run, as a bucket made for a tick already run."""
+cdef class TickQueue:
+    """A calendar queue of the day's visit events: per tick of the day, items
+    (kind, visit, generation, session) in the order scheduled, kept as C records
+    in one pool (a FIFO list per tick, freed slots reused) rather than a tuple
+    each in a dict of lists. A tick outside the day (``< 0`` or ``>= T``) is
+    never run: its items are not kept. A tick's items are taken off all at once
+    when it runs: items scheduled for it while it runs make a new list that is
+    never run, as a bucket made for a tick already run. The subclasses give the
+    items' Python form (:meth:`schedule`, :meth:`take`, :meth:`peek`)."""
 
     cdef SItem* items
     cdef Py_ssize_t cap, used, free, n_live  # slots: made, first free one (-1 none), holding an item
@@ -184,17 +184,17 @@ cdef class SessionQueue:
         free(self.tail)
 
     cdef int add(self, int64_t tick, int64_t kind, visit, int64_t gen, sid) except -1:
-        """Schedule ``(kind, visit, gen, sid)`` at ``tick`` (after the items already there)."""
+        """Schedule an item at ``tick`` (after the items already there)."""
         cdef Py_ssize_t k
         if tick < 0 or tick >= self.T:
             return 0
         k = self.free
         if k < 0:  # a new slot
             k = self.used
-            self.used += 1
             if k == self.cap:
                 self.cap = max(1024, 2 * self.cap)
                 self.items = <SItem*>_grown(self.items, self.cap * sizeof(SItem))
+            self.used += 1
         else:
             self.free = self.items[k].next
         Py_INCREF(visit)
@@ -212,17 +212,14 @@ cdef class SessionQueue:
         self.n_live += 1
         return 0
 
-    def schedule(self, tick, item):
-        """``item`` = ``(kind, visit, generation, session)`` at ``tick``."""
-        kind, visit, gen, sid = item
-        self.add(tick, kind, visit, gen, sid)
-
     cdef inline bint due(self, int64_t tick) noexcept:
         return 0 <= tick < self.T and self.head[tick] >= 0
 
     cdef inline int64_t detach(self, int64_t tick) noexcept:
         """The first item of ``tick``'s list (-1 none); the list is off the queue,
         its items then taken one by one with :meth:`release`."""
+        if tick < 0 or tick >= self.T:
+            return -1
         cdef int64_t k = self.head[tick]
         self.head[tick] = self.tail[tick] = -1
         return k
@@ -239,23 +236,64 @@ cdef class SessionQueue:
         self.n_live -= 1
         return nxt
 
+    cdef tuple _tuple(self, SItem* x):
+        raise NotImplementedError  # the subclass's item form
+
     def take(self, int64_t tick) -> list:
         """The items of ``tick``, in order (a list of tuples), off the queue."""
         cdef list out = []
-        if tick < 0 or tick >= self.T:
-            return out
         cdef int64_t k = self.detach(tick)
         cdef SItem x
         while k >= 0:
             k = self.release(k, &x)
-            out.append((x.kind, <object>x.visit, x.gen, <object>x.sid))
-            Py_DECREF(<object>x.visit)
-            Py_DECREF(<object>x.sid)
+            try:
+                out.append(self._tuple(&x))
+            finally:
+                Py_DECREF(<object>x.visit)
+                Py_DECREF(<object>x.sid)
+        return out
+
+    def peek(self, int64_t tick) -> list:
+        """The items of ``tick``, in order (a list of tuples), left on the queue."""
+        cdef list out = []
+        if tick < 0 or tick >= self.T:
+            return out
+        cdef int64_t k = self.head[tick]
+        while k >= 0:
+            out.append(self._tuple(&self.items[k]))
+            k = self.items[k].next
         return out
 
     def __len__(self):
         """Items still scheduled."""
         return self.n_live
+
+
+@cython.final
+cdef class SessionQueue(TickQueue):
+    """The session events: items ``(kind, visit, generation, session)``."""
+
+    def schedule(self, tick, item):
+        """``item`` = ``(kind, visit, generation, session)`` at ``tick``."""
+        kind, visit, gen, sid = item
+        self.add(tick, kind, visit, gen, sid)
+
+    cdef tuple _tuple(self, SItem* x):
+        return (x.kind, <object>x.visit, x.gen, <object>x.sid)
+
+
+@cython.final
+cdef class LaunchQueue(TickQueue):
+    """The launches: items ``(visit, generation, kind)``."""
+
+    def schedule(self, tick, item):
+        """``item`` = ``(visit, generation, kind)`` at ``tick``."""
+        visit, gen, kind = item
+        self.add(tick, kind, visit, gen, None)
+
+    cdef tuple _tuple(self, SItem* x):
+        return (<object>x.visit, x.gen, x.kind)
+
 
 # ---------------------------------------------------------------- the visit and the books
 @cython.final
@@ -612,7 +650,7 @@ cdef class DayRefs:
     state's counters and lists, the books, the engine calls, the calendar queues
     and the presampled columns are the same objects all day, changed in place)."""
 
-    cdef readonly object state, s, cal_launches, slow, rollout_run, sessions, T, fresh_s
+    cdef readonly object state, s, slow, rollout_run, sessions, T, fresh_s
     cdef readonly dict tally, endpoints
     cdef readonly list idle, warm, on_since, outcomes, reasons
     cdef readonly list logon, second, t_second, close, t_close, disc, t_disc, rec, t_rec
@@ -624,6 +662,7 @@ cdef class DayRefs:
     cdef readonly Books books
     cdef readonly EngineCalls calls
     cdef readonly SessionQueue sq
+    cdef readonly LaunchQueue lq
     cdef readonly bint naming
 
     def __init__(self, d):
@@ -631,7 +670,7 @@ cdef class DayRefs:
         self.state, self.tally, self.idle, self.warm, self.on_since = st, st.tally, st.idle, st.warm, st.on_since
         self.outcomes, self.reasons = st.outcomes, st.reasons
         self.books, self.calls, self.s = d.books, d.calls, d.s
-        self.sq, self.cal_launches = d.cal.sessions, d.cal.launches
+        self.sq, self.lq = d.cal.sessions, d.cal.launches
         self.logon, self.second, self.t_second, self.close, self.t_close = (
             arr.logon, arr.second, arr.t_second, arr.close, arr.t_close)
         self.disc, self.t_disc, self.rec, self.t_rec = arr.disc, arr.t_disc, arr.rec, arr.t_rec
@@ -747,17 +786,6 @@ cdef list _name_launches(d, list reqs, list apps, list eps, now):
     return names
 
 
-cdef int _at(object queue, int64_t tick, item) except -1:
-    """``queue[tick].append(item)``: the calendar's bucket of ``tick`` (a dict of
-    lists, missing buckets made by the queue's own default)."""
-    key = tick
-    cdef PyObject* bucket = PyDict_GetItem(queue, key)
-    if bucket != NULL and PyList_CheckExact(<object>bucket):
-        return PyList_Append(<object>bucket, item)
-    queue[key].append(item)
-    return 0
-
-
 cdef int64_t _logon_tick(DayRefs r, Visit v, int64_t tick, sid, srv, now) except? -1:
     cdef int64_t lg = r.c_logon[v.a]
     slow = r.slow
@@ -771,7 +799,7 @@ cdef int _schedule_visit(DayRefs r, Visit v, sid, int64_t tick, srv, now) except
     the first placement the second app, its closing, the disconnect, the reconnect;
     the visit's end."""
     cdef SessionQueue sess = r.sq
-    lq = r.cal_launches
+    cdef LaunchQueue lq = r.lq
     cdef int64_t g = v.gen
     cdef Py_ssize_t a = v.a
     cdef int64_t end
@@ -786,13 +814,13 @@ cdef int _schedule_visit(DayRefs r, Visit v, sid, int64_t tick, srv, now) except
                 sess.add(_logon_tick(r, v, tick, sid, srv, now), C_E_LOGON, v, g, sid)
             end = v.end
             if r.c_second[a] and r.c_t_second[a] < end:
-                _at(lq, r.c_t_second[a], (v, g, L_SECOND))
+                lq.add(r.c_t_second[a], C_L_SECOND, v, g, None)
                 if r.c_close[a] and r.c_t_close[a] < end:
                     sess.add(r.c_t_close[a], C_E_CLOSE, v, g, sid)
             if r.c_disc[a] and r.c_t_disc[a] < end:
                 sess.add(r.c_t_disc[a], C_E_DISCONNECT, v, g, sid)
                 if r.c_rec[a]:
-                    _at(lq, r.c_t_rec[a], (v, g, L_RECONNECT))
+                    lq.add(r.c_t_rec[a], C_L_RECONNECT, v, g, None)
         else:
             sess.add(_logon_tick(r, v, tick, sid, srv, now), C_E_LOGON, v, g, sid)
         if v.end < r.T:
@@ -817,7 +845,7 @@ cdef int _on_new(d, DayRefs r, Visit v, int64_t oc, srv, sid, rname, tick, now, 
         if v.tries < ss.max_retries and tick + ss.retry_after_seconds < min(v.end, r.T):
             v.tries += 1
             r.tally["retried"] += 1
-            r.cal_launches[tick + ss.retry_after_seconds].append((v, v.gen, L_NEW))
+            r.lq.add(tick + ss.retry_after_seconds, C_L_NEW, v, v.gen, None)
         else:
             r.tally["denied"] += 1
             finish_visit(d, v, now)
@@ -976,7 +1004,7 @@ cdef _launch_failed(d, Visit v, sid, tick, now):
         v.tries += 1
         st.tally["retried"] += 1
         v.gen += 1
-        d.cal.launches[tick + ss.retry_after_seconds].append((v, v.gen, L_NEW))
+        (<DayRefs>d.refs).lq.add(tick + ss.retry_after_seconds, C_L_NEW, v, v.gen, None)
     else:
         st.tally["denied"] += 1
         finish_visit(d, v, now)
@@ -1113,6 +1141,23 @@ def new_visits(d, tick, list reqs):
 
 
 # ---------------------------------------------------------------- the tick loop
+cdef list _due_launches(LaunchQueue q, int64_t t):
+    """The launches the queue holds for tick ``t`` (a list of (visit, generation,
+    kind)), off the queue; those of an older visit generation are stale, dropped."""
+    cdef list out = []
+    cdef int64_t k = q.detach(t)
+    cdef SItem x
+    cdef Visit v
+    while k >= 0:
+        k = q.release(k, &x)
+        v = <Visit>x.visit
+        Py_DECREF(v)  # the queue's reference, now v's
+        Py_DECREF(<object>x.sid)
+        if v.gen == x.gen:
+            out.append((v, x.gen, x.kind))
+    return out
+
+
 cdef _track_peaks(d, st, list placed, tick, now):
     """The running peaks after the tick's launches. The most pending logons on a
     server: only a placed launch adds one (docs/SEMANTICS.md), so only those
@@ -1157,9 +1202,10 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
     cdef int64_t prog_every = max(1, T // 200)
     cdef int64_t next_prog = 0 if progress is not None else T
     next_sample = 0
-    srv_pop, launch_pop = cal.servers.pop, cal.launches.pop
+    srv_pop = cal.servers.pop
     cdef DayRefs refs = d.refs
     cdef SessionQueue sq = refs.sq
+    cdef LaunchQueue lq = refs.lq
     cdef list counts = refs.counts
     cdef bint tracing = d.trace is not None
     cdef bint settled = d.settled
@@ -1182,13 +1228,7 @@ def run_ticks(d, policy, bint acts, interval, next_policy, Py_ssize_t settle_bat
             else:
                 apply_power(d, tick, now, policy.plan(d.view(now)) if t else st.want)
             next_policy = tick + interval
-        reqs = launch_pop(tick, None)
-        if reqs:
-            kept = []
-            for r in reqs:
-                if (<Visit>(<tuple>r)[0]).gen == (<tuple>r)[1]:
-                    kept.append(r)
-            reqs = kept
+        reqs = _due_launches(lq, t) if lq.due(t) else None
         if counts[t]:
             if reqs is None:
                 reqs = []

@@ -3,10 +3,11 @@
 Design: a calendar queue — per kind, a bucket per tick holding its items in the
 order they were scheduled — which is cheaper than a heap for ~10^5-10^6 events on
 a fixed grid. The loop takes a tick's bucket when it runs that tick; a bucket made
-for a tick already run (or outside the day) is never run. Server events and
-launches are dicts from tick to a list; the session events, the most numerous,
-are a :class:`usher.sim._events.SessionQueue` of C records (one bucket per tick
-of the day), which the compiled handlers fill and the compiled loop takes.
+for a tick already run (or outside the day) is never run. Server events are a
+dict from tick to a list; the visits' events, the most numerous, are two
+:class:`usher.sim._events.TickQueue` of C records (a list per tick of the day in
+one pool), which the compiled handlers fill and the compiled loop takes, and
+Python code reaches with ``schedule(tick, item)``, ``take(tick)`` and ``peek(tick)``.
 
 Items:
 
@@ -35,23 +36,22 @@ S_BOOTED, S_OFF, S_CRASH, S_ZONE_DARK, S_RECOVER = 0, 1, 2, 3, 4
 
 
 class Calendar:
-    """Three calendar queues of a day of ``T`` ticks: ``servers`` and ``launches``
-    (dicts tick -> list, appended to directly by the handlers) and ``sessions``
-    (a :class:`usher.sim._events.SessionQueue`: ``schedule(tick, item)``,
-    ``take(tick)``)."""
+    """Three calendar queues of a day of ``T`` ticks: ``servers`` (a dict tick ->
+    list, appended to directly by the handlers), ``sessions`` and ``launches``
+    (:class:`usher.sim._events.SessionQueue`, :class:`usher.sim._events.LaunchQueue`)."""
 
     __slots__ = ("servers", "sessions", "launches")
 
     def __init__(self, T: int):
-        from usher.sim._events import SessionQueue  # it reads this module's constants
+        from usher.sim._events import LaunchQueue, SessionQueue  # they read this module's constants
 
         self.servers: defaultdict = defaultdict(list)
         self.sessions = SessionQueue(T)
-        self.launches: defaultdict = defaultdict(list)
+        self.launches = LaunchQueue(T)
 
     def at_server(self, tick: int, item: tuple):
         self.servers[tick].append(item)
 
     def pending(self) -> int:
         """Items still scheduled (all kinds)."""
-        return len(self.sessions) + sum(len(b) for q in (self.servers, self.launches) for b in q.values())
+        return len(self.sessions) + len(self.launches) + sum(len(b) for b in self.servers.values())

@@ -47,7 +47,7 @@ def lose_sessions(d, lost, tick, now):
             v.gen += 1
             back = tick + comeback[v.a]
             if back < v.end and back < T:
-                launches[back].append((v, v.gen, L_NEW))
+                launches.schedule(back, (v, v.gen, L_NEW))
                 tally["lost_relaunched"] += 1
             else:
                 finish_visit(d, v, now)

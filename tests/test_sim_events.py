@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usher.sim.books import Books, Visit
-from usher.sim._events import SessionQueue
-from usher.sim.calendar import E_END, E_FAIL, E_LOGON, L_NEW
+from usher.sim._events import LaunchQueue, SessionQueue
+from usher.sim.calendar import E_END, E_FAIL, E_LOGON, L_NEW, L_SECOND
 from usher.sim.day import Day
 from usher.sim.handlers import new_visits
 from usher.sim.launches import launches
@@ -111,23 +111,44 @@ def test_session_queue_holds_and_releases_references():
     assert (sys.getrefcount(v), sys.getrefcount(sid)) == before
 
 
+def test_launch_queue_keeps_visit_generation_kind_items():
+    q, v = LaunchQueue(20), Visit()
+    q.schedule(4, (v, 2, L_SECOND))
+    q.schedule(4, (v, 3, L_NEW))
+    assert q.peek(4) == [(v, 2, L_SECOND), (v, 3, L_NEW)] and len(q) == 2  # peeking leaves them
+    assert q.take(4) == [(v, 2, L_SECOND), (v, 3, L_NEW)] and q.peek(4) == [] and len(q) == 0
+    with pytest.raises(ValueError):
+        q.schedule(1, (v, 0, L_NEW, 5))
+
+
+def _session_item(kind, v, gen, sid):
+    return (kind, v, gen, sid)
+
+
+def _launch_item(kind, v, gen, sid):
+    return (v, gen, kind)
+
+
+@pytest.mark.parametrize("queue, item", [(SessionQueue, _session_item), (LaunchQueue, _launch_item)])
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.integers(-3, 40), st.integers(0, 4), st.integers(0, 9)),
-                max_size=300))
-def test_session_queue_is_a_dict_of_lists(ops):
-    """Against the dict of lists it replaces: schedules and takes interleaved, slots
-    reused; a tick outside ``[0, T)`` is never taken."""
+@given(ops=st.lists(st.tuples(st.integers(0, 2), st.integers(-3, 40), st.integers(0, 4), st.integers(0, 9)),
+                    max_size=300))
+def test_a_tick_queue_is_a_dict_of_lists(queue, item, ops):
+    """Against the dict of lists it replaces: schedules, takes and peeks
+    interleaved, slots reused; a tick outside ``[0, T)`` is never taken."""
     T = 32
-    q, ref = SessionQueue(T), defaultdict(list)
+    q, ref = queue(T), defaultdict(list)
     visits = [Visit() for _ in range(3)]
-    for take, tick, kind, sid in ops:
-        if take:
+    for op, tick, kind, sid in ops:
+        if op == 0:
             assert q.take(tick) == (ref.pop(tick, []) if 0 <= tick < T else [])
+        elif op == 1:
+            assert q.peek(tick) == (ref.get(tick, []) if 0 <= tick < T else [])
         else:
-            item = (kind, visits[sid % 3], sid // 3, sid)
-            q.schedule(tick, item)
+            x = item(kind, visits[sid % 3], sid // 3, sid)
+            q.schedule(tick, x)
             if 0 <= tick < T:
-                ref[tick].append(item)
+                ref[tick].append(x)
         assert len(q) == sum(map(len, ref.values()))
     for tick in range(T):
         assert q.take(tick) == ref.pop(tick, [])
