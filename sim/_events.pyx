@@ -659,6 +659,10 @@ cdef class DayRefs:
     cdef readonly int64_t W
     # the columns a placement schedules from, as int64 (presampled, never changed)
     cdef const int64_t[:] c_logon, c_second, c_t_second, c_close, c_t_close, c_disc, c_t_disc, c_rec, c_t_rec
+    # the columns a new visit is made from (presampled, never changed)
+    cdef const int64_t[:] c_hosp, c_kind, c_end, c_ws
+    cdef const double[:] c_pick
+    cdef const unsigned char[:] c_ext, c_fail
     cdef readonly Books books
     cdef readonly EngineCalls calls
     cdef readonly SessionQueue sq
@@ -687,6 +691,11 @@ cdef class DayRefs:
         self.c_t_close, self.c_disc = np.asarray(arr.t_close, dtype=i64), np.asarray(arr.disc, dtype=i64)
         self.c_t_disc, self.c_rec = np.asarray(arr.t_disc, dtype=i64), np.asarray(arr.rec, dtype=i64)
         self.c_t_rec = np.asarray(arr.t_rec, dtype=i64)
+        self.c_hosp, self.c_kind = np.asarray(arr.hosp, dtype=i64), np.asarray(arr.kind, dtype=i64)
+        self.c_end, self.c_ws = np.asarray(arr.end, dtype=i64), np.asarray(arr.ws, dtype=i64)
+        self.c_pick = np.asarray(arr.pick, dtype=np.float64)
+        self.c_ext = np.asarray(arr.ext, dtype=bool).view(np.uint8)
+        self.c_fail = np.asarray(arr.fail, dtype=bool).view(np.uint8)
 
 
 # ---------------------------------------------------------------- shared consequences
@@ -1098,8 +1107,11 @@ def new_visits(d, tick, list reqs):
     c = r.counts[tick]
     if not c:
         return
-    cdef list a_hosp = r.hosp, a_kind = r.kind, a_pick = r.pick, a_app = r.app
-    cdef list a_locname = r.locname, a_end = r.end, a_ext = r.ext, a_ws = r.ws, a_fail = r.fail
+    cdef list a_app = r.app, a_locname = r.locname
+    cdef const int64_t[:] a_hosp = r.c_hosp, a_kind = r.c_kind, a_end = r.c_end, a_ws = r.c_ws
+    cdef const double[:] a_pick = r.c_pick
+    cdef const unsigned char[:] a_ext = r.c_ext, a_fail = r.c_fail
+    cdef double pj
     cdef list idle = r.idle, user_names = r.user_names
     tally = r.tally
     cdef dict endpoints = r.endpoints
@@ -1120,7 +1132,8 @@ def new_visits(d, tick, list reqs):
         if not pool:
             tally["no_user"] += 1
             continue
-        j = int(a_pick[a] * len(pool))
+        pj = a_pick[a] * len(pool)
+        j = <Py_ssize_t>pj if 0.0 <= pj < 9.2e18 else int(pj)  # else: Python's int() (its errors)
         u = pool[j]
         pool[j] = pool[-1]
         pool.pop()
@@ -1132,7 +1145,7 @@ def new_visits(d, tick, list reqs):
         else:
             w = a_ws[a]
             v.ext, v.ep = False, workstation(endpoints, W, h, w)
-        v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, a_fail[a], [], True
+        v.gen, v.sid, v.tries, v.fail, v.extras, v.first = 0, -1, 0, a_fail[a] != 0, [], True
         v.labs = -1  # the session the second app runs in, once it does
         n_new += 1
         reqs.append((v, 0, L_NEW))

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usher.sim.books import Books, Visit
-from usher.sim._events import LaunchQueue, SessionQueue
+from usher.sim._events import DayRefs, LaunchQueue, SessionQueue
 from usher.sim.calendar import E_END, E_FAIL, E_LOGON, L_NEW, L_SECOND
 from usher.sim.day import Day
 from usher.sim.handlers import new_visits
@@ -71,6 +71,7 @@ def test_a_bad_arrival_index_raises_as_python_does():
     tick = 10
     d.arrivals.counts[tick] = max(d.arrivals.counts[tick], 1)
     d.arrivals.pick[d.state.next_arrival] = 1.0
+    d.refs = DayRefs(d)  # the presampled columns are read once, when the day is built
     with pytest.raises(IndexError):
         new_visits(d, tick, [])
 
