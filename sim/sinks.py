@@ -19,6 +19,7 @@ with the built-in ones, and a running broker can feed the same interface.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from typing import Protocol, Sequence, TypeVar, runtime_checkable
 
@@ -127,7 +128,7 @@ def cell(x) -> str:
     """A CSV cell: integers without a decimal point, others with up to 3 decimals,
     empty for NaN."""
     x = float(x)
-    if not np.isfinite(x):
+    if not math.isfinite(x):
         return ""
     if x == int(x):
         return str(int(x))
@@ -173,13 +174,13 @@ SinkT = TypeVar("SinkT", bound=MetricSink)
 
 def feed(sink: SinkT, series: dict, zones: dict, kpis: dict | None = None) -> SinkT:
     """Give a finished day's columns (as in ``DayResult``) to ``sink``, sample by
-    sample, then its KPIs; returns the sink, closed."""
+    sample (rows of Python floats), then its KPIs; returns the sink, closed."""
     n = len(series["t"])
     sink.open(list(zones), n)
-    cols = [series[c] for c in SERIES_COLUMNS]
-    zcols = [[zs[c] for c in ZONE_COLUMNS[2:]] for zs in zones.values()]
+    cols = [np.asarray(series[c], dtype=np.float64).tolist() for c in SERIES_COLUMNS]
+    zcols = [[np.asarray(zs[c], dtype=np.float64).tolist() for c in ZONE_COLUMNS[2:]] for zs in zones.values()]
     for j in range(n):
-        sink.sample(tuple(c[j] for c in cols), [tuple(c[j] for c in zc) for zc in zcols])
+        sink.sample(tuple([c[j] for c in cols]), [tuple([c[j] for c in zc]) for zc in zcols])
     if kpis is not None:
         sink.kpis(kpis)
     sink.close()
