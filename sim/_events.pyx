@@ -1161,13 +1161,19 @@ cdef list _due_launches(LaunchQueue q, int64_t t):
     cdef int64_t k = q.detach(t)
     cdef SItem x
     cdef Visit v
-    while k >= 0:
-        k = q.release(k, &x)
-        v = <Visit>x.visit
-        Py_DECREF(v)  # the queue's reference, now v's
-        Py_DECREF(<object>x.sid)
-        if v.gen == x.gen:
-            out.append((v, x.gen, x.kind))
+    try:
+        while k >= 0:
+            k = q.release(k, &x)
+            v = <Visit>x.visit
+            Py_DECREF(v)  # the queue's reference, now v's
+            Py_DECREF(<object>x.sid)
+            if v.gen == x.gen:
+                out.append((v, x.gen, x.kind))
+    finally:
+        while k >= 0:  # an error: the tick's other items are dropped
+            k = q.release(k, &x)
+            Py_DECREF(<object>x.visit)
+            Py_DECREF(<object>x.sid)
     return out
 
 
