@@ -150,6 +150,8 @@ def planner_settings(power: str, path) -> PlannerSettings:
               help="Switch the scenario's faults on (server crashes, a zone dark for an hour).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write kpis.json, timeseries.csv, zones.csv and report.png here.")
+@click.option("--picture/--no-picture", default=True, show_default=True,
+              help="With --out: draw report.png (one a day, compare.png for the comparisons).")
 @click.option("--compare", default=None, metavar="P1,P2",
               help="Run these policies on the same seeded day and print them side by side.")
 @click.option("--export-trace", "trace_path", type=click.Path(dir_okay=False), default=None,
@@ -178,7 +180,7 @@ def planner_settings(power: str, path) -> PlannerSettings:
                    "the other settings from the scenario's [rollout] table.")
 @click.option("--compare-power", default=None, metavar="P1,P2",
               help="Run these power policies on the same seeded day(s): a table and compare.png in --out.")
-def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trace_path, trace_telemetry,
+def simulate_command(policy, seed, scenario_path, faults, out_dir, picture, compare, trace_path, trace_telemetry,
                      do_sweep, seeds, policies, jobs, cluster, progress, as_json, power, power_settings, days, compare_power,
                      rollout):
     """Simulate a hospital group's day on the placement engine and report KPIs."""
@@ -212,18 +214,18 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
     if compare_power:
         if do_sweep or compare or trace_path:
             raise click.UsageError("--compare-power does not go with --sweep, --compare or --export-trace")
-        _run_compare_power(console, sc, _power_list(compare_power), settings, progress, out_dir, as_json)
+        _run_compare_power(console, sc, _power_list(compare_power), settings, progress, out_dir, as_json, picture)
         return
     if (power != "fixed" or sc.day.days > 1) and not (do_sweep or compare):
         if trace_path and sc.day.days > 1:
             raise click.UsageError("--export-trace writes one day: leave out --days")
-        _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_path, trace_telemetry)
+        _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_path, trace_telemetry, picture)
         return
     if do_sweep:
         _run_sweep(console, sc, parse_seeds(seeds), _policies(policies), jobs, cluster, progress, out_dir, as_json)
         return
     if compare:
-        _run_compare(console, sc, _policies(compare), progress, out_dir, as_json)
+        _run_compare(console, sc, _policies(compare), progress, out_dir, as_json, picture)
         return
 
     from usher.sim.day import simulate_day
@@ -235,7 +237,7 @@ def simulate_command(policy, seed, scenario_path, faults, out_dir, compare, trac
         result = simulate_day(sc, trace=writer, progress=bar.day(f"{sc.name} ({sc.day.policy}, seed {sc.day.seed})"))
     if writer is not None:
         writer.close()
-    paths = write_outputs(result, out_dir) if out_dir else []
+    paths = write_outputs(result, out_dir, picture) if out_dir else []
     k = result.kpis
     if as_json:
         click.echo(json.dumps(k, indent=1))
@@ -266,14 +268,14 @@ def _days(sc, power, settings, bar, trace=None):
     return simulate_days(sc, power_policy=pol, progress=prog, **extra)
 
 
-def _write_run(run, folder) -> list[str]:
+def _write_run(run, folder, picture: bool = True) -> list[str]:
     from usher.sim.report import write_outputs
 
     if len(run.days) == 1:
-        return write_outputs(run.days[0], folder)
+        return write_outputs(run.days[0], folder, picture)
     paths = []
     for k, d in enumerate(run.days):
-        paths.extend(write_outputs(d, os.path.join(folder, f"day-{k + 1}")))
+        paths.extend(write_outputs(d, os.path.join(folder, f"day-{k + 1}"), picture))
     os.makedirs(folder, exist_ok=True)
     kp = os.path.join(folder, "kpis.json")
     with open(kp, "w") as fh:
@@ -282,7 +284,7 @@ def _write_run(run, folder) -> list[str]:
     return [kp, *paths]
 
 
-def _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_path, trace_telemetry):
+def _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_path, trace_telemetry, picture=True):
     from usher.sim.report import kpi_table
     from usher.sim.trace import TraceWriter
 
@@ -291,7 +293,7 @@ def _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_pa
         run = _days(sc, power, settings, bar, writer)
     if writer is not None:
         writer.close()
-    paths = _write_run(run, out_dir) if out_dir else []
+    paths = _write_run(run, out_dir, picture) if out_dir else []
     k = run.kpis
     if as_json:
         click.echo(json.dumps(k, indent=1))
@@ -303,7 +305,7 @@ def _run_days(console, sc, power, settings, progress, out_dir, as_json, trace_pa
         console.print(f"wrote {p}")
 
 
-def _run_compare_power(console, sc, powers, settings, progress, out_dir, as_json):
+def _run_compare_power(console, sc, powers, settings, progress, out_dir, as_json, picture=True):
     from usher.sim.report import compare_table, plot_power_compare
 
     runs = {}
@@ -311,10 +313,10 @@ def _run_compare_power(console, sc, powers, settings, progress, out_dir, as_json
         for p in powers:
             runs[p] = _days(sc, p, settings, bar)
             if out_dir:
-                _write_run(runs[p], os.path.join(out_dir, p))
+                _write_run(runs[p], os.path.join(out_dir, p), picture)
     kp = {p: r.kpis for p, r in runs.items()}
     if out_dir:
-        _write_compare(out_dir, kp, plot_power_compare, runs)
+        _write_compare(out_dir, kp, plot_power_compare if picture else None, runs)
     if as_json:
         click.echo(json.dumps(kp, indent=1))
         return
@@ -322,19 +324,22 @@ def _run_compare_power(console, sc, powers, settings, progress, out_dir, as_json
                                 f"{sc.day.policy}: power policies side by side"
                                 + (", faults on" if sc.faults.enabled else "")))
     if out_dir:
-        console.print(f"wrote {out_dir}/compare.json, {out_dir}/compare.png and one folder per power policy")
+        console.print(f"wrote {out_dir}/compare.json{', compare.png' if picture else ''} and one folder per "
+                      "power policy")
 
 
 def _write_compare(out_dir, kpis: dict, plot, results: dict) -> None:
-    """``compare.json`` (the KPIs side by side) and ``compare.png`` (drawn by ``plot``)."""
+    """``compare.json`` (the KPIs side by side) and ``compare.png`` (drawn by ``plot``;
+    None: no picture)."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "compare.json"), "w") as fh:
         json.dump(kpis, fh, indent=1)
         fh.write("\n")
-    plot(results, os.path.join(out_dir, "compare.png"))
+    if plot is not None:
+        plot(results, os.path.join(out_dir, "compare.png"))
 
 
-def _run_compare(console, sc, policies, progress, out_dir, as_json):
+def _run_compare(console, sc, policies, progress, out_dir, as_json, picture=True):
     from usher.sim.day import simulate_day
     from usher.sim.report import compare_table, plot_compare, write_outputs
 
@@ -345,10 +350,10 @@ def _run_compare(console, sc, policies, progress, out_dir, as_json):
             r = simulate_day(day, progress=bar.day(f"{p} (seed {day.day.seed})"))
             results[p] = r
             if out_dir:
-                write_outputs(r, os.path.join(out_dir, p))
+                write_outputs(r, os.path.join(out_dir, p), picture)
     kp = {p: r.kpis for p, r in results.items()}
     if out_dir:
-        _write_compare(out_dir, kp, plot_compare, results)
+        _write_compare(out_dir, kp, plot_compare if picture else None, results)
     if as_json:
         click.echo(json.dumps(kp, indent=1))
         return
@@ -356,7 +361,7 @@ def _run_compare(console, sc, policies, progress, out_dir, as_json):
                                 + (", faults on" if sc.faults.enabled else "")))
     console.print("wall time: " + ", ".join(f"{p} {k['run.wall_seconds']:.2f} s" for p, k in kp.items()))
     if out_dir:
-        console.print(f"wrote {out_dir}/compare.json, {out_dir}/compare.png and one folder per policy")
+        console.print(f"wrote {out_dir}/compare.json{', compare.png' if picture else ''} and one folder per policy")
 
 
 def _run_sweep(console, sc, seeds, policies, jobs, cluster, progress, out_dir, as_json):

@@ -181,6 +181,28 @@ def test_compare_writes_a_combined_chart(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_no_picture_writes_the_numbers_only(tmp_path):
+    """``--no-picture``: the KPIs and CSV files of each day and comparison, no PNG;
+    the numbers equal those written with the pictures."""
+    toml = _tiny_toml(tmp_path)
+    runs = {
+        "day": ["--power", "fixed"], "days": ["--days", "2"], "compare": ["--compare", "horizontal,vertical"],
+        "power": ["--compare-power", "fixed,autoscale"]}
+    for name, extra in runs.items():
+        plain, bare = tmp_path / f"{name}-png", tmp_path / f"{name}-bare"
+        for out, flag in ((plain, []), (bare, ["--no-picture"])):
+            r = CliRunner().invoke(main, ["simulate", "--no-progress", "--scenario", toml, *extra, "--out", str(out),
+                                          *flag])
+            assert r.exit_code == 0, r.output
+        pngs = sorted(p.relative_to(plain) for p in plain.rglob("*.png"))
+        assert pngs and not list(bare.rglob("*.png")), name
+        written = sorted(p.relative_to(plain) for p in plain.rglob("*") if p.suffix in (".csv", ".json"))
+        assert written == sorted(p.relative_to(bare) for p in bare.rglob("*") if p.is_file()), name
+        for rel in written:
+            if rel.suffix == ".csv":
+                assert (plain / rel).read_bytes() == (bare / rel).read_bytes(), rel
+
+
 def test_zone_imbalance_is_read_at_the_zones_own_peak():
     from usher.sim.day import simulate_day
 
