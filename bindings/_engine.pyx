@@ -69,9 +69,36 @@ cdef extern from *:
     """
     Py_ssize_t usher_inline_text(PyObject* o, const char** data, Py_ssize_t max)
 
+
+cdef extern from *:
+    """
+    /* The hash of o, an exact str: the one the str keeps once computed (every
+       key of a dict and every str hashed before has it), without the call
+       through its type; computed and kept otherwise. Runs no Python code. */
+    static inline Py_hash_t usher_str_hash(PyObject* o) {
+        Py_hash_t h = ((PyASCIIObject*)o)->hash;
+        return h != -1 ? h : PyObject_Hash(o);
+    }
+    /* The memo slot of the object at p (NAME_MEMO slots): pymalloc places
+       objects 16 bytes apart at least, so the bits above the fourth vary. */
+    static inline Py_ssize_t usher_memo_slot(const void* p, Py_ssize_t mask) {
+        uintptr_t a = (uintptr_t)p;
+        return (Py_ssize_t)(((a >> 4) ^ (a >> 11)) & (uintptr_t)mask);
+    }
+    """
+    Py_hash_t usher_str_hash(PyObject* o) noexcept
+    Py_ssize_t usher_memo_slot(const void* p, Py_ssize_t mask) noexcept
+
 cdef enum:
     INLINE_TEXT = 15  # KeySlot.text
     NO_TEXT = 255
+    NAME_MEMO = 64  # slots of _rows_of_names' memo (a power of two)
+
+
+# One slot of _rows_of_names' memo: a name object of a batch column and its row.
+ctypedef struct NameMemo:
+    PyObject* key
+    int64_t row
 
 
 cdef extern from "usher_alloc.h":  # bindings/usher_alloc.h: zeroed, huge-page-hinted table memory
@@ -377,17 +404,93 @@ cdef Py_ssize_t _first_not_str(values, bint allow_none):
     str (None passes with ``allow_none``), or -1. Stricter than first_not_id (a
     str subclass fails here: its hash and == may run Python code, so the batch
     takes the general path); one type test per row, no Python code run."""
-    cdef Py_ssize_t k, n = len(values)
+    return _first_not_str_of(PySequence_Fast_ITEMS(values), len(values), allow_none)
+
+
+cdef Py_ssize_t _first_not_str_of(PyObject** items, Py_ssize_t n, bint allow_none) noexcept:
+    """_first_not_str over n item pointers (a NULL item fails)."""
+    cdef Py_ssize_t k
     cdef PyObject* v
     cdef PyObject* none = <PyObject*>None
-    cdef PyObject** items = PySequence_Fast_ITEMS(values)
     for k in range(n):
         v = items[k]
         if v == none:
             if not allow_none:
                 return k
-        elif not usher_nonempty_exact_str(v):
+        elif v == NULL or not usher_nonempty_exact_str(v):
             return k
+    return -1
+
+
+cdef object _name_column(object values, PyObject*** items, Py_ssize_t* n):
+    """A batch column of names read in place: for a list, a tuple or a 1-D object
+    ndarray, sets ``*items`` to its n item pointers and ``*n``, and returns the
+    object that holds them (the column itself, or the list of a non-contiguous
+    array's items), to keep while they are read; returns None for any other
+    column (``*items`` NULL)."""
+    if type(values) is list or type(values) is tuple:
+        items[0] = PySequence_Fast_ITEMS(values)
+        n[0] = len(values)
+        return values
+    if _object_vector(values):
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>values)
+                and cnp.PyArray_ISALIGNED(<cnp.ndarray>values)):
+            return _name_column((<cnp.ndarray>values).tolist(), items, n)
+        items[0] = <PyObject**>cnp.PyArray_DATA(<cnp.ndarray>values)
+        n[0] = cnp.PyArray_DIM(<cnp.ndarray>values, 0)
+        return values
+    items[0] = NULL
+    return None
+
+
+cdef Py_ssize_t _rows_of_names(PyObject** items, Py_ssize_t n, dict table, int64_t* out,
+                               bint allow_none, int64_t if_missing) except -2:
+    """``out[k] = table[items[k]]`` for a batch column of n names (apps, zones),
+    each checked as it is read, as _first_not_str and _rows_from_strs do:
+    -1 for a None (with ``allow_none``), ``if_missing`` for a name not in
+    ``table``. Returns the row of the first item refused — not a non-empty exact
+    str nor an allowed None, or not in the table when ``if_missing`` is -1 — with
+    the rows after it not read, or -1.
+
+    A batch names a few apps and zones thousands of times, by the same objects
+    (a broker's interned names, an array's items): a memo of NAME_MEMO slots
+    keyed by the object's address answers a repeat without the type test, the
+    hash and the dict probe. The answer is the same: the object is the same one
+    (the column holds it for the whole pass) and nothing changes the table
+    meanwhile (the lock held, no Python code run: exact strs hash and compare
+    in C)."""
+    cdef NameMemo memo[NAME_MEMO]
+    cdef NameMemo* m
+    cdef PyObject* v
+    cdef PyObject* none = <PyObject*>None
+    cdef PyObject* found
+    cdef Py_ssize_t k
+    cdef int64_t row
+    for k in range(NAME_MEMO):  # an address no item has: no slot answers before it is filled
+        memo[k].key = <PyObject*>memo
+    for k in range(n):
+        v = items[k]
+        m = &memo[usher_memo_slot(v, NAME_MEMO - 1)]
+        if m.key == v:
+            out[k] = m.row
+            continue
+        if v == none:
+            if not allow_none:
+                return k
+            row = -1
+        elif v == NULL or not usher_nonempty_exact_str(v):
+            return k
+        else:
+            found = PyDict_GetItemWithError(table, <object>v)
+            if found != NULL:
+                row = <object>found
+            elif if_missing == -1:
+                return k
+            else:
+                row = if_missing
+        m.key = v
+        m.row = row
+        out[k] = row
     return -1
 
 
@@ -556,9 +659,6 @@ cdef class KeyTable:
     cdef int64_t find(self, object key, dict source, list names) except -2:
         """``source.get(key)`` as an int64, or -1 when the key is not in it."""
         cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t mask, k
-        cdef KeySlot* slot
-        cdef PyObject* other
         cdef const char* text = NULL
         # -1: the key is not a short ASCII str
         cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>key, &text, INLINE_TEXT)
@@ -566,14 +666,22 @@ cdef class KeyTable:
             if not self._sync(source, names, len(source)):
                 idx = source.get(key)
                 return -1 if idx is None else idx
-        mask = self.size - 1
-        k = <Py_ssize_t>(<size_t>h & <size_t>mask)
+        return self._probe(<PyObject*>key, h, text, n_text)
+
+    cdef inline int64_t _probe(self, PyObject* key, Py_hash_t h, const char* text,
+                               Py_ssize_t n_text) except -2:
+        """The index of ``key`` (hash ``h``; ``text`` and ``n_text`` as
+        usher_inline_text gives them) in the table, which matches its dict, or -1."""
+        cdef Py_ssize_t mask = self.size - 1
+        cdef Py_ssize_t k = <Py_ssize_t>(<size_t>h & <size_t>mask)
+        cdef KeySlot* slot
+        cdef PyObject* other
         while True:
             slot = &self.slots[k]
             other = slot.key
             if other == NULL:
                 return -1
-            if other == <PyObject*>key:
+            if other == key:
                 return slot.index
             if slot.hash == <uint32_t>h:
                 if slot.n_text != NO_TEXT and n_text >= 0:
@@ -582,9 +690,51 @@ cdef class KeyTable:
                     if slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
                         return slot.index
                 elif PyObject_Hash(<object>other) == h and \
-                        PyObject_RichCompareBool(<object>other, key, Py_EQ):  # the dict's test
+                        PyObject_RichCompareBool(<object>other, <object>key, Py_EQ):  # the dict's test
                     return slot.index
             k = (k + 1) & mask
+
+    cdef Py_ssize_t find_rows(self, PyObject** items, Py_ssize_t n, int64_t* out, dict source,
+                              list names) except -2:
+        """``find`` for a batch column of n ids, each checked to be a non-empty
+        exact str as it is read: the index of each into ``out`` (-1 for one not
+        in ``source``). Returns how many were not, or -1 when an item is not such
+        a str (the rows after it not read). The table is brought up to date once,
+        and the slots of the rows KEY_AHEAD further on are requested before their
+        turn, so the cache misses of a column of ids drawn from tens of thousands
+        overlap; no Python code runs (an exact str hashes and compares in C)."""
+        cdef Py_ssize_t k, missing = 0, n_text
+        cdef Py_ssize_t mask
+        cdef PyObject* v
+        cdef const char* text = NULL
+        cdef Py_hash_t h
+        cdef int64_t idx
+        cdef bint table = True
+        if self.source is not source or self.used != len(source) or self.stale:
+            table = self._sync(source, names, len(source))
+        mask = self.size - 1
+        if table:
+            for k in range(min(KEY_AHEAD, n)):
+                v = items[k]
+                if v != NULL and usher_nonempty_exact_str(v):
+                    usher_prefetch(&self.slots[<size_t>usher_str_hash(v) & <size_t>mask])
+        for k in range(n):
+            if table and k + KEY_AHEAD < n:
+                v = items[k + KEY_AHEAD]
+                if v != NULL and usher_nonempty_exact_str(v):
+                    usher_prefetch(&self.slots[<size_t>usher_str_hash(v) & <size_t>mask])
+            v = items[k]
+            if v == NULL or not usher_nonempty_exact_str(v):
+                return -1
+            if table:
+                n_text = usher_inline_text(v, &text, INLINE_TEXT)
+                idx = self._probe(v, usher_str_hash(v), text, n_text)
+            else:  # no table (see _sync): the dict answers
+                found = source.get(<object>v)
+                idx = -1 if found is None else found
+            out[k] = idx
+            missing += idx < 0
+        return missing
 
     cdef bint _follows(self, dict source, list names, Py_ssize_t d_source, Py_ssize_t d_names):
         """The table matched ``source`` and ``names`` before a change that moved
@@ -1333,24 +1483,30 @@ cdef class Engine:
         does what it does — the sweep, users not seen yet created (as
         ``_user_rows_into`` does, in row order), the same kernel on the same
         rows — without its Python-level work (a dozen calls, fill arrays, a
-        float array of times)."""
-        cdef bint by_id = type(users) is list or type(users) is tuple
-        cdef bint app_names = type(apps) is list or type(apps) is tuple
-        cdef Py_ssize_t n
+        float array of times). Names are read in place (a list's or an object
+        array's item pointers), each checked as it is looked up
+        (``_rows_of_names``, ``KeyTable.find_rows``), and nothing changes before
+        every column passed: the sweep, which the general path runs after its
+        checks too, only once every id was checked."""
+        cdef PyObject** user_items = NULL
+        cdef PyObject** app_items = NULL
+        cdef PyObject** loc_items = NULL
+        cdef Py_ssize_t n = 0, n_apps = 0, n_locs = 0
         cdef double t
-        if not by_id and _object_vector(users):
-            users, by_id = (<cnp.ndarray>users).tolist(), True
-        if not app_names and _object_vector(apps):
-            apps, app_names = (<cnp.ndarray>apps).tolist(), True
-        if (not by_id and not _int64_vector(users)) or (not app_names and not _int64_vector(apps)):
+        cdef int64_t* loc
+        user_col = _name_column(users, &user_items, &n)
+        app_col = _name_column(apps, &app_items, &n_apps)
+        if (user_col is None and not _int64_vector(users)) or (app_col is None and not _int64_vector(apps)):
             return None
-        n = len(users) if by_id else cnp.PyArray_DIM(<cnp.ndarray>users, 0)
-        if n == 0 or (len(apps) if app_names else cnp.PyArray_DIM(<cnp.ndarray>apps, 0)) != n:
+        if user_col is None:
+            n = cnp.PyArray_DIM(<cnp.ndarray>users, 0)
+        if app_col is None:
+            n_apps = cnp.PyArray_DIM(<cnp.ndarray>apps, 0)
+        if n == 0 or n_apps != n:
             return None
         if locations is not None:
-            if _object_vector(locations):
-                locations = (<cnp.ndarray>locations).tolist()
-            if (type(locations) is not list and type(locations) is not tuple) or len(locations) != n:
+            loc_col = _name_column(locations, &loc_items, &n_locs)
+            if loc_col is None or n_locs != n:
                 return None
         if type(now) is float or type(now) is int:  # the caller has read the clock for None
             try:
@@ -1363,43 +1519,33 @@ cdef class Engine:
             return None
         if t < self._clk[CK_NOW]:  # the general path raises TimeWentBackwards
             return None
-        if (locations is not None and _first_not_str(locations, True) >= 0) or \
-                (app_names and _first_not_str(apps, False) >= 0) or \
-                (by_id and _first_not_str(users, False) >= 0):
-            return None
         self._fill_rows(n, t)
-        if not self._compiled_apps(apps, app_names, n):
+        loc = self._minus_ones  # (the columns may have moved)
+        if app_col is not None:  # each a known app
+            if _rows_of_names(app_items, n, self._apps, self._app_rows, False, -1) >= 0:
+                return None
+        else:
+            memcpy(self._app_rows, cnp.PyArray_DATA(<cnp.ndarray>apps), n * sizeof(int64_t))
+        if not _all_below(self._app_rows, n, len(self._app_names)):
             return None
-        cdef const int64_t* u
-        if by_id:
-            self._maybe_sweep()  # before any id is looked up, as on the general path
-            self._user_rows_of(users, n, self._user_rows)
-            u = self._user_rows
+        if loc_items != NULL:
+            # as the general path reads them: a zone name no server uses is -2 (no
+            # candidates there)
+            loc = self._locations
+            if _rows_of_names(loc_items, n, self._zones, loc, True, -2) >= 0:
+                return None
+        if user_col is not None:
+            if not self._user_rows_of(users, user_col, user_items, n, self._user_rows):
+                return None
         else:
             # copied, then checked: the kernel may run without the GIL, and another
             # thread could write the caller's array between the check and the kernel
             memcpy(self._user_rows, cnp.PyArray_DATA(<cnp.ndarray>users), n * sizeof(int64_t))
-            u = self._user_rows
-            if not _all_below(u, n, len(self._user_names)) or (
-                    self._user_free and not self._all_users_live(u, n)):
+            if not _all_below(self._user_rows, n, len(self._user_names)) or (
+                    self._user_free and not self._all_users_live(self._user_rows, n)):
                 return None  # not a user index, or one forgotten: the general path names it
-        cdef int64_t* loc = self._minus_ones
-        if locations is not None:
-            # as the general path reads them: a zone name no server uses is -2 (no
-            # candidates there)
-            loc = self._locations
-            _rows_from_strs(locations, self._zones, loc, -1, -2)
         self._prepare(n)
-        return self._launch_rows(n, u, loc, t)
-
-    cdef bint _compiled_apps(self, apps, bint app_names, Py_ssize_t n) except -1:
-        """The app column of a compiled batch (names or indices) into ``_app_rows``;
-        False when one is not an app (the general path names it)."""
-        if app_names:  # each a known app (-1 for one that is not)
-            _rows_from_strs(apps, self._apps, self._app_rows, -1, -1)
-        else:
-            memcpy(self._app_rows, cnp.PyArray_DATA(<cnp.ndarray>apps), n * sizeof(int64_t))
-        return _all_below(self._app_rows, n, len(self._app_names))
+        return self._launch_rows(n, self._user_rows, loc, t)
 
     cdef object _launch_rows(self, Py_ssize_t n, const int64_t* u, int64_t* loc, double t):
         """The kernel over the rows of a compiled batch (lock held, capacity
@@ -1418,35 +1564,40 @@ cdef class Engine:
             raise_for_status(status, "now", t)
         return out
 
-    cdef int _user_rows_of(self, users, Py_ssize_t n, int64_t* out) except -1:
-        """The index of each id of ``users`` (a list or tuple of n non-empty exact
-        strs) into ``out``, as ``_user_rows_into`` finds them: one pass over the
-        key table (the slots of the rows KEY_AHEAD further on requested before
-        their turn; no Python code runs), then the ids not found created in row
-        order (an id twice in the batch is created once), or -1 when entitlement
-        is enforced. Lock held, after the sweep."""
-        cdef Py_ssize_t k, missing = 0
+    cdef bint _user_rows_of(self, users, user_col, PyObject** items, Py_ssize_t n,
+                            int64_t* out) except -1:
+        """The index of each id of a batch's user column (``users``, read in place
+        through ``user_col`` and its n ``items``) into ``out``, as
+        ``_user_rows_into`` finds them: the sweep when one is due, one pass over
+        the key table (``KeyTable.find_rows``), then the ids not found created in
+        row order (an id twice in the batch is created once), or -1 when
+        entitlement is enforced. False, with nothing changed, when an id is not a
+        non-empty exact str (the general path names it). Lock held."""
+        cdef Py_ssize_t k, missing
         cdef int64_t ui
         cdef KeyTable keys = self._user_keys
         cdef dict d = self._users
         cdef list names = self._user_names
-        cdef PyObject** items = PySequence_Fast_ITEMS(users)
-        for k in range(min(KEY_AHEAD, n)):
-            keys.prefetch(<object>items[k])
-        for k in range(n):
-            if k + KEY_AHEAD < n:
-                keys.prefetch(<object>items[k + KEY_AHEAD])
-            ui = keys.find(<object>items[k], d, names)
-            out[k] = ui
-            missing += ui < 0
+        if self._added_since_sweep >= self._sweep_every:
+            # every id checked before the sweep, as on the general path; then the
+            # column read again (the sweep frees objects)
+            if _first_not_str_of(items, n, False) >= 0:
+                return False
+            self._sweep_now()
+            user_col = _name_column(users, &items, &k)
+            if user_col is None or k != n:
+                return False
+        missing = keys.find_rows(items, n, out, d, names)
+        if missing < 0:
+            return False
         if missing == 0:
-            return 0
-        for k in range(n):  # creating a user may run Python code (a table grown): users[k]
+            return True
+        for k in range(n):  # creating a user may run Python code (a table grown): read again
             if out[k] < 0:
-                user = users[k]
+                user = user_col[k]
                 ui = keys.find(user, d, names)  # an earlier row may have created it
                 out[k] = self._unknown_user(user) if ui < 0 else ui
-        return 0
+        return True
 
     cdef int _fill_rows(self, Py_ssize_t n, double t) except -1:
         """The columns of a compiled batch: n locations and endpoints of -1 (none),
