@@ -12,12 +12,12 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 """
 
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.math cimport isinf, isnan
 from libc.stdlib cimport calloc, malloc, realloc, free
 from libc.string cimport memcmp, memcpy, memset
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
-from cpython.dict cimport PyDict_GetItemWithError
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cpython.list cimport PyList_GET_ITEM
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
@@ -48,8 +48,13 @@ cdef extern from *:
     static inline int usher_nonempty_exact_str(PyObject* o) {
         return PyUnicode_CheckExact(o) && PyUnicode_GET_LENGTH(o) > 0;
     }
+    /* o is an exact str in the compact form (every str the interpreter builds). */
+    static inline int usher_compact_exact_str(PyObject* o) {
+        return PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT(o);
+    }
     """
     bint usher_nonempty_exact_str(PyObject* o) noexcept
+    bint usher_compact_exact_str "usher_compact_exact_str"(PyObject* o) noexcept
     PyObject** PySequence_Fast_ITEMS(object o)
 
 
@@ -87,12 +92,40 @@ cdef extern from *:
     }
     """
     Py_hash_t usher_str_hash(PyObject* o) noexcept
+
+
+cdef extern from *:
+    """
+    /* A hash of n (at most 15) characters: the first and the last 8 (overlapping,
+       zero-padded under 8) and the length, mixed by multiplications (NameIndex). */
+    static inline uint64_t usher_text_hash(const char* s, Py_ssize_t n) {
+        uint64_t a = 0, b = 0, h;
+        if (n > 8) {
+            memcpy(&a, s, 8);
+            memcpy(&b, s + n - 8, 8);
+        } else {
+            memcpy(&a, s, (size_t)n);
+        }
+        h = (a ^ ((uint64_t)n << 59)) * 0x9E3779B97F4A7C15ull ^ b * 0xC2B2AE3D27D4EB4Full;
+        h ^= h >> 29;
+        h *= 0xBF58476D1CE4E5B9ull;
+        return h ^ (h >> 32);
+    }
+    """
+    uint64_t usher_text_hash(const char* s, Py_ssize_t n) noexcept
     Py_ssize_t usher_memo_slot(const void* p, Py_ssize_t mask) noexcept
 
 cdef enum:
     INLINE_TEXT = 15  # KeySlot.text
     NO_TEXT = 255
     NAME_MEMO = 64  # slots of _rows_of_names' memo (a power of two)
+
+
+# One slot of a NameIndex: 24 bytes.
+ctypedef struct NameSlot:
+    char text[INLINE_TEXT]  # a short ASCII name's characters
+    uint8_t n_text  # their number; 0: an empty slot
+    int64_t index  # the name's value in the dict
 
 
 # One slot of _rows_of_names' memo: a name object of a batch column and its row.
@@ -848,6 +881,93 @@ cdef class KeyTable:
         return True
 
 
+@cython.final
+cdef class NameIndex:
+    """The apps or the zones by name, for the two name lookups of a single
+    launch: ``dict.get`` without the str's hash. A broker decodes each request's
+    app and location into new strs, whose hash is not computed yet, so a dict
+    lookup runs siphash on each; this table, open addressing over the characters
+    of the dict's short ASCII keys (as ``KeyTable.text``), hashes them with a few
+    multiplications and compares the characters.
+
+    Its answer is the dict's: it holds every exact str key of at most
+    INLINE_TEXT ASCII characters, a query is such a str (else the dict answers),
+    and two such strs are equal iff their characters are, while no other key can
+    equal one — unless the dict holds a key that is not an exact str (a str
+    subclass can define ``==``) or an exact ASCII str not in the compact form
+    (then the dict answers every query). The dicts it mirrors (apps, zones) only
+    grow, so a table built from a dict of as many keys, the same object, is
+    current; the build runs no Python code and replaces the table at once, so a
+    reader under the GIL never sees half of one."""
+
+    cdef NameSlot* slots
+    cdef Py_ssize_t mask
+    cdef Py_ssize_t n_keys  # len(source) when built
+    cdef object source  # the dict mirrored
+    cdef bint answers  # False: the dict holds a key the table cannot speak for
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    cdef int64_t find(self, object name, dict source) except -3:
+        """``source.get(name)`` as an int64 when ``name`` is a short ASCII exact
+        str: its value, or -1 when it is not a key; -2 when the dict must answer."""
+        cdef const char* text = NULL
+        cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>name, &text, INLINE_TEXT)
+        cdef Py_ssize_t k
+        cdef NameSlot* slot
+        if n_text <= 0:
+            return -2
+        if source is not self.source or len(source) != self.n_keys:
+            self._build(source)
+        if not self.answers:
+            return -2
+        k = <Py_ssize_t>(usher_text_hash(text, n_text) & <uint64_t>self.mask)
+        while True:
+            slot = &self.slots[k]
+            if slot.n_text == 0:
+                return -1
+            if slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
+                return slot.index
+            k = (k + 1) & self.mask
+
+    cdef int _build(self, dict source) except -1:
+        cdef Py_ssize_t size = 16, pos = 0, k, n_text
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef const char* text = NULL
+        cdef NameSlot* slots
+        cdef bint answers = True
+        cdef int64_t v
+        while size < 4 * len(source):
+            size <<= 1
+        slots = <NameSlot*>calloc(size, sizeof(NameSlot))
+        if slots == NULL:
+            raise MemoryError("cannot allocate a name index")
+        while PyDict_Next(source, &pos, &key, &value):
+            n_text = usher_inline_text(key, &text, INLINE_TEXT)
+            if n_text > 0 and type(<object>value) is int:
+                v = <object>value
+                k = <Py_ssize_t>(usher_text_hash(text, n_text) & <uint64_t>(size - 1))
+                while slots[k].n_text != 0:
+                    k = (k + 1) & (size - 1)
+                memcpy(slots[k].text, text, n_text)
+                slots[k].n_text = <uint8_t>n_text
+                slots[k].index = v
+            elif n_text > 0 or not usher_compact_exact_str(key):
+                # a value not an int, or a key not an exact str or not in the
+                # compact form (which may be ASCII); an exact compact str that is
+                # long or not ASCII equals no query the table answers
+                answers = False
+        free(self.slots)
+        self.slots = slots
+        self.mask = size - 1
+        self.n_keys = len(source)
+        self.source = source
+        self.answers = answers
+        return 0
+
+
 cdef dict _OP_NEEDS = {
     SESSION_OP_LOGON_COMPLETE: ("logon_complete", "a launching session"),
     SESSION_OP_LAUNCH_FAILED: ("launch_failed", "a launching session"),
@@ -876,6 +996,7 @@ cdef class Engine:
     cdef advance_fn _advance
     cdef pthread_mutex_t* _lock
     cdef KeyTable _user_keys, _endpoint_keys  # the user and endpoint dicts, mirrored
+    cdef NameIndex _app_index, _zone_index  # the app and zone dicts, by characters
     cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
     cdef public list _endpoint_names, _user_free, _endpoint_free  # by index (None: free); free indices
@@ -907,6 +1028,8 @@ cdef class Engine:
             raise MemoryError("cannot allocate the scheduler lock")
         self._user_keys = KeyTable()
         self._endpoint_keys = KeyTable()
+        self._app_index = NameIndex()
+        self._zone_index = NameIndex()
         self._endpoints_kept = -1
 
     def __dealloc__(self):
@@ -1374,13 +1497,19 @@ cdef class Engine:
             raise InvalidArgument("user", user, "must be a non-empty string")
         if not isinstance(app, str):
             raise InvalidArgument("app", app, "must be a non-empty string")
-        a = self._apps.get(app)
-        if a is None:
+        cdef int64_t ai = self._app_index.find(app, self._apps)  # -2: the dict answers
+        if ai == -2:
+            a = self._apps.get(app)
+            ai = -1 if a is None else a
+        if ai == -1:
             raise UnknownApp("app", app, "no such app")
-        cdef int64_t ai = a
         cdef int64_t loc = -1
         if location is not None:
-            loc = self._zones.get(location, -3) if isinstance(location, str) else -3
+            loc = self._zone_index.find(location, self._zones)  # -2: the dict answers
+            if loc == -2:
+                loc = self._zones.get(location, -3) if isinstance(location, str) else -3
+            elif loc == -1:
+                loc = -3
             if loc == -3:  # not a known zone: a str names one no server is in (-2)
                 if not isinstance(location, str) or len(<str>location) == 0:
                     raise InvalidArgument("location", location, "must be a non-empty string or None")
