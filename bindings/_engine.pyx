@@ -691,7 +691,8 @@ cdef class KeyTable:
 
     cdef int64_t find(self, object key, dict source, list names) except -2:
         """``source.get(key)`` as an int64, or -1 when the key is not in it."""
-        cdef Py_hash_t h = PyObject_Hash(key)
+        # an exact str keeps its hash once computed (prefetch did): read in place
+        cdef Py_hash_t h = usher_str_hash(<PyObject*>key) if type(key) is str else PyObject_Hash(key)
         cdef const char* text = NULL
         # -1: the key is not a short ASCII str
         cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>key, &text, INLINE_TEXT)
@@ -746,12 +747,18 @@ cdef class KeyTable:
         if self.source is not source or self.used != len(source) or self.stale:
             table = self._sync(source, names, len(source))
         mask = self.size - 1
+        for k in range(min(2 * KEY_AHEAD, n)):
+            usher_prefetch(items[k])
         if table:
             for k in range(min(KEY_AHEAD, n)):
                 v = items[k]
                 if v != NULL and usher_nonempty_exact_str(v):
                     usher_prefetch(&self.slots[<size_t>usher_str_hash(v) & <size_t>mask])
         for k in range(n):
+            # the id objects 2 * KEY_AHEAD further on (their type, length and hash
+            # are read KEY_AHEAD rows before their turn), then their slots
+            if k + 2 * KEY_AHEAD < n:
+                usher_prefetch(items[k + 2 * KEY_AHEAD])
             if table and k + KEY_AHEAD < n:
                 v = items[k + KEY_AHEAD]
                 if v != NULL and usher_nonempty_exact_str(v):
