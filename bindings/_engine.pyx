@@ -96,23 +96,43 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* A hash of n (at most 15) characters: the first and the last 8 (overlapping,
-       zero-padded under 8) and the length, mixed by multiplications (NameIndex). */
-    static inline uint64_t usher_text_hash(const char* s, Py_ssize_t n) {
-        uint64_t a = 0, b = 0, h;
-        if (n > 8) {
+    /* The n characters (1 to 15) at s, the data of a compact ASCII str, as two
+       words: w[0] the first 8 (zero-padded), w[1] the rest (zero-padded) with n
+       in its top byte; two such strs are equal iff their words are. Each word is
+       one 8-byte load ending inside the str object: under 8 characters, the one
+       that ends at the last character starts in the object's header, whose
+       bytes are shifted out. */
+    static inline void usher_text_words(const char* s, Py_ssize_t n, uint64_t* w) {
+        uint64_t a = 0, b = 0;
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (n <= 8) {
+            memcpy(&a, s + n - 8, 8);
+            a >>= (8 - n) * 8;
+        } else {
             memcpy(&a, s, 8);
             memcpy(&b, s + n - 8, 8);
-        } else {
-            memcpy(&a, s, (size_t)n);
+            b >>= (16 - n) * 8;
         }
-        h = (a ^ ((uint64_t)n << 59)) * 0x9E3779B97F4A7C15ull ^ b * 0xC2B2AE3D27D4EB4Full;
+    #else  /* the same words, a character at a time */
+        Py_ssize_t k;
+        for (k = 0; k < n; k++) {
+            if (k < 8) a |= (uint64_t)(unsigned char)s[k] << (8 * k);
+            else b |= (uint64_t)(unsigned char)s[k] << (8 * (k - 8));
+        }
+    #endif
+        w[0] = a;
+        w[1] = b | ((uint64_t)n << 56);
+    }
+    /* A hash of the two words of usher_text_words (NameIndex). */
+    static inline uint64_t usher_words_hash(const uint64_t* w) {
+        uint64_t h = w[0] * 0x9E3779B97F4A7C15ull ^ w[1] * 0xC2B2AE3D27D4EB4Full;
         h ^= h >> 29;
         h *= 0xBF58476D1CE4E5B9ull;
         return h ^ (h >> 32);
     }
     """
-    uint64_t usher_text_hash(const char* s, Py_ssize_t n) noexcept
+    void usher_text_words(const char* s, Py_ssize_t n, uint64_t* w) noexcept
+    uint64_t usher_words_hash(const uint64_t* w) noexcept
     Py_ssize_t usher_memo_slot(const void* p, Py_ssize_t mask) noexcept
 
 cdef enum:
@@ -123,8 +143,7 @@ cdef enum:
 
 # One slot of a NameIndex: 24 bytes.
 ctypedef struct NameSlot:
-    char text[INLINE_TEXT]  # a short ASCII name's characters
-    uint8_t n_text  # their number; 0: an empty slot
+    uint64_t words[2]  # a short ASCII name (usher_text_words); words[1] == 0: empty
     int64_t index  # the name's value in the dict
 
 
@@ -894,8 +913,9 @@ cdef class NameIndex:
     launch: ``dict.get`` without the str's hash. A broker decodes each request's
     app and location into new strs, whose hash is not computed yet, so a dict
     lookup runs siphash on each; this table, open addressing over the characters
-    of the dict's short ASCII keys (as ``KeyTable.text``), hashes them with a few
-    multiplications and compares the characters.
+    of the dict's short ASCII keys (as ``KeyTable.text``, held as two words:
+    usher_text_words), hashes them with a few multiplications and compares two
+    words.
 
     Its answer is the dict's: it holds every exact str key of at most
     INLINE_TEXT ASCII characters, a query is such a str (else the dict answers),
@@ -923,19 +943,21 @@ cdef class NameIndex:
         cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>name, &text, INLINE_TEXT)
         cdef Py_ssize_t k
         cdef NameSlot* slot
+        cdef uint64_t w[2]
         if n_text <= 0:
             return -2
         if source is not self.source or len(source) != self.n_keys:
             self._build(source)
         if not self.answers:
             return -2
-        k = <Py_ssize_t>(usher_text_hash(text, n_text) & <uint64_t>self.mask)
+        usher_text_words(text, n_text, w)
+        k = <Py_ssize_t>(usher_words_hash(w) & <uint64_t>self.mask)
         while True:
             slot = &self.slots[k]
-            if slot.n_text == 0:
-                return -1
-            if slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
+            if slot.words[0] == w[0] and slot.words[1] == w[1]:
                 return slot.index
+            if slot.words[1] == 0:
+                return -1
             k = (k + 1) & self.mask
 
     cdef int _build(self, dict source) except -1:
@@ -946,6 +968,7 @@ cdef class NameIndex:
         cdef NameSlot* slots
         cdef bint answers = True
         cdef int64_t v
+        cdef uint64_t w[2]
         while size < 4 * len(source):
             size <<= 1
         slots = <NameSlot*>calloc(size, sizeof(NameSlot))
@@ -955,11 +978,12 @@ cdef class NameIndex:
             n_text = usher_inline_text(key, &text, INLINE_TEXT)
             if n_text > 0 and type(<object>value) is int:
                 v = <object>value
-                k = <Py_ssize_t>(usher_text_hash(text, n_text) & <uint64_t>(size - 1))
-                while slots[k].n_text != 0:
+                usher_text_words(text, n_text, w)
+                k = <Py_ssize_t>(usher_words_hash(w) & <uint64_t>(size - 1))
+                while slots[k].words[1] != 0:
                     k = (k + 1) & (size - 1)
-                memcpy(slots[k].text, text, n_text)
-                slots[k].n_text = <uint8_t>n_text
+                slots[k].words[0] = w[0]
+                slots[k].words[1] = w[1]
                 slots[k].index = v
             elif n_text > 0 or not usher_compact_exact_str(key):
                 # a value not an int, or a key not an exact str or not in the
