@@ -12,12 +12,12 @@ A kernel's non-zero status becomes an exception in ``usher.errors.raise_for_stat
 """
 
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.math cimport isinf, isnan
 from libc.stdlib cimport calloc, malloc, realloc, free
 from libc.string cimport memcmp, memcpy, memset
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
-from cpython.dict cimport PyDict_GetItemWithError
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cpython.list cimport PyList_GET_ITEM
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
@@ -48,8 +48,13 @@ cdef extern from *:
     static inline int usher_nonempty_exact_str(PyObject* o) {
         return PyUnicode_CheckExact(o) && PyUnicode_GET_LENGTH(o) > 0;
     }
+    /* o is an exact str in the compact form (every str the interpreter builds). */
+    static inline int usher_compact_exact_str(PyObject* o) {
+        return PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT(o);
+    }
     """
     bint usher_nonempty_exact_str(PyObject* o) noexcept
+    bint usher_compact_exact_str "usher_compact_exact_str"(PyObject* o) noexcept
     PyObject** PySequence_Fast_ITEMS(object o)
 
 
@@ -69,9 +74,83 @@ cdef extern from *:
     """
     Py_ssize_t usher_inline_text(PyObject* o, const char** data, Py_ssize_t max)
 
+
+cdef extern from *:
+    """
+    /* The hash of o, an exact str: the one the str keeps once computed (every
+       key of a dict and every str hashed before has it), without the call
+       through its type; computed and kept otherwise. Runs no Python code. */
+    static inline Py_hash_t usher_str_hash(PyObject* o) {
+        Py_hash_t h = ((PyASCIIObject*)o)->hash;
+        return h != -1 ? h : PyObject_Hash(o);
+    }
+    /* The memo slot of the object at p (NAME_MEMO slots): pymalloc places
+       objects 16 bytes apart at least, so the bits above the fourth vary. */
+    static inline Py_ssize_t usher_memo_slot(const void* p, Py_ssize_t mask) {
+        uintptr_t a = (uintptr_t)p;
+        return (Py_ssize_t)(((a >> 4) ^ (a >> 11)) & (uintptr_t)mask);
+    }
+    """
+    Py_hash_t usher_str_hash(PyObject* o) noexcept
+
+
+cdef extern from *:
+    """
+    /* The n characters (1 to 15) at s, the data of a compact ASCII str, as two
+       words: w[0] the first 8 (zero-padded), w[1] the rest (zero-padded) with n
+       in its top byte; two such strs are equal iff their words are. Each word is
+       one 8-byte load ending inside the str object: under 8 characters, the one
+       that ends at the last character starts in the object's header, whose
+       bytes are shifted out. */
+    static inline void usher_text_words(const char* s, Py_ssize_t n, uint64_t* w) {
+        uint64_t a = 0, b = 0;
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (n <= 8) {
+            memcpy(&a, s + n - 8, 8);
+            a >>= (8 - n) * 8;
+        } else {
+            memcpy(&a, s, 8);
+            memcpy(&b, s + n - 8, 8);
+            b >>= (16 - n) * 8;
+        }
+    #else  /* the same words, a character at a time */
+        Py_ssize_t k;
+        for (k = 0; k < n; k++) {
+            if (k < 8) a |= (uint64_t)(unsigned char)s[k] << (8 * k);
+            else b |= (uint64_t)(unsigned char)s[k] << (8 * (k - 8));
+        }
+    #endif
+        w[0] = a;
+        w[1] = b | ((uint64_t)n << 56);
+    }
+    /* A hash of the two words of usher_text_words (NameIndex). */
+    static inline uint64_t usher_words_hash(const uint64_t* w) {
+        uint64_t h = w[0] * 0x9E3779B97F4A7C15ull ^ w[1] * 0xC2B2AE3D27D4EB4Full;
+        h ^= h >> 29;
+        h *= 0xBF58476D1CE4E5B9ull;
+        return h ^ (h >> 32);
+    }
+    """
+    void usher_text_words(const char* s, Py_ssize_t n, uint64_t* w) noexcept
+    uint64_t usher_words_hash(const uint64_t* w) noexcept
+    Py_ssize_t usher_memo_slot(const void* p, Py_ssize_t mask) noexcept
+
 cdef enum:
     INLINE_TEXT = 15  # KeySlot.text
     NO_TEXT = 255
+    NAME_MEMO = 64  # slots of _rows_of_names' memo (a power of two)
+
+
+# One slot of a NameIndex: 24 bytes.
+ctypedef struct NameSlot:
+    uint64_t words[2]  # a short ASCII name (usher_text_words); words[1] == 0: empty
+    int64_t index  # the name's value in the dict
+
+
+# One slot of _rows_of_names' memo: a name object of a batch column and its row.
+ctypedef struct NameMemo:
+    PyObject* key
+    int64_t row
 
 
 cdef extern from "usher_alloc.h":  # bindings/usher_alloc.h: zeroed, huge-page-hinted table memory
@@ -377,17 +456,93 @@ cdef Py_ssize_t _first_not_str(values, bint allow_none):
     str (None passes with ``allow_none``), or -1. Stricter than first_not_id (a
     str subclass fails here: its hash and == may run Python code, so the batch
     takes the general path); one type test per row, no Python code run."""
-    cdef Py_ssize_t k, n = len(values)
+    return _first_not_str_of(PySequence_Fast_ITEMS(values), len(values), allow_none)
+
+
+cdef Py_ssize_t _first_not_str_of(PyObject** items, Py_ssize_t n, bint allow_none) noexcept:
+    """_first_not_str over n item pointers (a NULL item fails)."""
+    cdef Py_ssize_t k
     cdef PyObject* v
     cdef PyObject* none = <PyObject*>None
-    cdef PyObject** items = PySequence_Fast_ITEMS(values)
     for k in range(n):
         v = items[k]
         if v == none:
             if not allow_none:
                 return k
-        elif not usher_nonempty_exact_str(v):
+        elif v == NULL or not usher_nonempty_exact_str(v):
             return k
+    return -1
+
+
+cdef object _name_column(object values, PyObject*** items, Py_ssize_t* n):
+    """A batch column of names read in place: for a list, a tuple or a 1-D object
+    ndarray, sets ``*items`` to its n item pointers and ``*n``, and returns the
+    object that holds them (the column itself, or the list of a non-contiguous
+    array's items), to keep while they are read; returns None for any other
+    column (``*items`` NULL)."""
+    if type(values) is list or type(values) is tuple:
+        items[0] = PySequence_Fast_ITEMS(values)
+        n[0] = len(values)
+        return values
+    if _object_vector(values):
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>values)
+                and cnp.PyArray_ISALIGNED(<cnp.ndarray>values)):
+            return _name_column((<cnp.ndarray>values).tolist(), items, n)
+        items[0] = <PyObject**>cnp.PyArray_DATA(<cnp.ndarray>values)
+        n[0] = cnp.PyArray_DIM(<cnp.ndarray>values, 0)
+        return values
+    items[0] = NULL
+    return None
+
+
+cdef Py_ssize_t _rows_of_names(PyObject** items, Py_ssize_t n, dict table, int64_t* out,
+                               bint allow_none, int64_t if_missing) except -2:
+    """``out[k] = table[items[k]]`` for a batch column of n names (apps, zones),
+    each checked as it is read, as _first_not_str and _rows_from_strs do:
+    -1 for a None (with ``allow_none``), ``if_missing`` for a name not in
+    ``table``. Returns the row of the first item refused — not a non-empty exact
+    str nor an allowed None, or not in the table when ``if_missing`` is -1 — with
+    the rows after it not read, or -1.
+
+    A batch names a few apps and zones thousands of times, by the same objects
+    (a broker's interned names, an array's items): a memo of NAME_MEMO slots
+    keyed by the object's address answers a repeat without the type test, the
+    hash and the dict probe. The answer is the same: the object is the same one
+    (the column holds it for the whole pass) and nothing changes the table
+    meanwhile (the lock held, no Python code run: exact strs hash and compare
+    in C)."""
+    cdef NameMemo memo[NAME_MEMO]
+    cdef NameMemo* m
+    cdef PyObject* v
+    cdef PyObject* none = <PyObject*>None
+    cdef PyObject* found
+    cdef Py_ssize_t k
+    cdef int64_t row
+    for k in range(NAME_MEMO):  # an address no item has: no slot answers before it is filled
+        memo[k].key = <PyObject*>memo
+    for k in range(n):
+        v = items[k]
+        m = &memo[usher_memo_slot(v, NAME_MEMO - 1)]
+        if m.key == v:
+            out[k] = m.row
+            continue
+        if v == none:
+            if not allow_none:
+                return k
+            row = -1
+        elif v == NULL or not usher_nonempty_exact_str(v):
+            return k
+        else:
+            found = PyDict_GetItemWithError(table, <object>v)
+            if found != NULL:
+                row = <object>found
+            elif if_missing == -1:
+                return k
+            else:
+                row = if_missing
+        m.key = v
+        m.row = row
+        out[k] = row
     return -1
 
 
@@ -555,10 +710,8 @@ cdef class KeyTable:
 
     cdef int64_t find(self, object key, dict source, list names) except -2:
         """``source.get(key)`` as an int64, or -1 when the key is not in it."""
-        cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t mask, k
-        cdef KeySlot* slot
-        cdef PyObject* other
+        # an exact str keeps its hash once computed (prefetch did): read in place
+        cdef Py_hash_t h = usher_str_hash(<PyObject*>key) if type(key) is str else PyObject_Hash(key)
         cdef const char* text = NULL
         # -1: the key is not a short ASCII str
         cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>key, &text, INLINE_TEXT)
@@ -566,14 +719,22 @@ cdef class KeyTable:
             if not self._sync(source, names, len(source)):
                 idx = source.get(key)
                 return -1 if idx is None else idx
-        mask = self.size - 1
-        k = <Py_ssize_t>(<size_t>h & <size_t>mask)
+        return self._probe(<PyObject*>key, h, text, n_text)
+
+    cdef inline int64_t _probe(self, PyObject* key, Py_hash_t h, const char* text,
+                               Py_ssize_t n_text) except -2:
+        """The index of ``key`` (hash ``h``; ``text`` and ``n_text`` as
+        usher_inline_text gives them) in the table, which matches its dict, or -1."""
+        cdef Py_ssize_t mask = self.size - 1
+        cdef Py_ssize_t k = <Py_ssize_t>(<size_t>h & <size_t>mask)
+        cdef KeySlot* slot
+        cdef PyObject* other
         while True:
             slot = &self.slots[k]
             other = slot.key
             if other == NULL:
                 return -1
-            if other == <PyObject*>key:
+            if other == key:
                 return slot.index
             if slot.hash == <uint32_t>h:
                 if slot.n_text != NO_TEXT and n_text >= 0:
@@ -582,9 +743,57 @@ cdef class KeyTable:
                     if slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
                         return slot.index
                 elif PyObject_Hash(<object>other) == h and \
-                        PyObject_RichCompareBool(<object>other, key, Py_EQ):  # the dict's test
+                        PyObject_RichCompareBool(<object>other, <object>key, Py_EQ):  # the dict's test
                     return slot.index
             k = (k + 1) & mask
+
+    cdef Py_ssize_t find_rows(self, PyObject** items, Py_ssize_t n, int64_t* out, dict source,
+                              list names) except -2:
+        """``find`` for a batch column of n ids, each checked to be a non-empty
+        exact str as it is read: the index of each into ``out`` (-1 for one not
+        in ``source``). Returns how many were not, or -1 when an item is not such
+        a str (the rows after it not read). The table is brought up to date once,
+        and the slots of the rows KEY_AHEAD further on are requested before their
+        turn, so the cache misses of a column of ids drawn from tens of thousands
+        overlap; no Python code runs (an exact str hashes and compares in C)."""
+        cdef Py_ssize_t k, missing = 0, n_text
+        cdef Py_ssize_t mask
+        cdef PyObject* v
+        cdef const char* text = NULL
+        cdef Py_hash_t h
+        cdef int64_t idx
+        cdef bint table = True
+        if self.source is not source or self.used != len(source) or self.stale:
+            table = self._sync(source, names, len(source))
+        mask = self.size - 1
+        for k in range(min(2 * KEY_AHEAD, n)):
+            usher_prefetch(items[k])
+        if table:
+            for k in range(min(KEY_AHEAD, n)):
+                v = items[k]
+                if v != NULL and usher_nonempty_exact_str(v):
+                    usher_prefetch(&self.slots[<size_t>usher_str_hash(v) & <size_t>mask])
+        for k in range(n):
+            # the id objects 2 * KEY_AHEAD further on (their type, length and hash
+            # are read KEY_AHEAD rows before their turn), then their slots
+            if k + 2 * KEY_AHEAD < n:
+                usher_prefetch(items[k + 2 * KEY_AHEAD])
+            if table and k + KEY_AHEAD < n:
+                v = items[k + KEY_AHEAD]
+                if v != NULL and usher_nonempty_exact_str(v):
+                    usher_prefetch(&self.slots[<size_t>usher_str_hash(v) & <size_t>mask])
+            v = items[k]
+            if v == NULL or not usher_nonempty_exact_str(v):
+                return -1
+            if table:
+                n_text = usher_inline_text(v, &text, INLINE_TEXT)
+                idx = self._probe(v, usher_str_hash(v), text, n_text)
+            else:  # no table (see _sync): the dict answers
+                found = source.get(<object>v)
+                idx = -1 if found is None else found
+            out[k] = idx
+            missing += idx < 0
+        return missing
 
     cdef bint _follows(self, dict source, list names, Py_ssize_t d_source, Py_ssize_t d_names):
         """The table matched ``source`` and ``names`` before a change that moved
@@ -698,6 +907,98 @@ cdef class KeyTable:
         return True
 
 
+@cython.final
+cdef class NameIndex:
+    """The apps or the zones by name, for the two name lookups of a single
+    launch: ``dict.get`` without the str's hash. A broker decodes each request's
+    app and location into new strs, whose hash is not computed yet, so a dict
+    lookup runs siphash on each; this table, open addressing over the characters
+    of the dict's short ASCII keys (as ``KeyTable.text``, held as two words:
+    usher_text_words), hashes them with a few multiplications and compares two
+    words.
+
+    Its answer is the dict's: it holds every exact str key of at most
+    INLINE_TEXT ASCII characters, a query is such a str (else the dict answers),
+    and two such strs are equal iff their characters are, while no other key can
+    equal one — unless the dict holds a key that is not an exact str (a str
+    subclass can define ``==``) or an exact ASCII str not in the compact form
+    (then the dict answers every query). The dicts it mirrors (apps, zones) only
+    grow, so a table built from a dict of as many keys, the same object, is
+    current; the build runs no Python code and replaces the table at once, so a
+    reader under the GIL never sees half of one."""
+
+    cdef NameSlot* slots
+    cdef Py_ssize_t mask
+    cdef Py_ssize_t n_keys  # len(source) when built
+    cdef object source  # the dict mirrored
+    cdef bint answers  # False: the dict holds a key the table cannot speak for
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    cdef int64_t find(self, object name, dict source) except -3:
+        """``source.get(name)`` as an int64 when ``name`` is a short ASCII exact
+        str: its value, or -1 when it is not a key; -2 when the dict must answer."""
+        cdef const char* text = NULL
+        cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>name, &text, INLINE_TEXT)
+        cdef Py_ssize_t k
+        cdef NameSlot* slot
+        cdef uint64_t w[2]
+        if n_text <= 0:
+            return -2
+        if source is not self.source or len(source) != self.n_keys:
+            self._build(source)
+        if not self.answers:
+            return -2
+        usher_text_words(text, n_text, w)
+        k = <Py_ssize_t>(usher_words_hash(w) & <uint64_t>self.mask)
+        while True:
+            slot = &self.slots[k]
+            if slot.words[0] == w[0] and slot.words[1] == w[1]:
+                return slot.index
+            if slot.words[1] == 0:
+                return -1
+            k = (k + 1) & self.mask
+
+    cdef int _build(self, dict source) except -1:
+        cdef Py_ssize_t size = 16, pos = 0, k, n_text
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef const char* text = NULL
+        cdef NameSlot* slots
+        cdef bint answers = True
+        cdef int64_t v
+        cdef uint64_t w[2]
+        while size < 4 * len(source):
+            size <<= 1
+        slots = <NameSlot*>calloc(size, sizeof(NameSlot))
+        if slots == NULL:
+            raise MemoryError("cannot allocate a name index")
+        while PyDict_Next(source, &pos, &key, &value):
+            n_text = usher_inline_text(key, &text, INLINE_TEXT)
+            if n_text > 0 and type(<object>value) is int:
+                v = <object>value
+                usher_text_words(text, n_text, w)
+                k = <Py_ssize_t>(usher_words_hash(w) & <uint64_t>(size - 1))
+                while slots[k].words[1] != 0:
+                    k = (k + 1) & (size - 1)
+                slots[k].words[0] = w[0]
+                slots[k].words[1] = w[1]
+                slots[k].index = v
+            elif n_text > 0 or not usher_compact_exact_str(key):
+                # a value not an int, or a key not an exact str or not in the
+                # compact form (which may be ASCII); an exact compact str that is
+                # long or not ASCII equals no query the table answers
+                answers = False
+        free(self.slots)
+        self.slots = slots
+        self.mask = size - 1
+        self.n_keys = len(source)
+        self.source = source
+        self.answers = answers
+        return 0
+
+
 cdef dict _OP_NEEDS = {
     SESSION_OP_LOGON_COMPLETE: ("logon_complete", "a launching session"),
     SESSION_OP_LAUNCH_FAILED: ("launch_failed", "a launching session"),
@@ -726,6 +1027,7 @@ cdef class Engine:
     cdef advance_fn _advance
     cdef pthread_mutex_t* _lock
     cdef KeyTable _user_keys, _endpoint_keys  # the user and endpoint dicts, mirrored
+    cdef NameIndex _app_index, _zone_index  # the app and zone dicts, by characters
     cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
     cdef public list _endpoint_names, _user_free, _endpoint_free  # by index (None: free); free indices
@@ -757,6 +1059,8 @@ cdef class Engine:
             raise MemoryError("cannot allocate the scheduler lock")
         self._user_keys = KeyTable()
         self._endpoint_keys = KeyTable()
+        self._app_index = NameIndex()
+        self._zone_index = NameIndex()
         self._endpoints_kept = -1
 
     def __dealloc__(self):
@@ -1224,13 +1528,19 @@ cdef class Engine:
             raise InvalidArgument("user", user, "must be a non-empty string")
         if not isinstance(app, str):
             raise InvalidArgument("app", app, "must be a non-empty string")
-        a = self._apps.get(app)
-        if a is None:
+        cdef int64_t ai = self._app_index.find(app, self._apps)  # -2: the dict answers
+        if ai == -2:
+            a = self._apps.get(app)
+            ai = -1 if a is None else a
+        if ai == -1:
             raise UnknownApp("app", app, "no such app")
-        cdef int64_t ai = a
         cdef int64_t loc = -1
         if location is not None:
-            loc = self._zones.get(location, -3) if isinstance(location, str) else -3
+            loc = self._zone_index.find(location, self._zones)  # -2: the dict answers
+            if loc == -2:
+                loc = self._zones.get(location, -3) if isinstance(location, str) else -3
+            elif loc == -1:
+                loc = -3
             if loc == -3:  # not a known zone: a str names one no server is in (-2)
                 if not isinstance(location, str) or len(<str>location) == 0:
                     raise InvalidArgument("location", location, "must be a non-empty string or None")
@@ -1333,24 +1643,30 @@ cdef class Engine:
         does what it does — the sweep, users not seen yet created (as
         ``_user_rows_into`` does, in row order), the same kernel on the same
         rows — without its Python-level work (a dozen calls, fill arrays, a
-        float array of times)."""
-        cdef bint by_id = type(users) is list or type(users) is tuple
-        cdef bint app_names = type(apps) is list or type(apps) is tuple
-        cdef Py_ssize_t n
+        float array of times). Names are read in place (a list's or an object
+        array's item pointers), each checked as it is looked up
+        (``_rows_of_names``, ``KeyTable.find_rows``), and nothing changes before
+        every column passed: the sweep, which the general path runs after its
+        checks too, only once every id was checked."""
+        cdef PyObject** user_items = NULL
+        cdef PyObject** app_items = NULL
+        cdef PyObject** loc_items = NULL
+        cdef Py_ssize_t n = 0, n_apps = 0, n_locs = 0
         cdef double t
-        if not by_id and _object_vector(users):
-            users, by_id = (<cnp.ndarray>users).tolist(), True
-        if not app_names and _object_vector(apps):
-            apps, app_names = (<cnp.ndarray>apps).tolist(), True
-        if (not by_id and not _int64_vector(users)) or (not app_names and not _int64_vector(apps)):
+        cdef int64_t* loc
+        user_col = _name_column(users, &user_items, &n)
+        app_col = _name_column(apps, &app_items, &n_apps)
+        if (user_col is None and not _int64_vector(users)) or (app_col is None and not _int64_vector(apps)):
             return None
-        n = len(users) if by_id else cnp.PyArray_DIM(<cnp.ndarray>users, 0)
-        if n == 0 or (len(apps) if app_names else cnp.PyArray_DIM(<cnp.ndarray>apps, 0)) != n:
+        if user_col is None:
+            n = cnp.PyArray_DIM(<cnp.ndarray>users, 0)
+        if app_col is None:
+            n_apps = cnp.PyArray_DIM(<cnp.ndarray>apps, 0)
+        if n == 0 or n_apps != n:
             return None
         if locations is not None:
-            if _object_vector(locations):
-                locations = (<cnp.ndarray>locations).tolist()
-            if (type(locations) is not list and type(locations) is not tuple) or len(locations) != n:
+            loc_col = _name_column(locations, &loc_items, &n_locs)
+            if loc_col is None or n_locs != n:
                 return None
         if type(now) is float or type(now) is int:  # the caller has read the clock for None
             try:
@@ -1363,43 +1679,33 @@ cdef class Engine:
             return None
         if t < self._clk[CK_NOW]:  # the general path raises TimeWentBackwards
             return None
-        if (locations is not None and _first_not_str(locations, True) >= 0) or \
-                (app_names and _first_not_str(apps, False) >= 0) or \
-                (by_id and _first_not_str(users, False) >= 0):
-            return None
         self._fill_rows(n, t)
-        if not self._compiled_apps(apps, app_names, n):
+        loc = self._minus_ones  # (the columns may have moved)
+        if app_col is not None:  # each a known app
+            if _rows_of_names(app_items, n, self._apps, self._app_rows, False, -1) >= 0:
+                return None
+        else:
+            memcpy(self._app_rows, cnp.PyArray_DATA(<cnp.ndarray>apps), n * sizeof(int64_t))
+        if not _all_below(self._app_rows, n, len(self._app_names)):
             return None
-        cdef const int64_t* u
-        if by_id:
-            self._maybe_sweep()  # before any id is looked up, as on the general path
-            self._user_rows_of(users, n, self._user_rows)
-            u = self._user_rows
+        if loc_items != NULL:
+            # as the general path reads them: a zone name no server uses is -2 (no
+            # candidates there)
+            loc = self._locations
+            if _rows_of_names(loc_items, n, self._zones, loc, True, -2) >= 0:
+                return None
+        if user_col is not None:
+            if not self._user_rows_of(users, user_col, user_items, n, self._user_rows):
+                return None
         else:
             # copied, then checked: the kernel may run without the GIL, and another
             # thread could write the caller's array between the check and the kernel
             memcpy(self._user_rows, cnp.PyArray_DATA(<cnp.ndarray>users), n * sizeof(int64_t))
-            u = self._user_rows
-            if not _all_below(u, n, len(self._user_names)) or (
-                    self._user_free and not self._all_users_live(u, n)):
+            if not _all_below(self._user_rows, n, len(self._user_names)) or (
+                    self._user_free and not self._all_users_live(self._user_rows, n)):
                 return None  # not a user index, or one forgotten: the general path names it
-        cdef int64_t* loc = self._minus_ones
-        if locations is not None:
-            # as the general path reads them: a zone name no server uses is -2 (no
-            # candidates there)
-            loc = self._locations
-            _rows_from_strs(locations, self._zones, loc, -1, -2)
         self._prepare(n)
-        return self._launch_rows(n, u, loc, t)
-
-    cdef bint _compiled_apps(self, apps, bint app_names, Py_ssize_t n) except -1:
-        """The app column of a compiled batch (names or indices) into ``_app_rows``;
-        False when one is not an app (the general path names it)."""
-        if app_names:  # each a known app (-1 for one that is not)
-            _rows_from_strs(apps, self._apps, self._app_rows, -1, -1)
-        else:
-            memcpy(self._app_rows, cnp.PyArray_DATA(<cnp.ndarray>apps), n * sizeof(int64_t))
-        return _all_below(self._app_rows, n, len(self._app_names))
+        return self._launch_rows(n, self._user_rows, loc, t)
 
     cdef object _launch_rows(self, Py_ssize_t n, const int64_t* u, int64_t* loc, double t):
         """The kernel over the rows of a compiled batch (lock held, capacity
@@ -1418,35 +1724,40 @@ cdef class Engine:
             raise_for_status(status, "now", t)
         return out
 
-    cdef int _user_rows_of(self, users, Py_ssize_t n, int64_t* out) except -1:
-        """The index of each id of ``users`` (a list or tuple of n non-empty exact
-        strs) into ``out``, as ``_user_rows_into`` finds them: one pass over the
-        key table (the slots of the rows KEY_AHEAD further on requested before
-        their turn; no Python code runs), then the ids not found created in row
-        order (an id twice in the batch is created once), or -1 when entitlement
-        is enforced. Lock held, after the sweep."""
-        cdef Py_ssize_t k, missing = 0
+    cdef bint _user_rows_of(self, users, user_col, PyObject** items, Py_ssize_t n,
+                            int64_t* out) except -1:
+        """The index of each id of a batch's user column (``users``, read in place
+        through ``user_col`` and its n ``items``) into ``out``, as
+        ``_user_rows_into`` finds them: the sweep when one is due, one pass over
+        the key table (``KeyTable.find_rows``), then the ids not found created in
+        row order (an id twice in the batch is created once), or -1 when
+        entitlement is enforced. False, with nothing changed, when an id is not a
+        non-empty exact str (the general path names it). Lock held."""
+        cdef Py_ssize_t k, missing
         cdef int64_t ui
         cdef KeyTable keys = self._user_keys
         cdef dict d = self._users
         cdef list names = self._user_names
-        cdef PyObject** items = PySequence_Fast_ITEMS(users)
-        for k in range(min(KEY_AHEAD, n)):
-            keys.prefetch(<object>items[k])
-        for k in range(n):
-            if k + KEY_AHEAD < n:
-                keys.prefetch(<object>items[k + KEY_AHEAD])
-            ui = keys.find(<object>items[k], d, names)
-            out[k] = ui
-            missing += ui < 0
+        if self._added_since_sweep >= self._sweep_every:
+            # every id checked before the sweep, as on the general path; then the
+            # column read again (the sweep frees objects)
+            if _first_not_str_of(items, n, False) >= 0:
+                return False
+            self._sweep_now()
+            user_col = _name_column(users, &items, &k)
+            if user_col is None or k != n:
+                return False
+        missing = keys.find_rows(items, n, out, d, names)
+        if missing < 0:
+            return False
         if missing == 0:
-            return 0
-        for k in range(n):  # creating a user may run Python code (a table grown): users[k]
+            return True
+        for k in range(n):  # creating a user may run Python code (a table grown): read again
             if out[k] < 0:
-                user = users[k]
+                user = user_col[k]
                 ui = keys.find(user, d, names)  # an earlier row may have created it
                 out[k] = self._unknown_user(user) if ui < 0 else ui
-        return 0
+        return True
 
     cdef int _fill_rows(self, Py_ssize_t n, double t) except -1:
         """The columns of a compiled batch: n locations and endpoints of -1 (none),
