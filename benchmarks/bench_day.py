@@ -57,4 +57,5 @@ def test_simulated_days_autoscale(benchmark, days):
         assert k["launches.placed"] > 10_000
     benchmark.extra_info.update(kind="day", size=1400, mix=f"autoscale-{days}d", impl="usher", decisions=1,
                                 loop_s=sum(d.kpis["run.loop_seconds"] for d in run.days),
-                                engine_s=sum(d.kpis["engine.seconds"] for d in run.days))
+                                engine_s=sum(d.kpis["engine.seconds"] for d in run.days),
+                                operations=sum(d.kpis["engine.ops"] for d in run.days))

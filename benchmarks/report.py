@@ -102,8 +102,10 @@ def table(rows):
             continue
         if kind == "day":
             x = u["extra"]
+            loop = f"loop {x['loop_s']:.2f} s, " if "loop_s" in x else ""
+            ops = f" for {x['operations']:,} operations" if "operations" in x else ""
             out.append(f"| {LABEL[kind]} | {n:,} | {mix} | {u['median_s']:.2f} s | – | – | – | – | "
-                       f"engine {x['engine_s']:.2f} s for {x['operations']:,} operations |")
+                       f"{loop}engine {x['engine_s']:.2f} s{ops} |")
             continue
         ratios = []
         base_kind = "launch" if kind in ("launch-warm", "launch-index", "launch_many", "launch_many-ids", "explain-off", "threads-1", "threads-2") else kind
