@@ -31,7 +31,6 @@ one by one.
 
 cimport cython
 from cpython.dict cimport PyDict_GetItem
-from cpython.list cimport PyList_Append, PyList_CheckExact
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.pycapsule cimport PyCapsule_GetPointer
@@ -149,8 +148,9 @@ cdef class TickQueue:
     each in a dict of lists. A tick outside the day (``< 0`` or ``>= T``) is
     never run: its items are not kept. A tick's items are taken off all at once
     when it runs: items scheduled for it while it runs make a new list that is
-    never run, as a bucket made for a tick already run. The subclasses give the
-    items' Python form (:meth:`schedule`, :meth:`take`, :meth:`peek`)."""
+    never run, as a bucket made for a tick already run. The subclasses take
+    items from Python (``schedule``) in their form, which :meth:`take` and
+    :meth:`peek` give back."""
 
     cdef SItem* items
     cdef Py_ssize_t cap, used, free, n_live  # slots: made, first free one (-1 none), holding an item
@@ -237,7 +237,9 @@ cdef class TickQueue:
         return nxt
 
     cdef tuple _tuple(self, SItem* x):
-        raise NotImplementedError  # the subclass's item form
+        """An item's Python form: ``(kind, visit, generation, session)`` (a
+        subclass may give another)."""
+        return (x.kind, <object>x.visit, x.gen, <object>x.sid)
 
     def take(self, int64_t tick) -> list:
         """The items of ``tick``, in order (a list of tuples), off the queue."""
@@ -277,9 +279,6 @@ cdef class SessionQueue(TickQueue):
         """``item`` = ``(kind, visit, generation, session)`` at ``tick``."""
         kind, visit, gen, sid = item
         self.add(tick, kind, visit, gen, sid)
-
-    cdef tuple _tuple(self, SItem* x):
-        return (x.kind, <object>x.visit, x.gen, <object>x.sid)
 
 
 @cython.final
