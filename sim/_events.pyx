@@ -236,6 +236,14 @@ cdef class TickQueue:
         self.n_live -= 1
         return nxt
 
+    cdef void drop(self, int64_t k) noexcept:
+        """Items ``k`` on (of a detached tick) released and their references dropped."""
+        cdef SItem x
+        while k >= 0:
+            k = self.release(k, &x)
+            Py_XDECREF(x.visit)
+            Py_XDECREF(x.sid)
+
     cdef tuple _tuple(self, SItem* x):
         """An item's Python form: ``(kind, visit, generation, session)`` (a
         subclass may give another)."""
@@ -1052,10 +1060,7 @@ cdef int _due_session_events(d, DayRefs r, int64_t t, tick, now) except -1:
             Py_DECREF(sid)
             _session_event(d, r, x.kind, v, x.gen, sid, tick, now)
     finally:
-        while k >= 0:  # an error: the tick's other items are dropped
-            k = q.release(k, &x)
-            Py_DECREF(<object>x.visit)
-            Py_DECREF(<object>x.sid)
+        q.drop(k)  # after an error: the tick's other items
         if gathering:
             calls._end()
     return 0
@@ -1169,10 +1174,7 @@ cdef list _due_launches(LaunchQueue q, int64_t t):
             if v.gen == x.gen:
                 out.append((v, x.gen, x.kind))
     finally:
-        while k >= 0:  # an error: the tick's other items are dropped
-            k = q.release(k, &x)
-            Py_DECREF(<object>x.visit)
-            Py_DECREF(<object>x.sid)
+        q.drop(k)  # after an error: the tick's other items
     return out
 
 

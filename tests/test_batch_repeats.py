@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import usher
+from test_batch_names import _calls  # the general path's kernel calls, counted
 
 _ZONES = ("Z1", "Z2", "Z3")
 
@@ -31,18 +32,6 @@ def _fleet(enforce=False, sweep_every=None):
     if sweep_every is not None:
         s._sweep_every = sweep_every
     return s
-
-
-def _general_calls(s):
-    """The general path's kernel calls on ``s`` (the compiled path makes none)."""
-    calls, kernel_call = [], s._launch_arrays
-
-    def counted(*args):
-        calls.append(len(args[0]))
-        return kernel_call(*args)
-
-    s._launch_arrays = counted
-    return calls
 
 
 def _copy(name):
@@ -72,7 +61,7 @@ _places = st.one_of(st.sampled_from((None,) + _ZONES), st.integers(0, 150).map(l
        st.sampled_from(["list", "array", "strided"]), st.booleans())
 def test_repeated_names_equal_the_general_path_and_one_by_one(rows, kind, enforce):
     fast, general, single = _fleet(enforce), _fleet(enforce), _fleet(enforce)
-    calls = _general_calls(fast)
+    calls = _calls(fast)
     users = [f"d{u}" if u < 30 else f"new{u}" for u, _a, _z, _c in rows]
     apps = [_copy(a) if c else a for _u, a, _z, c in rows]
     locs = [_copy(z) if c else z for _u, _a, z, c in rows]
@@ -124,7 +113,7 @@ def test_a_bad_row_after_repeats_is_named_and_changes_nothing(kind, column, bad,
 @pytest.mark.parametrize("column", ["users", "apps", "locations"])
 def test_a_str_subclass_takes_the_general_path_with_the_same_decisions(column):
     fast, single = _fleet(), _fleet()
-    calls = _general_calls(fast)
+    calls = _calls(fast)
     cols = {"users": [f"d{k % 30}" for k in range(90)], "apps": ["a", "b", "c"] * 30,
             "locations": ["Z1", None, "far"] * 30}
     cols[column][80] = _Name(cols[column][80])
