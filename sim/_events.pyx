@@ -302,6 +302,84 @@ cdef class LaunchQueue(TickQueue):
         return (<object>x.visit, x.gen, x.kind)
 
 
+# ---------------------------------------------------------------- the idle users
+@cython.final
+cdef class IdlePools:
+    """The idle users of each hospital by role (0 clinical, 1 imaging): per
+    (hospital, role) a stack of user indices in C, which a new visit takes from
+    (swapping the last one into the hole, as a list's ``pool[j] = pool[-1];
+    pool.pop()``) and an ended visit puts back (an append). A user returns to the
+    pool it was taken from, so a pool never holds more than the users it started
+    with. ``pools``: per hospital, [clinical, imaging] lists of user indices, in
+    the order the picks read them."""
+
+    cdef int64_t* users  # the pools' slots, pool p from start[p] (p = 2 * hospital + role)
+    cdef Py_ssize_t* start
+    cdef Py_ssize_t* size
+    cdef readonly Py_ssize_t hospitals
+
+    def __cinit__(self, list pools):
+        cdef Py_ssize_t n = 0, p = 0, k
+        self.hospitals = len(pools)
+        for lists in pools:
+            n += len(lists[0]) + len(lists[1])
+        self.users = <int64_t*>_grown(NULL, max(n, 1) * sizeof(int64_t))
+        self.start = <Py_ssize_t*>_grown(NULL, (2 * self.hospitals + 1) * sizeof(Py_ssize_t))
+        self.size = <Py_ssize_t*>_grown(NULL, max(2 * self.hospitals, 1) * sizeof(Py_ssize_t))
+        n = 0
+        for lists in pools:
+            if len(lists) != 2:
+                raise ValueError(f"a hospital's idle users are [clinical, imaging] lists, got {len(lists)} lists")
+            for role in range(2):
+                self.start[p] = n
+                self.size[p] = len(lists[role])
+                for k in range(self.size[p]):
+                    self.users[n + k] = lists[role][k]
+                n += self.size[p]
+                p += 1
+        self.start[p] = n
+
+    def __dealloc__(self):
+        free(self.users)
+        free(self.start)
+        free(self.size)
+
+    cdef inline Py_ssize_t _pool(self, int64_t h, int64_t role) except -1:
+        if not (0 <= h < self.hospitals and 0 <= role <= 1):
+            raise IndexError(f"no idle pool for hospital {h}, role {role}")
+        return 2 * h + role
+
+    cpdef Py_ssize_t count(self, int64_t h, int64_t role) except -1:
+        """Idle users of hospital ``h`` in ``role``."""
+        return self.size[self._pool(h, role)]
+
+    cpdef int64_t take(self, int64_t h, int64_t role, Py_ssize_t j) except? -1:
+        """User ``j`` of the pool (an index as a list takes it), off the pool."""
+        cdef Py_ssize_t p = self._pool(h, role), n = self.size[p]
+        if j < 0:
+            j += n
+        if not 0 <= j < n:
+            raise IndexError("list index out of range")
+        cdef int64_t* pool = self.users + self.start[p]
+        cdef int64_t u = pool[j]
+        pool[j] = pool[n - 1]
+        self.size[p] = n - 1
+        return u
+
+    cpdef put(self, int64_t h, int64_t role, int64_t u):
+        """User ``u`` idle again in its pool (last)."""
+        cdef Py_ssize_t p = self._pool(h, role)
+        if self.start[p] + self.size[p] == self.start[p + 1]:
+            raise RuntimeError(f"idle pool of hospital {h}, role {role} full: user {u} put back twice")
+        self.users[self.start[p] + self.size[p]] = u
+        self.size[p] += 1
+
+    def users_of(self, int64_t h, int64_t role) -> list:
+        """The pool's users, in order (a copy)."""
+        cdef Py_ssize_t p = self._pool(h, role)
+        return [self.users[self.start[p] + k] for k in range(self.size[p])]
+
+
 # ---------------------------------------------------------------- the visit and the books
 @cython.final
 cdef class Visit:
@@ -659,7 +737,8 @@ cdef class DayRefs:
 
     cdef readonly object state, s, slow, rollout_run, sessions, T, fresh_s
     cdef readonly dict tally, endpoints
-    cdef readonly list idle, warm, on_since, outcomes, reasons
+    cdef readonly list warm, on_since, outcomes, reasons
+    cdef readonly IdlePools idle
     cdef readonly list logon, second, t_second, close, t_close, disc, t_disc, rec, t_rec
     cdef readonly list counts, hosp, kind, pick, app, locname, end, ext, ws, fail, user_names
     cdef readonly object launch_batch_min, logon_complete, disconnect
@@ -717,7 +796,7 @@ cpdef finish_visit(d, Visit v, now):
                 books.unbook(sid)
     v.extras = []
     v.gen += 1
-    r.idle[v.h][v.role].append(v.user)
+    r.idle.put(v.h, v.role, v.user)
 
 
 # ---------------------------------------------------------------- launches
@@ -998,7 +1077,7 @@ cdef _visit_over(d, Visit v, now):
         v.extras = []
     v.sid = -1
     v.gen += 1
-    r.idle[v.h][v.role].append(v.user)
+    r.idle.put(v.h, v.role, v.user)
 
 
 cdef _launch_failed(d, Visit v, sid, tick, now):
@@ -1116,31 +1195,29 @@ def new_visits(d, tick, list reqs):
     cdef const double[:] a_pick = r.c_pick
     cdef const unsigned char[:] a_ext = r.c_ext, a_fail = r.c_fail
     cdef double pj
-    cdef list idle = r.idle, user_names = r.user_names
+    cdef IdlePools idle = r.idle
+    cdef list user_names = r.user_names
     tally = r.tally
     cdef dict endpoints = r.endpoints
     cdef int64_t W = r.W
     cdef Py_ssize_t start = st.next_arrival, a, j, n_new = 0
-    cdef int64_t h, kind, role, w
-    cdef list lists, pool
+    cdef int64_t h, kind, role, w, u
+    cdef Py_ssize_t n_idle
     cdef Visit v
     for a in range(start, start + c):
         h = a_hosp[a]
         kind = a_kind[a]
-        lists = <list>idle[h]
         role = 1 if kind == C_K_IMAGING else 0
-        pool = <list>lists[role]
-        if not pool and kind != C_K_IMAGING:
+        n_idle = idle.count(h, role)
+        if not n_idle and kind != C_K_IMAGING:
             role = 1
-            pool = <list>lists[1]
-        if not pool:
+            n_idle = idle.count(h, 1)
+        if not n_idle:
             tally["no_user"] += 1
             continue
-        pj = a_pick[a] * len(pool)
+        pj = a_pick[a] * n_idle
         j = <Py_ssize_t>pj if 0.0 <= pj < 9.2e18 else int(pj)  # else: Python's int() (its errors)
-        u = pool[j]
-        pool[j] = pool[-1]
-        pool.pop()
+        u = idle.take(h, role, j)
         v = Visit.__new__(Visit)
         v.a, v.user, v.uname, v.kind, v.h, v.role = a, u, user_names[u], kind, h, role
         v.app, v.loc, v.end = a_app[a], a_locname[a], a_end[a]

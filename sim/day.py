@@ -54,7 +54,7 @@ from usher.sim.calendar import Calendar
 from usher.sim.calls import EngineCalls
 from usher.sim.demand import Arrivals, fault_schedule, presample
 from usher.sim.slow import slow_logons
-from usher.sim._events import DayRefs, run_ticks, workstation
+from usher.sim._events import DayRefs, IdlePools, run_ticks, workstation
 from usher.sim.handlers import apply_actions, apply_power, server_events
 from usher.sim.kpis import day_kpis
 from usher.sim.sample import Sampler
@@ -84,7 +84,8 @@ class DayState:
         on_since: per server, when it last came on (-inf: not on).
         down: bool (n_servers,), True while a fault keeps the server off.
         want: bool (n_servers,), the power policy's current wish.
-        idle: per hospital, [clinical, imaging] lists of idle user indices.
+        idle: the idle users, per hospital and role (clinical, imaging):
+            :class:`usher.sim._events.IdlePools`.
         warm: sessions placed at tick 0 whose logon completes at once.
         decisions: every launch decision (when kept), lists by column.
         rid: launches named so far; requested: visits started; next_arrival: the
@@ -111,7 +112,7 @@ class DayState:
     on_since: list
     down: np.ndarray
     want: np.ndarray
-    idle: list
+    idle: IdlePools
     warm: list = field(default_factory=list)
     decisions: dict | None = None
     rid: int = 0
@@ -146,7 +147,7 @@ class DayState:
                if keep_decisions else None)
         return cls(tally=dict.fromkeys(_TALLY, 0), outcomes=[0] * 4, reasons=[0] * n_reasons,
                    on_since=[-math.inf] * n_srv, down=np.zeros(n_srv, dtype=bool),
-                   want=np.ones(n_srv, dtype=bool), idle=idle, decisions=dec, since=np.zeros(n_srv), actions=[],
+                   want=np.ones(n_srv, dtype=bool), idle=IdlePools(idle), decisions=dec, since=np.zeros(n_srv), actions=[],
                    boot_image=[None] * n_srv, boot_reason=[None] * n_srv, image=[FLEET_IMAGE] * n_srv)
 
 

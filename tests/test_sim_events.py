@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usher.sim.books import Books, Visit
-from usher.sim._events import DayRefs, LaunchQueue, SessionQueue
+from usher.sim._events import DayRefs, IdlePools, LaunchQueue, SessionQueue
 from usher.sim.calendar import E_END, E_FAIL, E_LOGON, L_NEW, L_SECOND
 from usher.sim.day import Day
 from usher.sim.handlers import new_visits
@@ -153,3 +153,50 @@ def test_a_tick_queue_is_a_dict_of_lists(queue, item, ops):
         assert len(q) == sum(map(len, ref.values()))
     for tick in range(T):
         assert q.take(tick) == ref.pop(tick, [])
+
+
+# ---------------------------------------------------------------- the idle users
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=4),
+       ops=st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 1), st.floats(0, 0.999)),
+                    max_size=120))
+def test_idle_pools_take_and_put_back_as_lists_do(sizes, ops):
+    """Against the lists they replace: ``u = pool[j]; pool[j] = pool[-1];
+    pool.pop()`` to take, an append to put back."""
+    ref, n = [], 0
+    for a, b in sizes:
+        ref.append([list(range(n, n + a)), list(range(n + a, n + a + b))])
+        n += a + b
+    pools = IdlePools([[list(p) for p in h] for h in ref])
+    taken = []
+    for take, h, role, pick in ops:
+        h %= len(ref)
+        pool = ref[h][role]
+        if take and pool:
+            j = int(pick * len(pool))
+            u = pool[j]
+            pool[j] = pool[-1]
+            pool.pop()
+            assert pools.take(h, role, j) == u
+            taken.append((h, role, u))
+        elif taken:
+            h, role, u = taken.pop(0)
+            ref[h][role].append(u)
+            pools.put(h, role, u)
+        for hh in range(len(ref)):
+            for rr in (0, 1):
+                assert pools.users_of(hh, rr) == ref[hh][rr] and pools.count(hh, rr) == len(ref[hh][rr])
+
+
+def test_idle_pools_refuse_what_lists_would_not_hold():
+    pools = IdlePools([[[0, 1], [2]], [[], [3]]])
+    with pytest.raises(IndexError):
+        pools.take(0, 0, 2)  # past the end, as pool[2] of two
+    assert pools.take(0, 0, -1) == 1  # Python's negative index
+    with pytest.raises(IndexError):
+        pools.count(2, 0)
+    with pytest.raises(IndexError):
+        pools.put(0, 2, 1)
+    pools.put(0, 0, 1)
+    with pytest.raises(RuntimeError, match="put back twice"):
+        pools.put(0, 0, 1)  # the pool holds every user it started with already

@@ -75,14 +75,14 @@ def test_zone_dark_takes_every_server_of_the_zone(day):
 def test_end_of_visit_logs_off_and_frees_the_user(day):
     d = day
     v, sid = _placed_visit(d)
-    idle_before = len(d.state.idle[v.h][v.role])
+    idle_before = d.state.idle.count(v.h, v.role)
     session_events(d, [(E_END, v, v.gen, sid)], 30, 30.0)
     assert sid not in d.books and v.sid == -1
-    assert len(d.state.idle[v.h][v.role]) == idle_before + 1
+    assert d.state.idle.count(v.h, v.role) == idle_before + 1
     assert d.s.live_sessions == len(d.books)
     # the same event again is stale (the visit's generation moved on)
     session_events(d, [(E_END, v, v.gen - 1, sid)], 31, 31.0)
-    assert len(d.state.idle[v.h][v.role]) == idle_before + 1
+    assert d.state.idle.count(v.h, v.role) == idle_before + 1
 
 
 def test_power_boots_what_is_wanted_and_drains_what_is_not(day):
