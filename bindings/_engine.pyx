@@ -498,7 +498,7 @@ cdef object _name_column(object values, PyObject*** items, Py_ssize_t* n):
 cdef Py_ssize_t _rows_of_names(PyObject** items, Py_ssize_t n, dict table, int64_t* out,
                                bint allow_none, int64_t if_missing) except -2:
     """``out[k] = table[items[k]]`` for a batch column of n names (apps, zones),
-    each checked as it is read, as _first_not_str and _rows_from_strs do:
+    each checked as it is read, as _first_not_str does:
     -1 for a None (with ``allow_none``), ``if_missing`` for a name not in
     ``table``. Returns the row of the first item refused — not a non-empty exact
     str nor an allowed None, or not in the table when ``if_missing`` is -1 — with
@@ -614,23 +614,6 @@ cdef Py_ssize_t _rows_from_names(values, dict table, int64_t* out, int64_t if_no
                 out[k] = <object>found
         k += 1
     return first_missing
-
-
-cdef int _rows_from_strs(values, dict table, int64_t* out, int64_t if_none,
-                         int64_t if_missing) except -1:
-    """_rows_from_names for a list or tuple of exact strs and Nones (checked by
-    _first_not_str): their items read in place, no iterator."""
-    cdef Py_ssize_t k, n = len(values)
-    cdef PyObject** items = PySequence_Fast_ITEMS(values)
-    cdef PyObject* none = <PyObject*>None
-    cdef PyObject* found
-    for k in range(n):
-        if items[k] == none:
-            out[k] = if_none
-        else:
-            found = PyDict_GetItemWithError(table, <object>items[k])
-            out[k] = if_missing if found == NULL else <object>found
-    return 0
 
 
 def first_bad_time(const double[::1] t):
@@ -2332,7 +2315,9 @@ cdef int telemetry_rows(object engine, list servers, object cpu, object mem, obj
     try:
         s._acquire()
         try:  # an unknown server (index -1) is refused by the kernel, as the time that went back
-            _rows_from_strs(servers, s._servers, idx, -1, -1)
+            # every item an exact str (checked above); an unknown server -2, which the
+            # kernel refuses as any index that is not a server's
+            _rows_of_names(PySequence_Fast_ITEMS(servers), n, s._servers, idx, False, -2)
             t = PyFloat_AS_DOUBLE(now)
             if -MAX_TIME <= t <= MAX_TIME and t >= s._clk[CK_NOW]:  # NaN fails
                 if s._dirty:
