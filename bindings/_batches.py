@@ -45,10 +45,10 @@ class _Batches(_Host):
         if k >= 0:
             raise InvalidArgument(f"users[{k}]", users[k], "must be a non-empty string")
         with self._locked():
-            get = self._users.get
-            out = [get(u) for u in users]
-            if None in out:
-                k = out.index(None)
+            find = self._find_user
+            out = [find(u) for u in users]
+            if -1 in out:
+                k = out.index(-1)
                 raise UnknownUser(f"users[{k}]", users[k], "no such user")
         return np.array(out, dtype=np.int64)
 

@@ -245,7 +245,7 @@ class _Configure(_Host):
         """Add a user with an optional home zone and the apps they are entitled to
         (apps may be added later)."""
         id = _check_name("id", id)
-        if id in self._users:
+        if self._find_user(id) >= 0:
             raise DuplicateName("id", id, "a user with this id exists")
         home_zone = _v.optional_name("home_zone", home_zone)
         app_names = _as_names("apps", apps)
@@ -261,8 +261,8 @@ class _Configure(_Host):
         """
         id = _check_name("id", id)
         with self._locked():
-            u = self._users.get(id)
-            if u is None:
+            u = self._find_user(id)
+            if u < 0:
                 raise UnknownUser("id", id, "no such user")
             n = int(self._t["user"][st.US_N_SESSIONS, u])
             if n:
@@ -328,8 +328,9 @@ class _Configure(_Host):
                         sets[key] = f
                 frozen.append(f)
         with self._locked():
+            find = self._find_user
             for k, uid in enumerate(ids):
-                if uid in self._users:
+                if find(uid) >= 0:
                     raise DuplicateName(f"ids[{k}]", uid, "a user with this id exists")
             u0 = len(self._user_names)
             self._user_room(u0 + n)
@@ -358,9 +359,7 @@ class _Configure(_Host):
                     w = words[f] = w.view(np.int64)
                 if f:
                     ent[u0 + k] = w
-            for k, uid in enumerate(ids):
-                self._users[uid] = u0 + k
-            self._user_names.extend(ids)
+            self._user_names.extend(ids)  # the key table reads the ids appended at its next lookup
             self._user_apps.extend(frozen)
 
     def _user_room(self, need: int):
@@ -398,7 +397,6 @@ class _Configure(_Host):
         users[st.US_N_SESSIONS, u] = 0
         users[st.US_HOME_ZONE, u] = self._zone_index(home_zone, "home_zone")
         self._user_kind[u] = USER_IMPLICIT if implicit else USER_DIRECTORY
-        self._users[id] = u
         self._user_key_added(id, u, appended)
         if implicit:
             self._added_since_sweep += 1

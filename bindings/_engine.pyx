@@ -18,7 +18,7 @@ from libc.stdlib cimport calloc, malloc, realloc, free
 from libc.string cimport memcmp, memcpy, memset
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
-from cpython.list cimport PyList_GET_ITEM
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.pystate cimport PyInterpreterState, PyInterpreterState_ThreadHead, PyThreadState_Next
 from cpython.ref cimport Py_INCREF, Py_XDECREF
@@ -633,32 +633,37 @@ def decision_from_row(const int64_t[::1] row, names, explanation=None):
 
 @cython.final
 cdef class KeyTable:
-    """A mirror of a dict from keys (user ids, endpoints: any hashable) to the
-    indices ``0 .. n-1``, for the lookups of a single ``launch``.
+    """The index of a list of keys (user ids, endpoints: any hashable): ``names``,
+    the key of each index ``0 .. n-1`` (``None`` at a free index). For the user
+    ids it is the only index (no dict beside it); for the endpoints it mirrors
+    the endpoint dict for the lookups of a single ``launch``.
 
     A dict probe reads its index array, its entry and the int object of the
     value: three random reads, each a cache miss when a logon storm draws users
-    from tens of thousands. This table, open addressing with linear probing over
-    32-byte (key, hash, index, text) slots and at most half full, reads one. A
-    key that is a str of at most 15 ASCII characters (a user id as the broker
-    decodes it from a request: a new object, equal to the stored one but not it)
-    also keeps its characters in its slot, so matching it compares them there
-    instead of reading the stored key object, a second random read. It never
-    disagrees with the dict: the owner calls ``add`` / ``remove`` as it changes
-    the dict (``names``, the list of keys by index, ``None`` at a free index,
-    changes with it); ``find`` first brings the table up to date — the keys
-    appended to ``names`` since (a bulk ``add_users``), or, when anything else
-    happened that the table did not follow (the dict replaced, an ``add`` or
-    ``remove`` while behind, more than half full), the whole dict again. A key
-    matches as in a dict: the same object, or an equal hash and ``==`` (for two
-    exact ASCII strs, equal characters: the same test). Used with the
-    scheduler's lock held."""
+    from tens of thousands; and a dict that keys come and go in (users a launch
+    creates and a sweep forgets) fills with deleted entries that every insertion
+    of a new key probes past. This table, open addressing with linear probing
+    over 32-byte (key, hash, index, text) slots, at most half full and with
+    backward-shift deletion (no deleted entries), reads one. A key that is a str
+    of at most 15 ASCII characters (a user id as the broker decodes it from a
+    request: a new object, equal to the stored one but not it) also keeps its
+    characters in its slot, so matching it compares them there instead of
+    reading the stored key object, a second random read. It never disagrees with
+    ``names``: the owner calls ``add`` / ``remove`` as it writes a key into a
+    free index or frees one; ``find`` first brings the table up to date — the
+    keys appended to ``names`` since (a bulk ``add_users``), or, when anything
+    else happened that the table did not follow (the list replaced, an ``add``
+    or ``remove`` while behind, more than half full), the whole list again. A
+    key matches as in a dict: the same object, or an equal hash and ``==`` (for
+    two exact ASCII strs, equal characters: the same test); the keys of
+    ``names`` are distinct by the owner's checks. Used with the scheduler's lock
+    held."""
 
     cdef KeySlot* slots
     cdef Py_ssize_t size, used
-    cdef Py_ssize_t names_seen  # len(names) when the table last matched the dict
+    cdef Py_ssize_t names_seen  # len(names) when the table last matched it
     cdef bint stale  # a change the table did not follow: rebuild at the next find
-    cdef object source  # the dict mirrored
+    cdef object source  # the list mirrored
 
     def __dealloc__(self):
         self.clear()
@@ -691,23 +696,25 @@ cdef class KeyTable:
             return
         usher_prefetch(&self.slots[<size_t>h & <size_t>(self.size - 1)])
 
-    cdef int64_t find(self, object key, dict source, list names) except -2:
-        """``source.get(key)`` as an int64, or -1 when the key is not in it."""
+    cdef inline bint _current(self, list names) noexcept:
+        """The table matches ``names`` as it is now (no sync needed)."""
+        return self.source is names and not self.stale and self.names_seen == PyList_GET_SIZE(names)
+
+    cdef int64_t find(self, object key, list names) except -2:
+        """The index of ``key`` in ``names``, or -1 when it is not there."""
         # an exact str keeps its hash once computed (prefetch did): read in place
         cdef Py_hash_t h = usher_str_hash(<PyObject*>key) if type(key) is str else PyObject_Hash(key)
         cdef const char* text = NULL
         # -1: the key is not a short ASCII str
         cdef Py_ssize_t n_text = usher_inline_text(<PyObject*>key, &text, INLINE_TEXT)
-        if self.source is not source or self.used != len(source) or self.stale:
-            if not self._sync(source, names, len(source)):
-                idx = source.get(key)
-                return -1 if idx is None else idx
+        if not self._current(names):
+            self._sync(names)
         return self._probe(<PyObject*>key, h, text, n_text)
 
     cdef inline int64_t _probe(self, PyObject* key, Py_hash_t h, const char* text,
                                Py_ssize_t n_text) except -2:
         """The index of ``key`` (hash ``h``; ``text`` and ``n_text`` as
-        usher_inline_text gives them) in the table, which matches its dict, or -1."""
+        usher_inline_text gives them) in the table, which matches its list, or -1."""
         cdef Py_ssize_t mask = self.size - 1
         cdef Py_ssize_t k = <Py_ssize_t>(<size_t>h & <size_t>mask)
         cdef KeySlot* slot
@@ -726,15 +733,15 @@ cdef class KeyTable:
                     if slot.n_text == n_text and memcmp(slot.text, text, n_text) == 0:
                         return slot.index
                 elif PyObject_Hash(<object>other) == h and \
-                        PyObject_RichCompareBool(<object>other, <object>key, Py_EQ):  # the dict's test
+                        PyObject_RichCompareBool(<object>other, <object>key, Py_EQ):  # a dict's test
                     return slot.index
             k = (k + 1) & mask
 
-    cdef Py_ssize_t find_rows(self, PyObject** items, Py_ssize_t n, int64_t* out, dict source,
+    cdef Py_ssize_t find_rows(self, PyObject** items, Py_ssize_t n, int64_t* out,
                               list names) except -2:
         """``find`` for a batch column of n ids, each checked to be a non-empty
         exact str as it is read: the index of each into ``out`` (-1 for one not
-        in ``source``). Returns how many were not, or -1 when an item is not such
+        in ``names``). Returns how many were not, or -1 when an item is not such
         a str (the rows after it not read). The table is brought up to date once,
         and the slots of the rows KEY_AHEAD further on are requested before their
         turn, so the cache misses of a column of ids drawn from tens of thousands
@@ -743,67 +750,59 @@ cdef class KeyTable:
         cdef Py_ssize_t mask
         cdef PyObject* v
         cdef const char* text = NULL
-        cdef Py_hash_t h
         cdef int64_t idx
-        cdef bint table = True
-        if self.source is not source or self.used != len(source) or self.stale:
-            table = self._sync(source, names, len(source))
+        if not self._current(names):
+            self._sync(names)
         mask = self.size - 1
         for k in range(min(2 * KEY_AHEAD, n)):
             usher_prefetch(items[k])
-        if table:
-            for k in range(min(KEY_AHEAD, n)):
-                v = items[k]
-                if v != NULL and usher_nonempty_exact_str(v):
-                    usher_prefetch(&self.slots[<size_t>usher_str_hash(v) & <size_t>mask])
+        for k in range(min(KEY_AHEAD, n)):
+            v = items[k]
+            if v != NULL and usher_nonempty_exact_str(v):
+                usher_prefetch(&self.slots[<size_t>usher_str_hash(v) & <size_t>mask])
         for k in range(n):
             # the id objects 2 * KEY_AHEAD further on (their type, length and hash
             # are read KEY_AHEAD rows before their turn), then their slots
             if k + 2 * KEY_AHEAD < n:
                 usher_prefetch(items[k + 2 * KEY_AHEAD])
-            if table and k + KEY_AHEAD < n:
+            if k + KEY_AHEAD < n:
                 v = items[k + KEY_AHEAD]
                 if v != NULL and usher_nonempty_exact_str(v):
                     usher_prefetch(&self.slots[<size_t>usher_str_hash(v) & <size_t>mask])
             v = items[k]
             if v == NULL or not usher_nonempty_exact_str(v):
                 return -1
-            if table:
-                n_text = usher_inline_text(v, &text, INLINE_TEXT)
-                idx = self._probe(v, usher_str_hash(v), text, n_text)
-            else:  # no table (see _sync): the dict answers
-                found = source.get(<object>v)
-                idx = -1 if found is None else found
+            n_text = usher_inline_text(v, &text, INLINE_TEXT)
+            idx = self._probe(v, usher_str_hash(v), text, n_text)
             out[k] = idx
             missing += idx < 0
         return missing
 
-    cdef bint _follows(self, dict source, list names, Py_ssize_t d_source, Py_ssize_t d_names):
-        """The table matched ``source`` and ``names`` before a change that moved
-        their lengths by ``d_source`` and ``d_names`` (so it can follow it)."""
-        return (self.slots != NULL and not self.stale and self.source is source
-                and self.used + d_source == len(source)
-                and (names is None or self.names_seen + d_names == len(names)))
+    cdef bint _follows(self, list names, Py_ssize_t d_names):
+        """The table matched ``names`` before a change that moved its length by
+        ``d_names`` (so it can follow it)."""
+        return (self.slots != NULL and not self.stale and self.source is names
+                and self.names_seen + d_names == PyList_GET_SIZE(names))
 
-    cdef int add(self, object key, int64_t index, dict source, list names, bint appended) except -1:
-        """Record ``key``, just added to ``source`` with ``index`` (``appended``:
-        at the end of ``names``, else at a free index of it)."""
-        if self._follows(source, names, 1, appended) and 2 * (self.used + 1) <= self.size:
+    cdef int add(self, object key, int64_t index, list names, bint appended) except -1:
+        """Record ``key``, just written into ``names`` at ``index`` (``appended``:
+        at its end, else at a free index)."""
+        if self._follows(names, appended) and 2 * (self.used + 1) <= self.size:
             self._insert(key, PyObject_Hash(key), index)
             self.names_seen += appended
         elif self.slots != NULL:
             self.stale = True
         return 0
 
-    cdef int remove(self, object key, dict source, list names) except -1:
-        """Forget ``key``, just deleted from ``source`` (its index now free in
-        ``names``): the slot is emptied and the slots after it in its run moved
-        back (backward-shift deletion, so probes need no tombstones)."""
+    cdef int remove(self, object key, list names) except -1:
+        """Forget ``key``, whose index of ``names`` is being freed: the slot is
+        emptied and the slots after it in its run moved back (backward-shift
+        deletion, so probes need no tombstones)."""
         cdef Py_hash_t h = PyObject_Hash(key)
         cdef Py_ssize_t mask, k, j, home
         cdef KeySlot* slot
         cdef PyObject* other
-        if not self._follows(source, names, -1, 0):
+        if not self._follows(names, 0):
             if self.slots != NULL:
                 self.stale = True
             return 0
@@ -811,7 +810,7 @@ cdef class KeyTable:
         k = <Py_ssize_t>(<size_t>h & <size_t>mask)
         while True:
             other = self.slots[k].key
-            if other == NULL:  # not there: the table and the dict disagree
+            if other == NULL:  # not there: the table and the list disagree
                 self.stale = True
                 return 0
             if other == <PyObject*>key or (self.slots[k].hash == <uint32_t>h
@@ -859,35 +858,35 @@ cdef class KeyTable:
         self.used += 1
         return 0
 
-    cdef bint _sync(self, dict source, list names, Py_ssize_t n) except -1:
-        """Bring the table up to the ``n`` keys of ``source``: the keys appended
-        to ``names`` since it last matched, when nothing else changed, else every
-        key again. False when there is no table (allocation failed, too many keys
-        for an int32 index): the dict then answers alone."""
+    cdef int _sync(self, list names) except -1:
+        """Bring the table up to ``names``: the keys appended to it since the table
+        last matched it, when nothing else changed and they fit, else every key
+        again (into a table at least 2.5 times their number)."""
         cdef Py_ssize_t size = 1024
-        cdef Py_ssize_t j, n_names = -1 if names is None else len(names)
-        cdef bint appends = (not self.stale and self.source is source and names is not None
-                             and self.used <= n and n - self.used == n_names - self.names_seen
-                             and 2 * n <= self.size)
+        cdef Py_ssize_t j, n_names = PyList_GET_SIZE(names), n_keys = 0
+        cdef bint appends = (not self.stale and self.slots != NULL and self.source is names
+                             and self.names_seen <= n_names
+                             and 2 * (self.used + n_names - self.names_seen) <= self.size)
         if not appends:
             self.clear()
-            if n >= 0x7FFFFFFF:
-                return False
-            while 2 * size < 5 * n:
+            if n_names >= 0x7FFFFFFF:  # indices are kept as int32
+                raise MemoryError(f"too many keys for a key table: {n_names}")
+            for j in range(n_names):
+                n_keys += PyList_GET_ITEM(names, j) != <PyObject*>None
+            while 2 * size < 5 * n_keys:
                 size <<= 1
             self.slots = <KeySlot*>usher_table_alloc(size * sizeof(KeySlot))
             if self.slots == NULL:
-                return False
+                raise MemoryError(f"cannot allocate a key table of {size} slots")
             self.size = size
-            self.source = source
-            for key, idx in source.items():
-                self._insert(key, PyObject_Hash(key), idx)
-        else:
-            for j in range(self.names_seen, n_names):  # names[j] is the key of index j
-                key = names[j]
+            self.source = names
+            self.names_seen = 0
+        for j in range(self.names_seen, n_names):  # names[j] is the key of index j
+            key = names[j]
+            if key is not None:
                 self._insert(key, PyObject_Hash(key), j)
-        self.names_seen = max(n_names, 0)
-        return True
+        self.names_seen = n_names
+        return 0
 
 
 @cython.final
@@ -1009,9 +1008,10 @@ cdef class Engine:
     cdef telemetry_fn _telemetry
     cdef advance_fn _advance
     cdef pthread_mutex_t* _lock
-    cdef KeyTable _user_keys, _endpoint_keys  # the user and endpoint dicts, mirrored
+    cdef KeyTable _user_keys  # the user ids: their only index (of _user_names)
+    cdef KeyTable _endpoint_keys  # the endpoints (of _endpoint_names), as the endpoint dict has them
     cdef NameIndex _app_index, _zone_index  # the app and zone dicts, by characters
-    cdef public dict _users, _apps, _zones, _endpoints, _servers, _pools
+    cdef public dict _apps, _zones, _endpoints, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
     cdef public list _endpoint_names, _user_free, _endpoint_free  # by index (None: free); free indices
     cdef public list _user_apps  # by user index: the frozenset of app names it is entitled to
@@ -1162,13 +1162,16 @@ cdef class Engine:
         """Index of ``user``; an unknown user is created (implicit: forgotten once
         it has no live session, see ``Scheduler._sweep``) when entitlement is not
         enforced, and is -1 (refused as not_entitled) when it is."""
-        idx = self._users.get(user)
-        if idx is not None:
-            return idx
-        return self._unknown_user(user)
+        cdef int64_t u = self._user_keys.find(user, self._user_names)
+        return u if u >= 0 else self._unknown_user(user)
+
+    cpdef int64_t _find_user(self, object user) except -2:
+        """Index of the user with id ``user`` (hashable), or -1 when there is none
+        (lock held). The key table is the only index of the user ids."""
+        return self._user_keys.find(user, self._user_names)
 
     cdef int64_t _unknown_user(self, object user) except -2:
-        """The index of ``user``, not a key of the user dict (lock held): a new
+        """The index of ``user``, not in the key table (lock held): a new
         implicit user, or -1 when entitlement is enforced."""
         if self._hdr[H_ENFORCE_ENTITLEMENT]:
             return -1
@@ -1182,8 +1185,8 @@ cdef class Engine:
         ``Scheduler._add_user_unlocked(user, None, (), True)`` does, written on the
         tables through the header (the user record, its entitlement words when
         its index is reused, its kind) instead of through numpy, so a launch by a
-        user the scheduler has not seen costs a few dict and list operations more
-        than one by a known user. Lock held."""
+        user the scheduler has not seen costs a key-table insertion and a few list
+        operations more than one by a known user. Lock held."""
         cdef int64_t u, words
         cdef int64_t* rec
         cdef int64_t* ent
@@ -1196,10 +1199,8 @@ cdef class Engine:
                 self._user_room(u + 1)  # the tables (and _user_kind) reallocated
             names.append(user)
             self._user_apps.append(NO_APPS)
-            ix = u
         else:
-            ix = self._user_free.pop()  # the int object the dict takes as the value
-            u = ix
+            u = self._user_free.pop()
             names[u] = user
             self._user_apps[u] = NO_APPS
             words = self._hdr[H_ENT_WORDS]
@@ -1211,8 +1212,7 @@ cdef class Engine:
             rec[f] = -1  # state.NONE
         rec[US_N_SESSIONS] = 0
         (<uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self._user_kind))[u] = USER_IMPLICIT
-        self._users[user] = ix
-        self._user_keys.add(user, u, self._users, names, appended)
+        self._user_keys.add(user, u, names, appended)
         self._added_since_sweep += 1
         return u
 
@@ -1232,7 +1232,7 @@ cdef class Engine:
                 idx = self._endpoint_free.pop()
                 self._endpoint_names[idx] = endpoint
             self._endpoints[endpoint] = idx
-            self._endpoint_keys.add(endpoint, idx, self._endpoints, self._endpoint_names, appended)
+            self._endpoint_keys.add(endpoint, idx, self._endpoint_names, appended)
             self._added_since_sweep += 1
         self._mark_endpoint(idx)
         return idx
@@ -1255,23 +1255,22 @@ cdef class Engine:
         return 0
 
     def _user_key_added(self, key, int64_t index, bint appended):
-        """The user key table follows ``_users[key] = index`` (lock held)."""
-        self._user_keys.add(key, index, self._users, self._user_names, appended)
+        """The user key table follows ``_user_names[index] = key`` (lock held)."""
+        self._user_keys.add(key, index, self._user_names, appended)
 
     cdef inline int _forget_user_at(self, Py_ssize_t u, uint8_t* kind) except -1:
         """Free user index ``u`` (a user holding no live session): its id leaves the
-        user dict and the key table, its index goes to the free list. Lock held;
+        key table and the name list, its index goes to the free list. Lock held;
         ``kind`` is ``_user_kind``'s data."""
         cdef list names = self._user_names
         cdef list apps = self._user_apps
         key = names[u]
-        ix = self._users.pop(key)  # the int object of u: the free list keeps it
-        self._user_keys.remove(key, self._users, names)
+        self._user_keys.remove(key, names)
         names[u] = None
         if <PyObject*>PyList_GET_ITEM(apps, u) != <PyObject*>NO_APPS:  # an implicit user's already
             apps[u] = NO_APPS
         kind[u] = USER_FREE
-        self._user_free.append(ix if type(ix) is int else u)
+        self._user_free.append(u)
         return 0
 
     def _forget_user(self, Py_ssize_t u):
@@ -1377,7 +1376,7 @@ cdef class Engine:
                     key = names[e]
                     if key is not None:
                         del self._endpoints[key]
-                        self._endpoint_keys.remove(key, self._endpoints, names)
+                        self._endpoint_keys.remove(key, names)
                         names[e] = None
                         self._endpoint_free.append(e)
                     idle[e] = 0
@@ -1421,7 +1420,7 @@ cdef class Engine:
             if k + KEY_AHEAD < n:
                 keys.prefetch(rows[k + KEY_AHEAD])
             user = rows[k]
-            ui = keys.find(user, self._users, self._user_names)
+            ui = keys.find(user, self._user_names)
             out[k] = self._unknown_user(user) if ui < 0 else ui
 
     def _endpoint_rows_into(self, endpoints, int64_t[::1] out):
@@ -1433,7 +1432,7 @@ cdef class Engine:
             if endpoint is None:
                 e = -1
             else:
-                e = self._endpoint_keys.find(endpoint, self._endpoints, self._endpoint_names)
+                e = self._endpoint_keys.find(endpoint, self._endpoint_names)
                 if e < 0:
                     e = self._endpoint_index(endpoint)
                 else:
@@ -1553,7 +1552,7 @@ cdef class Engine:
             # user or endpoint is added only once both ids are known to be valid,
             # so a bad one changes nothing
             if by_id:
-                ui = self._user_keys.find(user, self._users, self._user_names)
+                ui = self._user_keys.find(user, self._user_names)
             if ui >= 0:
                 # the kernel's first reads: the user's record and entitlement word,
                 # requested now so the endpoint probe and the call overlap them
@@ -1562,13 +1561,13 @@ cdef class Engine:
                                + (ui * self._hdr[H_ENT_WORDS] + (ai >> 6)) * 8)
             ep = -1
             if endpoint is not None:
-                ep = self._endpoint_keys.find(endpoint, self._endpoints, self._endpoint_names)
+                ep = self._endpoint_keys.find(endpoint, self._endpoint_names)
                 if ep < 0 and len(<str>endpoint) == 0:
                     raise InvalidArgument("endpoint", endpoint, "must be a non-empty string or None")
             if ui < 0:
                 if len(<str>user) == 0:
                     raise InvalidArgument("user", user, "must be a non-empty string")
-                ui = self._unknown_user(user)  # find() looked in the table and the dict
+                ui = self._unknown_user(user)  # find() looked in the key table
             if ep < 0 and endpoint is not None:
                 ep = self._endpoint_index(endpoint)
             elif ep >= 0:
@@ -1719,7 +1718,6 @@ cdef class Engine:
         cdef Py_ssize_t k, missing
         cdef int64_t ui
         cdef KeyTable keys = self._user_keys
-        cdef dict d = self._users
         cdef list names = self._user_names
         if self._added_since_sweep >= self._sweep_every:
             # every id checked before the sweep, as on the general path; then the
@@ -1730,7 +1728,7 @@ cdef class Engine:
             user_col = _name_column(users, &items, &k)
             if user_col is None or k != n:
                 return False
-        missing = keys.find_rows(items, n, out, d, names)
+        missing = keys.find_rows(items, n, out, names)
         if missing < 0:
             return False
         if missing == 0:
@@ -1738,7 +1736,7 @@ cdef class Engine:
         for k in range(n):  # creating a user may run Python code (a table grown): read again
             if out[k] < 0:
                 user = user_col[k]
-                ui = keys.find(user, d, names)  # an earlier row may have created it
+                ui = keys.find(user, names)  # an earlier row may have created it
                 out[k] = self._unknown_user(user) if ui < 0 else ui
         return True
 

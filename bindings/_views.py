@@ -326,8 +326,10 @@ class _Views(_Host):
         return dict(self._app_config[self._apps[name]])
 
     def user_config(self, id: str) -> dict[str, Any]:
-        u = self._users.get(_check_name("id", id))
-        if u is None:
-            raise UnknownUser("id", id, "no such user")
-        hz = int(self._t["user"][st.US_HOME_ZONE, u])
-        return dict(id=id, home_zone=None if hz < 0 else self._zone_names[hz], apps=sorted(self._user_apps[u]))
+        id = _check_name("id", id)
+        with self._locked():
+            u = self._find_user(id)
+            if u < 0:
+                raise UnknownUser("id", id, "no such user")
+            hz = int(self._t["user"][st.US_HOME_ZONE, u])
+            return dict(id=id, home_zone=None if hz < 0 else self._zone_names[hz], apps=sorted(self._user_apps[u]))

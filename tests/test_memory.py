@@ -58,7 +58,7 @@ def test_rss_stays_flat_over_one_off_users_and_endpoints():
     after = _rss_mib()
     assert after - before < 6.0, (before, after)
     # what is kept is bounded by the live sessions (plus one sweep's worth)
-    assert len(s._users) <= 2 * max(usher.scheduler.SWEEP_FLOOR, LIVE) + LIVE
+    assert len(s.user_ids) <= 2 * max(usher.scheduler.SWEEP_FLOOR, LIVE) + LIVE
     # endpoints: those live sessions name, and those looked up over the last
     # ENDPOINT_IDLE_SWEEPS + 1 sweep intervals (each at most a sweep's additions)
     interval = max(usher.scheduler.SWEEP_FLOOR, 2 * LIVE)

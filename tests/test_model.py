@@ -385,13 +385,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert one_by_one.servers().tolist() == self.e.servers().tolist()
         assert one_by_one.sessions().tolist() == self.e.sessions().tolist()
 
-    @precondition(lambda self: self.e is not None and any(u in self.e._users for u in USERS))
+    @precondition(lambda self: self.e is not None and bool(set(USERS) & set(self.e.user_ids)))
     @rule(data=st.data(), n=st.integers(1, 4))
     def launch_many_compiled(self, data, n):
         """``launch_many`` on user indices or known ids (a list or a tuple), app
         indices or names (a list or a tuple), zone names or none, and one time: the engine's compiled batch path, against the reference's
         launch_many on the names and against the same launches one by one."""
-        known = [u for u in USERS if u in self.e._users]
+        known = [u for u in USERS if u in set(self.e.user_ids)]
         users = [data.draw(st.sampled_from(known)) for _ in range(n)]
         apps = [data.draw(st.sampled_from(list(self.apps_cfg))) for _ in range(n)]
         locs = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(LOCATIONS), min_size=n, max_size=n)),

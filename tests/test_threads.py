@@ -88,7 +88,9 @@ def _check_invariants(s, ids):
     assert s.live_sessions == len(sessions)
     assert len(set(s.user_ids)) == len(s.user_ids)
     assert len(set(s.server_names())) == len(s.server_names())
-    assert len(s._users) == len(s.user_ids)
+    # the key table (the user ids' only index) finds every user at its index
+    with s._locked():
+        assert all(s._find_user(u) == i for i, u in enumerate(s._user_names) if u is not None)
     # every name that some thread added exactly once is there once
     for kind, name in ids:
         if kind == "user":
