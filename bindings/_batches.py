@@ -45,12 +45,12 @@ class _Batches(_Host):
         if k >= 0:
             raise InvalidArgument(f"users[{k}]", users[k], "must be a non-empty string")
         with self._locked():
-            find = self._find_user
-            out = [find(u) for u in users]
-            if -1 in out:
-                k = out.index(-1)
-                raise UnknownUser(f"users[{k}]", users[k], "no such user")
-        return np.array(out, dtype=np.int64)
+            out = self._find_users(users)
+        unknown = np.flatnonzero(out < 0)
+        if len(unknown):
+            k = int(unknown[0])
+            raise UnknownUser(f"users[{k}]", users[k], "no such user")
+        return out
 
     def app_indices(self, apps: Sequence[str] | np.ndarray) -> np.ndarray:
         """Indices of apps (for ``launch_many`` with integer arrays)."""

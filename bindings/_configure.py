@@ -328,10 +328,10 @@ class _Configure(_Host):
                         sets[key] = f
                 frozen.append(f)
         with self._locked():
-            find = self._find_user
-            for k, uid in enumerate(ids):
-                if find(uid) >= 0:
-                    raise DuplicateName(f"ids[{k}]", uid, "a user with this id exists")
+            known = np.flatnonzero(self._find_users(ids) >= 0)
+            if len(known):
+                k = int(known[0])
+                raise DuplicateName(f"ids[{k}]", ids[k], "a user with this id exists")
             u0 = len(self._user_names)
             self._user_room(u0 + n)
             self._user_kind[u0 : u0 + n] = USER_DIRECTORY

@@ -1170,6 +1170,24 @@ cdef class Engine:
         (lock held). The key table is the only index of the user ids."""
         return self._user_keys.find(user, self._user_names)
 
+    def _find_users(self, ids):
+        """``_find_user`` of each id of ``ids`` (a sequence of hashables) as an int64
+        array: one compiled pass over the key table for a list, tuple or object
+        array of non-empty exact strs (``KeyTable.find_rows``), else one lookup an
+        id. Nothing is created. Lock held."""
+        cdef PyObject** items = NULL
+        cdef Py_ssize_t n = len(ids), m = 0, k
+        cdef cnp.ndarray out = _np_empty(n, dtype=_np_int64)
+        cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(out)
+        col = _name_column(ids, &items, &m)
+        if col is not None and m == n and self._user_keys.find_rows(items, n, o, self._user_names) >= 0:
+            return out
+        k = 0
+        for uid in ids:
+            o[k] = self._user_keys.find(uid, self._user_names)
+            k += 1
+        return out
+
     cdef int64_t _unknown_user(self, object user) except -2:
         """The index of ``user``, not in the key table (lock held): a new
         implicit user, or -1 when entitlement is enforced."""

@@ -126,7 +126,13 @@ class UserKeys(RuleBasedStateMachine):
                     assert u == -1, (uid, u)
         if self.ref:
             ids = sorted(self.ref)
-            assert [s._user_names[u] for u in s.user_indices(ids).tolist()] == ids
+            for column in (ids, tuple(ids), np.array(ids, dtype=object), np.array(ids)):
+                assert [s._user_names[u] for u in s.user_indices(column).tolist()] == ids
+            unknown = [i for i in IDS if i not in self.ref]
+            if unknown:
+                with pytest.raises(usher.UnknownUser) as e:
+                    s.user_indices(ids + [unknown[0]])
+                assert e.value.field == f"users[{len(ids)}]"
 
 
 TestUserKeys = UserKeys.TestCase
