@@ -635,8 +635,7 @@ def decision_from_row(const int64_t[::1] row, names, explanation=None):
 cdef class KeyTable:
     """The index of a list of keys (user ids, endpoints: any hashable): ``names``,
     the key of each index ``0 .. n-1`` (``None`` at a free index). For the user
-    ids it is the only index (no dict beside it); for the endpoints it mirrors
-    the endpoint dict for the lookups of a single ``launch``.
+    ids and the endpoints it is their only index (no dict beside it).
 
     A dict probe reads its index array, its entry and the int object of the
     value: three random reads, each a cache miss when a logon storm draws users
@@ -1009,9 +1008,9 @@ cdef class Engine:
     cdef advance_fn _advance
     cdef pthread_mutex_t* _lock
     cdef KeyTable _user_keys  # the user ids: their only index (of _user_names)
-    cdef KeyTable _endpoint_keys  # the endpoints (of _endpoint_names), as the endpoint dict has them
+    cdef KeyTable _endpoint_keys  # the endpoints: their only index (of _endpoint_names)
     cdef NameIndex _app_index, _zone_index  # the app and zone dicts, by characters
-    cdef public dict _apps, _zones, _endpoints, _servers, _pools
+    cdef public dict _apps, _zones, _servers, _pools
     cdef public list _server_names, _zone_names, _pool_names, _app_names, _user_names
     cdef public list _endpoint_names, _user_free, _endpoint_free  # by index (None: free); free indices
     cdef public list _user_apps  # by user index: the frozenset of app names it is entitled to
@@ -1029,6 +1028,7 @@ cdef class Engine:
     cdef int64_t* _locations
     cdef int64_t* _user_rows
     cdef int64_t* _app_rows
+    cdef int64_t* _endpoint_rows
     cdef double* _times
     cdef Py_ssize_t _fill_cap
     cdef int64_t* _sop_rows  # session_ops_many's columns, one block (see _sop_room)
@@ -1237,23 +1237,40 @@ cdef class Engine:
     cpdef int64_t _endpoint_index(self, object endpoint) except -2:
         """Index of ``endpoint`` (a str), added when new (at a free index when
         there is one). Lock held."""
-        cdef bint appended
+        cdef int64_t idx
         if endpoint is None:
             return -1
-        idx = self._endpoints.get(endpoint)
-        if idx is None:
-            appended = not self._endpoint_free
-            if appended:
-                idx = len(self._endpoint_names)
-                self._endpoint_names.append(endpoint)
-            else:
-                idx = self._endpoint_free.pop()
-                self._endpoint_names[idx] = endpoint
-            self._endpoints[endpoint] = idx
-            self._endpoint_keys.add(endpoint, idx, self._endpoint_names, appended)
-            self._added_since_sweep += 1
+        idx = self._endpoint_keys.find(endpoint, self._endpoint_names)
+        if idx < 0:
+            return self._add_endpoint(endpoint)
         self._mark_endpoint(idx)
         return idx
+
+    cpdef int64_t _find_endpoint(self, object endpoint) except -2:
+        """Index of ``endpoint`` (hashable), or -1 when it is not known; nothing
+        added or marked (lock held)."""
+        return self._endpoint_keys.find(endpoint, self._endpoint_names)
+
+    cdef int64_t _add_endpoint(self, object endpoint) except -2:
+        """Add ``endpoint`` (a str the key table does not hold) at a free index, or
+        at the end, marked as just looked up; its index. Lock held."""
+        cdef bint appended = not self._endpoint_free
+        cdef int64_t idx
+        cdef list names = self._endpoint_names
+        if appended:
+            idx = len(names)
+            names.append(endpoint)
+        else:
+            idx = self._endpoint_free.pop()
+            names[idx] = endpoint
+        self._endpoint_keys.add(endpoint, idx, names, appended)
+        self._added_since_sweep += 1
+        self._mark_endpoint(idx)
+        return idx
+
+    cdef inline Py_ssize_t _n_endpoints(self):
+        """How many endpoints are known (a name at their index)."""
+        return len(self._endpoint_names) - len(self._endpoint_free)
 
     cdef inline int _mark_endpoint(self, int64_t e) except -1:
         """Endpoint index ``e`` was looked up: not idle (lock held)."""
@@ -1340,10 +1357,10 @@ cdef class Engine:
                 self._forget_user_at(victims[k], kind)
         finally:
             free(victims)
-        if len(self._endpoints) != self._endpoints_kept:  # endpoints were added since
+        if self._n_endpoints() != self._endpoints_kept:  # endpoints were added since
             scanned += self._hdr[H_SESSION_CAP]
             self._endpoints_named = self._sweep_endpoints()
-            self._endpoints_kept = len(self._endpoints)
+            self._endpoints_kept = self._n_endpoints()
         self._added_since_sweep = 0
         # the endpoints kept for being used lately are not counted: each sweep would
         # wait for more additions than the last, and one-off endpoints pile up
@@ -1368,15 +1385,20 @@ cdef class Engine:
         cdef list names = self._endpoint_names
         cdef Py_ssize_t n = len(names), cap = self._hdr[H_SESSION_CAP], i, e, n_named = 0
         cdef const int64_t* rec = <const int64_t*><uintptr_t>self._hdr[H_SESSION_I_ADDR]
+        cdef Py_ssize_t m = 0, k
         cdef uint8_t* named
         cdef uint8_t* idle
+        cdef Py_ssize_t* victims
         if n == 0:
             return 0
         if n > self._endpoint_idle_cap:
             self._endpoint_idle_room(n - 1)
         idle = self._endpoint_idle
         named = <uint8_t*>calloc(n, 1)
-        if named == NULL:
+        victims = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
+        if named == NULL or victims == NULL:
+            free(named)
+            free(victims)
             raise MemoryError("cannot allocate the sweep's endpoint marks")
         try:
             for i in range(cap):
@@ -1391,15 +1413,29 @@ cdef class Engine:
                 elif idle[e] < _ENDPOINT_IDLE_SWEEPS:
                     idle[e] += 1
                 else:
-                    key = names[e]
-                    if key is not None:
-                        del self._endpoints[key]
-                        self._endpoint_keys.remove(key, names)
-                        names[e] = None
-                        self._endpoint_free.append(e)
+                    if PyList_GET_ITEM(names, e) != <PyObject*>None:
+                        victims[m] = e
+                        m += 1
                     idle[e] = 0
+            # forgotten at random places of memory, as the users are (_sweep_now):
+            # the name objects 2 * KEY_AHEAD further on, their slots KEY_AHEAD further
+            # on, requested before their turn
+            for k in range(min(2 * KEY_AHEAD, m)):
+                usher_prefetch(PyList_GET_ITEM(names, victims[k]))
+            for k in range(min(KEY_AHEAD, m)):
+                self._endpoint_keys.prefetch(names[victims[k]])
+            for k in range(m):
+                if k + 2 * KEY_AHEAD < m:
+                    usher_prefetch(PyList_GET_ITEM(names, victims[k + 2 * KEY_AHEAD]))
+                if k + KEY_AHEAD < m:
+                    self._endpoint_keys.prefetch(names[victims[k + KEY_AHEAD]])
+                e = victims[k]
+                self._endpoint_keys.remove(names[e], names)
+                names[e] = None
+                self._endpoint_free.append(e)
         finally:
             free(named)
+            free(victims)
         return n_named
 
     cdef inline int _maybe_sweep(self) except -1:
@@ -1452,7 +1488,7 @@ cdef class Engine:
             else:
                 e = self._endpoint_keys.find(endpoint, self._endpoint_names)
                 if e < 0:
-                    e = self._endpoint_index(endpoint)
+                    e = self._add_endpoint(endpoint)
                 else:
                     self._mark_endpoint(e)
             out[k] = e
@@ -1587,7 +1623,7 @@ cdef class Engine:
                     raise InvalidArgument("user", user, "must be a non-empty string")
                 ui = self._unknown_user(user)  # find() looked in the key table
             if ep < 0 and endpoint is not None:
-                ep = self._endpoint_index(endpoint)
+                ep = self._add_endpoint(endpoint)
             elif ep >= 0:
                 self._mark_endpoint(ep)
             if self._dirty or self._hdr[H_SESSION_FREE_TOP] < 1 or self._hdr[H_INSTANCE_FREE_TOP] < 1:
@@ -1626,22 +1662,23 @@ cdef class Engine:
         if status != 0:
             raise_for_status(status, "now", nows[0])
 
-    def _launch_compiled(self, users, apps, now, locations=None):
+    def _launch_compiled(self, users, apps, now, locations=None, endpoints=None):
         """(Lock held: the caller, ``Scheduler.launch_many``, holds it over both
         paths and reads the clock under it.) ``launch_many`` for the batch shape of
         a storm replayed by a broker or a simulator: ``users`` as a C-contiguous 1-D
         int64 ndarray of indices (``user_indices``) or a list, tuple or 1-D object
         ndarray of user ids (exact strs), ``apps`` as such an array of app indices
         (``app_indices``) or a list, tuple or object ndarray of app names,
-        locations as None or such a sequence of n zone names (None entries
-        allowed), no endpoints or external flags, one time for every row (a float
-        or an int). Returns the (n, N_D) decision rows, or None when the batch has
+        locations and endpoints each as None or such a sequence of n names (None
+        entries allowed), no external flags, one time for every row (a float or an
+        int). Returns the (n, N_D) decision rows, or None when the batch has
         another shape or holds any value that would be refused: the caller then
         takes the general path, which checks everything again and raises the
         error (naming the field and the row). So this path holds no rule of its
         own: it checks that the general path would take the batch as is, then
         does what it does — the sweep, users not seen yet created (as
-        ``_user_rows_into`` does, in row order), the same kernel on the same
+        ``_user_rows_into`` does, in row order), then endpoints not seen yet (as
+        ``_endpoint_rows_into`` does, in row order), the same kernel on the same
         rows — without its Python-level work (a dozen calls, fill arrays, a
         float array of times). Names are read in place (a list's or an object
         array's item pointers), each checked as it is looked up
@@ -1651,9 +1688,11 @@ cdef class Engine:
         cdef PyObject** user_items = NULL
         cdef PyObject** app_items = NULL
         cdef PyObject** loc_items = NULL
-        cdef Py_ssize_t n = 0, n_apps = 0, n_locs = 0
+        cdef PyObject** ep_items = NULL
+        cdef Py_ssize_t n = 0, n_apps = 0, n_locs = 0, n_eps = 0
         cdef double t
         cdef int64_t* loc
+        cdef int64_t* ep
         user_col = _name_column(users, &user_items, &n)
         app_col = _name_column(apps, &app_items, &n_apps)
         if (user_col is None and not _int64_vector(users)) or (app_col is None and not _int64_vector(apps)):
@@ -1668,6 +1707,10 @@ cdef class Engine:
             loc_col = _name_column(locations, &loc_items, &n_locs)
             if loc_col is None or n_locs != n:
                 return None
+        if endpoints is not None:  # each None or a non-empty exact str
+            ep_col = _name_column(endpoints, &ep_items, &n_eps)
+            if ep_col is None or n_eps != n or _first_not_str_of(ep_items, n, True) >= 0:
+                return None
         if type(now) is float or type(now) is int:  # the caller has read the clock for None
             try:
                 t = now
@@ -1680,7 +1723,7 @@ cdef class Engine:
         if t < self._clk[CK_NOW]:  # the general path raises TimeWentBackwards
             return None
         self._fill_rows(n, t)
-        loc = self._minus_ones  # (the columns may have moved)
+        loc = ep = self._minus_ones  # (the columns may have moved)
         if app_col is not None:  # each a known app
             if _rows_of_names(app_items, n, self._apps, self._app_rows, False, -1) >= 0:
                 return None
@@ -1704,22 +1747,56 @@ cdef class Engine:
             if not _all_below(self._user_rows, n, len(self._user_names)) or (
                     self._user_free and not self._all_users_live(self._user_rows, n)):
                 return None  # not a user index, or one forgotten: the general path names it
+        if ep_items != NULL:  # checked above: from here on nothing is refused
+            ep = self._endpoint_rows
+            self._endpoint_rows_of(ep_col, ep_items, n, ep)
         self._prepare(n)
-        return self._launch_rows(n, self._user_rows, loc, t)
+        return self._launch_rows(n, self._user_rows, loc, ep, t)
 
-    cdef object _launch_rows(self, Py_ssize_t n, const int64_t* u, int64_t* loc, double t):
+    cdef int _endpoint_rows_of(self, ep_col, PyObject** items, Py_ssize_t n, int64_t* out) except -1:
+        """The index of each endpoint of a batch's column (``ep_col``, read in place
+        through its n ``items``, each None or a non-empty exact str) into ``out``, as
+        ``_endpoint_rows_into`` finds them: -1 for None, a known one marked as
+        looked up, a new one added in row order. The slots of the rows KEY_AHEAD
+        further on are requested before their turn. Adding an endpoint runs no
+        Python code that could change the column. Lock held."""
+        cdef Py_ssize_t k
+        cdef int64_t e
+        cdef KeyTable keys = self._endpoint_keys
+        cdef list names = self._endpoint_names
+        cdef PyObject* none = <PyObject*>None
+        for k in range(min(KEY_AHEAD, n)):
+            if items[k] != none:
+                keys.prefetch(<object>items[k])
+        for k in range(n):
+            if k + KEY_AHEAD < n and items[k + KEY_AHEAD] != none:
+                keys.prefetch(<object>items[k + KEY_AHEAD])
+            if items[k] == none:
+                out[k] = -1
+                continue
+            endpoint = <object>items[k]
+            e = keys.find(endpoint, names)
+            if e < 0:
+                e = self._add_endpoint(endpoint)
+            else:
+                self._mark_endpoint(e)
+            out[k] = e
+        return 0
+
+    cdef object _launch_rows(self, Py_ssize_t n, const int64_t* u, int64_t* loc, int64_t* ep,
+                             double t):
         """The kernel over the rows of a compiled batch (lock held, capacity
-        prepared): ``u`` and ``loc`` given, the apps in ``_app_rows``."""
+        prepared): ``u``, ``loc`` and ``ep`` given, the apps in ``_app_rows``."""
         cdef int64_t status
         out = _np_empty((n, N_D), dtype=_np_int64)
         cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out)
         if n >= NOGIL_ROWS and other_threads():
             with nogil:
                 status = self._launch_many(self._hdr, n, <int64_t*>u, self._app_rows, loc,
-                                           self._minus_ones, self._zeros, self._times, o)
+                                           ep, self._zeros, self._times, o)
         else:
             status = self._launch_many(self._hdr, n, <int64_t*>u, self._app_rows, loc,
-                                       self._minus_ones, self._zeros, self._times, o)
+                                       ep, self._zeros, self._times, o)
         if status != 0:
             raise_for_status(status, "now", t)
         return out
@@ -1760,13 +1837,14 @@ cdef class Engine:
 
     cdef int _fill_rows(self, Py_ssize_t n, double t) except -1:
         """The columns of a compiled batch: n locations and endpoints of -1 (none),
-        n external flags of 0, n copies of ``t``, room for n location, user and app
-        rows. Kept between calls (lock held); only the times are written again."""
+        n external flags of 0, n copies of ``t``, room for n location, user, app and
+        endpoint rows. Kept between calls (lock held); only the times are written
+        again."""
         cdef Py_ssize_t k, cap = self._fill_cap
         cdef void* p
         if n > cap:
             cap = max(n, 2 * cap)
-            p = malloc(6 * cap * 8)  # one block, six columns
+            p = malloc(7 * cap * 8)  # one block, seven columns
             if p == NULL:
                 raise MemoryError("cannot allocate a batch's fill columns")
             free(self._minus_ones)  # the block's start
@@ -1776,6 +1854,7 @@ cdef class Engine:
             self._user_rows = self._minus_ones + 3 * cap
             self._times = <double*>(self._minus_ones + 4 * cap)
             self._app_rows = self._minus_ones + 5 * cap
+            self._endpoint_rows = self._minus_ones + 6 * cap
             self._fill_cap = cap
             for k in range(cap):
                 self._minus_ones[k] = -1

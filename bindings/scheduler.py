@@ -94,7 +94,7 @@ class Scheduler(_Configure, _Servers, _Batches, _Views, _engine.Engine):
         self._seed = seed
 
         self._servers, self._pools, self._apps = {}, {}, {}
-        self._zones, self._endpoints, self._tags = {}, {}, {}
+        self._zones, self._tags = {}, {}
         self._server_names, self._zone_names, self._pool_names = [], [], []
         self._app_names, self._user_names = [], []
         self._names = (self._server_names, self._zone_names, self._pool_names)
@@ -263,7 +263,7 @@ class Scheduler(_Configure, _Servers, _Batches, _Views, _engine.Engine):
 
     # ------------------------------------------------------------ what-if
     #: the compiled base's attributes that make up the state (the rest is in __dict__)
-    _ENGINE_STATE = ("_apps", "_zones", "_endpoints", "_servers", "_pools",
+    _ENGINE_STATE = ("_apps", "_zones", "_servers", "_pools",
                      "_server_names", "_zone_names", "_pool_names", "_app_names", "_user_names",
                      "_endpoint_names", "_user_free", "_endpoint_free", "_user_kind", "_user_apps",
                      "_added_since_sweep", "_sweep_every", "_clock")
@@ -281,7 +281,9 @@ class Scheduler(_Configure, _Servers, _Batches, _Views, _engine.Engine):
         """A scheduler holding ``state`` (from ``_state``; taken over, not copied)."""
         new = cls.__new__(cls)
         tables = state.pop("_t")
-        state.pop("_users", None)  # a state written when the user ids had a dict (the key table reads _user_names)
+        # a state written when user ids and endpoints had dicts: the key tables read the name lists
+        state.pop("_users", None)
+        state.pop("_endpoints", None)
         for attr, value in state.items():
             setattr(new, attr, value)
         new._names = (new._server_names, new._zone_names, new._pool_names)

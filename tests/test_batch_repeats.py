@@ -1,5 +1,5 @@
 """``launch_many`` by names as a broker's batches are: long, naming a few apps and zones
-over and over — by the same objects, by equal objects made apart, by more distinct names
+over and over, with the client endpoints (desks come back, one-off kiosks, None) — by the same objects, by equal objects made apart, by more distinct names
 than the compiled path remembers at once, in lists and in object arrays read in place
 (contiguous or not). The compiled path equals the general path (the same batch with an
 explicit external column) and the launches one by one; a bad row after many good repeats
@@ -54,25 +54,36 @@ def _column(kind, values):
 _names = st.sampled_from(["a", "b", "c"])
 # known zones, None, and zone names no server is in (many: more than the memo's slots)
 _places = st.one_of(st.sampled_from((None,) + _ZONES), st.integers(0, 150).map(lambda k: f"far{k}"))
+# desks used again, kiosks used once, none
+_desks = st.one_of(st.none(), st.integers(0, 20).map(lambda k: f"desk{k}"),
+                   st.integers(0, 10**6).map(lambda k: f"kiosk{k}"))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.tuples(st.integers(0, 59), _names, _places, st.booleans()), min_size=1, max_size=300),
-       st.sampled_from(["list", "array", "strided"]), st.booleans())
-def test_repeated_names_equal_the_general_path_and_one_by_one(rows, kind, enforce):
+@given(st.lists(st.tuples(st.integers(0, 59), _names, _places, st.booleans(), _desks), min_size=1, max_size=300),
+       st.sampled_from(["list", "array", "strided"]), st.booleans(), st.booleans())
+def test_repeated_names_equal_the_general_path_and_one_by_one(rows, kind, enforce, with_desks):
     fast, general, single = _fleet(enforce), _fleet(enforce), _fleet(enforce)
+    for s in (fast, general, single):  # endpoints known before the batch, one forgotten slot to reuse
+        for k, pc in enumerate(("desk1", "desk2", "old-desk")):
+            s.logoff(s.launch(f"d{k}", "a", endpoint=pc, now=0.5).session, now=0.5)
     calls = _calls(fast)
-    users = [f"d{u}" if u < 30 else f"new{u}" for u, _a, _z, _c in rows]
-    apps = [_copy(a) if c else a for _u, a, _z, c in rows]
-    locs = [_copy(z) if c else z for _u, _a, z, c in rows]
-    got = fast.launch_many(_column(kind, users), _column(kind, apps), locations=_column(kind, locs), now=1.0)
-    forced = general.launch_many(users, apps, locations=locs, external=[False] * len(rows), now=1.0)
-    one = [single.launch(u, a, location=z, now=1.0) for u, a, z in zip(users, apps, locs)]
+    users = [f"d{u}" if u < 30 else f"new{u}" for u, _a, _z, _c, _e in rows]
+    apps = [_copy(a) if c else a for _u, a, _z, c, _e in rows]
+    locs = [_copy(z) if c else z for _u, _a, z, c, _e in rows]
+    eps = [_copy(e) if c else e for _u, _a, _z, c, e in rows] if with_desks else None
+    got = fast.launch_many(_column(kind, users), _column(kind, apps), locations=_column(kind, locs),
+                           endpoints=None if eps is None else _column(kind, eps), now=1.0)
+    forced = general.launch_many(users, apps, locations=locs, endpoints=eps, external=[False] * len(rows), now=1.0)
+    one = [single.launch(u, a, location=z, endpoint=None if eps is None else eps[k], now=1.0)
+           for k, (u, a, z) in enumerate(zip(users, apps, locs))]
     assert calls == []
     assert got.rows.tolist() == forced.rows.tolist()
     assert list(got) == one
     assert fast.user_ids == general.user_ids
+    assert fast._endpoint_names == general._endpoint_names == single._endpoint_names
     assert fast.servers().tolist() == general.servers().tolist() == single.servers().tolist()
+    assert fast.sessions().tolist() == general.sessions().tolist() == single.sessions().tolist()
 
 
 class _Name(str):
@@ -90,6 +101,8 @@ class _Name(str):
         ("locations", 7, usher.InvalidArgument, "locations[250]"),
         ("users", "", usher.InvalidArgument, "users[250]"),
         ("users", 7, usher.InvalidArgument, "users[250]"),
+        ("endpoints", "", usher.InvalidArgument, "endpoints[250]"),
+        ("endpoints", 7, usher.InvalidArgument, "endpoints[250]"),
     ],
 )
 def test_a_bad_row_after_repeats_is_named_and_changes_nothing(kind, column, bad, error, field):
@@ -99,25 +112,27 @@ def test_a_bad_row_after_repeats_is_named_and_changes_nothing(kind, column, bad,
         d = s.launch(f"gone{k}", "a", now=1.0)
         s.logoff(d.session, now=1.0)
     s._sweep_every = 1
-    before = (s.servers().tolist(), s.sessions().tolist(), s.user_ids, s.now)
+    before = (s.servers().tolist(), s.sessions().tolist(), s.user_ids, list(s._endpoint_names), s.now)
     cols = {"users": [f"new{k % 40}" for k in range(300)], "apps": ["a"] * 300,
-            "locations": ["Z1", None, "far"] * 100}
+            "locations": ["Z1", None, "far"] * 100, "endpoints": [f"pc{k}" if k % 4 else None for k in range(300)]}
     cols[column][250] = bad
     with pytest.raises(error) as e:
         s.launch_many(_column(kind, cols["users"]), _column(kind, cols["apps"]),
-                      locations=_column(kind, cols["locations"]), now=2.0)
+                      locations=_column(kind, cols["locations"]), endpoints=_column(kind, cols["endpoints"]),
+                      now=2.0)
     assert e.value.field == field
-    assert (s.servers().tolist(), s.sessions().tolist(), s.user_ids, s.now) == before
+    assert (s.servers().tolist(), s.sessions().tolist(), s.user_ids, list(s._endpoint_names), s.now) == before
 
 
-@pytest.mark.parametrize("column", ["users", "apps", "locations"])
+@pytest.mark.parametrize("column", ["users", "apps", "locations", "endpoints"])
 def test_a_str_subclass_takes_the_general_path_with_the_same_decisions(column):
     fast, single = _fleet(), _fleet()
     calls = _calls(fast)
     cols = {"users": [f"d{k % 30}" for k in range(90)], "apps": ["a", "b", "c"] * 30,
-            "locations": ["Z1", None, "far"] * 30}
+            "locations": ["Z1", None, "far"] * 30, "endpoints": [f"pc{k % 7}" for k in range(90)]}
     cols[column][80] = _Name(cols[column][80])
-    got = fast.launch_many(cols["users"], cols["apps"], locations=cols["locations"], now=1.0)
-    one = [single.launch(u, a, location=z, now=1.0) for u, a, z in zip(*cols.values())]
+    got = fast.launch_many(cols["users"], cols["apps"], locations=cols["locations"], endpoints=cols["endpoints"],
+                           now=1.0)
+    one = [single.launch(u, a, location=z, endpoint=e, now=1.0) for u, a, z, e in zip(*cols.values())]
     assert calls == [90]
     assert list(got) == one

@@ -197,7 +197,7 @@ def full_snapshot(s):
     """Everything a caller can read: servers, sessions, counters, names, clock."""
     return (s.servers().tolist(), s.sessions().tolist(), s.licences_in_use, s.licence_cap, s.live_sessions,
             s.now, s.pool_names, s.app_names, s.zone_names, s.user_ids, s.server_names(),
-            sorted(s._tags), sorted(s._endpoints), s.enforce_entitlement, s.seed, s.sinbin_seconds,
+            sorted(s._tags), sorted(e for e in s._endpoint_names if e is not None), s.enforce_entitlement, s.seed, s.sinbin_seconds,
             s.pending_timeout)
 
 

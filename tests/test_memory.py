@@ -47,6 +47,15 @@ def _churn(s, lo, hi, ring):
         ring[k % LIVE] = d.session_id
 
 
+def _endpoints(s):
+    """The endpoints the scheduler knows, by name: their indices (the key table's,
+    checked against the name list; nothing marked as looked up)."""
+    out = {e: i for i, e in enumerate(s._endpoint_names) if e is not None}
+    with s._locked():
+        assert all(s._find_endpoint(e) == i for e, i in out.items())
+    return out
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads RSS from /proc")
 def test_rss_stays_flat_over_one_off_users_and_endpoints():
     s = _scheduler()
@@ -62,7 +71,7 @@ def test_rss_stays_flat_over_one_off_users_and_endpoints():
     # endpoints: those live sessions name, and those looked up over the last
     # ENDPOINT_IDLE_SWEEPS + 1 sweep intervals (each at most a sweep's additions)
     interval = max(usher.scheduler.SWEEP_FLOOR, 2 * LIVE)
-    assert len(s._endpoints) <= (_engine.ENDPOINT_IDLE_SWEEPS + 1) * interval + LIVE
+    assert len(_endpoints(s)) <= (_engine.ENDPOINT_IDLE_SWEEPS + 1) * interval + LIVE
     assert s.live_sessions == LIVE
 
 
@@ -78,7 +87,7 @@ def test_forgotten_users_and_endpoints_are_those_no_session_needs():
     rows = s.sessions()
     # every live session's user and endpoint are known, by the names it was launched with
     for row in rows:
-        assert row["user"] in kept and row["endpoint"] in s._endpoints
+        assert row["user"] in kept and row["endpoint"] in _endpoints(s)
         assert row["endpoint"] == "pc" + row["user"][1:]
     # users without a live session went (all but those since the last sweep)
     idle = [u for u in kept if int(u[1:]) % 3]
@@ -124,7 +133,7 @@ def test_an_endpoint_used_again_keeps_its_index_and_an_idle_one_goes():
     s.add_server("t0", "z", "same", max_sessions=10**5)
     d = s.launch("regular", "a", endpoint="desk", now=0.0)
     s.logoff(d.session_id, now=0.0)
-    index = s._endpoints["desk"]
+    index = _endpoints(s)["desk"]
     ring = [None] * LIVE
     idle_sweeps = _engine.ENDPOINT_IDLE_SWEEPS
     step = usher.scheduler.SWEEP_FLOOR  # each launch adds a user and an endpoint: two sweeps
@@ -133,12 +142,14 @@ def test_an_endpoint_used_again_keeps_its_index_and_an_idle_one_goes():
         _churn(s, k, k + step, ring)
         k += step
         d = s.launch("regular", "a", endpoint="desk", now=float(k))  # used at every sweep
-        assert s._endpoints["desk"] == index
+        assert _endpoints(s)["desk"] == index
         s.logoff(d.session_id, now=float(k))
     # left idle: forgotten after ENDPOINT_IDLE_SWEEPS + 1 sweeps
     _churn(s, k, k + step * (idle_sweeps + 1), ring)
     k += step * (idle_sweeps + 1)
-    assert "desk" not in s._endpoints
+    assert "desk" not in _endpoints(s)
+    with s._locked():
+        assert s._find_endpoint("desk") == -1  # gone from the key table too
     # a disconnected session on a same-endpoint pool reconnects from its endpoint only
     d = s.launch("roamer", "b", endpoint="pc-r", now=float(k))
     s.disconnect(d.session_id, now=float(k))

@@ -389,22 +389,27 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), n=st.integers(1, 4))
     def launch_many_compiled(self, data, n):
         """``launch_many`` on user indices or known ids (a list or a tuple), app
-        indices or names (a list or a tuple), zone names or none, and one time: the engine's compiled batch path, against the reference's
-        launch_many on the names and against the same launches one by one."""
+        indices or names (a list or a tuple), zone names or none, endpoint names
+        (None entries among them) or none, and one time: the engine's compiled batch
+        path, against the reference's launch_many on the names and against the same
+        launches one by one."""
         known = [u for u in USERS if u in set(self.e.user_ids)]
         users = [data.draw(st.sampled_from(known)) for _ in range(n)]
         apps = [data.draw(st.sampled_from(list(self.apps_cfg))) for _ in range(n)]
         locs = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(LOCATIONS), min_size=n, max_size=n)),
                          label="locations")
+        eps = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(ENDPOINTS), min_size=n, max_size=n)),
+                        label="endpoints")
         now = self.now
         one_by_one = self.e.copy()
-        singles = [self.engine_launch(one_by_one, u, a, None if locs is None else locs[k], None, False, now)
+        singles = [self.engine_launch(one_by_one, u, a, None if locs is None else locs[k],
+                                      None if eps is None else eps[k], False, now)
                    for k, (u, a) in enumerate(zip(users, apps))]
         users_idx, apps_idx = self.e.user_indices(users), self.e.app_indices(apps)
         users_arg = data.draw(st.sampled_from([users_idx, users, tuple(users)]), label="users as")
         apps_arg = data.draw(st.sampled_from([apps_idx, apps, tuple(apps)]), label="apps as")
-        ok, be, br = self.both(lambda s: s.launch_many(users_arg, apps_arg, locations=locs, now=now),
-                               lambda s: s.launch_many(users, apps, locations=locs, now=now))
+        ok, be, br = self.both(lambda s: s.launch_many(users_arg, apps_arg, locations=locs, endpoints=eps, now=now),
+                               lambda s: s.launch_many(users, apps, locations=locs, endpoints=eps, now=now))
         assert ok
         for i, d in enumerate(singles):
             b = be[i]

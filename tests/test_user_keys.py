@@ -18,6 +18,7 @@ import usher
 from usher import Outcome
 
 IDS = [f"u{k}" for k in range(24)] + ["a-rather-long-user-id-of-the-ward", "bénévole-7"]
+PCS = [f"pc-{k}" for k in range(12)] + ["a-workstation-name-longer-than-a-slot"]
 
 
 def _scheduler() -> usher.Scheduler:
@@ -76,19 +77,22 @@ class UserKeys(RuleBasedStateMachine):
             self.s.remove_user(uid)
             del self.ref[uid]
 
-    @rule(uid=st.sampled_from(IDS), fresh=st.booleans())
-    def launch(self, uid, fresh):
+    @rule(uid=st.sampled_from(IDS), fresh=st.booleans(), pc=st.none() | st.sampled_from(PCS))
+    def launch(self, uid, fresh, pc):
         # an equal id that is another object, as a broker decodes it from a request
-        d = self.s.launch(uid.encode().decode() if fresh else uid, "a", now=self._tick())
+        d = self.s.launch(uid.encode().decode() if fresh else uid, "a", endpoint=pc, now=self._tick())
         assert d.outcome in (Outcome.PLACED, Outcome.SHARED), d
         self.ref.setdefault(uid, "implicit")
         if d.outcome == Outcome.PLACED:
             self.sessions[d.session_id] = uid
         assert self.s.sessions()[self.s.sessions()["id"] == d.session_id][0]["user"] == uid
 
-    @rule(uids=st.lists(st.sampled_from(IDS), min_size=1, max_size=8))
-    def launch_many(self, uids):
-        b = self.s.launch_many([u.encode().decode() for u in uids], ["a"] * len(uids), now=self._tick())
+    @rule(uids=st.lists(st.sampled_from(IDS), min_size=1, max_size=8), data=st.data())
+    def launch_many(self, uids, data):
+        pcs = data.draw(st.none() | st.lists(st.none() | st.sampled_from(PCS), min_size=len(uids),
+                                             max_size=len(uids)), label="endpoints")
+        b = self.s.launch_many([u.encode().decode() for u in uids], ["a"] * len(uids), endpoints=pcs,
+                               now=self._tick())
         for uid, o, sid in zip(uids, b.outcome.tolist(), b.session.tolist()):
             self.ref.setdefault(uid, "implicit")
             if o == int(Outcome.PLACED):
@@ -112,6 +116,17 @@ class UserKeys(RuleBasedStateMachine):
     @rule(how=st.sampled_from(["copy", "pickle"]))
     def replace(self, how):
         self.s = self.s.copy() if how == "copy" else pickle.loads(pickle.dumps(self.s))
+
+    @invariant()
+    def every_endpoint_found_at_its_index(self):
+        s = self.s
+        names = s._endpoint_names
+        known = {e: i for i, e in enumerate(names) if e is not None}
+        with s._locked():
+            for pc in PCS:
+                assert s._find_endpoint(pc.encode().decode()) == known.get(pc, -1), pc
+        for row in s.sessions():
+            assert row["endpoint"] is None or row["endpoint"] in known, row
 
     @invariant()
     def every_id_found_at_its_index(self):
@@ -183,3 +198,33 @@ def test_many_one_off_users_leave_the_key_table_as_the_names():
         for k in range(12_000):
             uid = f"once{k}"
             assert (s._find_user(uid) >= 0) == (uid in kept)
+
+
+def test_a_forgotten_endpoint_leaves_the_key_table_and_its_index_is_reused():
+    """An endpoint idle over ENDPOINT_IDLE_SWEEPS + 1 sweeps that each followed new
+    endpoints is forgotten: the key table no longer finds it (the table is small here,
+    so no rebuild hides a deletion it missed), and the next new endpoint takes its index
+    under its own name."""
+    from usher import _engine
+
+    s = _scheduler()
+    t = 0.0
+    d = s.launch("regular", "a", endpoint="desk", now=t)
+    s.logoff(d.session_id, now=t)
+    with s._locked():
+        desk = s._find_endpoint("desk")
+    assert desk >= 0
+    for k in range(_engine.ENDPOINT_IDLE_SWEEPS + 1):
+        t += 1.0
+        d = s.launch(f"walk-in-{k}", "a", endpoint=f"kiosk-{k}", now=t)  # a new endpoint each time
+        with s._locked():
+            assert s._find_endpoint("desk") == desk  # idle, not yet forgotten
+            s._sweep()
+        s.logoff(d.session_id, now=t)
+    with s._locked():
+        assert s._endpoint_names[desk] is None
+        assert s._find_endpoint("desk") == -1
+    d = s.launch("newcomer", "a", endpoint="new-desk", now=t + 1)
+    with s._locked():
+        assert s._find_endpoint("new-desk") == desk and s._find_endpoint("desk") == -1
+    assert s.session(d.session_id)["endpoint"] == "new-desk"
