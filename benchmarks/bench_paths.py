@@ -292,10 +292,12 @@ def test_launch_known_broker(benchmark, fleet, impl):
 
 
 # ---------------------------------------------------------------- launch_many with names
-@pytest.mark.parametrize("users_as", ["list", "object-array", "unseen"])
+@pytest.mark.parametrize("users_as", ["list", "object-array", "unseen", "desks"])
 def test_launch_many_names(benchmark, fleet, users_as):
     """``launch_many`` with names for users, apps and locations: Python lists, object arrays,
-    or (``unseen``) lists of users not in the directory (each created by the batch)."""
+    (``unseen``) lists of users not in the directory (each created by the batch), or
+    (``desks``) lists with each user's client endpoint as well (a desk of their own, used
+    again at their next launch)."""
     s, now = fleet.s, fleet.now
     n = 2000
     total = {"placed": 0, "n": 0}
@@ -316,13 +318,14 @@ def test_launch_many_names(benchmark, fleet, users_as):
             users = [r[0] for r in reqs]
         apps = [r[2] for r in reqs]
         locs = [r[3] for r in reqs]
+        eps = [f"desk{r[1]:06d}" for r in reqs] if users_as == "desks" else None
         if users_as == "object-array":
             users, apps, locs = (np.array(x, dtype=object) for x in (users, apps, locs))
-        return {"reqs": reqs, "args": (users, apps, locs)}
+        return {"reqs": reqs, "args": (users, apps, locs, eps)}
 
     def target(r):
-        users, apps, locs = r["args"]
-        r["out"] = s.launch_many(users, apps, locations=locs, now=now)
+        users, apps, locs, eps = r["args"]
+        r["out"] = s.launch_many(users, apps, locations=locs, endpoints=eps, now=now)
 
     def teardown(r):
         b = r["out"]
