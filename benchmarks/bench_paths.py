@@ -296,8 +296,8 @@ def test_launch_known_broker(benchmark, fleet, impl):
 def test_launch_many_names(benchmark, fleet, users_as):
     """``launch_many`` with names for users, apps and locations: Python lists, object arrays,
     (``unseen``) lists of users not in the directory (each created by the batch), or
-    (``desks``) lists with each user's client endpoint as well (a desk of their own, used
-    again at their next launch)."""
+    (``desks``) a broker's whole requests: each user's client endpoint as well (a desk of
+    their own, used again at their next launch) and the external flags (a list of bools)."""
     s, now = fleet.s, fleet.now
     n = 2000
     total = {"placed": 0, "n": 0}
@@ -319,13 +319,14 @@ def test_launch_many_names(benchmark, fleet, users_as):
         apps = [r[2] for r in reqs]
         locs = [r[3] for r in reqs]
         eps = [f"desk{r[1]:06d}" for r in reqs] if users_as == "desks" else None
+        ext = [False] * n if users_as == "desks" else None
         if users_as == "object-array":
             users, apps, locs = (np.array(x, dtype=object) for x in (users, apps, locs))
-        return {"reqs": reqs, "args": (users, apps, locs, eps)}
+        return {"reqs": reqs, "args": (users, apps, locs, eps, ext)}
 
     def target(r):
-        users, apps, locs, eps = r["args"]
-        r["out"] = s.launch_many(users, apps, locations=locs, endpoints=eps, now=now)
+        users, apps, locs, eps, ext = r["args"]
+        r["out"] = s.launch_many(users, apps, locations=locs, endpoints=eps, external=ext, now=now)
 
     def teardown(r):
         b = r["out"]

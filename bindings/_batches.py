@@ -88,13 +88,12 @@ class _Batches(_Host):
         try:
             if now is None:
                 now = _v.time("now", self._clock())  # read once, under the lock, whichever path decides
-            if external is None:
-                # user indices or ids, app indices or names, zone and endpoint names or
-                # None (lists, tuples or object arrays), one time: the compiled path
-                # (None: not that shape, or a value to refuse, which the path below names)
-                rows = self._launch_compiled(users, apps, now, locations, endpoints)
-                if rows is not None:
-                    return Decisions(rows, self._names)
+            # user indices or ids, app indices or names, zone and endpoint names or None
+            # (lists, tuples or object arrays), bools, one time: the compiled path (None:
+            # not that shape, or a value to refuse, which the path below names)
+            rows = self._launch_compiled(users, apps, now, locations, endpoints, external)
+            if rows is not None:
+                return Decisions(rows, self._names)
             out = self._launch_general(users, apps, locations, endpoints, external, now)
         finally:
             self._lock_release()

@@ -546,6 +546,38 @@ cdef Py_ssize_t _rows_of_names(PyObject** items, Py_ssize_t n, dict table, int64
     return -1
 
 
+cdef object _PY_TRUE = True, _PY_FALSE = False  # the bool objects (a bare True is C's 1 here)
+
+
+cdef bint _flag_column(object values, Py_ssize_t n, int64_t* out) except -1:
+    """A batch's external column as 0/1 into ``out``: a list or tuple of n items each
+    ``True`` or ``False`` itself, or a C-contiguous 1-D bool ndarray of n items.
+    False for anything else (the general path, which reads any bool array, decides)."""
+    cdef Py_ssize_t k
+    cdef PyObject** items
+    cdef PyObject* v
+    cdef const uint8_t* b
+    if type(values) is list or type(values) is tuple:
+        if len(values) != n:
+            return False
+        items = PySequence_Fast_ITEMS(values)
+        for k in range(n):
+            v = items[k]
+            if v == <PyObject*>_PY_TRUE:
+                out[k] = 1
+            elif v == <PyObject*>_PY_FALSE:
+                out[k] = 0
+            else:
+                return False
+        return True
+    if _native_vector(values, cnp.NPY_BOOL, n):
+        b = <const uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>values)
+        for k in range(n):
+            out[k] = b[k] != 0
+        return True
+    return False
+
+
 cdef inline bint _all_below(const int64_t* x, Py_ssize_t n, int64_t hi) noexcept:
     """Every ``x[k]`` in ``[0, hi)`` (branch-free: an all-good batch runs to the end)."""
     cdef bint ok = True
@@ -1029,6 +1061,7 @@ cdef class Engine:
     cdef int64_t* _user_rows
     cdef int64_t* _app_rows
     cdef int64_t* _endpoint_rows
+    cdef int64_t* _external_rows
     cdef double* _times
     cdef Py_ssize_t _fill_cap
     cdef int64_t* _sop_rows  # session_ops_many's columns, one block (see _sop_room)
@@ -1662,7 +1695,7 @@ cdef class Engine:
         if status != 0:
             raise_for_status(status, "now", nows[0])
 
-    def _launch_compiled(self, users, apps, now, locations=None, endpoints=None):
+    def _launch_compiled(self, users, apps, now, locations=None, endpoints=None, external=None):
         """(Lock held: the caller, ``Scheduler.launch_many``, holds it over both
         paths and reads the clock under it.) ``launch_many`` for the batch shape of
         a storm replayed by a broker or a simulator: ``users`` as a C-contiguous 1-D
@@ -1670,8 +1703,9 @@ cdef class Engine:
         ndarray of user ids (exact strs), ``apps`` as such an array of app indices
         (``app_indices``) or a list, tuple or object ndarray of app names,
         locations and endpoints each as None or such a sequence of n names (None
-        entries allowed), no external flags, one time for every row (a float or an
-        int). Returns the (n, N_D) decision rows, or None when the batch has
+        entries allowed), external flags as None, a list or tuple of n bools (``True``
+        / ``False`` themselves) or a C-contiguous 1-D bool ndarray, one time for every
+        row (a float or an int). Returns the (n, N_D) decision rows, or None when the batch has
         another shape or holds any value that would be refused: the caller then
         takes the general path, which checks everything again and raises the
         error (naming the field and the row). So this path holds no rule of its
@@ -1693,6 +1727,7 @@ cdef class Engine:
         cdef double t
         cdef int64_t* loc
         cdef int64_t* ep
+        cdef int64_t* ext
         user_col = _name_column(users, &user_items, &n)
         app_col = _name_column(apps, &app_items, &n_apps)
         if (user_col is None and not _int64_vector(users)) or (app_col is None and not _int64_vector(apps)):
@@ -1724,6 +1759,11 @@ cdef class Engine:
             return None
         self._fill_rows(n, t)
         loc = ep = self._minus_ones  # (the columns may have moved)
+        ext = self._zeros
+        if external is not None:
+            ext = self._external_rows
+            if not _flag_column(external, n, ext):
+                return None
         if app_col is not None:  # each a known app
             if _rows_of_names(app_items, n, self._apps, self._app_rows, False, -1) >= 0:
                 return None
@@ -1751,7 +1791,7 @@ cdef class Engine:
             ep = self._endpoint_rows
             self._endpoint_rows_of(ep_col, ep_items, n, ep)
         self._prepare(n)
-        return self._launch_rows(n, self._user_rows, loc, ep, t)
+        return self._launch_rows(n, self._user_rows, loc, ep, ext, t)
 
     cdef int _endpoint_rows_of(self, ep_col, PyObject** items, Py_ssize_t n, int64_t* out) except -1:
         """The index of each endpoint of a batch's column (``ep_col``, read in place
@@ -1784,19 +1824,20 @@ cdef class Engine:
         return 0
 
     cdef object _launch_rows(self, Py_ssize_t n, const int64_t* u, int64_t* loc, int64_t* ep,
-                             double t):
+                             int64_t* ext, double t):
         """The kernel over the rows of a compiled batch (lock held, capacity
-        prepared): ``u``, ``loc`` and ``ep`` given, the apps in ``_app_rows``."""
+        prepared): ``u``, ``loc``, ``ep`` and ``ext`` given, the apps in
+        ``_app_rows``."""
         cdef int64_t status
         out = _np_empty((n, N_D), dtype=_np_int64)
         cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out)
         if n >= NOGIL_ROWS and other_threads():
             with nogil:
                 status = self._launch_many(self._hdr, n, <int64_t*>u, self._app_rows, loc,
-                                           ep, self._zeros, self._times, o)
+                                           ep, ext, self._times, o)
         else:
             status = self._launch_many(self._hdr, n, <int64_t*>u, self._app_rows, loc,
-                                       ep, self._zeros, self._times, o)
+                                       ep, ext, self._times, o)
         if status != 0:
             raise_for_status(status, "now", t)
         return out
@@ -1837,14 +1878,14 @@ cdef class Engine:
 
     cdef int _fill_rows(self, Py_ssize_t n, double t) except -1:
         """The columns of a compiled batch: n locations and endpoints of -1 (none),
-        n external flags of 0, n copies of ``t``, room for n location, user, app and
-        endpoint rows. Kept between calls (lock held); only the times are written
-        again."""
+        n external flags of 0, n copies of ``t``, room for n location, user, app,
+        endpoint and external rows. Kept between calls (lock held); only the times are
+        written again."""
         cdef Py_ssize_t k, cap = self._fill_cap
         cdef void* p
         if n > cap:
             cap = max(n, 2 * cap)
-            p = malloc(7 * cap * 8)  # one block, seven columns
+            p = malloc(8 * cap * 8)  # one block, eight columns
             if p == NULL:
                 raise MemoryError("cannot allocate a batch's fill columns")
             free(self._minus_ones)  # the block's start
@@ -1855,6 +1896,7 @@ cdef class Engine:
             self._times = <double*>(self._minus_ones + 4 * cap)
             self._app_rows = self._minus_ones + 5 * cap
             self._endpoint_rows = self._minus_ones + 6 * cap
+            self._external_rows = self._minus_ones + 7 * cap
             self._fill_cap = cap
             for k in range(cap):
                 self._minus_ones[k] = -1

@@ -1,7 +1,7 @@
 """``launch_many`` by names — lists, tuples or object arrays, known users and users not
 seen yet, with the sweep of implicit users between and inside runs of batches — takes
-the compiled path and equals the general path (the same batch with an explicit
-external column) row for row and table for table, and the same launches one by one
+the compiled path and equals the general path (the same batch with a time per row)
+row for row and table for table, and the same launches one by one
 decision for decision; a batch with a bad row raises naming it and changes nothing."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_batches_of_names_equal_the_general_path_and_one_by_one(batches, enforce
         where = _as(kind, locs) if with_locations else None
         got = fast.launch_many(_as(kind, users), _as(kind, apps), locations=where, now=t)
         forced = general.launch_many(users, apps, locations=locs if with_locations else None,
-                                     external=[False] * len(rows), now=t)
+                                     now=[t] * len(rows))
         one = [single.launch(u, a, location=z if with_locations else None, now=t) for u, a, z in rows]
         assert got.rows.tolist() == forced.rows.tolist()
         assert list(got) == one

@@ -1,10 +1,11 @@
 """``launch_many`` by names as a broker's batches are: long, naming a few apps and zones
-over and over, with the client endpoints (desks come back, one-off kiosks, None) — by the same objects, by equal objects made apart, by more distinct names
+over and over, with the client endpoints (desks come back, one-off kiosks, None) and the
+external flags — by the same objects, by equal objects made apart, by more distinct names
 than the compiled path remembers at once, in lists and in object arrays read in place
-(contiguous or not). The compiled path equals the general path (the same batch with an
-explicit external column) and the launches one by one; a bad row after many good repeats
-of the same objects is still found and named, and changes nothing, the sweep of implicit
-users included."""
+(contiguous or not). The compiled path equals the general path (the same batch with a
+time per row) and the launches one by one; a bad row after many good repeats of the same
+objects is still found and named, and changes nothing, the sweep of implicit users
+included."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ _ZONES = ("Z1", "Z2", "Z3")
 def _fleet(enforce=False, sweep_every=None):
     s = usher.Scheduler(seed=11, enforce_entitlement=enforce)
     s.add_pool("P", zone_preference=("user_location", "user_home"), max_sessions_per_user=3)
-    s.add_pool("Q", zone_preference=("user_location",), max_sessions_per_user=2)
+    s.add_pool("Q", zone_preference=("user_location",), max_sessions_per_user=2, external_access=True)
     s.add_app("a", ["P"])
     s.add_app("b", ["P", "Q"], max_instances_per_user=1)
     s.add_app("c", ["Q"])
@@ -60,22 +61,27 @@ _desks = st.one_of(st.none(), st.integers(0, 20).map(lambda k: f"desk{k}"),
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.tuples(st.integers(0, 59), _names, _places, st.booleans(), _desks), min_size=1, max_size=300),
-       st.sampled_from(["list", "array", "strided"]), st.booleans(), st.booleans())
-def test_repeated_names_equal_the_general_path_and_one_by_one(rows, kind, enforce, with_desks):
+@given(st.lists(st.tuples(st.integers(0, 59), _names, _places, st.booleans(), _desks, st.booleans()),
+                min_size=1, max_size=300),
+       st.sampled_from(["list", "array", "strided"]), st.booleans(), st.booleans(),
+       st.sampled_from([None, "list", "tuple", "array"]))
+def test_repeated_names_equal_the_general_path_and_one_by_one(rows, kind, enforce, with_desks, flags):
     fast, general, single = _fleet(enforce), _fleet(enforce), _fleet(enforce)
     for s in (fast, general, single):  # endpoints known before the batch, one forgotten slot to reuse
         for k, pc in enumerate(("desk1", "desk2", "old-desk")):
             s.logoff(s.launch(f"d{k}", "a", endpoint=pc, now=0.5).session, now=0.5)
     calls = _calls(fast)
-    users = [f"d{u}" if u < 30 else f"new{u}" for u, _a, _z, _c, _e in rows]
-    apps = [_copy(a) if c else a for _u, a, _z, c, _e in rows]
-    locs = [_copy(z) if c else z for _u, _a, z, c, _e in rows]
-    eps = [_copy(e) if c else e for _u, _a, _z, c, e in rows] if with_desks else None
+    users = [f"d{u}" if u < 30 else f"new{u}" for u, _a, _z, _c, _e, _x in rows]
+    apps = [_copy(a) if c else a for _u, a, _z, c, _e, _x in rows]
+    locs = [_copy(z) if c else z for _u, _a, z, c, _e, _x in rows]
+    eps = [_copy(e) if c else e for _u, _a, _z, c, e, _x in rows] if with_desks else None
+    ext = None if flags is None else [x for *_r, x in rows]
+    ext_arg = None if ext is None else {"list": list, "tuple": tuple, "array": np.array}[flags](ext)
     got = fast.launch_many(_column(kind, users), _column(kind, apps), locations=_column(kind, locs),
-                           endpoints=None if eps is None else _column(kind, eps), now=1.0)
-    forced = general.launch_many(users, apps, locations=locs, endpoints=eps, external=[False] * len(rows), now=1.0)
-    one = [single.launch(u, a, location=z, endpoint=None if eps is None else eps[k], now=1.0)
+                           endpoints=None if eps is None else _column(kind, eps), external=ext_arg, now=1.0)
+    forced = general.launch_many(users, apps, locations=locs, endpoints=eps, external=ext, now=[1.0] * len(rows))
+    one = [single.launch(u, a, location=z, endpoint=None if eps is None else eps[k],
+                         external=False if ext is None else ext[k], now=1.0)
            for k, (u, a, z) in enumerate(zip(users, apps, locs))]
     assert calls == []
     assert got.rows.tolist() == forced.rows.tolist()
@@ -103,6 +109,8 @@ class _Name(str):
         ("users", 7, usher.InvalidArgument, "users[250]"),
         ("endpoints", "", usher.InvalidArgument, "endpoints[250]"),
         ("endpoints", 7, usher.InvalidArgument, "endpoints[250]"),
+        ("external", 1, usher.InvalidArgument, "external"),
+        ("external", None, usher.InvalidArgument, "external"),
     ],
 )
 def test_a_bad_row_after_repeats_is_named_and_changes_nothing(kind, column, bad, error, field):
@@ -114,12 +122,13 @@ def test_a_bad_row_after_repeats_is_named_and_changes_nothing(kind, column, bad,
     s._sweep_every = 1
     before = (s.servers().tolist(), s.sessions().tolist(), s.user_ids, list(s._endpoint_names), s.now)
     cols = {"users": [f"new{k % 40}" for k in range(300)], "apps": ["a"] * 300,
-            "locations": ["Z1", None, "far"] * 100, "endpoints": [f"pc{k}" if k % 4 else None for k in range(300)]}
+            "locations": ["Z1", None, "far"] * 100, "endpoints": [f"pc{k}" if k % 4 else None for k in range(300)],
+            "external": [k % 5 == 0 for k in range(300)]}
     cols[column][250] = bad
     with pytest.raises(error) as e:
         s.launch_many(_column(kind, cols["users"]), _column(kind, cols["apps"]),
                       locations=_column(kind, cols["locations"]), endpoints=_column(kind, cols["endpoints"]),
-                      now=2.0)
+                      external=cols["external"], now=2.0)
     assert e.value.field == field
     assert (s.servers().tolist(), s.sessions().tolist(), s.user_ids, list(s._endpoint_names), s.now) == before
 

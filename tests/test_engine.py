@@ -169,7 +169,7 @@ def test_compiled_batch_takes_the_compiled_path_and_equals_the_general_one():
         # users by index, or by id (a list or a tuple of known ids)
         users_arg = (users_idx, names, tuple(names))[batch % 3]
         fast = a.launch_many(users_arg, apps_idx, locations=locs, now=t)
-        general = b.launch_many(users_idx, apps_idx, locations=locs, external=[False] * n, now=t)
+        general = b.launch_many(users_idx, apps_idx, locations=locs, now=[t] * n)
         one_by_one = [c.launch(u, ap, location=None if locs is None else locs[k], now=t)
                       for k, (u, ap) in enumerate(zip(names, apps))]
         assert fast.rows.tolist() == general.rows.tolist()
@@ -201,7 +201,7 @@ def test_compiled_batch_of_names_takes_the_compiled_path_and_equals_one_by_one()
         users_arg = (names, tuple(names))[batch % 2]
         apps_arg = (apps, tuple(apps))[(batch // 2) % 2]
         fast = a.launch_many(users_arg, apps_arg, locations=locs, now=t)
-        general = b.launch_many(names, apps, locations=locs, external=[False] * n, now=t)
+        general = b.launch_many(names, apps, locations=locs, now=[t] * n)
         one_by_one = [c.launch(u, ap, location=None if locs is None else locs[k], now=t)
                       for k, (u, ap) in enumerate(zip(names, apps))]
         assert fast.rows.tolist() == general.rows.tolist()
@@ -294,7 +294,7 @@ def test_compiled_batch_with_new_user_ids_creates_them_as_one_by_one():
         ids = ["u1", "newcomer", "u2", "second", "newcomer"]
         got = a.launch_many(ids, ["app"] * 5, now=6.0)
         want = [b.launch(u, "app", now=6.0) for u in ids]
-        forced = c.launch_many(ids, ["app"] * 5, external=[False] * 5, now=6.0)
+        forced = c.launch_many(ids, ["app"] * 5, now=[6.0] * 5)
         assert calls == [] and general == [5]
         assert list(got) == want and got.rows.tolist() == forced.rows.tolist()
         assert ("newcomer" in a.user_ids) == (not enforce)

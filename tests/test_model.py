@@ -25,6 +25,7 @@ Run longer with ``USHER_TEST_PROFILE=thorough``.
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -366,11 +367,16 @@ class SchedulerMachine(RuleBasedStateMachine):
         ]
         users, apps, locs, eps, ext = (list(c) for c in zip(*rows))
         now = self.now
+        # one time (the compiled path; external as a list or a bool array) or a time per
+        # row (the general path)
+        when = data.draw(st.sampled_from(["one", "one-array", "per-row"]), label="times")
+        ext_arg = np.array(ext) if when == "one-array" else ext
+        now_arg = [now] * n if when == "per-row" else now
         # the same launches one by one, on a copy of the engine
         one_by_one = self.e.copy()
         singles = [self.engine_launch(one_by_one, u, a, loc, ep, x, now) for u, a, loc, ep, x in rows]
         ok, be, br = self.both(
-            lambda s: s.launch_many(users, apps, locations=locs, endpoints=eps, external=ext, now=now))
+            lambda s: s.launch_many(users, apps, locations=locs, endpoints=eps, external=ext_arg, now=now_arg))
         assert ok
         assert len(be) == len(br) == n
         assert be.outcome.tolist() == br.outcome.tolist() and be.reason.tolist() == br.reason.tolist()
