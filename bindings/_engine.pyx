@@ -727,6 +727,24 @@ cdef class KeyTable:
             return
         usher_prefetch(&self.slots[<size_t>h & <size_t>(self.size - 1)])
 
+    cdef void prefetch_ahead(self, list names, const Py_ssize_t* victims, Py_ssize_t k,
+                             Py_ssize_t m) noexcept:
+        """A sweep forgets ``names[victims[0:m]]``, thousands of keys at random places
+        of memory: before it forgets ``victims[k]``, the key object 2 * KEY_AHEAD
+        further on and the slot of the one KEY_AHEAD further on are requested (for
+        k = -1, the first ones), so their cache misses overlap."""
+        cdef Py_ssize_t j
+        if k < 0:
+            for j in range(min(2 * KEY_AHEAD, m)):
+                usher_prefetch(PyList_GET_ITEM(names, victims[j]))
+            for j in range(min(KEY_AHEAD, m)):
+                self.prefetch(<object>PyList_GET_ITEM(names, victims[j]))
+            return
+        if k + 2 * KEY_AHEAD < m:
+            usher_prefetch(PyList_GET_ITEM(names, victims[k + 2 * KEY_AHEAD]))
+        if k + KEY_AHEAD < m:
+            self.prefetch(<object>PyList_GET_ITEM(names, victims[k + KEY_AHEAD]))
+
     cdef inline bint _current(self, list names) noexcept:
         """The table matches ``names`` as it is now (no sync needed)."""
         return self.source is names and not self.stale and self.names_seen == PyList_GET_SIZE(names)
@@ -1375,18 +1393,9 @@ cdef class Engine:
                         m += 1
                     else:
                         kept += 1
-            # a sweep forgets thousands of users at random places of memory: the id
-            # objects 2 * KEY_AHEAD further on, then their key-table slots KEY_AHEAD
-            # further on, are requested before their turn
-            for k in range(min(2 * KEY_AHEAD, m)):
-                usher_prefetch(PyList_GET_ITEM(names, victims[k]))
-            for k in range(min(KEY_AHEAD, m)):
-                self._user_keys.prefetch(names[victims[k]])
+            self._user_keys.prefetch_ahead(names, victims, -1, m)
             for k in range(m):
-                if k + 2 * KEY_AHEAD < m:
-                    usher_prefetch(PyList_GET_ITEM(names, victims[k + 2 * KEY_AHEAD]))
-                if k + KEY_AHEAD < m:
-                    self._user_keys.prefetch(names[victims[k + KEY_AHEAD]])
+                self._user_keys.prefetch_ahead(names, victims, k, m)
                 self._forget_user_at(victims[k], kind)
         finally:
             free(victims)
@@ -1450,18 +1459,9 @@ cdef class Engine:
                         victims[m] = e
                         m += 1
                     idle[e] = 0
-            # forgotten at random places of memory, as the users are (_sweep_now):
-            # the name objects 2 * KEY_AHEAD further on, their slots KEY_AHEAD further
-            # on, requested before their turn
-            for k in range(min(2 * KEY_AHEAD, m)):
-                usher_prefetch(PyList_GET_ITEM(names, victims[k]))
-            for k in range(min(KEY_AHEAD, m)):
-                self._endpoint_keys.prefetch(names[victims[k]])
+            self._endpoint_keys.prefetch_ahead(names, victims, -1, m)
             for k in range(m):
-                if k + 2 * KEY_AHEAD < m:
-                    usher_prefetch(PyList_GET_ITEM(names, victims[k + 2 * KEY_AHEAD]))
-                if k + KEY_AHEAD < m:
-                    self._endpoint_keys.prefetch(names[victims[k + KEY_AHEAD]])
+                self._endpoint_keys.prefetch_ahead(names, victims, k, m)
                 e = victims[k]
                 self._endpoint_keys.remove(names[e], names)
                 names[e] = None
