@@ -680,8 +680,8 @@ cdef class KeyTable:
     request: a new object, equal to the stored one but not it) also keeps its
     characters in its slot, so matching it compares them there instead of
     reading the stored key object, a second random read. It never disagrees with
-    ``names``: the owner calls ``add`` / ``remove`` as it writes a key into a
-    free index or frees one; ``find`` first brings the table up to date — the
+    ``names``: the owner calls ``add`` / ``remove`` as it writes a key at an
+    index (appended or free) or frees one; ``find`` first brings the table up to date — the
     keys appended to ``names`` since (a bulk ``add_users``), or, when anything
     else happened that the table did not follow (the list replaced, an ``add``
     or ``remove`` while behind, more than half full), the whole list again. A
