@@ -1516,15 +1516,7 @@ cdef class Engine:
         cdef Py_ssize_t k = 0
         cdef int64_t e
         for endpoint in endpoints:
-            if endpoint is None:
-                e = -1
-            else:
-                e = self._endpoint_keys.find(endpoint, self._endpoint_names)
-                if e < 0:
-                    e = self._add_endpoint(endpoint)
-                else:
-                    self._mark_endpoint(e)
-            out[k] = e
+            out[k] = self._endpoint_index(endpoint)
             k += 1
 
     # ------------------------------------------------------------- launch
@@ -1789,21 +1781,19 @@ cdef class Engine:
                 return None  # not a user index, or one forgotten: the general path names it
         if ep_items != NULL:  # checked above: from here on nothing is refused
             ep = self._endpoint_rows
-            self._endpoint_rows_of(ep_col, ep_items, n, ep)
+            self._endpoint_rows_of(ep_items, n, ep)
         self._prepare(n)
         return self._launch_rows(n, self._user_rows, loc, ep, ext, t)
 
-    cdef int _endpoint_rows_of(self, ep_col, PyObject** items, Py_ssize_t n, int64_t* out) except -1:
-        """The index of each endpoint of a batch's column (``ep_col``, read in place
-        through its n ``items``, each None or a non-empty exact str) into ``out``, as
-        ``_endpoint_rows_into`` finds them: -1 for None, a known one marked as
+    cdef int _endpoint_rows_of(self, PyObject** items, Py_ssize_t n, int64_t* out) except -1:
+        """The index of each endpoint of a batch's column (its n ``items`` read in
+        place, each None or a non-empty exact str; the caller keeps the column) into
+        ``out``, as ``_endpoint_rows_into`` finds them: -1 for None, a known one marked as
         looked up, a new one added in row order. The slots of the rows KEY_AHEAD
         further on are requested before their turn. Adding an endpoint runs no
         Python code that could change the column. Lock held."""
         cdef Py_ssize_t k
-        cdef int64_t e
         cdef KeyTable keys = self._endpoint_keys
-        cdef list names = self._endpoint_names
         cdef PyObject* none = <PyObject*>None
         for k in range(min(KEY_AHEAD, n)):
             if items[k] != none:
@@ -1811,16 +1801,7 @@ cdef class Engine:
         for k in range(n):
             if k + KEY_AHEAD < n and items[k + KEY_AHEAD] != none:
                 keys.prefetch(<object>items[k + KEY_AHEAD])
-            if items[k] == none:
-                out[k] = -1
-                continue
-            endpoint = <object>items[k]
-            e = keys.find(endpoint, names)
-            if e < 0:
-                e = self._add_endpoint(endpoint)
-            else:
-                self._mark_endpoint(e)
-            out[k] = e
+            out[k] = self._endpoint_index(<object>items[k])
         return 0
 
     cdef object _launch_rows(self, Py_ssize_t n, const int64_t* u, int64_t* loc, int64_t* ep,
